@@ -1,0 +1,1 @@
+//! The apply service: writes schemas, snapshot chunks and changes into PostgreSQL

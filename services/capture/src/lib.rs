@@ -1,0 +1,1 @@
+//! The capture service: reads SQL Server catalogs, snapshots and CDC

@@ -1,0 +1,1 @@
+//! The coordinator: tasks, prechecks, assignments, throttles and progress

@@ -1,0 +1,1 @@
+//! Tracing, metrics and shutdown plumbing shared by every service

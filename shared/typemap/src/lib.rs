@@ -1,0 +1,1 @@
+//! SQL Server to PostgreSQL type mapping and exact PostgreSQL binary COPY encoders
