@@ -1,1 +1,8 @@
-//! Change-event model, traits at the seams (change source, change sink, checkpoint store) and error classes
+//! The dbsync change-event model, the traits at the seams (change source, change sink,
+//! checkpoint store) and the error classes every crate uses. No I/O here.
+
+pub mod error;
+pub mod lsn;
+
+pub use error::ErrorClass;
+pub use lsn::{Lsn, Position};

@@ -1,0 +1,1 @@
+//! Ephemeral PostgreSQL clusters for tests and benchmarks.
