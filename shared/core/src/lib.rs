@@ -3,6 +3,8 @@
 
 pub mod error;
 pub mod lsn;
+pub mod secret;
 
 pub use error::ErrorClass;
 pub use lsn::{Lsn, Position};
+pub use secret::Secret;
