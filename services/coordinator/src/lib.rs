@@ -1,1 +1,4 @@
-//! The coordinator: tasks, prechecks, assignments, throttles and progress
+//! The coordinator: tasks, prechecks, assignments, throttles and progress.
+
+pub mod alert;
+pub mod spec;
