@@ -10,6 +10,7 @@
 mod data;
 
 pub use data::SampleRng;
+pub(crate) use data::{large_text, ORDER_STATUSES};
 
 /// Name of the sample database.
 pub const SAMPLE_DATABASE: &str = "shop";
