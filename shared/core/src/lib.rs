@@ -4,6 +4,7 @@
 pub mod error;
 pub mod lsn;
 pub mod secret;
+pub mod sink;
 
 pub use error::ErrorClass;
 pub use lsn::{Lsn, Position};

@@ -1,0 +1,107 @@
+//! The real target columns of a table, read from `pg_attribute`: writers encode by the type
+//! PostgreSQL has (domains resolved to their base type), not by the type we meant to create.
+
+use tokio_postgres::Client;
+
+use crate::error::{ApplyError, Result};
+use crate::pg::encode::PgKind;
+use crate::pg::types::quote_ident;
+use crate::plan::TableTarget;
+
+/// A source column that is written to the target.
+#[derive(Clone, Debug)]
+pub struct WriteColumn {
+    /// Index into the source row (`TableSchema.columns` order).
+    pub source_index: usize,
+    /// Quoted target column name.
+    pub quoted: String,
+    pub kind: PgKind,
+    /// The base type as SQL (`integer`, `character varying`), for array casts.
+    pub base_type: String,
+}
+
+/// A table ready for writing: what to write and the key.
+#[derive(Clone, Debug)]
+pub struct ResolvedTable {
+    pub target: TableTarget,
+    /// Written columns in source order (skipped and generated columns left out).
+    pub write: Vec<WriteColumn>,
+    /// Indices into `write` of the key columns, in key order.
+    pub key: Vec<usize>,
+}
+
+const COLUMNS_QUERY: &str = "
+    SELECT a.attname::text,
+           CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END::oid,
+           format_type(CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END, NULL),
+           bt.typname::text,
+           a.attgenerated::text
+      FROM pg_attribute a
+      JOIN pg_type t ON t.oid = a.atttypid
+      JOIN pg_type bt ON bt.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
+     WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped
+     ORDER BY a.attnum";
+
+/// True if the table exists on the target.
+pub async fn table_exists(client: &Client, t: &TableTarget) -> Result<bool> {
+    let row = client
+        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&t.qualified])
+        .await
+        .map_err(|e| ApplyError::target(&t.qualified, "looking the table up", e))?;
+    Ok(row.get(0))
+}
+
+impl ResolvedTable {
+    pub async fn load(client: &Client, target: TableTarget) -> Result<ResolvedTable> {
+        let rows = client
+            .query(COLUMNS_QUERY, &[&target.qualified])
+            .await
+            .map_err(|e| ApplyError::target(&target.qualified, "reading the target columns", e))?;
+        let mut write = Vec::new();
+        let mut key = vec![usize::MAX; target.key.len()];
+        for (source_index, col) in target.columns.iter().enumerate() {
+            if col.skip {
+                continue;
+            }
+            let Some(row) = rows.iter().find(|r| r.get::<_, &str>(0) == col.name) else {
+                return Err(ApplyError::InvalidPlan {
+                    object: format!("{}.{}", target.qualified, col.name),
+                    detail: "the target table has no such column; add it or skip the column in the task".into(),
+                });
+            };
+            let generated: &str = row.get(4);
+            if !generated.is_empty() {
+                // A generated column is computed by PostgreSQL; its source value is not written.
+                continue;
+            }
+            let oid: u32 = row.get(1);
+            let type_name: &str = row.get(3);
+            let kind = PgKind::from_type(oid, type_name).ok_or_else(|| ApplyError::InvalidPlan {
+                object: format!("{}.{}", target.qualified, col.name),
+                detail: format!("column type {type_name} is not supported as a write target"),
+            })?;
+            if let Some(k) = target.key.iter().position(|k| *k == source_index) {
+                key[k] = write.len();
+            }
+            write.push(WriteColumn { source_index, quoted: quote_ident(&col.name), kind, base_type: row.get(2) });
+        }
+        if key.contains(&usize::MAX) {
+            return Err(ApplyError::InvalidPlan {
+                object: target.qualified.clone(),
+                detail: "a key column is generated on the target".into(),
+            });
+        }
+        Ok(ResolvedTable { target, write, key })
+    }
+
+    /// `("a", "b")` of the written columns.
+    pub fn column_list(&self) -> String {
+        let names: Vec<&str> = self.write.iter().map(|c| c.quoted.as_str()).collect();
+        format!("({})", names.join(", "))
+    }
+
+    pub fn key_list(&self) -> String {
+        let names: Vec<&str> = self.key.iter().map(|k| self.write[*k].quoted.as_str()).collect();
+        format!("({})", names.join(", "))
+    }
+}

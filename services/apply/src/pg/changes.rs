@@ -1,0 +1,633 @@
+//! Applies change transactions to PostgreSQL in commit order, exactly once.
+//!
+//! How (the choices and why):
+//! 1. Consecutive changes of one table and kind are batched into one set-based statement whose
+//!    parameters are binary arrays, one per column (`INSERT … SELECT * FROM unnest($1::int[],
+//!    …)`, `UPDATE … FROM unnest(…)`, `DELETE … USING unnest(…)`). Values are encoded straight
+//!    into the array buffers by the same encoders as binary COPY, so full and incremental sync
+//!    write identical values. A batch ends at a change of table, kind or column set, at a key
+//!    already in the batch (a second change of the same row must see the first), or at the
+//!    row/byte cap: statement order is change order, so per-row order is kept.
+//! 2. Order within a transaction is `(seqval, operation)` as delivered: a PK-changing update
+//!    (delete + insert with one seqval) is applied delete first; an update's before image
+//!    (op 3) only supplies the key of the row to change (it differs from the after image's
+//!    when a unique-index key changes).
+//! 3. `unchanged` values (LOB columns an update did not touch) are left out of the SET list,
+//!    so they are never overwritten; LOB-only updates are applied.
+//! 4. Transactions: every source transaction is applied inside one PostgreSQL transaction,
+//!    and several consecutive complete source transactions may share one (each stays atomic
+//!    and in order; it saves a commit per small transaction). The stream position
+//!    `(commit_lsn, seqval, operation)` of the last complete source transaction is written in
+//!    the same PostgreSQL transaction before COMMIT. A large source transaction arrives in
+//!    fragments: each fragment is written as it arrives (memory stays bounded by the batch
+//!    caps) inside the still-open PostgreSQL transaction, which commits only after the last
+//!    fragment. So no source transaction is ever half visible, and a crash rolls back to the
+//!    previous checkpoint, from where the stream is requested again.
+//! 5. Catch-up: for a table whose snapshot ended at LSN `S`, changes with commit LSN ≤ `S`
+//!    may already be in the snapshot; inserts are then upserts (updates and deletes by key are
+//!    idempotent anyway). After `S`, inserts are plain INSERTs, so a divergence surfaces as a
+//!    unique violation naming the table instead of being hidden. Conflict mode `ignore` makes
+//!    inserts overwrite the existing row always.
+
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use bytes::{BufMut, BytesMut};
+use dbsync_core::lsn::{Lsn, Position};
+use dbsync_core::sink::ChangeSink;
+use dbsync_proto::v1::value::Kind as ValueKind;
+use dbsync_proto::v1::{Operation, RowChange, TransactionFragment, Value};
+use postgres_types::{to_sql_checked, IsNull, Kind, ToSql, Type};
+use tokio_postgres::{Client, Statement};
+
+use crate::error::{ApplyError, Result};
+use crate::pg::catalog::ResolvedTable;
+use crate::pg::checkpoint::save_position;
+use crate::pg::encode::put_field;
+
+/// What kind of statement a batch is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum StmtKind {
+    Insert,
+    Upsert,
+    Update,
+    Delete,
+}
+
+/// `INSERT INTO t (cols) SELECT * FROM unnest($1::type[], …)`, with `ON CONFLICT (key) DO
+/// UPDATE` for an upsert. `cols` index `table.write`.
+pub fn insert_sql(t: &ResolvedTable, cols: &[usize], upsert: bool) -> String {
+    let names: Vec<&str> = cols.iter().map(|c| t.write[*c].quoted.as_str()).collect();
+    let arrays: Vec<String> = cols.iter().enumerate().map(|(i, c)| format!("${}::{}[]", i + 1, t.write[*c].base_type)).collect();
+    let mut sql = format!("INSERT INTO {} ({}) SELECT * FROM unnest({})", t.target.qualified, names.join(", "), arrays.join(", "));
+    if upsert {
+        let sets: Vec<String> = cols
+            .iter()
+            .filter(|c| !t.key.contains(c))
+            .map(|c| format!("{0} = EXCLUDED.{0}", t.write[*c].quoted))
+            .collect();
+        if sets.is_empty() {
+            sql.push_str(&format!(" ON CONFLICT {} DO NOTHING", t.key_list()));
+        } else {
+            sql.push_str(&format!(" ON CONFLICT {} DO UPDATE SET {}", t.key_list(), sets.join(", ")));
+        }
+    }
+    sql
+}
+
+/// `UPDATE t SET c = u.pN … FROM unnest(keys…, sets…) AS u(p1…) WHERE t.k = u.p1 …`.
+pub fn update_sql(t: &ResolvedTable, set_cols: &[usize]) -> String {
+    let nkeys = t.key.len();
+    let mut arrays = Vec::with_capacity(nkeys + set_cols.len());
+    let mut aliases = Vec::with_capacity(nkeys + set_cols.len());
+    for (i, k) in t.key.iter().chain(set_cols.iter()).enumerate() {
+        arrays.push(format!("${}::{}[]", i + 1, t.write[*k].base_type));
+        aliases.push(format!("p{}", i + 1));
+    }
+    let sets: Vec<String> = set_cols.iter().enumerate().map(|(i, c)| format!("{} = u.p{}", t.write[*c].quoted, nkeys + i + 1)).collect();
+    let conds: Vec<String> = t.key.iter().enumerate().map(|(i, k)| format!("t.{} = u.p{}", t.write[*k].quoted, i + 1)).collect();
+    format!(
+        "UPDATE {} AS t SET {} FROM unnest({}) AS u({}) WHERE {}",
+        t.target.qualified,
+        sets.join(", "),
+        arrays.join(", "),
+        aliases.join(", "),
+        conds.join(" AND ")
+    )
+}
+
+/// `DELETE FROM t USING unnest(keys…) AS u(p1…) WHERE t.k = u.p1 …`.
+pub fn delete_sql(t: &ResolvedTable) -> String {
+    let arrays: Vec<String> = t.key.iter().enumerate().map(|(i, k)| format!("${}::{}[]", i + 1, t.write[*k].base_type)).collect();
+    let aliases: Vec<String> = (1..=t.key.len()).map(|i| format!("p{i}")).collect();
+    let conds: Vec<String> = t.key.iter().enumerate().map(|(i, k)| format!("t.{} = u.p{}", t.write[*k].quoted, i + 1)).collect();
+    format!(
+        "DELETE FROM {} AS t USING unnest({}) AS u({}) WHERE {}",
+        t.target.qualified,
+        arrays.join(", "),
+        aliases.join(", "),
+        conds.join(" AND ")
+    )
+}
+
+/// One binary array parameter: the elements are already encoded (`len + bytes` each).
+#[derive(Debug)]
+struct ArrayParam<'a> {
+    elements: &'a [u8],
+    count: i32,
+    has_null: bool,
+}
+
+impl ToSql for ArrayParam<'_> {
+    fn to_sql(&self, ty: &Type, out: &mut BytesMut) -> std::result::Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        let Kind::Array(element) = ty.kind() else {
+            return Err(format!("parameter of type {ty} is not an array").into());
+        };
+        out.put_i32(1); // dimensions
+        out.put_i32(i32::from(self.has_null));
+        out.put_u32(element.oid());
+        out.put_i32(self.count);
+        out.put_i32(1); // lower bound
+        out.put_slice(self.elements);
+        Ok(IsNull::No)
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        matches!(ty.kind(), Kind::Array(_))
+    }
+
+    to_sql_checked!();
+}
+
+#[derive(Default)]
+struct ArrayBuf {
+    data: BytesMut,
+    has_null: bool,
+}
+
+/// Changes of one table and kind waiting to be sent as one statement.
+struct Batch {
+    table: usize,
+    kind: StmtKind,
+    /// Indices into `write`: inserted columns, or SET columns of an update.
+    cols: Vec<usize>,
+    params: Vec<ArrayBuf>,
+    rows: usize,
+    bytes: usize,
+    keys: HashSet<u64>,
+}
+
+/// One table of the stream as the applier sees it.
+pub struct TableApply {
+    pub table: Arc<ResolvedTable>,
+    /// For each source column, its position in `RowChange.values` (capture-instance order);
+    /// `None` when the capture instance does not record it.
+    pub change_position: Vec<Option<usize>>,
+    /// Changes with a commit LSN at or below this may already be in the snapshot.
+    pub snapshot_end_lsn: Option<Lsn>,
+    /// Conflict mode `ignore`: inserts overwrite existing rows.
+    pub overwrite_inserts: bool,
+    /// Changes of this table are not applied (waiting for a new snapshot).
+    pub paused: bool,
+    pub changes_applied: u64,
+}
+
+impl TableApply {
+    pub fn new(table: Arc<ResolvedTable>, snapshot_end_lsn: Option<Lsn>, overwrite_inserts: bool) -> TableApply {
+        let n = table.target.columns.len();
+        TableApply {
+            table,
+            change_position: (0..n).map(Some).collect(),
+            snapshot_end_lsn,
+            overwrite_inserts,
+            paused: false,
+            changes_applied: 0,
+        }
+    }
+
+    /// Maps the capture instance's column list (by name) onto the source columns.
+    pub fn set_change_columns(&mut self, names: &[String]) {
+        self.change_position = self
+            .table
+            .target
+            .columns
+            .iter()
+            .map(|c| names.iter().position(|n| n.eq_ignore_ascii_case(&c.source_name)))
+            .collect();
+    }
+
+    #[inline]
+    fn value<'v>(&self, values: &'v [Value], source_index: usize) -> Option<&'v Value> {
+        self.change_position[source_index].and_then(|p| values.get(p))
+    }
+}
+
+/// The before image of an update waiting for its after image.
+struct BeforeImage {
+    table: usize,
+    seqval: Vec<u8>,
+    key: Vec<Value>,
+}
+
+/// Caps that bound memory and statement size.
+#[derive(Clone, Copy, Debug)]
+pub struct ApplyLimits {
+    pub batch_rows: usize,
+    pub batch_bytes: usize,
+    /// Commit after this many changes at the next transaction boundary.
+    pub commit_changes: u64,
+}
+
+impl Default for ApplyLimits {
+    fn default() -> Self {
+        ApplyLimits { batch_rows: 5000, batch_bytes: 4 << 20, commit_changes: 20_000 }
+    }
+}
+
+/// Writes change transactions of one table group on one connection.
+pub struct ChangeApplier {
+    client: Client,
+    task_id: String,
+    group_id: String,
+    pub tables: Vec<Option<TableApply>>,
+    limits: ApplyLimits,
+    in_txn: bool,
+    /// Commit LSN of a source transaction whose last fragment has not arrived yet.
+    partial: Option<Lsn>,
+    committed: Option<Position>,
+    pending: Option<(Position, i64)>,
+    pending_changes: u64,
+    last_source_time: i64,
+    batch: Option<Batch>,
+    before: Option<BeforeImage>,
+    statements: HashMap<(usize, StmtKind, Vec<usize>), Statement>,
+    scratch: BytesMut,
+}
+
+impl ChangeApplier {
+    pub fn new(client: Client, task_id: &str, group_id: &str, tables: Vec<Option<TableApply>>, start: Option<Position>, limits: ApplyLimits) -> Self {
+        ChangeApplier {
+            client,
+            task_id: task_id.to_string(),
+            group_id: group_id.to_string(),
+            tables,
+            limits,
+            in_txn: false,
+            partial: None,
+            committed: start,
+            pending: None,
+            pending_changes: 0,
+            last_source_time: 0,
+            batch: None,
+            before: None,
+            statements: HashMap::new(),
+            scratch: BytesMut::with_capacity(256),
+        }
+    }
+
+    /// The position that is durable in the target.
+    pub fn committed(&self) -> Option<Position> {
+        self.committed
+    }
+
+    pub fn last_source_time(&self) -> i64 {
+        self.last_source_time
+    }
+
+    /// True while a source transaction is open (its last fragment has not arrived).
+    pub fn inside_transaction(&self) -> bool {
+        self.partial.is_some()
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Replaces a table (after a schema change); pending work is sent first.
+    pub async fn replace_table(&mut self, index: usize, table: TableApply) -> Result<()> {
+        self.send_batch().await?;
+        self.statements.retain(|(t, _, _), _| *t != index);
+        if let Some(slot) = self.tables.get_mut(index) {
+            *slot = Some(table);
+        }
+        Ok(())
+    }
+
+    async fn begin(&mut self) -> Result<()> {
+        if !self.in_txn {
+            self.client.batch_execute("BEGIN").await.map_err(|e| ApplyError::target("change stream", "opening a transaction", e))?;
+            self.in_txn = true;
+        }
+        Ok(())
+    }
+
+    async fn apply_change(&mut self, change: &RowChange, commit_lsn: Lsn) -> Result<()> {
+        let ti = change.table_index as usize;
+        let Some(Some(t)) = self.tables.get(ti) else {
+            return Err(ApplyError::Protocol { detail: format!("change for unknown table index {ti}") });
+        };
+        if t.paused {
+            return Ok(());
+        }
+        let target = &t.table.target;
+        let op = Operation::try_from(change.operation).unwrap_or(Operation::Unspecified);
+        let wanted = match op {
+            Operation::Insert => target.sync_inserts,
+            Operation::Delete => target.sync_deletes,
+            Operation::UpdateBefore | Operation::UpdateAfter => target.sync_updates,
+            Operation::Unspecified => return Err(ApplyError::Protocol { detail: format!("change without operation for {}", target.source_name) }),
+        };
+        if !wanted {
+            self.before = None;
+            return Ok(());
+        }
+        if op != Operation::Insert && t.table.key.is_empty() {
+            return Err(ApplyError::InvalidPlan {
+                object: target.source_name.clone(),
+                detail: "updates and deletes need a primary key or a unique index without nullable columns".into(),
+            });
+        }
+        let idempotent = t.overwrite_inserts || t.snapshot_end_lsn.is_some_and(|s| commit_lsn <= s);
+        match op {
+            Operation::UpdateBefore => {
+                let key = t.table.key.iter().map(|k| t.value(&change.values, t.table.write[*k].source_index).cloned().unwrap_or_default()).collect();
+                self.before = Some(BeforeImage { table: ti, seqval: change.seqval.clone(), key });
+                return Ok(());
+            }
+            Operation::Insert => {
+                let cols: Vec<usize> = (0..t.table.write.len())
+                    .filter(|w| matches!(t.value(&change.values, t.table.write[*w].source_index), Some(v) if !is_unchanged(v)))
+                    .collect();
+                let kind = if idempotent { StmtKind::Upsert } else { StmtKind::Insert };
+                self.add(ti, kind, cols, &change.values, None).await?;
+            }
+            Operation::UpdateAfter => {
+                let cols: Vec<usize> = (0..t.table.write.len())
+                    .filter(|w| matches!(t.value(&change.values, t.table.write[*w].source_index), Some(v) if !is_unchanged(v)))
+                    .collect();
+                let before = self.before.take().filter(|b| b.table == ti && b.seqval == change.seqval);
+                if cols.is_empty() {
+                    return Ok(());
+                }
+                self.add(ti, StmtKind::Update, cols, &change.values, before.map(|b| b.key)).await?;
+            }
+            Operation::Delete => {
+                self.add(ti, StmtKind::Delete, Vec::new(), &change.values, None).await?;
+            }
+            Operation::Unspecified => {}
+        }
+        if let Some(Some(t)) = self.tables.get_mut(ti) {
+            t.changes_applied += 1;
+        }
+        Ok(())
+    }
+
+    /// Adds one row to the current batch, sending the batch first when it cannot take it.
+    async fn add(&mut self, ti: usize, kind: StmtKind, cols: Vec<usize>, values: &[Value], key_override: Option<Vec<Value>>) -> Result<()> {
+        let table = Arc::clone(&self.tables[ti].as_ref().expect("checked by caller").table);
+        // Hash of the row's key, to end the batch when the same row comes again.
+        self.scratch.clear();
+        {
+            let t = self.tables[ti].as_ref().expect("checked by caller");
+            for (i, k) in table.key.iter().enumerate() {
+                let w = &table.write[*k];
+                let v = match &key_override {
+                    Some(key) => key.get(i),
+                    None => t.value(values, w.source_index),
+                };
+                put_field(&mut self.scratch, v.unwrap_or(&Value::default()), w.kind).map_err(|detail| ApplyError::InvalidValue {
+                    table: table.target.qualified.clone(),
+                    column: w.quoted.clone(),
+                    detail,
+                })?;
+            }
+        }
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        self.scratch.hash(&mut hasher);
+        let key_hash = hasher.finish();
+        let fits = self
+            .batch
+            .as_ref()
+            .is_some_and(|b| b.table == ti && b.kind == kind && b.cols == cols && !b.keys.contains(&key_hash));
+        if !fits {
+            self.send_batch().await?;
+            let nparams = match kind {
+                StmtKind::Insert | StmtKind::Upsert => cols.len(),
+                StmtKind::Update => table.key.len() + cols.len(),
+                StmtKind::Delete => table.key.len(),
+            };
+            self.batch = Some(Batch {
+                table: ti,
+                kind,
+                cols,
+                params: (0..nparams).map(|_| ArrayBuf::default()).collect(),
+                rows: 0,
+                bytes: 0,
+                keys: HashSet::new(),
+            });
+        }
+        let t = self.tables[ti].as_ref().expect("checked by caller");
+        let batch = self.batch.as_mut().expect("just created");
+        batch.keys.insert(key_hash);
+        let mut param = 0;
+        let put = |buf: &mut ArrayBuf, v: Option<&Value>, w: &crate::pg::catalog::WriteColumn| -> Result<usize> {
+            let v = v.unwrap_or(&NULL);
+            if v.kind.is_none() {
+                buf.has_null = true;
+            }
+            let before = buf.data.len();
+            put_field(&mut buf.data, v, w.kind).map_err(|detail| ApplyError::InvalidValue {
+                table: table.target.qualified.clone(),
+                column: w.quoted.clone(),
+                detail,
+            })?;
+            Ok(buf.data.len() - before)
+        };
+        let mut bytes = 0;
+        if matches!(kind, StmtKind::Update | StmtKind::Delete) {
+            for (i, k) in table.key.iter().enumerate() {
+                let w = &table.write[*k];
+                let v = match &key_override {
+                    Some(key) => key.get(i),
+                    None => t.value(values, w.source_index),
+                };
+                bytes += put(&mut batch.params[param], v, w)?;
+                param += 1;
+            }
+        }
+        if kind != StmtKind::Delete {
+            for c in batch.cols.clone().iter() {
+                let w = &table.write[*c];
+                bytes += put(&mut batch.params[param], t.value(values, w.source_index), w)?;
+                param += 1;
+            }
+        }
+        batch.rows += 1;
+        batch.bytes += bytes;
+        if batch.rows >= self.limits.batch_rows || batch.bytes >= self.limits.batch_bytes {
+            self.send_batch().await?;
+        }
+        Ok(())
+    }
+
+    /// Sends the current batch as one statement.
+    async fn send_batch(&mut self) -> Result<()> {
+        let Some(batch) = self.batch.take() else {
+            return Ok(());
+        };
+        if batch.rows == 0 {
+            return Ok(());
+        }
+        let table = Arc::clone(&self.tables[batch.table].as_ref().expect("batch of a known table").table);
+        let key = (batch.table, batch.kind, batch.cols.clone());
+        if !self.statements.contains_key(&key) {
+            let sql = match batch.kind {
+                StmtKind::Insert => insert_sql(&table, &batch.cols, false),
+                StmtKind::Upsert => insert_sql(&table, &batch.cols, true),
+                StmtKind::Update => update_sql(&table, &batch.cols),
+                StmtKind::Delete => delete_sql(&table),
+            };
+            let stmt = self
+                .client
+                .prepare(&sql)
+                .await
+                .map_err(|e| ApplyError::target(&table.target.qualified, "preparing a change statement", e))?;
+            self.statements.insert(key.clone(), stmt);
+        }
+        let stmt = &self.statements[&key];
+        let count = i32::try_from(batch.rows).unwrap_or(i32::MAX);
+        let params: Vec<ArrayParam<'_>> = batch
+            .params
+            .iter()
+            .map(|p| ArrayParam { elements: &p.data, count, has_null: p.has_null })
+            .collect();
+        let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+        let action = match batch.kind {
+            StmtKind::Insert => "inserting changed rows",
+            StmtKind::Upsert => "upserting changed rows",
+            StmtKind::Update => "updating changed rows",
+            StmtKind::Delete => "deleting changed rows",
+        };
+        self.client.execute(stmt, &refs).await.map_err(|e| ApplyError::target(&table.target.qualified, action, e))?;
+        metrics::counter!("dbsync_apply_changes_applied_total").increment(batch.rows as u64);
+        Ok(())
+    }
+
+    /// Commits the open PostgreSQL transaction with the position of the last complete source
+    /// transaction. Does nothing inside a source transaction (only sends pending rows).
+    pub async fn commit(&mut self) -> Result<Option<Position>> {
+        self.send_batch().await?;
+        if self.partial.is_some() {
+            return Ok(None);
+        }
+        let Some((position, time)) = self.pending.take() else {
+            if self.in_txn {
+                // Only filtered-out changes: nothing to record beyond what `pending` held.
+                self.client.batch_execute("COMMIT").await.map_err(|e| ApplyError::target("change stream", "committing", e))?;
+                self.in_txn = false;
+            }
+            return Ok(None);
+        };
+        self.begin().await?;
+        save_position(&self.client, &self.task_id, &self.group_id, &position, time, self.pending_changes).await?;
+        self.client.batch_execute("COMMIT").await.map_err(|e| ApplyError::target("change stream", "committing", e))?;
+        self.in_txn = false;
+        self.pending_changes = 0;
+        self.committed = Some(position);
+        Ok(Some(position))
+    }
+
+    /// Drops the open transaction (its changes will be streamed again from the checkpoint).
+    pub async fn rollback(&mut self) {
+        self.batch = None;
+        self.before = None;
+        self.pending = None;
+        self.partial = None;
+        if self.in_txn {
+            let _ = self.client.batch_execute("ROLLBACK").await;
+            self.in_txn = false;
+        }
+    }
+}
+
+static NULL: Value = Value { kind: None };
+
+#[inline]
+fn is_unchanged(v: &Value) -> bool {
+    matches!(v.kind, Some(ValueKind::Unchanged(true)))
+}
+
+impl ChangeSink for ChangeApplier {
+    type Error = ApplyError;
+
+    async fn apply_fragment(&mut self, fragment: TransactionFragment) -> Result<Option<Position>> {
+        let commit_lsn = Lsn::from_slice(&fragment.commit_lsn)
+            .ok_or_else(|| ApplyError::Protocol { detail: format!("commit LSN of {} bytes", fragment.commit_lsn.len()) })?;
+        if let Some(open) = self.partial {
+            if open != commit_lsn {
+                return Err(ApplyError::Protocol {
+                    detail: format!("transaction {open} ended without its last fragment; {commit_lsn} started"),
+                });
+            }
+        } else if self.committed.is_some_and(|c| Position::end_of(commit_lsn) <= c) || self.pending.is_some_and(|(p, _)| Position::end_of(commit_lsn) <= p) {
+            // Already applied (a redelivery after reconnect): skip the whole transaction.
+            return Ok(None);
+        }
+        self.begin().await?;
+        for change in &fragment.changes {
+            self.apply_change(change, commit_lsn).await?;
+        }
+        self.pending_changes += fragment.changes.len() as u64;
+        if fragment.last_fragment {
+            self.partial = None;
+            self.pending = Some((Position::end_of(commit_lsn), fragment.commit_time_unix_micros));
+            self.last_source_time = fragment.commit_time_unix_micros;
+            if self.pending_changes >= self.limits.commit_changes {
+                return self.commit().await;
+            }
+        } else {
+            self.partial = Some(commit_lsn);
+        }
+        Ok(None)
+    }
+
+    async fn advance(&mut self, lsn: Lsn, source_time_unix_micros: i64) -> Result<()> {
+        if self.partial.is_some() || lsn == Lsn::ZERO {
+            return Ok(());
+        }
+        let position = Position::end_of(lsn.decrement());
+        let newest = self.pending.map(|(p, _)| p).or(self.committed);
+        if newest.is_none_or(|n| position > n) {
+            self.pending = Some((position, source_time_unix_micros));
+            self.last_source_time = source_time_unix_micros;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<Option<Position>> {
+        self.commit().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pg::catalog::WriteColumn;
+    use crate::pg::encode::PgKind;
+    use crate::plan::TableTarget;
+
+    fn table() -> ResolvedTable {
+        let plan = crate::pg::ddl::tests::customers_plan();
+        let target = TableTarget::from_plan(&plan).unwrap();
+        ResolvedTable {
+            target,
+            write: vec![
+                WriteColumn { source_index: 0, quoted: "\"customerid\"".into(), kind: PgKind::Int4, base_type: "integer".into() },
+                WriteColumn { source_index: 1, quoted: "\"name\"".into(), kind: PgKind::Text, base_type: "character varying".into() },
+            ],
+            key: vec![0],
+        }
+    }
+
+    #[test]
+    fn change_statements_match_the_golden_text() {
+        let t = table();
+        assert_eq!(
+            insert_sql(&t, &[0, 1], false),
+            r#"INSERT INTO "dbo"."customers" ("customerid", "name") SELECT * FROM unnest($1::integer[], $2::character varying[])"#
+        );
+        assert_eq!(
+            insert_sql(&t, &[0, 1], true),
+            r#"INSERT INTO "dbo"."customers" ("customerid", "name") SELECT * FROM unnest($1::integer[], $2::character varying[]) ON CONFLICT ("customerid") DO UPDATE SET "name" = EXCLUDED."name""#
+        );
+        assert_eq!(
+            update_sql(&t, &[1]),
+            r#"UPDATE "dbo"."customers" AS t SET "name" = u.p2 FROM unnest($1::integer[], $2::character varying[]) AS u(p1, p2) WHERE t."customerid" = u.p1"#
+        );
+        assert_eq!(
+            delete_sql(&t),
+            r#"DELETE FROM "dbo"."customers" AS t USING unnest($1::integer[]) AS u(p1) WHERE t."customerid" = u.p1"#
+        );
+    }
+}

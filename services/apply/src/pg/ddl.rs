@@ -1,0 +1,533 @@
+//! PostgreSQL DDL for an assigned table group: pure functions from [`TableTarget`]s to SQL
+//! text, golden-tested below.
+//!
+//! The statements come in the order the data phases need them:
+//! 1. [`TableDdl::create_schema`], [`TableDdl::create_table`] (columns, PK, UNIQUE
+//!    constraints, tinyint CHECKs, defaults, identity, computed columns) and
+//!    [`TableDdl::key_index`] — what full sync and the change apply need to write rows;
+//! 2. [`foreign_keys`] `NOT VALID` once every table of the group exists (they never block the
+//!    data phases: apply sessions run with `session_replication_role = replica`);
+//! 3. [`TableDdl::post_load`] after the full sync: secondary and partial indexes, CHECKs,
+//!    identity restarts, then [`ForeignKeyDdl::validate`].
+//!
+//! Whatever cannot be translated is left out and explained in [`TableDdl::notes`], never
+//! guessed.
+
+use dbsync_proto::v1::{ColumnSchema, IndexSchema, SequenceSchema};
+
+use crate::pg::types::{
+    capitalize, is_tinyint, map_column_type, quote_ident, quote_literal, shorten_identifier, strip_outer_parens,
+    translate_expression,
+};
+use crate::plan::TableTarget;
+
+#[derive(Clone, Copy, Debug)]
+pub struct DdlOptions {
+    /// `server_version_num` of the target (e.g. 150004); decides `NULLS NOT DISTINCT`.
+    pub server_version_num: u32,
+}
+
+impl Default for DdlOptions {
+    fn default() -> Self {
+        DdlOptions { server_version_num: 150000 }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TableDdl {
+    pub create_schema: String,
+    pub create_table: String,
+    /// The unique index that gives the row key when the table has no primary key.
+    pub key_index: Option<String>,
+    /// Secondary indexes, CHECK constraints, identity restarts.
+    pub post_load: Vec<String>,
+    /// What was not created as on the source, and why.
+    pub notes: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ForeignKeyDdl {
+    pub name: String,
+    pub create: String,
+    /// `None` when the source constraint is not trusted: it stays NOT VALID.
+    pub validate: Option<String>,
+}
+
+fn is_text_type(c: &ColumnSchema) -> bool {
+    matches!(
+        c.type_name.to_ascii_lowercase().as_str(),
+        "char" | "varchar" | "nchar" | "nvarchar" | "text" | "ntext" | "sysname" | "xml"
+    )
+}
+
+/// Source column name → (quoted target name, holds text), for the expression translator.
+fn column_lookup(t: &TableTarget) -> impl Fn(&str) -> Option<(String, bool)> + '_ {
+    move |name: &str| {
+        t.source
+            .columns
+            .iter()
+            .zip(&t.columns)
+            .find(|(c, tc)| c.name.eq_ignore_ascii_case(name) && !tc.skip)
+            .map(|(c, tc)| (quote_ident(&tc.name), is_text_type(c)))
+    }
+}
+
+fn column_list(t: &TableTarget, names: &[String]) -> Result<Vec<String>, String> {
+    names
+        .iter()
+        .map(|n| t.target_column(n).map(|c| quote_ident(&c.name)).ok_or_else(|| format!("column {n} is not written")))
+        .collect()
+}
+
+/// Expressions that PostgreSQL refuses in a generated column (not immutable).
+fn is_volatile(expr: &str) -> bool {
+    ["LOCALTIMESTAMP", "now()", "gen_random_uuid()", "session_user", "current_user", "current_setting", "current_database"]
+        .iter()
+        .any(|f| expr.contains(f))
+}
+
+pub fn table_ddl(t: &TableTarget, opts: &DdlOptions) -> Result<TableDdl, String> {
+    let mut ddl = TableDdl {
+        create_schema: format!("CREATE SCHEMA IF NOT EXISTS {}", quote_ident(&t.schema)),
+        ..Default::default()
+    };
+    let lookup = column_lookup(t);
+    let mut items: Vec<String> = Vec::new();
+    for (c, tc) in t.source.columns.iter().zip(&t.columns) {
+        if tc.skip {
+            continue;
+        }
+        let ty = map_column_type(c).map_err(|e| format!("column {}: {e}", c.name))?;
+        let mut def = format!("{} {ty}", quote_ident(&tc.name));
+        if !c.computed_definition.is_empty() {
+            match translate_expression(&c.computed_definition, &lookup) {
+                Ok(expr) if !is_volatile(&expr) => def.push_str(&format!(" GENERATED ALWAYS AS ({expr}) STORED")),
+                Ok(_) => ddl.notes.push(format!(
+                    "computed column {} uses a non-deterministic expression; created as a plain column filled with the source values",
+                    c.name
+                )),
+                Err(e) => ddl.notes.push(format!(
+                    "computed column {} ({}) not translated ({e}); created as a plain column filled with the source values",
+                    c.name, c.computed_definition
+                )),
+            }
+        }
+        if let Some(id) = &c.identity {
+            if matches!(ty.as_str(), "smallint" | "integer" | "bigint") {
+                let increment = if id.increment == 0 { 1 } else { id.increment };
+                def.push_str(&format!(
+                    " GENERATED BY DEFAULT AS IDENTITY (START WITH {} INCREMENT BY {increment})",
+                    id.seed
+                ));
+                if let Some(last) = id.last_value {
+                    ddl.post_load.push(format!(
+                        "ALTER TABLE {} ALTER COLUMN {} RESTART WITH {}",
+                        t.qualified,
+                        quote_ident(&tc.name),
+                        last.saturating_add(increment)
+                    ));
+                }
+            } else {
+                ddl.notes.push(format!("identity on {} column {} has no PostgreSQL identity; values are copied, no sequence is created", c.type_name, c.name));
+            }
+        } else if !c.default_definition.is_empty() && c.computed_definition.is_empty() {
+            match translate_expression(&c.default_definition, &lookup) {
+                Ok(expr) => {
+                    let expr = if ty == "boolean" {
+                        match expr.as_str() {
+                            "0" => "false".to_string(),
+                            "1" => "true".to_string(),
+                            other => other.to_string(),
+                        }
+                    } else {
+                        expr
+                    };
+                    def.push_str(&format!(" DEFAULT {expr}"));
+                }
+                Err(e) => ddl.notes.push(format!("default of column {} ({}) not translated: {e}", c.name, c.default_definition)),
+            }
+        }
+        if !c.nullable {
+            def.push_str(" NOT NULL");
+        }
+        items.push(def);
+        if is_tinyint(c) {
+            items.push(format!(
+                "CONSTRAINT {} CHECK ({} BETWEEN 0 AND 255)",
+                quote_ident(&t.object_name(&format!("{}_{}_tinyint", t.table, tc.name))),
+                quote_ident(&tc.name)
+            ));
+        }
+    }
+    let key_index_name = t.source.key_source.strip_prefix("unique_index:");
+    for ix in &t.source.indexes {
+        if ix.disabled {
+            ddl.notes.push(format!("index {} is disabled on the source; not created", ix.name));
+            continue;
+        }
+        let keys: Vec<String> = ix.columns.iter().filter(|c| !c.included).map(|c| c.name.clone()).collect();
+        if ix.is_primary_key || ix.is_unique_constraint {
+            let cols = column_list(t, &keys).map_err(|e| format!("{} {}: {e}", if ix.is_primary_key { "primary key" } else { "unique constraint" }, ix.name))?;
+            let name = quote_ident(&t.object_name(&ix.name));
+            if ix.is_primary_key {
+                items.push(format!("CONSTRAINT {name} PRIMARY KEY ({})", cols.join(", ")));
+            } else {
+                items.push(format!("CONSTRAINT {name} UNIQUE{} ({})", nulls_not_distinct(t, ix, opts), cols.join(", ")));
+            }
+            continue;
+        }
+        match index_ddl(t, ix, opts) {
+            Ok((sql, note)) => {
+                if let Some(n) = note {
+                    ddl.notes.push(n);
+                }
+                if key_index_name == Some(ix.name.as_str()) {
+                    ddl.key_index = Some(sql);
+                } else {
+                    ddl.post_load.push(sql);
+                }
+            }
+            Err(e) => ddl.notes.push(format!("index {} not created: {e}", ix.name)),
+        }
+    }
+    for ck in &t.source.checks {
+        if ck.disabled {
+            ddl.notes.push(format!("CHECK {} is disabled on the source; not created", ck.name));
+            continue;
+        }
+        match translate_expression(&ck.definition, &lookup) {
+            Ok(expr) => ddl.post_load.push(format!(
+                "ALTER TABLE {} ADD CONSTRAINT {} CHECK ({expr})",
+                t.qualified,
+                quote_ident(&t.object_name(&ck.name))
+            )),
+            Err(e) => ddl.notes.push(format!("CHECK {} ({}) not translated: {e}", ck.name, ck.definition)),
+        }
+    }
+    ddl.create_table = format!("CREATE TABLE IF NOT EXISTS {} (\n    {}\n)", t.qualified, items.join(",\n    "));
+    Ok(ddl)
+}
+
+/// SQL Server's UNIQUE allows one NULL; PostgreSQL 15+ says so with NULLS NOT DISTINCT.
+fn nulls_not_distinct(t: &TableTarget, ix: &IndexSchema, opts: &DdlOptions) -> &'static str {
+    let nullable = ix.columns.iter().filter(|c| !c.included).any(|ic| {
+        t.source.columns.iter().any(|c| c.name == ic.name && c.nullable)
+    });
+    if nullable && ix.filter_definition.is_empty() && opts.server_version_num >= 150000 {
+        " NULLS NOT DISTINCT"
+    } else {
+        ""
+    }
+}
+
+fn index_ddl(t: &TableTarget, ix: &IndexSchema, opts: &DdlOptions) -> Result<(String, Option<String>), String> {
+    let mut keys = Vec::new();
+    let mut included = Vec::new();
+    for c in &ix.columns {
+        let name = t.target_column(&c.name).map(|tc| quote_ident(&tc.name)).ok_or_else(|| format!("column {} is not written", c.name))?;
+        if c.included {
+            included.push(name);
+        } else if c.descending {
+            keys.push(format!("{name} DESC"));
+        } else {
+            keys.push(name);
+        }
+    }
+    if keys.is_empty() {
+        return Err("no key columns".into());
+    }
+    // Index names share the schema's relation namespace in PostgreSQL: prefix the table.
+    let name = t.object_name(&format!("{}_{}", t.table, ix.name));
+    let mut sql = format!(
+        "CREATE {}INDEX IF NOT EXISTS {} ON {} ({})",
+        if ix.is_unique { "UNIQUE " } else { "" },
+        quote_ident(&name),
+        t.qualified,
+        keys.join(", ")
+    );
+    if !included.is_empty() {
+        sql.push_str(&format!(" INCLUDE ({})", included.join(", ")));
+    }
+    if ix.is_unique {
+        sql.push_str(nulls_not_distinct(t, ix, opts));
+    }
+    let mut note = None;
+    if !ix.filter_definition.is_empty() {
+        match translate_expression(&ix.filter_definition, &column_lookup(t)) {
+            Ok(filter) => sql.push_str(&format!(" WHERE {filter}")),
+            Err(e) if ix.is_unique => return Err(format!("filter {} not translated ({e}); without it the index would be stricter", ix.filter_definition)),
+            Err(e) => {
+                note = Some(format!("filter of index {} ({}) not translated ({e}); created without the filter", ix.name, ix.filter_definition))
+            }
+        }
+    }
+    Ok((sql, note))
+}
+
+/// Foreign keys of `t` whose referenced table is in the group, created NOT VALID.
+pub fn foreign_keys(t: &TableTarget, group: &[TableTarget]) -> (Vec<ForeignKeyDdl>, Vec<String>) {
+    let mut out = Vec::new();
+    let mut notes = Vec::new();
+    for fk in &t.source.foreign_keys {
+        if fk.disabled {
+            notes.push(format!("foreign key {} is disabled on the source; not created", fk.name));
+            continue;
+        }
+        let referenced = fk.referenced_table.clone().unwrap_or_default();
+        let Some(rt) = group.iter().find(|g| g.source.table.as_ref() == Some(&referenced)) else {
+            notes.push(format!(
+                "foreign key {} references {}.{}.{}, which is not in this table group; not created",
+                fk.name, referenced.database, referenced.schema, referenced.name
+            ));
+            continue;
+        };
+        let cols = column_list(t, &fk.columns);
+        let rcols = column_list(rt, &fk.referenced_columns);
+        let (cols, rcols) = match (cols, rcols) {
+            (Ok(c), Ok(r)) => (c, r),
+            (Err(e), _) | (_, Err(e)) => {
+                notes.push(format!("foreign key {} not created: {e}", fk.name));
+                continue;
+            }
+        };
+        let name = t.object_name(&fk.name);
+        let create = format!(
+            "ALTER TABLE {} ADD CONSTRAINT {} FOREIGN KEY ({}) REFERENCES {} ({}) ON DELETE {} ON UPDATE {} NOT VALID",
+            t.qualified,
+            quote_ident(&name),
+            cols.join(", "),
+            rt.qualified,
+            rcols.join(", "),
+            referential_action(&fk.on_delete),
+            referential_action(&fk.on_update)
+        );
+        let validate = (!fk.not_trusted).then(|| format!("ALTER TABLE {} VALIDATE CONSTRAINT {}", t.qualified, quote_ident(&name)));
+        out.push(ForeignKeyDdl { name, create, validate });
+    }
+    (out, notes)
+}
+
+fn referential_action(action: &str) -> &'static str {
+    match action {
+        "CASCADE" => "CASCADE",
+        "SET_NULL" => "SET NULL",
+        "SET_DEFAULT" => "SET DEFAULT",
+        _ => "NO ACTION",
+    }
+}
+
+/// A source sequence with its current value (`is_called`, so the next value is the source's
+/// next one).
+pub fn sequence_ddl(seq: &SequenceSchema, capitalization: &str) -> Vec<String> {
+    let schema = shorten_identifier(&capitalize(&seq.schema, capitalization));
+    let name = format!("{}.{}", quote_ident(&schema), quote_ident(&shorten_identifier(&capitalize(&seq.name, capitalization))));
+    let ty = match seq.type_name.to_ascii_lowercase().as_str() {
+        "tinyint" | "smallint" => "smallint",
+        "int" => "integer",
+        _ => "bigint",
+    };
+    let increment = if seq.increment == 0 { 1 } else { seq.increment };
+    vec![
+        format!("CREATE SCHEMA IF NOT EXISTS {}", quote_ident(&schema)),
+        format!(
+            "CREATE SEQUENCE IF NOT EXISTS {name} AS {ty} INCREMENT BY {increment} MINVALUE {} MAXVALUE {} START WITH {}{}",
+            seq.minimum_value,
+            seq.maximum_value,
+            seq.start_value,
+            if seq.is_cycling { " CYCLE" } else { "" }
+        ),
+        format!("SELECT setval({}, {}, true)", quote_literal(&name), seq.current_value),
+    ]
+}
+
+/// `(0)` style T-SQL text without its outer parentheses, for notes.
+pub fn plain(expr: &str) -> &str {
+    strip_outer_parens(expr)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::plan::TableTarget;
+    use dbsync_proto::v1::*;
+
+    fn col(name: &str, ty: &str, len: i32, p: i32, s: i32, nullable: bool) -> ColumnSchema {
+        ColumnSchema {
+            name: name.into(),
+            type_name: ty.into(),
+            max_length: len,
+            precision: p,
+            scale: s,
+            nullable,
+            ..Default::default()
+        }
+    }
+
+    pub(crate) fn orders_plan() -> TablePlan {
+        let mut id = col("OrderID", "int", 4, 10, 0, false);
+        id.identity = Some(Identity { seed: 1, increment: 1, last_value: Some(41) });
+        let mut created = col("CreatedAt", "datetime2", 8, 27, 7, false);
+        created.default_definition = "(sysdatetime())".into();
+        let mut flag = col("IsPaid", "bit", 1, 1, 0, false);
+        flag.default_definition = "((0))".into();
+        let mut total = col("Total", "decimal", 9, 12, 2, true);
+        total.computed_definition = "([Qty]*[Price])".into();
+        let table = TableSchema {
+            table: Some(TableRef { database: "shop".into(), schema: "dbo".into(), name: "Orders".into() }),
+            columns: vec![
+                id,
+                col("CustomerID", "int", 4, 10, 0, false),
+                col("Qty", "tinyint", 1, 3, 0, false),
+                col("Price", "money", 8, 19, 4, false),
+                total,
+                col("Note", "nvarchar", -1, 0, 0, true),
+                col("Code", "char", 10, 0, 0, true),
+                created,
+                flag,
+            ],
+            indexes: vec![
+                IndexSchema {
+                    name: "PK_Orders".into(),
+                    is_primary_key: true,
+                    is_unique: true,
+                    clustered: true,
+                    columns: vec![IndexColumn { name: "OrderID".into(), ..Default::default() }],
+                    ..Default::default()
+                },
+                IndexSchema {
+                    name: "UQ_Orders_Code".into(),
+                    is_unique: true,
+                    is_unique_constraint: true,
+                    columns: vec![IndexColumn { name: "Code".into(), ..Default::default() }],
+                    ..Default::default()
+                },
+                IndexSchema {
+                    name: "IX_Customer".into(),
+                    columns: vec![
+                        IndexColumn { name: "CustomerID".into(), ..Default::default() },
+                        IndexColumn { name: "CreatedAt".into(), descending: true, ..Default::default() },
+                        IndexColumn { name: "Note".into(), included: true, ..Default::default() },
+                    ],
+                    ..Default::default()
+                },
+                IndexSchema {
+                    name: "IX_Unpaid".into(),
+                    is_unique: true,
+                    columns: vec![IndexColumn { name: "CustomerID".into(), ..Default::default() }],
+                    filter_definition: "([IsPaid]=(0))".into(),
+                    ..Default::default()
+                },
+            ],
+            foreign_keys: vec![ForeignKeySchema {
+                name: "FK_Orders_Customers".into(),
+                columns: vec!["CustomerID".into()],
+                referenced_table: Some(TableRef { database: "shop".into(), schema: "dbo".into(), name: "Customers".into() }),
+                referenced_columns: vec!["CustomerID".into()],
+                on_delete: "CASCADE".into(),
+                on_update: "NO_ACTION".into(),
+                ..Default::default()
+            }],
+            checks: vec![
+                CheckSchema { name: "CK_Orders_Price".into(), definition: "([Price]>=(0))".into(), disabled: false },
+                CheckSchema { name: "CK_Orders_Odd".into(), definition: "(dbo.fn_odd([Qty])=(1))".into(), disabled: false },
+            ],
+            key_columns: vec!["OrderID".into()],
+            key_source: "primary_key".into(),
+            ..Default::default()
+        };
+        TablePlan { source: Some(table), capitalization: "lower".into(), ..Default::default() }
+    }
+
+    pub(crate) fn customers_plan() -> TablePlan {
+        let table = TableSchema {
+            table: Some(TableRef { database: "shop".into(), schema: "dbo".into(), name: "Customers".into() }),
+            columns: vec![col("CustomerID", "int", 4, 10, 0, false), col("Name", "nvarchar", 200, 0, 0, false)],
+            indexes: vec![IndexSchema {
+                name: "PK_Customers".into(),
+                is_primary_key: true,
+                is_unique: true,
+                columns: vec![IndexColumn { name: "CustomerID".into(), ..Default::default() }],
+                ..Default::default()
+            }],
+            key_columns: vec!["CustomerID".into()],
+            key_source: "primary_key".into(),
+            ..Default::default()
+        };
+        TablePlan { source: Some(table), ..Default::default() }
+    }
+
+    #[test]
+    fn orders_table_ddl_matches_the_golden_text() {
+        let t = TableTarget::from_plan(&orders_plan()).unwrap();
+        let ddl = table_ddl(&t, &DdlOptions::default()).unwrap();
+        assert_eq!(ddl.create_schema, r#"CREATE SCHEMA IF NOT EXISTS "dbo""#);
+        assert_eq!(
+            ddl.create_table,
+            r#"CREATE TABLE IF NOT EXISTS "dbo"."orders" (
+    "orderid" integer GENERATED BY DEFAULT AS IDENTITY (START WITH 1 INCREMENT BY 1) NOT NULL,
+    "customerid" integer NOT NULL,
+    "qty" smallint NOT NULL,
+    CONSTRAINT "orders_qty_tinyint" CHECK ("qty" BETWEEN 0 AND 255),
+    "price" numeric(19,4) NOT NULL,
+    "total" numeric(12,2) GENERATED ALWAYS AS ("qty" * "price") STORED,
+    "note" text,
+    "code" char(10),
+    "createdat" timestamp(6) DEFAULT LOCALTIMESTAMP NOT NULL,
+    "ispaid" boolean DEFAULT false NOT NULL,
+    CONSTRAINT "pk_orders" PRIMARY KEY ("orderid"),
+    CONSTRAINT "uq_orders_code" UNIQUE NULLS NOT DISTINCT ("code")
+)"#
+        );
+        assert_eq!(ddl.key_index, None);
+        assert_eq!(
+            ddl.post_load,
+            vec![
+                r#"ALTER TABLE "dbo"."orders" ALTER COLUMN "orderid" RESTART WITH 42"#.to_string(),
+                r#"CREATE INDEX IF NOT EXISTS "orders_ix_customer" ON "dbo"."orders" ("customerid", "createdat" DESC) INCLUDE ("note")"#.to_string(),
+                r#"CREATE UNIQUE INDEX IF NOT EXISTS "orders_ix_unpaid" ON "dbo"."orders" ("customerid") WHERE "ispaid" = (0)"#.to_string(),
+                r#"ALTER TABLE "dbo"."orders" ADD CONSTRAINT "ck_orders_price" CHECK ("price" >= (0))"#.to_string(),
+            ]
+        );
+        assert_eq!(ddl.notes.len(), 1, "{:?}", ddl.notes);
+        assert!(ddl.notes[0].contains("CK_Orders_Odd") && ddl.notes[0].contains("fn_odd"));
+    }
+
+    #[test]
+    fn foreign_keys_are_created_not_valid_only_inside_the_group() {
+        let orders = TableTarget::from_plan(&orders_plan()).unwrap();
+        let customers = TableTarget::from_plan(&customers_plan()).unwrap();
+        let (fks, notes) = foreign_keys(&orders, &[orders.clone(), customers.clone()]);
+        assert!(notes.is_empty());
+        assert_eq!(
+            fks[0].create,
+            r#"ALTER TABLE "dbo"."orders" ADD CONSTRAINT "fk_orders_customers" FOREIGN KEY ("customerid") REFERENCES "dbo"."customers" ("customerid") ON DELETE CASCADE ON UPDATE NO ACTION NOT VALID"#
+        );
+        assert_eq!(fks[0].validate.as_deref(), Some(r#"ALTER TABLE "dbo"."orders" VALIDATE CONSTRAINT "fk_orders_customers""#));
+        let (fks, notes) = foreign_keys(&orders, &[orders.clone()]);
+        assert!(fks.is_empty());
+        assert!(notes[0].contains("not in this table group"));
+    }
+
+    #[test]
+    fn sequences_keep_their_current_value() {
+        let seq = SequenceSchema {
+            schema: "dbo".into(),
+            name: "OrderNo".into(),
+            type_name: "bigint".into(),
+            start_value: 1000,
+            increment: 10,
+            minimum_value: 1,
+            maximum_value: 999999,
+            current_value: 1230,
+            ..Default::default()
+        };
+        assert_eq!(
+            sequence_ddl(&seq, "lower"),
+            vec![
+                r#"CREATE SCHEMA IF NOT EXISTS "dbo""#.to_string(),
+                r#"CREATE SEQUENCE IF NOT EXISTS "dbo"."orderno" AS bigint INCREMENT BY 10 MINVALUE 1 MAXVALUE 999999 START WITH 1000"#.to_string(),
+                r#"SELECT setval('"dbo"."orderno"', 1230, true)"#.to_string(),
+            ]
+        );
+    }
+}

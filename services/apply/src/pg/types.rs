@@ -1,0 +1,432 @@
+//! SQL Server column types and T-SQL expressions in PostgreSQL terms, as
+//! `reference/type-mapping.md` §1.3 and §2.21 decide.
+//!
+//! This is the thin adapter between apply and the mapping rules: the DDL builder and the
+//! writers only call the functions here, so the rules live in one place.
+
+use dbsync_proto::v1::ColumnSchema;
+
+/// The PostgreSQL column type for a SQL Server column (§1.3), or why there is none.
+pub fn map_column_type(col: &ColumnSchema) -> Result<String, String> {
+    let chars = |bytes_per_char: i32| {
+        if col.max_length < 0 {
+            None
+        } else {
+            Some((col.max_length / bytes_per_char).max(1))
+        }
+    };
+    let frac = |scale: i32| scale.clamp(0, 6);
+    let t = col.type_name.to_ascii_lowercase();
+    Ok(match t.as_str() {
+        "bit" => "boolean".into(),
+        "tinyint" | "smallint" => "smallint".into(),
+        "int" => "integer".into(),
+        "bigint" => "bigint".into(),
+        "decimal" | "numeric" => format!("numeric({},{})", col.precision.max(1), col.scale.max(0)),
+        "money" => "numeric(19,4)".into(),
+        "smallmoney" => "numeric(10,4)".into(),
+        "float" => {
+            if col.precision > 0 && col.precision <= 24 {
+                "real".into()
+            } else {
+                "double precision".into()
+            }
+        }
+        "real" => "real".into(),
+        "date" => "date".into(),
+        "time" => format!("time({})", frac(col.scale)),
+        "datetime" => "timestamp(3)".into(),
+        "datetime2" => format!("timestamp({})", frac(col.scale)),
+        "smalldatetime" => "timestamp(0)".into(),
+        "datetimeoffset" => format!("timestamptz({})", frac(col.scale)),
+        "char" => format!("char({})", chars(1).unwrap_or(1)),
+        "nchar" => format!("char({})", chars(2).unwrap_or(1)),
+        "varchar" => chars(1).map_or("text".into(), |n| format!("varchar({n})")),
+        "nvarchar" => chars(2).map_or("text".into(), |n| format!("varchar({n})")),
+        "sysname" => "varchar(128)".into(),
+        "text" | "ntext" => "text".into(),
+        "binary" | "varbinary" | "image" | "rowversion" | "timestamp" => "bytea".into(),
+        "uniqueidentifier" => "uuid".into(),
+        "xml" => "xml".into(),
+        "sql_variant" | "hierarchyid" => "text".into(),
+        "geometry" | "geography" => "bytea".into(),
+        other => return Err(format!("SQL Server type {other} has no PostgreSQL mapping")),
+    })
+}
+
+/// True for SQL Server types whose CHECK keeps the source domain (tinyint is 0..255).
+pub fn is_tinyint(col: &ColumnSchema) -> bool {
+    col.type_name.eq_ignore_ascii_case("tinyint")
+}
+
+/// PostgreSQL identifiers are at most 63 bytes: longer names are cut on a character boundary
+/// to 54 bytes and get `_` + 8 hex digits of a hash of the whole name (stable across runs).
+pub fn shorten_identifier(name: &str) -> String {
+    const MAX: usize = 63;
+    const KEEP: usize = 54;
+    if name.len() <= MAX {
+        return name.to_string();
+    }
+    let mut cut = KEEP;
+    while !name.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    // FNV-1a 64, folded to 32 bits: tiny, stable, no dependency.
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in name.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    let folded = (h >> 32) ^ (h & 0xffff_ffff);
+    format!("{}_{:08x}", &name[..cut], folded)
+}
+
+/// Applies the capitalization policy (`lower` default, `source`, `upper`) to a name.
+pub fn capitalize(name: &str, policy: &str) -> String {
+    match policy {
+        "source" => name.to_string(),
+        "upper" => name.to_uppercase(),
+        _ => name.to_lowercase(),
+    }
+}
+
+/// `"name"` with embedded quotes doubled.
+pub fn quote_ident(name: &str) -> String {
+    let mut out = String::with_capacity(name.len() + 2);
+    out.push('"');
+    for c in name.chars() {
+        if c == '"' {
+            out.push('"');
+        }
+        out.push(c);
+    }
+    out.push('"');
+    out
+}
+
+/// `'text'` with embedded quotes doubled.
+pub fn quote_literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+/// Translates a T-SQL expression (a default, computed column, CHECK or index filter) into
+/// PostgreSQL. `column` maps a source column name to its quoted target name and whether it
+/// holds text (for `+` as concatenation). Anything outside the supported subset is an error
+/// naming the construct, so the caller reports it instead of guessing.
+pub fn translate_expression(
+    expr: &str,
+    column: &dyn Fn(&str) -> Option<(String, bool)>,
+) -> Result<String, String> {
+    let tokens = tokenize(expr)?;
+    let concatenation = tokens.iter().any(|t| match t {
+        Token::Str(_) => true,
+        Token::Ident(name) | Token::Bracketed(name) => column(name).is_some_and(|(_, text)| text),
+        _ => false,
+    });
+    let mut out = String::with_capacity(expr.len() + 16);
+    let mut i = 0;
+    let mut after_function = false;
+    while i < tokens.len() {
+        let was_function = std::mem::replace(&mut after_function, false);
+        let after_function_here = was_function;
+        let next_is_paren = matches!(tokens.get(i + 1), Some(Token::Punct(p)) if p == "(");
+        match &tokens[i] {
+            Token::Str(s) => push_word(&mut out, &quote_literal(s)),
+            Token::Number(n) => push_word(&mut out, n),
+            Token::Hex(h) => push_word(&mut out, &format!("'\\x{h}'::bytea")),
+            Token::Bracketed(name) => {
+                let (target, _) = column(name).ok_or_else(|| format!("unknown column [{name}]"))?;
+                push_word(&mut out, &target);
+            }
+            Token::Punct(p) => {
+                let p = match p.as_str() {
+                    "+" if concatenation => "||",
+                    "!=" => "<>",
+                    other => other,
+                };
+                if p == ")" || p == "," || (p == "(" && after_function_here) {
+                    out.push_str(p);
+                } else {
+                    push_word(&mut out, p);
+                }
+            }
+            Token::Ident(word) => {
+                let lower = word.to_ascii_lowercase();
+                if next_is_paren {
+                    let (replacement, no_args) = function(&lower).ok_or_else(|| format!("function {word}() has no translation"))?;
+                    if no_args {
+                        // Skip `(` `)` of a no-argument function.
+                        if !matches!(tokens.get(i + 2), Some(Token::Punct(p)) if p == ")") {
+                            return Err(format!("function {word}() expects no arguments"));
+                        }
+                        push_word(&mut out, replacement);
+                        i += 3;
+                        continue;
+                    }
+                    push_word(&mut out, replacement);
+                    after_function = true;
+                } else if let Some(kw) = keyword(&lower) {
+                    push_word(&mut out, kw);
+                } else if let Some((target, _)) = column(word) {
+                    push_word(&mut out, &target);
+                } else {
+                    return Err(format!("unknown name {word}"));
+                }
+            }
+        }
+        i += 1;
+    }
+    Ok(strip_outer_parens(out.trim()).to_string())
+}
+
+fn push_word(out: &mut String, word: &str) {
+    if let Some(last) = out.chars().last() {
+        if last != '(' && last != ' ' {
+            out.push(' ');
+        }
+    }
+    out.push_str(word);
+}
+
+/// Removes parentheses that wrap the whole expression: `((0))` → `0`.
+pub fn strip_outer_parens(mut s: &str) -> &str {
+    loop {
+        let t = s.trim();
+        if !(t.starts_with('(') && t.ends_with(')')) {
+            return t;
+        }
+        // The first `(` must close at the very end.
+        let mut depth = 0;
+        let mut closes_at_end = true;
+        let mut in_str = false;
+        for (i, c) in t.char_indices() {
+            match c {
+                '\'' => in_str = !in_str,
+                '(' if !in_str => depth += 1,
+                ')' if !in_str => {
+                    depth -= 1;
+                    if depth == 0 && i != t.len() - 1 {
+                        closes_at_end = false;
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        if !closes_at_end {
+            return t;
+        }
+        s = &t[1..t.len() - 1];
+    }
+}
+
+/// T-SQL function → PostgreSQL text; `true` when it takes no arguments and the text replaces
+/// the whole call.
+fn function(name: &str) -> Option<(&'static str, bool)> {
+    Some(match name {
+        "getdate" | "sysdatetime" => ("LOCALTIMESTAMP", true),
+        "getutcdate" | "sysutcdatetime" => ("(now() AT TIME ZONE 'UTC')", true),
+        "sysdatetimeoffset" => ("now()", true),
+        "newid" | "newsequentialid" => ("gen_random_uuid()", true),
+        "suser_sname" | "suser_name" => ("session_user", true),
+        "user_name" => ("current_user", true),
+        "db_name" => ("current_database()", true),
+        "app_name" => ("current_setting('application_name')", true),
+        "isnull" => ("coalesce", false),
+        "coalesce" => ("coalesce", false),
+        "nullif" => ("nullif", false),
+        "len" => ("length", false),
+        "datalength" => ("octet_length", false),
+        "upper" => ("upper", false),
+        "lower" => ("lower", false),
+        "ltrim" => ("ltrim", false),
+        "rtrim" => ("rtrim", false),
+        "abs" => ("abs", false),
+        "round" => ("round", false),
+        "floor" => ("floor", false),
+        "ceiling" => ("ceil", false),
+        "substring" => ("substring", false),
+        "replace" => ("replace", false),
+        "left" => ("left", false),
+        "right" => ("right", false),
+        _ => return None,
+    })
+}
+
+fn keyword(word: &str) -> Option<&'static str> {
+    Some(match word {
+        "and" => "AND",
+        "or" => "OR",
+        "not" => "NOT",
+        "is" => "IS",
+        "null" => "NULL",
+        "like" => "LIKE",
+        "in" => "IN",
+        "between" => "BETWEEN",
+        "case" => "CASE",
+        "when" => "WHEN",
+        "then" => "THEN",
+        "else" => "ELSE",
+        "end" => "END",
+        "current_timestamp" => "LOCALTIMESTAMP",
+        "current_user" | "user" => "current_user",
+        "session_user" => "session_user",
+        "system_user" => "session_user",
+        _ => return None,
+    })
+}
+
+#[derive(Debug, PartialEq)]
+enum Token {
+    Str(String),
+    Number(String),
+    Hex(String),
+    Bracketed(String),
+    Ident(String),
+    Punct(String),
+}
+
+fn tokenize(expr: &str) -> Result<Vec<Token>, String> {
+    let chars: Vec<char> = expr.chars().collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if c.is_whitespace() {
+            i += 1;
+        } else if c == '\'' || ((c == 'N' || c == 'n') && chars.get(i + 1) == Some(&'\'')) {
+            i += if c == '\'' { 1 } else { 2 };
+            let mut s = String::new();
+            loop {
+                match chars.get(i) {
+                    None => return Err("unterminated string literal".into()),
+                    Some('\'') if chars.get(i + 1) == Some(&'\'') => {
+                        s.push('\'');
+                        i += 2;
+                    }
+                    Some('\'') => {
+                        i += 1;
+                        break;
+                    }
+                    Some(ch) => {
+                        s.push(*ch);
+                        i += 1;
+                    }
+                }
+            }
+            out.push(Token::Str(s));
+        } else if c == '0' && matches!(chars.get(i + 1), Some('x' | 'X')) {
+            let start = i + 2;
+            i = start;
+            while i < chars.len() && chars[i].is_ascii_hexdigit() {
+                i += 1;
+            }
+            out.push(Token::Hex(chars[start..i].iter().collect::<String>().to_lowercase()));
+        } else if c.is_ascii_digit() || (c == '.' && chars.get(i + 1).is_some_and(|d| d.is_ascii_digit())) {
+            let start = i;
+            while i < chars.len() && (chars[i].is_ascii_digit() || chars[i] == '.' || chars[i] == 'e' || chars[i] == 'E') {
+                i += 1;
+            }
+            out.push(Token::Number(chars[start..i].iter().collect()));
+        } else if c == '[' {
+            let mut s = String::new();
+            i += 1;
+            loop {
+                match chars.get(i) {
+                    None => return Err("unterminated [identifier]".into()),
+                    Some(']') if chars.get(i + 1) == Some(&']') => {
+                        s.push(']');
+                        i += 2;
+                    }
+                    Some(']') => {
+                        i += 1;
+                        break;
+                    }
+                    Some(ch) => {
+                        s.push(*ch);
+                        i += 1;
+                    }
+                }
+            }
+            out.push(Token::Bracketed(s));
+        } else if c.is_alphabetic() || c == '_' || c == '@' {
+            let start = i;
+            while i < chars.len() && (chars[i].is_alphanumeric() || chars[i] == '_' || chars[i] == '@' || chars[i] == '$') {
+                i += 1;
+            }
+            out.push(Token::Ident(chars[start..i].iter().collect()));
+        } else {
+            let two: String = chars[i..(i + 2).min(chars.len())].iter().collect();
+            if matches!(two.as_str(), "<>" | "!=" | "<=" | ">=") {
+                out.push(Token::Punct(two));
+                i += 2;
+            } else if "=<>+-*/%(),".contains(c) {
+                out.push(Token::Punct(c.to_string()));
+                i += 1;
+            } else {
+                return Err(format!("unsupported character {c:?}"));
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cols(name: &str) -> Option<(String, bool)> {
+        match name.to_lowercase().as_str() {
+            "qty" => Some(("\"qty\"".into(), false)),
+            "price" => Some(("\"price\"".into(), false)),
+            "first" => Some(("\"first\"".into(), true)),
+            "last" => Some(("\"last\"".into(), true)),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn translates_common_defaults_checks_and_computed_columns() {
+        let t = |e: &str| translate_expression(e, &cols);
+        assert_eq!(t("((0))").unwrap(), "0");
+        assert_eq!(t("((-1))").unwrap(), "- 1");
+        assert_eq!(t("(getdate())").unwrap(), "LOCALTIMESTAMP");
+        assert_eq!(t("(newid())").unwrap(), "gen_random_uuid()");
+        assert_eq!(t("(N'it''s')").unwrap(), "'it''s'");
+        assert_eq!(t("([qty]>=(0) AND [qty]<=(100))").unwrap(), "\"qty\" >= (0) AND \"qty\" <= (100)");
+        assert_eq!(t("([qty]*[price])").unwrap(), "\"qty\" * \"price\"");
+        assert_eq!(t("(([first]+' ')+[last])").unwrap(), "(\"first\" || ' ') || \"last\"");
+        assert_eq!(t("([qty] IS NOT NULL)").unwrap(), "\"qty\" IS NOT NULL");
+        assert_eq!(t("(isnull([qty],(0)))").unwrap(), "coalesce(\"qty\", (0))");
+        assert!(t("(dbo.myfunc([qty]))").is_err());
+        assert!(t("([nope]>(1))").unwrap_err().contains("nope"));
+    }
+
+    #[test]
+    fn maps_types_as_the_reference_says() {
+        let c = |t: &str, len: i32, p: i32, s: i32| ColumnSchema {
+            type_name: t.into(),
+            max_length: len,
+            precision: p,
+            scale: s,
+            ..Default::default()
+        };
+        assert_eq!(map_column_type(&c("nvarchar", 400, 0, 0)).unwrap(), "varchar(200)");
+        assert_eq!(map_column_type(&c("nvarchar", -1, 0, 0)).unwrap(), "text");
+        assert_eq!(map_column_type(&c("datetime2", 8, 27, 7)).unwrap(), "timestamp(6)");
+        assert_eq!(map_column_type(&c("decimal", 17, 38, 38)).unwrap(), "numeric(38,38)");
+        assert_eq!(map_column_type(&c("money", 8, 19, 4)).unwrap(), "numeric(19,4)");
+        assert_eq!(map_column_type(&c("float", 8, 53, 0)).unwrap(), "double precision");
+        assert!(map_column_type(&c("cursor", 0, 0, 0)).is_err());
+    }
+
+    #[test]
+    fn long_identifiers_are_shortened_stably_on_char_boundaries() {
+        let long = "é".repeat(40);
+        let a = shorten_identifier(&long);
+        assert!(a.len() <= 63, "{a}");
+        assert_eq!(a, shorten_identifier(&long));
+        assert_ne!(a, shorten_identifier(&"é".repeat(41)));
+        assert_eq!(shorten_identifier("short"), "short");
+    }
+}
