@@ -6,3 +6,5 @@
 pub mod api;
 pub mod types;
 pub mod sample;
+pub mod server;
+pub mod tds;

@@ -1,0 +1,119 @@
+//! Parsers for the client requests after login: SQL batch, RPC, Transaction Manager and
+//! BulkLoad.
+
+use super::reader::{utf16_to_string, Reader};
+use super::tokens::{col_flag, token};
+use super::values::{has_table_name, read_type_info, read_value};
+use super::WireError;
+use crate::api::{ResultColumn, RpcParam, RpcProc, TransactionRequest};
+use crate::types::Value;
+
+/// Skip ALL_HEADERS (the transaction descriptor it carries is tracked by the session).
+fn skip_all_headers(r: &mut Reader) -> Result<(), WireError> {
+    let total = r.u32()? as usize;
+    if total < 4 {
+        return Err(WireError::invalid("ALL_HEADERS", format!("total length {total}")));
+    }
+    r.skip(total - 4)
+}
+
+/// SQL batch: ALL_HEADERS then the text as UTF-16LE.
+pub fn parse_sql_batch(payload: &[u8]) -> Result<String, WireError> {
+    let mut r = Reader::new(payload, "SQL batch");
+    skip_all_headers(&mut r)?;
+    let text = r.bytes(r.remaining())?;
+    utf16_to_string(text).map_err(|e| WireError::invalid("SQL batch", e))
+}
+
+/// RPC request: the procedure and its parameters.
+pub fn parse_rpc(payload: &[u8]) -> Result<(RpcProc, Vec<RpcParam>), WireError> {
+    let mut r = Reader::new(payload, "RPC request");
+    skip_all_headers(&mut r)?;
+    let name_len = r.u16()?;
+    let proc = if name_len == 0xFFFF {
+        RpcProc::Id(r.u16()?)
+    } else {
+        RpcProc::Name(r.utf16(name_len as usize)?)
+    };
+    let _option_flags = r.u16()?;
+    let mut params = Vec::new();
+    while !r.is_empty() {
+        let name = r.b_varchar()?;
+        let status = r.u8()?;
+        let wt = read_type_info(&mut r, 0)?;
+        let value = read_value(&mut r, &wt)?;
+        params.push(RpcParam { name, ty: wt.ty, value, output: status & 0x01 != 0 });
+    }
+    Ok((proc, params))
+}
+
+/// Transaction Manager request (packet 0x0E).
+pub fn parse_transaction_request(payload: &[u8]) -> Result<TransactionRequest, WireError> {
+    let mut r = Reader::new(payload, "transaction manager request");
+    skip_all_headers(&mut r)?;
+    let request = match r.u16()? {
+        5 => {
+            let isolation = r.u8()?;
+            let name = r.b_varchar()?;
+            TransactionRequest::Begin { isolation, name }
+        }
+        7 => TransactionRequest::Commit { name: r.b_varchar()? },
+        8 => TransactionRequest::Rollback { name: r.b_varchar()? },
+        9 => TransactionRequest::Save { name: r.b_varchar()? },
+        other => return Err(WireError::Unsupported(format!("transaction manager request type {other}"))),
+    };
+    Ok(request)
+}
+
+/// BulkLoad message: COLMETADATA, ROW/NBCROW tokens, DONE.
+pub fn parse_bulk_load(payload: &[u8]) -> Result<(Vec<ResultColumn>, Vec<Vec<Value>>), WireError> {
+    let mut r = Reader::new(payload, "bulk load");
+    if r.u8()? != token::COLMETADATA {
+        return Err(WireError::invalid("bulk load", "does not start with COLMETADATA"));
+    }
+    let count = r.u16()? as usize;
+    let mut columns = Vec::with_capacity(count);
+    let mut wire_types = Vec::with_capacity(count);
+    for _ in 0..count {
+        let user_type = r.u32()?;
+        let flags = r.u16()?;
+        let wt = read_type_info(&mut r, user_type)?;
+        // tiberius writes the table name of text/ntext/image as one bare US_VARCHAR.
+        let table_name = if has_table_name(&wt.ty) { Some(r.us_varchar()?) } else { None };
+        let name = r.b_varchar()?;
+        columns.push(ResultColumn {
+            name,
+            ty: wt.ty.clone(),
+            nullable: flags & col_flag::NULLABLE != 0,
+            updateable: flags & col_flag::UPDATEABLE_UNKNOWN != 0,
+            identity: flags & col_flag::IDENTITY != 0,
+            computed: flags & col_flag::COMPUTED != 0,
+            table_name,
+        });
+        wire_types.push(wt);
+    }
+    let mut rows = Vec::new();
+    loop {
+        match r.u8()? {
+            token::ROW => {
+                let row = wire_types.iter().map(|wt| read_value(&mut r, wt)).collect::<Result<Vec<_>, _>>()?;
+                rows.push(row);
+            }
+            token::NBCROW => {
+                let bitmap = r.bytes(count.div_ceil(8))?;
+                let mut row = Vec::with_capacity(count);
+                for (i, wt) in wire_types.iter().enumerate() {
+                    if bitmap[i / 8] & (1 << (i % 8)) != 0 {
+                        row.push(Value::Null);
+                    } else {
+                        row.push(read_value(&mut r, wt)?);
+                    }
+                }
+                rows.push(row);
+            }
+            token::DONE => break,
+            other => return Err(WireError::invalid("bulk load", format!("unexpected token {other:#04x}"))),
+        }
+    }
+    Ok((columns, rows))
+}

@@ -1,0 +1,204 @@
+//! Test-only engine for the wire tests: canned results keyed by SQL text, and a record of
+//! everything the server decoded, so tests can check both directions through tiberius.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dbsync_sqlserver_sim::api::*;
+use dbsync_sqlserver_sim::server::{Server, ServerHandle};
+use dbsync_sqlserver_sim::types::{Collation, SqlType, Value};
+use parking_lot::Mutex;
+use tiberius::{AuthMethod, Client, Config, EncryptionLevel};
+use tokio::net::TcpStream;
+use tokio_util::compat::{Compat, TokioAsyncWriteCompatExt};
+
+pub const USER: &str = "sa";
+pub const PASSWORD: &str = "Str0ng!pässword";
+pub const DATABASE: &str = "testdb";
+pub const LATIN1: Collation = Collation::SQL_LATIN1_GENERAL_CP1_CI_AS;
+
+/// A canned response: runs against the sink when its SQL text (or RPC statement) arrives.
+pub type Script = Arc<dyn Fn(&mut dyn ResultSink) -> Result<(), Cancelled> + Send + Sync>;
+
+#[derive(Default)]
+pub struct Recorded {
+    pub logins: Vec<LoginRequest>,
+    pub batches: Vec<String>,
+    pub rpcs: Vec<(RpcProc, Vec<RpcParam>)>,
+    pub transactions: Vec<(TransactionRequest, u64)>,
+    pub bulk: Vec<(Vec<ResultColumn>, Vec<Vec<Value>>)>,
+    pub disconnects: usize,
+    /// Scripts that stopped because the sink said Cancelled, and rows they had sent.
+    pub cancelled_after_rows: Vec<u64>,
+}
+
+#[derive(Default)]
+pub struct Canned {
+    pub scripts: Mutex<HashMap<String, Script>>,
+    pub recorded: Mutex<Recorded>,
+}
+
+impl Canned {
+    pub fn on(&self, sql: &str, script: impl Fn(&mut dyn ResultSink) -> Result<(), Cancelled> + Send + Sync + 'static) {
+        self.scripts.lock().insert(sql.to_string(), Arc::new(script));
+    }
+
+    fn script(&self, sql: &str) -> Option<Script> {
+        self.scripts.lock().get(sql).cloned()
+    }
+}
+
+pub struct Factory(pub Arc<Canned>);
+
+impl SessionFactory for Factory {
+    fn login(&self, login: &LoginRequest) -> Result<Box<dyn Session>, SqlError> {
+        self.0.recorded.lock().logins.push(login.clone());
+        if login.password != PASSWORD {
+            return Err(SqlError::new(18456, 14, 1, format!("Login failed for user '{}'.", login.user)));
+        }
+        Ok(Box::new(CannedSession { canned: self.0.clone(), descriptor: 0, next_descriptor: 1 }))
+    }
+}
+
+struct CannedSession {
+    canned: Arc<Canned>,
+    descriptor: u64,
+    next_descriptor: u64,
+}
+
+impl CannedSession {
+    fn run(&self, key: &str, sink: &mut dyn ResultSink, in_proc: bool) {
+        match self.canned.script(key) {
+            Some(script) => {
+                let _ = script(sink);
+            }
+            None => {
+                let _ = sink.done(StatementKind::Other, None, in_proc);
+            }
+        }
+    }
+}
+
+impl Session for CannedSession {
+    fn database(&self) -> String {
+        DATABASE.to_string()
+    }
+
+    fn execute_batch(&mut self, sql: &str, sink: &mut dyn ResultSink) {
+        self.canned.recorded.lock().batches.push(sql.to_string());
+        self.run(sql, sink, false);
+    }
+
+    fn execute_rpc(&mut self, proc: &RpcProc, params: Vec<RpcParam>, sink: &mut dyn ResultSink) {
+        let key = match proc {
+            RpcProc::Id(10) => match params.first().map(|p| &p.value) {
+                Some(Value::String(s)) => s.to_string(),
+                _ => String::new(),
+            },
+            RpcProc::Id(id) => format!("proc#{id}"),
+            RpcProc::Name(name) => name.clone(),
+        };
+        self.canned.recorded.lock().rpcs.push((proc.clone(), params));
+        self.run(&key, sink, true);
+    }
+
+    fn transaction(&mut self, request: &TransactionRequest, sink: &mut dyn ResultSink) {
+        let result = match request {
+            TransactionRequest::Begin { .. } => {
+                self.descriptor = self.next_descriptor;
+                self.next_descriptor += 1;
+                sink.env_change(&EnvChange::BeginTransaction { descriptor: self.descriptor })
+            }
+            TransactionRequest::Commit { .. } => {
+                let descriptor = std::mem::take(&mut self.descriptor);
+                sink.env_change(&EnvChange::CommitTransaction { descriptor })
+            }
+            TransactionRequest::Rollback { .. } => {
+                let descriptor = std::mem::take(&mut self.descriptor);
+                sink.env_change(&EnvChange::RollbackTransaction { descriptor })
+            }
+            TransactionRequest::Save { .. } => Ok(()),
+        };
+        let _ = result;
+        self.canned.recorded.lock().transactions.push((request.clone(), self.descriptor));
+    }
+
+    fn bulk_rows(&mut self, columns: &[ResultColumn], rows: Vec<Vec<Value>>, sink: &mut dyn ResultSink) {
+        let n = rows.len() as u64;
+        self.canned.recorded.lock().bulk.push((columns.to_vec(), rows));
+        let _ = sink.done(StatementKind::Insert, Some(n), false);
+    }
+
+    fn transaction_descriptor(&self) -> u64 {
+        self.descriptor
+    }
+
+    fn disconnect(&mut self) {
+        self.canned.recorded.lock().disconnects += 1;
+    }
+}
+
+pub async fn start() -> (ServerHandle, Arc<Canned>) {
+    let canned = Arc::new(Canned::default());
+    let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let handle = Server::start(addr, Arc::new(Factory(canned.clone()))).await.expect("server starts");
+    (handle, canned)
+}
+
+pub type TestClient = Client<Compat<TcpStream>>;
+
+pub fn config(addr: SocketAddr, password: &str) -> Config {
+    let mut config = Config::new();
+    config.host("127.0.0.1");
+    config.port(addr.port());
+    config.database(DATABASE);
+    config.authentication(AuthMethod::sql_server(USER, password));
+    config.encryption(EncryptionLevel::NotSupported);
+    config.trust_cert();
+    config
+}
+
+pub async fn connect_with(addr: SocketAddr, config: Config) -> tiberius::Result<TestClient> {
+    let tcp = TcpStream::connect(addr).await?;
+    tcp.set_nodelay(true)?;
+    Client::connect(config, tcp.compat_write()).await
+}
+
+pub async fn connect(addr: SocketAddr) -> TestClient {
+    connect_with(addr, config(addr, PASSWORD)).await.expect("login succeeds")
+}
+
+/// Poll `condition` until it holds or the deadline passes.
+pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+pub fn col(name: &str, ty: SqlType, nullable: bool) -> ResultColumn {
+    ResultColumn::expr(name, ty, nullable)
+}
+
+pub fn s(text: &str) -> Value {
+    Value::String(text.into())
+}
+
+pub fn b(bytes: &[u8]) -> Value {
+    Value::Binary(bytes.into())
+}
+
+/// Emit a result set of the given rows followed by DONE(COUNT).
+pub fn result_set(columns: Vec<ResultColumn>, rows: Vec<Vec<Value>>) -> impl Fn(&mut dyn ResultSink) -> Result<(), Cancelled> + Send + Sync {
+    move |sink| {
+        sink.columns(&columns)?;
+        for row in &rows {
+            sink.row(row)?;
+        }
+        sink.done(StatementKind::Select, Some(rows.len() as u64), false)
+    }
+}
