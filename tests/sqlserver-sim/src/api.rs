@@ -150,6 +150,10 @@ pub trait Session: Send {
     fn bulk_rows(&mut self, columns: &[ResultColumn], rows: Vec<Vec<Value>>, sink: &mut dyn ResultSink);
     /// The transaction descriptor of the open transaction, 0 when none.
     fn transaction_descriptor(&self) -> u64;
+    /// Called by the server before each batch, RPC and TM request with the transaction
+    /// descriptor the client echoed in ALL_HEADERS (0 = none; BulkLoad carries none). SQL
+    /// Server checks it against the open transaction; the default ignores it.
+    fn request_descriptor(&mut self, _descriptor: u64) {}
     /// The client went away: roll back whatever is open and release locks.
     fn disconnect(&mut self);
 }

@@ -275,17 +275,20 @@ fn handle_message(message: Message, session: &mut dyn Session, sink: &mut WireSi
     sink.begin(session.transaction_descriptor() != 0);
     match message.kind {
         kind::SQL_BATCH => {
-            let sql = parse_sql_batch(&message.payload)?;
+            let (descriptor, sql) = parse_sql_batch(&message.payload)?;
+            session.request_descriptor(descriptor);
             session.execute_batch(&sql, sink);
             sink.finish(false);
         }
         kind::RPC => {
-            let (proc, params) = parse_rpc(&message.payload)?;
-            session.execute_rpc(&proc, params, sink);
+            let rpc = parse_rpc(&message.payload)?;
+            session.request_descriptor(rpc.descriptor);
+            session.execute_rpc(&rpc.proc, rpc.params, sink);
             sink.finish(true);
         }
         kind::TRANSACTION_MANAGER => {
-            let request = parse_transaction_request(&message.payload)?;
+            let (descriptor, request) = parse_transaction_request(&message.payload)?;
+            session.request_descriptor(descriptor);
             session.transaction(&request, sink);
             sink.finish(false);
         }

@@ -8,27 +8,51 @@ use super::WireError;
 use crate::api::{ResultColumn, RpcParam, RpcProc, TransactionRequest};
 use crate::types::Value;
 
-/// Skip ALL_HEADERS (the transaction descriptor it carries is tracked by the session).
-fn skip_all_headers(r: &mut Reader) -> Result<(), WireError> {
+/// Read ALL_HEADERS and return the transaction descriptor it carries (0 when absent).
+fn read_all_headers(r: &mut Reader) -> Result<u64, WireError> {
     let total = r.u32()? as usize;
     if total < 4 {
         return Err(WireError::invalid("ALL_HEADERS", format!("total length {total}")));
     }
-    r.skip(total - 4)
+    let mut headers = Reader::new(r.bytes(total - 4)?, "ALL_HEADERS");
+    let mut descriptor = 0;
+    while !headers.is_empty() {
+        let length = headers.u32()? as usize;
+        if length < 6 {
+            return Err(WireError::invalid("ALL_HEADERS", format!("header length {length}")));
+        }
+        let kind = headers.u16()?;
+        let data = headers.bytes(length - 6)?;
+        // Type 2: transaction descriptor (8 bytes) + outstanding request count.
+        if kind == 2 && data.len() >= 8 {
+            descriptor = u64::from_le_bytes(data[..8].try_into().expect("8 bytes"));
+        }
+    }
+    Ok(descriptor)
 }
 
 /// SQL batch: ALL_HEADERS then the text as UTF-16LE.
-pub fn parse_sql_batch(payload: &[u8]) -> Result<String, WireError> {
+/// SQL batch: ALL_HEADERS then the text as UTF-16LE. Returns (descriptor, text).
+pub fn parse_sql_batch(payload: &[u8]) -> Result<(u64, String), WireError> {
     let mut r = Reader::new(payload, "SQL batch");
-    skip_all_headers(&mut r)?;
+    let descriptor = read_all_headers(&mut r)?;
     let text = r.bytes(r.remaining())?;
-    utf16_to_string(text).map_err(|e| WireError::invalid("SQL batch", e))
+    let text = utf16_to_string(text).map_err(|e| WireError::invalid("SQL batch", e))?;
+    Ok((descriptor, text))
+}
+
+/// An RPC request as decoded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RpcRequest {
+    pub descriptor: u64,
+    pub proc: RpcProc,
+    pub params: Vec<RpcParam>,
 }
 
 /// RPC request: the procedure and its parameters.
-pub fn parse_rpc(payload: &[u8]) -> Result<(RpcProc, Vec<RpcParam>), WireError> {
+pub fn parse_rpc(payload: &[u8]) -> Result<RpcRequest, WireError> {
     let mut r = Reader::new(payload, "RPC request");
-    skip_all_headers(&mut r)?;
+    let descriptor = read_all_headers(&mut r)?;
     let name_len = r.u16()?;
     let proc = if name_len == 0xFFFF {
         RpcProc::Id(r.u16()?)
@@ -44,13 +68,13 @@ pub fn parse_rpc(payload: &[u8]) -> Result<(RpcProc, Vec<RpcParam>), WireError> 
         let value = read_value(&mut r, &wt)?;
         params.push(RpcParam { name, ty: wt.ty, value, output: status & 0x01 != 0 });
     }
-    Ok((proc, params))
+    Ok(RpcRequest { descriptor, proc, params })
 }
 
-/// Transaction Manager request (packet 0x0E).
-pub fn parse_transaction_request(payload: &[u8]) -> Result<TransactionRequest, WireError> {
+/// Transaction Manager request (packet 0x0E). Returns (descriptor, request).
+pub fn parse_transaction_request(payload: &[u8]) -> Result<(u64, TransactionRequest), WireError> {
     let mut r = Reader::new(payload, "transaction manager request");
-    skip_all_headers(&mut r)?;
+    let descriptor = read_all_headers(&mut r)?;
     let request = match r.u16()? {
         5 => {
             let isolation = r.u8()?;
@@ -62,7 +86,7 @@ pub fn parse_transaction_request(payload: &[u8]) -> Result<TransactionRequest, W
         9 => TransactionRequest::Save { name: r.b_varchar()? },
         other => return Err(WireError::Unsupported(format!("transaction manager request type {other}"))),
     };
-    Ok(request)
+    Ok((descriptor, request))
 }
 
 /// BulkLoad message: COLMETADATA, ROW/NBCROW tokens, DONE.

@@ -31,6 +31,8 @@ pub struct Recorded {
     pub transactions: Vec<(TransactionRequest, u64)>,
     pub bulk: Vec<(Vec<ResultColumn>, Vec<Vec<Value>>)>,
     pub disconnects: usize,
+    /// Transaction descriptors the client echoed in ALL_HEADERS, one per request.
+    pub descriptors: Vec<u64>,
     /// Scripts that stopped because the sink said Cancelled, and rows they had sent.
     pub cancelled_after_rows: Vec<u64>,
 }
@@ -136,6 +138,10 @@ impl Session for CannedSession {
         self.descriptor
     }
 
+    fn request_descriptor(&mut self, descriptor: u64) {
+        self.canned.recorded.lock().descriptors.push(descriptor);
+    }
+
     fn disconnect(&mut self) {
         self.canned.recorded.lock().disconnects += 1;
     }
@@ -190,6 +196,23 @@ pub fn s(text: &str) -> Value {
 
 pub fn b(bytes: &[u8]) -> Value {
     Value::Binary(bytes.into())
+}
+
+/// Rows until the sink refuses (attention or disconnect); records how many went out.
+pub fn endless(canned: &Arc<Canned>) -> impl Fn(&mut dyn ResultSink) -> Result<(), Cancelled> + Send + Sync {
+    let canned = canned.clone();
+    move |sink| {
+        sink.columns(&[col("n", SqlType::BigInt, false), col("text", SqlType::NVarChar { len: Some(100), collation: LATIN1 }, true)])?;
+        let text = s("a row that takes some room in the packet");
+        let mut n = 0u64;
+        loop {
+            if sink.row(&[Value::BigInt(n as i64), text.clone()]).is_err() {
+                canned.recorded.lock().cancelled_after_rows.push(n);
+                return Err(Cancelled);
+            }
+            n += 1;
+        }
+    }
 }
 
 /// Emit a result set of the given rows followed by DONE(COUNT).
