@@ -130,3 +130,51 @@ fn clusters_start_quickly_from_the_template() {
     assert!(elapsed < Duration::from_secs(10), "start took {elapsed:?}");
     drop(cluster);
 }
+
+/// Run as a child process by `postmaster_dies_with_a_killed_test_process`.
+#[test]
+fn orphan_check_child() {
+    if std::env::var_os("DBSYNC_PGTEST_ORPHAN_CHILD").is_none() {
+        return;
+    }
+    let cluster = PgCluster::start().unwrap();
+    println!("POSTMASTER_PID {}", cluster.postmaster_pid().unwrap());
+    std::thread::sleep(Duration::from_secs(120));
+}
+
+#[test]
+fn postmaster_dies_with_a_killed_test_process() {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "orphan_check_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("DBSYNC_PGTEST_ORPHAN_CHILD", "1")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let pid: u32 = stdout
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|line| {
+            // libtest prints "test name ... " without a newline before the test's output.
+            let (_, pid) = line.split_once("POSTMASTER_PID ")?;
+            Some(pid.trim().parse().unwrap())
+        })
+        .expect("child printed the postmaster pid");
+    assert!(process_alive(pid));
+    child.kill().unwrap(); // SIGKILL: no destructors, no atexit
+    child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while process_alive(pid) {
+        assert!(
+            Instant::now() < deadline,
+            "postmaster {pid} outlived its test process"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
