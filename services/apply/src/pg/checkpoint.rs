@@ -23,6 +23,7 @@ const SCHEMA_SQL: &str = "
         target_table text NOT NULL,
         phase text NOT NULL,
         schema_done boolean NOT NULL DEFAULT false,
+        kept_existing boolean NOT NULL DEFAULT false,
         snapshot_done boolean NOT NULL DEFAULT false,
         post_load_done boolean NOT NULL DEFAULT false,
         snapshot_end_lsn bytea,
@@ -70,6 +71,8 @@ pub async fn ensure_schema(client: &mut Client) -> Result<()> {
 pub struct TableState {
     pub phase: String,
     pub schema_done: bool,
+    /// Conflict mode `ignore` kept a table that existed before: no DDL is run on it.
+    pub kept_existing: bool,
     pub snapshot_done: bool,
     pub post_load_done: bool,
     pub snapshot_end_lsn: Option<Lsn>,
@@ -79,7 +82,7 @@ pub struct TableState {
 pub async fn load_table_state(client: &impl GenericClient, task_id: &str, table: &str) -> Result<Option<TableState>> {
     let row = client
         .query_opt(
-            "SELECT phase, schema_done, snapshot_done, post_load_done, snapshot_end_lsn, rows_done
+            "SELECT phase, schema_done, snapshot_done, post_load_done, snapshot_end_lsn, rows_done, kept_existing
                FROM dbsync.table_state WHERE task_id = $1 AND source_table = $2",
             &[&task_id, &table],
         )
@@ -92,6 +95,7 @@ pub async fn load_table_state(client: &impl GenericClient, task_id: &str, table:
         post_load_done: r.get(3),
         snapshot_end_lsn: r.get::<_, Option<&[u8]>>(4).and_then(Lsn::from_slice),
         rows_done: u64::try_from(r.get::<_, i64>(5)).unwrap_or(0),
+        kept_existing: r.get(6),
     }))
 }
 
@@ -99,7 +103,7 @@ pub async fn load_table_state(client: &impl GenericClient, task_id: &str, table:
 #[derive(Clone, Copy, Debug)]
 pub enum TableStep<'a> {
     Phase(&'a str),
-    SchemaDone,
+    SchemaDone { kept_existing: bool },
     SnapshotDone { end_lsn: Option<Lsn> },
     PostLoadDone,
     /// Full reload after a retention overrun: forget the chunk plan and the snapshot.
@@ -124,9 +128,12 @@ pub async fn record_step(client: &impl GenericClient, task_id: &str, table: &str
                 )
                 .await
         }
-        TableStep::SchemaDone => {
+        TableStep::SchemaDone { kept_existing } => {
             client
-                .execute("UPDATE dbsync.table_state SET schema_done = true WHERE task_id = $1 AND source_table = $2", &[&task_id, &table])
+                .execute(
+                    "UPDATE dbsync.table_state SET schema_done = true, kept_existing = $3 WHERE task_id = $1 AND source_table = $2",
+                    &[&task_id, &table, &kept_existing],
+                )
                 .await
         }
         TableStep::SnapshotDone { end_lsn } => {

@@ -340,6 +340,38 @@ pub fn sequence_ddl(seq: &SequenceSchema, capitalization: &str) -> Vec<String> {
     ]
 }
 
+/// ALTER TABLE statements that bring a target table from the `old` source schema to the
+/// `new` one (a schema change followed on the source): added columns (nullable, since
+/// existing rows have no value), dropped columns, changed types.
+pub fn alter_table_ddl(old: &TableTarget, new: &TableTarget) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    for (c, tc) in new.source.columns.iter().zip(&new.columns) {
+        if tc.skip {
+            continue;
+        }
+        let ty = map_column_type(c).map_err(|e| format!("column {}: {e}", c.name))?;
+        match old.source.columns.iter().find(|o| o.name == c.name) {
+            None => out.push(format!("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {ty}", new.qualified, quote_ident(&tc.name))),
+            Some(o) => {
+                let old_ty = map_column_type(o).map_err(|e| format!("column {}: {e}", o.name))?;
+                if old_ty != ty {
+                    out.push(format!(
+                        "ALTER TABLE {} ALTER COLUMN {1} TYPE {ty} USING {1}::{ty}",
+                        new.qualified,
+                        quote_ident(&tc.name)
+                    ));
+                }
+            }
+        }
+    }
+    for (o, tc) in old.source.columns.iter().zip(&old.columns) {
+        if !tc.skip && !new.source.columns.iter().any(|c| c.name == o.name) {
+            out.push(format!("ALTER TABLE {} DROP COLUMN IF EXISTS {}", old.qualified, quote_ident(&tc.name)));
+        }
+    }
+    Ok(out)
+}
+
 /// `(0)` style T-SQL text without its outer parentheses, for notes.
 pub fn plain(expr: &str) -> &str {
     strip_outer_parens(expr)
@@ -506,6 +538,24 @@ pub(crate) mod tests {
         let (fks, notes) = foreign_keys(&orders, &[orders.clone()]);
         assert!(fks.is_empty());
         assert!(notes[0].contains("not in this table group"));
+    }
+
+    #[test]
+    fn schema_changes_become_alter_table() {
+        let old = TableTarget::from_plan(&customers_plan()).unwrap();
+        let mut plan = customers_plan();
+        let src = plan.source.as_mut().unwrap();
+        src.columns[1].max_length = 400;
+        src.columns.push(col("Email", "varchar", 100, 0, 0, true));
+        let new = TableTarget::from_plan(&plan).unwrap();
+        assert_eq!(
+            alter_table_ddl(&old, &new).unwrap(),
+            vec![
+                r#"ALTER TABLE "dbo"."customers" ALTER COLUMN "name" TYPE varchar(200) USING "name"::varchar(200)"#.to_string(),
+                r#"ALTER TABLE "dbo"."customers" ADD COLUMN IF NOT EXISTS "email" varchar(100)"#.to_string(),
+            ]
+        );
+        assert_eq!(alter_table_ddl(&new, &old).unwrap().last().unwrap(), r#"ALTER TABLE "dbo"."customers" DROP COLUMN IF EXISTS "email""#);
     }
 
     #[test]

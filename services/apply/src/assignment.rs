@@ -1,0 +1,154 @@
+//! One assignment (a task's table group) from start to end: schema, full sync, post-load
+//! DDL, then the change stream until shutdown.
+
+use std::sync::Arc;
+
+use dbsync_core::lsn::Lsn;
+use dbsync_core::Secret;
+use dbsync_proto::v1::{Assignment, TablePhase};
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{ApplyError, Result};
+use crate::full::{run_full_sync, FullSyncContext, FullSyncTable};
+use crate::pg::catalog::ResolvedTable;
+use crate::pg::checkpoint::{ensure_schema, load_table_state};
+use crate::pg::ddl::DdlOptions;
+use crate::plan::{normalize_ops, TableTarget};
+use crate::progress::{ProgressSink, TableTracker};
+use crate::schema::{create_objects, keeps_existing, post_load};
+use crate::stream::{run_stream, StreamContext, StreamTable};
+
+/// Settings of the applier that are not part of an assignment.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// Upper bound on chunks loaded at once (the assignment's `parallel_chunks` may lower it).
+    pub max_parallel_chunks: usize,
+    /// Bearer token for the capture service.
+    pub auth_token: Option<Secret>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions { max_parallel_chunks: 4, auth_token: None }
+    }
+}
+
+/// What became of an assignment that returned without error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AssignmentOutcome {
+    /// Schema and/or full sync finished; no incremental phase was asked for.
+    Completed,
+}
+
+/// Runs one assignment. Without incremental sync it returns when the data is in; with it, it
+/// streams until `shutdown` (then `Err(ApplyError::Cancelled)`) or an error.
+pub async fn run_assignment(
+    assignment: Assignment,
+    options: &RunOptions,
+    progress: Arc<dyn ProgressSink>,
+    shutdown: CancellationToken,
+) -> Result<AssignmentOutcome> {
+    let task_id = assignment.task_id.clone();
+    let group_id = if assignment.group_id.is_empty() { "default".to_string() } else { assignment.group_id.clone() };
+    let target = assignment.target.clone().ok_or_else(|| ApplyError::InvalidPlan {
+        object: task_id.clone(),
+        detail: "the assignment has no target connection".into(),
+    })?;
+    let mut plans = assignment.tables.clone();
+    plans.iter_mut().for_each(normalize_ops);
+    let targets = plans.iter().map(TableTarget::from_plan).collect::<Result<Vec<_>>>()?;
+    let trackers: Vec<Arc<TableTracker>> = targets
+        .iter()
+        .map(|t| Arc::new(TableTracker::new(t.source.table.clone().unwrap_or_default(), Arc::clone(&progress))))
+        .collect();
+
+    let label = crate::pg::target_label(&target);
+    let mut control = crate::pg::connect_plain(&target).await?;
+    ensure_schema(&mut control).await?;
+    let opts = DdlOptions { server_version_num: crate::pg::server_version(&control, &label).await? };
+
+    if assignment.schema_sync {
+        trackers.iter().for_each(|t| t.phase(TablePhase::Schema));
+        create_objects(&mut control, &task_id, &assignment.conflict_mode, &targets, &[], &opts).await?;
+    }
+    let mut resolved = Vec::with_capacity(targets.len());
+    for t in &targets {
+        if !crate::pg::catalog::table_exists(&control, t).await? {
+            return Err(ApplyError::InvalidPlan {
+                object: t.qualified.clone(),
+                detail: "the target table does not exist; enable schema sync or create it first".into(),
+            });
+        }
+        resolved.push(Arc::new(ResolvedTable::load(&control, t.clone()).await?));
+    }
+
+    let needs_capture = assignment.full_sync || assignment.incremental_sync;
+    if !needs_capture {
+        post_load(&mut control, &task_id, &targets, &opts).await?;
+        trackers.iter().for_each(|t| t.phase(TablePhase::Done));
+        return Ok(AssignmentOutcome::Completed);
+    }
+    let capture = crate::capture::connect(&assignment.capture_address, options.auth_token.as_ref()).await?;
+    let parallel = match assignment.parallel_chunks {
+        0 => options.max_parallel_chunks,
+        n => (n as usize).min(options.max_parallel_chunks),
+    }
+    .max(1);
+    let source = assignment.source.clone().unwrap_or_default();
+    let full_ctx = Arc::new(FullSyncContext {
+        task_id: task_id.clone(),
+        source: source.clone(),
+        target: target.clone(),
+        capture: capture.clone(),
+        capture_address: assignment.capture_address.clone(),
+        keep_existing: keeps_existing(&assignment.conflict_mode),
+        chunk_rows: if assignment.chunk_rows == 0 { 100_000 } else { u64::from(assignment.chunk_rows) },
+        parallel,
+        throttle: assignment.full_throttle,
+        record_end_lsn: assignment.incremental_sync,
+    });
+
+    if assignment.full_sync {
+        let tables = resolved
+            .iter()
+            .zip(&trackers)
+            .map(|(t, tr)| FullSyncTable { table: Arc::clone(t), tracker: Arc::clone(tr) })
+            .collect();
+        run_full_sync(Arc::clone(&full_ctx), &control, tables, shutdown.clone()).await?;
+    }
+    post_load(&mut control, &task_id, &targets, &opts).await?;
+
+    if !assignment.incremental_sync {
+        for (t, tr) in targets.iter().zip(&trackers) {
+            let rows = load_table_state(&control, &task_id, &t.source_name).await?.map_or(0, |s| s.rows_done);
+            tr.update(|p| {
+                p.phase = TablePhase::Done as i32;
+                p.rows_done = rows;
+                p.rows_total = p.rows_total.max(rows);
+            });
+        }
+        return Ok(AssignmentOutcome::Completed);
+    }
+    drop(control);
+    let stream_ctx = StreamContext {
+        task_id: task_id.clone(),
+        group_id,
+        source,
+        target,
+        capture,
+        capture_address: assignment.capture_address.clone(),
+        incremental_mode: assignment.incremental_mode.clone(),
+        throttle: assignment.incremental_throttle,
+        start_lsn: Lsn::from_slice(&assignment.start_lsn),
+        overwrite_inserts: keeps_existing(&assignment.conflict_mode),
+        full: full_ctx,
+    };
+    let tables = plans
+        .into_iter()
+        .zip(resolved)
+        .zip(trackers)
+        .map(|((plan, table), tracker)| StreamTable { plan, table, tracker })
+        .collect();
+    run_stream(&stream_ctx, tables, shutdown).await?;
+    Ok(AssignmentOutcome::Completed)
+}

@@ -1,0 +1,127 @@
+//! Runs the DDL of [`crate::pg::ddl`] on the target, once per task and table (recorded in
+//! `dbsync.table_state`), so a restarted task neither fails on its own tables nor repeats work.
+
+use dbsync_proto::v1::SequenceSchema;
+use tokio_postgres::Client;
+
+use crate::error::{ApplyError, Result};
+use crate::pg::catalog::table_exists;
+use crate::pg::checkpoint::{load_table_state, record_step, TableStep};
+use crate::pg::ddl::{foreign_keys, sequence_ddl, table_ddl, DdlOptions};
+use crate::plan::TableTarget;
+
+/// Conflict mode `ignore` keeps existing tables; anything else (`precheck`, the default)
+/// refuses them before anything is written.
+pub fn keeps_existing(conflict_mode: &str) -> bool {
+    conflict_mode.eq_ignore_ascii_case("ignore")
+}
+
+/// Creates schemas, tables, keys, the key index, sequences and (NOT VALID) foreign keys of a
+/// table group. Returns notes about what was not translated.
+pub async fn create_objects(
+    client: &mut Client,
+    task_id: &str,
+    conflict_mode: &str,
+    targets: &[TableTarget],
+    sequences: &[SequenceSchema],
+    opts: &DdlOptions,
+) -> Result<Vec<String>> {
+    let mut notes = Vec::new();
+    // 1. Decide per table, before writing anything.
+    let mut to_create = Vec::new();
+    let mut conflicts = Vec::new();
+    for t in targets {
+        let state = load_table_state(client, task_id, &t.source_name).await?;
+        if state.as_ref().is_some_and(|s| s.schema_done) {
+            continue;
+        }
+        if table_exists(client, t).await? {
+            if keeps_existing(conflict_mode) {
+                record_step(client, task_id, &t.source_name, &t.qualified, TableStep::SchemaDone { kept_existing: true }).await?;
+                notes.push(format!("{} exists on the target and is kept (conflict mode ignore)", t.qualified));
+            } else {
+                conflicts.push(t.qualified.clone());
+            }
+            continue;
+        }
+        to_create.push(t);
+    }
+    if !conflicts.is_empty() {
+        return Err(ApplyError::ConflictingTables { tables: conflicts.join(", ") });
+    }
+    // 2. Tables, each with its checkpoint in one transaction.
+    for t in &to_create {
+        let ddl = table_ddl(t, opts).map_err(|detail| ApplyError::InvalidPlan { object: t.source_name.clone(), detail })?;
+        notes.extend(ddl.notes.iter().map(|n| format!("{}: {n}", t.source_name)));
+        let tx = client.transaction().await.map_err(|e| ApplyError::target(&t.qualified, "opening a transaction", e))?;
+        for sql in [Some(&ddl.create_schema), Some(&ddl.create_table), ddl.key_index.as_ref()].into_iter().flatten() {
+            tx.batch_execute(sql).await.map_err(|e| ApplyError::target(&t.qualified, "creating the table", e))?;
+        }
+        record_step(&tx, task_id, &t.source_name, &t.qualified, TableStep::SchemaDone { kept_existing: false }).await?;
+        tx.commit().await.map_err(|e| ApplyError::target(&t.qualified, "creating the table", e))?;
+    }
+    // 3. Sequences (idempotent: IF NOT EXISTS, setval).
+    for seq in sequences {
+        for sql in sequence_ddl(seq, "lower") {
+            client.batch_execute(&sql).await.map_err(|e| ApplyError::target(&seq.name, "creating a sequence", e))?;
+        }
+    }
+    // 4. Foreign keys NOT VALID, once every table of the group exists.
+    for t in &to_create {
+        let (fks, fk_notes) = foreign_keys(t, targets);
+        notes.extend(fk_notes.iter().map(|n| format!("{}: {n}", t.source_name)));
+        for fk in fks {
+            if !constraint_exists(client, t, &fk.name).await? {
+                client.batch_execute(&fk.create).await.map_err(|e| ApplyError::target(&t.qualified, "creating a foreign key", e))?;
+            }
+        }
+    }
+    for n in &notes {
+        tracing::warn!(task_id, "{n}");
+    }
+    Ok(notes)
+}
+
+async fn constraint_exists(client: &Client, t: &TableTarget, name: &str) -> Result<bool> {
+    let row = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass($1) AND conname = $2)",
+            &[&t.qualified, &name],
+        )
+        .await
+        .map_err(|e| ApplyError::target(&t.qualified, "looking up a constraint", e))?;
+    Ok(row.get(0))
+}
+
+/// After the full sync: secondary and partial indexes, CHECKs, identity restarts, then FK
+/// validation. Tables kept in conflict mode `ignore` are left as they are.
+pub async fn post_load(client: &mut Client, task_id: &str, targets: &[TableTarget], opts: &DdlOptions) -> Result<()> {
+    for t in targets {
+        let Some(state) = load_table_state(client, task_id, &t.source_name).await? else {
+            continue;
+        };
+        if state.post_load_done || state.kept_existing || !state.schema_done {
+            continue;
+        }
+        let ddl = table_ddl(t, opts).map_err(|detail| ApplyError::InvalidPlan { object: t.source_name.clone(), detail })?;
+        for sql in &ddl.post_load {
+            if let Err(e) = client.batch_execute(sql).await {
+                // Re-run after a crash: the object is already there.
+                if matches!(e.code().map(|c| c.code()), Some("42P07" | "42710")) {
+                    continue;
+                }
+                return Err(ApplyError::target(&t.qualified, "creating indexes and constraints after the load", e));
+            }
+        }
+        let (fks, _) = foreign_keys(t, targets);
+        for fk in fks {
+            if let Some(validate) = &fk.validate {
+                if constraint_exists(client, t, &fk.name).await? {
+                    client.batch_execute(validate).await.map_err(|e| ApplyError::target(&t.qualified, "validating a foreign key", e))?;
+                }
+            }
+        }
+        record_step(client, task_id, &t.source_name, &t.qualified, TableStep::PostLoadDone).await?;
+    }
+    Ok(())
+}
