@@ -5,6 +5,7 @@ pub mod error;
 pub mod lsn;
 pub mod secret;
 pub mod sink;
+pub mod source;
 
 pub use error::ErrorClass;
 pub use lsn::{Lsn, Position};

@@ -1,0 +1,21 @@
+//! `dbsync-capture`: parses flags and environment, then serves until Ctrl-C or SIGTERM.
+
+use clap::Parser;
+use dbsync_capture::CaptureConfig;
+
+#[derive(Parser)]
+#[command(name = "dbsync-capture", about = "dbsync capture service: SQL Server catalog, snapshots and CDC over gRPC")]
+struct Cli {
+    #[command(flatten)]
+    config: CaptureConfig,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    dbsync_telemetry::init_tracing("dbsync-capture");
+    let config = Cli::parse().config;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
+    dbsync_capture::serve(config, listener, dbsync_telemetry::shutdown_on_signal()).await
+}

@@ -1,0 +1,790 @@
+//! Tails the CDC change tables of a set of tables as one stream of source transactions in
+//! commit order ([`CdcStream`]).
+//!
+//! Each poll (every `poll_interval`, default 200 ms; the deadline is set before querying so
+//! query time counts toward it):
+//! 1. Read `sys.fn_cdc_get_max_lsn()`. NULL means the capture job has not run: report and
+//!    retry. The window is `[lower, max]` where `lower` is the resume position's commit LSN
+//!    (inside a partly delivered transaction) or the next LSN after it.
+//! 2. Re-read `cdc.change_tables`: it gives each instance's validity start (the value
+//!    `sys.fn_cdc_get_min_lsn` returns) and reveals new instances. For each table, the
+//!    instance covering `lower` is the newest one starting at or below it. If none does, the
+//!    changes from `lower` on are gone (retention cleanup, or CDC enabled later than the
+//!    position): the table gets [`TableNeedsResnapshot`] and leaves the stream; the others
+//!    continue. Nothing is ever skipped silently.
+//! 3. With two instances (a schema change), the old one is read up to the new one's
+//!    `start_lsn` (exclusive) and the new one from there: every change comes from exactly one.
+//! 4. Each (table, instance) segment is a cursor over
+//!    `cdc.fn_cdc_get_all_changes_<ci>(@from, @to, N'all update old')`, read in pages of at most
+//!    `page_rows` rows with a keyset predicate on `(__$start_lsn, __$seqval, __$operation)`,
+//!    so a huge transaction is never read whole. Cursors are merged by that key (the TVFs do
+//!    not return `__$command_id`; sqlserver-cdc.md pitfall 1), ties broken by table index.
+//!    Within an update the before image (3) precedes the after image (4); a key-changing
+//!    update arrives as delete (1) then insert (2) with the same seqval.
+//! 5. Rows are grouped by commit LSN into [`TransactionFragment`]s capped by rows and bytes;
+//!    the last fragment of a transaction has `last_fragment = true`. A table's
+//!    [`ChangeTableColumns`] precede its first change from an instance.
+//! 6. When the window is exhausted, everything up to `max` has been delivered: a
+//!    [`Progress`] with `lsn = max + 1` ("everything below has been delivered") is sent when
+//!    the position moved, and at least every heartbeat interval while idle, so lag reads true.
+//!
+//! Resume: `(from_lsn, from_seqval, from_operation)` is the last delivered change; with an
+//! empty seqval, `from_lsn` is the commit LSN of the last complete transaction. Changes
+//! strictly after it are sent. After a [`Progress`] with lsn `P`, resume with
+//! `from_lsn = P - 1` and an empty seqval.
+//!
+//! Unchanged LOB columns of an update (NULL with their `__$update_mask` bit clear) become
+//! `Value { unchanged: true }` so apply never overwrites them (sqlserver-cdc.md §7).
+//!
+//! Docs: <https://learn.microsoft.com/sql/relational-databases/system-functions/cdc-fn-cdc-get-all-changes-capture-instance-transact-sql>
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dbsync_core::{Lsn, Position};
+use dbsync_proto::v1::{
+    change_message, value::Kind, ChangeMessage, ChangeTableColumns, Operation, Progress, RowChange,
+    StreamChangesRequest, TableNeedsResnapshot, TableRef, TableSchema, TransactionFragment, Value,
+};
+use futures_util::TryStreamExt;
+use tiberius::ColumnData;
+
+use crate::error::{CaptureError, Result};
+use crate::mssql::client::{Pools, SourcePool, SqlClient};
+use crate::mssql::inspect::{self, CaptureInstance, CapturedColumn};
+use crate::mssql::decode;
+use crate::sql::{self, quote_ident};
+use crate::throttle::TaskThrottle;
+
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(200);
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(1000);
+pub const DEFAULT_FRAGMENT_ROWS: usize = 10_000;
+pub const DEFAULT_FRAGMENT_BYTES: u64 = 8 * 1024 * 1024;
+/// Rows buffered over all cursors of a window (each cursor gets a share, at least 64).
+const WINDOW_ROW_BUDGET: usize = 20_000;
+
+/// One capture instance of a table, as the stream reads it.
+#[derive(Debug, Clone)]
+pub struct InstanceState {
+    pub name: String,
+    pub start_lsn: Lsn,
+    pub columns: Vec<CapturedColumn>,
+    /// Per column: a LOB type whose unchanged value an update reports as NULL.
+    pub lob: Vec<bool>,
+}
+
+/// A table of the stream.
+#[derive(Debug, Clone)]
+struct TableState {
+    table: TableRef,
+    schema: TableSchema,
+    /// Sorted by start_lsn; at most two.
+    instances: Vec<InstanceState>,
+    /// The instance whose ChangeTableColumns were sent last.
+    columns_sent: Option<String>,
+    /// Left the stream (needs a new snapshot).
+    stopped: bool,
+}
+
+/// One decoded change row of a cursor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChangeRow {
+    pub commit_lsn: Lsn,
+    pub seqval: Lsn,
+    pub operation: i32,
+    pub commit_time_ticks: Option<i64>,
+    pub table_index: u32,
+    pub instance: usize,
+    pub update_mask: Vec<u8>,
+    pub values: Vec<Value>,
+    pub bytes: u64,
+}
+
+impl ChangeRow {
+    /// The merge key: `(commit LSN, seqval, operation)`, then the table for a total order.
+    pub fn key(&self) -> (Lsn, Lsn, i32, u32) {
+        (self.commit_lsn, self.seqval, self.operation, self.table_index)
+    }
+
+    fn position(&self) -> Position {
+        Position { commit_lsn: self.commit_lsn, seqval: self.seqval, operation: self.operation }
+    }
+}
+
+/// A keyset-paged read of one (table, instance) over `[lower, upper]`.
+#[derive(Debug)]
+struct Cursor {
+    table: usize,
+    instance: usize,
+    lower: Lsn,
+    upper: Lsn,
+    /// Rows at or before this key are not wanted (already delivered or already buffered).
+    after: Option<Position>,
+    buffer: VecDeque<ChangeRow>,
+    exhausted: bool,
+}
+
+/// The transaction being assembled.
+struct FragmentBuilder {
+    commit_lsn: Lsn,
+    commit_time_ticks: Option<i64>,
+    changes: Vec<RowChange>,
+    bytes: u64,
+    index: u32,
+    last_position: Position,
+}
+
+/// Is bit `ordinal` (1-based) set in an update mask? Ordinal 1 is the least significant bit of
+/// the last byte (sqlserver-cdc.md §2.6).
+pub fn mask_bit(mask: &[u8], ordinal: usize) -> bool {
+    if ordinal == 0 || mask.is_empty() {
+        return false;
+    }
+    let byte_from_end = (ordinal - 1) / 8;
+    if byte_from_end >= mask.len() {
+        return false;
+    }
+    mask[mask.len() - 1 - byte_from_end] & (1 << ((ordinal - 1) % 8)) != 0
+}
+
+/// Marks LOB columns an update left untouched (NULL, mask bit clear) as unchanged.
+pub fn mark_unchanged_lobs(operation: i32, mask: &[u8], lob: &[bool], values: &mut [Value]) {
+    if operation != 3 && operation != 4 {
+        return;
+    }
+    for (i, v) in values.iter_mut().enumerate() {
+        if lob.get(i).copied().unwrap_or(false) && v.kind.is_none() && !mask_bit(mask, i + 1) {
+            v.kind = Some(Kind::Unchanged(true));
+        }
+    }
+}
+
+fn is_lob(column: &CapturedColumn, schema: &TableSchema) -> bool {
+    let t = column.type_name.to_ascii_lowercase();
+    if matches!(t.as_str(), "text" | "ntext" | "image" | "xml") {
+        return true;
+    }
+    matches!(t.as_str(), "varchar" | "nvarchar" | "varbinary")
+        && schema.columns.iter().any(|c| c.name.eq_ignore_ascii_case(&column.name) && c.max_length == -1)
+}
+
+fn operation(op: i32) -> Operation {
+    match op {
+        1 => Operation::Delete,
+        2 => Operation::Insert,
+        3 => Operation::UpdateBefore,
+        4 => Operation::UpdateAfter,
+        _ => Operation::Unspecified,
+    }
+}
+
+/// The TVF page query of one instance (`@P1` rows, `@P2`/`@P3` the LSN range, then an
+/// optional keyset bound `@P4..@P6`).
+pub fn changes_query(instance: &InstanceState, with_keyset: bool) -> String {
+    let columns: String = instance
+        .columns
+        .iter()
+        .map(|c| format!(", {}", sql::select_expression(&c.name, &c.type_name)))
+        .collect();
+    let function = quote_ident(&format!("fn_cdc_get_all_changes_{}", instance.name));
+    let keyset = if with_keyset {
+        " WHERE ([__$start_lsn] > @P4 OR ([__$start_lsn] = @P4 AND ([__$seqval] > @P5 OR ([__$seqval] = @P5 AND [__$operation] > @P6))))"
+    } else {
+        ""
+    };
+    format!(
+        "SELECT TOP (@P1) sys.fn_cdc_map_lsn_to_time([__$start_lsn]) AS [__dbsync_commit_time], [__$start_lsn], \
+         [__$seqval], [__$operation], [__$update_mask]{columns} FROM cdc.{function}(@P2, @P3, N'all update old'){keyset} \
+         ORDER BY [__$start_lsn], [__$seqval], [__$operation]"
+    )
+}
+
+/// The change stream of one request.
+pub struct CdcStream {
+    pool: Arc<SourcePool>,
+    client: Option<SqlClient>,
+    tables: Vec<TableState>,
+    captured: BTreeMap<String, Vec<CapturedColumn>>,
+    position: Position,
+    pending: VecDeque<ChangeMessage>,
+    cursors: Vec<Cursor>,
+    window_max: Option<Lsn>,
+    fragment: Option<FragmentBuilder>,
+    throttle: TaskThrottle,
+    poll_interval: Duration,
+    heartbeat_interval: Duration,
+    max_rows: usize,
+    max_bytes: u64,
+    next_poll: Instant,
+    last_progress: Option<(Lsn, Instant)>,
+    tz_offset_minutes: i64,
+    utc_now_ticks: i64,
+    warned_null_max: bool,
+}
+
+impl CdcStream {
+    /// Validates the request, connects and reads the capture instances. Fails when a table
+    /// has no capture instance (run EnableCdc first) or the tables span several databases.
+    pub async fn open(pools: &Pools, req: StreamChangesRequest, throttle: TaskThrottle) -> Result<CdcStream> {
+        let source = req.source.as_ref().ok_or_else(|| CaptureError::InvalidRequest("The request has no source connection".into()))?;
+        if req.tables.is_empty() {
+            return Err(CaptureError::InvalidRequest("StreamChanges needs at least one table".into()));
+        }
+        let mut tables = Vec::with_capacity(req.tables.len());
+        for schema in &req.tables {
+            let table = schema.table.clone().ok_or_else(|| CaptureError::InvalidRequest("A table schema has no table name".into()))?;
+            tables.push(TableState { table, schema: schema.clone(), instances: Vec::new(), columns_sent: None, stopped: false });
+        }
+        let database = tables[0].table.database.clone();
+        if let Some(other) = tables.iter().find(|t| !t.table.database.eq_ignore_ascii_case(&database)) {
+            return Err(CaptureError::InvalidRequest(format!(
+                "One change stream covers one database (LSNs are per database): {} is not in {database}; open one stream per database",
+                sql::display_name(&other.table)
+            )));
+        }
+        let from_lsn = if req.from_lsn.is_empty() {
+            None
+        } else {
+            Some(Lsn::from_slice(&req.from_lsn).ok_or_else(|| {
+                CaptureError::InvalidRequest(format!("from_lsn has {} bytes; an LSN has 10", req.from_lsn.len()))
+            })?)
+        };
+        let pool = pools.pool(source, &database)?;
+        let mut client = pool.dedicated().await?;
+        let from_lsn = match from_lsn {
+            Some(l) => l,
+            // No position: start from now.
+            None => inspect::max_lsn(&mut client).await?.lsn.ok_or_else(|| {
+                CaptureError::Precondition(format!(
+                    "CDC has not captured anything in {database} yet (sys.fn_cdc_get_max_lsn() is NULL): \
+                     check that SQL Server Agent and the capture job run, or pass from_lsn"
+                ))
+            })?,
+        };
+        let position = if req.from_seqval.is_empty() {
+            Position::end_of(from_lsn)
+        } else {
+            let seqval = Lsn::from_slice(&req.from_seqval)
+                .ok_or_else(|| CaptureError::InvalidRequest(format!("from_seqval has {} bytes; an LSN has 10", req.from_seqval.len())))?;
+            Position { commit_lsn: from_lsn, seqval, operation: req.from_operation }
+        };
+        let ms = |v: u32, d: Duration| if v == 0 { d } else { Duration::from_millis(u64::from(v)) };
+        let mut stream = CdcStream {
+            pool,
+            client: Some(client),
+            tables,
+            captured: BTreeMap::new(),
+            position,
+            pending: VecDeque::new(),
+            cursors: Vec::new(),
+            window_max: None,
+            fragment: None,
+            throttle,
+            poll_interval: ms(req.poll_interval_ms, DEFAULT_POLL_INTERVAL),
+            heartbeat_interval: ms(req.heartbeat_interval_ms, DEFAULT_HEARTBEAT_INTERVAL),
+            max_rows: if req.max_batch_rows == 0 { DEFAULT_FRAGMENT_ROWS } else { req.max_batch_rows as usize },
+            max_bytes: if req.max_batch_bytes == 0 { DEFAULT_FRAGMENT_BYTES } else { req.max_batch_bytes },
+            next_poll: Instant::now(),
+            last_progress: None,
+            tz_offset_minutes: 0,
+            utc_now_ticks: 0,
+            warned_null_max: false,
+        };
+        stream.refresh_instances().await?;
+        if let Some(t) = stream.tables.iter().find(|t| t.instances.is_empty()) {
+            return Err(CaptureError::Precondition(format!(
+                "Table {} has no CDC capture instance: run EnableCdc for it (sys.sp_cdc_enable_table) before streaming its changes",
+                sql::display_name(&t.table)
+            )));
+        }
+        Ok(stream)
+    }
+
+    /// Everything at or before this position has been delivered.
+    pub fn position(&self) -> Position {
+        self.position
+    }
+
+    async fn client(&mut self) -> Result<&mut SqlClient> {
+        if self.client.is_none() {
+            self.client = Some(self.pool.dedicated().await?);
+        }
+        Ok(self.client.as_mut().expect("connected above"))
+    }
+
+    /// Runs a query on the stream's connection; a broken connection is dropped so the next
+    /// call reconnects.
+    async fn checked<T>(&mut self, r: Result<T>) -> Result<T> {
+        if let Err(CaptureError::Io { .. }) = &r {
+            self.client = None;
+        }
+        r
+    }
+
+    /// Re-reads `cdc.change_tables` (and the columns of instances not seen before).
+    async fn refresh_instances(&mut self) -> Result<()> {
+        let client = self.client().await?;
+        let listed = inspect::capture_instances(client).await;
+        let listed = self.checked(listed).await?;
+        if listed.iter().any(|i| !self.captured.contains_key(&i.name)) {
+            let client = self.client().await?;
+            let cols = inspect::captured_columns(client).await;
+            self.captured = self.checked(cols).await?;
+        }
+        for t in &mut self.tables {
+            let mut mine: Vec<&CaptureInstance> = listed
+                .iter()
+                .filter(|i| i.schema.eq_ignore_ascii_case(&t.table.schema) && i.table.eq_ignore_ascii_case(&t.table.name))
+                .collect();
+            mine.sort_by_key(|i| (i.start_lsn, i.create_ticks));
+            t.instances = mine
+                .into_iter()
+                // An instance without start_lsn has not been reached by the capture process.
+                .filter_map(|i| {
+                    let start_lsn = i.start_lsn?;
+                    let columns = self.captured.get(&i.name).cloned().unwrap_or_default();
+                    let lob = columns.iter().map(|c| is_lob(c, &t.schema)).collect();
+                    Some(InstanceState { name: i.name.clone(), start_lsn, columns, lob })
+                })
+                .collect();
+        }
+        Ok(())
+    }
+
+    /// The next message of the stream; waits for the next poll when there is nothing to send.
+    pub async fn next_message(&mut self) -> Result<ChangeMessage> {
+        loop {
+            if let Some(m) = self.pending.pop_front() {
+                return Ok(m);
+            }
+            if self.window_max.is_some() {
+                self.advance_window().await?;
+                continue;
+            }
+            tokio::time::sleep_until(self.next_poll.into()).await;
+            self.next_poll = Instant::now() + self.poll_interval;
+            self.start_window().await?;
+        }
+    }
+
+    fn lower_bound(&self) -> Lsn {
+        if self.position == Position::end_of(self.position.commit_lsn) {
+            self.position.commit_lsn.increment()
+        } else {
+            self.position.commit_lsn
+        }
+    }
+
+    fn resnapshot(&mut self, table: usize, requested: Lsn, min: Lsn, reason: String) {
+        let t = &mut self.tables[table];
+        t.stopped = true;
+        tracing::error!(table = %sql::display_name(&t.table), requested = %requested, min = %min, %reason,
+            "changes are no longer available: the table needs a new snapshot");
+        metrics::counter!("dbsync_capture_tables_resnapshot_total").increment(1);
+        self.pending.push_back(ChangeMessage {
+            kind: Some(change_message::Kind::NeedsResnapshot(TableNeedsResnapshot {
+                table_index: u32::try_from(table).unwrap_or(u32::MAX),
+                requested_lsn: requested.as_bytes().to_vec(),
+                min_lsn: min.as_bytes().to_vec(),
+                reason,
+            })),
+        });
+    }
+
+    /// Poll step 1-4: read the max LSN and the instances, and open the cursors of the window.
+    async fn start_window(&mut self) -> Result<()> {
+        self.throttle.query().await;
+        let client = self.client().await?;
+        let m = inspect::max_lsn(client).await;
+        let m = self.checked(m).await?;
+        self.tz_offset_minutes = m.tz_offset_minutes;
+        self.utc_now_ticks = m.utc_now_ticks;
+        let Some(max) = m.lsn else {
+            if !self.warned_null_max {
+                tracing::warn!(source = %self.pool.describe(),
+                    "sys.fn_cdc_get_max_lsn() is NULL: the CDC capture job has not run (is SQL Server Agent running?); retrying");
+                self.warned_null_max = true;
+            }
+            return Ok(());
+        };
+        self.warned_null_max = false;
+        metrics::gauge!("dbsync_capture_source_max_lsn").set(abbreviate(max) as f64);
+        let lower = self.lower_bound();
+        if lower > max {
+            self.window_max = Some(max.max(self.position.commit_lsn));
+            return Ok(());
+        }
+        self.refresh_instances().await?;
+        let after = (self.position != Position::end_of(self.position.commit_lsn)).then_some(self.position);
+        self.cursors.clear();
+        for ti in 0..self.tables.len() {
+            if self.tables[ti].stopped {
+                continue;
+            }
+            let instances = &self.tables[ti].instances;
+            let Some(first) = instances.iter().rposition(|i| i.start_lsn <= lower) else {
+                let (min, reason) = match instances.first() {
+                    Some(i) => (
+                        i.start_lsn,
+                        format!(
+                            "capture instance {} starts at {} but changes from {lower} are needed \
+                             (retention cleanup removed them, or CDC was enabled after that position)",
+                            i.name, i.start_lsn
+                        ),
+                    ),
+                    None => (Lsn::ZERO, "the table has no capture instance any more (CDC was disabled on it)".to_string()),
+                };
+                self.resnapshot(ti, lower, min, reason);
+                continue;
+            };
+            for ii in first..instances.len() {
+                let seg_lower = lower.max(instances[ii].start_lsn);
+                let seg_upper = match instances.get(ii + 1) {
+                    Some(next) => max.min(next.start_lsn.decrement()),
+                    None => max,
+                };
+                if seg_lower <= seg_upper {
+                    self.cursors.push(Cursor {
+                        table: ti,
+                        instance: ii,
+                        lower: seg_lower,
+                        upper: seg_upper,
+                        after,
+                        buffer: VecDeque::new(),
+                        exhausted: false,
+                    });
+                }
+            }
+        }
+        self.window_max = Some(max);
+        Ok(())
+    }
+
+    fn page_rows(&self) -> usize {
+        let open = self.cursors.iter().filter(|c| !c.exhausted).count().max(1);
+        (WINDOW_ROW_BUDGET / open).clamp(64, self.max_rows.max(64))
+    }
+
+    /// Fills the buffer of cursor `ci` with its next page.
+    async fn fetch_page(&mut self, ci: usize) -> Result<()> {
+        let page = self.page_rows();
+        let (ti, ii) = (self.cursors[ci].table, self.cursors[ci].instance);
+        let instance = self.tables[ti].instances[ii].clone();
+        let after = self.cursors[ci].after;
+        let from = after.map(|a| a.commit_lsn.max(self.cursors[ci].lower)).unwrap_or(self.cursors[ci].lower);
+        let upper = self.cursors[ci].upper;
+        let query = changes_query(&instance, after.is_some());
+        let top = ColumnData::I64(Some(i64::try_from(page).unwrap_or(i64::MAX)));
+        let from_p = ColumnData::Binary(Some(from.as_bytes().to_vec().into()));
+        let to_p = ColumnData::Binary(Some(upper.as_bytes().to_vec().into()));
+        let a = after.unwrap_or_default();
+        let a_lsn = ColumnData::Binary(Some(a.commit_lsn.as_bytes().to_vec().into()));
+        let a_seq = ColumnData::Binary(Some(a.seqval.as_bytes().to_vec().into()));
+        let a_op = ColumnData::I32(Some(a.operation));
+        let mut params: Vec<&dyn tiberius::ToSql> = vec![&top, &from_p, &to_p];
+        if after.is_some() {
+            params.extend([&a_lsn as &dyn tiberius::ToSql, &a_seq, &a_op]);
+        }
+        let context = format!("reading changes of capture instance {}", instance.name);
+        let tz = self.tz_offset_minutes;
+        self.throttle.query().await;
+        let result = async {
+            let client = self.client.as_mut().ok_or_else(|| CaptureError::Io { context: context.clone(), detail: "not connected".into() })?;
+            let mut rows = client
+                .query(query.as_str(), &params)
+                .await
+                .map_err(|e| CaptureError::from_tiberius(&context, e))?
+                .into_row_stream();
+            let mut out = VecDeque::with_capacity(page.min(1024));
+            while let Some(row) = rows.try_next().await.map_err(|e| CaptureError::from_tiberius(&context, e))? {
+                out.push_back(decode_change(row, ti, ii, &instance, tz)?);
+            }
+            Ok::<_, CaptureError>(out)
+        }
+        .await;
+        if self.client.is_none() {
+            self.client = Some(self.pool.dedicated().await?);
+        }
+        let rows = match self.checked(result).await {
+            Ok(rows) => rows,
+            // 208: the instance was disabled; 313: its range moved (cleanup raced this poll).
+            Err(e) if matches!(e.server_code(), Some(208) | Some(313)) => {
+                let cursor_lower = from;
+                self.cursors[ci].exhausted = true;
+                self.cursors[ci].buffer.clear();
+                let reason = format!("reading capture instance {} failed: {e}", instance.name);
+                self.resnapshot(ti, cursor_lower, instance.start_lsn, reason);
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        let c = &mut self.cursors[ci];
+        c.exhausted = rows.len() < page;
+        if let Some(last) = rows.back() {
+            c.after = Some(last.position());
+        }
+        c.buffer = rows;
+        Ok(())
+    }
+
+    /// Poll steps 4-6: merge the cursors until one message is ready or the window ends.
+    async fn advance_window(&mut self) -> Result<()> {
+        while self.pending.is_empty() {
+            for ci in 0..self.cursors.len() {
+                if self.cursors[ci].buffer.is_empty() && !self.cursors[ci].exhausted {
+                    self.fetch_page(ci).await?;
+                }
+            }
+            // Tables that left the stream during this poll contribute nothing more.
+            let stopped: Vec<bool> = self.tables.iter().map(|t| t.stopped).collect();
+            let best = self
+                .cursors
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| !stopped[c.table])
+                .filter_map(|(i, c)| c.buffer.front().map(|r| (r.key(), i)))
+                .min();
+            let Some((_, ci)) = best else {
+                self.finish_window().await;
+                return Ok(());
+            };
+            let row = self.cursors[ci].buffer.pop_front().expect("head checked above");
+            self.add_change(row).await;
+        }
+        Ok(())
+    }
+
+    async fn add_change(&mut self, row: ChangeRow) {
+        if self.fragment.as_ref().is_some_and(|f| f.commit_lsn != row.commit_lsn) {
+            self.flush_fragment(true).await;
+        }
+        if self
+            .fragment
+            .as_ref()
+            .is_some_and(|f| f.changes.len() >= self.max_rows || f.bytes >= self.max_bytes)
+        {
+            self.flush_fragment(false).await;
+        }
+        let ti = row.table_index as usize;
+        let instance = &self.tables[ti].instances[row.instance];
+        if self.tables[ti].columns_sent.as_deref() != Some(instance.name.as_str()) {
+            let name = instance.name.clone();
+            self.pending.push_back(ChangeMessage {
+                kind: Some(change_message::Kind::Columns(ChangeTableColumns {
+                    table_index: row.table_index,
+                    capture_instance: name.clone(),
+                    columns: instance.columns.iter().map(|c| c.name.clone()).collect(),
+                    start_lsn: instance.start_lsn.as_bytes().to_vec(),
+                })),
+            });
+            self.tables[ti].columns_sent = Some(name);
+        }
+        let next_index = self.fragment.as_ref().map(|f| f.index);
+        let f = self.fragment.get_or_insert_with(|| FragmentBuilder {
+            commit_lsn: row.commit_lsn,
+            commit_time_ticks: row.commit_time_ticks,
+            changes: Vec::new(),
+            bytes: 0,
+            index: next_index.unwrap_or(0),
+            last_position: row.position(),
+        });
+        f.bytes += row.bytes;
+        f.last_position = row.position();
+        f.changes.push(RowChange {
+            table_index: row.table_index,
+            operation: operation(row.operation).into(),
+            seqval: row.seqval.as_bytes().to_vec(),
+            command_id: 0,
+            update_mask: row.update_mask,
+            values: row.values,
+        });
+    }
+
+    /// Sends the transaction being assembled; a non-final fragment leaves a builder for the
+    /// rest of the same transaction.
+    async fn flush_fragment(&mut self, last: bool) {
+        let Some(f) = self.fragment.take() else { return };
+        self.throttle.rows_and_bytes(f.changes.len() as u64, f.bytes).await;
+        metrics::counter!("dbsync_capture_changes_read_total").increment(f.changes.len() as u64);
+        let commit_time_unix_micros = f
+            .commit_time_ticks
+            .map(|t| decode::ticks_to_unix_micros(t - self.tz_offset_minutes * 600_000_000))
+            .unwrap_or(0);
+        self.position = if last { Position::end_of(f.commit_lsn) } else { f.last_position };
+        if !last {
+            self.fragment = Some(FragmentBuilder {
+                commit_lsn: f.commit_lsn,
+                commit_time_ticks: f.commit_time_ticks,
+                changes: Vec::new(),
+                bytes: 0,
+                index: f.index + 1,
+                last_position: f.last_position,
+            });
+        }
+        self.pending.push_back(ChangeMessage {
+            kind: Some(change_message::Kind::Transaction(TransactionFragment {
+                commit_lsn: f.commit_lsn.as_bytes().to_vec(),
+                commit_time_unix_micros,
+                changes: f.changes,
+                last_fragment: last,
+                fragment_index: f.index,
+            })),
+        });
+    }
+
+    /// Poll step 6: the window is delivered; report progress.
+    async fn finish_window(&mut self) {
+        self.flush_fragment(true).await;
+        let Some(max) = self.window_max.take() else { return };
+        self.cursors.clear();
+        if max > self.position.commit_lsn || self.position != Position::end_of(self.position.commit_lsn) {
+            self.position = Position::end_of(max.max(self.position.commit_lsn));
+        }
+        let now = Instant::now();
+        let due = match self.last_progress {
+            None => true,
+            Some((lsn, at)) => lsn < self.position.commit_lsn || now.duration_since(at) >= self.heartbeat_interval,
+        };
+        if due {
+            self.last_progress = Some((self.position.commit_lsn, now));
+            self.pending.push_back(ChangeMessage {
+                kind: Some(change_message::Kind::Progress(Progress {
+                    lsn: self.position.commit_lsn.increment().as_bytes().to_vec(),
+                    source_time_unix_micros: if self.utc_now_ticks == 0 { 0 } else { decode::ticks_to_unix_micros(self.utc_now_ticks) },
+                })),
+            });
+        }
+    }
+}
+
+/// The 8 high bytes of an LSN as an ordered number (for gauges).
+pub fn abbreviate(lsn: Lsn) -> u64 {
+    u64::try_from(lsn.to_u128() >> 16).unwrap_or(u64::MAX)
+}
+
+/// Decodes one TVF row: commit time, start LSN, seqval, operation, mask, then the columns.
+fn decode_change(row: tiberius::Row, table: usize, instance_index: usize, instance: &InstanceState, _tz: i64) -> Result<ChangeRow> {
+    let mut cells = row.into_iter();
+    let mut next = |what: &str| {
+        cells.next().ok_or_else(|| CaptureError::Decode { column: what.to_string(), detail: "missing in the change row".into() })
+    };
+    let commit_time = decode::datetime_column_ticks(&next("__dbsync_commit_time")?);
+    let lsn = |c: ColumnData<'static>, what: &str| match c {
+        ColumnData::Binary(Some(b)) => Lsn::from_slice(&b)
+            .ok_or_else(|| CaptureError::Decode { column: what.to_string(), detail: format!("{} bytes, expected 10", b.len()) }),
+        other => Err(CaptureError::Decode { column: what.to_string(), detail: format!("expected binary(10), got {other:?}") }),
+    };
+    let commit_lsn = lsn(next("__$start_lsn")?, "__$start_lsn")?;
+    let seqval = lsn(next("__$seqval")?, "__$seqval")?;
+    let operation = match next("__$operation")? {
+        ColumnData::I32(Some(v)) => v,
+        ColumnData::I64(Some(v)) => i32::try_from(v).unwrap_or(0),
+        ColumnData::I16(Some(v)) => i32::from(v),
+        ColumnData::U8(Some(v)) => i32::from(v),
+        other => return Err(CaptureError::Decode { column: "__$operation".into(), detail: format!("got {other:?}") }),
+    };
+    let update_mask = match next("__$update_mask")? {
+        ColumnData::Binary(Some(b)) => b.into_owned(),
+        _ => Vec::new(),
+    };
+    let mut values: Vec<Value> = cells.map(decode::to_value).collect();
+    if values.len() != instance.columns.len() {
+        return Err(CaptureError::Decode {
+            column: instance.name.clone(),
+            detail: format!("{} captured columns expected, {} returned", instance.columns.len(), values.len()),
+        });
+    }
+    mark_unchanged_lobs(operation, &update_mask, &instance.lob, &mut values);
+    let bytes = values.iter().map(|v| decode::value_size(v) as u64).sum::<u64>() + 40;
+    Ok(ChangeRow {
+        commit_lsn,
+        seqval,
+        operation,
+        commit_time_ticks: commit_time,
+        table_index: u32::try_from(table).unwrap_or(u32::MAX),
+        instance: instance_index,
+        update_mask,
+        values,
+        bytes,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mask_bits_count_from_the_last_byte() {
+        // 10 captured columns, insert: 0x03FF
+        let all = [0x03, 0xFF];
+        assert!((1..=10).all(|o| mask_bit(&all, o)));
+        assert!(!mask_bit(&all, 11));
+        // only column 2 and column 9 changed
+        let m = [0x01, 0x02];
+        assert!(mask_bit(&m, 2) && mask_bit(&m, 9));
+        assert!(!mask_bit(&m, 1) && !mask_bit(&m, 10));
+        assert!(!mask_bit(&[], 1));
+    }
+
+    #[test]
+    fn unchanged_lobs_are_marked_only_in_updates_with_a_clear_bit() {
+        let lob = [false, true, true];
+        let mut vals = vec![decode::int(1), Value::default(), Value::default()];
+        // column 3 changed (set to NULL), column 2 untouched
+        mark_unchanged_lobs(4, &[0b100], &lob, &mut vals);
+        assert_eq!(vals[1].kind, Some(Kind::Unchanged(true)));
+        assert_eq!(vals[2].kind, None);
+        let mut del = vec![decode::int(1), Value::default(), Value::default()];
+        mark_unchanged_lobs(1, &[0], &lob, &mut del);
+        assert!(del.iter().all(|v| !matches!(v.kind, Some(Kind::Unchanged(_)))));
+    }
+
+    #[test]
+    fn change_query_pages_with_a_keyset_in_merge_order() {
+        let inst = InstanceState {
+            name: "dbo_orders".into(),
+            start_lsn: Lsn::ZERO,
+            columns: vec![
+                CapturedColumn { name: "id".into(), ordinal: 1, type_name: "int".into(), is_computed: false },
+                CapturedColumn { name: "total".into(), ordinal: 2, type_name: "money".into(), is_computed: false },
+            ],
+            lob: vec![false, false],
+        };
+        assert_eq!(
+            changes_query(&inst, false),
+            "SELECT TOP (@P1) sys.fn_cdc_map_lsn_to_time([__$start_lsn]) AS [__dbsync_commit_time], [__$start_lsn], \
+             [__$seqval], [__$operation], [__$update_mask], [id], CAST([total] AS decimal(19,4)) AS [total] \
+             FROM cdc.[fn_cdc_get_all_changes_dbo_orders](@P2, @P3, N'all update old') \
+             ORDER BY [__$start_lsn], [__$seqval], [__$operation]"
+        );
+        assert!(changes_query(&inst, true).contains(
+            "N'all update old') WHERE ([__$start_lsn] > @P4 OR ([__$start_lsn] = @P4 AND ([__$seqval] > @P5 OR ([__$seqval] = @P5 AND [__$operation] > @P6)))) ORDER BY"
+        ));
+    }
+
+    fn row(commit: u128, seq: u128, op: i32, table: u32) -> ChangeRow {
+        ChangeRow {
+            commit_lsn: Lsn::from_u128(commit),
+            seqval: Lsn::from_u128(seq),
+            operation: op,
+            commit_time_ticks: None,
+            table_index: table,
+            instance: 0,
+            update_mask: vec![],
+            values: vec![],
+            bytes: 10,
+        }
+    }
+
+    #[test]
+    fn merge_key_orders_interleaved_transactions_by_commit_then_seqval_then_operation() {
+        // T1 began first (seqvals 1, 3) but committed at 20; T2 (seqval 2) committed at 10.
+        // A key-changing update in T1: delete (1) and insert (2) share seqval 3.
+        let mut rows = vec![row(20, 3, 2, 0), row(20, 1, 4, 1), row(10, 2, 2, 0), row(20, 3, 1, 0), row(20, 1, 3, 1)];
+        rows.sort_by_key(|r| r.key());
+        let order: Vec<(u128, u128, i32)> =
+            rows.iter().map(|r| (r.commit_lsn.to_u128(), r.seqval.to_u128(), r.operation)).collect();
+        assert_eq!(order, vec![(10, 2, 2), (20, 1, 3), (20, 1, 4), (20, 3, 1), (20, 3, 2)]);
+    }
+}

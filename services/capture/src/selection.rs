@@ -1,0 +1,98 @@
+//! Object selection: which tables a task covers. Patterns name `db.schema.table` with `*`
+//! (any run of characters) and `?` (one character), compared case-insensitively as SQL
+//! Server's default collations do. A pattern with fewer parts matches from the right:
+//! `dbo.*` is every table of schema `dbo` in every selected database, `orders` every table
+//! named `orders`.
+
+use dbsync_proto::v1::ObjectSelection;
+
+/// Does `pattern` (with `*` and `?`) match `text`, ignoring case?
+pub fn wildcard_match(pattern: &str, text: &str) -> bool {
+    let p: Vec<char> = pattern.chars().flat_map(char::to_lowercase).collect();
+    let t: Vec<char> = text.chars().flat_map(char::to_lowercase).collect();
+    // Iterative matcher with backtracking to the last '*'.
+    let (mut pi, mut ti) = (0, 0);
+    let (mut star, mut star_t) = (None, 0);
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            star_t = ti;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            star_t += 1;
+            ti = star_t;
+        } else {
+            return false;
+        }
+    }
+    while pi < p.len() && p[pi] == '*' {
+        pi += 1;
+    }
+    pi == p.len()
+}
+
+/// Does one pattern match the table `database.schema.table`?
+pub fn pattern_matches(pattern: &str, database: &str, schema: &str, table: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('.').collect();
+    let names = [database, schema, table];
+    if parts.is_empty() || parts.len() > 3 {
+        return false;
+    }
+    let offset = 3 - parts.len();
+    parts.iter().enumerate().all(|(i, p)| wildcard_match(p.trim(), names[offset + i]))
+}
+
+/// Is the table selected: in a listed database (if any are listed), matched by an include
+/// pattern (if any), and by no exclude pattern?
+pub fn is_selected(selection: &ObjectSelection, database: &str, schema: &str, table: &str) -> bool {
+    let db_ok = selection.databases.is_empty()
+        || selection.databases.iter().any(|d| wildcard_match(d, database));
+    let included =
+        selection.include.is_empty() || selection.include.iter().any(|p| pattern_matches(p, database, schema, table));
+    let excluded = selection.exclude.iter().any(|p| pattern_matches(p, database, schema, table));
+    db_ok && included && !excluded
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcards_match_like_shell_globs_ignoring_case() {
+        assert!(wildcard_match("ord*", "Orders"));
+        assert!(wildcard_match("*", ""));
+        assert!(wildcard_match("o?ders", "orders"));
+        assert!(!wildcard_match("o?ders", "oders"));
+        assert!(wildcard_match("*_log_*", "app_log_2024"));
+        assert!(!wildcard_match("*_log", "app_log_2024"));
+        assert!(wildcard_match("a*b*c", "aXXbYYc"));
+        assert!(!wildcard_match("a*b*c", "aXXbYY"));
+    }
+
+    #[test]
+    fn patterns_match_from_the_right() {
+        assert!(pattern_matches("shop.dbo.orders", "shop", "dbo", "orders"));
+        assert!(pattern_matches("dbo.*", "shop", "dbo", "orders"));
+        assert!(!pattern_matches("sales.*", "shop", "dbo", "orders"));
+        assert!(pattern_matches("orders", "shop", "dbo", "ORDERS"));
+        assert!(!pattern_matches("a.b.c.d", "a", "b", "c"));
+    }
+
+    #[test]
+    fn excludes_win_over_includes() {
+        let sel = ObjectSelection {
+            databases: vec!["shop".into()],
+            include: vec!["dbo.*".into()],
+            exclude: vec!["*.*_archive".into()],
+        };
+        assert!(is_selected(&sel, "shop", "dbo", "orders"));
+        assert!(!is_selected(&sel, "shop", "dbo", "orders_archive"));
+        assert!(!is_selected(&sel, "other", "dbo", "orders"));
+        assert!(!is_selected(&sel, "shop", "sales", "orders"));
+        assert!(is_selected(&ObjectSelection::default(), "x", "y", "z"));
+    }
+}
