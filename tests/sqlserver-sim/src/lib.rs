@@ -8,3 +8,4 @@ pub mod types;
 pub mod sample;
 pub mod server;
 pub mod tds;
+pub mod workload;
