@@ -22,11 +22,14 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::api::{
-    Cancelled, EnvChange, ResultColumn, ResultSink, Session, SessionFactory, SqlError, StatementKind,
+    Cancelled, EnvChange, ResultColumn, ResultSink, Session, SessionFactory, SqlError,
+    StatementKind,
 };
 use crate::tds::login::{parse_login7, prelogin_reply};
 use crate::tds::packet::{kind, read_message, Message, PacketFramer, DEFAULT_PACKET_SIZE};
-use crate::tds::requests::{parse_bulk_load, parse_rpc, parse_sql_batch, parse_transaction_request};
+use crate::tds::requests::{
+    parse_bulk_load, parse_rpc, parse_sql_batch, parse_transaction_request,
+};
 use crate::tds::tokens::{self, done, token, RowEncoder};
 use crate::tds::values::write_collation;
 use crate::tds::WireError;
@@ -56,13 +59,20 @@ pub struct ServerHandle {
 impl Server {
     /// Bind `addr` (port 0 picks a free port; see `ServerHandle::addr`) and serve sessions
     /// from `factory` until shut down.
-    pub async fn start(addr: SocketAddr, factory: Arc<dyn SessionFactory>) -> io::Result<ServerHandle> {
+    pub async fn start(
+        addr: SocketAddr,
+        factory: Arc<dyn SessionFactory>,
+    ) -> io::Result<ServerHandle> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let (stop, stop_rx) = watch::channel(false);
         let task = tokio::spawn(accept_loop(listener, factory, stop_rx));
         tracing::info!(%addr, "SQL Server stand-in listening");
-        Ok(ServerHandle { addr, stop, task: Some(task) })
+        Ok(ServerHandle {
+            addr,
+            stop,
+            task: Some(task),
+        })
     }
 }
 
@@ -86,7 +96,11 @@ impl Drop for ServerHandle {
     }
 }
 
-async fn accept_loop(listener: TcpListener, factory: Arc<dyn SessionFactory>, mut stop: watch::Receiver<bool>) {
+async fn accept_loop(
+    listener: TcpListener,
+    factory: Arc<dyn SessionFactory>,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
@@ -121,26 +135,43 @@ enum Incoming {
     Closed,
 }
 
-async fn write_reply(wr: &mut OwnedWriteHalf, framer: &mut PacketFramer, mut tokens: BytesMut) -> io::Result<()> {
+async fn write_reply(
+    wr: &mut OwnedWriteHalf,
+    framer: &mut PacketFramer,
+    mut tokens: BytesMut,
+) -> io::Result<()> {
     let mut out = BytesMut::with_capacity(tokens.len() + 64);
     framer.frame_rest(&mut tokens, true, &mut out);
     wr.write_all(&out).await
 }
 
-async fn expect_message(rd: &mut OwnedReadHalf, expected: u8, what: &str) -> Result<Option<Message>, WireError> {
+async fn expect_message(
+    rd: &mut OwnedReadHalf,
+    expected: u8,
+    what: &str,
+) -> Result<Option<Message>, WireError> {
     match read_message(rd).await? {
         None => Ok(None),
         Some(m) if m.kind == expected => Ok(Some(m)),
-        Some(m) => Err(WireError::Framing(format!("expected {what}, got packet type {:#04x}", m.kind))),
+        Some(m) => Err(WireError::Framing(format!(
+            "expected {what}, got packet type {:#04x}",
+            m.kind
+        ))),
     }
 }
 
-async fn serve_connection(stream: TcpStream, factory: Arc<dyn SessionFactory>) -> Result<(), WireError> {
+async fn serve_connection(
+    stream: TcpStream,
+    factory: Arc<dyn SessionFactory>,
+) -> Result<(), WireError> {
     stream.set_nodelay(true)?;
     let (mut rd, mut wr) = stream.into_split();
     let mut framer = PacketFramer::new(DEFAULT_PACKET_SIZE);
 
-    if expect_message(&mut rd, kind::PRELOGIN, "PRELOGIN").await?.is_none() {
+    if expect_message(&mut rd, kind::PRELOGIN, "PRELOGIN")
+        .await?
+        .is_none()
+    {
         return Ok(());
     }
     write_reply(&mut wr, &mut framer, prelogin_reply()).await?;
@@ -164,7 +195,11 @@ async fn serve_connection(stream: TcpStream, factory: Arc<dyn SessionFactory>) -
             return Ok(());
         }
     };
-    let requested = if login.packet_size == 0 { DEFAULT_PACKET_SIZE } else { login.packet_size as usize };
+    let requested = if login.packet_size == 0 {
+        DEFAULT_PACKET_SIZE
+    } else {
+        login.packet_size as usize
+    };
     framer.set_packet_size(requested);
     let reply = login_reply(&session.database(), framer.packet_size());
     write_reply(&mut wr, &mut framer, reply).await?;
@@ -178,7 +213,12 @@ fn login_reply(database: &str, packet_size: usize) -> BytesMut {
     let mut collation = BytesMut::new();
     write_collation(&mut collation, &Collation::SQL_LATIN1_GENERAL_CP1_CI_AS);
     tokens::write_env_bytes(&mut tokens, 7, &collation, &[]);
-    let info = SqlError::new(5701, 0, 2, format!("Changed database context to '{database}'."));
+    let info = SqlError::new(
+        5701,
+        0,
+        2,
+        format!("Changed database context to '{database}'."),
+    );
     tokens::write_message(&mut tokens, token::INFO, &info);
     tokens::write_loginack(&mut tokens);
     let size = packet_size.to_string();
@@ -236,9 +276,13 @@ async fn run_session(
     let mut sink = Some(WireSink::new(framer, out_tx, cancel.clone()));
     let mut outcome = Ok(());
     while let Some(incoming) = in_rx.recv().await {
-        let Incoming::Message(message) = incoming else { break };
+        let Incoming::Message(message) = incoming else {
+            break;
+        };
         let mut s = sink.take().expect("sink is returned after each request");
-        let mut sess = session.take().expect("session is returned after each request");
+        let mut sess = session
+            .take()
+            .expect("session is returned after each request");
         let (s, sess, result) = tokio::task::spawn_blocking(move || {
             let result = handle_message(message, sess.as_mut(), &mut s);
             (s, sess, result)
@@ -267,7 +311,11 @@ async fn run_session(
 }
 
 /// Decode one request and run it on the session (on a blocking thread).
-fn handle_message(message: Message, session: &mut dyn Session, sink: &mut WireSink) -> Result<(), WireError> {
+fn handle_message(
+    message: Message,
+    session: &mut dyn Session,
+    sink: &mut WireSink,
+) -> Result<(), WireError> {
     if message.kind == kind::ATTENTION {
         sink.acknowledge_attention();
         return Ok(());
@@ -297,7 +345,11 @@ fn handle_message(message: Message, session: &mut dyn Session, sink: &mut WireSi
             session.bulk_rows(&columns, rows, sink);
             sink.finish(false);
         }
-        other => return Err(WireError::Unsupported(format!("request packet type {other:#04x} after login"))),
+        other => {
+            return Err(WireError::Unsupported(format!(
+                "request packet type {other:#04x} after login"
+            )))
+        }
     }
     Ok(())
 }
@@ -422,7 +474,12 @@ impl WireSink {
     fn fail(&mut self, message: String) -> Cancelled {
         tracing::error!(%message, "stand-in cannot encode a value the engine produced");
         self.flush_pending(true);
-        let error = SqlError::new(STANDIN_ERROR, 16, 1, format!("dbsync-sqlserver-sim: {message}"));
+        let error = SqlError::new(
+            STANDIN_ERROR,
+            16,
+            1,
+            format!("dbsync-sqlserver-sim: {message}"),
+        );
         tokens::write_message(&mut self.tokens, token::ERROR, &error);
         self.any_error = true;
         self.error_since_done = true;
@@ -439,7 +496,8 @@ impl WireSink {
             // The DONE(ATTN) that ends this response is written when the attention message
             // itself is processed, right after this request.
             self.flush_pending(true);
-            self.framer.frame_rest(&mut self.tokens, false, &mut self.out);
+            self.framer
+                .frame_rest(&mut self.tokens, false, &mut self.out);
             let _ = self.send_out();
             return;
         }
@@ -455,10 +513,15 @@ impl WireSink {
             self.flush_pending(false);
         } else {
             self.flush_pending(true);
-            let status = if self.error_since_done { done::ERROR } else { 0 } | self.inxact();
+            let status = if self.error_since_done {
+                done::ERROR
+            } else {
+                0
+            } | self.inxact();
             tokens::write_done(&mut self.tokens, token::DONE, status, 0, 0);
         }
-        self.framer.frame_rest(&mut self.tokens, true, &mut self.out);
+        self.framer
+            .frame_rest(&mut self.tokens, true, &mut self.out);
         let _ = self.send_out();
     }
 
@@ -469,7 +532,8 @@ impl WireSink {
             return;
         }
         tokens::write_done(&mut self.tokens, token::DONE, done::ATTN, 0, 0);
-        self.framer.frame_rest(&mut self.tokens, true, &mut self.out);
+        self.framer
+            .frame_rest(&mut self.tokens, true, &mut self.out);
         let _ = self.send_out();
     }
 }
@@ -491,7 +555,12 @@ impl ResultSink for WireSink {
         self.pump()
     }
 
-    fn done(&mut self, kind: StatementKind, count: Option<u64>, in_proc: bool) -> Result<(), Cancelled> {
+    fn done(
+        &mut self,
+        kind: StatementKind,
+        count: Option<u64>,
+        in_proc: bool,
+    ) -> Result<(), Cancelled> {
         self.check()?;
         self.flush_pending(true);
         let mut status = self.inxact();
@@ -502,8 +571,17 @@ impl ResultSink for WireSink {
             status |= done::ERROR;
         }
         self.error_since_done = false;
-        let token = if in_proc { token::DONEINPROC } else { token::DONE };
-        self.pending_done = Some(PendingDone { token, status, curcmd: tokens::curcmd(kind), rows: count.unwrap_or(0) });
+        let token = if in_proc {
+            token::DONEINPROC
+        } else {
+            token::DONE
+        };
+        self.pending_done = Some(PendingDone {
+            token,
+            status,
+            curcmd: tokens::curcmd(kind),
+            rows: count.unwrap_or(0),
+        });
         self.pump()
     }
 
@@ -519,7 +597,11 @@ impl ResultSink for WireSink {
     fn info(&mut self, number: i32, message: &str) -> Result<(), Cancelled> {
         self.check()?;
         self.flush_pending(true);
-        tokens::write_message(&mut self.tokens, token::INFO, &SqlError::new(number, 0, 1, message));
+        tokens::write_message(
+            &mut self.tokens,
+            token::INFO,
+            &SqlError::new(number, 0, 1, message),
+        );
         self.pump()
     }
 
@@ -528,7 +610,9 @@ impl ResultSink for WireSink {
         self.flush_pending(true);
         match change {
             EnvChange::BeginTransaction { .. } => self.in_transaction = true,
-            EnvChange::CommitTransaction { .. } | EnvChange::RollbackTransaction { .. } => self.in_transaction = false,
+            EnvChange::CommitTransaction { .. } | EnvChange::RollbackTransaction { .. } => {
+                self.in_transaction = false
+            }
             EnvChange::Database { .. } => {}
         }
         tokens::write_env_change(&mut self.tokens, change);
@@ -543,12 +627,19 @@ impl ResultSink for WireSink {
         self.pump()
     }
 
-    fn return_value(&mut self, ordinal: u16, name: &str, ty: &SqlType, value: &Value) -> Result<(), Cancelled> {
+    fn return_value(
+        &mut self,
+        ordinal: u16,
+        name: &str,
+        ty: &SqlType,
+        value: &Value,
+    ) -> Result<(), Cancelled> {
         self.check()?;
         self.flush_pending(true);
         let start = self.tokens.len();
         let mut scratch = std::mem::take(self.encoder.scratch());
-        let result = tokens::write_return_value(&mut self.tokens, ordinal, name, ty, value, &mut scratch);
+        let result =
+            tokens::write_return_value(&mut self.tokens, ordinal, name, ty, value, &mut scratch);
         *self.encoder.scratch() = scratch;
         if let Err(e) = result {
             self.tokens.truncate(start);

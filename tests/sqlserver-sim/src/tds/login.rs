@@ -19,7 +19,17 @@ const ENCRYPT_NOT_SUP: u8 = 0x02;
 /// tiberius rejects any option token outside 0x00..=0x07, so nothing else is sent.
 pub fn prelogin_reply() -> BytesMut {
     let options: [(u8, &[u8]); 4] = [
-        (0x00, &[SERVER_VERSION[0], SERVER_VERSION[1], SERVER_VERSION[2], SERVER_VERSION[3], 0, 0]),
+        (
+            0x00,
+            &[
+                SERVER_VERSION[0],
+                SERVER_VERSION[1],
+                SERVER_VERSION[2],
+                SERVER_VERSION[3],
+                0,
+                0,
+            ],
+        ),
         (0x01, &[ENCRYPT_NOT_SUP]),
         (0x02, &[0x00]),
         (0x04, &[0x00]),
@@ -58,15 +68,19 @@ pub fn parse_login7(payload: &[u8]) -> Result<Login7, WireError> {
         r.skip(offset_at)?;
         let offset = r.u16()? as usize;
         let chars = r.u16()? as usize;
-        payload
-            .get(offset..offset + chars * 2)
-            .ok_or_else(|| WireError::invalid("LOGIN7", format!("field at {offset_at} points outside the packet")))
+        payload.get(offset..offset + chars * 2).ok_or_else(|| {
+            WireError::invalid(
+                "LOGIN7",
+                format!("field at {offset_at} points outside the packet"),
+            )
+        })
     };
     let text = |offset_at: usize| -> Result<String, WireError> {
         utf16_to_string(field(offset_at)?).map_err(|e| WireError::invalid("LOGIN7", e))
     };
     let password_bytes: Vec<u8> = field(44)?.iter().map(|b| deobfuscate(*b)).collect();
-    let password = utf16_to_string(&password_bytes).map_err(|e| WireError::invalid("LOGIN7 password", e))?;
+    let password =
+        utf16_to_string(&password_bytes).map_err(|e| WireError::invalid("LOGIN7 password", e))?;
     Ok(Login7 {
         tds_version,
         packet_size,

@@ -28,6 +28,9 @@ pub enum WireError {
 
 impl WireError {
     pub(crate) fn invalid(what: &'static str, detail: impl Into<String>) -> Self {
-        WireError::Invalid { what, detail: detail.into() }
+        WireError::Invalid {
+            what,
+            detail: detail.into(),
+        }
     }
 }

@@ -37,21 +37,27 @@ pub struct Message {
 }
 
 /// Read the next message; `Ok(None)` when the client closed the connection between messages.
-pub async fn read_message<R: AsyncRead + Unpin>(reader: &mut R) -> Result<Option<Message>, WireError> {
+pub async fn read_message<R: AsyncRead + Unpin>(
+    reader: &mut R,
+) -> Result<Option<Message>, WireError> {
     let mut payload = BytesMut::new();
     let mut kind = None;
     loop {
         let mut header = [0u8; HEADER_LEN];
         match reader.read_exact(&mut header).await {
             Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && kind.is_none() => return Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && kind.is_none() => {
+                return Ok(None)
+            }
             Err(e) => return Err(WireError::Io(e)),
         }
         let packet_kind = header[0];
         let status = header[1];
         let length = u16::from_be_bytes([header[2], header[3]]) as usize;
         if length < HEADER_LEN {
-            return Err(WireError::Framing(format!("packet length {length} is shorter than its header")));
+            return Err(WireError::Framing(format!(
+                "packet length {length} is shorter than its header"
+            )));
         }
         match kind {
             None => kind = Some(packet_kind),
@@ -63,13 +69,18 @@ pub async fn read_message<R: AsyncRead + Unpin>(reader: &mut R) -> Result<Option
             Some(_) => {}
         }
         if payload.len() + length - HEADER_LEN > MAX_MESSAGE_LEN {
-            return Err(WireError::Framing(format!("message longer than {MAX_MESSAGE_LEN} bytes")));
+            return Err(WireError::Framing(format!(
+                "message longer than {MAX_MESSAGE_LEN} bytes"
+            )));
         }
         let start = payload.len();
         payload.resize(start + length - HEADER_LEN, 0);
         reader.read_exact(&mut payload[start..]).await?;
         if status & STATUS_EOM != 0 {
-            return Ok(Some(Message { kind: packet_kind, payload }));
+            return Ok(Some(Message {
+                kind: packet_kind,
+                payload,
+            }));
         }
     }
 }
@@ -83,7 +94,10 @@ pub struct PacketFramer {
 
 impl PacketFramer {
     pub fn new(packet_size: usize) -> Self {
-        PacketFramer { packet_size: packet_size.clamp(MIN_PACKET_SIZE, MAX_PACKET_SIZE), packet_id: 1 }
+        PacketFramer {
+            packet_size: packet_size.clamp(MIN_PACKET_SIZE, MAX_PACKET_SIZE),
+            packet_id: 1,
+        }
     }
 
     pub fn packet_size(&self) -> usize {

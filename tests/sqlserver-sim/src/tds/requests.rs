@@ -12,14 +12,20 @@ use crate::types::Value;
 fn read_all_headers(r: &mut Reader) -> Result<u64, WireError> {
     let total = r.u32()? as usize;
     if total < 4 {
-        return Err(WireError::invalid("ALL_HEADERS", format!("total length {total}")));
+        return Err(WireError::invalid(
+            "ALL_HEADERS",
+            format!("total length {total}"),
+        ));
     }
     let mut headers = Reader::new(r.bytes(total - 4)?, "ALL_HEADERS");
     let mut descriptor = 0;
     while !headers.is_empty() {
         let length = headers.u32()? as usize;
         if length < 6 {
-            return Err(WireError::invalid("ALL_HEADERS", format!("header length {length}")));
+            return Err(WireError::invalid(
+                "ALL_HEADERS",
+                format!("header length {length}"),
+            ));
         }
         let kind = headers.u16()?;
         let data = headers.bytes(length - 6)?;
@@ -66,9 +72,18 @@ pub fn parse_rpc(payload: &[u8]) -> Result<RpcRequest, WireError> {
         let status = r.u8()?;
         let wt = read_type_info(&mut r, 0)?;
         let value = read_value(&mut r, &wt)?;
-        params.push(RpcParam { name, ty: wt.ty, value, output: status & 0x01 != 0 });
+        params.push(RpcParam {
+            name,
+            ty: wt.ty,
+            value,
+            output: status & 0x01 != 0,
+        });
     }
-    Ok(RpcRequest { descriptor, proc, params })
+    Ok(RpcRequest {
+        descriptor,
+        proc,
+        params,
+    })
 }
 
 /// Transaction Manager request (packet 0x0E). Returns (descriptor, request).
@@ -81,10 +96,20 @@ pub fn parse_transaction_request(payload: &[u8]) -> Result<(u64, TransactionRequ
             let name = r.b_varchar()?;
             TransactionRequest::Begin { isolation, name }
         }
-        7 => TransactionRequest::Commit { name: r.b_varchar()? },
-        8 => TransactionRequest::Rollback { name: r.b_varchar()? },
-        9 => TransactionRequest::Save { name: r.b_varchar()? },
-        other => return Err(WireError::Unsupported(format!("transaction manager request type {other}"))),
+        7 => TransactionRequest::Commit {
+            name: r.b_varchar()?,
+        },
+        8 => TransactionRequest::Rollback {
+            name: r.b_varchar()?,
+        },
+        9 => TransactionRequest::Save {
+            name: r.b_varchar()?,
+        },
+        other => {
+            return Err(WireError::Unsupported(format!(
+                "transaction manager request type {other}"
+            )))
+        }
     };
     Ok((descriptor, request))
 }
@@ -93,7 +118,10 @@ pub fn parse_transaction_request(payload: &[u8]) -> Result<(u64, TransactionRequ
 pub fn parse_bulk_load(payload: &[u8]) -> Result<(Vec<ResultColumn>, Vec<Vec<Value>>), WireError> {
     let mut r = Reader::new(payload, "bulk load");
     if r.u8()? != token::COLMETADATA {
-        return Err(WireError::invalid("bulk load", "does not start with COLMETADATA"));
+        return Err(WireError::invalid(
+            "bulk load",
+            "does not start with COLMETADATA",
+        ));
     }
     let count = r.u16()? as usize;
     let mut columns = Vec::with_capacity(count);
@@ -103,7 +131,11 @@ pub fn parse_bulk_load(payload: &[u8]) -> Result<(Vec<ResultColumn>, Vec<Vec<Val
         let flags = r.u16()?;
         let wt = read_type_info(&mut r, user_type)?;
         // tiberius writes the table name of text/ntext/image as one bare US_VARCHAR.
-        let table_name = if has_table_name(&wt.ty) { Some(r.us_varchar()?) } else { None };
+        let table_name = if has_table_name(&wt.ty) {
+            Some(r.us_varchar()?)
+        } else {
+            None
+        };
         let name = r.b_varchar()?;
         columns.push(ResultColumn {
             name,
@@ -120,7 +152,10 @@ pub fn parse_bulk_load(payload: &[u8]) -> Result<(Vec<ResultColumn>, Vec<Vec<Val
     loop {
         match r.u8()? {
             token::ROW => {
-                let row = wire_types.iter().map(|wt| read_value(&mut r, wt)).collect::<Result<Vec<_>, _>>()?;
+                let row = wire_types
+                    .iter()
+                    .map(|wt| read_value(&mut r, wt))
+                    .collect::<Result<Vec<_>, _>>()?;
                 rows.push(row);
             }
             token::NBCROW => {
@@ -136,7 +171,12 @@ pub fn parse_bulk_load(payload: &[u8]) -> Result<(Vec<ResultColumn>, Vec<Vec<Val
                 rows.push(row);
             }
             token::DONE => break,
-            other => return Err(WireError::invalid("bulk load", format!("unexpected token {other:#04x}"))),
+            other => {
+                return Err(WireError::invalid(
+                    "bulk load",
+                    format!("unexpected token {other:#04x}"),
+                ))
+            }
         }
     }
     Ok((columns, rows))

@@ -113,9 +113,15 @@ pub fn write_env_bytes(buf: &mut BytesMut, kind: u8, new: &[u8], old: &[u8]) {
 pub fn write_env_change(buf: &mut BytesMut, change: &EnvChange) {
     match change {
         EnvChange::Database { new, old } => write_env_text(buf, 1, new, old),
-        EnvChange::BeginTransaction { descriptor } => write_env_bytes(buf, 8, &descriptor.to_le_bytes(), &[]),
-        EnvChange::CommitTransaction { descriptor } => write_env_bytes(buf, 9, &[], &descriptor.to_le_bytes()),
-        EnvChange::RollbackTransaction { descriptor } => write_env_bytes(buf, 10, &[], &descriptor.to_le_bytes()),
+        EnvChange::BeginTransaction { descriptor } => {
+            write_env_bytes(buf, 8, &descriptor.to_le_bytes(), &[])
+        }
+        EnvChange::CommitTransaction { descriptor } => {
+            write_env_bytes(buf, 9, &[], &descriptor.to_le_bytes())
+        }
+        EnvChange::RollbackTransaction { descriptor } => {
+            write_env_bytes(buf, 10, &[], &descriptor.to_le_bytes())
+        }
     }
 }
 
@@ -198,7 +204,11 @@ impl RowEncoder {
     /// it was.
     pub fn write_row(&mut self, buf: &mut BytesMut, row: &[Value]) -> Result<(), EncodeError> {
         if row.len() != self.columns.len() {
-            return Err(EncodeError(format!("row of {} values for {} columns", row.len(), self.columns.len())));
+            return Err(EncodeError(format!(
+                "row of {} values for {} columns",
+                row.len(),
+                self.columns.len()
+            )));
         }
         let start = buf.len();
         let result = self.write_row_inner(buf, row);

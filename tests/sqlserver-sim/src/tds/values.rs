@@ -165,9 +165,17 @@ pub fn put_us_varchar(buf: &mut BytesMut, s: &str) {
 /// The CLR type names SQL Server reports in UDT_INFO: name, max byte size, CLR class.
 fn udt_names(ty: &SqlType) -> Option<(&'static str, u16, &'static str)> {
     match ty {
-        SqlType::HierarchyId => Some(("hierarchyid", 892, "Microsoft.SqlServer.Types.SqlHierarchyId")),
+        SqlType::HierarchyId => Some((
+            "hierarchyid",
+            892,
+            "Microsoft.SqlServer.Types.SqlHierarchyId",
+        )),
         SqlType::Geometry => Some(("geometry", 0xFFFF, "Microsoft.SqlServer.Types.SqlGeometry")),
-        SqlType::Geography => Some(("geography", 0xFFFF, "Microsoft.SqlServer.Types.SqlGeography")),
+        SqlType::Geography => Some((
+            "geography",
+            0xFFFF,
+            "Microsoft.SqlServer.Types.SqlGeography",
+        )),
         _ => None,
     }
 }
@@ -199,8 +207,16 @@ pub fn write_type_info(buf: &mut BytesMut, ty: &SqlType, nullable: bool) {
         SqlType::SmallMoney => buf.put_slice(&[code::MONEYN, 4]),
         SqlType::DateTime => buf.put_slice(&[code::DATETIMN, 8]),
         SqlType::SmallDateTime => buf.put_slice(&[code::DATETIMN, 4]),
-        SqlType::Decimal { precision, scale, numeric } => {
-            let c = if *numeric { code::NUMERICN } else { code::DECIMALN };
+        SqlType::Decimal {
+            precision,
+            scale,
+            numeric,
+        } => {
+            let c = if *numeric {
+                code::NUMERICN
+            } else {
+                code::DECIMALN
+            };
             buf.put_slice(&[c, decimal_len(*precision), *precision, *scale]);
         }
         SqlType::Date => buf.put_u8(code::DATEN),
@@ -273,15 +289,19 @@ pub fn write_type_info(buf: &mut BytesMut, ty: &SqlType, nullable: bool) {
 
 /// Whether the type carries a TableName in COLMETADATA (text, ntext, image).
 pub fn has_table_name(ty: &SqlType) -> bool {
-    matches!(ty, SqlType::Text { .. } | SqlType::NText { .. } | SqlType::Image)
+    matches!(
+        ty,
+        SqlType::Text { .. } | SqlType::NText { .. } | SqlType::Image
+    )
 }
 
 /// How a NULL of this type is written inside a ROW token.
 pub fn write_null(buf: &mut BytesMut, ty: &SqlType) {
     match ty {
-        SqlType::Char { .. } | SqlType::NChar { .. } | SqlType::Binary { .. } | SqlType::RowVersion => {
-            buf.put_u16_le(0xFFFF)
-        }
+        SqlType::Char { .. }
+        | SqlType::NChar { .. }
+        | SqlType::Binary { .. }
+        | SqlType::RowVersion => buf.put_u16_le(0xFFFF),
         SqlType::VarChar { len: Some(_), .. }
         | SqlType::NVarChar { len: Some(_), .. }
         | SqlType::VarBinary { len: Some(_) } => buf.put_u16_le(0xFFFF),
@@ -319,7 +339,9 @@ pub fn write_value(
 ) -> Result<(), EncodeError> {
     if matches!(value, Value::Null) {
         if is_fixed(ty, nullable) {
-            return Err(EncodeError(format!("NULL in a NOT NULL column of type {ty:?}")));
+            return Err(EncodeError(format!(
+                "NULL in a NOT NULL column of type {ty:?}"
+            )));
         }
         write_null(buf, ty);
         return Ok(());
@@ -332,7 +354,9 @@ pub fn write_value(
     };
     match ty {
         SqlType::Bit => {
-            let Value::Bit(b) = value else { return Err(mismatch(ty, value)) };
+            let Value::Bit(b) = value else {
+                return Err(mismatch(ty, value));
+            };
             prefix(buf, 1);
             buf.put_u8(*b as u8);
         }
@@ -359,7 +383,9 @@ pub fn write_value(
             }
         }
         SqlType::Real => {
-            let Value::Real(f) = value else { return Err(mismatch(ty, value)) };
+            let Value::Real(f) = value else {
+                return Err(mismatch(ty, value));
+            };
             prefix(buf, 4);
             buf.put_f32_le(*f);
         }
@@ -392,20 +418,28 @@ pub fn write_value(
             buf.put_i32_le(m);
         }
         SqlType::DateTime => {
-            let Value::DateTime { days, ticks } = value else { return Err(mismatch(ty, value)) };
+            let Value::DateTime { days, ticks } = value else {
+                return Err(mismatch(ty, value));
+            };
             prefix(buf, 8);
             buf.put_i32_le(*days);
             buf.put_u32_le(*ticks);
         }
         SqlType::SmallDateTime => {
-            let Value::SmallDateTime { days, minutes } = value else { return Err(mismatch(ty, value)) };
+            let Value::SmallDateTime { days, minutes } = value else {
+                return Err(mismatch(ty, value));
+            };
             prefix(buf, 4);
             buf.put_u16_le(*days);
             buf.put_u16_le(*minutes);
         }
-        SqlType::Decimal { precision, scale, .. } => {
+        SqlType::Decimal {
+            precision, scale, ..
+        } => {
             let v = match value {
-                Value::Decimal(v, s) => rescale(*v, *s, *scale).ok_or_else(|| mismatch(ty, value))?,
+                Value::Decimal(v, s) => {
+                    rescale(*v, *s, *scale).ok_or_else(|| mismatch(ty, value))?
+                }
                 other => {
                     let i = int_value(other).ok_or_else(|| mismatch(ty, value))?;
                     rescale(i as i128, 0, *scale).ok_or_else(|| mismatch(ty, value))?
@@ -416,25 +450,36 @@ pub fn write_value(
             put_decimal_body(buf, v, len);
         }
         SqlType::Date => {
-            let Value::Date(days) = value else { return Err(mismatch(ty, value)) };
+            let Value::Date(days) = value else {
+                return Err(mismatch(ty, value));
+            };
             buf.put_u8(3);
             put_uint(buf, *days as u64, 3);
         }
         SqlType::Time { scale } => {
-            let Value::Time(ticks) = value else { return Err(mismatch(ty, value)) };
+            let Value::Time(ticks) = value else {
+                return Err(mismatch(ty, value));
+            };
             let n = time_len(*scale);
             buf.put_u8(n);
             put_uint(buf, ticks_to_increments(*ticks, *scale), n as usize);
         }
         SqlType::DateTime2 { scale } => {
-            let Value::DateTime2 { days, ticks } = value else { return Err(mismatch(ty, value)) };
+            let Value::DateTime2 { days, ticks } = value else {
+                return Err(mismatch(ty, value));
+            };
             let n = time_len(*scale);
             buf.put_u8(n + 3);
             put_uint(buf, ticks_to_increments(*ticks, *scale), n as usize);
             put_uint(buf, *days as u64, 3);
         }
         SqlType::DateTimeOffset { scale } => {
-            let Value::DateTimeOffset { days, ticks, offset_minutes } = value else {
+            let Value::DateTimeOffset {
+                days,
+                ticks,
+                offset_minutes,
+            } = value
+            else {
                 return Err(mismatch(ty, value));
             };
             let n = time_len(*scale);
@@ -444,7 +489,9 @@ pub fn write_value(
             buf.put_i16_le(*offset_minutes);
         }
         SqlType::Char { len, .. } => {
-            let Value::String(s) = value else { return Err(mismatch(ty, value)) };
+            let Value::String(s) = value else {
+                return Err(mismatch(ty, value));
+            };
             let at = buf.len();
             buf.put_u16_le(0);
             let n = put_cp1252(buf, s);
@@ -455,7 +502,9 @@ pub fn write_value(
             patch_u16(buf, at, *len);
         }
         SqlType::VarChar { len: Some(max), .. } => {
-            let Value::String(s) = value else { return Err(mismatch(ty, value)) };
+            let Value::String(s) = value else {
+                return Err(mismatch(ty, value));
+            };
             let at = buf.len();
             buf.put_u16_le(0);
             let n = put_cp1252(buf, s);
@@ -465,12 +514,16 @@ pub fn write_value(
             patch_u16(buf, at, n as u16);
         }
         SqlType::NChar { len, .. } => {
-            let Value::String(s) = value else { return Err(mismatch(ty, value)) };
+            let Value::String(s) = value else {
+                return Err(mismatch(ty, value));
+            };
             let at = buf.len();
             buf.put_u16_le(0);
             let units = put_utf16(buf, s);
             if units > *len as usize {
-                return Err(EncodeError(format!("{units} characters do not fit nchar({len})")));
+                return Err(EncodeError(format!(
+                    "{units} characters do not fit nchar({len})"
+                )));
             }
             for _ in units..*len as usize {
                 buf.put_u16_le(b' ' as u16);
@@ -478,26 +531,37 @@ pub fn write_value(
             patch_u16(buf, at, len * 2);
         }
         SqlType::NVarChar { len: Some(max), .. } => {
-            let Value::String(s) = value else { return Err(mismatch(ty, value)) };
+            let Value::String(s) = value else {
+                return Err(mismatch(ty, value));
+            };
             let at = buf.len();
             buf.put_u16_le(0);
             let units = put_utf16(buf, s);
             if units > *max as usize {
-                return Err(EncodeError(format!("{units} characters do not fit nvarchar({max})")));
+                return Err(EncodeError(format!(
+                    "{units} characters do not fit nvarchar({max})"
+                )));
             }
             patch_u16(buf, at, (units * 2) as u16);
         }
         SqlType::Binary { len } => {
-            let Value::Binary(b) = value else { return Err(mismatch(ty, value)) };
+            let Value::Binary(b) = value else {
+                return Err(mismatch(ty, value));
+            };
             if b.len() > *len as usize {
-                return Err(EncodeError(format!("{} bytes do not fit binary({len})", b.len())));
+                return Err(EncodeError(format!(
+                    "{} bytes do not fit binary({len})",
+                    b.len()
+                )));
             }
             buf.put_u16_le(*len);
             buf.put_slice(b);
             buf.put_bytes(0, *len as usize - b.len());
         }
         SqlType::RowVersion => {
-            let Value::Binary(b) = value else { return Err(mismatch(ty, value)) };
+            let Value::Binary(b) = value else {
+                return Err(mismatch(ty, value));
+            };
             if b.len() != 8 {
                 return Err(EncodeError(format!("rowversion of {} bytes", b.len())));
             }
@@ -505,21 +569,30 @@ pub fn write_value(
             buf.put_slice(b);
         }
         SqlType::VarBinary { len: Some(max) } => {
-            let Value::Binary(b) = value else { return Err(mismatch(ty, value)) };
+            let Value::Binary(b) = value else {
+                return Err(mismatch(ty, value));
+            };
             if b.len() > *max as usize {
-                return Err(EncodeError(format!("{} bytes do not fit varbinary({max})", b.len())));
+                return Err(EncodeError(format!(
+                    "{} bytes do not fit varbinary({max})",
+                    b.len()
+                )));
             }
             buf.put_u16_le(b.len() as u16);
             buf.put_slice(b);
         }
         SqlType::VarChar { len: None, .. } => {
-            let Value::String(s) = value else { return Err(mismatch(ty, value)) };
+            let Value::String(s) = value else {
+                return Err(mismatch(ty, value));
+            };
             scratch.clear();
             cp1252_into(scratch, s);
             put_plp(buf, scratch);
         }
         SqlType::NVarChar { len: None, .. } | SqlType::Xml => {
-            let Value::String(s) = value else { return Err(mismatch(ty, value)) };
+            let Value::String(s) = value else {
+                return Err(mismatch(ty, value));
+            };
             scratch.clear();
             scratch.reserve(s.len() * 2);
             for unit in s.encode_utf16() {
@@ -527,8 +600,13 @@ pub fn write_value(
             }
             put_plp(buf, scratch);
         }
-        SqlType::VarBinary { len: None } | SqlType::HierarchyId | SqlType::Geometry | SqlType::Geography => {
-            let Value::Binary(b) = value else { return Err(mismatch(ty, value)) };
+        SqlType::VarBinary { len: None }
+        | SqlType::HierarchyId
+        | SqlType::Geometry
+        | SqlType::Geography => {
+            let Value::Binary(b) = value else {
+                return Err(mismatch(ty, value));
+            };
             put_plp(buf, b);
         }
         SqlType::Text { .. } | SqlType::NText { .. } | SqlType::Image => {
@@ -547,7 +625,9 @@ pub fn write_value(
             buf[at..at + 4].copy_from_slice(&(n as u32).to_le_bytes());
         }
         SqlType::UniqueIdentifier => {
-            let Value::Guid(g) = value else { return Err(mismatch(ty, value)) };
+            let Value::Guid(g) = value else {
+                return Err(mismatch(ty, value));
+            };
             buf.put_u8(16);
             buf.put_slice(&guid_swap(g));
         }
@@ -587,7 +667,11 @@ pub fn rescale(v: i128, from: u8, to: u8) -> Option<i128> {
     } else {
         let factor = 10i128.checked_pow((from - to) as u32)?;
         let half = factor / 2;
-        let rounded = if v >= 0 { v.checked_add(half)? } else { v.checked_sub(half)? };
+        let rounded = if v >= 0 {
+            v.checked_add(half)?
+        } else {
+            v.checked_sub(half)?
+        };
         Some(rounded / factor)
     }
 }
@@ -634,7 +718,8 @@ fn put_cp1252(buf: &mut BytesMut, s: &str) -> usize {
     let mut rest = s;
     let mut chunk = [0u8; 256];
     loop {
-        let (result, read, written) = encoder.encode_from_utf8_without_replacement(rest, &mut chunk, true);
+        let (result, read, written) =
+            encoder.encode_from_utf8_without_replacement(rest, &mut chunk, true);
         buf.put_slice(&chunk[..written]);
         rest = &rest[read..];
         match result {
@@ -734,7 +819,11 @@ fn put_variant(buf: &mut BytesMut, value: &Value) -> Result<(), EncodeError> {
             put_uint(buf, *ticks, 5);
             put_uint(buf, *days as u64, 3);
         }
-        Value::DateTimeOffset { days, ticks, offset_minutes } => {
+        Value::DateTimeOffset {
+            days,
+            ticks,
+            offset_minutes,
+        } => {
             buf.put_slice(&[code::DATETIMEOFFSETN, 1, 7]);
             put_uint(buf, *ticks, 5);
             put_uint(buf, *days as u64, 3);
@@ -745,12 +834,16 @@ fn put_variant(buf: &mut BytesMut, value: &Value) -> Result<(), EncodeError> {
             write_collation(buf, &Collation::SQL_LATIN1_GENERAL_CP1_CI_AS);
             buf.put_u16_le(8000);
             if put_utf16(buf, s) > 4000 {
-                return Err(EncodeError("sql_variant string longer than 4000 characters".into()));
+                return Err(EncodeError(
+                    "sql_variant string longer than 4000 characters".into(),
+                ));
             }
         }
         Value::Binary(b) => {
             if b.len() > 8000 {
-                return Err(EncodeError("sql_variant binary longer than 8000 bytes".into()));
+                return Err(EncodeError(
+                    "sql_variant binary longer than 8000 bytes".into(),
+                ));
             }
             buf.put_slice(&[code::BIGVARBINARY, 2]);
             buf.put_u16_le(8000);
@@ -782,8 +875,13 @@ pub struct WireType {
 /// Read a TYPE_INFO (`user_type` is 80 for timestamp columns of a bulk COLMETADATA).
 pub fn read_type_info(r: &mut Reader, user_type: u32) -> Result<WireType, WireError> {
     let c = r.u8()?;
-    let fixed = |ty: SqlType| WireType { code: c, ty, max_len: 0 };
-    let bad_len = |len: u8| WireError::invalid("TYPE_INFO", format!("type {c:#04x} with length {len}"));
+    let fixed = |ty: SqlType| WireType {
+        code: c,
+        ty,
+        max_len: 0,
+    };
+    let bad_len =
+        |len: u8| WireError::invalid("TYPE_INFO", format!("type {c:#04x} with length {len}"));
     let wt = match c {
         code::NULL => fixed(SqlType::Null),
         code::INT1 => fixed(SqlType::TinyInt),
@@ -814,18 +912,29 @@ pub fn read_type_info(r: &mut Reader, user_type: u32) -> Result<WireType, WireEr
                 (code::GUID, 16) => SqlType::UniqueIdentifier,
                 _ => return Err(bad_len(len)),
             };
-            WireType { code: c, ty, max_len: len as u32 }
+            WireType {
+                code: c,
+                ty,
+                max_len: len as u32,
+            }
         }
         code::DECIMALN | code::NUMERICN => {
             let len = r.u8()?;
             let precision = r.u8()?;
             let scale = r.u8()?;
             if !(1..=38).contains(&precision) || scale > precision {
-                return Err(WireError::invalid("TYPE_INFO", format!("decimal({precision}, {scale})")));
+                return Err(WireError::invalid(
+                    "TYPE_INFO",
+                    format!("decimal({precision}, {scale})"),
+                ));
             }
             WireType {
                 code: c,
-                ty: SqlType::Decimal { precision, scale, numeric: c == code::NUMERICN },
+                ty: SqlType::Decimal {
+                    precision,
+                    scale,
+                    numeric: c == code::NUMERICN,
+                },
                 max_len: len as u32,
             }
         }
@@ -833,7 +942,10 @@ pub fn read_type_info(r: &mut Reader, user_type: u32) -> Result<WireType, WireEr
         code::TIMEN | code::DATETIME2N | code::DATETIMEOFFSETN => {
             let scale = r.u8()?;
             if scale > 7 {
-                return Err(WireError::invalid("TYPE_INFO", format!("time scale {scale}")));
+                return Err(WireError::invalid(
+                    "TYPE_INFO",
+                    format!("time scale {scale}"),
+                ));
             }
             fixed(match c {
                 code::TIMEN => SqlType::Time { scale },
@@ -847,29 +959,56 @@ pub fn read_type_info(r: &mut Reader, user_type: u32) -> Result<WireType, WireEr
             let max = (len != 0xFFFF).then_some(len);
             let ty = match c {
                 code::BIGCHAR => SqlType::Char { len, collation },
-                code::BIGVARCHAR => SqlType::VarChar { len: max, collation },
-                code::NCHAR => SqlType::NChar { len: len / 2, collation },
-                _ => SqlType::NVarChar { len: max.map(|n| n / 2), collation },
+                code::BIGVARCHAR => SqlType::VarChar {
+                    len: max,
+                    collation,
+                },
+                code::NCHAR => SqlType::NChar {
+                    len: len / 2,
+                    collation,
+                },
+                _ => SqlType::NVarChar {
+                    len: max.map(|n| n / 2),
+                    collation,
+                },
             };
-            WireType { code: c, ty, max_len: len as u32 }
+            WireType {
+                code: c,
+                ty,
+                max_len: len as u32,
+            }
         }
         code::BIGBINARY | code::BIGVARBINARY => {
             let len = r.u16()?;
             let ty = match c {
                 code::BIGBINARY if user_type == USER_TYPE_TIMESTAMP => SqlType::RowVersion,
                 code::BIGBINARY => SqlType::Binary { len },
-                _ => SqlType::VarBinary { len: (len != 0xFFFF).then_some(len) },
+                _ => SqlType::VarBinary {
+                    len: (len != 0xFFFF).then_some(len),
+                },
             };
-            WireType { code: c, ty, max_len: len as u32 }
+            WireType {
+                code: c,
+                ty,
+                max_len: len as u32,
+            }
         }
         code::TEXT | code::NTEXT | code::IMAGE => {
             let len = r.u32()?;
             let ty = match c {
-                code::TEXT => SqlType::Text { collation: read_collation(r)? },
-                code::NTEXT => SqlType::NText { collation: read_collation(r)? },
+                code::TEXT => SqlType::Text {
+                    collation: read_collation(r)?,
+                },
+                code::NTEXT => SqlType::NText {
+                    collation: read_collation(r)?,
+                },
                 _ => SqlType::Image,
             };
-            WireType { code: c, ty, max_len: len }
+            WireType {
+                code: c,
+                ty,
+                max_len: len,
+            }
         }
         code::XML => {
             if r.u8()? == 1 {
@@ -877,9 +1016,17 @@ pub fn read_type_info(r: &mut Reader, user_type: u32) -> Result<WireType, WireEr
                 r.b_varchar()?;
                 r.us_varchar()?;
             }
-            WireType { code: c, ty: SqlType::Xml, max_len: 0xFFFF }
+            WireType {
+                code: c,
+                ty: SqlType::Xml,
+                max_len: 0xFFFF,
+            }
         }
-        code::SSVARIANT => WireType { code: c, ty: SqlType::SqlVariant, max_len: r.u32()? },
+        code::SSVARIANT => WireType {
+            code: c,
+            ty: SqlType::SqlVariant,
+            max_len: r.u32()?,
+        },
         code::UDT => {
             // RPC form (MS-TDS 2.2.5.5.5.2): database, schema and type name.
             r.b_varchar()?;
@@ -891,7 +1038,11 @@ pub fn read_type_info(r: &mut Reader, user_type: u32) -> Result<WireType, WireEr
                 "geography" => SqlType::Geography,
                 other => return Err(WireError::Unsupported(format!("CLR type {other}"))),
             };
-            WireType { code: c, ty, max_len: 0xFFFF }
+            WireType {
+                code: c,
+                ty,
+                max_len: 0xFFFF,
+            }
         }
         other => return Err(WireError::Unsupported(format!("type byte {other:#04x}"))),
     };
@@ -903,7 +1054,11 @@ fn read_plp(r: &mut Reader) -> Result<Option<Vec<u8>>, WireError> {
     if total == PLP_NULL {
         return Ok(None);
     }
-    let mut out = Vec::with_capacity(if total == PLP_UNKNOWN_LEN { 0 } else { (total as usize).min(r.remaining()) });
+    let mut out = Vec::with_capacity(if total == PLP_UNKNOWN_LEN {
+        0
+    } else {
+        (total as usize).min(r.remaining())
+    });
     loop {
         let n = r.u32()? as usize;
         if n == 0 {
@@ -914,11 +1069,19 @@ fn read_plp(r: &mut Reader) -> Result<Option<Vec<u8>>, WireError> {
 }
 
 fn cp1252_decode(raw: &[u8]) -> Value {
-    Value::String(WINDOWS_1252.decode_without_bom_handling(raw).0.as_ref().into())
+    Value::String(
+        WINDOWS_1252
+            .decode_without_bom_handling(raw)
+            .0
+            .as_ref()
+            .into(),
+    )
 }
 
 fn utf16_value(raw: &[u8]) -> Result<Value, WireError> {
-    utf16_to_string(raw).map(|s| Value::String(s.into())).map_err(|e| WireError::invalid("nvarchar value", e))
+    utf16_to_string(raw)
+        .map(|s| Value::String(s.into()))
+        .map_err(|e| WireError::invalid("nvarchar value", e))
 }
 
 /// Read one value laid out as the client's TYPE_INFO says.
@@ -934,8 +1097,14 @@ pub fn read_value(r: &mut Reader, wt: &WireType) -> Result<Value, WireError> {
         code::FLT8 => Value::Float(f64::from_bits(r.u64()?)),
         code::MONEY4 => Value::SmallMoney(r.u32()? as i32),
         code::MONEY => read_money8(r)?,
-        code::DATETIME4 => Value::SmallDateTime { days: r.u16()?, minutes: r.u16()? },
-        code::DATETIME => Value::DateTime { days: r.u32()? as i32, ticks: r.u32()? },
+        code::DATETIME4 => Value::SmallDateTime {
+            days: r.u16()?,
+            minutes: r.u16()?,
+        },
+        code::DATETIME => Value::DateTime {
+            days: r.u32()? as i32,
+            ticks: r.u32()?,
+        },
         code::INTN | code::BITN | code::FLTN | code::MONEYN | code::DATETIMN | code::GUID => {
             let len = r.u8()?;
             match (wt.code, len) {
@@ -949,13 +1118,24 @@ pub fn read_value(r: &mut Reader, wt: &WireType) -> Result<Value, WireError> {
                 (code::FLTN, 8) => Value::Float(f64::from_bits(r.u64()?)),
                 (code::MONEYN, 4) => Value::SmallMoney(r.u32()? as i32),
                 (code::MONEYN, 8) => read_money8(r)?,
-                (code::DATETIMN, 4) => Value::SmallDateTime { days: r.u16()?, minutes: r.u16()? },
-                (code::DATETIMN, 8) => Value::DateTime { days: r.u32()? as i32, ticks: r.u32()? },
+                (code::DATETIMN, 4) => Value::SmallDateTime {
+                    days: r.u16()?,
+                    minutes: r.u16()?,
+                },
+                (code::DATETIMN, 8) => Value::DateTime {
+                    days: r.u32()? as i32,
+                    ticks: r.u32()?,
+                },
                 (code::GUID, 16) => {
                     let raw: [u8; 16] = r.bytes(16)?.try_into().expect("16 bytes");
                     Value::Guid(guid_swap(&raw))
                 }
-                (c, len) => return Err(WireError::invalid("value", format!("type {c:#04x} with length {len}"))),
+                (c, len) => {
+                    return Err(WireError::invalid(
+                        "value",
+                        format!("type {c:#04x} with length {len}"),
+                    ))
+                }
             }
         }
         code::DECIMALN | code::NUMERICN => {
@@ -963,7 +1143,9 @@ pub fn read_value(r: &mut Reader, wt: &WireType) -> Result<Value, WireError> {
             if len == 0 {
                 Value::Null
             } else {
-                let SqlType::Decimal { scale, .. } = wt.ty else { unreachable!("decimal code") };
+                let SqlType::Decimal { scale, .. } = wt.ty else {
+                    unreachable!("decimal code")
+                };
                 Value::Decimal(read_decimal_body(r, len)?, scale)
             }
         }
@@ -978,23 +1160,45 @@ pub fn read_value(r: &mut Reader, wt: &WireType) -> Result<Value, WireError> {
                 Value::Null
             } else {
                 let scale = match wt.ty {
-                    SqlType::Time { scale } | SqlType::DateTime2 { scale } | SqlType::DateTimeOffset { scale } => scale,
+                    SqlType::Time { scale }
+                    | SqlType::DateTime2 { scale }
+                    | SqlType::DateTimeOffset { scale } => scale,
                     _ => unreachable!("time codes"),
                 };
                 let time_bytes = time_len(scale) as usize;
-                let expected = time_bytes + match wt.code { code::TIMEN => 0, code::DATETIME2N => 3, _ => 5 };
+                let expected = time_bytes
+                    + match wt.code {
+                        code::TIMEN => 0,
+                        code::DATETIME2N => 3,
+                        _ => 5,
+                    };
                 if len != expected {
-                    return Err(WireError::invalid("time value", format!("length {len} for scale {scale}")));
+                    return Err(WireError::invalid(
+                        "time value",
+                        format!("length {len} for scale {scale}"),
+                    ));
                 }
                 let ticks = increments_to_ticks(r.uint(time_bytes)?, scale);
                 match wt.code {
                     code::TIMEN => Value::Time(ticks),
-                    code::DATETIME2N => Value::DateTime2 { days: r.uint(3)? as i32, ticks },
-                    _ => Value::DateTimeOffset { days: r.uint(3)? as i32, ticks, offset_minutes: r.u16()? as i16 },
+                    code::DATETIME2N => Value::DateTime2 {
+                        days: r.uint(3)? as i32,
+                        ticks,
+                    },
+                    _ => Value::DateTimeOffset {
+                        days: r.uint(3)? as i32,
+                        ticks,
+                        offset_minutes: r.u16()? as i16,
+                    },
                 }
             }
         }
-        code::BIGCHAR | code::BIGVARCHAR | code::NCHAR | code::NVARCHAR | code::BIGBINARY | code::BIGVARBINARY => {
+        code::BIGCHAR
+        | code::BIGVARCHAR
+        | code::NCHAR
+        | code::NVARCHAR
+        | code::BIGBINARY
+        | code::BIGVARBINARY => {
             let raw = if wt.max_len == 0xFFFF {
                 read_plp(r)?
             } else {
@@ -1039,7 +1243,11 @@ pub fn read_value(r: &mut Reader, wt: &WireType) -> Result<Value, WireError> {
             Some(raw) => Value::Binary(raw.into()),
         },
         code::SSVARIANT => read_variant(r)?,
-        other => return Err(WireError::Unsupported(format!("value of type byte {other:#04x}"))),
+        other => {
+            return Err(WireError::Unsupported(format!(
+                "value of type byte {other:#04x}"
+            )))
+        }
     };
     Ok(value)
 }
@@ -1058,7 +1266,8 @@ fn read_decimal_body(r: &mut Reader, len: usize) -> Result<i128, WireError> {
     let mut magnitude = [0u8; 16];
     magnitude[..len - 1].copy_from_slice(r.bytes(len - 1)?);
     let m = u128::from_le_bytes(magnitude);
-    let m = i128::try_from(m).map_err(|_| WireError::invalid("decimal value", "magnitude too large"))?;
+    let m = i128::try_from(m)
+        .map_err(|_| WireError::invalid("decimal value", "magnitude too large"))?;
     Ok(if positive { m } else { -m })
 }
 
@@ -1069,9 +1278,12 @@ fn read_variant(r: &mut Reader) -> Result<Value, WireError> {
     }
     let base = r.u8()?;
     let props = r.u8()? as usize;
-    let data_len = total
-        .checked_sub(2 + props)
-        .ok_or_else(|| WireError::invalid("sql_variant", format!("length {total} with {props} property bytes")))?;
+    let data_len = total.checked_sub(2 + props).ok_or_else(|| {
+        WireError::invalid(
+            "sql_variant",
+            format!("length {total} with {props} property bytes"),
+        )
+    })?;
     let prop_bytes = r.bytes(props)?;
     let mut pr = Reader::new(prop_bytes, "sql_variant properties");
     let data = r.bytes(data_len)?;
@@ -1088,17 +1300,32 @@ fn read_variant(r: &mut Reader) -> Result<Value, WireError> {
             let ticks = increments_to_ticks(dr.uint(n)?, scale);
             match base {
                 code::TIMEN => Value::Time(ticks),
-                code::DATETIME2N => Value::DateTime2 { days: dr.uint(3)? as i32, ticks },
-                _ => Value::DateTimeOffset { days: dr.uint(3)? as i32, ticks, offset_minutes: dr.u16()? as i16 },
+                code::DATETIME2N => Value::DateTime2 {
+                    days: dr.uint(3)? as i32,
+                    ticks,
+                },
+                _ => Value::DateTimeOffset {
+                    days: dr.uint(3)? as i32,
+                    ticks,
+                    offset_minutes: dr.u16()? as i16,
+                },
             }
         }
         code::DATEN => Value::Date(dr.uint(3)? as i32),
-        code::GUID => Value::Guid(guid_swap(&data.try_into().map_err(|_| WireError::invalid("sql_variant", "guid length"))?)),
+        code::GUID => Value::Guid(guid_swap(
+            &data
+                .try_into()
+                .map_err(|_| WireError::invalid("sql_variant", "guid length"))?,
+        )),
         code::BIGCHAR | code::BIGVARCHAR => cp1252_decode(data),
         code::NCHAR | code::NVARCHAR => utf16_value(data)?,
         code::BIGBINARY | code::BIGVARBINARY => Value::Binary(data.into()),
         fixed_code => {
-            let wt = WireType { code: fixed_code, ty: SqlType::SqlVariant, max_len: 0 };
+            let wt = WireType {
+                code: fixed_code,
+                ty: SqlType::SqlVariant,
+                max_len: 0,
+            };
             read_value(&mut dr, &wt)?
         }
     };

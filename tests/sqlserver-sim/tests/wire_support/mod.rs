@@ -44,8 +44,14 @@ pub struct Canned {
 }
 
 impl Canned {
-    pub fn on(&self, sql: &str, script: impl Fn(&mut dyn ResultSink) -> Result<(), Cancelled> + Send + Sync + 'static) {
-        self.scripts.lock().insert(sql.to_string(), Arc::new(script));
+    pub fn on(
+        &self,
+        sql: &str,
+        script: impl Fn(&mut dyn ResultSink) -> Result<(), Cancelled> + Send + Sync + 'static,
+    ) {
+        self.scripts
+            .lock()
+            .insert(sql.to_string(), Arc::new(script));
     }
 
     fn script(&self, sql: &str) -> Option<Script> {
@@ -59,9 +65,18 @@ impl SessionFactory for Factory {
     fn login(&self, login: &LoginRequest) -> Result<Box<dyn Session>, SqlError> {
         self.0.recorded.lock().logins.push(login.clone());
         if login.password != PASSWORD {
-            return Err(SqlError::new(18456, 14, 1, format!("Login failed for user '{}'.", login.user)));
+            return Err(SqlError::new(
+                18456,
+                14,
+                1,
+                format!("Login failed for user '{}'.", login.user),
+            ));
         }
-        Ok(Box::new(CannedSession { canned: self.0.clone(), descriptor: 0, next_descriptor: 1 }))
+        Ok(Box::new(CannedSession {
+            canned: self.0.clone(),
+            descriptor: 0,
+            next_descriptor: 1,
+        }))
     }
 }
 
@@ -103,7 +118,11 @@ impl Session for CannedSession {
             RpcProc::Id(id) => format!("proc#{id}"),
             RpcProc::Name(name) => name.clone(),
         };
-        self.canned.recorded.lock().rpcs.push((proc.clone(), params));
+        self.canned
+            .recorded
+            .lock()
+            .rpcs
+            .push((proc.clone(), params));
         self.run(&key, sink, true);
     }
 
@@ -112,7 +131,9 @@ impl Session for CannedSession {
             TransactionRequest::Begin { .. } => {
                 self.descriptor = self.next_descriptor;
                 self.next_descriptor += 1;
-                sink.env_change(&EnvChange::BeginTransaction { descriptor: self.descriptor })
+                sink.env_change(&EnvChange::BeginTransaction {
+                    descriptor: self.descriptor,
+                })
             }
             TransactionRequest::Commit { .. } => {
                 let descriptor = std::mem::take(&mut self.descriptor);
@@ -125,12 +146,25 @@ impl Session for CannedSession {
             TransactionRequest::Save { .. } => Ok(()),
         };
         let _ = result;
-        self.canned.recorded.lock().transactions.push((request.clone(), self.descriptor));
+        self.canned
+            .recorded
+            .lock()
+            .transactions
+            .push((request.clone(), self.descriptor));
     }
 
-    fn bulk_rows(&mut self, columns: &[ResultColumn], rows: Vec<Vec<Value>>, sink: &mut dyn ResultSink) {
+    fn bulk_rows(
+        &mut self,
+        columns: &[ResultColumn],
+        rows: Vec<Vec<Value>>,
+        sink: &mut dyn ResultSink,
+    ) {
         let n = rows.len() as u64;
-        self.canned.recorded.lock().bulk.push((columns.to_vec(), rows));
+        self.canned
+            .recorded
+            .lock()
+            .bulk
+            .push((columns.to_vec(), rows));
         let _ = sink.done(StatementKind::Insert, Some(n), false);
     }
 
@@ -150,7 +184,9 @@ impl Session for CannedSession {
 pub async fn start() -> (ServerHandle, Arc<Canned>) {
     let canned = Arc::new(Canned::default());
     let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    let handle = Server::start(addr, Arc::new(Factory(canned.clone()))).await.expect("server starts");
+    let handle = Server::start(addr, Arc::new(Factory(canned.clone())))
+        .await
+        .expect("server starts");
     (handle, canned)
 }
 
@@ -174,7 +210,9 @@ pub async fn connect_with(addr: SocketAddr, config: Config) -> tiberius::Result<
 }
 
 pub async fn connect(addr: SocketAddr) -> TestClient {
-    connect_with(addr, config(addr, PASSWORD)).await.expect("login succeeds")
+    connect_with(addr, config(addr, PASSWORD))
+        .await
+        .expect("login succeeds")
 }
 
 /// Poll `condition` until it holds or the deadline passes.
@@ -199,10 +237,22 @@ pub fn b(bytes: &[u8]) -> Value {
 }
 
 /// Rows until the sink refuses (attention or disconnect); records how many went out.
-pub fn endless(canned: &Arc<Canned>) -> impl Fn(&mut dyn ResultSink) -> Result<(), Cancelled> + Send + Sync {
+pub fn endless(
+    canned: &Arc<Canned>,
+) -> impl Fn(&mut dyn ResultSink) -> Result<(), Cancelled> + Send + Sync {
     let canned = canned.clone();
     move |sink| {
-        sink.columns(&[col("n", SqlType::BigInt, false), col("text", SqlType::NVarChar { len: Some(100), collation: LATIN1 }, true)])?;
+        sink.columns(&[
+            col("n", SqlType::BigInt, false),
+            col(
+                "text",
+                SqlType::NVarChar {
+                    len: Some(100),
+                    collation: LATIN1,
+                },
+                true,
+            ),
+        ])?;
         let text = s("a row that takes some room in the packet");
         let mut n = 0u64;
         loop {
@@ -216,7 +266,10 @@ pub fn endless(canned: &Arc<Canned>) -> impl Fn(&mut dyn ResultSink) -> Result<(
 }
 
 /// Emit a result set of the given rows followed by DONE(COUNT).
-pub fn result_set(columns: Vec<ResultColumn>, rows: Vec<Vec<Value>>) -> impl Fn(&mut dyn ResultSink) -> Result<(), Cancelled> + Send + Sync {
+pub fn result_set(
+    columns: Vec<ResultColumn>,
+    rows: Vec<Vec<Value>>,
+) -> impl Fn(&mut dyn ResultSink) -> Result<(), Cancelled> + Send + Sync {
     move |sink| {
         sink.columns(&columns)?;
         for row in &rows {
