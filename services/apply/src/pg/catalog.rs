@@ -39,7 +39,7 @@ const COLUMNS_QUERY: &str = "
       FROM pg_attribute a
       JOIN pg_type t ON t.oid = a.atttypid
       JOIN pg_type bt ON bt.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
-     WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped
+     WHERE a.attrelid = $1::text::regclass AND a.attnum > 0 AND NOT a.attisdropped
      ORDER BY a.attnum";
 
 /// True if the table exists on the target.

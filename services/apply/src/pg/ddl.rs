@@ -16,7 +16,7 @@
 use dbsync_proto::v1::{ColumnSchema, IndexSchema, SequenceSchema};
 
 use crate::pg::types::{
-    capitalize, is_tinyint, map_column_type, quote_ident, quote_literal, shorten_identifier, strip_outer_parens,
+    capitalize, is_tinyint, ColumnClass, map_column_type, quote_ident, quote_literal, shorten_identifier, strip_outer_parens,
     translate_expression,
 };
 use crate::plan::TableTarget;
@@ -53,22 +53,23 @@ pub struct ForeignKeyDdl {
     pub validate: Option<String>,
 }
 
-fn is_text_type(c: &ColumnSchema) -> bool {
-    matches!(
-        c.type_name.to_ascii_lowercase().as_str(),
-        "char" | "varchar" | "nchar" | "nvarchar" | "text" | "ntext" | "sysname" | "xml"
-    )
+fn column_class(c: &ColumnSchema) -> ColumnClass {
+    match c.type_name.to_ascii_lowercase().as_str() {
+        "char" | "varchar" | "nchar" | "nvarchar" | "text" | "ntext" | "sysname" | "xml" => ColumnClass::Text,
+        "bit" => ColumnClass::Bool,
+        _ => ColumnClass::Other,
+    }
 }
 
 /// Source column name → (quoted target name, holds text), for the expression translator.
-fn column_lookup(t: &TableTarget) -> impl Fn(&str) -> Option<(String, bool)> + '_ {
+fn column_lookup(t: &TableTarget) -> impl Fn(&str) -> Option<(String, ColumnClass)> + '_ {
     move |name: &str| {
         t.source
             .columns
             .iter()
             .zip(&t.columns)
             .find(|(c, tc)| c.name.eq_ignore_ascii_case(name) && !tc.skip)
-            .map(|(c, tc)| (quote_ident(&tc.name), is_text_type(c)))
+            .map(|(c, tc)| (quote_ident(&tc.name), column_class(c)))
     }
 }
 
@@ -516,7 +517,7 @@ pub(crate) mod tests {
             vec![
                 r#"ALTER TABLE "dbo"."orders" ALTER COLUMN "orderid" RESTART WITH 42"#.to_string(),
                 r#"CREATE INDEX IF NOT EXISTS "orders_ix_customer" ON "dbo"."orders" ("customerid", "createdat" DESC) INCLUDE ("note")"#.to_string(),
-                r#"CREATE UNIQUE INDEX IF NOT EXISTS "orders_ix_unpaid" ON "dbo"."orders" ("customerid") WHERE "ispaid" = (0)"#.to_string(),
+                r#"CREATE UNIQUE INDEX IF NOT EXISTS "orders_ix_unpaid" ON "dbo"."orders" ("customerid") WHERE "ispaid" = (false)"#.to_string(),
                 r#"ALTER TABLE "dbo"."orders" ADD CONSTRAINT "ck_orders_price" CHECK ("price" >= (0))"#.to_string(),
             ]
         );

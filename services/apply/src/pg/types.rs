@@ -109,34 +109,66 @@ pub fn quote_literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
 }
 
+/// What the translator needs to know about a column's type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ColumnClass {
+    /// `+` on it is concatenation.
+    Text,
+    /// bit → boolean: `= 1` becomes `= true`.
+    Bool,
+    Other,
+}
+
 /// Translates a T-SQL expression (a default, computed column, CHECK or index filter) into
-/// PostgreSQL. `column` maps a source column name to its quoted target name and whether it
-/// holds text (for `+` as concatenation). Anything outside the supported subset is an error
+/// PostgreSQL. `column` maps a source column name to its quoted target name and type class. Anything outside the supported subset is an error
 /// naming the construct, so the caller reports it instead of guessing.
 pub fn translate_expression(
     expr: &str,
-    column: &dyn Fn(&str) -> Option<(String, bool)>,
+    column: &dyn Fn(&str) -> Option<(String, ColumnClass)>,
 ) -> Result<String, String> {
     let tokens = tokenize(expr)?;
     let concatenation = tokens.iter().any(|t| match t {
         Token::Str(_) => true,
-        Token::Ident(name) | Token::Bracketed(name) => column(name).is_some_and(|(_, text)| text),
+        Token::Ident(name) | Token::Bracketed(name) => column(name).is_some_and(|(_, c)| c == ColumnClass::Text),
         _ => false,
     });
     let mut out = String::with_capacity(expr.len() + 16);
     let mut i = 0;
     let mut after_function = false;
+    // A bit column, then a comparison: a following 0/1 literal is a boolean.
+    let mut bool_column = false;
+    let mut bool_comparison = false;
     while i < tokens.len() {
+        let compare_with_bool = std::mem::replace(&mut bool_comparison, false);
+        let after_bool_column = std::mem::replace(&mut bool_column, false);
         let was_function = std::mem::replace(&mut after_function, false);
         let after_function_here = was_function;
         let next_is_paren = matches!(tokens.get(i + 1), Some(Token::Punct(p)) if p == "(");
         match &tokens[i] {
             Token::Str(s) => push_word(&mut out, &quote_literal(s)),
+            Token::Number(n) if compare_with_bool && (n == "0" || n == "1") => {
+                push_word(&mut out, if n == "1" { "true" } else { "false" })
+            }
             Token::Number(n) => push_word(&mut out, n),
             Token::Hex(h) => push_word(&mut out, &format!("'\\x{h}'::bytea")),
             Token::Bracketed(name) => {
-                let (target, _) = column(name).ok_or_else(|| format!("unknown column [{name}]"))?;
+                let (target, class) = column(name).ok_or_else(|| format!("unknown column [{name}]"))?;
                 push_word(&mut out, &target);
+                bool_column = class == ColumnClass::Bool;
+            }
+            Token::Punct(p) if p == "(" && (compare_with_bool || after_bool_column) => {
+                // Parentheses around the literal keep the state.
+                if after_function_here {
+                    out.push('(');
+                } else {
+                    push_word(&mut out, "(");
+                }
+                bool_comparison = compare_with_bool;
+                bool_column = after_bool_column;
+            }
+            Token::Punct(p) if after_bool_column && matches!(p.as_str(), "=" | "<>" | "!=") => {
+                push_word(&mut out, if p == "=" { "=" } else { "<>" });
+                bool_comparison = true;
             }
             Token::Punct(p) => {
                 let p = match p.as_str() {
@@ -167,8 +199,9 @@ pub fn translate_expression(
                     after_function = true;
                 } else if let Some(kw) = keyword(&lower) {
                     push_word(&mut out, kw);
-                } else if let Some((target, _)) = column(word) {
+                } else if let Some((target, class)) = column(word) {
                     push_word(&mut out, &target);
+                    bool_column = class == ColumnClass::Bool;
                 } else {
                     return Err(format!("unknown name {word}"));
                 }
@@ -375,12 +408,13 @@ fn tokenize(expr: &str) -> Result<Vec<Token>, String> {
 mod tests {
     use super::*;
 
-    fn cols(name: &str) -> Option<(String, bool)> {
+    fn cols(name: &str) -> Option<(String, ColumnClass)> {
         match name.to_lowercase().as_str() {
-            "qty" => Some(("\"qty\"".into(), false)),
-            "price" => Some(("\"price\"".into(), false)),
-            "first" => Some(("\"first\"".into(), true)),
-            "last" => Some(("\"last\"".into(), true)),
+            "qty" => Some(("\"qty\"".into(), ColumnClass::Other)),
+            "price" => Some(("\"price\"".into(), ColumnClass::Other)),
+            "first" => Some(("\"first\"".into(), ColumnClass::Text)),
+            "last" => Some(("\"last\"".into(), ColumnClass::Text)),
+            "paid" => Some(("\"paid\"".into(), ColumnClass::Bool)),
             _ => None,
         }
     }
@@ -398,6 +432,8 @@ mod tests {
         assert_eq!(t("(([first]+' ')+[last])").unwrap(), "(\"first\" || ' ') || \"last\"");
         assert_eq!(t("([qty] IS NOT NULL)").unwrap(), "\"qty\" IS NOT NULL");
         assert_eq!(t("(isnull([qty],(0)))").unwrap(), "coalesce(\"qty\", (0))");
+        assert_eq!(t("([paid]=(1))").unwrap(), "\"paid\" = (true)");
+        assert_eq!(t("([paid]<>0 AND [qty]=(1))").unwrap(), "\"paid\" <> false AND \"qty\" = (1)");
         assert!(t("(dbo.myfunc([qty]))").is_err());
         assert!(t("([nope]>(1))").unwrap_err().contains("nope"));
     }
