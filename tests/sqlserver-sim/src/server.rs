@@ -203,7 +203,6 @@ async fn serve_connection(
     framer.set_packet_size(requested);
     let reply = login_reply(&session.database(), framer.packet_size());
     write_reply(&mut wr, &mut framer, reply).await?;
-    // Later replies use the negotiated size; the login reply used the default.
     run_session(session, rd, wr, framer).await
 }
 
