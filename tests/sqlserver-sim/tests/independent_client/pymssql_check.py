@@ -1,0 +1,127 @@
+"""Independent-client conformance check: pymssql (FreeTDS) against the stand-in.
+
+tiberius is lenient in places; FreeTDS is a second, independent TDS implementation. Driven by
+tests/wire_independent_client.rs, which starts the server and passes:
+
+    SQLSIM_PORT, SQLSIM_USER, SQLSIM_PASSWORD, SQLSIM_DATABASE   connection
+    argv[1]                                                      "canned" or "engine"
+
+Exits 0 when every check passes; prints what failed otherwise.
+"""
+import datetime
+import decimal
+import os
+import sys
+import uuid
+
+import pymssql
+
+
+def connect(password=None, autocommit=True):
+    return pymssql.connect(
+        server="127.0.0.1",
+        port=int(os.environ["SQLSIM_PORT"]),
+        user=os.environ["SQLSIM_USER"],
+        password=password if password is not None else os.environ["SQLSIM_PASSWORD"],
+        database=os.environ["SQLSIM_DATABASE"],
+        tds_version="7.4",
+        autocommit=autocommit,
+        login_timeout=10,
+        timeout=30,
+    )
+
+
+def check(condition, what):
+    if not condition:
+        raise AssertionError(what)
+
+
+def check_login_failure():
+    try:
+        connect(password="wrong password").close()
+    except pymssql.OperationalError as e:
+        check("18456" in str(e), f"login failure names error 18456: {e}")
+        return
+    raise AssertionError("a wrong password was accepted")
+
+
+def canned():
+    """The wire tests' canned session answers these (see wire_independent_client.rs)."""
+    conn = connect()
+    cur = conn.cursor()
+    cur.execute("SELECT canned")
+    rows = cur.fetchall()
+    check([d[0] for d in cur.description] == ["id", "name", "amount", "at", "blob", "flag", "ratio", "guid", "nothing"],
+          f"column names {cur.description}")
+    check(len(rows) == 3, f"3 rows, got {len(rows)}")
+    first = rows[0]
+    check(first[0] == 2147483647, f"int {first[0]!r}")
+    check(first[1] == "Grüße 😀", f"nvarchar {first[1]!r}")
+    check(first[2] == decimal.Decimal("-12345.67"), f"decimal {first[2]!r}")
+    check(first[3] == datetime.datetime(2024, 2, 29, 23, 59, 59, 123456), f"datetime2 {first[3]!r}")
+    check(first[4] == b"\x00\x01\xff", f"varbinary {first[4]!r}")
+    check(first[5] is True, f"bit {first[5]!r}")
+    check(first[6] == 0.25, f"float {first[6]!r}")
+    check(first[7] == uuid.UUID("00112233-4455-6677-8899-aabbccddeeff"), f"uniqueidentifier {first[7]!r}")
+    check(first[8] is None, f"NULL {first[8]!r}")
+    check(all(v is None for v in rows[1][1:]), f"NULL row {rows[1]!r}")
+    check(rows[2][1] == "x" * 5000, "nvarchar(max) value")
+
+    # Two result sets and a count in one batch (DONE_MORE must be right for FreeTDS).
+    cur.execute("SELECT two")
+    check(cur.fetchall() == [(1,)], "first result set")
+    check(cur.nextset(), "second result set exists")
+    check(cur.fetchall() == [("b",)], "second result set")
+
+    # An error after rows surfaces as an exception, and the connection stays usable.
+    try:
+        cur.execute("SELECT then fail")
+        cur.fetchall()
+        raise AssertionError("the error after the rows was lost")
+    except pymssql.DatabaseError as e:
+        check("8134" in str(e) or "Divide by zero" in str(e), f"error 8134: {e}")
+    cur.execute("SELECT two")
+    check(cur.fetchall() == [(1,)], "connection usable after an error")
+
+    # RPC by name, FreeTDS's encoding of parameters.
+    cur.callproc("dbo.p", (7, "ü text", decimal.Decimal("1.50")))
+    conn.close()
+    check_login_failure()
+
+
+def engine():
+    """Against the real engine: a query, a parameterized query and a transaction."""
+    conn = connect()
+    cur = conn.cursor()
+    cur.execute("SELECT 1 AS one, N'ü' AS text, CAST(12.5 AS decimal(5,2)) AS amount")
+    check(cur.fetchall() == [(1, "ü", decimal.Decimal("12.50"))], "simple query")
+
+    cur.execute("IF OBJECT_ID(N'dbo.pymssql_check') IS NOT NULL DROP TABLE dbo.pymssql_check")
+    cur.execute("CREATE TABLE dbo.pymssql_check (id int NOT NULL PRIMARY KEY, name nvarchar(50) NULL)")
+    cur.execute("INSERT INTO dbo.pymssql_check (id, name) VALUES (%d, %s)", (1, "one"))
+    cur.execute("SELECT name FROM dbo.pymssql_check WHERE id = %d", (1,))
+    check(cur.fetchall() == [("one",)], "parameterized query")
+    conn.close()
+
+    # Transactions: pymssql with autocommit off wraps work in BEGIN TRAN ... COMMIT/ROLLBACK.
+    conn = connect(autocommit=False)
+    cur = conn.cursor()
+    cur.execute("INSERT INTO dbo.pymssql_check (id, name) VALUES (%d, %s)", (2, "kept"))
+    conn.commit()
+    cur.execute("INSERT INTO dbo.pymssql_check (id, name) VALUES (%d, %s)", (3, "rolled back"))
+    conn.rollback()
+    cur.execute("SELECT id, name FROM dbo.pymssql_check ORDER BY id")
+    check(cur.fetchall() == [(1, "one"), (2, "kept")], "commit kept row 2, rollback dropped row 3")
+    conn.commit()
+    conn.close()
+    check_login_failure()
+
+
+if __name__ == "__main__":
+    mode = sys.argv[1] if len(sys.argv) > 1 else "engine"
+    try:
+        {"canned": canned, "engine": engine}[mode]()
+    except Exception as e:  # report every failure the same way to the Rust test
+        print(f"pymssql check ({mode}) failed: {type(e).__name__}: {e}", file=sys.stderr)
+        sys.exit(1)
+    print(f"pymssql check ({mode}) passed")
