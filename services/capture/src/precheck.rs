@@ -301,8 +301,8 @@ mod tests {
     fn heaps_fail_cdc_polling_but_only_warn_in_hybrid_and_full_sync() {
         let heap = table(&[], &["int"]);
         let req = |inc: bool, mode: &str| SourcePrecheckRequest { incremental: inc, incremental_mode: mode.into(), ..Default::default() };
-        assert_eq!(status_of(&table_items(&[heap.clone()], &req(true, "cdc-polling")), "source.table_key"), vec![Fail as i32]);
-        assert_eq!(status_of(&table_items(&[heap.clone()], &req(true, "hybrid")), "source.table_key"), vec![Warn as i32]);
+        assert_eq!(status_of(&table_items(std::slice::from_ref(&heap), &req(true, "cdc-polling")), "source.table_key"), vec![Fail as i32]);
+        assert_eq!(status_of(&table_items(std::slice::from_ref(&heap), &req(true, "hybrid")), "source.table_key"), vec![Warn as i32]);
         assert_eq!(status_of(&table_items(&[heap], &req(false, "")), "source.table_key"), vec![Warn as i32]);
         let keyed = table(&["c0"], &["int"]);
         assert_eq!(status_of(&table_items(&[keyed], &req(true, "cdc-polling")), "source.table_key"), vec![Pass as i32]);

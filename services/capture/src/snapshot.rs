@@ -77,7 +77,7 @@ pub async fn plan_chunks(pools: &Pools, req: &PlanChunksRequest) -> Result<Vec<C
             .into_row_stream();
         while let Some(row) = rows.try_next().await.map_err(|e| CaptureError::from_tiberius(&context, e))? {
             seen += 1;
-            if seen % target == 0 {
+            if seen.is_multiple_of(target) {
                 bounds.push(row.into_iter().map(decode::to_value).collect());
             }
         }
@@ -288,7 +288,7 @@ pub async fn checksum_chunks(
                 bytes += values.iter().map(|v| decode::value_size(v) as u64).sum::<u64>();
                 hash_row(&mut hasher, &values);
                 rows += 1;
-                if rows % 1000 == 0 {
+                if rows.is_multiple_of(1000) {
                     throttle.rows_and_bytes(1000, std::mem::take(&mut bytes)).await;
                 }
             }

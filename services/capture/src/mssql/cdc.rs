@@ -23,7 +23,8 @@
 //!    update arrives as delete (1) then insert (2) with the same seqval.
 //! 5. Rows are grouped by commit LSN into [`TransactionFragment`]s capped by rows and bytes;
 //!    the last fragment of a transaction has `last_fragment = true`. A table's
-//!    [`ChangeTableColumns`] precede its first change from an instance.
+//!    [`ChangeTableColumns`] precede its first change from an instance. Commit times come from
+//!    `cdc.lsn_time_mapping` (server local time, converted with the server's current offset).
 //! 6. When the window is exhausted, everything up to `max` has been delivered: a
 //!    [`Progress`] with `lsn = max + 1` ("everything below has been delivered") is sent when
 //!    the position moved, and at least every heartbeat interval while idle, so lag reads true.
@@ -63,6 +64,8 @@ pub const DEFAULT_FRAGMENT_ROWS: usize = 10_000;
 pub const DEFAULT_FRAGMENT_BYTES: u64 = 8 * 1024 * 1024;
 /// Rows buffered over all cursors of a window (each cursor gets a share, at least 64).
 const WINDOW_ROW_BUDGET: usize = 20_000;
+/// Transactions whose commit time one `cdc.lsn_time_mapping` query reads.
+const COMMIT_TIME_PAGE: i64 = 1_000;
 
 /// One capture instance of a table, as the stream reads it.
 #[derive(Debug, Clone)]
@@ -93,7 +96,6 @@ pub struct ChangeRow {
     pub commit_lsn: Lsn,
     pub seqval: Lsn,
     pub operation: i32,
-    pub commit_time_ticks: Option<i64>,
     pub table_index: u32,
     pub instance: usize,
     pub update_mask: Vec<u8>,
@@ -194,9 +196,8 @@ pub fn changes_query(instance: &InstanceState, with_keyset: bool) -> String {
         ""
     };
     format!(
-        "SELECT TOP (@P1) sys.fn_cdc_map_lsn_to_time([__$start_lsn]) AS [__dbsync_commit_time], [__$start_lsn], \
-         [__$seqval], [__$operation], [__$update_mask]{columns} FROM cdc.{function}(@P2, @P3, N'all update old'){keyset} \
-         ORDER BY [__$start_lsn], [__$seqval], [__$operation]"
+        "SELECT TOP (@P1) [__$start_lsn], [__$seqval], [__$operation], [__$update_mask]{columns} \
+         FROM cdc.{function}(@P2, @P3, N'all update old'){keyset} ORDER BY [__$start_lsn], [__$seqval], [__$operation]"
     )
 }
 
@@ -211,6 +212,7 @@ pub struct CdcStream {
     cursors: Vec<Cursor>,
     window_max: Option<Lsn>,
     fragment: Option<FragmentBuilder>,
+    commit_times: BTreeMap<Lsn, i64>,
     throttle: TaskThrottle,
     poll_interval: Duration,
     heartbeat_interval: Duration,
@@ -280,6 +282,7 @@ impl CdcStream {
             cursors: Vec::new(),
             window_max: None,
             fragment: None,
+            commit_times: BTreeMap::new(),
             throttle,
             poll_interval: ms(req.poll_interval_ms, DEFAULT_POLL_INTERVAL),
             heartbeat_interval: ms(req.heartbeat_interval_ms, DEFAULT_HEARTBEAT_INTERVAL),
@@ -487,7 +490,6 @@ impl CdcStream {
             params.extend([&a_lsn as &dyn tiberius::ToSql, &a_seq, &a_op]);
         }
         let context = format!("reading changes of capture instance {}", instance.name);
-        let tz = self.tz_offset_minutes;
         self.throttle.query().await;
         let result = async {
             let client = self.client.as_mut().ok_or_else(|| CaptureError::Io { context: context.clone(), detail: "not connected".into() })?;
@@ -498,7 +500,7 @@ impl CdcStream {
                 .into_row_stream();
             let mut out = VecDeque::with_capacity(page.min(1024));
             while let Some(row) = rows.try_next().await.map_err(|e| CaptureError::from_tiberius(&context, e))? {
-                out.push_back(decode_change(row, ti, ii, &instance, tz)?);
+                out.push_back(decode_change(row, ti, ii, &instance)?);
             }
             Ok::<_, CaptureError>(out)
         }
@@ -550,12 +552,12 @@ impl CdcStream {
                 return Ok(());
             };
             let row = self.cursors[ci].buffer.pop_front().expect("head checked above");
-            self.add_change(row).await;
+            self.add_change(row).await?;
         }
         Ok(())
     }
 
-    async fn add_change(&mut self, row: ChangeRow) {
+    async fn add_change(&mut self, row: ChangeRow) -> Result<()> {
         if self.fragment.as_ref().is_some_and(|f| f.commit_lsn != row.commit_lsn) {
             self.flush_fragment(true).await;
         }
@@ -580,10 +582,14 @@ impl CdcStream {
             });
             self.tables[ti].columns_sent = Some(name);
         }
+        if self.fragment.is_none() {
+            self.ensure_commit_time(row.commit_lsn).await?;
+        }
+        let commit_time_ticks = self.commit_times.get(&row.commit_lsn).copied();
         let next_index = self.fragment.as_ref().map(|f| f.index);
         let f = self.fragment.get_or_insert_with(|| FragmentBuilder {
             commit_lsn: row.commit_lsn,
-            commit_time_ticks: row.commit_time_ticks,
+            commit_time_ticks,
             changes: Vec::new(),
             bytes: 0,
             index: next_index.unwrap_or(0),
@@ -599,6 +605,22 @@ impl CdcStream {
             update_mask: row.update_mask,
             values: row.values,
         });
+        Ok(())
+    }
+
+    /// Commit times come from `cdc.lsn_time_mapping`, read a page of transactions at a time
+    /// (one query per [`COMMIT_TIME_PAGE`] transactions, not one per row).
+    async fn ensure_commit_time(&mut self, commit_lsn: Lsn) -> Result<()> {
+        if self.commit_times.contains_key(&commit_lsn) {
+            return Ok(());
+        }
+        let to = self.window_max.unwrap_or(commit_lsn).max(commit_lsn);
+        let client = self.client().await?;
+        let times = inspect::commit_times(client, commit_lsn, to, COMMIT_TIME_PAGE).await;
+        let times = self.checked(times).await?;
+        self.commit_times.clear();
+        self.commit_times.extend(times);
+        Ok(())
     }
 
     /// Sends the transaction being assembled; a non-final fragment leaves a builder for the
@@ -638,6 +660,7 @@ impl CdcStream {
         self.flush_fragment(true).await;
         let Some(max) = self.window_max.take() else { return };
         self.cursors.clear();
+        self.commit_times.clear();
         if max > self.position.commit_lsn || self.position != Position::end_of(self.position.commit_lsn) {
             self.position = Position::end_of(max.max(self.position.commit_lsn));
         }
@@ -664,12 +687,11 @@ pub fn abbreviate(lsn: Lsn) -> u64 {
 }
 
 /// Decodes one TVF row: commit time, start LSN, seqval, operation, mask, then the columns.
-fn decode_change(row: tiberius::Row, table: usize, instance_index: usize, instance: &InstanceState, _tz: i64) -> Result<ChangeRow> {
+fn decode_change(row: tiberius::Row, table: usize, instance_index: usize, instance: &InstanceState) -> Result<ChangeRow> {
     let mut cells = row.into_iter();
     let mut next = |what: &str| {
         cells.next().ok_or_else(|| CaptureError::Decode { column: what.to_string(), detail: "missing in the change row".into() })
     };
-    let commit_time = decode::datetime_column_ticks(&next("__dbsync_commit_time")?);
     let lsn = |c: ColumnData<'static>, what: &str| match c {
         ColumnData::Binary(Some(b)) => Lsn::from_slice(&b)
             .ok_or_else(|| CaptureError::Decode { column: what.to_string(), detail: format!("{} bytes, expected 10", b.len()) }),
@@ -701,7 +723,6 @@ fn decode_change(row: tiberius::Row, table: usize, instance_index: usize, instan
         commit_lsn,
         seqval,
         operation,
-        commit_time_ticks: commit_time,
         table_index: u32::try_from(table).unwrap_or(u32::MAX),
         instance: instance_index,
         update_mask,
@@ -753,8 +774,8 @@ mod tests {
         };
         assert_eq!(
             changes_query(&inst, false),
-            "SELECT TOP (@P1) sys.fn_cdc_map_lsn_to_time([__$start_lsn]) AS [__dbsync_commit_time], [__$start_lsn], \
-             [__$seqval], [__$operation], [__$update_mask], [id], CAST([total] AS decimal(19,4)) AS [total] \
+            "SELECT TOP (@P1) [__$start_lsn], [__$seqval], [__$operation], [__$update_mask], [id], \
+             CAST([total] AS decimal(19,4)) AS [total] \
              FROM cdc.[fn_cdc_get_all_changes_dbo_orders](@P2, @P3, N'all update old') \
              ORDER BY [__$start_lsn], [__$seqval], [__$operation]"
         );
@@ -768,7 +789,6 @@ mod tests {
             commit_lsn: Lsn::from_u128(commit),
             seqval: Lsn::from_u128(seq),
             operation: op,
-            commit_time_ticks: None,
             table_index: table,
             instance: 0,
             update_mask: vec![],
@@ -781,7 +801,7 @@ mod tests {
     fn merge_key_orders_interleaved_transactions_by_commit_then_seqval_then_operation() {
         // T1 began first (seqvals 1, 3) but committed at 20; T2 (seqval 2) committed at 10.
         // A key-changing update in T1: delete (1) and insert (2) share seqval 3.
-        let mut rows = vec![row(20, 3, 2, 0), row(20, 1, 4, 1), row(10, 2, 2, 0), row(20, 3, 1, 0), row(20, 1, 3, 1)];
+        let mut rows = [row(20, 3, 2, 0), row(20, 1, 4, 1), row(10, 2, 2, 0), row(20, 3, 1, 0), row(20, 1, 3, 1)];
         rows.sort_by_key(|r| r.key());
         let order: Vec<(u128, u128, i32)> =
             rows.iter().map(|r| (r.commit_lsn.to_u128(), r.seqval.to_u128(), r.operation)).collect();

@@ -13,7 +13,7 @@ use std::borrow::Cow;
 
 use dbsync_proto::v1::{value::Kind, DateTimeOffset as PbDateTimeOffset, Decimal as PbDecimal, Value};
 use tiberius::numeric::Numeric;
-use tiberius::time::{Date, DateTime, DateTime2, DateTimeOffset, SmallDateTime, Time};
+use tiberius::time::{Date, DateTime2, DateTimeOffset, Time};
 use tiberius::ColumnData;
 
 use crate::error::{CaptureError, Result};
@@ -201,11 +201,6 @@ pub fn datetime_column_ticks(data: &ColumnData<'static>) -> Option<i64> {
     }
 }
 
-/// Convenience for tests and callers: a SQL NULL.
-pub fn null() -> Value {
-    Value { kind: None }
-}
-
 /// Convenience: an integer value.
 pub fn int(v: i64) -> Value {
     kind(Kind::Int(v))
@@ -216,19 +211,14 @@ pub fn text(v: impl Into<String>) -> Value {
     kind(Kind::Text(v.into()))
 }
 
-/// Keeps the `DateTime`/`SmallDateTime` imports honest for callers that build them.
-pub fn datetime_parts(days_since_1900: i32, fragments: u32) -> ColumnData<'static> {
-    ColumnData::DateTime(Some(DateTime::new(days_since_1900, fragments)))
-}
-
-/// A `smalldatetime` cell (tests).
-pub fn smalldatetime_parts(days_since_1900: u16, minutes: u16) -> ColumnData<'static> {
-    ColumnData::SmallDateTime(Some(SmallDateTime::new(days_since_1900, minutes)))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tiberius::time::SmallDateTime;
+
+    fn smalldatetime_parts(days_since_1900: u16, minutes: u16) -> ColumnData<'static> {
+        ColumnData::SmallDateTime(Some(SmallDateTime::new(days_since_1900, minutes)))
+    }
 
     #[test]
     fn datetime_fragments_round_like_sql_server() {

@@ -772,6 +772,27 @@ pub async fn captured_columns(client: &mut SqlClient) -> Result<BTreeMap<String,
     Ok(out)
 }
 
+/// Commit times of the transactions with commit LSN in `[@P2, @P3]`, at most `@P1` of them.
+/// `tran_end_time` is server local time (`datetime`).
+/// <https://learn.microsoft.com/sql/relational-databases/system-tables/cdc-lsn-time-mapping-transact-sql>
+pub const COMMIT_TIMES_QUERY: &str = "SELECT TOP (@P1) start_lsn, tran_end_time FROM cdc.lsn_time_mapping \
+     WHERE start_lsn >= @P2 AND start_lsn <= @P3 ORDER BY start_lsn";
+
+/// `(commit LSN, local tran_end_time ticks)` from `from` on, up to `limit` transactions.
+pub async fn commit_times(client: &mut SqlClient, from: Lsn, to: Lsn, limit: i64) -> Result<Vec<(Lsn, i64)>> {
+    let top = ColumnData::I64(Some(limit));
+    let f = ColumnData::Binary(Some(from.as_bytes().to_vec().into()));
+    let t = ColumnData::Binary(Some(to.as_bytes().to_vec().into()));
+    let rows = query_rows(client, "reading cdc.lsn_time_mapping", COMMIT_TIMES_QUERY, &[&top, &f, &t]).await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in &rows {
+        if let (Some(lsn), Some(ticks)) = (get_lsn(r, "start_lsn")?, get_ticks(r, "tran_end_time")?) {
+            out.push((lsn, ticks));
+        }
+    }
+    Ok(out)
+}
+
 /// The low end of one instance's validity interval; all zeros when the instance does not
 /// exist or the caller may not read it.
 /// <https://learn.microsoft.com/sql/relational-databases/system-functions/sys-fn-cdc-get-min-lsn-transact-sql>
