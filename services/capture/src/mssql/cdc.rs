@@ -318,7 +318,7 @@ impl CdcStream {
 
     /// Runs a query on the stream's connection; a broken connection is dropped so the next
     /// call reconnects.
-    async fn checked<T>(&mut self, r: Result<T>) -> Result<T> {
+    fn checked<T>(&mut self, r: Result<T>) -> Result<T> {
         if let Err(CaptureError::Io { .. }) = &r {
             self.client = None;
         }
@@ -329,11 +329,11 @@ impl CdcStream {
     async fn refresh_instances(&mut self) -> Result<()> {
         let client = self.client().await?;
         let listed = inspect::capture_instances(client).await;
-        let listed = self.checked(listed).await?;
+        let listed = self.checked(listed)?;
         if listed.iter().any(|i| !self.captured.contains_key(&i.name)) {
             let client = self.client().await?;
             let cols = inspect::captured_columns(client).await;
-            self.captured = self.checked(cols).await?;
+            self.captured = self.checked(cols)?;
         }
         for t in &mut self.tables {
             let mut mine: Vec<&CaptureInstance> = listed
@@ -400,7 +400,7 @@ impl CdcStream {
         self.throttle.query().await;
         let client = self.client().await?;
         let m = inspect::max_lsn(client).await;
-        let m = self.checked(m).await?;
+        let m = self.checked(m)?;
         self.tz_offset_minutes = m.tz_offset_minutes;
         self.utc_now_ticks = m.utc_now_ticks;
         let Some(max) = m.lsn else {
@@ -491,6 +491,7 @@ impl CdcStream {
         }
         let context = format!("reading changes of capture instance {}", instance.name);
         self.throttle.query().await;
+        self.client().await?;
         let result = async {
             let client = self.client.as_mut().ok_or_else(|| CaptureError::Io { context: context.clone(), detail: "not connected".into() })?;
             let mut rows = client
@@ -505,10 +506,7 @@ impl CdcStream {
             Ok::<_, CaptureError>(out)
         }
         .await;
-        if self.client.is_none() {
-            self.client = Some(self.pool.dedicated().await?);
-        }
-        let rows = match self.checked(result).await {
+        let rows = match self.checked(result) {
             Ok(rows) => rows,
             // 208: the instance was disabled; 313: its range moved (cleanup raced this poll).
             Err(e) if matches!(e.server_code(), Some(208) | Some(313)) => {
@@ -617,7 +615,7 @@ impl CdcStream {
         let to = self.window_max.unwrap_or(commit_lsn).max(commit_lsn);
         let client = self.client().await?;
         let times = inspect::commit_times(client, commit_lsn, to, COMMIT_TIME_PAGE).await;
-        let times = self.checked(times).await?;
+        let times = self.checked(times)?;
         self.commit_times.clear();
         self.commit_times.extend(times);
         Ok(())
