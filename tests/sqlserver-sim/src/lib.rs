@@ -4,6 +4,7 @@
 //! source; dbsync's capture service talks to it exactly as to a real server.
 
 pub mod api;
+pub mod engine;
 pub mod types;
 pub mod sample;
 pub mod server;

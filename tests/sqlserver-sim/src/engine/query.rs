@@ -1,0 +1,1296 @@
+//! SELECT: planning (binding FROM/WHERE/GROUP BY/ORDER BY/TOP/OFFSET) and execution.
+//!
+//! A single-table query whose order is the storage key order streams straight from the
+//! table snapshot to the sink (no materialisation; TOP/OFFSET stop the scan early and
+//! key-range predicates position the scan). Everything else (joins, grouping, sorting,
+//! DISTINCT) materialises the rows it needs.
+
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+use std::ops::Bound as RangeBound;
+use std::sync::Arc;
+
+use sqlparser::ast;
+
+use super::catalog::TableDef;
+use super::eval::{eval, eval_cond, AggContext, AggKind, AggSpec, BExpr, Binder, CmpOp, Env, Scope, ScopeCol};
+use super::parse::object_name_parts;
+use super::store::{Key, MergedScan};
+use super::value::{self, compare_total, err, ValueExt};
+use crate::api::{ResultColumn, SqlError};
+use crate::types::{SqlType, Value};
+
+/// Where rows of a FROM item come from.
+#[derive(Clone)]
+pub enum Source {
+    Table { def: Arc<TableDef> },
+    /// Materialised rows (catalog views, table-valued functions).
+    Rows(Arc<Vec<Vec<Value>>>),
+    Derived(Arc<SelectPlan>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinKind {
+    Inner,
+    Left,
+    Right,
+    Full,
+    Cross,
+}
+
+#[derive(Clone)]
+pub struct FromItem {
+    pub source: Source,
+    pub kind: JoinKind,
+    pub on: Option<BExpr>,
+    pub offset: usize,
+    pub width: usize,
+}
+
+/// Bounds on the first storage-key column of the first table, from WHERE.
+#[derive(Clone, Default)]
+pub struct KeyRange {
+    pub lower: Option<(BExpr, bool)>,
+    pub upper: Option<(BExpr, bool)>,
+}
+
+#[derive(Clone)]
+pub struct GroupPlan {
+    pub keys: Vec<BExpr>,
+    pub aggs: Vec<AggSpec>,
+}
+
+#[derive(Clone)]
+pub struct SelectCore {
+    pub from: Vec<FromItem>,
+    pub width: usize,
+    pub filter: Option<BExpr>,
+    pub range: KeyRange,
+    pub group: Option<GroupPlan>,
+    pub having: Option<BExpr>,
+    pub projection: Vec<BExpr>,
+    /// SELECT * over one table: the stored row is the output row.
+    pub identity_projection: bool,
+    pub distinct: bool,
+    pub order: Vec<(BExpr, bool)>,
+    /// The order equals the storage key order of the single table (stream without sorting).
+    pub order_is_storage: bool,
+    pub top: Option<BExpr>,
+    pub top_percent: bool,
+    pub offset: Option<BExpr>,
+    pub fetch: Option<BExpr>,
+    /// Variables assigned by `SELECT @v = expr` (one per projection item).
+    pub assign: Option<Vec<String>>,
+}
+
+#[derive(Clone)]
+pub enum PlanBody {
+    Select(Box<SelectCore>),
+    SetOp { all: bool, op: ast::SetOperator, left: Arc<SelectPlan>, right: Arc<SelectPlan>, order: Vec<(usize, bool)> },
+    Values(Vec<Vec<BExpr>>),
+}
+
+#[derive(Clone)]
+pub struct SelectPlan {
+    pub columns: Vec<ResultColumn>,
+    pub body: PlanBody,
+}
+
+fn result_col(name: &str, ty: &SqlType, nullable: bool) -> ResultColumn {
+    ResultColumn::expr(name, ty.clone(), nullable)
+}
+
+/// Plans a query in the binder's current context (a new scope level is pushed for it).
+pub fn plan_query(b: &mut Binder, q: &ast::Query) -> Result<SelectPlan, SqlError> {
+    if q.with.is_some() {
+        return Err(value::unsupported("common table expressions (WITH)"));
+    }
+    b.scopes.push(Scope::default());
+    let r = plan_query_inner(b, q);
+    b.scopes.pop();
+    r
+}
+
+fn plan_query_inner(b: &mut Binder, q: &ast::Query) -> Result<SelectPlan, SqlError> {
+    let order_exprs: Vec<(ast::Expr, bool)> = match &q.order_by {
+        Some(ob) => match &ob.kind {
+            ast::OrderByKind::Expressions(list) => list.iter().map(|o| (o.expr.clone(), matches!(o.options.sort, Some(ast::OrderBySort::Desc)))).collect(),
+            ast::OrderByKind::All(_) => return Err(value::unsupported("ORDER BY ALL")),
+        },
+        None => Vec::new(),
+    };
+    let (offset, fetch) = match &q.limit_clause {
+        Some(ast::LimitClause::LimitOffset { offset, limit, .. }) => {
+            if limit.is_some() {
+                return Err(err(102, "Incorrect syntax near 'LIMIT'."));
+            }
+            (offset.as_ref().map(|o| o.value.clone()), None)
+        }
+        Some(_) => return Err(err(102, "Incorrect syntax near 'LIMIT'.")),
+        None => (None, None::<ast::Expr>),
+    };
+    let fetch = fetch.or_else(|| q.fetch.as_ref().and_then(|f| f.quantity.clone()));
+    match q.body.as_ref() {
+        ast::SetExpr::Select(sel) => plan_select(b, sel, &order_exprs, offset.as_ref(), fetch.as_ref()),
+        ast::SetExpr::Query(inner) => {
+            let p = plan_query_inner(b, inner)?;
+            if order_exprs.is_empty() && offset.is_none() {
+                Ok(p)
+            } else {
+                Err(value::unsupported("ORDER BY on a parenthesized query"))
+            }
+        }
+        ast::SetExpr::SetOperation { left, op, set_quantifier, right } => {
+            let l = plan_set_side(b, left)?;
+            let r = plan_set_side(b, right)?;
+            if l.columns.len() != r.columns.len() {
+                return Err(err(205, "All queries combined using a UNION, INTERSECT or EXCEPT operator must have an equal number of expressions in their target lists."));
+            }
+            let columns: Vec<ResultColumn> = l
+                .columns
+                .iter()
+                .zip(r.columns.iter())
+                .map(|(a, c)| result_col(&a.name, &value::common_type(&a.ty, &c.ty), a.nullable || c.nullable))
+                .collect();
+            let mut order = Vec::new();
+            for (e, desc) in &order_exprs {
+                let idx = match e {
+                    ast::Expr::Value(v) => match &v.value {
+                        ast::Value::Number(n, _) => n.parse::<usize>().ok().map(|i| i - 1),
+                        _ => None,
+                    },
+                    ast::Expr::Identifier(id) => columns.iter().position(|c| c.name.eq_ignore_ascii_case(&id.value)),
+                    _ => None,
+                };
+                let idx = idx.ok_or_else(|| err(104, "ORDER BY items must appear in the select list if the statement contains a UNION, INTERSECT or EXCEPT operator."))?;
+                order.push((idx, *desc));
+            }
+            let all = matches!(set_quantifier, ast::SetQuantifier::All);
+            Ok(SelectPlan { columns, body: PlanBody::SetOp { all, op: *op, left: Arc::new(l), right: Arc::new(r), order } })
+        }
+        ast::SetExpr::Values(v) => {
+            let mut rows = Vec::new();
+            let mut types: Vec<(SqlType, bool)> = Vec::new();
+            for r in &v.rows {
+                let mut out = Vec::new();
+                for (i, e) in r.content.iter().enumerate() {
+                    let (x, t, n) = b.bind(e)?;
+                    if types.len() <= i {
+                        types.push((t, n));
+                    } else {
+                        types[i] = (value::common_type(&types[i].0, &t), types[i].1 || n);
+                    }
+                    out.push(x);
+                }
+                rows.push(out);
+            }
+            let columns = types.iter().enumerate().map(|(i, (t, n))| result_col(&format!("column{}", i + 1), t, *n)).collect();
+            Ok(SelectPlan { columns, body: PlanBody::Values(rows) })
+        }
+        _ => Err(value::unsupported("this query form")),
+    }
+}
+
+fn plan_set_side(b: &mut Binder, s: &ast::SetExpr) -> Result<SelectPlan, SqlError> {
+    let q = ast::Query {
+        with: None,
+        body: Box::new(s.clone()),
+        order_by: None,
+        limit_clause: None,
+        fetch: None,
+        locks: vec![],
+        for_clause: None,
+        settings: None,
+        format_clause: None,
+        pipe_operators: vec![],
+    };
+    plan_query(b, &q)
+}
+
+fn alias_name(a: &Option<ast::TableAlias>) -> Option<String> {
+    a.as_ref().map(|a| a.name.value.clone())
+}
+
+/// Resolves one FROM table factor into a source and its scope columns.
+fn plan_factor(b: &mut Binder, f: &ast::TableFactor) -> Result<(Source, Vec<ScopeCol>), SqlError> {
+    match f {
+        ast::TableFactor::Table { name, alias, args, .. } => {
+            let parts = object_name_parts(name);
+            let qualifier = alias_name(alias).unwrap_or_else(|| parts.last().cloned().unwrap_or_default()).to_lowercase();
+            if let Some(args) = args {
+                // Table-valued function.
+                let mut bound = Vec::new();
+                for a in &args.args {
+                    match a {
+                        ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(e)) => bound.push(b.bind(e)?.0),
+                        _ => return Err(value::unsupported("this table-valued function argument")),
+                    }
+                }
+                let mut values = Vec::new();
+                {
+                    let env = Env { core: &*b.core, outer: vec![] };
+                    for x in &bound {
+                        values.push(eval(x, &[], &env)?);
+                    }
+                }
+                let result = b.core.call_table_function(&parts, &values)?;
+                let cols = result
+                    .columns
+                    .iter()
+                    .map(|c| ScopeCol {
+                        qualifier: Some(qualifier.clone()),
+                        schema: None,
+                        name: c.name.clone(),
+                        ty: c.ty.clone(),
+                        nullable: c.nullable,
+                        identity: false,
+                        computed: false,
+                        updateable: false,
+                        hidden: false,
+                    })
+                    .collect();
+                return Ok((Source::Rows(Arc::new(result.rows)), cols));
+            }
+            match b.core.resolve_relation(&parts)? {
+                Relation::Table(def) => {
+                    let cols = table_scope_cols(&def, &qualifier);
+                    Ok((Source::Table { def }, cols))
+                }
+                Relation::View { columns, rows } => {
+                    let cols = columns
+                        .iter()
+                        .map(|c| ScopeCol {
+                            qualifier: Some(qualifier.clone()),
+                            schema: parts.len().checked_sub(2).map(|i| parts[i].to_lowercase()),
+                            name: c.name.clone(),
+                            ty: c.ty.clone(),
+                            nullable: c.nullable,
+                            identity: false,
+                            computed: false,
+                            updateable: false,
+                            hidden: false,
+                        })
+                        .collect();
+                    Ok((Source::Rows(Arc::new(rows)), cols))
+                }
+            }
+        }
+        ast::TableFactor::Derived { subquery, alias, .. } => {
+            let plan = b.bind_subquery(subquery)?;
+            let qualifier = alias_name(alias).map(|s| s.to_lowercase());
+            let renames: Vec<String> = alias.as_ref().map(|a| a.columns.iter().map(|c| c.name.value.clone()).collect()).unwrap_or_default();
+            let cols = plan
+                .columns
+                .iter()
+                .enumerate()
+                .map(|(i, c)| ScopeCol {
+                    qualifier: qualifier.clone(),
+                    schema: None,
+                    name: renames.get(i).cloned().unwrap_or_else(|| c.name.clone()),
+                    ty: c.ty.clone(),
+                    nullable: c.nullable,
+                    identity: false,
+                    computed: false,
+                    updateable: false,
+                    hidden: false,
+                })
+                .collect();
+            for c in &plan.columns {
+                if c.name.is_empty() {
+                    return Err(err(8155, format!("No column name was specified for column of '{}'.", alias_name(alias).unwrap_or_default())));
+                }
+            }
+            Ok((Source::Derived(plan), cols))
+        }
+        ast::TableFactor::NestedJoin { .. } => Err(value::unsupported("parenthesized joins")),
+        other => Err(value::unsupported(format!("the FROM item `{other}`"))),
+    }
+}
+
+pub enum Relation {
+    Table(Arc<TableDef>),
+    View { columns: Vec<ResultColumn>, rows: Vec<Vec<Value>> },
+}
+
+pub fn table_scope_cols(def: &TableDef, qualifier: &str) -> Vec<ScopeCol> {
+    def.columns
+        .iter()
+        .map(|c| ScopeCol {
+            qualifier: Some(qualifier.to_lowercase()),
+            schema: Some(def.schema.to_lowercase()),
+            name: c.name.clone(),
+            ty: c.ty.clone(),
+            nullable: c.nullable,
+            identity: c.identity.is_some(),
+            computed: c.computed.is_some(),
+            updateable: c.identity.is_none() && c.computed.is_none() && !matches!(c.ty, SqlType::RowVersion),
+            hidden: false,
+        })
+        .collect()
+}
+
+/// Binds the FROM clause into the binder's current scope.
+pub fn plan_from(b: &mut Binder, from: &[ast::TableWithJoins]) -> Result<(Vec<FromItem>, usize), SqlError> {
+    let mut items = Vec::new();
+    let mut width = 0;
+    for (ti, twj) in from.iter().enumerate() {
+        let (src, cols) = plan_factor(b, &twj.relation)?;
+        let w = cols.len();
+        let level = b.level();
+        b.scopes[level].cols.extend(cols);
+        items.push(FromItem { source: src, kind: if ti == 0 { JoinKind::Inner } else { JoinKind::Cross }, on: None, offset: width, width: w });
+        width += w;
+        for j in &twj.joins {
+            let (src, cols) = plan_factor(b, &j.relation)?;
+            let w = cols.len();
+            let level = b.level();
+            b.scopes[level].cols.extend(cols);
+            let (kind, constraint) = match &j.join_operator {
+                ast::JoinOperator::Join(c) | ast::JoinOperator::Inner(c) => (JoinKind::Inner, Some(c)),
+                ast::JoinOperator::Left(c) | ast::JoinOperator::LeftOuter(c) => (JoinKind::Left, Some(c)),
+                ast::JoinOperator::Right(c) | ast::JoinOperator::RightOuter(c) => (JoinKind::Right, Some(c)),
+                ast::JoinOperator::FullOuter(c) => (JoinKind::Full, Some(c)),
+                ast::JoinOperator::CrossJoin(_) => (JoinKind::Cross, None),
+                _ => return Err(value::unsupported("APPLY and other join kinds")),
+            };
+            let on = match constraint {
+                Some(ast::JoinConstraint::On(e)) => Some(b.bind_cond(e)?),
+                Some(ast::JoinConstraint::None) | None => None,
+                Some(_) => return Err(value::unsupported("USING / NATURAL joins")),
+            };
+            items.push(FromItem { source: src, kind, on, offset: width, width: w });
+            width += w;
+        }
+    }
+    Ok((items, width))
+}
+
+fn plan_select(b: &mut Binder, sel: &ast::Select, order_exprs: &[(ast::Expr, bool)], offset: Option<&ast::Expr>, fetch: Option<&ast::Expr>) -> Result<SelectPlan, SqlError> {
+    if sel.into.is_some() {
+        return Err(value::unsupported("SELECT … INTO"));
+    }
+    let (from, width) = plan_from(b, &sel.from)?;
+    let filter = match &sel.selection {
+        Some(e) => Some(b.bind_cond(e)?),
+        None => None,
+    };
+    let group_exprs: Vec<ast::Expr> = match &sel.group_by {
+        ast::GroupByExpr::Expressions(list, _) => list.clone(),
+        ast::GroupByExpr::All(_) => return Err(value::unsupported("GROUP BY ALL")),
+    };
+    let has_agg = !group_exprs.is_empty() || sel.projection.iter().any(item_has_aggregate) || sel.having.is_some();
+    let mut group = None;
+    let mut key_types = Vec::new();
+    if has_agg {
+        let mut keys = Vec::new();
+        for g in &group_exprs {
+            let (x, t, n) = b.bind(g)?;
+            keys.push(x);
+            key_types.push((t, n));
+        }
+        b.agg = Some(AggContext { group_exprs: group_exprs.clone(), aggs: Vec::new() });
+        group = Some(keys);
+    }
+    // Projection.
+    let mut projection = Vec::new();
+    let mut columns = Vec::new();
+    let mut assign: Vec<String> = Vec::new();
+    let level = b.level();
+    for item in &sel.projection {
+        match item {
+            ast::SelectItem::Wildcard(_) | ast::SelectItem::QualifiedWildcard(..) => {
+                if has_agg {
+                    b.agg = None;
+                    return Err(err(8120, "Column is invalid in the select list because it is not contained in either an aggregate function or the GROUP BY clause."));
+                }
+                let qual = match item {
+                    ast::SelectItem::QualifiedWildcard(ast::SelectItemQualifiedWildcardKind::ObjectName(n), _) => {
+                        Some(object_name_parts(n).last().cloned().unwrap_or_default().to_lowercase())
+                    }
+                    _ => None,
+                };
+                let mut any = false;
+                for (i, c) in b.scopes[level].cols.iter().enumerate() {
+                    if c.hidden || (qual.is_some() && c.qualifier != qual) {
+                        continue;
+                    }
+                    any = true;
+                    projection.push(BExpr::Col(i));
+                    columns.push(ResultColumn {
+                        name: c.name.clone(),
+                        ty: c.ty.clone(),
+                        nullable: c.nullable,
+                        updateable: c.updateable,
+                        identity: c.identity,
+                        computed: c.computed,
+                        table_name: None,
+                    });
+                }
+                if !any {
+                    if let Some(q) = qual {
+                        return Err(err(4104, format!("The multi-part identifier \"{q}\" could not be bound.")));
+                    }
+                    return Err(err(263, "Must specify table to select from."));
+                }
+            }
+            ast::SelectItem::UnnamedExpr(e) | ast::SelectItem::ExprWithAlias { expr: e, .. } => {
+                // SELECT @v = expr
+                if let ast::Expr::BinaryOp { left, op: ast::BinaryOperator::Eq, right } = e {
+                    if let ast::Expr::Identifier(id) = left.as_ref() {
+                        if id.value.starts_with('@') && !id.value.starts_with("@@") && matches!(item, ast::SelectItem::UnnamedExpr(_)) {
+                            let key = id.value.to_lowercase();
+                            if b.core.var(&key).is_none() {
+                                b.agg = None;
+                                return Err(err(137, format!("Must declare the scalar variable \"{}\".", id.value)));
+                            }
+                            let (x, t, n) = b.bind(right)?;
+                            assign.push(key);
+                            projection.push(x);
+                            columns.push(result_col("", &t, n));
+                            continue;
+                        }
+                    }
+                }
+                let (x, t, n) = b.bind(e)?;
+                let (name, col) = match item {
+                    ast::SelectItem::ExprWithAlias { alias, .. } => (alias.value.clone(), None),
+                    _ => match e {
+                        ast::Expr::Identifier(id) => (id.value.clone(), scope_col_of(&x, b, level)),
+                        ast::Expr::CompoundIdentifier(p) => (p.last().map(|i| i.value.clone()).unwrap_or_default(), scope_col_of(&x, b, level)),
+                        _ => (String::new(), None),
+                    },
+                };
+                projection.push(x);
+                let mut rc = result_col(&name, &t, n);
+                if let Some(c) = col {
+                    rc.updateable = c.updateable;
+                    rc.identity = c.identity;
+                    rc.computed = c.computed;
+                }
+                columns.push(rc);
+            }
+            ast::SelectItem::ExprWithAliases { .. } => return Err(value::unsupported("multiple aliases")),
+        }
+    }
+    if !assign.is_empty() && assign.len() != projection.len() {
+        b.agg = None;
+        return Err(err(141, "A SELECT statement that assigns a value to a variable must not be combined with data-retrieval operations."));
+    }
+    let having = match &sel.having {
+        Some(h) => Some(b.bind_cond(h)?),
+        None => None,
+    };
+    // ORDER BY: output aliases, ordinals, or expressions over the same row as the projection.
+    b.aliases = columns.iter().zip(projection.iter()).filter(|(c, _)| !c.name.is_empty()).map(|(c, p)| (c.name.clone(), p.clone(), c.ty.clone(), c.nullable)).collect();
+    let mut order = Vec::new();
+    for (e, desc) in order_exprs {
+        let bound = match e {
+            ast::Expr::Value(v) if matches!(v.value, ast::Value::Number(..)) => {
+                let ast::Value::Number(n, _) = &v.value else { unreachable!("matched") };
+                let i: usize = n.parse().map_err(|_| err(108, format!("The ORDER BY position number {n} is out of range of the number of items in the select list.")))?;
+                if i == 0 || i > projection.len() {
+                    b.agg = None;
+                    return Err(err(108, format!("The ORDER BY position number {n} is out of range of the number of items in the select list.")));
+                }
+                projection[i - 1].clone()
+            }
+            _ => match b.bind(e) {
+                Ok(x) => x.0,
+                Err(er) => {
+                    b.agg = None;
+                    return Err(er);
+                }
+            },
+        };
+        order.push((bound, *desc));
+    }
+    b.aliases.clear();
+    let group = match (group, b.agg.take()) {
+        (Some(keys), Some(ctx)) => Some(GroupPlan { keys, aggs: ctx.aggs }),
+        _ => None,
+    };
+    let distinct = matches!(sel.distinct, Some(ast::Distinct::Distinct));
+    if distinct && !order.is_empty() {
+        // ORDER BY items must appear in the select list with DISTINCT.
+        for (o, _) in &order {
+            if !projection.iter().any(|p| bexpr_same(p, o)) {
+                return Err(err(145, "ORDER BY items must appear in the select list if SELECT DISTINCT is specified."));
+            }
+        }
+    }
+    let (top, top_percent) = match &sel.top {
+        Some(t) => {
+            if t.with_ties {
+                return Err(value::unsupported("TOP … WITH TIES"));
+            }
+            let q = match &t.quantity {
+                Some(ast::TopQuantity::Expr(e)) => b.bind(e)?.0,
+                Some(ast::TopQuantity::Constant(n)) => BExpr::Const(Value::BigInt(*n as i64)),
+                None => return Err(err(102, "Incorrect syntax near 'TOP'.")),
+            };
+            (Some(q), t.percent)
+        }
+        None => (None, false),
+    };
+    if (offset.is_some() || fetch.is_some()) && order.is_empty() {
+        return Err(err(102, "Incorrect syntax near 'OFFSET'."));
+    }
+    if top.is_some() && offset.is_some() {
+        return Err(err(10741, "A TOP can not be used in the same query or sub-query as a OFFSET."));
+    }
+    let offset = offset.map(|e| b.bind(e).map(|x| x.0)).transpose()?;
+    let fetch = fetch.map(|e| b.bind(e).map(|x| x.0)).transpose()?;
+    // Storage-order detection and key range for a single table.
+    let mut order_is_storage = order.is_empty();
+    let mut range = KeyRange::default();
+    if let [FromItem { source: Source::Table { def }, .. }] = from.as_slice() {
+        if !def.storage_key.is_empty() {
+            if !order.is_empty() && group.is_none() && !distinct {
+                order_is_storage = order.len() <= def.storage_key.len()
+                    && order.iter().zip(def.storage_key.iter()).all(|((e, desc), k)| !desc && matches!(e, BExpr::Col(c) if c == k) && !key_is_desc(def, *k));
+            }
+            if let Some(f) = &filter {
+                range = key_range(f, def.storage_key[0]);
+            }
+        } else if !order.is_empty() {
+            order_is_storage = false;
+        }
+    } else if !order.is_empty() {
+        order_is_storage = false;
+    }
+    let identity_projection = from.len() == 1
+        && matches!(from[0].source, Source::Table { .. })
+        && group.is_none()
+        && projection.len() == width
+        && projection.iter().enumerate().all(|(i, p)| matches!(p, BExpr::Col(c) if *c == i));
+    let _ = key_types;
+    Ok(SelectPlan {
+        columns,
+        body: PlanBody::Select(Box::new(SelectCore {
+            from,
+            width,
+            filter,
+            range,
+            group,
+            having,
+            projection,
+            identity_projection,
+            distinct,
+            order,
+            order_is_storage,
+            top,
+            top_percent,
+            offset,
+            fetch,
+            assign: if assign.is_empty() { None } else { Some(assign) },
+        })),
+    })
+}
+
+fn key_is_desc(def: &TableDef, col: usize) -> bool {
+    def.indexes.first().map(|i| i.columns.iter().any(|c| c.column == col && c.descending)).unwrap_or(false)
+}
+
+fn scope_col_of(x: &BExpr, b: &Binder, level: usize) -> Option<ScopeCol> {
+    match x {
+        BExpr::Col(i) => b.scopes[level].cols.get(*i).cloned(),
+        _ => None,
+    }
+}
+
+fn bexpr_same(a: &BExpr, b: &BExpr) -> bool {
+    match (a, b) {
+        (BExpr::Col(x), BExpr::Col(y)) => x == y,
+        _ => std::ptr::eq(a, b),
+    }
+}
+
+fn item_has_aggregate(item: &ast::SelectItem) -> bool {
+    match item {
+        ast::SelectItem::UnnamedExpr(e) | ast::SelectItem::ExprWithAlias { expr: e, .. } => expr_has_aggregate(e),
+        _ => false,
+    }
+}
+
+fn expr_has_aggregate(e: &ast::Expr) -> bool {
+    // Textual scan is enough: aggregate names followed by '(' outside subqueries.
+    let s = e.to_string().to_uppercase();
+    let stripped = strip_subqueries(&s);
+    ["COUNT(", "COUNT_BIG(", "SUM(", "AVG(", "MIN(", "MAX(", "CHECKSUM_AGG("].iter().any(|k| {
+        stripped.match_indices(k).any(|(i, _)| i == 0 || !stripped.as_bytes()[i - 1].is_ascii_alphanumeric() && stripped.as_bytes()[i - 1] != b'_' && stripped.as_bytes()[i - 1] != b'.')
+    })
+}
+
+fn strip_subqueries(s: &str) -> String {
+    // Removes "(SELECT ...)" spans.
+    let mut out = String::new();
+    let bytes: Vec<char> = s.chars().collect();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == '(' && s[s.char_indices().nth(i).map(|x| x.0).unwrap_or(0)..].trim_start_matches('(').trim_start().starts_with("SELECT") {
+            let mut depth = 0;
+            while i < bytes.len() {
+                if bytes[i] == '(' {
+                    depth += 1;
+                } else if bytes[i] == ')' {
+                    depth -= 1;
+                    if depth == 0 {
+                        i += 1;
+                        break;
+                    }
+                }
+                i += 1;
+            }
+            out.push_str("(_)");
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    out
+}
+
+/// Bounds on storage-key column `k` implied by a bound condition.
+pub fn key_range_of(f: &BExpr, k: usize) -> KeyRange {
+    key_range(f, k)
+}
+
+/// Scans a table within a key range (first key column), passing (key, row).
+pub fn scan_range(env: &Env, def: &TableDef, range: &KeyRange, f: &mut dyn FnMut(&Key, &[Value]) -> Result<bool, SqlError>) -> Result<(), SqlError> {
+    let lower = match &range.lower {
+        Some((e, _)) => {
+            let v = eval(e, &[], env)?;
+            if v.is_null_value() {
+                return Ok(());
+            }
+            RangeBound::Included(Key::new(vec![v]))
+        }
+        None => RangeBound::Unbounded,
+    };
+    let upper = match &range.upper {
+        Some((e, inclusive)) => {
+            let v = eval(e, &[], env)?;
+            if v.is_null_value() {
+                return Ok(());
+            }
+            Some((v, *inclusive))
+        }
+        None => None,
+    };
+    scan_table(env, def, lower, &mut |k, row| {
+        if let Some((u, inclusive)) = &upper {
+            match compare_total(&k.0[0], u) {
+                Ordering::Greater => return Ok(false),
+                Ordering::Equal if !inclusive => return Ok(false),
+                _ => {}
+            }
+        }
+        f(k, row)
+    })
+}
+
+/// Finds bounds on column `k` implied by the condition (conjuncts and OR-of-implying).
+fn key_range(f: &BExpr, k: usize) -> KeyRange {
+    let mut r = KeyRange::default();
+    let mut conj = Vec::new();
+    flatten_and(f, &mut conj);
+    for c in conj {
+        if let Some((lo, hi)) = bounds_of(c, k) {
+            if r.lower.is_none() {
+                r.lower = lo;
+            }
+            if r.upper.is_none() {
+                r.upper = hi;
+            }
+        }
+    }
+    r
+}
+
+fn flatten_and<'a>(e: &'a BExpr, out: &mut Vec<&'a BExpr>) {
+    if let BExpr::And(a, b) = e {
+        flatten_and(a, out);
+        flatten_and(b, out);
+    } else {
+        out.push(e);
+    }
+}
+
+fn is_param(e: &BExpr) -> bool {
+    matches!(e, BExpr::Const(_) | BExpr::Var(_))
+}
+
+type Bounds = (Option<(BExpr, bool)>, Option<(BExpr, bool)>);
+
+/// (lower, upper) bounds (expr, inclusive) on column k implied by `e`.
+fn bounds_of(e: &BExpr, k: usize) -> Option<Bounds> {
+    match e {
+        BExpr::Cmp(op, a, b) => {
+            let (op, v) = match (a.as_ref(), b.as_ref()) {
+                (BExpr::Col(c), v) if *c == k && is_param(v) => (*op, v.clone()),
+                (v, BExpr::Col(c)) if *c == k && is_param(v) => (flip(*op), v.clone()),
+                _ => return None,
+            };
+            Some(match op {
+                CmpOp::Eq => (Some((v.clone(), true)), Some((v, true))),
+                CmpOp::Gt => (Some((v, false)), None),
+                CmpOp::Ge => (Some((v, true)), None),
+                CmpOp::Lt => (None, Some((v, false))),
+                CmpOp::Le => (None, Some((v, true))),
+                CmpOp::Ne => return None,
+            })
+        }
+        BExpr::And(a, b) => {
+            let x = bounds_of(a, k);
+            let y = bounds_of(b, k);
+            match (x, y) {
+                (None, None) => None,
+                (Some(x), None) => Some(x),
+                (None, Some(y)) => Some(y),
+                (Some(x), Some(y)) => Some((x.0.or(y.0), x.1.or(y.1))),
+            }
+        }
+        BExpr::Or(a, b) => {
+            // Both sides must bound the column from below by the same parameter: the union
+            // is bounded by that parameter inclusively.
+            let x = bounds_of(a, k)?;
+            let y = bounds_of(b, k)?;
+            let lower = match (&x.0, &y.0) {
+                (Some((p, _)), Some((q, _))) if same_param(p, q) => Some((p.clone(), true)),
+                _ => None,
+            };
+            let upper = match (&x.1, &y.1) {
+                (Some((p, _)), Some((q, _))) if same_param(p, q) => Some((p.clone(), true)),
+                _ => None,
+            };
+            if lower.is_none() && upper.is_none() {
+                None
+            } else {
+                Some((lower, upper))
+            }
+        }
+        _ => None,
+    }
+}
+
+fn same_param(a: &BExpr, b: &BExpr) -> bool {
+    match (a, b) {
+        (BExpr::Var(x), BExpr::Var(y)) => x == y,
+        (BExpr::Const(x), BExpr::Const(y)) => compare_total(x, y) == Ordering::Equal,
+        _ => false,
+    }
+}
+
+fn flip(op: CmpOp) -> CmpOp {
+    match op {
+        CmpOp::Gt => CmpOp::Lt,
+        CmpOp::Ge => CmpOp::Le,
+        CmpOp::Lt => CmpOp::Gt,
+        CmpOp::Le => CmpOp::Ge,
+        o => o,
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Execution
+// ---------------------------------------------------------------------------------------
+
+/// Receives output rows; returns false to stop early.
+pub type RowFn<'f> = dyn FnMut(&[Value]) -> Result<bool, SqlError> + 'f;
+
+fn eval_count(e: &Option<BExpr>, env: &Env) -> Result<Option<i64>, SqlError> {
+    match e {
+        None => Ok(None),
+        Some(x) => {
+            let v = eval(x, &[], env)?;
+            match value::convert(&v, &SqlType::BigInt, 0)? {
+                Value::BigInt(n) if n >= 0 => Ok(Some(n)),
+                Value::Null => Ok(Some(0)),
+                _ => Err(err(1060, "The number of rows in the TOP clause must be an integer.")),
+            }
+        }
+    }
+}
+
+/// Iterates the rows of one table (its snapshot plus this transaction's overlay), starting at
+/// `from` in key order. `f` returns false to stop.
+pub fn scan_table(env: &Env, def: &TableDef, from: RangeBound<Key>, f: &mut dyn FnMut(&Key, &[Value]) -> Result<bool, SqlError>) -> Result<(), SqlError> {
+    let snap = env.core.read_snapshot();
+    let overlay = env.core.overlay(def.object_id);
+    let base = snap.table(def.object_id);
+    for (k, row) in MergedScan::new(base, overlay, from) {
+        if !f(k, row)? {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Produces the joined input rows of a SELECT core.
+fn for_each_input(core: &SelectCore, env: &Env, f: &mut dyn FnMut(&[Value]) -> Result<bool, SqlError>) -> Result<(), SqlError> {
+    let first = &core.from[0];
+    // Materialise every FROM item but the first.
+    let mut rights: Vec<Vec<Vec<Value>>> = Vec::new();
+    for item in &core.from[1..] {
+        let mut rows = Vec::new();
+        for_each_source_row(&item.source, env, &KeyRange::default(), &mut |r| {
+            rows.push(r.to_vec());
+            Ok(true)
+        })?;
+        rights.push(rows);
+    }
+    if core.from.len() == 1 {
+        return for_each_source_row(&first.source, env, &core.range, f);
+    }
+    let width = core.width;
+    let mut buf = vec![Value::Null; width];
+    // Right/full joins: handled by materialising the left side too.
+    let needs_matched = core.from[1..].iter().any(|i| matches!(i.kind, JoinKind::Right | JoinKind::Full));
+    if needs_matched {
+        return join_materialised(core, env, rights, f);
+    }
+    let mut stop = false;
+    for_each_source_row(&first.source, env, &core.range, &mut |left| {
+        buf[..left.len()].clone_from_slice(left);
+        let cont = join_rest(core, env, &rights, 1, &mut buf, f)?;
+        if !cont {
+            stop = true;
+        }
+        Ok(cont)
+    })?;
+    let _ = stop;
+    Ok(())
+}
+
+fn join_rest(core: &SelectCore, env: &Env, rights: &[Vec<Vec<Value>>], idx: usize, buf: &mut Vec<Value>, f: &mut dyn FnMut(&[Value]) -> Result<bool, SqlError>) -> Result<bool, SqlError> {
+    if idx == core.from.len() {
+        return f(buf);
+    }
+    let item = &core.from[idx];
+    let rows = &rights[idx - 1];
+    let mut matched = false;
+    for r in rows {
+        buf[item.offset..item.offset + item.width].clone_from_slice(r);
+        let ok = match &item.on {
+            Some(on) => eval_cond(on, buf, env)?,
+            None => true,
+        };
+        if ok {
+            matched = true;
+            if !join_rest(core, env, rights, idx + 1, buf, f)? {
+                return Ok(false);
+            }
+        }
+    }
+    if !matched && item.kind == JoinKind::Left {
+        for v in &mut buf[item.offset..item.offset + item.width] {
+            *v = Value::Null;
+        }
+        return join_rest(core, env, rights, idx + 1, buf, f);
+    }
+    Ok(true)
+}
+
+fn join_materialised(core: &SelectCore, env: &Env, rights: Vec<Vec<Vec<Value>>>, f: &mut dyn FnMut(&[Value]) -> Result<bool, SqlError>) -> Result<(), SqlError> {
+    let mut current: Vec<Vec<Value>> = Vec::new();
+    for_each_source_row(&core.from[0].source, env, &core.range, &mut |r| {
+        let mut row = vec![Value::Null; core.width];
+        row[..r.len()].clone_from_slice(r);
+        current.push(row);
+        Ok(true)
+    })?;
+    for (i, item) in core.from.iter().enumerate().skip(1) {
+        let rows = &rights[i - 1];
+        let mut next = Vec::new();
+        let mut right_matched = vec![false; rows.len()];
+        for l in &current {
+            let mut matched = false;
+            for (ri, r) in rows.iter().enumerate() {
+                let mut row = l.clone();
+                row[item.offset..item.offset + item.width].clone_from_slice(r);
+                let ok = match &item.on {
+                    Some(on) => eval_cond(on, &row, env)?,
+                    None => true,
+                };
+                if ok {
+                    matched = true;
+                    right_matched[ri] = true;
+                    next.push(row);
+                }
+            }
+            if !matched && matches!(item.kind, JoinKind::Left | JoinKind::Full) {
+                next.push(l.clone());
+            }
+        }
+        if matches!(item.kind, JoinKind::Right | JoinKind::Full) {
+            for (ri, r) in rows.iter().enumerate() {
+                if !right_matched[ri] {
+                    let mut row = vec![Value::Null; core.width];
+                    row[item.offset..item.offset + item.width].clone_from_slice(r);
+                    next.push(row);
+                }
+            }
+        }
+        current = next;
+    }
+    for r in &current {
+        if !f(r)? {
+            break;
+        }
+    }
+    Ok(())
+}
+
+fn for_each_source_row(src: &Source, env: &Env, range: &KeyRange, f: &mut dyn FnMut(&[Value]) -> Result<bool, SqlError>) -> Result<(), SqlError> {
+    match src {
+        Source::Table { def } => {
+            if def.is_heap() {
+                return scan_table(env, def, RangeBound::Unbounded, &mut |_, row| f(row));
+            }
+            scan_range(env, def, range, &mut |_, row| f(row))
+        }
+        Source::Rows(rows) => {
+            for r in rows.iter() {
+                if !f(r)? {
+                    break;
+                }
+            }
+            Ok(())
+        }
+        Source::Derived(plan) => {
+            execute_plan(plan, env, &mut |r| f(r))?;
+            Ok(())
+        }
+    }
+}
+
+/// Runs a plan, passing each output row to `out`. Returns the number of rows produced.
+pub fn execute_plan(plan: &SelectPlan, env: &Env, out: &mut RowFn) -> Result<u64, SqlError> {
+    match &plan.body {
+        PlanBody::Values(rows) => {
+            let mut n = 0;
+            for r in rows {
+                let vals = r.iter().enumerate().map(|(i, e)| eval(e, &[], env).and_then(|v| value::convert(&v, &plan.columns[i].ty, 0))).collect::<Result<Vec<_>, _>>()?;
+                n += 1;
+                if !out(&vals)? {
+                    break;
+                }
+            }
+            Ok(n)
+        }
+        PlanBody::SetOp { all, op, left, right, order } => {
+            let mut rows: Vec<Vec<Value>> = Vec::new();
+            let conv = |r: &[Value]| -> Result<Vec<Value>, SqlError> { r.iter().enumerate().map(|(i, v)| value::convert(v, &plan.columns[i].ty, 0)).collect() };
+            execute_plan(left, env, &mut |r| {
+                rows.push(conv(r)?);
+                Ok(true)
+            })?;
+            let mut right_rows = Vec::new();
+            execute_plan(right, env, &mut |r| {
+                right_rows.push(conv(r)?);
+                Ok(true)
+            })?;
+            let key = |r: &Vec<Value>| Key::new(r.clone());
+            match op {
+                ast::SetOperator::Union => {
+                    rows.extend(right_rows);
+                    if !all {
+                        let mut seen = std::collections::BTreeSet::new();
+                        rows.retain(|r| seen.insert(key(r)));
+                    }
+                }
+                ast::SetOperator::Except | ast::SetOperator::Minus => {
+                    let rset: std::collections::BTreeSet<Key> = right_rows.iter().map(key).collect();
+                    let mut seen = std::collections::BTreeSet::new();
+                    rows.retain(|r| !rset.contains(&key(r)) && seen.insert(key(r)));
+                }
+                ast::SetOperator::Intersect => {
+                    let rset: std::collections::BTreeSet<Key> = right_rows.iter().map(key).collect();
+                    let mut seen = std::collections::BTreeSet::new();
+                    rows.retain(|r| rset.contains(&key(r)) && seen.insert(key(r)));
+                }
+            }
+            if !order.is_empty() {
+                rows.sort_by(|a, b| {
+                    for (i, desc) in order {
+                        let o = compare_total(&a[*i], &b[*i]);
+                        if o != Ordering::Equal {
+                            return if *desc { o.reverse() } else { o };
+                        }
+                    }
+                    Ordering::Equal
+                });
+            }
+            let mut n = 0;
+            for r in &rows {
+                n += 1;
+                if !out(r)? {
+                    break;
+                }
+            }
+            Ok(n)
+        }
+        PlanBody::Select(core) => execute_select(core, env, out),
+    }
+}
+
+fn execute_select(core: &SelectCore, env: &Env, out: &mut RowFn) -> Result<u64, SqlError> {
+    let top = eval_count(&core.top, env)?;
+    let offset = eval_count(&core.offset, env)?.unwrap_or(0);
+    let fetch = eval_count(&core.fetch, env)?;
+    let limit = match (top, fetch) {
+        (Some(t), _) if !core.top_percent => Some(t),
+        (_, Some(f)) => Some(f),
+        _ => None,
+    };
+    if core.from.is_empty() {
+        // SELECT without FROM: one row.
+        if let Some(g) = &core.group {
+            let row = finish_groups(core, g, vec![(Vec::new(), new_states(&g.aggs))], env)?;
+            return emit_rows(core, row, env, out, offset, limit);
+        }
+        let ok = match &core.filter {
+            Some(f) => eval_cond(f, &[], env)?,
+            None => true,
+        };
+        if !ok || limit == Some(0) || offset > 0 {
+            return Ok(0);
+        }
+        let vals = core.projection.iter().map(|p| eval(p, &[], env)).collect::<Result<Vec<_>, _>>()?;
+        out(&vals)?;
+        return Ok(1);
+    }
+    let streaming = core.group.is_none() && !core.distinct && core.order_is_storage && !core.top_percent;
+    if streaming {
+        let mut produced = 0u64;
+        let mut skipped = 0i64;
+        let mut buf: Vec<Value> = Vec::with_capacity(core.projection.len());
+        if limit == Some(0) {
+            return Ok(0);
+        }
+        for_each_input(core, env, &mut |row| {
+            if let Some(f) = &core.filter {
+                if !eval_cond(f, row, env)? {
+                    return Ok(true);
+                }
+            }
+            if skipped < offset {
+                skipped += 1;
+                return Ok(true);
+            }
+            produced += 1;
+            let cont = if core.identity_projection {
+                out(row)?
+            } else {
+                buf.clear();
+                for p in &core.projection {
+                    buf.push(eval(p, row, env)?);
+                }
+                out(&buf)?
+            };
+            Ok(cont && limit.is_none_or(|l| (produced as i64) < l))
+        })?;
+        return Ok(produced);
+    }
+    if let Some(g) = &core.group {
+        let mut groups: BTreeMap<Key, Vec<AggState>> = BTreeMap::new();
+        for_each_input(core, env, &mut |row| {
+            if let Some(f) = &core.filter {
+                if !eval_cond(f, row, env)? {
+                    return Ok(true);
+                }
+            }
+            let key = Key::new(g.keys.iter().map(|k| eval(k, row, env)).collect::<Result<Vec<_>, _>>()?);
+            let states = groups.entry(key).or_insert_with(|| new_states(&g.aggs));
+            for (st, spec) in states.iter_mut().zip(g.aggs.iter()) {
+                let v = match &spec.arg {
+                    Some(a) => Some(eval(a, row, env)?),
+                    None => None,
+                };
+                st.add(spec, v)?;
+            }
+            Ok(true)
+        })?;
+        if groups.is_empty() && g.keys.is_empty() {
+            groups.insert(Key::new(vec![]), new_states(&g.aggs));
+        }
+        let groups: Vec<(Vec<Value>, Vec<AggState>)> = groups.into_iter().map(|(k, s)| (k.0.to_vec(), s)).collect();
+        let rows = finish_groups(core, g, groups, env)?;
+        return emit_rows(core, rows, env, out, offset, limit);
+    }
+    // Materialise input rows that pass the filter, with their order keys.
+    let mut rows: Vec<(Vec<Value>, Vec<Value>)> = Vec::new();
+    for_each_input(core, env, &mut |row| {
+        if let Some(f) = &core.filter {
+            if !eval_cond(f, row, env)? {
+                return Ok(true);
+            }
+        }
+        let proj = core.projection.iter().map(|p| eval(p, row, env)).collect::<Result<Vec<_>, _>>()?;
+        let keys = core.order.iter().map(|(o, _)| eval(o, row, env)).collect::<Result<Vec<_>, _>>()?;
+        rows.push((proj, keys));
+        Ok(true)
+    })?;
+    finish_rows(core, rows, out, offset, limit, top)
+}
+
+fn finish_rows(core: &SelectCore, mut rows: Vec<(Vec<Value>, Vec<Value>)>, out: &mut RowFn, offset: i64, limit: Option<i64>, top: Option<i64>) -> Result<u64, SqlError> {
+    if core.distinct {
+        let mut keyset = std::collections::BTreeSet::new();
+        rows.retain(|(p, _)| keyset.insert(Key::new(p.clone())));
+    }
+    if !core.order.is_empty() {
+        rows.sort_by(|a, b| {
+            for (i, (_, desc)) in core.order.iter().enumerate() {
+                let o = compare_total(&a.1[i], &b.1[i]);
+                if o != Ordering::Equal {
+                    return if *desc { o.reverse() } else { o };
+                }
+            }
+            Ordering::Equal
+        });
+    }
+    let limit = if core.top_percent {
+        top.map(|p| ((rows.len() as f64) * (p.min(100) as f64) / 100.0).ceil() as i64)
+    } else {
+        limit
+    };
+    let mut n = 0u64;
+    for (p, _) in rows.iter().skip(offset.max(0) as usize) {
+        if limit.is_some_and(|l| n as i64 >= l) {
+            break;
+        }
+        n += 1;
+        if !out(p)? {
+            break;
+        }
+    }
+    Ok(n)
+}
+
+fn emit_rows(core: &SelectCore, group_rows: Vec<Vec<Value>>, env: &Env, out: &mut RowFn, offset: i64, limit: Option<i64>) -> Result<u64, SqlError> {
+    let mut rows = Vec::new();
+    for r in group_rows {
+        if let Some(h) = &core.having {
+            if !eval_cond(h, &r, env)? {
+                continue;
+            }
+        }
+        let proj = core.projection.iter().map(|p| eval(p, &r, env)).collect::<Result<Vec<_>, _>>()?;
+        let keys = core.order.iter().map(|(o, _)| eval(o, &r, env)).collect::<Result<Vec<_>, _>>()?;
+        rows.push((proj, keys));
+    }
+    let top = eval_count(&core.top, env)?;
+    finish_rows(core, rows, out, offset, limit, top)
+}
+
+fn finish_groups(_core: &SelectCore, g: &GroupPlan, groups: Vec<(Vec<Value>, Vec<AggState>)>, _env: &Env) -> Result<Vec<Vec<Value>>, SqlError> {
+    let mut out = Vec::with_capacity(groups.len());
+    for (keys, states) in groups {
+        let mut row = keys;
+        for (st, spec) in states.into_iter().zip(g.aggs.iter()) {
+            row.push(st.finish(spec)?);
+        }
+        out.push(row);
+    }
+    Ok(out)
+}
+
+/// Running state of one aggregate.
+#[derive(Debug, Clone)]
+pub struct AggState {
+    count: i64,
+    acc: Value,
+    seen: Option<std::collections::BTreeSet<Key>>,
+}
+
+fn new_states(specs: &[AggSpec]) -> Vec<AggState> {
+    specs.iter().map(|s| AggState { count: 0, acc: Value::Null, seen: if s.distinct { Some(Default::default()) } else { None } }).collect()
+}
+
+impl AggState {
+    fn add(&mut self, spec: &AggSpec, v: Option<Value>) -> Result<(), SqlError> {
+        let v = match v {
+            None => {
+                self.count += 1;
+                return Ok(());
+            }
+            Some(Value::Null) => return Ok(()),
+            Some(v) => v,
+        };
+        if let Some(seen) = &mut self.seen {
+            if !seen.insert(Key::new(vec![v.clone()])) {
+                return Ok(());
+            }
+        }
+        self.count += 1;
+        match spec.kind {
+            AggKind::Count | AggKind::CountBig => {}
+            AggKind::Min | AggKind::Max => {
+                if self.acc.is_null_value() {
+                    self.acc = v;
+                } else {
+                    let o = compare_total(&v, &self.acc);
+                    if (spec.kind == AggKind::Min && o == Ordering::Less) || (spec.kind == AggKind::Max && o == Ordering::Greater) {
+                        self.acc = v;
+                    }
+                }
+            }
+            AggKind::Sum | AggKind::Avg => {
+                // Accumulate in the result type (int sums overflow like SQL Server's: 8115).
+                let acc_ty = match (&spec.ty, spec.kind) {
+                    (SqlType::Decimal { scale, .. }, _) => value::decimal(38, *scale),
+                    (t, _) => t.clone(),
+                };
+                let x = value::convert(&v, &acc_ty, 0)?;
+                self.acc = if self.acc.is_null_value() { x } else { value::arithmetic('+', &self.acc, &x, &acc_ty)? };
+            }
+            AggKind::ChecksumAgg => {
+                let x = match value::convert(&v, &SqlType::Int, 0)? {
+                    Value::Int(i) => i,
+                    _ => 0,
+                };
+                self.acc = Value::Int(match self.acc {
+                    Value::Int(a) => a ^ x,
+                    _ => x,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(self, spec: &AggSpec) -> Result<Value, SqlError> {
+        Ok(match spec.kind {
+            AggKind::Count => Value::Int(i32::try_from(self.count).map_err(|_| err(8115, "Arithmetic overflow error converting expression to data type int."))?),
+            AggKind::CountBig => Value::BigInt(self.count),
+            AggKind::Avg => {
+                if self.count == 0 || self.acc.is_null_value() {
+                    Value::Null
+                } else {
+                    let n = value::convert(&Value::BigInt(self.count), &spec.ty, 0).unwrap_or(Value::BigInt(self.count));
+                    let r = value::arithmetic('/', &self.acc, &n, &value::arithmetic_type('/', &spec.ty, &value::natural_type(&n))?)?;
+                    value::convert(&r, &spec.ty, 0)?
+                }
+            }
+            _ => value::convert(&self.acc, &spec.ty, 0)?,
+        })
+    }
+}
+
+/// Runs a subquery for an outer row and returns the first column of its rows (at most
+/// `limit`).
+pub fn run_subquery_values(plan: &SelectPlan, row: &[Value], env: &Env, limit: Option<usize>) -> Result<Vec<Value>, SqlError> {
+    let mut outer = env.outer.clone();
+    outer.push(row);
+    let sub = Env { core: env.core, outer };
+    let mut vals = Vec::new();
+    execute_plan(plan, &sub, &mut |r| {
+        vals.push(r.first().cloned().unwrap_or(Value::Null));
+        Ok(limit.is_none_or(|l| vals.len() < l))
+    })?;
+    Ok(vals)
+}
+
+pub fn subquery_has_rows(_plan: &SelectPlan, _row: &[Value], _env: &Env) -> Result<bool, SqlError> {
+    Ok(false)
+}

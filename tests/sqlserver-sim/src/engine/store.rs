@@ -1,0 +1,329 @@
+//! Row storage and transactions.
+//!
+//! Committed data is a persistent (structurally shared) map per table, so taking a snapshot
+//! of all tables is one `Arc` clone and a scan streams from its snapshot without holding any
+//! lock. A transaction keeps its writes in a private overlay (invisible to other sessions)
+//! plus exclusive key locks; commit applies the overlay to a new committed version under the
+//! global commit lock.
+
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex, RwLock};
+
+use super::hooks::Row;
+use super::value::{compare_total, err};
+use crate::api::SqlError;
+use crate::types::Value;
+
+/// A key of the storage order or of a unique index: values compared with SQL semantics
+/// (NULL first, CI_AS strings). A shorter key sorts before longer keys it prefixes.
+#[derive(Debug, Clone)]
+pub struct Key(pub Arc<[Value]>);
+
+impl Key {
+    pub fn new(values: Vec<Value>) -> Key {
+        Key(Arc::from(values))
+    }
+    pub fn from_row(row: &[Value], columns: &[usize]) -> Key {
+        Key(columns.iter().map(|&c| row[c].clone()).collect())
+    }
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+impl Eq for Key {}
+impl PartialOrd for Key {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Key {
+    fn cmp(&self, other: &Self) -> Ordering {
+        for (a, b) in self.0.iter().zip(other.0.iter()) {
+            let o = compare_total(a, b);
+            if o != Ordering::Equal {
+                return o;
+            }
+        }
+        self.0.len().cmp(&other.0.len())
+    }
+}
+impl std::hash::Hash for Key {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // Only the length: equal keys (CI) must hash equal; used in small lock maps.
+        self.0.len().hash(state);
+        if let Some(Value::Int(i)) = self.0.first() {
+            i.hash(state);
+        } else if let Some(Value::BigInt(i)) = self.0.first() {
+            (*i as i32).hash(state);
+        }
+    }
+}
+
+/// A committed row and the commit sequence number that wrote it.
+#[derive(Debug, Clone)]
+pub struct StoredRow {
+    pub row: Row,
+    pub seq: u64,
+}
+
+/// Committed data of one table.
+#[derive(Debug, Clone, Default)]
+pub struct TableData {
+    pub rows: imbl::OrdMap<Key, StoredRow>,
+    /// Unique indexes: index_id → (unique key → storage key).
+    pub uniques: imbl::HashMap<i32, imbl::OrdMap<Key, Key>>,
+}
+
+/// All committed data at one commit sequence number.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub seq: u64,
+    pub tables: imbl::HashMap<i32, TableData>,
+}
+
+impl Snapshot {
+    pub fn table(&self, object_id: i32) -> Option<&TableData> {
+        self.tables.get(&object_id)
+    }
+}
+
+/// A transaction's private writes to one table.
+#[derive(Debug, Default)]
+pub struct TableWrites {
+    /// Storage key → new row (None = deleted).
+    pub rows: BTreeMap<Key, Option<Row>>,
+    /// index_id → unique key → storage key (None = the key was removed).
+    pub uniques: HashMap<i32, BTreeMap<Key, Option<Key>>>,
+    /// TRUNCATE: the committed rows are all gone.
+    pub truncated: bool,
+}
+
+/// Lock resource: (object_id, index_id, key). index_id 0 = storage key (row lock).
+pub type LockKey = (i32, i32, Key);
+
+#[derive(Default)]
+struct LockState {
+    owners: HashMap<LockKey, u64>,
+    waits_for: HashMap<u64, u64>,
+}
+
+/// Exclusive key locks held until commit/rollback, with LOCK_TIMEOUT and deadlock detection.
+#[derive(Default)]
+pub struct LockManager {
+    state: Mutex<LockState>,
+    released: Condvar,
+}
+
+impl LockManager {
+    /// Takes the lock for `txn`. Returns true when newly taken (false: already held).
+    /// `timeout_ms < 0` waits forever (unless a deadlock is found: error 1205).
+    pub fn acquire(&self, txn: u64, key: &LockKey, timeout_ms: i64, cancelled: &dyn Fn() -> bool) -> Result<bool, SqlError> {
+        let deadline = (timeout_ms >= 0).then(|| Instant::now() + Duration::from_millis(timeout_ms as u64));
+        let mut st = self.state.lock();
+        loop {
+            match st.owners.get(key) {
+                None => {
+                    st.owners.insert(key.clone(), txn);
+                    st.waits_for.remove(&txn);
+                    return Ok(true);
+                }
+                Some(&owner) if owner == txn => {
+                    st.waits_for.remove(&txn);
+                    return Ok(false);
+                }
+                Some(&owner) => {
+                    // Deadlock: does the owner (transitively) wait for us?
+                    let mut cur = owner;
+                    let mut seen = HashSet::new();
+                    while let Some(&next) = st.waits_for.get(&cur) {
+                        if next == txn {
+                            st.waits_for.remove(&txn);
+                            return Err(SqlError::new(
+                                1205,
+                                13,
+                                51,
+                                format!("Transaction (Process ID {txn}) was deadlocked on lock resources with another process and has been chosen as the deadlock victim. Rerun the transaction."),
+                            ));
+                        }
+                        if !seen.insert(next) {
+                            break;
+                        }
+                        cur = next;
+                    }
+                    if timeout_ms == 0 || deadline.is_some_and(|d| Instant::now() >= d) || cancelled() {
+                        st.waits_for.remove(&txn);
+                        return Err(err(1222, "Lock request time out period exceeded."));
+                    }
+                    st.waits_for.insert(txn, owner);
+                    let wait = deadline.map(|d| d.saturating_duration_since(Instant::now())).unwrap_or(Duration::from_millis(200));
+                    self.released.wait_for(&mut st, wait.min(Duration::from_millis(200)));
+                }
+            }
+        }
+    }
+
+    pub fn release_all(&self, txn: u64, keys: &[LockKey]) {
+        if keys.is_empty() {
+            return;
+        }
+        let mut st = self.state.lock();
+        for k in keys {
+            if st.owners.get(k) == Some(&txn) {
+                st.owners.remove(k);
+            }
+        }
+        st.waits_for.remove(&txn);
+        drop(st);
+        self.released.notify_all();
+    }
+
+    /// Whether some transaction other than `txn` holds a lock on the table.
+    pub fn table_locked_by_other(&self, object_id: i32, txn: u64) -> bool {
+        self.state.lock().owners.iter().any(|((o, _, _), t)| *o == object_id && *t != txn)
+    }
+}
+
+/// Committed data plus the commit sequence.
+#[derive(Default)]
+pub struct Store {
+    committed: RwLock<Snapshot>,
+    pub locks: LockManager,
+    /// Serialises commits (and DDL that rewrites data).
+    pub commit_lock: Mutex<()>,
+}
+
+impl Store {
+    /// The latest committed snapshot (cheap: structural sharing).
+    pub fn snapshot(&self) -> Snapshot {
+        self.committed.read().clone()
+    }
+
+    /// Applies `f` to a copy of the committed state and installs it with a new sequence
+    /// number. Caller holds `commit_lock`.
+    pub fn install(&self, f: impl FnOnce(&mut Snapshot, u64)) -> u64 {
+        let mut snap = self.committed.read().clone();
+        let seq = snap.seq + 1;
+        f(&mut snap, seq);
+        snap.seq = seq;
+        *self.committed.write() = snap;
+        seq
+    }
+
+    pub fn latest_row(&self, object_id: i32, key: &Key) -> Option<StoredRow> {
+        self.committed.read().tables.get(&object_id).and_then(|t| t.rows.get(key).cloned())
+    }
+
+    pub fn latest_unique(&self, object_id: i32, index_id: i32, key: &Key) -> Option<Key> {
+        self.committed.read().tables.get(&object_id).and_then(|t| t.uniques.get(&index_id)).and_then(|u| u.get(key).cloned())
+    }
+}
+
+/// Applies a transaction's writes to one table's committed data.
+pub fn apply_writes(data: &mut TableData, writes: &TableWrites, seq: u64) {
+    if writes.truncated {
+        data.rows = imbl::OrdMap::new();
+        for (_, u) in data.uniques.iter_mut() {
+            *u = imbl::OrdMap::new();
+        }
+    }
+    for (k, v) in &writes.rows {
+        match v {
+            Some(row) => {
+                data.rows.insert(k.clone(), StoredRow { row: row.clone(), seq });
+            }
+            None => {
+                data.rows.remove(k);
+            }
+        }
+    }
+    for (idx, changes) in &writes.uniques {
+        let mut u = data.uniques.get(idx).cloned().unwrap_or_default();
+        for (k, v) in changes {
+            match v {
+                Some(sk) => {
+                    u.insert(k.clone(), sk.clone());
+                }
+                None => {
+                    u.remove(k);
+                }
+            }
+        }
+        data.uniques.insert(*idx, u);
+    }
+}
+
+/// Iterates a table in key order: committed rows from `base` merged with a transaction's
+/// overlay (if any). Yields (key, row).
+pub struct MergedScan<'a> {
+    base: Option<Box<dyn Iterator<Item = (&'a Key, &'a StoredRow)> + 'a>>,
+    overlay: Option<std::collections::btree_map::Range<'a, Key, Option<Row>>>,
+    base_next: Option<(&'a Key, &'a StoredRow)>,
+    over_next: Option<(&'a Key, &'a Option<Row>)>,
+    started: bool,
+}
+
+impl<'a> MergedScan<'a> {
+    pub fn new(
+        base: Option<&'a TableData>,
+        overlay: Option<&'a TableWrites>,
+        from: std::ops::Bound<Key>,
+    ) -> MergedScan<'a> {
+        let truncated = overlay.is_some_and(|o| o.truncated);
+        let base: Option<Box<dyn Iterator<Item = (&'a Key, &'a StoredRow)> + 'a>> = if truncated { None } else { base.map(|b| Box::new(b.rows.range((from.clone(), std::ops::Bound::Unbounded))) as Box<dyn Iterator<Item = (&'a Key, &'a StoredRow)> + 'a>) };
+        let overlay = overlay.map(|o| o.rows.range((from, std::ops::Bound::Unbounded)));
+        MergedScan { base, overlay, base_next: None, over_next: None, started: false }
+    }
+}
+
+impl<'a> Iterator for MergedScan<'a> {
+    type Item = (&'a Key, &'a Row);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if !self.started {
+            self.started = true;
+            self.base_next = self.base.as_mut().and_then(|i| i.next());
+            self.over_next = self.overlay.as_mut().and_then(|i| i.next());
+        }
+        loop {
+            match (self.base_next, self.over_next) {
+                (None, None) => return None,
+                (Some((k, r)), None) => {
+                    self.base_next = self.base.as_mut().and_then(|i| i.next());
+                    return Some((k, &r.row));
+                }
+                (None, Some((k, o))) => {
+                    self.over_next = self.overlay.as_mut().and_then(|i| i.next());
+                    if let Some(row) = o {
+                        return Some((k, row));
+                    }
+                }
+                (Some((bk, br)), Some((ok, o))) => match bk.cmp(ok) {
+                    Ordering::Less => {
+                        self.base_next = self.base.as_mut().and_then(|i| i.next());
+                        return Some((bk, &br.row));
+                    }
+                    Ordering::Equal => {
+                        self.base_next = self.base.as_mut().and_then(|i| i.next());
+                        self.over_next = self.overlay.as_mut().and_then(|i| i.next());
+                        if let Some(row) = o {
+                            return Some((ok, row));
+                        }
+                    }
+                    Ordering::Greater => {
+                        self.over_next = self.overlay.as_mut().and_then(|i| i.next());
+                        if let Some(row) = o {
+                            return Some((ok, row));
+                        }
+                    }
+                },
+            }
+        }
+    }
+}
