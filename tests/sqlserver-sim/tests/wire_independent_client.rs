@@ -6,80 +6,10 @@
 
 mod wire_support;
 
-use std::path::Path;
-use std::process::Stdio;
-
 use chrono::{Datelike, NaiveDate};
 use dbsync_sqlserver_sim::api::{RpcProc, SqlError, StatementKind};
 use dbsync_sqlserver_sim::types::{SqlType, Value};
 use wire_support::*;
-
-const SCRIPT: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/tests/independent_client/pymssql_check.py"
-);
-
-/// True when pymssql can be imported (installing it if needed); false (with a printed reason)
-/// when python3 or pip is missing.
-pub fn pymssql_ready() -> bool {
-    let python = std::process::Command::new("python3")
-        .arg("--version")
-        .output();
-    if !matches!(python, Ok(ref o) if o.status.success()) {
-        println!("SKIPPED: python3 is not installed; the pymssql conformance check did not run");
-        return false;
-    }
-    let import = std::process::Command::new("python3")
-        .args(["-c", "import pymssql"])
-        .output()
-        .unwrap();
-    if import.status.success() {
-        return true;
-    }
-    let pip = std::process::Command::new("python3")
-        .args(["-m", "pip", "--version"])
-        .output()
-        .unwrap();
-    if !pip.status.success() {
-        println!(
-            "SKIPPED: pip is not installed for python3; the pymssql conformance check did not run"
-        );
-        return false;
-    }
-    let install = std::process::Command::new("python3")
-        .args(["-m", "pip", "install", "--quiet", "pymssql"])
-        .output()
-        .unwrap();
-    assert!(
-        install.status.success(),
-        "pip install pymssql failed: {}",
-        String::from_utf8_lossy(&install.stderr)
-    );
-    true
-}
-
-/// Run the check script in `mode` against `port`; panics with its output when it fails.
-pub async fn run_pymssql_check(mode: &str, port: u16, user: &str, password: &str, database: &str) {
-    assert!(Path::new(SCRIPT).exists(), "{SCRIPT} is missing");
-    let output = tokio::process::Command::new("python3")
-        .arg(SCRIPT)
-        .arg(mode)
-        .env("SQLSIM_PORT", port.to_string())
-        .env("SQLSIM_USER", user)
-        .env("SQLSIM_PASSWORD", password)
-        .env("SQLSIM_DATABASE", database)
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .expect("python3 runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "pymssql check failed\nstdout: {stdout}\nstderr: {stderr}"
-    );
-    println!("{stdout}");
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pymssql_reads_results_errors_and_sends_rpcs() {

@@ -797,3 +797,70 @@ async fn multiple_result_sets_in_one_batch() {
     let counts = client.execute("two selects", &[]).await.unwrap();
     assert_eq!(counts.rows_affected(), &[1, 4, 2]);
 }
+
+#[tokio::test]
+async fn a_client_that_stops_reading_stops_the_engine_bounded_memory() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    let (server, canned) = start().await;
+    let produced = Arc::new(AtomicU64::new(0));
+    let total = 600_000u64;
+    let counter = produced.clone();
+    canned.on("SELECT huge", move |sink| {
+        sink.columns(&[
+            col("n", SqlType::BigInt, false),
+            col(
+                "pad",
+                SqlType::NVarChar {
+                    len: Some(40),
+                    collation: LATIN1,
+                },
+                false,
+            ),
+        ])?;
+        let pad = s("0123456789012345678901234567890123456789");
+        for n in 0..total {
+            sink.row(&[Value::BigInt(n as i64), pad.clone()])?;
+            counter.store(n + 1, Ordering::Relaxed);
+        }
+        sink.done(StatementKind::Select, Some(total), false)
+    });
+    let mut client = connect(server.addr).await;
+    let mut stream = client
+        .simple_query("SELECT huge")
+        .await
+        .unwrap()
+        .into_row_stream();
+    for _ in 0..10 {
+        stream.try_next().await.unwrap().unwrap();
+    }
+    // The client stops reading: the engine must stall once the socket buffers and the small
+    // server-side queue are full, long before the 600k rows (~60 MB on the wire) are produced.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut last = produced.load(Ordering::Relaxed);
+    loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = produced.load(Ordering::Relaxed);
+        if now == last {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the engine never stalled ({now} rows produced)"
+        );
+        last = now;
+    }
+    println!("engine stalled after {last} rows");
+    assert!(
+        last < total / 4,
+        "the engine ran ahead of the client by {last} rows"
+    );
+    // Reading resumes: everything arrives.
+    let mut count = 10u64;
+    while stream.try_next().await.unwrap().is_some() {
+        count += 1;
+    }
+    assert_eq!(count, total);
+}
