@@ -86,6 +86,7 @@ pub async fn run_full_sync(ctx: Arc<FullSyncContext>, control: &Client, tables: 
                         table: Some(t.table.target.source.clone()),
                         target_rows: ctx.chunk_rows,
                         where_filter: t.table.target.where_filter.clone(),
+                        ..Default::default()
                     })
                     .await
                     .map_err(|s| ApplyError::capture_status(&ctx.capture_address, name, "planning chunks", s))?
@@ -179,6 +180,7 @@ async fn load_chunk(ctx: &FullSyncContext, client: &mut Client, t: &FullSyncTabl
             max_batch_rows: 10_000,
             max_batch_bytes: 8 << 20,
             throttle: ctx.throttle,
+            ..Default::default()
         })
         .await
         .map_err(|s| ApplyError::capture_status(&ctx.capture_address, name, "reading a chunk", s))?

@@ -81,6 +81,7 @@ pub async fn run_stream(ctx: &StreamContext, mut tables: Vec<StreamTable>, shutd
         throttle: ctx.throttle,
         incremental_mode: ctx.incremental_mode.clone(),
         heartbeat_interval_ms: 1000,
+        ..Default::default()
     };
     tracing::info!(task_id = %ctx.task_id, group = %ctx.group_id, from = ?start, "streaming changes");
     let mut stream = ctx

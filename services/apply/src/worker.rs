@@ -48,7 +48,7 @@ pub async fn run_worker(config: ApplyConfig, address: String, shutdown: Cancella
             }
         };
         let mut worker_id = config.worker_id.clone().unwrap_or_default();
-        match client.register(RegisterRequest { kind: "apply".into(), address: address.clone(), worker_id: worker_id.clone() }).await {
+        match client.register(RegisterRequest { kind: "apply".into(), address: address.clone(), worker_id: worker_id.clone(), ..Default::default() }).await {
             Ok(r) => {
                 worker_id = r.into_inner().worker_id;
                 tracing::info!(worker_id = %worker_id, "registered with the coordinator");
@@ -64,7 +64,7 @@ pub async fn run_worker(config: ApplyConfig, address: String, shutdown: Cancella
             }
         }
         loop {
-            let response = match client.heartbeat(HeartbeatRequest { worker_id: worker_id.clone() }).await {
+            let response = match client.heartbeat(HeartbeatRequest { worker_id: worker_id.clone(), ..Default::default() }).await {
                 Ok(r) => r.into_inner(),
                 Err(status) => {
                     tracing::warn!(error = %status.message(), "heartbeat failed; reconnecting");
@@ -76,7 +76,7 @@ pub async fn run_worker(config: ApplyConfig, address: String, shutdown: Cancella
             };
             if response.reregister {
                 tracing::info!("coordinator asked to register again");
-                match client.register(RegisterRequest { kind: "apply".into(), address: address.clone(), worker_id: worker_id.clone() }).await {
+                match client.register(RegisterRequest { kind: "apply".into(), address: address.clone(), worker_id: worker_id.clone(), ..Default::default() }).await {
                     Ok(r) => worker_id = r.into_inner().worker_id,
                     Err(status) => tracing::warn!(error = %status.message(), "registration failed"),
                 }

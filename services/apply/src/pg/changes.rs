@@ -558,7 +558,8 @@ impl ChangeSink for ChangeApplier {
         for change in &fragment.changes {
             self.apply_change(change, commit_lsn).await?;
         }
-        self.pending_changes += fragment.changes.len() as u64;
+        // An update's before image and after image count as one change.
+        self.pending_changes += fragment.changes.iter().filter(|c| c.operation != Operation::UpdateBefore as i32).count() as u64;
         if fragment.last_fragment {
             self.partial = None;
             self.pending = Some((Position::end_of(commit_lsn), fragment.commit_time_unix_micros));
