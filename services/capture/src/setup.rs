@@ -60,6 +60,33 @@ pub fn disable_table_statement(schema: &str, table: &str, capture_instance: &str
     )
 }
 
+/// The hybrid-mode heartbeat table, `[dbo].[<prefix>heartbeat]`: the change stream updates
+/// its one row while the source is idle, so the CDC high-water mark (and lag) keeps moving.
+pub fn heartbeat_table(prefix: &str) -> TableRef {
+    TableRef { database: String::new(), schema: "dbo".into(), name: format!("{prefix}heartbeat") }
+}
+
+/// The statement the change stream runs as a heartbeat.
+pub fn heartbeat_statement(prefix: &str) -> String {
+    format!("UPDATE {} SET beat = SYSUTCDATETIME() WHERE id = 1", sql::table_name(&heartbeat_table(prefix)))
+}
+
+/// Creates the heartbeat table with its row and enables CDC on it (hybrid mode). Returns
+/// notes; does nothing when it exists.
+async fn install_heartbeat(client: &mut crate::mssql::client::SqlClient, database: &str, prefix: &str, existing: &[inspect::TableRow]) -> Result<Vec<String>> {
+    let table = heartbeat_table(prefix);
+    if existing.iter().any(|t| t.schema.eq_ignore_ascii_case(&table.schema) && t.name.eq_ignore_ascii_case(&table.name)) {
+        return Ok(Vec::new());
+    }
+    let name = sql::table_name(&table);
+    let context = format!("creating {database}.{}.{}", table.schema, table.name);
+    inspect::batch(client, &context, &format!("CREATE TABLE {name} (id int NOT NULL PRIMARY KEY, beat datetime2(7) NOT NULL)")).await?;
+    inspect::batch(client, &context, &format!("INSERT INTO {name} (id, beat) VALUES (1, SYSUTCDATETIME())")).await?;
+    let instance = capture_instance_name(prefix, &table.schema, &table.name);
+    inspect::batch(client, &context, &enable_table_statement(&table, &instance)).await?;
+    Ok(vec![format!("Created the heartbeat table {database}.{}.{} (CDC instance {instance}); dbsync updates its row while the source is idle", table.schema, table.name)])
+}
+
 fn by_database(tables: &[TableRef], default_db: &str) -> BTreeMap<String, Vec<TableRef>> {
     let mut out: BTreeMap<String, Vec<TableRef>> = BTreeMap::new();
     for t in tables {
@@ -138,6 +165,9 @@ pub async fn enable_cdc(pools: &Pools, req: &EnableCdcRequest) -> Result<EnableC
             ));
             response.tables.push(EnabledTable { table: Some(table_ref), capture_instance: name, created: true });
         }
+        if req.incremental_mode == "hybrid" {
+            response.notes.extend(install_heartbeat(client, &database, prefix, &existing_tables).await?);
+        }
         if let Ok(jobs) = inspect::cdc_jobs(client).await {
             if let Some(p) = jobs.polling_interval_seconds {
                 response.notes.push(format!(
@@ -177,6 +207,16 @@ pub async fn cleanup_source(pools: &Pools, req: &CleanupSourceRequest) -> Result
             let statement = disable_table_statement(&i.schema, &i.table, &i.name);
             inspect::batch(client, &format!("disabling capture instance {}", i.name), &statement).await?;
             response.removed.push(format!("capture instance {} on {database}.{}.{}", i.name, i.schema, i.table));
+        }
+        let heartbeat = heartbeat_table(&prefix);
+        let exists = inspect::tables(client)
+            .await?
+            .iter()
+            .any(|t| t.schema.eq_ignore_ascii_case(&heartbeat.schema) && t.name.eq_ignore_ascii_case(&heartbeat.name));
+        if tables.is_empty() && exists {
+            let statement = format!("DROP TABLE {}", sql::table_name(&heartbeat));
+            inspect::batch(client, "dropping the heartbeat table", &statement).await?;
+            response.removed.push(format!("table {database}.{}.{}", heartbeat.schema, heartbeat.name));
         }
         conn.mark_clean();
     }

@@ -45,7 +45,7 @@ use std::time::{Duration, Instant};
 
 use dbsync_core::{Lsn, Position};
 use dbsync_proto::v1::{
-    change_message, value::Kind, ChangeMessage, ChangeTableColumns, Operation, Progress, RowChange,
+    change_message, value::Kind, ChangeMessage, ChangeTableColumns, Operation, Progress, RowChange, SchemaChange,
     StreamChangesRequest, TableNeedsResnapshot, TableRef, TableSchema, TransactionFragment, Value,
 };
 use futures_util::TryStreamExt;
@@ -56,6 +56,7 @@ use crate::mssql::client::{Pools, SourcePool, SqlClient};
 use crate::mssql::inspect::{self, CaptureInstance, CapturedColumn};
 use crate::mssql::decode;
 use crate::sql::{self, quote_ident};
+use crate::setup;
 use crate::throttle::TaskThrottle;
 
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(200);
@@ -88,6 +89,11 @@ struct TableState {
     columns_sent: Option<String>,
     /// Left the stream (needs a new snapshot).
     stopped: bool,
+    /// Instances in `cdc.change_tables`, including ones the capture process has not started.
+    listed_instances: usize,
+    /// The DDL that made dbsync create the newest instance (hybrid mode), reported with the
+    /// switch to it.
+    pending_ddl: Option<String>,
 }
 
 /// One decoded change row of a cursor.
@@ -223,6 +229,10 @@ pub struct CdcStream {
     tz_offset_minutes: i64,
     utc_now_ticks: i64,
     warned_null_max: bool,
+    /// Hybrid mode: follow DDL by creating new capture instances, and write heartbeats.
+    hybrid: bool,
+    prefix: String,
+    warned_heartbeat: bool,
 }
 
 impl CdcStream {
@@ -236,7 +246,15 @@ impl CdcStream {
         let mut tables = Vec::with_capacity(req.tables.len());
         for schema in &req.tables {
             let table = schema.table.clone().ok_or_else(|| CaptureError::InvalidRequest("A table schema has no table name".into()))?;
-            tables.push(TableState { table, schema: schema.clone(), instances: Vec::new(), columns_sent: None, stopped: false });
+            tables.push(TableState {
+                table,
+                schema: schema.clone(),
+                instances: Vec::new(),
+                columns_sent: None,
+                stopped: false,
+                listed_instances: 0,
+                pending_ddl: None,
+            });
         }
         let database = tables[0].table.database.clone();
         if let Some(other) = tables.iter().find(|t| !t.table.database.eq_ignore_ascii_case(&database)) {
@@ -293,6 +311,9 @@ impl CdcStream {
             tz_offset_minutes: 0,
             utc_now_ticks: 0,
             warned_null_max: false,
+            hybrid: req.incremental_mode.eq_ignore_ascii_case("hybrid"),
+            prefix: if req.object_prefix.is_empty() { setup::DEFAULT_PREFIX.to_string() } else { req.object_prefix.clone() },
+            warned_heartbeat: false,
         };
         stream.refresh_instances().await?;
         if let Some(t) = stream.tables.iter().find(|t| t.instances.is_empty()) {
@@ -341,6 +362,7 @@ impl CdcStream {
                 .filter(|i| i.schema.eq_ignore_ascii_case(&t.table.schema) && i.table.eq_ignore_ascii_case(&t.table.name))
                 .collect();
             mine.sort_by_key(|i| (i.start_lsn, i.create_ticks));
+            t.listed_instances = mine.len();
             t.instances = mine
                 .into_iter()
                 // An instance without start_lsn has not been reached by the capture process.
@@ -419,6 +441,9 @@ impl CdcStream {
             return Ok(());
         }
         self.refresh_instances().await?;
+        if self.hybrid && self.follow_ddl(lower, max).await? {
+            self.refresh_instances().await?;
+        }
         let after = (self.position != Position::end_of(self.position.commit_lsn)).then_some(self.position);
         self.cursors.clear();
         for ti in 0..self.tables.len() {
@@ -570,6 +595,11 @@ impl CdcStream {
         let instance = &self.tables[ti].instances[row.instance];
         if self.tables[ti].columns_sent.as_deref() != Some(instance.name.as_str()) {
             let name = instance.name.clone();
+            if self.tables[ti].columns_sent.is_some() {
+                let start_lsn = instance.start_lsn;
+                self.schema_change(ti, start_lsn).await?;
+            }
+            let instance = &self.tables[ti].instances[row.instance];
             self.pending.push_back(ChangeMessage {
                 kind: Some(change_message::Kind::Columns(ChangeTableColumns {
                     table_index: row.table_index,
@@ -602,6 +632,62 @@ impl CdcStream {
             command_id: 0,
             update_mask: row.update_mask,
             values: row.values,
+        });
+        Ok(())
+    }
+
+    /// Hybrid mode: a column change on a table with one capture instance gets a second
+    /// instance with the new column set; the stream switches to it at its start LSN. Returns
+    /// whether an instance was created.
+    async fn follow_ddl(&mut self, from: Lsn, to: Lsn) -> Result<bool> {
+        let client = self.client().await?;
+        let history = inspect::ddl_history(client, from, to).await;
+        let history = self.checked(history)?;
+        let mut created = false;
+        for (instance, command, lsn) in history {
+            let Some(ti) = self.tables.iter().position(|t| !t.stopped && t.instances.iter().any(|i| i.name == instance)) else {
+                continue;
+            };
+            if self.tables[ti].listed_instances >= 2 || !changes_columns(&command) {
+                continue;
+            }
+            let t = &self.tables[ti].table;
+            let name = setup::capture_instance_name(&self.prefix, &t.schema, &format!("{}_{}", t.name, &lsn.to_hex()[12..]));
+            let statement = setup::enable_table_statement(t, &name);
+            let table_name = sql::display_name(t);
+            tracing::info!(table = %table_name, %command, capture_instance = %name, "schema change: creating a new capture instance");
+            let client = self.client().await?;
+            let r = inspect::batch(client, &format!("creating capture instance {name} for {table_name}"), &statement).await;
+            self.checked(r)?;
+            self.tables[ti].listed_instances += 1;
+            self.tables[ti].pending_ddl = Some(command);
+            created = true;
+        }
+        Ok(created)
+    }
+
+    /// Announces a table's switch to a newer capture instance with its current schema.
+    async fn schema_change(&mut self, ti: usize, lsn: Lsn) -> Result<()> {
+        let table = self.tables[ti].table.clone();
+        let selection = dbsync_proto::v1::ObjectSelection {
+            databases: vec![],
+            include: vec![format!("{}.{}", table.schema, table.name)],
+            exclude: vec![],
+        };
+        let client = self.client().await?;
+        let read = inspect::read_schema(client, &table.database, &selection).await;
+        let (schemas, _) = self.checked(read)?;
+        let new_schema = schemas.into_iter().next();
+        if let Some(s) = &new_schema {
+            self.tables[ti].schema = s.clone();
+        }
+        self.pending.push_back(ChangeMessage {
+            kind: Some(change_message::Kind::SchemaChange(SchemaChange {
+                table_index: u32::try_from(ti).unwrap_or(u32::MAX),
+                lsn: lsn.as_bytes().to_vec(),
+                ddl_command: self.tables[ti].pending_ddl.take().unwrap_or_default(),
+                new_schema,
+            })),
         });
         Ok(())
     }
@@ -667,6 +753,9 @@ impl CdcStream {
             None => true,
             Some((lsn, at)) => lsn < self.position.commit_lsn || now.duration_since(at) >= self.heartbeat_interval,
         };
+        if due && self.hybrid {
+            self.heartbeat().await;
+        }
         if due {
             self.last_progress = Some((self.position.commit_lsn, now));
             self.pending.push_back(ChangeMessage {
@@ -677,6 +766,32 @@ impl CdcStream {
             });
         }
     }
+}
+
+impl CdcStream {
+    /// Hybrid mode: touch the heartbeat row so the capture job records a transaction and the
+    /// high-water mark keeps moving on an idle source. Failures are logged once, not fatal.
+    async fn heartbeat(&mut self) {
+        let statement = setup::heartbeat_statement(&self.prefix);
+        let result = match self.client().await {
+            Ok(client) => inspect::batch(client, "updating the heartbeat row", &statement).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = self.checked(result) {
+            if !self.warned_heartbeat {
+                tracing::warn!(error = %e, "heartbeat update failed (run EnableCdc in hybrid mode to create the heartbeat table)");
+                self.warned_heartbeat = true;
+            }
+        }
+    }
+}
+
+/// Does a DDL statement change a table's columns (so a new capture instance is needed)?
+pub fn changes_columns(command: &str) -> bool {
+    let c = command.to_ascii_uppercase();
+    let words: Vec<&str> = c.split(|ch: char| !ch.is_ascii_alphanumeric() && ch != '_').filter(|w| !w.is_empty()).collect();
+    let has = |a: &str, b: &str| words.windows(2).any(|w| w[0] == a && w[1] == b);
+    has("ALTER", "TABLE") && (words.contains(&"ADD") || has("DROP", "COLUMN") || has("ALTER", "COLUMN"))
 }
 
 /// The 8 high bytes of an LSN as an ordered number (for gauges).
@@ -780,6 +895,15 @@ mod tests {
         assert!(changes_query(&inst, true).contains(
             "N'all update old') WHERE ([__$start_lsn] > @P4 OR ([__$start_lsn] = @P4 AND ([__$seqval] > @P5 OR ([__$seqval] = @P5 AND [__$operation] > @P6)))) ORDER BY"
         ));
+    }
+
+    #[test]
+    fn only_column_changes_need_a_new_instance() {
+        assert!(changes_columns("ALTER TABLE dbo.t ADD c int NULL"));
+        assert!(changes_columns("alter table [dbo].[t] drop column c"));
+        assert!(changes_columns("ALTER TABLE dbo.t ALTER COLUMN c bigint"));
+        assert!(!changes_columns("ALTER TABLE dbo.t ENABLE TRIGGER tr"));
+        assert!(!changes_columns("CREATE INDEX ix ON dbo.t (c)"));
     }
 
     fn row(commit: u128, seq: u128, op: i32, table: u32) -> ChangeRow {

@@ -772,6 +772,26 @@ pub async fn captured_columns(client: &mut SqlClient) -> Result<BTreeMap<String,
     Ok(out)
 }
 
+/// Schema changes of tracked tables recorded by the capture process, in LSN order.
+/// <https://learn.microsoft.com/sql/relational-databases/system-tables/cdc-ddl-history-transact-sql>
+pub const DDL_HISTORY_QUERY: &str = "SELECT ct.capture_instance, dh.ddl_command, dh.ddl_lsn \
+     FROM cdc.ddl_history AS dh JOIN cdc.change_tables AS ct ON ct.object_id = dh.object_id \
+     WHERE dh.ddl_lsn >= @P1 AND dh.ddl_lsn <= @P2 ORDER BY dh.ddl_lsn";
+
+/// A DDL statement on a tracked table: `(capture instance, command, LSN)`.
+pub async fn ddl_history(client: &mut SqlClient, from: Lsn, to: Lsn) -> Result<Vec<(String, String, Lsn)>> {
+    let f = ColumnData::Binary(Some(from.as_bytes().to_vec().into()));
+    let t = ColumnData::Binary(Some(to.as_bytes().to_vec().into()));
+    let rows = query_rows(client, "reading cdc.ddl_history", DDL_HISTORY_QUERY, &[&f, &t]).await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in &rows {
+        if let Some(lsn) = get_lsn(r, "ddl_lsn")? {
+            out.push((get_text(r, "capture_instance")?, get_text(r, "ddl_command")?, lsn));
+        }
+    }
+    Ok(out)
+}
+
 /// Commit times of the transactions with commit LSN in `[@P2, @P3]`, at most `@P1` of them.
 /// `tran_end_time` is server local time (`datetime`).
 /// <https://learn.microsoft.com/sql/relational-databases/system-tables/cdc-lsn-time-mapping-transact-sql>
