@@ -14,8 +14,10 @@
 //! Temporal rounding (100 ns → the column's precision, half up, with carry) is defined once in
 //! [`temporal`]; text that PostgreSQL cannot store follows [`InvalidTextPolicy`].
 
+pub mod canonical;
 pub mod copy;
 mod error;
+pub mod ident;
 pub mod literal;
 pub mod mapping;
 pub mod numeric;
@@ -23,8 +25,10 @@ pub mod sqlvalue;
 pub mod temporal;
 pub mod text;
 
+pub use canonical::{canonical_bytes, canonical_text, pg_canonical_sql, pg_canonical_text_sql};
 pub use copy::{begin_row, copy_header, copy_trailer, encode_value};
 pub use error::{EncodeError, MappingError, TypemapError, Untranslatable};
+pub use ident::{pg_identifier, quote_ident, shorten_identifier, Capitalization};
 pub use literal::{quote_literal, render_literal};
 pub use mapping::{
     map_column, BitAs, ColumnCheck, DatetimePrecision, HierarchyidAs, MappingOptions, PgColumnType,
