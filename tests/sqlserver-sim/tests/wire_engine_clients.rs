@@ -1,0 +1,128 @@
+//! Both clients against the real engine (not canned results): tiberius and pymssql/FreeTDS run
+//! a query, a parameterized query and transactions through the full stack.
+
+mod wire_support;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use dbsync_sqlserver_sim::engine::{Engine, EngineConfig};
+use dbsync_sqlserver_sim::server::{Server, ServerHandle};
+use futures_util::TryStreamExt;
+use wire_support::*;
+
+const CHECK_DATABASE: &str = "conformance";
+
+async fn start_engine() -> (ServerHandle, String) {
+    let config = EngineConfig::default();
+    let password = config.sa_password.clone();
+    let engine = Engine::new(config);
+    engine
+        .run("master", &format!("CREATE DATABASE {CHECK_DATABASE}"))
+        .expect("database created");
+    let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let server = Server::start(addr, Arc::new(engine))
+        .await
+        .expect("server starts");
+    (server, password)
+}
+
+#[tokio::test]
+async fn tiberius_query_parameters_and_transactions_against_the_engine() {
+    let (server, password) = start_engine().await;
+    let mut cfg = config(server.addr, &password);
+    cfg.database(CHECK_DATABASE);
+    let mut client = connect_with(server.addr, cfg)
+        .await
+        .expect("login with the engine's sa password");
+
+    client
+        .simple_query("CREATE TABLE dbo.items (id int NOT NULL PRIMARY KEY, name nvarchar(50) NULL, amount decimal(10,2) NULL)")
+        .await
+        .unwrap()
+        .into_results()
+        .await
+        .unwrap();
+    for id in 1..=3i32 {
+        let result = client
+            .execute(
+                "INSERT INTO dbo.items (id, name, amount) VALUES (@P1, @P2, @P3)",
+                &[
+                    &id,
+                    &format!("item {id} ü"),
+                    &tiberius::numeric::Numeric::new_with_scale(id as i128 * 150, 2),
+                ],
+            )
+            .await
+            .unwrap();
+        assert_eq!(result.rows_affected(), &[1]);
+    }
+    let rows = client
+        .query(
+            "SELECT id, name, amount FROM dbo.items WHERE id >= @P1 ORDER BY id",
+            &[&2i32],
+        )
+        .await
+        .unwrap()
+        .into_first_result()
+        .await
+        .unwrap();
+    let got: Vec<(i32, String)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.get::<i32, _>(0).unwrap(),
+                r.get::<&str, _>(1).unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [(2, "item 2 ü".to_string()), (3, "item 3 ü".to_string())]
+    );
+
+    client.begin_transaction().await.unwrap();
+    client
+        .execute("UPDATE dbo.items SET name = N'kept' WHERE id = 1", &[])
+        .await
+        .unwrap();
+    client.commit_transaction().await.unwrap();
+    client.begin_transaction().await.unwrap();
+    client.execute("DELETE FROM dbo.items", &[]).await.unwrap();
+    client.rollback_transaction().await.unwrap();
+    let mut stream = client
+        .simple_query("SELECT name FROM dbo.items ORDER BY id")
+        .await
+        .unwrap()
+        .into_row_stream();
+    let mut names = Vec::new();
+    while let Some(row) = stream.try_next().await.unwrap() {
+        names.push(row.get::<&str, _>(0).unwrap().to_string());
+    }
+    assert_eq!(names, ["kept", "item 2 ü", "item 3 ü"]);
+
+    let err = connect_with(server.addr, config(server.addr, "not the password"))
+        .await
+        .map(|_| ())
+        .expect_err("wrong password");
+    assert!(
+        matches!(&err, tiberius::error::Error::Server(e) if e.code() == 18456),
+        "{err:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pymssql_query_parameters_and_transactions_against_the_engine() {
+    if !pymssql_ready() {
+        return;
+    }
+    let (server, password) = start_engine().await;
+    run_pymssql_check(
+        "engine",
+        server.addr.port(),
+        USER,
+        &password,
+        CHECK_DATABASE,
+    )
+    .await;
+}
