@@ -13,7 +13,8 @@ use dbsync_apply::pg::catalog::ResolvedTable;
 use dbsync_apply::pg::checkpoint::ensure_schema;
 use dbsync_apply::pg::copy::ChunkWriter;
 use dbsync_apply::pg::ddl::DdlOptions;
-use dbsync_apply::pg::encode::{put_numeric, timestamp_micros};
+use dbsync_typemap::numeric::write_pg_numeric;
+use dbsync_typemap::temporal::pg_timestamp_micros;
 use dbsync_apply::plan::TableTarget;
 use dbsync_apply::schema::create_objects;
 use dbsync_pgtest::PgCluster;
@@ -103,7 +104,7 @@ fn proto_row(n: &Native) -> Row {
 struct RawNumeric(i128, u32);
 impl ToSql for RawNumeric {
     fn to_sql(&self, _: &Type, out: &mut BytesMut) -> Result<IsNull, Box<dyn Error + Sync + Send>> {
-        put_numeric(out, self.0, self.1)?;
+        write_pg_numeric(out, self.0, self.1);
         Ok(IsNull::No)
     }
     fn accepts(ty: &Type) -> bool {
@@ -199,7 +200,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
                 &n.qty,
                 &n.label,
                 &RawNumeric(n.amount.0, n.amount.1),
-                &RawTimestamp(timestamp_micros(n.created_ticks)),
+                &RawTimestamp(pg_timestamp_micros(n.created_ticks, 6)),
                 &n.active,
                 &n.name,
             ])

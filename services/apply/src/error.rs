@@ -9,7 +9,7 @@ pub enum ApplyError {
     TargetConnection { target: String, detail: String },
 
     /// A statement failed on the target; `object` names the table or object involved.
-    #[error("PostgreSQL error on {object} while {action}: {source}")]
+    #[error("PostgreSQL error on {object} while {action}: {}", pg_detail(source))]
     Target {
         object: String,
         action: &'static str,
@@ -98,6 +98,24 @@ impl ApplyError {
             // serialization failure, deadlock, lock not available, out of resources, query cancelled
             Some("40001" | "40P01" | "55P03" | "53000" | "53100" | "53200" | "53300" | "57014")
         )
+    }
+}
+
+/// The server's message and SQLSTATE (tokio-postgres' own Display says only "db error").
+fn pg_detail(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => {
+            let mut out = format!("{} (SQLSTATE {})", db.message(), db.code().code());
+            if let Some(detail) = db.detail() {
+                out.push_str(": ");
+                out.push_str(detail);
+            }
+            out
+        }
+        None => match std::error::Error::source(e) {
+            Some(cause) => format!("{e}: {cause}"),
+            None => e.to_string(),
+        },
     }
 }
 

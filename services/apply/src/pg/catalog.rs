@@ -3,8 +3,9 @@
 
 use tokio_postgres::Client;
 
+use dbsync_typemap::{map_column, MappingOptions, PgColumnType, PgKind};
+
 use crate::error::{ApplyError, Result};
-use crate::pg::encode::PgKind;
 use crate::pg::types::quote_ident;
 use crate::plan::TableTarget;
 
@@ -15,7 +16,9 @@ pub struct WriteColumn {
     pub source_index: usize,
     /// Quoted target column name.
     pub quoted: String,
-    pub kind: PgKind,
+    /// How values are encoded: the kind PostgreSQL really has (from the catalog), with the
+    /// value policies of the source column's mapping (invalid text, sql_variant as text).
+    pub ty: PgColumnType,
     /// The base type as SQL (`integer`, `character varying`), for array casts.
     pub base_type: String,
 }
@@ -35,7 +38,8 @@ const COLUMNS_QUERY: &str = "
            CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END::oid,
            format_type(CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END, NULL),
            bt.typname::text,
-           a.attgenerated::text
+           a.attgenerated::text,
+           CASE WHEN t.typtype = 'd' THEN t.typtypmod ELSE a.atttypmod END
       FROM pg_attribute a
       JOIN pg_type t ON t.oid = a.atttypid
       JOIN pg_type bt ON bt.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
@@ -76,14 +80,17 @@ impl ResolvedTable {
             }
             let oid: u32 = row.get(1);
             let type_name: &str = row.get(3);
-            let kind = PgKind::from_type(oid, type_name).ok_or_else(|| ApplyError::InvalidPlan {
+            let kind = kind_from_catalog(oid, row.get(5), type_name).ok_or_else(|| ApplyError::InvalidPlan {
                 object: format!("{}.{}", target.qualified, col.name),
                 detail: format!("column type {type_name} is not supported as a write target"),
             })?;
+            let source = &target.source.columns[source_index];
+            let mut ty = map_column(source, &MappingOptions::default()).unwrap_or_else(|_| PgColumnType::new(&source.name, kind));
+            ty.kind = kind;
             if let Some(k) = target.key.iter().position(|k| *k == source_index) {
                 key[k] = write.len();
             }
-            write.push(WriteColumn { source_index, quoted: quote_ident(&col.name), kind, base_type: row.get(2) });
+            write.push(WriteColumn { source_index, quoted: quote_ident(&col.name), ty, base_type: row.get(2) });
         }
         if key.contains(&usize::MAX) {
             return Err(ApplyError::InvalidPlan {
@@ -104,4 +111,42 @@ impl ResolvedTable {
         let names: Vec<&str> = self.key.iter().map(|k| self.write[*k].quoted.as_str()).collect();
         format!("({})", names.join(", "))
     }
+}
+
+/// The encoding of a target column from its base type OID and typmod; `type_name` decides
+/// for extension types (citext, PostGIS).
+pub fn kind_from_catalog(oid: u32, typmod: i32, type_name: &str) -> Option<PgKind> {
+    let precision = |default: u8| if typmod < 0 { default } else { u8::try_from(typmod).unwrap_or(default) };
+    let length = || u32::try_from(typmod - 4).ok();
+    Some(match oid {
+        16 => PgKind::Bool,
+        17 => PgKind::Bytea,
+        20 => PgKind::BigInt,
+        21 => PgKind::SmallInt,
+        23 => PgKind::Integer,
+        // text, name, json: UTF-8 text on the wire
+        25 | 19 | 114 => PgKind::Text,
+        142 => PgKind::Xml,
+        700 => PgKind::Real,
+        701 => PgKind::Double,
+        1042 => PgKind::Char { length: length().unwrap_or(1) },
+        1043 => PgKind::Varchar { length: length() },
+        1082 => PgKind::Date,
+        1083 => PgKind::Time { precision: precision(6) },
+        1114 => PgKind::Timestamp { precision: precision(6) },
+        1184 => PgKind::Timestamptz { precision: precision(6) },
+        1700 if typmod < 4 => PgKind::Numeric { precision: None, scale: 0 },
+        1700 => PgKind::Numeric {
+            precision: u8::try_from(((typmod - 4) >> 16) & 0xffff).ok(),
+            scale: u8::try_from((typmod - 4) & 0xffff).unwrap_or(0),
+        },
+        2950 => PgKind::Uuid,
+        3802 => PgKind::Jsonb,
+        _ => match type_name {
+            "citext" => PgKind::Text,
+            "geometry" => PgKind::Geometry,
+            "geography" => PgKind::Geography,
+            _ => return None,
+        },
+    })
 }

@@ -39,12 +39,12 @@ use dbsync_core::sink::ChangeSink;
 use dbsync_proto::v1::value::Kind as ValueKind;
 use dbsync_proto::v1::{Operation, RowChange, TransactionFragment, Value};
 use postgres_types::{to_sql_checked, IsNull, Kind, ToSql, Type};
+use dbsync_typemap::encode_value;
 use tokio_postgres::{Client, Statement};
 
 use crate::error::{ApplyError, Result};
 use crate::pg::catalog::ResolvedTable;
 use crate::pg::checkpoint::save_position;
-use crate::pg::encode::put_field;
 
 /// What kind of statement a batch is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -376,10 +376,10 @@ impl ChangeApplier {
                     Some(key) => key.get(i),
                     None => t.value(values, w.source_index),
                 };
-                put_field(&mut self.scratch, v.unwrap_or(&Value::default()), w.kind).map_err(|detail| ApplyError::InvalidValue {
+                encode_value(v.unwrap_or(&NULL), &w.ty, &mut self.scratch).map_err(|e| ApplyError::InvalidValue {
                     table: table.target.qualified.clone(),
                     column: w.quoted.clone(),
-                    detail,
+                    detail: e.to_string(),
                 })?;
             }
         }
@@ -417,10 +417,10 @@ impl ChangeApplier {
                 buf.has_null = true;
             }
             let before = buf.data.len();
-            put_field(&mut buf.data, v, w.kind).map_err(|detail| ApplyError::InvalidValue {
+            encode_value(v, &w.ty, &mut buf.data).map_err(|e| ApplyError::InvalidValue {
                 table: table.target.qualified.clone(),
                 column: w.quoted.clone(),
-                detail,
+                detail: e.to_string(),
             })?;
             Ok(buf.data.len() - before)
         };
@@ -595,7 +595,7 @@ impl ChangeSink for ChangeApplier {
 mod tests {
     use super::*;
     use crate::pg::catalog::WriteColumn;
-    use crate::pg::encode::PgKind;
+    use dbsync_typemap::{PgColumnType, PgKind};
     use crate::plan::TableTarget;
 
     fn table() -> ResolvedTable {
@@ -604,8 +604,8 @@ mod tests {
         ResolvedTable {
             target,
             write: vec![
-                WriteColumn { source_index: 0, quoted: "\"customerid\"".into(), kind: PgKind::Int4, base_type: "integer".into() },
-                WriteColumn { source_index: 1, quoted: "\"name\"".into(), kind: PgKind::Text, base_type: "character varying".into() },
+                WriteColumn { source_index: 0, quoted: "customerid".into(), ty: PgColumnType::new("customerid", PgKind::Integer), base_type: "integer".into() },
+                WriteColumn { source_index: 1, quoted: "name".into(), ty: PgColumnType::new("name", PgKind::Varchar { length: Some(100) }), base_type: "character varying".into() },
             ],
             key: vec![0],
         }
@@ -616,19 +616,19 @@ mod tests {
         let t = table();
         assert_eq!(
             insert_sql(&t, &[0, 1], false),
-            r#"INSERT INTO "dbo"."customers" ("customerid", "name") SELECT * FROM unnest($1::integer[], $2::character varying[])"#
+            r#"INSERT INTO dbo.customers (customerid, name) SELECT * FROM unnest($1::integer[], $2::character varying[])"#
         );
         assert_eq!(
             insert_sql(&t, &[0, 1], true),
-            r#"INSERT INTO "dbo"."customers" ("customerid", "name") SELECT * FROM unnest($1::integer[], $2::character varying[]) ON CONFLICT ("customerid") DO UPDATE SET "name" = EXCLUDED."name""#
+            r#"INSERT INTO dbo.customers (customerid, name) SELECT * FROM unnest($1::integer[], $2::character varying[]) ON CONFLICT (customerid) DO UPDATE SET name = EXCLUDED.name"#
         );
         assert_eq!(
             update_sql(&t, &[1]),
-            r#"UPDATE "dbo"."customers" AS t SET "name" = u.p2 FROM unnest($1::integer[], $2::character varying[]) AS u(p1, p2) WHERE t."customerid" = u.p1"#
+            r#"UPDATE dbo.customers AS t SET name = u.p2 FROM unnest($1::integer[], $2::character varying[]) AS u(p1, p2) WHERE t.customerid = u.p1"#
         );
         assert_eq!(
             delete_sql(&t),
-            r#"DELETE FROM "dbo"."customers" AS t USING unnest($1::integer[]) AS u(p1) WHERE t."customerid" = u.p1"#
+            r#"DELETE FROM dbo.customers AS t USING unnest($1::integer[]) AS u(p1) WHERE t.customerid = u.p1"#
         );
     }
 }

@@ -14,13 +14,13 @@ use std::pin::Pin;
 use bytes::{Bytes, BytesMut};
 use dbsync_core::sink::ChunkSink;
 use dbsync_proto::v1::{RowBatch, Value};
+use dbsync_typemap::{begin_row, copy_header, copy_trailer, encode_value};
 use futures::SinkExt;
 use tokio_postgres::{Client, CopyInSink, Transaction};
 
 use crate::error::{ApplyError, Result};
 use crate::pg::catalog::ResolvedTable;
 use crate::pg::checkpoint::mark_chunk_done;
-use crate::pg::encode::{put_field, CopyEncoder};
 
 /// Bytes buffered before they are sent to PostgreSQL.
 pub const FLUSH_BYTES: usize = 256 * 1024;
@@ -73,7 +73,7 @@ impl<'a> ChunkWriter<'a> {
             .await
             .map_err(|e| ApplyError::target(name, "starting COPY", e))?;
         let mut buf = BytesMut::with_capacity(FLUSH_BYTES + 64 * 1024);
-        CopyEncoder::header(&mut buf);
+        copy_header(&mut buf);
         Ok(ChunkWriter {
             tx,
             sink: Box::pin(sink),
@@ -96,12 +96,12 @@ impl<'a> ChunkWriter<'a> {
                 detail: format!("a row of {} has {} values, the table has {} columns", t.target.source_name, values.len(), t.target.columns.len()),
             });
         }
-        CopyEncoder::row_start(&mut self.buf, t.write.len() as i16);
+        begin_row(&mut self.buf, t.write.len() as u16);
         for c in &t.write {
-            put_field(&mut self.buf, &values[c.source_index], c.kind).map_err(|detail| ApplyError::InvalidValue {
+            encode_value(&values[c.source_index], &c.ty, &mut self.buf).map_err(|e| ApplyError::InvalidValue {
                 table: t.target.qualified.clone(),
                 column: c.quoted.clone(),
-                detail,
+                detail: e.to_string(),
             })?;
         }
         self.rows += 1;
@@ -133,7 +133,7 @@ impl<'a> ChunkWriter<'a> {
     /// Ends COPY, merges from staging in `ignore` mode, marks the chunk done and commits.
     /// Returns (rows, bytes sent).
     pub async fn commit(mut self) -> Result<(u64, u64)> {
-        CopyEncoder::trailer(&mut self.buf);
+        copy_trailer(&mut self.buf);
         self.send().await?;
         let name = self.table.target.qualified.clone();
         self.sink.as_mut().finish().await.map_err(|e| ApplyError::target(&name, "finishing COPY", e))?;

@@ -6,7 +6,6 @@ pub mod changes;
 pub mod checkpoint;
 pub mod copy;
 pub mod ddl;
-pub mod encode;
 pub mod types;
 
 use dbsync_proto::v1::TargetConnection;

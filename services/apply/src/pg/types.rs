@@ -5,108 +5,30 @@
 //! writers only call the functions here, so the rules live in one place.
 
 use dbsync_proto::v1::ColumnSchema;
+use dbsync_typemap::{map_column, pg_identifier, Capitalization, MappingOptions};
 
-/// The PostgreSQL column type for a SQL Server column (§1.3), or why there is none.
+/// The PostgreSQL column type for a SQL Server column (typemap's mapping with the default
+/// options), or why there is none.
 pub fn map_column_type(col: &ColumnSchema) -> Result<String, String> {
-    let chars = |bytes_per_char: i32| {
-        if col.max_length < 0 {
-            None
-        } else {
-            Some((col.max_length / bytes_per_char).max(1))
-        }
-    };
-    let frac = |scale: i32| scale.clamp(0, 6);
-    let t = col.type_name.to_ascii_lowercase();
-    Ok(match t.as_str() {
-        "bit" => "boolean".into(),
-        "tinyint" | "smallint" => "smallint".into(),
-        "int" => "integer".into(),
-        "bigint" => "bigint".into(),
-        "decimal" | "numeric" => format!("numeric({},{})", col.precision.max(1), col.scale.max(0)),
-        "money" => "numeric(19,4)".into(),
-        "smallmoney" => "numeric(10,4)".into(),
-        "float" => {
-            if col.precision > 0 && col.precision <= 24 {
-                "real".into()
-            } else {
-                "double precision".into()
-            }
-        }
-        "real" => "real".into(),
-        "date" => "date".into(),
-        "time" => format!("time({})", frac(col.scale)),
-        "datetime" => "timestamp(3)".into(),
-        "datetime2" => format!("timestamp({})", frac(col.scale)),
-        "smalldatetime" => "timestamp(0)".into(),
-        "datetimeoffset" => format!("timestamptz({})", frac(col.scale)),
-        "char" => format!("char({})", chars(1).unwrap_or(1)),
-        "nchar" => format!("char({})", chars(2).unwrap_or(1)),
-        "varchar" => chars(1).map_or("text".into(), |n| format!("varchar({n})")),
-        "nvarchar" => chars(2).map_or("text".into(), |n| format!("varchar({n})")),
-        "sysname" => "varchar(128)".into(),
-        "text" | "ntext" => "text".into(),
-        "binary" | "varbinary" | "image" | "rowversion" | "timestamp" => "bytea".into(),
-        "uniqueidentifier" => "uuid".into(),
-        "xml" => "xml".into(),
-        "sql_variant" | "hierarchyid" => "text".into(),
-        "geometry" | "geography" => "bytea".into(),
-        other => return Err(format!("SQL Server type {other} has no PostgreSQL mapping")),
-    })
+    map_column(col, &MappingOptions::default()).map(|t| t.ddl()).map_err(|e| e.to_string())
 }
 
-/// True for SQL Server types whose CHECK keeps the source domain (tinyint is 0..255).
-pub fn is_tinyint(col: &ColumnSchema) -> bool {
-    col.type_name.eq_ignore_ascii_case("tinyint")
+/// The domain CHECK a mapped column needs (tinyint: 0..255), for the quoted column name.
+pub fn column_check(col: &ColumnSchema, quoted: &str) -> Option<String> {
+    map_column(col, &MappingOptions::default()).ok().and_then(|t| t.check_sql(quoted))
 }
 
-/// PostgreSQL identifiers are at most 63 bytes: longer names are cut on a character boundary
-/// to 54 bytes and get `_` + 8 hex digits of a hash of the whole name (stable across runs).
-pub fn shorten_identifier(name: &str) -> String {
-    const MAX: usize = 63;
-    const KEEP: usize = 54;
-    if name.len() <= MAX {
-        return name.to_string();
-    }
-    let mut cut = KEEP;
-    while !name.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    // FNV-1a 64, folded to 32 bits: tiny, stable, no dependency.
-    let mut h: u64 = 0xcbf29ce484222325;
-    for b in name.as_bytes() {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x100000001b3);
-    }
-    let folded = (h >> 32) ^ (h & 0xffff_ffff);
-    format!("{}_{:08x}", &name[..cut], folded)
-}
+pub use dbsync_typemap::{quote_ident, quote_literal, shorten_identifier};
 
-/// Applies the capitalization policy (`lower` default, `source`, `upper`) to a name.
+/// Applies the capitalization policy (`lower` default, `source`, `upper`) to a name and
+/// shortens it to 63 bytes (typemap's rule, shared with the coordinator).
 pub fn capitalize(name: &str, policy: &str) -> String {
-    match policy {
-        "source" => name.to_string(),
-        "upper" => name.to_uppercase(),
-        _ => name.to_lowercase(),
-    }
-}
-
-/// `"name"` with embedded quotes doubled.
-pub fn quote_ident(name: &str) -> String {
-    let mut out = String::with_capacity(name.len() + 2);
-    out.push('"');
-    for c in name.chars() {
-        if c == '"' {
-            out.push('"');
-        }
-        out.push(c);
-    }
-    out.push('"');
-    out
-}
-
-/// `'text'` with embedded quotes doubled.
-pub fn quote_literal(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "''"))
+    let policy = match policy {
+        "source" => Capitalization::Source,
+        "upper" => Capitalization::Upper,
+        _ => Capitalization::Lower,
+    };
+    pg_identifier(name, policy)
 }
 
 /// What the translator needs to know about a column's type.
@@ -456,13 +378,4 @@ mod tests {
         assert!(map_column_type(&c("cursor", 0, 0, 0)).is_err());
     }
 
-    #[test]
-    fn long_identifiers_are_shortened_stably_on_char_boundaries() {
-        let long = "é".repeat(40);
-        let a = shorten_identifier(&long);
-        assert!(a.len() <= 63, "{a}");
-        assert_eq!(a, shorten_identifier(&long));
-        assert_ne!(a, shorten_identifier(&"é".repeat(41)));
-        assert_eq!(shorten_identifier("short"), "short");
-    }
 }
