@@ -72,11 +72,27 @@ async fn max_lsn(state: &CaptureState, req: &GetMaxLsnRequest) -> Result<GetMaxL
     let db = inspect::current_database(client).await?;
     let mut lsn = None;
     let mut now = 0;
+    if db.is_cdc_enabled && req.at_unix_micros != 0 {
+        // An incremental-only task starting at a point in time: lsn_time_mapping holds server
+        // local times, so shift by the server's current offset.
+        let m = inspect::max_lsn(client).await?;
+        let local = decode::unix_micros_to_ticks(req.at_unix_micros) + m.tz_offset_minutes * 600_000_000;
+        let lsn = inspect::lsn_at_time(client, local).await?.ok_or_else(|| {
+            CaptureError::Precondition(format!(
+                "No change was captured in {} at or before the requested start time: choose a later time or start from now",
+                db.name
+            ))
+        })?;
+        conn.mark_clean();
+        return Ok(GetMaxLsnResponse { lsn: lsn.as_bytes().to_vec(), source_time_unix_micros: req.at_unix_micros });
+    }
     if db.is_cdc_enabled {
         let m = inspect::max_lsn(client).await?;
         now = m.utc_now_ticks;
         let newest_instance = inspect::capture_instances(client).await?.into_iter().filter_map(|i| i.start_lsn).max();
-        lsn = m.lsn.max(newest_instance.filter(|_| m.lsn.is_some()));
+        // With nothing captured yet (max NULL) the newest instance start is a safe start: no
+        // change table holds a row, and the snapshot read afterwards sees every earlier commit.
+        lsn = m.lsn.max(newest_instance);
     }
     if lsn.is_none() {
         lsn = inspect::log_end_lsn(client).await?;

@@ -45,6 +45,11 @@ pub fn ticks_to_unix_micros(ticks: i64) -> i64 {
     (ticks - DAYS_0001_TO_1970 * TICKS_PER_DAY) / 10
 }
 
+/// Ticks since 0001-01-01 of microseconds since the Unix epoch.
+pub fn unix_micros_to_ticks(micros: i64) -> i64 {
+    micros * 10 + DAYS_0001_TO_1970 * TICKS_PER_DAY
+}
+
 /// Unscaled i128 as the proto's little-endian two's complement, shortest sign-extended form.
 pub fn decimal_value(unscaled: i128, scale: u8) -> PbDecimal {
     let bytes = unscaled.to_le_bytes();

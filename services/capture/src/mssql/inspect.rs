@@ -352,55 +352,75 @@ pub async fn tables(client: &mut SqlClient) -> Result<Vec<TableRow>> {
         .collect()
 }
 
-/// Columns with everything schema sync needs. Alias types resolve to their base type
-/// (`base.name`), CLR types keep their own name; identity values are sql_variant, hence CAST.
+/// Columns of user tables. Alias types resolve to their base type (`sys.types` by
+/// `system_type_id`), CLR types keep their own name. Identity, default and computed details
+/// come from the queries below and are joined in Rust.
 /// <https://learn.microsoft.com/sql/relational-databases/system-catalog-views/sys-columns-transact-sql>
-pub const COLUMNS_QUERY: &str = "SELECT c.object_id, c.column_id, c.name, ut.name AS user_type_name, \
-     ut.is_user_defined, ut.is_assembly_type, base.name AS base_type_name, \
-     c.max_length, c.precision, c.scale, c.is_nullable, c.collation_name, c.is_identity, c.is_computed, \
-     c.is_sparse, c.is_rowguidcol, \
-     CAST(ic.seed_value AS bigint) AS identity_seed, CAST(ic.increment_value AS bigint) AS identity_increment, \
-     CAST(ic.last_value AS bigint) AS identity_last_value, \
-     dc.name AS default_name, dc.definition AS default_definition, \
-     cc.definition AS computed_definition, cc.is_persisted \
-     FROM sys.columns AS c \
-     JOIN sys.tables AS t ON t.object_id = c.object_id \
+pub const COLUMNS_QUERY: &str = "SELECT c.object_id, c.column_id, c.name, c.system_type_id, ut.name AS user_type_name, \
+     ut.is_user_defined, ut.is_assembly_type, c.max_length, c.precision, c.scale, c.is_nullable, c.collation_name, \
+     c.is_identity, c.is_computed, c.is_sparse, c.is_rowguidcol, c.default_object_id \
+     FROM sys.columns AS c JOIN sys.tables AS t ON t.object_id = c.object_id \
      JOIN sys.types AS ut ON ut.user_type_id = c.user_type_id \
-     LEFT JOIN sys.types AS base ON base.user_type_id = c.system_type_id \
-     LEFT JOIN sys.identity_columns AS ic ON ic.object_id = c.object_id AND ic.column_id = c.column_id \
-     LEFT JOIN sys.default_constraints AS dc ON dc.object_id = c.default_object_id \
-     LEFT JOIN sys.computed_columns AS cc ON cc.object_id = c.object_id AND cc.column_id = c.column_id \
-     WHERE t.is_ms_shipped = 0 \
-     ORDER BY c.object_id, c.column_id";
+     WHERE t.is_ms_shipped = 0 ORDER BY c.object_id, c.column_id";
 
-fn column_schema(r: &Row) -> Result<ColumnSchema> {
+/// Type names by id (to resolve alias types to their base type).
+/// <https://learn.microsoft.com/sql/relational-databases/system-catalog-views/sys-types-transact-sql>
+pub const TYPES_QUERY: &str = "SELECT user_type_id, name FROM sys.types";
+
+/// Identity seed, increment and last value (sql_variant, hence CAST).
+/// <https://learn.microsoft.com/sql/relational-databases/system-catalog-views/sys-identity-columns-transact-sql>
+pub const IDENTITY_COLUMNS_QUERY: &str = "SELECT object_id, column_id, CAST(seed_value AS bigint) AS seed_value, \
+     CAST(increment_value AS bigint) AS increment_value, CAST(last_value AS bigint) AS last_value FROM sys.identity_columns";
+
+/// Default constraints. <https://learn.microsoft.com/sql/relational-databases/system-catalog-views/sys-default-constraints-transact-sql>
+pub const DEFAULTS_QUERY: &str = "SELECT object_id, name, definition FROM sys.default_constraints";
+
+/// Computed column definitions. <https://learn.microsoft.com/sql/relational-databases/system-catalog-views/sys-computed-columns-transact-sql>
+pub const COMPUTED_COLUMNS_QUERY: &str = "SELECT object_id, column_id, definition, is_persisted FROM sys.computed_columns";
+
+/// What [`column_schema`] needs besides the column row.
+#[derive(Default)]
+struct ColumnDetails {
+    type_names: HashMap<i64, String>,
+    identity: HashMap<(i64, i64), Identity>,
+    defaults: HashMap<i64, (String, String)>,
+    computed: HashMap<(i64, i64), (String, bool)>,
+}
+
+fn column_schema(r: &Row, details: &ColumnDetails) -> Result<ColumnSchema> {
+    let object_id = get_i64(r, "object_id")?.unwrap_or(0);
+    let column_id = get_i64(r, "column_id")?.unwrap_or(0);
     let user_type = get_text(r, "user_type_name")?;
     let is_user_defined = get_bool(r, "is_user_defined")?;
     let is_assembly = get_bool(r, "is_assembly_type")?;
+    let base = get_i64(r, "system_type_id")?.and_then(|id| details.type_names.get(&id).cloned());
     let (type_name, user_type_name) = if is_assembly && !is_user_defined {
         // hierarchyid, geometry, geography
         (user_type.clone(), String::new())
     } else if is_assembly {
         ("clr_udt".to_string(), user_type.clone())
     } else if is_user_defined {
-        (get_string(r, "base_type_name")?.unwrap_or_else(|| user_type.clone()), user_type.clone())
+        (base.unwrap_or_else(|| user_type.clone()), user_type.clone())
     } else if user_type == "sysname" {
         ("nvarchar".to_string(), "sysname".to_string())
     } else {
         (user_type.clone(), String::new())
     };
     let identity = if get_bool(r, "is_identity")? {
-        Some(Identity {
-            seed: get_i64(r, "identity_seed")?.unwrap_or(1),
-            increment: get_i64(r, "identity_increment")?.unwrap_or(1),
-            last_value: get_i64(r, "identity_last_value")?,
-        })
+        Some(details.identity.get(&(object_id, column_id)).cloned().unwrap_or(Identity { seed: 1, increment: 1, last_value: None }))
     } else {
         None
     };
+    let (default_name, default_definition) =
+        get_i64(r, "default_object_id")?.and_then(|id| details.defaults.get(&id).cloned()).unwrap_or_default();
+    let (computed_definition, computed_persisted) = if get_bool(r, "is_computed")? {
+        details.computed.get(&(object_id, column_id)).cloned().unwrap_or_default()
+    } else {
+        (String::new(), false)
+    };
     Ok(ColumnSchema {
         name: get_text(r, "name")?,
-        column_id: i32::try_from(get_i64(r, "column_id")?.unwrap_or(0)).unwrap_or(0),
+        column_id: i32::try_from(column_id).unwrap_or(0),
         type_name,
         max_length: i32::try_from(get_i64(r, "max_length")?.unwrap_or(0)).unwrap_or(0),
         precision: i32::try_from(get_i64(r, "precision")?.unwrap_or(0)).unwrap_or(0),
@@ -408,22 +428,50 @@ fn column_schema(r: &Row) -> Result<ColumnSchema> {
         nullable: get_bool(r, "is_nullable")?,
         collation: get_text(r, "collation_name")?,
         identity,
-        default_definition: get_text(r, "default_definition")?,
-        default_name: get_text(r, "default_name")?,
-        computed_definition: if get_bool(r, "is_computed")? { get_text(r, "computed_definition")? } else { String::new() },
-        computed_persisted: get_bool(r, "is_persisted")?,
+        default_definition,
+        default_name,
+        computed_definition,
+        computed_persisted,
         user_type_name,
         is_rowguidcol: get_bool(r, "is_rowguidcol")?,
         is_sparse: get_bool(r, "is_sparse")?,
     })
 }
 
+async fn column_details(client: &mut SqlClient) -> Result<ColumnDetails> {
+    let mut d = ColumnDetails::default();
+    for r in &query_rows(client, "reading sys.types", TYPES_QUERY, &[]).await? {
+        d.type_names.insert(get_i64(r, "user_type_id")?.unwrap_or(0), get_text(r, "name")?);
+    }
+    for r in &query_rows(client, "reading sys.identity_columns", IDENTITY_COLUMNS_QUERY, &[]).await? {
+        d.identity.insert(
+            (get_i64(r, "object_id")?.unwrap_or(0), get_i64(r, "column_id")?.unwrap_or(0)),
+            Identity {
+                seed: get_i64(r, "seed_value")?.unwrap_or(1),
+                increment: get_i64(r, "increment_value")?.unwrap_or(1),
+                last_value: get_i64(r, "last_value")?,
+            },
+        );
+    }
+    for r in &query_rows(client, "reading sys.default_constraints", DEFAULTS_QUERY, &[]).await? {
+        d.defaults.insert(get_i64(r, "object_id")?.unwrap_or(0), (get_text(r, "name")?, get_text(r, "definition")?));
+    }
+    for r in &query_rows(client, "reading sys.computed_columns", COMPUTED_COLUMNS_QUERY, &[]).await? {
+        d.computed.insert(
+            (get_i64(r, "object_id")?.unwrap_or(0), get_i64(r, "column_id")?.unwrap_or(0)),
+            (get_text(r, "definition")?, get_bool(r, "is_persisted")?),
+        );
+    }
+    Ok(d)
+}
+
 /// Columns of every user table, by object_id, in column order.
 pub async fn columns(client: &mut SqlClient) -> Result<HashMap<i64, Vec<ColumnSchema>>> {
+    let details = column_details(client).await?;
     let rows = query_rows(client, "reading columns", COLUMNS_QUERY, &[]).await?;
     let mut out: HashMap<i64, Vec<ColumnSchema>> = HashMap::new();
     for r in &rows {
-        out.entry(get_i64(r, "object_id")?.unwrap_or(0)).or_default().push(column_schema(r)?);
+        out.entry(get_i64(r, "object_id")?.unwrap_or(0)).or_default().push(column_schema(r, &details)?);
     }
     Ok(out)
 }
@@ -674,6 +722,21 @@ pub async fn max_lsn(client: &mut SqlClient) -> Result<MaxLsn> {
         utc_now_ticks: get_ticks(r, "utc_now")?.unwrap_or(0),
         tz_offset_minutes: get_i64(r, "tz_offset_minutes")?.unwrap_or(0),
     })
+}
+
+/// The largest commit LSN at or before a server-local time.
+/// <https://learn.microsoft.com/sql/relational-databases/system-functions/sys-fn-cdc-map-time-to-lsn-transact-sql>
+pub const TIME_TO_LSN_QUERY: &str =
+    "SELECT sys.fn_cdc_map_time_to_lsn(N'largest less than or equal', CAST(@P1 AS datetime)) AS lsn";
+
+/// `local_ticks` is server local time in ticks since 0001-01-01.
+pub async fn lsn_at_time(client: &mut SqlClient, local_ticks: i64) -> Result<Option<Lsn>> {
+    let t = decode::to_param(&dbsync_proto::v1::Value { kind: Some(dbsync_proto::v1::value::Kind::Datetime(local_ticks)) })?;
+    let rows = query_rows(client, "mapping a time to an LSN", TIME_TO_LSN_QUERY, &[&t]).await?;
+    match rows.first() {
+        Some(r) => get_lsn(r, "lsn"),
+        None => Ok(None),
+    }
 }
 
 /// Fallback position when CDC is not enabled yet: the database's current log position from
