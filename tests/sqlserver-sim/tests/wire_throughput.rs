@@ -95,6 +95,11 @@ async fn one_million_rows_stream_to_tiberius_fast_enough() {
     assert_eq!(checksum, (rows * (rows - 1) / 2) as i64);
     let rate = rows as f64 / elapsed.as_secs_f64();
     println!("wire throughput: {rows} rows x 7 columns in {elapsed:.2?} = {rate:.0} rows/s");
+    // Server and client share this process: its peak RSS bounds what the stream buffered.
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    if let Some(peak) = status.lines().find(|l| l.starts_with("VmHWM")) {
+        println!("peak memory of server + client: {}", peak.trim_start_matches("VmHWM:").trim());
+    }
     if !cfg!(debug_assertions) {
         assert!(
             rate >= TARGET_ROWS_PER_SECOND,
