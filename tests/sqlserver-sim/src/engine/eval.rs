@@ -49,7 +49,7 @@ pub enum BExpr {
     Exists { plan: Arc<SelectPlan>, negated: bool },
     Subquery(Arc<SelectPlan>),
     Case { whens: Vec<(BExpr, BExpr)>, els: Option<Box<BExpr>>, ty: SqlType },
-    Cast { expr: Box<BExpr>, ty: SqlType, style: i32, try_: bool },
+    Cast { expr: Box<BExpr>, ty: SqlType, style: i32, try_: bool, src_scale: Option<u8> },
     Func(Func, Vec<BExpr>, SqlType),
     External { f: Arc<dyn ScalarFunction>, args: Vec<BExpr>, database: String },
 }
@@ -307,14 +307,14 @@ impl<'a> Binder<'a> {
             }
             ast::Expr::Cast { kind, expr, data_type, .. } => {
                 let ty = value::parse_type_name(&data_type.to_string(), 30)?;
-                let (x, _, n) = self.bind(expr)?;
+                let (x, src, n) = self.bind(expr)?;
                 let try_ = matches!(kind, ast::CastKind::TryCast | ast::CastKind::SafeCast);
-                Ok((fold_cast(x, ty.clone(), 0, try_), ty, n || try_))
+                Ok((fold_cast(x, &src, ty.clone(), 0, try_), ty, n || try_))
             }
             ast::Expr::Convert { is_try, expr, data_type, styles, .. } => {
                 let dt = data_type.as_ref().ok_or_else(|| err(102, "Incorrect syntax near 'CONVERT'."))?;
                 let ty = value::parse_type_name(&dt.to_string(), 30)?;
-                let (x, _, n) = self.bind(expr)?;
+                let (x, src, n) = self.bind(expr)?;
                 let style = match styles.first() {
                     Some(s) => match self.bind(s)?.0 {
                         BExpr::Const(v) => match value::convert(&v, &SqlType::Int, 0)? {
@@ -325,7 +325,7 @@ impl<'a> Binder<'a> {
                     },
                     None => 0,
                 };
-                Ok((fold_cast(x, ty.clone(), style, *is_try), ty, n || *is_try))
+                Ok((fold_cast(x, &src, ty.clone(), style, *is_try), ty, n || *is_try))
             }
             ast::Expr::Function(f) => self.bind_function(f),
             ast::Expr::Substring { expr, substring_from, substring_for, .. } => {
@@ -613,13 +613,14 @@ fn check_comparable(a: &SqlType, b: &SqlType) -> Result<(), SqlError> {
     Ok(())
 }
 
-fn fold_cast(x: BExpr, ty: SqlType, style: i32, try_: bool) -> BExpr {
+fn fold_cast(x: BExpr, src: &SqlType, ty: SqlType, style: i32, try_: bool) -> BExpr {
+    let src_scale = value::time_scale(src);
     if let BExpr::Const(v) = &x {
-        if let Ok(c) = value::convert(v, &ty, style) {
+        if let Ok(c) = value::convert_ex(v, &ty, style, src_scale) {
             return BExpr::Const(c);
         }
     }
-    BExpr::Cast { expr: Box::new(x), ty, style, try_ }
+    BExpr::Cast { expr: Box::new(x), ty, style, try_, src_scale }
 }
 
 /// Literal → (value, type) as SQL Server types literals.
@@ -837,9 +838,9 @@ pub fn eval(e: &BExpr, row: &[Value], env: &Env) -> Result<Value, SqlError> {
                 None => Value::Null,
             }
         }
-        BExpr::Cast { expr, ty, style, try_ } => {
+        BExpr::Cast { expr, ty, style, try_, src_scale } => {
             let v = eval(expr, row, env)?;
-            match value::convert(&v, ty, *style) {
+            match value::convert_ex(&v, ty, *style, *src_scale) {
                 Ok(v) => v,
                 Err(_) if *try_ => Value::Null,
                 Err(e) => return Err(e),

@@ -345,7 +345,7 @@ pub fn bind_builtin(name: &str, args: Vec<Bound>, _binder: &mut Binder) -> Resul
         // non-Unicode strings into their bytes here, where the type is known.
         let bytes_arg = (f == HashBytes && idx == 1) || f == DataLength;
         if bytes_arg && value::is_string_type(&t) && !value::is_unicode_type(&t) {
-            exprs.push(BExpr::Cast { expr: Box::new(e), ty: SqlType::VarBinary { len: None }, style: 0, try_: false });
+            exprs.push(BExpr::Cast { expr: Box::new(e), ty: SqlType::VarBinary { len: None }, style: 0, try_: false, src_scale: None });
         } else {
             exprs.push(e);
         }

@@ -664,6 +664,14 @@ fn split_offset(s: &str) -> (&str, Option<i16>) {
     (s, None)
 }
 
+/// The fractional-seconds scale of a date/time type.
+pub fn time_scale(t: &SqlType) -> Option<u8> {
+    match t {
+        SqlType::Time { scale } | SqlType::DateTime2 { scale } | SqlType::DateTimeOffset { scale } => Some(*scale),
+        _ => None,
+    }
+}
+
 /// Formats a date/time value with a CONVERT style (0/100 default, 1, 2, 101, 102, 112, 120,
 /// 121, 126, 127). `scale` is the fractional precision of the value's type.
 pub fn format_datetime_value(v: &Value, style: i32, scale: Option<u8>) -> Option<String> {
@@ -997,6 +1005,12 @@ impl ValueExt for Value {
 /// truncation is *not* an error here (CAST truncates silently); assignment to a column checks
 /// lengths separately (`check_fits`).
 pub fn convert(v: &Value, to: &SqlType, style: i32) -> Result<Value, SqlError> {
+    convert_ex(v, to, style, None)
+}
+
+/// `convert` knowing the source type's fractional-seconds scale (date/time → string output
+/// shows exactly that many digits).
+pub fn convert_ex(v: &Value, to: &SqlType, style: i32, src_scale: Option<u8>) -> Result<Value, SqlError> {
     if v.is_null_value() {
         return Ok(Value::Null);
     }
@@ -1101,8 +1115,7 @@ pub fn convert(v: &Value, to: &SqlType, style: i32) -> Result<Value, SqlError> {
                 Value::Float(f) if style == 0 => Arc::from(format_float_style0(*f)),
                 Value::Real(f) if style == 0 => Arc::from(format_float_style0(*f as f64)),
                 other if datetime_parts(other).is_some() => {
-                    let scale = None;
-                    Arc::from(format_datetime_value(other, style, scale).unwrap_or_default())
+                    Arc::from(format_datetime_value(other, style, src_scale).unwrap_or_default())
                 }
                 other => Arc::from(to_display_string(other)),
             };
