@@ -50,6 +50,7 @@
 //!    [`ProcContext::set_event_data`] so `EVENTDATA()` returns the event XML).
 
 pub mod catalog;
+pub mod cdc;
 mod ddl;
 mod dml;
 mod eval;
@@ -249,6 +250,9 @@ impl Engine {
              server_name nvarchar(128) NULL, user_name nvarchar(128) NULL, is_copy_only bit NOT NULL DEFAULT 0)",
         )
         .expect("msdb.dbo.backupset");
+        // CDC (sys.sp_cdc_*, fn_cdc_*, capture) is part of every engine, as in SQL Server;
+        // tests reach its control API with `cdc::Cdc::of(&engine)`.
+        cdc::Cdc::install(&engine, cdc::CdcConfig::default());
         engine
     }
 

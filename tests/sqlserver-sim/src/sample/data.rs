@@ -255,12 +255,11 @@ pub(super) fn seed_batches(rows: usize) -> Vec<String> {
             w.row(&format!("'{supplier}', N'contact{i}@supplier{}.example', {}, {phone}, {primary}", i / 3, quote(rng.pick(FIRST_NAMES), true)));
         }
     }
-    // Only plainly typed columns get values here; the unsupported columns are left NULL or
-    // receive CASTs that a real server accepts.
+    // hierarchyid values in their binary form: 0x is '/', 0x58 is '/1/'.
     out.push(
         "INSERT INTO inventory.legacy_items (item_id, label, attributes, tree_node) VALUES \
-         (1, N'root', CAST(42 AS sql_variant), CAST('/' AS hierarchyid)), \
-         (2, N'child', CAST(N'text variant' AS sql_variant), CAST('/1/' AS hierarchyid)), \
+         (1, N'root', CAST(42 AS sql_variant), CAST(0x AS hierarchyid)), \
+         (2, N'child', CAST(N'text variant' AS sql_variant), CAST(0x58 AS hierarchyid)), \
          (3, N'no values', NULL, NULL);"
             .to_string(),
     );
@@ -359,7 +358,7 @@ pub(super) fn seed_batches(rows: usize) -> Vec<String> {
 
 const NUMERIC_EXTREMES: &str = "INSERT INTO sales.numeric_extremes \
 (id, label, v_bit, v_tinyint, v_smallint, v_int, v_bigint, v_decimal_38_0, v_decimal_38_38, v_numeric_18_6, v_money, v_smallmoney, v_real, v_float) VALUES
-(1, 'minimum', 0, 0, -32768, -2147483648, -9223372036854775808, -99999999999999999999999999999999999999, -0.99999999999999999999999999999999999999, -999999999999.999999, -922337203685477.5808, -214748.3648, -3.40E+38, -1.79E+308),
+(1, 'minimum', 0, 0, -32768, -2147483648, -9223372036854775808, -99999999999999999999999999999999999999, CAST('-0.99999999999999999999999999999999999999' AS decimal(38, 38)), -999999999999.999999, -922337203685477.5808, -214748.3648, -3.40E+38, -1.79E+308),
 (2, 'maximum', 1, 255, 32767, 2147483647, 9223372036854775807, 99999999999999999999999999999999999999, 0.99999999999999999999999999999999999999, 999999999999.999999, 922337203685477.5807, 214748.3647, 3.40E+38, 1.79E+308),
 (3, 'zero', 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0),
 (4, 'smallest magnitude', 1, 1, -1, -1, -1, 1, 0.00000000000000000000000000000000000001, 0.000001, 0.0001, -0.0001, 1.18E-38, 2.23E-308),

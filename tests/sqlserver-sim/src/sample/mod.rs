@@ -64,6 +64,16 @@ pub fn sample_sql(rows_per_table: usize) -> String {
     out
 }
 
+/// Loads the sample into `engine` (creates database `shop` unless it exists), batch by batch
+/// in one session.
+pub fn load_sample(engine: &crate::engine::Engine, rows_per_table: usize) -> Result<(), crate::api::SqlError> {
+    let mut session = engine.session("master")?;
+    for batch in sample_batches(rows_per_table) {
+        session.run(&batch)?;
+    }
+    Ok(())
+}
+
 /// Tables and constraints. Every type of type-mapping.md §1.3 appears at least once.
 const SCHEMA_DDL: &str = r#"
 CREATE TABLE inventory.warehouses (
