@@ -17,6 +17,7 @@
 pub mod canonical;
 pub mod copy;
 mod error;
+pub mod expr;
 pub mod ident;
 pub mod literal;
 pub mod mapping;
@@ -28,6 +29,7 @@ pub mod text;
 pub use canonical::{canonical_bytes, canonical_text, pg_canonical_sql, pg_canonical_text_sql};
 pub use copy::{begin_row, copy_header, copy_trailer, encode_value};
 pub use error::{EncodeError, MappingError, TypemapError, Untranslatable};
+pub use expr::{translate_expression, ExprColumn, ExprContext, ExprUsage};
 pub use ident::{pg_identifier, quote_ident, shorten_identifier, Capitalization};
 pub use literal::{quote_literal, render_literal};
 pub use mapping::{

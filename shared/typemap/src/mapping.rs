@@ -483,7 +483,6 @@ fn describe_source_type(spec: &TypeSpec) -> String {
 
 /// Parses a T-SQL type as written in expressions (`decimal(10,2)`, `nvarchar(max)`,
 /// `datetime2(3)`) into sys.columns-style parameters and maps it.
-#[allow(dead_code)] // used by the expression translator
 pub(crate) fn map_type_text(text: &str, options: &MappingOptions) -> Result<PgKind, String> {
     let text = text.trim();
     let (name, args) = match text.find('(') {
