@@ -1,0 +1,547 @@
+//! The capture service against the SQL Server stand-in over real TDS (tiberius), through its
+//! gRPC API: catalog, chunked snapshot reads, CDC setup and the change stream.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dbsync_capture::CancellationToken;
+use dbsync_proto::v1::capture_service_client::CaptureServiceClient;
+use dbsync_proto::v1::{
+    change_message::Kind as Msg, value::Kind, ChangeMessage, EnableCdcRequest, GetMaxLsnRequest, KeyBound,
+    ObjectSelection, Operation, PlanChunksRequest, ReadChunkRequest, ReadRowsRequest, ReadSchemaRequest,
+    SourceConnection, SourcePrecheckRequest, StreamChangesRequest, TableRef, TableSchema, Value,
+};
+use dbsync_sqlserver_sim::engine::cdc::{Cdc, CdcConfig};
+use dbsync_sqlserver_sim::engine::{Engine, EngineConfig};
+use dbsync_sqlserver_sim::server::{Server, ServerHandle};
+use tonic::transport::Channel;
+
+struct Env {
+    engine: Engine,
+    _sim: ServerHandle,
+    source: SourceConnection,
+    client: CaptureServiceClient<Channel>,
+    shutdown: CancellationToken,
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+async fn env(db: &str, setup: &str) -> Env {
+    let engine = Engine::new(EngineConfig::default());
+    Cdc::install(&engine, CdcConfig::default());
+    engine.run("master", &format!("CREATE DATABASE {db}")).expect("create database");
+    if !setup.is_empty() {
+        engine.run(db, setup).expect("setup sql");
+    }
+    let sim = Server::start("127.0.0.1:0".parse().unwrap(), Arc::new(engine.clone())).await.unwrap();
+    let source = SourceConnection {
+        host: "127.0.0.1".into(),
+        port: u32::from(sim.addr.port()),
+        user: "sa".into(),
+        password: engine.config().sa_password.clone(),
+        database: db.into(),
+        ..Default::default()
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr: SocketAddr = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    tokio::spawn(dbsync_capture::serve(Default::default(), listener, shutdown.clone()));
+    let client = loop {
+        match CaptureServiceClient::connect(format!("http://{addr}")).await {
+            Ok(c) => break c.max_decoding_message_size(64 << 20),
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    };
+    Env { engine, _sim: sim, source, client, shutdown }
+}
+
+impl Env {
+    fn sql(&self, db: &str, sql: &str) {
+        self.engine.run(db, sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    async fn schema(&mut self, db: &str) -> Vec<TableSchema> {
+        self.client
+            .read_schema(ReadSchemaRequest {
+                source: Some(self.source.clone()),
+                selection: Some(ObjectSelection { databases: vec![db.into()], ..Default::default() }),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .tables
+    }
+
+    async fn table(&mut self, db: &str, name: &str) -> TableSchema {
+        self.schema(db).await.into_iter().find(|t| t.table.as_ref().unwrap().name == name).expect("table in schema")
+    }
+
+    async fn read_all_chunks(&mut self, table: &TableSchema, target: u64, batch_rows: u32) -> (usize, Vec<Vec<Value>>, usize) {
+        let chunks = self
+            .client
+            .plan_chunks(PlanChunksRequest { source: Some(self.source.clone()), table: Some(table.clone()), target_rows: target, where_filter: String::new() })
+            .await
+            .unwrap()
+            .into_inner()
+            .chunks;
+        let mut rows = Vec::new();
+        let mut batches = 0;
+        for chunk in &chunks {
+            let mut s = self
+                .client
+                .read_chunk(ReadChunkRequest {
+                    source: Some(self.source.clone()),
+                    task_id: "t".into(),
+                    table: Some(table.clone()),
+                    chunk: Some(chunk.clone()),
+                    max_batch_rows: batch_rows,
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            while let Some(b) = s.message().await.unwrap() {
+                assert!(b.rows.len() <= batch_rows as usize);
+                batches += 1;
+                rows.extend(b.rows.into_iter().map(|r| r.values));
+            }
+        }
+        (chunks.len(), rows, batches)
+    }
+}
+
+fn int(v: &Value) -> i64 {
+    match v.kind {
+        Some(Kind::Int(i)) => i,
+        ref other => panic!("not an int: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn schema_reports_columns_keys_indexes_and_foreign_keys() {
+    let mut env = env(
+        "shop",
+        "CREATE TABLE dbo.customers (id int IDENTITY(1,1) NOT NULL PRIMARY KEY, email nvarchar(200) NOT NULL, \
+           note nvarchar(max) NULL, balance money NOT NULL DEFAULT 0);
+         CREATE TABLE dbo.orders (customer_id int NOT NULL, line int NOT NULL, total decimal(18,2) NULL, \
+           CONSTRAINT pk_orders PRIMARY KEY (customer_id, line), \
+           CONSTRAINT fk_orders_customers FOREIGN KEY (customer_id) REFERENCES dbo.customers (id) ON DELETE CASCADE);",
+    )
+    .await;
+    let customers = env.table("shop", "customers").await;
+    assert_eq!(customers.key_columns, vec!["id"]);
+    assert_eq!(customers.key_source, "primary_key");
+    let names: Vec<_> = customers.columns.iter().map(|c| (c.name.as_str(), c.type_name.as_str(), c.max_length)).collect();
+    assert_eq!(names, vec![("id", "int", 4), ("email", "nvarchar", 400), ("note", "nvarchar", -1), ("balance", "money", 8)]);
+    assert!(customers.columns[0].identity.is_some());
+    assert!(!customers.columns[3].default_definition.is_empty());
+    let orders = env.table("shop", "orders").await;
+    assert_eq!(orders.key_columns, vec!["customer_id", "line"]);
+    assert_eq!(orders.foreign_keys.len(), 1);
+    assert_eq!(orders.foreign_keys[0].on_delete, "CASCADE");
+    assert_eq!(orders.foreign_keys[0].referenced_table.as_ref().unwrap().name, "customers");
+}
+
+#[tokio::test]
+async fn chunks_of_a_composite_key_cover_every_row_once_in_key_order() {
+    let mut env = env("shop", "CREATE TABLE dbo.lines (a int NOT NULL, b nvarchar(10) NOT NULL, v bigint NULL, PRIMARY KEY (a, b));").await;
+    let mut values = Vec::new();
+    for a in 0..50 {
+        for b in ["x", "y", "z", "w"] {
+            values.push(format!("({a}, N'{b}', {})", a * 10));
+        }
+    }
+    env.sql("shop", &format!("INSERT INTO dbo.lines (a, b, v) VALUES {}", values.join(", ")));
+    let table = env.table("shop", "lines").await;
+    let (chunks, rows, batches) = env.read_all_chunks(&table, 30, 7).await;
+    assert_eq!(rows.len(), 200);
+    assert_eq!(chunks, 200 / 30 + 1);
+    assert!(batches >= 200 / 7);
+    let keys: Vec<(i64, String)> = rows
+        .iter()
+        .map(|r| (int(&r[0]), match &r[1].kind { Some(Kind::Text(s)) => s.clone(), _ => panic!() }))
+        .collect();
+    let mut sorted = keys.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), 200, "every row exactly once");
+    assert_eq!(keys, sorted, "rows arrive in key order");
+}
+
+#[tokio::test]
+async fn read_rows_returns_exactly_the_requested_keys() {
+    let mut env = env("shop", "CREATE TABLE dbo.t (id int NOT NULL PRIMARY KEY, v nvarchar(20) NULL);").await;
+    env.sql("shop", "INSERT INTO dbo.t (id, v) VALUES (1, N'a'), (2, N'b'), (3, N'c'), (4, NULL)");
+    let table = env.table("shop", "t").await;
+    let key = |i: i64| KeyBound { values: vec![Value { kind: Some(Kind::Int(i)) }] };
+    let mut s = env
+        .client
+        .read_rows(ReadRowsRequest { source: Some(env.source.clone()), table: Some(table), keys: vec![key(4), key(2), key(9)] })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut ids = Vec::new();
+    while let Some(b) = s.message().await.unwrap() {
+        ids.extend(b.rows.iter().map(|r| int(&r.values[0])));
+    }
+    assert_eq!(ids, vec![2, 4]);
+}
+
+/// Collects change messages until a Progress at or beyond `until` (the max LSN after the
+/// writes) arrives.
+async fn changes_until(env: &mut Env, req: StreamChangesRequest, until: Vec<u8>) -> Vec<ChangeMessage> {
+    let mut s = env.client.stream_changes(req).await.unwrap().into_inner();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let m = tokio::time::timeout_at(deadline.into(), s.message()).await.expect("progress in time").unwrap().unwrap();
+        let done = matches!(&m.kind, Some(Msg::Progress(p)) if p.lsn > until);
+        out.push(m);
+        if done {
+            return out;
+        }
+    }
+}
+
+async fn max_lsn(env: &mut Env, db: &str) -> Vec<u8> {
+    env.client
+        .get_max_lsn(GetMaxLsnRequest { source: Some(env.source.clone()), database: db.into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner()
+        .lsn
+}
+
+fn fragments(messages: &[ChangeMessage]) -> Vec<&dbsync_proto::v1::TransactionFragment> {
+    messages.iter().filter_map(|m| match &m.kind { Some(Msg::Transaction(t)) => Some(t), _ => None }).collect()
+}
+
+#[tokio::test]
+async fn change_stream_orders_transactions_by_commit_and_splits_key_updates_delete_first() {
+    let mut env = env(
+        "shop",
+        "CREATE TABLE dbo.a (id int NOT NULL PRIMARY KEY, v nvarchar(20) NULL, doc nvarchar(max) NULL);
+         CREATE TABLE dbo.b (id int NOT NULL PRIMARY KEY, n int NULL);",
+    )
+    .await;
+    let tables = env.schema("shop").await;
+    let refs: Vec<TableRef> = tables.iter().map(|t| t.table.clone().unwrap()).collect();
+    let enabled = env
+        .client
+        .enable_cdc(EnableCdcRequest { source: Some(env.source.clone()), tables: refs.clone(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(enabled.tables.len(), 2);
+    assert!(enabled.tables.iter().all(|t| t.created));
+    // Idempotent: the second call reuses both instances.
+    let again = env
+        .client
+        .enable_cdc(EnableCdcRequest { source: Some(env.source.clone()), tables: refs, ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(again.tables.iter().all(|t| !t.created));
+
+    let l0 = max_lsn(&mut env, "shop").await;
+    env.sql("shop", "INSERT INTO dbo.a (id, v, doc) VALUES (1, N'one', N'big document')");
+    // Interleaved: s1 begins and writes first, s2 commits first.
+    let mut s1 = env.engine.session("shop").unwrap();
+    s1.run("BEGIN TRAN; INSERT INTO dbo.b (id, n) VALUES (10, 1)").unwrap();
+    env.sql("shop", "INSERT INTO dbo.b (id, n) VALUES (20, 2)");
+    s1.run("UPDATE dbo.a SET id = 2 WHERE id = 1; COMMIT").unwrap();
+    env.sql("shop", "UPDATE dbo.a SET v = N'two' WHERE id = 2");
+    let end = max_lsn(&mut env, "shop").await;
+
+    let tables = env.schema("shop").await;
+    let req = StreamChangesRequest {
+        source: Some(env.source.clone()),
+        task_id: "t".into(),
+        tables: tables.clone(),
+        from_lsn: l0.clone(),
+        poll_interval_ms: 20,
+        ..Default::default()
+    };
+    let messages = changes_until(&mut env, req, end).await;
+    let frags = fragments(&messages);
+    let table_of = |i: u32| tables[i as usize].table.as_ref().unwrap().name.clone();
+    let summary: Vec<Vec<(String, i32)>> =
+        frags.iter().map(|f| f.changes.iter().map(|c| (table_of(c.table_index), c.operation)).collect()).collect();
+    let (d, i, ub, ua) = (Operation::Delete as i32, Operation::Insert as i32, Operation::UpdateBefore as i32, Operation::UpdateAfter as i32);
+    assert_eq!(
+        summary,
+        vec![
+            vec![("a".to_string(), i)],
+            vec![("b".to_string(), i)],
+            // s1: its insert into b came first, then the key change of a as delete + insert
+            vec![("b".to_string(), i), ("a".to_string(), d), ("a".to_string(), i)],
+            vec![("a".to_string(), ub), ("a".to_string(), ua)],
+        ]
+    );
+    assert!(frags.iter().all(|f| f.last_fragment));
+    let commits: Vec<&Vec<u8>> = frags.iter().map(|f| &f.commit_lsn).collect();
+    assert!(commits.windows(2).all(|w| w[0] < w[1]), "commit order");
+    // Column lists precede the first change of each table.
+    let first_columns = messages.iter().position(|m| matches!(m.kind, Some(Msg::Columns(_)))).unwrap();
+    let first_fragment = messages.iter().position(|m| matches!(m.kind, Some(Msg::Transaction(_)))).unwrap();
+    assert!(first_columns < first_fragment);
+    // The last update did not touch the LOB: the before image's NULL for it is reported as
+    // unchanged (never "set to NULL"); the after image carries the value.
+    let last = frags.last().unwrap();
+    assert_eq!(last.changes[0].values[2].kind, Some(Kind::Unchanged(true)));
+    assert_eq!(last.changes[1].values[2].kind, Some(Kind::Text("big document".into())));
+    assert_eq!(last.changes[1].values[1].kind, Some(Kind::Text("two".into())));
+}
+
+#[tokio::test]
+async fn a_large_transaction_arrives_in_bounded_fragments_and_resumes_mid_transaction() {
+    let mut env = env("shop", "CREATE TABLE dbo.big (id int NOT NULL PRIMARY KEY, v int NULL);").await;
+    let tables = env.schema("shop").await;
+    env.client
+        .enable_cdc(EnableCdcRequest {
+            source: Some(env.source.clone()),
+            tables: tables.iter().map(|t| t.table.clone().unwrap()).collect(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let l0 = max_lsn(&mut env, "shop").await;
+    let values: Vec<String> = (0..2500).map(|i| format!("({i}, {i})")).collect();
+    env.sql("shop", &format!("BEGIN TRAN; INSERT INTO dbo.big (id, v) VALUES {}; COMMIT", values.join(", ")));
+    let end = max_lsn(&mut env, "shop").await;
+    let base = StreamChangesRequest {
+        source: Some(env.source.clone()),
+        task_id: "t".into(),
+        tables: tables.clone(),
+        from_lsn: l0,
+        poll_interval_ms: 20,
+        max_batch_rows: 1000,
+        ..Default::default()
+    };
+    let messages = changes_until(&mut env, base.clone(), end.clone()).await;
+    let frags = fragments(&messages);
+    assert_eq!(frags.iter().map(|f| f.changes.len()).collect::<Vec<_>>(), vec![1000, 1000, 500]);
+    assert_eq!(frags.iter().map(|f| f.last_fragment).collect::<Vec<_>>(), vec![false, false, true]);
+    assert_eq!(frags.iter().map(|f| f.fragment_index).collect::<Vec<_>>(), vec![0, 1, 2]);
+    let ids: Vec<i64> = frags.iter().flat_map(|f| f.changes.iter().map(|c| int(&c.values[0]))).collect();
+    assert_eq!(ids, (0..2500).collect::<Vec<_>>());
+
+    // Resume after the 1000th change: the next change is the 1001st.
+    let cut = &frags[0].changes[999];
+    let resumed = StreamChangesRequest {
+        from_lsn: frags[0].commit_lsn.clone(),
+        from_seqval: cut.seqval.clone(),
+        from_operation: cut.operation,
+        ..base
+    };
+    let messages = changes_until(&mut env, resumed, end).await;
+    let ids: Vec<i64> = fragments(&messages).iter().flat_map(|f| f.changes.iter().map(|c| int(&c.values[0]))).collect();
+    assert_eq!(ids, (1000..2500).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn a_table_whose_changes_were_cleaned_up_needs_a_resnapshot_and_the_others_keep_streaming() {
+    let mut env = env(
+        "shop",
+        "CREATE TABLE dbo.kept (id int NOT NULL PRIMARY KEY); CREATE TABLE dbo.lost (id int NOT NULL PRIMARY KEY);",
+    )
+    .await;
+    let tables = env.schema("shop").await;
+    let enabled = env
+        .client
+        .enable_cdc(EnableCdcRequest {
+            source: Some(env.source.clone()),
+            tables: tables.iter().map(|t| t.table.clone().unwrap()).collect(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let l0 = max_lsn(&mut env, "shop").await;
+    env.sql("shop", "INSERT INTO dbo.lost (id) VALUES (1)");
+    env.sql("shop", "INSERT INTO dbo.lost (id) VALUES (2)");
+    let lost_instance = enabled.tables.iter().find(|t| t.table.as_ref().unwrap().name == "lost").unwrap().capture_instance.clone();
+    let watermark = max_lsn(&mut env, "shop").await;
+    let cdc = Cdc::of(&env.engine).unwrap();
+    cdc.cleanup_to_watermark("shop", Some(&lost_instance), dbsync_sqlserver_sim::engine::lsn::Lsn::from_bytes(&watermark).unwrap())
+        .unwrap();
+    env.sql("shop", "INSERT INTO dbo.kept (id) VALUES (7)");
+    let end = max_lsn(&mut env, "shop").await;
+    let req = StreamChangesRequest {
+        source: Some(env.source.clone()),
+        task_id: "t".into(),
+        tables: tables.clone(),
+        from_lsn: l0,
+        poll_interval_ms: 20,
+        ..Default::default()
+    };
+    let messages = changes_until(&mut env, req, end).await;
+    let lost_index = tables.iter().position(|t| t.table.as_ref().unwrap().name == "lost").unwrap() as u32;
+    let resnap: Vec<_> = messages.iter().filter_map(|m| match &m.kind { Some(Msg::NeedsResnapshot(r)) => Some(r), _ => None }).collect();
+    assert_eq!(resnap.len(), 1);
+    assert_eq!(resnap[0].table_index, lost_index);
+    let frags = fragments(&messages);
+    assert_eq!(frags.len(), 1, "only the kept table's insert");
+    assert_ne!(frags[0].changes[0].table_index, lost_index);
+}
+
+#[tokio::test]
+async fn precheck_reports_items_for_the_source_and_each_table() {
+    let mut env = env("shop", "CREATE TABLE dbo.heap (v int NULL); CREATE TABLE dbo.t (id int NOT NULL PRIMARY KEY);").await;
+    let report = env
+        .client
+        .precheck(SourcePrecheckRequest {
+            source: Some(env.source.clone()),
+            tables: vec![
+                TableRef { database: "shop".into(), schema: "dbo".into(), name: "heap".into() },
+                TableRef { database: "shop".into(), schema: "dbo".into(), name: "t".into() },
+                TableRef { database: "shop".into(), schema: "dbo".into(), name: "missing".into() },
+            ],
+            full_sync: true,
+            incremental: true,
+            incremental_mode: "cdc-polling".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let find = |id: &str, object: &str| report.items.iter().find(|i| i.id == id && i.object.ends_with(object)).map(|i| i.status);
+    assert_eq!(find("source.connectivity", ""), Some(1));
+    assert_eq!(find("source.table_key", "heap"), Some(3));
+    assert_eq!(find("source.table_key", ".t"), Some(1));
+    assert_eq!(find("source.table_exists", "missing"), Some(3));
+}
+
+async fn enable(env: &mut Env, tables: &[TableSchema], mode: &str, limit: u32) -> Result<dbsync_proto::v1::EnableCdcResponse, tonic::Status> {
+    env.client
+        .enable_cdc(EnableCdcRequest {
+            source: Some(env.source.clone()),
+            tables: tables.iter().map(|t| t.table.clone().unwrap()).collect(),
+            incremental_mode: mode.into(),
+            max_cdc_tables: limit,
+            ..Default::default()
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
+#[tokio::test]
+async fn hybrid_mode_follows_an_added_column_with_a_new_capture_instance() {
+    let mut env = env("shop", "CREATE TABLE dbo.t (id int NOT NULL PRIMARY KEY, v int NULL);").await;
+    let tables = env.schema("shop").await;
+    let enabled = enable(&mut env, &tables, "hybrid", 0).await.unwrap();
+    assert!(enabled.notes.iter().any(|n| n.contains("heartbeat")), "{:?}", enabled.notes);
+    let l0 = max_lsn(&mut env, "shop").await;
+    env.sql("shop", "INSERT INTO dbo.t (id, v) VALUES (1, 10)");
+    env.sql("shop", "ALTER TABLE dbo.t ADD w nvarchar(20) NULL");
+    let req = StreamChangesRequest {
+        source: Some(env.source.clone()),
+        task_id: "t".into(),
+        tables: tables.clone(),
+        from_lsn: l0,
+        poll_interval_ms: 20,
+        incremental_mode: "hybrid".into(),
+        ..Default::default()
+    };
+    let mut s = env.client.stream_changes(req).await.unwrap().into_inner();
+    // The stream sees the DDL and creates the second instance; a later insert comes from it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seen = Vec::new();
+    let mut inserted = false;
+    loop {
+        let m = tokio::time::timeout_at(deadline.into(), s.message()).await.expect("messages in time").unwrap().unwrap();
+        if !inserted && matches!(m.kind, Some(Msg::Progress(_))) {
+            let instances = env.engine.run("shop", "SELECT capture_instance FROM cdc.change_tables").unwrap();
+            if instances[0].rows.len() == 3 {
+                env.sql("shop", "INSERT INTO dbo.t (id, v, w) VALUES (2, 20, N'new')");
+                inserted = true;
+            }
+        }
+        let done = matches!(&m.kind, Some(Msg::Transaction(f)) if f.changes.iter().any(|c| c.values.len() == 3));
+        seen.push(m);
+        if done {
+            break;
+        }
+    }
+    let kinds: Vec<&str> = seen
+        .iter()
+        .filter_map(|m| match &m.kind {
+            Some(Msg::Columns(_)) => Some("columns"),
+            Some(Msg::Transaction(_)) => Some("transaction"),
+            Some(Msg::SchemaChange(_)) => Some("schema"),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(kinds, vec!["columns", "transaction", "schema", "columns", "transaction"]);
+    let change = seen.iter().find_map(|m| match &m.kind { Some(Msg::SchemaChange(c)) => Some(c), _ => None }).unwrap();
+    assert!(change.ddl_command.to_ascii_uppercase().contains("ADD"), "{}", change.ddl_command);
+    let cols: Vec<_> = change.new_schema.as_ref().unwrap().columns.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(cols, vec!["id", "v", "w"]);
+    let last = fragments(&seen).last().unwrap().changes[0].clone();
+    assert_eq!(last.values[2].kind, Some(Kind::Text("new".into())));
+}
+
+#[tokio::test]
+async fn enable_cdc_respects_the_table_limit_and_cleanup_removes_only_dbsync_instances() {
+    let mut env = env(
+        "shop",
+        "CREATE TABLE dbo.mine (id int NOT NULL PRIMARY KEY); CREATE TABLE dbo.theirs (id int NOT NULL PRIMARY KEY);
+         EXEC sys.sp_cdc_enable_db;
+         EXEC sys.sp_cdc_enable_table @source_schema = N'dbo', @source_name = N'theirs', @role_name = NULL;",
+    )
+    .await;
+    let tables = env.schema("shop").await;
+    let err = enable(&mut env, &tables, "cdc-polling", 1).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    assert!(err.message().contains("limit of 1"), "{}", err.message());
+    let ok = enable(&mut env, &tables, "cdc-polling", 0).await.unwrap();
+    let theirs = ok.tables.iter().find(|t| t.table.as_ref().unwrap().name == "theirs").unwrap();
+    assert!(!theirs.created, "the existing instance covering all columns is reused");
+    assert_eq!(theirs.capture_instance, "dbo_theirs");
+    let removed = env
+        .client
+        .cleanup_source(dbsync_proto::v1::CleanupSourceRequest { source: Some(env.source.clone()), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner()
+        .removed;
+    assert_eq!(removed.len(), 1, "{removed:?}");
+    assert!(removed[0].contains("dbsync_dbo_mine"));
+    let left = env.engine.run("shop", "SELECT capture_instance FROM cdc.change_tables").unwrap();
+    assert_eq!(left[0].rows.len(), 1);
+}
+
+#[tokio::test]
+async fn chunk_reads_obey_the_rows_per_second_throttle() {
+    let mut env = env("shop", "CREATE TABLE dbo.t (id int NOT NULL PRIMARY KEY);").await;
+    let values: Vec<String> = (0..1000).map(|i| format!("({i})")).collect();
+    env.sql("shop", &format!("INSERT INTO dbo.t (id) VALUES {}", values.join(", ")));
+    let table = env.table("shop", "t").await;
+    let start = Instant::now();
+    let mut s = env
+        .client
+        .read_chunk(ReadChunkRequest {
+            source: Some(env.source.clone()),
+            task_id: "throttled".into(),
+            table: Some(table),
+            chunk: Some(Default::default()),
+            max_batch_rows: 100,
+            throttle: Some(dbsync_proto::v1::Throttle { rows_per_second: 500.0, ..Default::default() }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut rows = 0;
+    while let Some(b) = s.message().await.unwrap() {
+        rows += b.rows.len();
+    }
+    assert_eq!(rows, 1000);
+    // 500 rows of burst, then 500 more at 500 rows/s.
+    assert!(start.elapsed() >= Duration::from_millis(900), "{:?}", start.elapsed());
+}
