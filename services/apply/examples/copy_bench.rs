@@ -141,7 +141,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let mut control = dbsync_apply::pg::connect_plain(&target).await?;
     ensure_schema(&mut control).await?;
     let t = TableTarget::from_plan(&plan())?;
-    create_objects(&mut control, "bench", "precheck", std::slice::from_ref(&t), &[], &DdlOptions::default()).await?;
+    create_objects(&mut control, "bench", "precheck", std::slice::from_ref(&t), &[], &DdlOptions::default(), false).await?;
     control
         .batch_execute("CREATE TABLE dbo.bench_raw (LIKE dbo.bench_apply INCLUDING ALL); CHECKPOINT")
         .await?;

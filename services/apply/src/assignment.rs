@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use dbsync_core::lsn::Lsn;
 use dbsync_core::Secret;
+use dbsync_core::error::{Classify, ErrorClass};
 use dbsync_proto::v1::{Assignment, TablePhase};
 use tokio_util::sync::CancellationToken;
 
@@ -14,7 +15,7 @@ use crate::pg::catalog::ResolvedTable;
 use crate::pg::checkpoint::{ensure_schema, load_table_state};
 use crate::pg::ddl::DdlOptions;
 use crate::plan::{normalize_ops, TableTarget};
-use crate::progress::{ProgressSink, TableTracker};
+use crate::progress::{class_name, ProgressSink, TableTracker};
 use crate::schema::{create_objects, keeps_existing, post_load};
 use crate::stream::{run_stream, StreamContext, StreamTable};
 
@@ -41,11 +42,49 @@ pub enum AssignmentOutcome {
 }
 
 /// Runs one assignment. Without incremental sync it returns when the data is in; with it, it
-/// streams until `shutdown` (then `Err(ApplyError::Cancelled)`) or an error.
+/// streams until `shutdown` (then `Err(ApplyError::Cancelled)`) or an error. An error that
+/// names one of the tables is also reported on that table (phase FAILED when definite).
 pub async fn run_assignment(
     assignment: Assignment,
     options: &RunOptions,
     progress: Arc<dyn ProgressSink>,
+    shutdown: CancellationToken,
+) -> Result<AssignmentOutcome> {
+    let mut plans = assignment.tables.clone();
+    plans.iter_mut().for_each(normalize_ops);
+    let targets = plans.iter().map(TableTarget::from_plan).collect::<Result<Vec<_>>>()?;
+    let trackers: Vec<Arc<TableTracker>> = targets
+        .iter()
+        .map(|t| Arc::new(TableTracker::new(t.source.table.clone().unwrap_or_default(), Arc::clone(&progress))))
+        .collect();
+    let result = run(assignment, plans, &targets, &trackers, options, shutdown).await;
+    if let Err(e) = &result {
+        if !matches!(e, ApplyError::Cancelled) {
+            let text = e.to_string();
+            let class = e.class();
+            for (t, tracker) in targets.iter().zip(&trackers) {
+                if text.contains(t.qualified.as_str()) || text.contains(t.source_name.as_str()) {
+                    tracker.update(|p| {
+                        if class == ErrorClass::Definite {
+                            p.phase = TablePhase::Failed as i32;
+                        }
+                        p.error = text.clone();
+                        p.error_transient = class.is_retryable();
+                        p.error_class = class_name(class).to_string();
+                    });
+                }
+            }
+        }
+    }
+    result
+}
+
+async fn run(
+    assignment: Assignment,
+    plans: Vec<dbsync_proto::v1::TablePlan>,
+    targets: &[TableTarget],
+    trackers: &[Arc<TableTracker>],
+    options: &RunOptions,
     shutdown: CancellationToken,
 ) -> Result<AssignmentOutcome> {
     let task_id = assignment.task_id.clone();
@@ -54,14 +93,6 @@ pub async fn run_assignment(
         object: task_id.clone(),
         detail: "the assignment has no target connection".into(),
     })?;
-    let mut plans = assignment.tables.clone();
-    plans.iter_mut().for_each(normalize_ops);
-    let targets = plans.iter().map(TableTarget::from_plan).collect::<Result<Vec<_>>>()?;
-    let trackers: Vec<Arc<TableTracker>> = targets
-        .iter()
-        .map(|t| Arc::new(TableTracker::new(t.source.table.clone().unwrap_or_default(), Arc::clone(&progress))))
-        .collect();
-
     let label = crate::pg::target_label(&target);
     let mut control = crate::pg::connect_plain(&target).await?;
     ensure_schema(&mut control).await?;
@@ -69,10 +100,10 @@ pub async fn run_assignment(
 
     if assignment.schema_sync {
         trackers.iter().for_each(|t| t.phase(TablePhase::Schema));
-        create_objects(&mut control, &task_id, &assignment.conflict_mode, &targets, &[], &opts).await?;
+        create_objects(&mut control, &task_id, &assignment.conflict_mode, targets, &[], &opts, assignment.defer_foreign_keys).await?;
     }
     let mut resolved = Vec::with_capacity(targets.len());
-    for t in &targets {
+    for t in targets {
         if !crate::pg::catalog::table_exists(&control, t).await? {
             return Err(ApplyError::InvalidPlan {
                 object: t.qualified.clone(),
@@ -83,8 +114,11 @@ pub async fn run_assignment(
     }
 
     let needs_capture = assignment.full_sync || assignment.incremental_sync;
+    // Deferred foreign keys are created after the load only when no change stream follows;
+    // otherwise they wait for cut-over.
+    let create_deferred_fks = assignment.defer_foreign_keys && !assignment.incremental_sync;
     if !needs_capture {
-        post_load(&mut control, &task_id, &targets, &opts).await?;
+        post_load(&mut control, &task_id, targets, &opts, create_deferred_fks).await?;
         trackers.iter().for_each(|t| t.phase(TablePhase::Done));
         return Ok(AssignmentOutcome::Completed);
     }
@@ -106,20 +140,21 @@ pub async fn run_assignment(
         parallel,
         throttle: assignment.full_throttle,
         record_end_lsn: assignment.incremental_sync,
+        replication_role: !assignment.defer_foreign_keys,
     });
 
     if assignment.full_sync {
         let tables = resolved
             .iter()
-            .zip(&trackers)
+            .zip(trackers)
             .map(|(t, tr)| FullSyncTable { table: Arc::clone(t), tracker: Arc::clone(tr) })
             .collect();
         run_full_sync(Arc::clone(&full_ctx), &control, tables, shutdown.clone()).await?;
     }
-    post_load(&mut control, &task_id, &targets, &opts).await?;
+    post_load(&mut control, &task_id, targets, &opts, create_deferred_fks).await?;
 
     if !assignment.incremental_sync {
-        for (t, tr) in targets.iter().zip(&trackers) {
+        for (t, tr) in targets.iter().zip(trackers) {
             let rows = load_table_state(&control, &task_id, &t.source_name).await?.map_or(0, |s| s.rows_done);
             tr.update(|p| {
                 p.phase = TablePhase::Done as i32;
@@ -141,12 +176,14 @@ pub async fn run_assignment(
         throttle: assignment.incremental_throttle,
         start_lsn: Lsn::from_slice(&assignment.start_lsn),
         overwrite_inserts: keeps_existing(&assignment.conflict_mode),
+        poll_interval_ms: assignment.poll_interval_ms,
+        replication_role: !assignment.defer_foreign_keys,
         full: full_ctx,
     };
     let tables = plans
         .into_iter()
         .zip(resolved)
-        .zip(trackers)
+        .zip(trackers.iter().cloned())
         .map(|((plan, table), tracker)| StreamTable { plan, table, tracker })
         .collect();
     run_stream(&stream_ctx, tables, shutdown).await?;

@@ -46,6 +46,8 @@ pub struct FullSyncContext {
     pub throttle: Option<Throttle>,
     /// Record the source max LSN at each table's end (an incremental phase follows).
     pub record_end_lsn: bool,
+    /// Sessions set `session_replication_role = replica` (false when FKs are deferred).
+    pub replication_role: bool,
 }
 
 pub struct FullSyncTable {
@@ -127,7 +129,7 @@ pub async fn run_full_sync(ctx: Arc<FullSyncContext>, control: &Client, tables: 
     for _ in 0..n {
         let (ctx, queue, remaining, tables, shutdown) = (Arc::clone(&ctx), Arc::clone(&queue), Arc::clone(&remaining), Arc::clone(&tables), shutdown.clone());
         workers.spawn(async move {
-            let mut client = crate::pg::connect(&ctx.target).await?;
+            let mut client = crate::pg::connect_data(&ctx.target, ctx.replication_role).await?;
             loop {
                 let Some(work) = queue.lock().expect("queue lock").pop_front() else {
                     return Ok(());

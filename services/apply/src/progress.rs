@@ -101,3 +101,12 @@ impl TableTracker {
         self.state.lock().expect("progress lock").clone()
     }
 }
+
+/// `connection` | `transient` | `definite`, as `TableProgress.error_class` expects.
+pub fn class_name(class: ErrorClass) -> &'static str {
+    match class {
+        ErrorClass::Connection => "connection",
+        ErrorClass::Transient => "transient",
+        ErrorClass::Definite => "definite",
+    }
+}

@@ -25,6 +25,7 @@ pub async fn create_objects(
     targets: &[TableTarget],
     sequences: &[SequenceSchema],
     opts: &DdlOptions,
+    defer_foreign_keys: bool,
 ) -> Result<Vec<String>> {
     let mut notes = Vec::new();
     // 1. Decide per table, before writing anything.
@@ -66,8 +67,12 @@ pub async fn create_objects(
             client.batch_execute(&sql).await.map_err(|e| ApplyError::target(&seq.name, "creating a sequence", e))?;
         }
     }
-    // 4. Foreign keys NOT VALID, once every table of the group exists.
-    for t in &to_create {
+    // 4. Foreign keys NOT VALID, once every table of the group exists; when the target role
+    //    may not switch FK checks off, they wait for the end of the data phases.
+    if defer_foreign_keys {
+        notes.push("foreign keys are deferred: the target role may not set session_replication_role".into());
+    }
+    for t in to_create.iter().filter(|_| !defer_foreign_keys) {
         let (fks, fk_notes) = foreign_keys(t, targets);
         notes.extend(fk_notes.iter().map(|n| format!("{}: {n}", t.source_name)));
         for fk in fks {
@@ -94,8 +99,9 @@ async fn constraint_exists(client: &Client, t: &TableTarget, name: &str) -> Resu
 }
 
 /// After the full sync: secondary and partial indexes, CHECKs, identity restarts, then FK
-/// validation. Tables kept in conflict mode `ignore` are left as they are.
-pub async fn post_load(client: &mut Client, task_id: &str, targets: &[TableTarget], opts: &DdlOptions) -> Result<()> {
+/// validation. Tables kept in conflict mode `ignore` are left as they are. `create_foreign_keys`:
+/// deferred FKs are created now (no change stream follows that could be blocked by them).
+pub async fn post_load(client: &mut Client, task_id: &str, targets: &[TableTarget], opts: &DdlOptions, create_foreign_keys: bool) -> Result<()> {
     for t in targets {
         let Some(state) = load_table_state(client, task_id, &t.source_name).await? else {
             continue;
@@ -115,6 +121,9 @@ pub async fn post_load(client: &mut Client, task_id: &str, targets: &[TableTarge
         }
         let (fks, _) = foreign_keys(t, targets);
         for fk in fks {
+            if create_foreign_keys && !constraint_exists(client, t, &fk.name).await? {
+                client.batch_execute(&fk.create).await.map_err(|e| ApplyError::target(&t.qualified, "creating a foreign key", e))?;
+            }
             if let Some(validate) = &fk.validate {
                 if constraint_exists(client, t, &fk.name).await? {
                     client.batch_execute(validate).await.map_err(|e| ApplyError::target(&t.qualified, "validating a foreign key", e))?;

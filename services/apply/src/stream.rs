@@ -52,6 +52,10 @@ pub struct StreamContext {
     pub throttle: Option<Throttle>,
     pub start_lsn: Option<Lsn>,
     pub overwrite_inserts: bool,
+    /// `StreamChangesRequest.poll_interval_ms` (0: 200 ms).
+    pub poll_interval_ms: u32,
+    /// Sessions set `session_replication_role = replica` (false when FKs are deferred).
+    pub replication_role: bool,
     /// For re-snapshots after a retention overrun.
     pub full: Arc<FullSyncContext>,
 }
@@ -59,7 +63,7 @@ pub struct StreamContext {
 const REPORT_EVERY: Duration = Duration::from_millis(500);
 
 pub async fn run_stream(ctx: &StreamContext, mut tables: Vec<StreamTable>, shutdown: CancellationToken) -> Result<()> {
-    let client = crate::pg::connect(&ctx.target).await?;
+    let client = crate::pg::connect_data(&ctx.target, ctx.replication_role).await?;
     let stored = PgCheckpoints { client: &client, task_id: &ctx.task_id }.load_position(&ctx.group_id).await?;
     let start = stored.or(ctx.start_lsn.map(Position::end_of));
     let mut applies = Vec::with_capacity(tables.len());
@@ -75,7 +79,7 @@ pub async fn run_stream(ctx: &StreamContext, mut tables: Vec<StreamTable>, shutd
         from_lsn: start.map(|p| p.commit_lsn.0.to_vec()).unwrap_or_default(),
         from_seqval: start.map(|p| p.seqval.0.to_vec()).unwrap_or_default(),
         from_operation: start.map(|p| p.operation).unwrap_or_default(),
-        poll_interval_ms: 200,
+        poll_interval_ms: if ctx.poll_interval_ms == 0 { 200 } else { ctx.poll_interval_ms },
         max_batch_rows: 5000,
         max_batch_bytes: 4 << 20,
         throttle: ctx.throttle,

@@ -191,8 +191,8 @@ async fn report_loop(board: Arc<ProgressBoard>, mut client: WorkerClient, worker
             generation,
             tables: board.snapshot(),
             task_error: error.as_ref().map(|e| e.0.clone()).unwrap_or_default(),
-            task_error_transient: error.map(|e| e.1.is_retryable()).unwrap_or(false),
-            ..Default::default()
+            task_error_transient: error.as_ref().map(|e| e.1.is_retryable()).unwrap_or(false),
+            task_error_class: error.map(|e| crate::progress::class_name(e.1).to_string()).unwrap_or_default(),
         };
         if let Err(status) = client.report_progress(request).await {
             tracing::debug!(error = %status.message(), "progress report failed");

@@ -324,3 +324,18 @@ async fn schema_changes_and_resnapshots_are_followed_while_streaming() {
     shutdown.cancel();
     let _ = run.await.unwrap();
 }
+
+#[tokio::test]
+async fn a_value_postgresql_cannot_store_fails_its_table_with_a_definite_error() {
+    let (target, _client) = fresh_db("bad_value").await;
+    let (fake, addr) = FakeCapture::start().await;
+    fake.rows.lock().unwrap().insert("Items".into(), vec![item_row(1, "ok", 1), item_row(2, "nul\0here", 2)]);
+    let board = Arc::new(ProgressBoard::default());
+    let a = assignment(&target, &addr, vec![items_plan()], false);
+    let err = run_assignment(a, &RunOptions::default(), board.clone(), CancellationToken::new()).await.unwrap_err();
+    assert_eq!(err.class(), ErrorClass::Definite, "{err}");
+    let p = board.get("shop.dbo.Items").unwrap();
+    assert_eq!(p.phase, TablePhase::Failed as i32);
+    assert_eq!(p.error_class, "definite");
+    assert!(p.error.contains("dbo.items") && p.error.contains("name"), "{}", p.error);
+}

@@ -76,7 +76,7 @@ async fn ddl_for_every_type_and_constraint_runs_on_postgres() {
     });
     let targets: Vec<TableTarget> = [plan, customers].iter().map(|p| TableTarget::from_plan(p).unwrap()).collect();
     let opts = DdlOptions::default();
-    let notes = create_objects(&mut client, TASK, "precheck", &targets, &[], &opts).await.unwrap();
+    let notes = create_objects(&mut client, TASK, "precheck", &targets, &[], &opts, false).await.unwrap();
     assert!(notes.iter().any(|n| n.contains("IX_Filtered")), "{notes:?}");
     let fk: (bool,) = client
         .query_one("SELECT convalidated FROM pg_constraint WHERE conname = 'fk_alltypes_items'", &[])
@@ -85,8 +85,8 @@ async fn ddl_for_every_type_and_constraint_runs_on_postgres() {
         .unwrap();
     assert!(!fk.0, "FK is created NOT VALID before the load");
     // A second run (restart) is a no-op, not a conflict.
-    create_objects(&mut client, TASK, "precheck", &targets, &[], &opts).await.unwrap();
-    post_load(&mut client, TASK, &targets, &opts).await.unwrap();
+    create_objects(&mut client, TASK, "precheck", &targets, &[], &opts, false).await.unwrap();
+    post_load(&mut client, TASK, &targets, &opts, false).await.unwrap();
     let validated: bool = client.query_one("SELECT convalidated FROM pg_constraint WHERE conname = 'fk_alltypes_items'", &[]).await.unwrap().get(0);
     assert!(validated, "FK is validated after the load");
     let index: String = client
@@ -107,7 +107,7 @@ async fn precheck_mode_refuses_existing_tables_before_writing_anything() {
     let (_target, mut client) = fresh_db("conflict").await;
     client.batch_execute("CREATE SCHEMA dbo; CREATE TABLE dbo.items (id int primary key)").await.unwrap();
     let targets: Vec<TableTarget> = [all_types_plan(), items_plan()].iter().map(|p| TableTarget::from_plan(p).unwrap()).collect();
-    let err = create_objects(&mut client, TASK, "precheck", &targets, &[], &DdlOptions::default()).await.unwrap_err();
+    let err = create_objects(&mut client, TASK, "precheck", &targets, &[], &DdlOptions::default(), false).await.unwrap_err();
     assert!(matches!(err, ApplyError::ConflictingTables { .. }), "{err}");
     assert!(err.to_string().contains("dbo.items"), "{err}");
     let created: bool = client.query_one("SELECT to_regclass('dbo.alltypes') IS NOT NULL", &[]).await.unwrap().get(0);

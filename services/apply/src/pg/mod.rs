@@ -34,6 +34,16 @@ pub async fn connect(target: &TargetConnection) -> Result<Client> {
     Ok(client)
 }
 
+/// A data session: with the replication role unless the task defers foreign keys because the
+/// target role may not set it (then no FK exists during the data phases).
+pub async fn connect_data(target: &TargetConnection, replication_role: bool) -> Result<Client> {
+    if replication_role {
+        connect(target).await
+    } else {
+        connect_plain(target).await
+    }
+}
+
 /// A session without the replication role (DDL, checkpoints schema).
 pub async fn connect_plain(target: &TargetConnection) -> Result<Client> {
     let label = target_label(target);

@@ -41,7 +41,7 @@ pub async fn fresh_db(prefix: &str) -> (TargetConnection, Client) {
 /// Creates the tables of `plans` and resolves them for writing.
 pub async fn create_tables(client: &mut Client, plans: &[TablePlan], conflict_mode: &str) -> Vec<Arc<ResolvedTable>> {
     let targets: Vec<TableTarget> = plans.iter().map(|p| TableTarget::from_plan(p).unwrap()).collect();
-    create_objects(client, TASK, conflict_mode, &targets, &[], &DdlOptions::default()).await.expect("create objects");
+    create_objects(client, TASK, conflict_mode, &targets, &[], &DdlOptions::default(), false).await.expect("create objects");
     let mut out = Vec::new();
     for t in targets {
         out.push(Arc::new(ResolvedTable::load(client, t).await.unwrap()));
