@@ -13,6 +13,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
@@ -48,11 +49,16 @@ const STANDIN_ERROR: i32 = 50999;
 /// The TDS listener.
 pub struct Server;
 
+/// How long shutdown waits for connections to roll back and close before aborting them.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
 /// A running server. Dropping it (or calling [`ServerHandle::shutdown`]) stops accepting and
 /// closes every connection.
 pub struct ServerHandle {
     pub addr: SocketAddr,
     stop: watch::Sender<bool>,
+    /// Bumped to close every open connection (each rolls back through `Session::disconnect`).
+    close_connections: watch::Sender<u64>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -66,11 +72,18 @@ impl Server {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let (stop, stop_rx) = watch::channel(false);
-        let task = tokio::spawn(accept_loop(listener, factory, stop_rx));
+        let (close_connections, _) = watch::channel(0);
+        let task = tokio::spawn(accept_loop(
+            listener,
+            factory,
+            stop_rx,
+            close_connections.clone(),
+        ));
         tracing::info!(%addr, "SQL Server stand-in listening");
         Ok(ServerHandle {
             addr,
             stop,
+            close_connections,
             task: Some(task),
         })
     }
@@ -80,6 +93,14 @@ impl ServerHandle {
     /// Stop accepting and close all connections.
     pub fn shutdown(&self) {
         let _ = self.stop.send(true);
+        self.disconnect_all();
+    }
+
+    /// Close every open connection as a network failure would (a running request is
+    /// cancelled, open transactions roll back); the server keeps accepting new ones.
+    pub fn disconnect_all(&self) {
+        self.close_connections
+            .send_modify(|generation| *generation += 1);
     }
 
     /// Wait until the server has stopped (after `shutdown`).
@@ -100,6 +121,7 @@ async fn accept_loop(
     listener: TcpListener,
     factory: Arc<dyn SessionFactory>,
     mut stop: watch::Receiver<bool>,
+    close_connections: watch::Sender<u64>,
 ) {
     let mut connections = JoinSet::new();
     loop {
@@ -108,8 +130,9 @@ async fn accept_loop(
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let factory = factory.clone();
+                    let close = close_connections.subscribe();
                     connections.spawn(async move {
-                        match serve_connection(stream, factory).await {
+                        match serve_connection(stream, factory, close).await {
                             Ok(()) => tracing::debug!(%peer, "connection closed"),
                             Err(e) => tracing::warn!(%peer, error = %e, "connection closed after a protocol error"),
                         }
@@ -117,14 +140,20 @@ async fn accept_loop(
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
     }
-    connections.abort_all();
-    while connections.join_next().await.is_some() {}
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        connections.abort_all();
+        while connections.join_next().await.is_some() {}
+    }
     tracing::info!("SQL Server stand-in stopped");
 }
 
@@ -163,6 +192,7 @@ async fn expect_message(
 async fn serve_connection(
     stream: TcpStream,
     factory: Arc<dyn SessionFactory>,
+    close: watch::Receiver<u64>,
 ) -> Result<(), WireError> {
     stream.set_nodelay(true)?;
     let (mut rd, mut wr) = stream.into_split();
@@ -203,7 +233,7 @@ async fn serve_connection(
     framer.set_packet_size(requested);
     let reply = login_reply(&session.database(), framer.packet_size());
     write_reply(&mut wr, &mut framer, reply).await?;
-    run_session(session, rd, wr, framer).await
+    run_session(session, rd, wr, framer, close).await
 }
 
 fn login_reply(database: &str, packet_size: usize) -> BytesMut {
@@ -264,6 +294,7 @@ async fn run_session(
     rd: OwnedReadHalf,
     wr: OwnedWriteHalf,
     framer: PacketFramer,
+    mut close: watch::Receiver<u64>,
 ) -> Result<(), WireError> {
     let cancel = Arc::new(AtomicBool::new(false));
     let (in_tx, mut in_rx) = mpsc::channel(IN_CHANNEL_DEPTH);
@@ -274,22 +305,36 @@ async fn run_session(
     let mut session = Some(session);
     let mut sink = Some(WireSink::new(framer, out_tx, cancel.clone()));
     let mut outcome = Ok(());
-    while let Some(incoming) = in_rx.recv().await {
-        let Incoming::Message(message) = incoming else {
+    loop {
+        let incoming = tokio::select! {
+            incoming = in_rx.recv() => incoming,
+            _ = close.changed() => None,
+        };
+        let Some(Incoming::Message(message)) = incoming else {
             break;
         };
         let mut s = sink.take().expect("sink is returned after each request");
         let mut sess = session
             .take()
             .expect("session is returned after each request");
-        let (s, sess, result) = tokio::task::spawn_blocking(move || {
+        let mut request = tokio::task::spawn_blocking(move || {
             let result = handle_message(message, sess.as_mut(), &mut s);
             (s, sess, result)
-        })
-        .await
-        .map_err(|e| WireError::Io(io::Error::other(format!("request task failed: {e}"))))?;
+        });
+        let mut closing = false;
+        let joined = tokio::select! {
+            joined = &mut request => joined,
+            _ = close.changed() => {
+                // Closed from the handle: cancel the running request, then roll back below.
+                cancel.store(true, Ordering::SeqCst);
+                closing = true;
+                request.await
+            }
+        };
+        let (s, sess, result) = joined
+            .map_err(|e| WireError::Io(io::Error::other(format!("request task failed: {e}"))))?;
         session = Some(sess);
-        let gone = s.client_gone;
+        let gone = s.client_gone || closing;
         sink = Some(s);
         if let Err(e) = result {
             outcome = Err(e);

@@ -864,3 +864,75 @@ async fn a_client_that_stops_reading_stops_the_engine_bounded_memory() {
     }
     assert_eq!(count, total);
 }
+
+#[tokio::test]
+async fn disconnect_all_closes_sessions_like_a_network_failure_and_keeps_listening() {
+    let (server, canned) = start().await;
+    canned.on("SELECT endless", endless(&canned));
+    canned.on(
+        "SELECT 1",
+        result_set(
+            vec![col("", SqlType::Int, false)],
+            vec![vec![Value::Int(1)]],
+        ),
+    );
+    let mut idle = connect(server.addr).await;
+    idle.begin_transaction().await.unwrap();
+    let mut busy = connect(server.addr).await;
+    let mut stream = busy
+        .simple_query("SELECT endless")
+        .await
+        .unwrap()
+        .into_row_stream();
+    stream.try_next().await.unwrap().unwrap();
+
+    server.disconnect_all();
+    eventually("both sessions were disconnected", || {
+        canned.recorded.lock().disconnects == 2
+    })
+    .await;
+    assert_eq!(
+        canned.recorded.lock().cancelled_after_rows.len(),
+        1,
+        "the running query was cancelled"
+    );
+    let mut failed = false;
+    while let Some(item) = stream.try_next().await.transpose() {
+        if item.is_err() {
+            failed = true;
+            break;
+        }
+    }
+    assert!(failed, "the busy client sees its connection fail");
+    drop(stream);
+    assert!(
+        idle.simple_query("SELECT 1").await.is_err(),
+        "the idle client's connection is gone"
+    );
+
+    let mut client = connect(server.addr).await;
+    let row = client
+        .simple_query("SELECT 1")
+        .await
+        .unwrap()
+        .into_row()
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.get::<i32, _>(0), Some(1));
+}
+
+#[tokio::test]
+async fn shutdown_rolls_back_open_sessions_and_stops_listening() {
+    let (server, canned) = start().await;
+    let mut client = connect(server.addr).await;
+    client.begin_transaction().await.unwrap();
+    let addr = server.addr;
+    server.shutdown();
+    server.stopped().await;
+    assert_eq!(canned.recorded.lock().disconnects, 1);
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "nothing listens any more"
+    );
+}
