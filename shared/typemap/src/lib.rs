@@ -22,6 +22,7 @@ pub mod ident;
 pub mod literal;
 pub mod mapping;
 pub mod numeric;
+pub mod schema;
 pub mod sqlvalue;
 pub mod temporal;
 pub mod text;
@@ -36,6 +37,7 @@ pub use mapping::{
     map_column, BitAs, ColumnCheck, DatetimePrecision, HierarchyidAs, MappingOptions, PgColumnType,
     PgKind, RowversionAs, SpatialAs, XmlAs,
 };
+pub use schema::{identity_clause, identity_setval, pg_collation, PgCollation};
 pub use sqlvalue::{
     date_from_sql, datetime2_from_sql, datetime_from_sql, datetimeoffset_from_sql,
     decimal_from_parts, decimal_parts, money_from_sql, smalldatetime_from_sql, smallmoney_from_sql,

@@ -275,6 +275,7 @@ pub fn map_column(
         max_length: column.max_length,
         precision: column.precision,
         scale: column.scale,
+        identity: column.identity.is_some(),
     };
     let mut mapped = map_type(&spec, options, &column.name).map_err(|e| {
         if let TypemapError::UnsupportedType {
@@ -309,6 +310,7 @@ pub(crate) struct TypeSpec<'a> {
     pub max_length: i32,
     pub precision: i32,
     pub scale: i32,
+    pub identity: bool,
 }
 
 pub(crate) fn map_type(
@@ -365,7 +367,13 @@ pub(crate) fn map_type(
                 (p, s) if (1..=38).contains(&p) && (0..=p).contains(&s) => (p, s),
                 (p, s) => return Err(invalid(format!("precision {p}, scale {s}; expected 1 ≤ p ≤ 38, 0 ≤ s ≤ p"))),
             };
-            PgKind::Numeric { precision: Some(precision as u8), scale: scale as u8 }
+            if spec.identity && scale == 0 && precision <= 18 {
+                // PostgreSQL identity columns must be integers.
+                warnings.push(format!("decimal({precision},0) IDENTITY is mapped to bigint"));
+                PgKind::BigInt
+            } else {
+                PgKind::Numeric { precision: Some(precision as u8), scale: scale as u8 }
+            }
         }
         "money" => PgKind::Numeric { precision: Some(19), scale: 4 },
         "smallmoney" => PgKind::Numeric { precision: Some(10), scale: 4 },
@@ -506,6 +514,7 @@ pub(crate) fn map_type_text(text: &str, options: &MappingOptions) -> Result<PgKi
         max_length: 0,
         precision: 0,
         scale: 0,
+        identity: false,
     };
     match name.as_str() {
         "decimal" | "numeric" => {
