@@ -198,6 +198,16 @@ impl PgCluster {
             })
     }
 
+    /// Creates a database with a name unique in this process (`<prefix>_<pid>_<n>`) and returns
+    /// the name: per-test isolation on the [`PgCluster::shared`] cluster.
+    pub async fn fresh_database(&self, prefix: &str) -> Result<String> {
+        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("{prefix}_{}_{n}", std::process::id());
+        self.create_database(&name).await?;
+        Ok(name)
+    }
+
     /// Creates a LOGIN role that must authenticate with `password` (SCRAM-SHA-256) over TCP.
     /// It gets CREATE on database `postgres`'s public schema like any role; grant more as needed.
     pub async fn create_password_role(&self, name: &str, password: &str) -> Result<()> {

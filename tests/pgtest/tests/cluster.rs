@@ -79,6 +79,28 @@ async fn create_database_and_connect_to_it() {
 }
 
 #[tokio::test]
+async fn fresh_databases_are_distinct() {
+    let cluster = PgCluster::shared();
+    let a = cluster.fresh_database("t").await.unwrap();
+    let b = cluster.fresh_database("t").await.unwrap();
+    assert_ne!(a, b);
+    cluster
+        .connect(&a)
+        .await
+        .unwrap()
+        .batch_execute("CREATE TABLE x (i int)")
+        .await
+        .unwrap();
+    cluster
+        .connect(&b)
+        .await
+        .unwrap()
+        .batch_execute("CREATE TABLE x (i int)")
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
 async fn password_role_needs_its_password() {
     let cluster = PgCluster::shared();
     cluster
