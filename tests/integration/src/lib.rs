@@ -1,1 +1,6 @@
-//! Test harness: ephemeral PostgreSQL, in-process services, end-to-end suites and benchmarks
+//! Test harness: the SQL Server stand-in, an ephemeral PostgreSQL and the three dbsync services
+//! in-process, plus helpers the end-to-end suites, `dbsync-demo` and `dbsync-bench` share.
+
+pub mod harness;
+
+pub use harness::{EnvOptions, TestEnv};

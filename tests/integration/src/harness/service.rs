@@ -1,0 +1,200 @@
+//! One dbsync service running in-process on its own tokio runtime.
+//!
+//! Each service gets a runtime of its own so that [`Service::kill`] is a real crash: dropping
+//! the runtime drops every task the service spawned (gRPC connections, streams, database
+//! connections) at whatever await point they are, with no graceful shutdown. [`Service::stop`]
+//! is the graceful path (cancel the token, wait). A restarted service binds the same address,
+//! so the coordinator, the task's `capture_address` and the appliers find it again.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context};
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+/// What a service is, with the settings it needs to start again.
+#[derive(Clone, Debug)]
+pub enum ServiceKind {
+    Coordinator { store: PathBuf, lease_seconds: u32 },
+    Capture { coordinator: String },
+    Apply { coordinator: String, worker_id: String },
+}
+
+struct Running {
+    runtime: tokio::runtime::Runtime,
+    token: CancellationToken,
+    done: oneshot::Receiver<anyhow::Result<()>>,
+}
+
+/// A service that can be started, killed and restarted on one address.
+pub struct Service {
+    pub name: String,
+    pub kind: ServiceKind,
+    addr: SocketAddr,
+    running: Option<Running>,
+}
+
+impl Service {
+    /// Starts the service on `addr` (port 0: a free port, kept for restarts).
+    pub async fn start(name: impl Into<String>, kind: ServiceKind, addr: SocketAddr) -> anyhow::Result<Service> {
+        let mut service = Service { name: name.into(), kind, addr, running: None };
+        service.launch().await?;
+        Ok(service)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:port`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.running.is_some()
+    }
+
+    /// Crash: every task of the service is dropped where it stands.
+    pub fn kill(&mut self) {
+        if let Some(running) = self.running.take() {
+            running.token.cancel();
+            running.runtime.shutdown_background();
+        }
+    }
+
+    /// Graceful shutdown: cancel the token and wait (bounded) for `serve` to return.
+    pub async fn stop(&mut self) -> anyhow::Result<()> {
+        let Some(running) = self.running.take() else { return Ok(()) };
+        running.token.cancel();
+        let result = tokio::time::timeout(Duration::from_secs(20), running.done).await;
+        running.runtime.shutdown_background();
+        match result {
+            Ok(Ok(served)) => served,
+            Ok(Err(_)) => Ok(()),
+            Err(_) => Err(anyhow!("{} did not stop within 20 s of cancellation", self.name)),
+        }
+    }
+
+    /// Starts a killed or stopped service again on the same address.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill();
+        self.launch().await
+    }
+
+    async fn launch(&mut self) -> anyhow::Result<()> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name(format!("{}-rt", self.name))
+            .enable_all()
+            .build()
+            .context("build a service runtime")?;
+        let token = CancellationToken::new();
+        let (bound_tx, bound_rx) = oneshot::channel();
+        let (done_tx, done) = oneshot::channel();
+        let kind = self.kind.clone();
+        let wanted = self.addr;
+        let shutdown = token.clone();
+        runtime.spawn(async move {
+            let listener = match bind_with_retry(wanted).await {
+                Ok(l) => l,
+                Err(e) => {
+                    let _ = bound_tx.send(Err(e));
+                    return;
+                }
+            };
+            let addr = listener.local_addr().expect("bound listener has an address");
+            let _ = bound_tx.send(Ok(addr));
+            let served = serve(kind, addr, listener, shutdown).await;
+            if let Err(e) = &served {
+                tracing::warn!(error = %e, "service ended with an error");
+            }
+            let _ = done_tx.send(served);
+        });
+        let addr = match bound_rx.await {
+            Ok(Ok(addr)) => addr,
+            Ok(Err(e)) => {
+                runtime.shutdown_background();
+                return Err(e.context(format!("start {}", self.name)));
+            }
+            Err(_) => {
+                runtime.shutdown_background();
+                return Err(anyhow!("{} runtime stopped before binding", self.name));
+            }
+        };
+        self.addr = addr;
+        self.running = Some(Running { runtime, token, done });
+        Ok(())
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn serve(
+    kind: ServiceKind,
+    addr: SocketAddr,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>> {
+    match kind {
+        ServiceKind::Coordinator { store, lease_seconds } => {
+            let config = dbsync_coordinator::CoordinatorConfig {
+                listen: addr,
+                store: store.to_string_lossy().into_owned(),
+                lease_seconds,
+                tick_ms: 200,
+                ..Default::default()
+            };
+            Box::pin(dbsync_coordinator::serve(config, listener, shutdown))
+        }
+        ServiceKind::Capture { coordinator } => {
+            let config = dbsync_capture::CaptureConfig {
+                listen: addr,
+                coordinator: Some(coordinator),
+                advertise_address: Some(format!("http://{addr}")),
+                ..Default::default()
+            };
+            Box::pin(dbsync_capture::serve(config, listener, shutdown))
+        }
+        ServiceKind::Apply { coordinator, worker_id } => {
+            let config = dbsync_apply::ApplyConfig {
+                coordinator,
+                worker_id: Some(worker_id),
+                advertise_address: Some(addr.to_string()),
+                heartbeat_interval: Duration::from_millis(500),
+                ..Default::default()
+            };
+            Box::pin(dbsync_apply::serve(config, listener, shutdown))
+        }
+    }
+}
+
+/// Binds `addr` with SO_REUSEADDR; a restarted service may have to wait for the old socket of
+/// a killed runtime to be released.
+async fn bind_with_retry(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let attempt = (|| {
+            let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+            socket.set_reuseaddr(true)?;
+            socket.bind(addr)?;
+            socket.listen(1024)
+        })();
+        match attempt {
+            Ok(listener) => return Ok(listener),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(anyhow!(e).context(format!("bind {addr}"))),
+        }
+    }
+}
