@@ -98,7 +98,10 @@ async fn one_million_rows_stream_to_tiberius_fast_enough() {
     // Server and client share this process: its peak RSS bounds what the stream buffered.
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     if let Some(peak) = status.lines().find(|l| l.starts_with("VmHWM")) {
-        println!("peak memory of server + client: {}", peak.trim_start_matches("VmHWM:").trim());
+        println!(
+            "peak memory of server + client: {}",
+            peak.trim_start_matches("VmHWM:").trim()
+        );
     }
     if !cfg!(debug_assertions) {
         assert!(
