@@ -233,7 +233,7 @@ impl CaptureService for CaptureGrpc {
         let req = req.into_inner();
         let table = req.table.clone().ok_or_else(|| CaptureError::InvalidRequest("The request has no table".into()))?;
         let throttle = self.state.throttles.for_task(&req.task_id, Phase::Full, req.throttle);
-        let chunks = snapshot::checksum_chunks(&self.state.pools, &req.source, &table, &req.chunks, &throttle).await?;
+        let chunks = snapshot::checksum_chunks(&self.state.pools, &req.source, &table, &req.chunks, &req.where_filter, &throttle).await?;
         Ok(Response::new(ChecksumChunksResponse { chunks }))
     }
 }

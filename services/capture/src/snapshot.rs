@@ -17,7 +17,7 @@ use dbsync_proto::v1::{
     SourceConnection, TableSchema, Value,
 };
 use futures_util::TryStreamExt;
-use prost::Message;
+use dbsync_typemap::{MappingOptions, PgColumnType};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
@@ -242,15 +242,25 @@ pub async fn read_rows(pools: &Pools, req: &ReadRowsRequest, throttle: &TaskThro
     Ok(())
 }
 
-/// Adds one row's canonical form to a checksum: each value as its protobuf encoding
-/// (deterministic for `Value`), length-prefixed so that value boundaries count.
-pub fn hash_row(hasher: &mut Sha256, values: &[Value]) {
-    for v in values {
-        let bytes = v.encode_to_vec();
-        hasher.update((bytes.len() as u32).to_le_bytes());
-        hasher.update(&bytes);
+/// The target column type of each source column under the default mapping, for canonical
+/// forms; None for a column without a mapping (it is left out of checksums).
+pub fn canonical_types(table: &TableSchema) -> Vec<Option<PgColumnType>> {
+    let options = MappingOptions::default();
+    table.columns.iter().map(|c| dbsync_typemap::map_column(c, &options).ok()).collect()
+}
+
+/// Adds one row to a checksum: each mapped value's framed canonical form
+/// (`dbsync_typemap::canonical_bytes`, `<length>:<text>;` or `N;`), concatenated in column
+/// order. PostgreSQL computes the same bytes with `pg_canonical_sql`, so a chunk's hashes
+/// match exactly when the target holds what the mapping says it should.
+pub fn hash_row(hasher: &mut Sha256, values: &[Value], types: &[Option<PgColumnType>], buf: &mut Vec<u8>) {
+    buf.clear();
+    for (v, ty) in values.iter().zip(types) {
+        if let Some(ty) = ty {
+            dbsync_typemap::canonical_bytes(v, ty, buf);
+        }
     }
-    hasher.update([0xFF]);
+    hasher.update(&buf[..]);
 }
 
 /// Row count and SHA-256 of every chunk, rows hashed in key order.
@@ -259,8 +269,11 @@ pub async fn checksum_chunks(
     source: &Option<SourceConnection>,
     table: &TableSchema,
     chunks: &[Chunk],
+    where_filter: &str,
     throttle: &TaskThrottle,
 ) -> Result<Vec<ChunkChecksum>> {
+    let types = canonical_types(table);
+    let mut buf = Vec::with_capacity(256);
     let name = table.table.as_ref().map(sql::display_name).unwrap_or_default();
     let mut conn = connection(pools, source, table).await?;
     let mut out = Vec::with_capacity(chunks.len());
@@ -269,7 +282,7 @@ pub async fn checksum_chunks(
         let mut params = Params::default();
         let query = sql::chunk_query(
             table,
-            "",
+            where_filter,
             chunk.lower.as_ref().map(|b| b.values.as_slice()),
             chunk.upper.as_ref().map(|b| b.values.as_slice()),
             &mut params,
@@ -286,7 +299,7 @@ pub async fn checksum_chunks(
             while let Some(row) = stream.try_next().await.map_err(|e| CaptureError::from_tiberius(&context, e))? {
                 let values: Vec<Value> = row.into_iter().map(decode::to_value).collect();
                 bytes += values.iter().map(|v| decode::value_size(v) as u64).sum::<u64>();
-                hash_row(&mut hasher, &values);
+                hash_row(&mut hasher, &values, &types, &mut buf);
                 rows += 1;
                 if rows.is_multiple_of(1000) {
                     throttle.rows_and_bytes(1000, std::mem::take(&mut bytes)).await;
@@ -322,11 +335,23 @@ mod tests {
     }
 
     #[test]
-    fn row_hash_depends_on_values_and_boundaries() {
+    fn row_hash_uses_canonical_forms_and_skips_unmapped_columns() {
+        use dbsync_proto::v1::{ColumnSchema, TableRef};
+        let table = TableSchema {
+            table: Some(TableRef::default()),
+            columns: vec![
+                ColumnSchema { name: "id".into(), type_name: "int".into(), max_length: 4, ..Default::default() },
+                ColumnSchema { name: "t".into(), type_name: "nvarchar".into(), max_length: 20, ..Default::default() },
+            ],
+            ..Default::default()
+        };
+        let types = canonical_types(&table);
+        assert!(types.iter().all(|t| t.is_some()));
         let h = |rows: &[Vec<Value>]| {
             let mut s = Sha256::new();
+            let mut buf = Vec::new();
             for r in rows {
-                hash_row(&mut s, r);
+                hash_row(&mut s, r, &types, &mut buf);
             }
             s.finalize().to_vec()
         };
@@ -334,5 +359,7 @@ mod tests {
         assert_eq!(a, h(&[vec![int(1), decode::text("ab")]]));
         assert_ne!(a, h(&[vec![int(1), decode::text("a")], vec![decode::text("b")]]));
         assert_ne!(a, h(&[vec![int(2), decode::text("ab")]]));
+        // exactly the framed canonical text: "1:1;2:ab;"
+        assert_eq!(a, Sha256::digest(b"1:1;2:ab;").to_vec());
     }
 }
