@@ -115,6 +115,15 @@ fn encode_body(
         (PgKind::SmallInt | PgKind::Integer | PgKind::BigInt, Kind::Int(i)) => {
             put_int(ty, *i, buf)?
         }
+        // decimal(p,0) IDENTITY columns are mapped to bigint.
+        (PgKind::SmallInt | PgKind::Integer | PgKind::BigInt, Kind::Decimal(d)) => {
+            let (unscaled, scale) =
+                crate::sqlvalue::decimal_parts(d).map_err(|e| with_column(e, ty))?;
+            let integral = rescale(unscaled, scale, 0)
+                .and_then(|v| i64::try_from(v).ok())
+                .ok_or_else(|| decimal_out_of_range(ty, unscaled, scale))?;
+            put_int(ty, integral, buf)?;
+        }
         // rowversion as bigint: an 8-byte big-endian counter.
         (PgKind::BigInt, Kind::Binary(bytes)) => {
             let raw: [u8; 8] = bytes.as_slice().try_into().map_err(|_| mismatch())?;
@@ -126,6 +135,14 @@ fn encode_body(
             )?;
         }
         (PgKind::Real, Kind::Float32(f)) => buf.put_f32(*f),
+        // Only when no precision is lost (float(n ≤ 24) is a real in SQL Server too).
+        (PgKind::Real, Kind::Float64(f)) => {
+            let narrow = *f as f32;
+            if f64::from(narrow) != *f && !f.is_nan() {
+                return Err(out_of_range(ty, f));
+            }
+            buf.put_f32(narrow);
+        }
         (PgKind::Double, Kind::Float64(f)) => buf.put_f64(*f),
         (PgKind::Double, Kind::Float32(f)) => buf.put_f64(f64::from(*f)),
         (PgKind::Numeric { precision, scale }, Kind::Decimal(d)) => {

@@ -136,6 +136,15 @@ pub(crate) fn write_value_text(
         (_, Kind::Int(i)) => write!(out, "{i}"),
         (_, Kind::Float32(f)) => write_float(out, f64::from(*f), |o| write!(o, "{f}")),
         (_, Kind::Float64(f)) => write_float(out, *f, |o| write!(o, "{f}")),
+        (PgKind::SmallInt | PgKind::Integer | PgKind::BigInt, Kind::Decimal(d)) => {
+            let (unscaled, scale) =
+                crate::sqlvalue::decimal_parts(d).map_err(|_| std::fmt::Error)?;
+            write!(
+                out,
+                "{}",
+                rescale(unscaled, scale, 0).ok_or(std::fmt::Error)?
+            )
+        }
         (target, Kind::Decimal(d)) => {
             let (unscaled, scale) =
                 crate::sqlvalue::decimal_parts(d).map_err(|_| std::fmt::Error)?;

@@ -266,6 +266,30 @@ async fn decimals_and_money() {
     .await;
 }
 
+#[tokio::test]
+async fn decimal_identity_columns_become_bigint() {
+    let mut col = column("decimal", 9, 18, 0);
+    col.identity = Some(dbsync_proto::v1::Identity {
+        seed: 1,
+        increment: 1,
+        last_value: None,
+    });
+    assert_eq!(
+        map_column(&col, &MappingOptions::default()).unwrap().ddl(),
+        "bigint"
+    );
+    let client = client().await;
+    let ty = map_column(&col, &MappingOptions::default()).unwrap();
+    let big = 10i128.pow(18) - 1;
+    copy_into(&client, "t_dec_identity", &ty, &[dec(big, 0), dec(-5, 0)]).await;
+    assert_eq!(
+        select_text(&client, "t_dec_identity", "v").await,
+        vec![Some(big.to_string()), Some("-5".into())]
+    );
+    assert_eq!(render_literal(&dec(-5, 0), &ty).unwrap(), "'-5'::bigint");
+    assert!(encode_value(&dec(15, 1), &ty, &mut bytes::BytesMut::new()).is_err());
+}
+
 #[test]
 fn decimals_that_do_not_fit_fail() {
     let ty = map_column(&column("decimal", 9, 5, 2), &MappingOptions::default()).unwrap();
@@ -289,6 +313,7 @@ async fn floats() {
             (v(Kind::Float32(f32::NAN)), Some("NaN")),
             (v(Kind::Float32(f32::INFINITY)), Some("Infinity")),
             (v(Kind::Float32(f32::NEG_INFINITY)), Some("-Infinity")),
+            (v(Kind::Float64(0.5)), Some("0.5")), // exactly representable as real
         ],
     )
     .await;
