@@ -27,15 +27,44 @@ async fn start_engine() -> (ServerHandle, String) {
     (server, password)
 }
 
-#[tokio::test]
-async fn tiberius_query_parameters_and_transactions_against_the_engine() {
+/// The client for the check: against the in-process engine, or against the server named by
+/// `MSSQL_TEST_URL` (an ADO connection string, e.g. `server=tcp:host,1433;user=sa;password=…;
+/// database=…;encrypt=DANGER_PLAINTEXT`) to confirm the same behaviour on a real SQL Server.
+async fn check_client() -> (Option<ServerHandle>, TestClient) {
+    if let Ok(url) = std::env::var("MSSQL_TEST_URL") {
+        let config = tiberius::Config::from_ado_string(&url)
+            .expect("MSSQL_TEST_URL is an ADO connection string");
+        let tcp = tokio::net::TcpStream::connect(config.get_addr())
+            .await
+            .expect("MSSQL_TEST_URL is reachable");
+        tcp.set_nodelay(true).unwrap();
+        let client = tiberius::Client::connect(
+            config,
+            tokio_util::compat::TokioAsyncWriteCompatExt::compat_write(tcp),
+        )
+        .await
+        .expect("login to MSSQL_TEST_URL");
+        return (None, client);
+    }
     let (server, password) = start_engine().await;
     let mut cfg = config(server.addr, &password);
     cfg.database(CHECK_DATABASE);
-    let mut client = connect_with(server.addr, cfg)
+    let client = connect_with(server.addr, cfg)
         .await
         .expect("login with the engine's sa password");
+    (Some(server), client)
+}
 
+#[tokio::test]
+async fn tiberius_query_parameters_and_transactions_against_the_engine() {
+    let (server, mut client) = check_client().await;
+    client
+        .simple_query("IF OBJECT_ID(N'dbo.items') IS NOT NULL DROP TABLE dbo.items")
+        .await
+        .unwrap()
+        .into_results()
+        .await
+        .unwrap();
     client
         .simple_query("CREATE TABLE dbo.items (id int NOT NULL PRIMARY KEY, name nvarchar(50) NULL, amount decimal(10,2) NULL)")
         .await
@@ -99,8 +128,17 @@ async fn tiberius_query_parameters_and_transactions_against_the_engine() {
     while let Some(row) = stream.try_next().await.unwrap() {
         names.push(row.get::<&str, _>(0).unwrap().to_string());
     }
+    drop(stream);
     assert_eq!(names, ["kept", "item 2 ü", "item 3 ü"]);
 
+    client
+        .simple_query("DROP TABLE dbo.items")
+        .await
+        .unwrap()
+        .into_results()
+        .await
+        .unwrap();
+    let Some(server) = server else { return };
     let err = connect_with(server.addr, config(server.addr, "not the password"))
         .await
         .map(|_| ())
