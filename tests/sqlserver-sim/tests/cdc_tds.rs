@@ -63,6 +63,7 @@ async fn workload_changes_arrive_in_the_change_tables() {
         large_transaction_every: 25,
         large_transaction_rows: 300,
         rollback_percent: 10,
+        ddl_every: 20,
         ..Default::default()
     };
     let stats = workload::run_workload(server.addr, config, CancellationToken::new()).await.expect("workload runs");
@@ -76,6 +77,10 @@ async fn workload_changes_arrive_in_the_change_tables() {
         ct_rows += count(&mut c, &format!("SELECT COUNT(*) FROM cdc.[{schema}_{table}_CT]")).await;
     }
     assert_eq!(ct_rows as u64, stats.inserts + stats.deletes + 2 * stats.updates, "{stats:?}");
+    // ADD/DROP COLUMN on the tracked heap is recorded; columns added later are not captured.
+    assert!(stats.ddl > 0, "{stats:?}");
+    let ddl_rows = count(&mut c, "SELECT COUNT(*) FROM cdc.ddl_history WHERE source_object_id = OBJECT_ID(N'sales.audit_log')").await;
+    assert_eq!(ddl_rows as u64, stats.ddl);
     let key_updates = count(&mut c, "SELECT COUNT(*) FROM cdc.sales_order_lines_CT WHERE __$operation = 1").await;
     assert!(key_updates as u64 >= stats.key_updates);
 

@@ -11,25 +11,20 @@ use std::time::Instant;
 
 use cdc_support::*;
 
-#[test]
-fn cdc_throughput() {
-    let f = fixture();
-    f.tracked_table(
-        "orders",
-        "id int NOT NULL PRIMARY KEY, customer int NOT NULL, amount decimal(12,2) NULL, status varchar(20) NULL, \
-         note nvarchar(100) NULL, created datetime2(7) NULL, flag bit NULL",
-    );
-    let rows: usize = if cfg!(debug_assertions) { 20_000 } else { 200_000 };
+const COLUMNS: &str = "id int NOT NULL PRIMARY KEY, customer int NOT NULL, amount decimal(12,2) NULL, status varchar(20) NULL, \
+     note nvarchar(100) NULL, created datetime2(7) NULL, flag bit NULL";
+
+/// Inserts then updates `rows` rows of `dbo.<table>`; returns (inserts/s, updates/s).
+fn measure(f: &Fixture, table: &str, rows: usize) -> (f64, f64) {
     let per_statement = 500;
     let per_transaction = 2_000;
     let mut s = f.session();
-
     let started = Instant::now();
     let mut id = 0usize;
     while id < rows {
         let mut batch = String::from("BEGIN TRANSACTION;");
         for _ in 0..per_transaction / per_statement {
-            batch.push_str("INSERT INTO dbo.orders VALUES ");
+            let _ = write!(batch, "INSERT INTO dbo.{table} VALUES ");
             for i in 0..per_statement {
                 if i > 0 {
                     batch.push(',');
@@ -44,16 +39,29 @@ fn cdc_throughput() {
         exec(&mut s, &batch);
     }
     let insert_rate = rows as f64 / started.elapsed().as_secs_f64();
-
     let started = Instant::now();
     let chunk = 5_000;
     for lo in (0..rows).step_by(chunk) {
-        exec(&mut s, &format!("UPDATE dbo.orders SET status = 'paid', amount = amount + 1 WHERE id >= {lo} AND id < {}", lo + chunk));
+        exec(&mut s, &format!("UPDATE dbo.{table} SET status = 'paid', amount = amount + 1 WHERE id >= {lo} AND id < {}", lo + chunk));
     }
-    let update_rate = rows as f64 / started.elapsed().as_secs_f64();
+    (insert_rate, rows as f64 / started.elapsed().as_secs_f64())
+}
 
-    let ct = int(&scalar(&mut s, "SELECT COUNT(*) FROM cdc.dbo_orders_CT"));
+#[test]
+fn cdc_throughput() {
+    let f = fixture();
+    let rows: usize = if cfg!(debug_assertions) { 20_000 } else { 200_000 };
+    exec(&mut f.session(), &format!("CREATE TABLE dbo.plain ({COLUMNS})"));
+    let (plain_insert, plain_update) = measure(&f, "plain", rows);
+    f.tracked_table("orders", COLUMNS);
+    let (insert_rate, update_rate) = measure(&f, "orders", rows);
+
+    let ct = int(&scalar(&mut f.session(), "SELECT COUNT(*) FROM cdc.dbo_orders_CT"));
     assert_eq!(ct as usize, rows * 3, "one row per insert, two per update");
-    println!("cdc_throughput: {rows} inserts at {insert_rate:.0} rows/s, {rows} updates at {update_rate:.0} rows/s (CDC synchronous)");
+    assert_eq!(int(&scalar(&mut f.session(), "SELECT COUNT(*) FROM cdc.lsn_time_mapping")) as usize, rows / 2_000 + rows / 5_000);
+    println!(
+        "cdc_throughput: {rows} rows, CDC on: {insert_rate:.0} inserts/s, {update_rate:.0} updates/s; \
+         untracked table: {plain_insert:.0} inserts/s, {plain_update:.0} updates/s"
+    );
     assert!(insert_rate > 5_000.0 && update_rate > 5_000.0, "insert {insert_rate:.0}/s, update {update_rate:.0}/s");
 }

@@ -424,9 +424,22 @@ pub(super) async fn interleaved_pair(
         stats.out_of_order_commits += 1;
     }
     if let Some(ddl) = state.ddl(config) {
-        a.simple_query(ddl).await?.into_results().await?;
-        stats.ddl += 1;
+        // DDL waits for the schema lock that other workers' open transactions hold; a lock
+        // timeout is counted, not fatal.
+        match run_ddl(a, &ddl).await {
+            Ok(()) => stats.ddl += 1,
+            Err(tiberius::error::Error::Server(_)) => {
+                state.ddl_columns -= 1;
+                stats.failed += 1;
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
+    Ok(())
+}
+
+async fn run_ddl(client: &mut SqlClient, ddl: &str) -> Result<(), tiberius::error::Error> {
+    client.simple_query(ddl).await?.into_results().await?;
     Ok(())
 }
 
