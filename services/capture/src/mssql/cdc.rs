@@ -555,19 +555,19 @@ impl CdcStream {
 
     /// Poll steps 4-6: merge the cursors until one message is ready or the window ends.
     async fn advance_window(&mut self) -> Result<()> {
-        while self.pending.is_empty() {
-            for ci in 0..self.cursors.len() {
-                if self.cursors[ci].buffer.is_empty() && !self.cursors[ci].exhausted {
-                    self.fetch_page(ci).await?;
-                }
+        // First pages of cursors opened by start_window; cursors with nothing left are dropped
+        // so the merge only looks at tables that have changes in the window.
+        for ci in 0..self.cursors.len() {
+            if self.cursors[ci].buffer.is_empty() && !self.cursors[ci].exhausted {
+                self.fetch_page(ci).await?;
             }
-            // Tables that left the stream during this poll contribute nothing more.
-            let stopped: Vec<bool> = self.tables.iter().map(|t| t.stopped).collect();
+        }
+        self.drop_finished_cursors();
+        while self.pending.is_empty() {
             let best = self
                 .cursors
                 .iter()
                 .enumerate()
-                .filter(|(_, c)| !stopped[c.table])
                 .filter_map(|(i, c)| c.buffer.front().map(|r| (r.key(), i)))
                 .min();
             let Some((_, ci)) = best else {
@@ -576,8 +576,19 @@ impl CdcStream {
             };
             let row = self.cursors[ci].buffer.pop_front().expect("head checked above");
             self.add_change(row).await?;
+            if self.cursors[ci].buffer.is_empty() && !self.cursors[ci].exhausted {
+                self.fetch_page(ci).await?;
+            }
+            self.drop_finished_cursors();
         }
         Ok(())
+    }
+
+    /// Removes cursors that have delivered everything, and those of tables that left the
+    /// stream.
+    fn drop_finished_cursors(&mut self) {
+        let tables = &self.tables;
+        self.cursors.retain(|c| !tables[c.table].stopped && !(c.exhausted && c.buffer.is_empty()));
     }
 
     async fn add_change(&mut self, row: ChangeRow) -> Result<()> {
