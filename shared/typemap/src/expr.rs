@@ -4,12 +4,37 @@
 //! A small parser covers literals (`'..'`, `N'..'`, numbers, `0x..`), `[bracketed]` and
 //! quoted names, `NULL`, arithmetic, comparison (`=`, `<>`, `!=`, `!<`, `!>`, …), `AND`/`OR`/
 //! `NOT`, `IS [NOT] NULL`, `[NOT] IN`, `[NOT] BETWEEN`, `[NOT] LIKE` (without `[...]` classes),
-//! `CASE`, `IIF`, `CAST`, `CONVERT` (without style) and the functions in [`translate_function`].
+//! `CASE`, `IIF`, `CAST`, `CONVERT` (without style) and the functions in the table below.
 //! Redundant parentheses such as `((0))` disappear; every compound operand in the output is
 //! parenthesised, so precedence differences between the dialects cannot change the meaning.
 //! `+` becomes `||` when either side is text; when the operand types cannot be told apart the
 //! expression is refused. Anything outside this list is [`Untranslatable`](crate::Untranslatable):
 //! the caller reports it rather than guessing.
+//!
+//! | T-SQL | PostgreSQL |
+//! |---|---|
+//! | `getdate()`, `sysdatetime()`, `CURRENT_TIMESTAMP` | `LOCALTIMESTAMP` (`now()` on timestamptz targets) |
+//! | `getutcdate()`, `sysutcdatetime()` | `(now() AT TIME ZONE 'UTC')` (`now()` on timestamptz) |
+//! | `sysdatetimeoffset()` | `now()` |
+//! | `newid()`, `newsequentialid()` | `gen_random_uuid()` |
+//! | `suser_sname()`, `SYSTEM_USER` / `user_name()`, `CURRENT_USER` | `SESSION_USER` / `CURRENT_USER` |
+//! | `db_name()`, `app_name()` | `current_database()`, `current_setting('application_name')` |
+//! | `(0)`/`(1)` default on bit, `bitcol = 1` | `false`/`true`, `bitcol = true` |
+//! | `N'x'`, `'x'`, `0x0A` | `'x'`, `'x'`, `E'\\x0a'::bytea` |
+//! | `[Name]`, `"Name"` | the target column name (policy-cased, quoted when needed) |
+//! | `ISNULL(a,b)`, `COALESCE`, `NULLIF`, `IIF(c,a,b)` | `COALESCE(a, b)`, same, same, `CASE WHEN … END` |
+//! | `LEN(x)` | `length(rtrim(x))` (LEN ignores trailing blanks) |
+//! | `UPPER`, `LOWER`, `LTRIM`, `RTRIM`, `TRIM`, `LEFT`, `RIGHT`, `SUBSTRING`, `REPLACE`, `REVERSE`, `CONCAT` | same (`TRIM` → `btrim`) |
+//! | `CHARINDEX(a,b)`, `REPLICATE(x,n)`, `SPACE(n)` | `strpos(b, a)`, `repeat(x, n)`, `repeat(' ', n)` |
+//! | `ABS`, `CEILING`, `FLOOR`, `ROUND(x,n)`, `POWER`, `SQRT`, `SQUARE`, `SIGN`, `EXP`, `LOG10` | same (`ceil`, `power(x, 2)`) |
+//! | `YEAR`/`MONTH`/`DAY(d)`, `DATEPART(part, d)` | `CAST(date_part('part', d) AS integer)` |
+//! | `DATEADD(part, n, d)`, `DATEDIFF(day, a, b)` | `d + (n) * interval '1 part'`, `CAST(b AS date) - CAST(a AS date)` |
+//! | `CAST(x AS t)`, `CONVERT(t, x)` | `CAST(x AS <mapped t>)` |
+//! | `+` on text, `^`, `!=`, `!<`, `!>` | `\|\|`, `#`, `<>`, `>=`, `<=` |
+//!
+//! Known semantic differences that remain: PostgreSQL drops `char(n)` padding when
+//! concatenating (SQL Server keeps it), and LIKE/`=` on case-insensitive source collations are
+//! case-sensitive unless the column gets a nondeterministic collation ([`crate::pg_collation`]).
 
 use dbsync_proto::v1::ColumnSchema;
 

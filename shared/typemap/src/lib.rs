@@ -15,6 +15,7 @@
 //! [`temporal`]; text that PostgreSQL cannot store follows [`InvalidTextPolicy`].
 
 pub mod canonical;
+mod choices;
 pub mod copy;
 mod error;
 pub mod expr;
