@@ -545,3 +545,49 @@ async fn chunk_reads_obey_the_rows_per_second_throttle() {
     // 500 rows of burst, then 500 more at 500 rows/s.
     assert!(start.elapsed() >= Duration::from_millis(900), "{:?}", start.elapsed());
 }
+
+#[tokio::test]
+async fn an_idle_source_keeps_progress_moving_and_agent_captured_changes_arrive() {
+    use dbsync_sqlserver_sim::engine::cdc::CaptureMode;
+    let mut env = env("shop", "CREATE TABLE dbo.t (id int NOT NULL PRIMARY KEY);").await;
+    let tables = env.schema("shop").await;
+    enable(&mut env, &tables, "cdc-polling", 0).await.unwrap();
+    let cdc = Cdc::of(&env.engine).unwrap();
+    cdc.set_config(CdcConfig { mode: CaptureMode::Agent, agent_poll_override: Some(Duration::from_millis(50)), ..cdc.config() });
+    let l0 = max_lsn(&mut env, "shop").await;
+    let req = StreamChangesRequest {
+        source: Some(env.source.clone()),
+        task_id: "t".into(),
+        tables,
+        from_lsn: l0,
+        poll_interval_ms: 20,
+        heartbeat_interval_ms: 100,
+        ..Default::default()
+    };
+    let mut s = env.client.stream_changes(req).await.unwrap().into_inner();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut progress: Vec<Vec<u8>> = Vec::new();
+    // Idle: the capture job's idle mapping rows move the max LSN, and the stream reports it.
+    while progress.len() < 3 {
+        let m = tokio::time::timeout_at(deadline.into(), s.message()).await.expect("progress in time").unwrap().unwrap();
+        match m.kind {
+            Some(Msg::Progress(p)) => {
+                if progress.last().is_none_or(|last| p.lsn > *last) {
+                    progress.push(p.lsn);
+                }
+            }
+            other => panic!("only progress while idle, got {other:?}"),
+        }
+    }
+    env.sql("shop", "INSERT INTO dbo.t (id) VALUES (42)");
+    let inserted = loop {
+        let m = tokio::time::timeout_at(deadline.into(), s.message()).await.expect("the change in time").unwrap().unwrap();
+        if let Some(Msg::Transaction(f)) = m.kind {
+            break f;
+        }
+    };
+    assert_eq!(int(&inserted.changes[0].values[0]), 42);
+    // Progress said everything below its LSN was delivered: the new commit is at or above it.
+    assert!(inserted.commit_lsn >= *progress.last().unwrap());
+    assert!(inserted.commit_time_unix_micros > 0);
+}
