@@ -148,3 +148,66 @@ impl PacketFramer {
         self.packet_id = self.packet_id.wrapping_add(1);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_framed_response_reassembles_and_only_its_last_packet_has_eom() {
+        let payload: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        let mut framer = PacketFramer::new(512);
+        let mut tokens = BytesMut::from(&payload[..]);
+        let mut out = BytesMut::new();
+        framer.frame_full(&mut tokens, &mut out);
+        framer.frame_rest(&mut tokens, true, &mut out);
+        assert!(tokens.is_empty());
+
+        let mut packets = Vec::new();
+        let mut rest = &out[..];
+        while !rest.is_empty() {
+            let len = u16::from_be_bytes([rest[2], rest[3]]) as usize;
+            assert!(len <= 512, "packet of {len} bytes");
+            packets.push((rest[1], rest[6]));
+            rest = &rest[len..];
+        }
+        let eoms: Vec<bool> = packets
+            .iter()
+            .map(|(status, _)| status & STATUS_EOM != 0)
+            .collect();
+        assert_eq!(eoms.iter().filter(|e| **e).count(), 1);
+        assert!(*eoms.last().unwrap());
+        assert_eq!(packets[1].1, 2, "packet ids count up");
+
+        // The same bytes as a client request: reassembled whole (the type byte says REPLY,
+        // which the reader does not interpret).
+        let message = read_message(&mut &out[..]).await.unwrap().unwrap();
+        assert_eq!(message.kind, kind::REPLY);
+        assert_eq!(&message.payload[..], &payload[..]);
+    }
+
+    #[tokio::test]
+    async fn framing_errors_are_reported_not_panicked() {
+        let short = [0x01u8, 0x01, 0x00, 0x04, 0, 0, 1, 0];
+        assert!(matches!(
+            read_message(&mut &short[..]).await,
+            Err(WireError::Framing(_))
+        ));
+        let mixed = [
+            0x01u8, 0x00, 0x00, 0x09, 0, 0, 1, 0, 0xAA, 0x03, 0x01, 0x00, 0x09, 0, 0, 2, 0, 0xBB,
+        ];
+        assert!(matches!(
+            read_message(&mut &mixed[..]).await,
+            Err(WireError::Framing(_))
+        ));
+        let truncated = [0x01u8, 0x01, 0x00, 0x20, 0, 0, 1, 0, 1, 2];
+        assert!(matches!(
+            read_message(&mut &truncated[..]).await,
+            Err(WireError::Io(_))
+        ));
+        assert!(
+            read_message(&mut &[][..]).await.unwrap().is_none(),
+            "a clean close between messages"
+        );
+    }
+}

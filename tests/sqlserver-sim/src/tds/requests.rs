@@ -181,3 +181,124 @@ pub fn parse_bulk_load(payload: &[u8]) -> Result<(Vec<ResultColumn>, Vec<Vec<Val
     }
     Ok((columns, rows))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tds::tokens::write_colmetadata;
+    use crate::tds::values::{put_b_varchar, write_value};
+    use crate::types::{Collation, SqlType};
+    use bytes::{BufMut, BytesMut};
+
+    #[test]
+    fn bulk_load_with_row_and_nbcrow_tokens() {
+        let columns = vec![
+            ResultColumn::expr("a", SqlType::Int, true),
+            ResultColumn::expr(
+                "b",
+                SqlType::NVarChar {
+                    len: Some(10),
+                    collation: Collation::SQL_LATIN1_GENERAL_CP1_CI_AS,
+                },
+                true,
+            ),
+        ];
+        let mut buf = BytesMut::new();
+        write_colmetadata(&mut buf, &columns);
+        let mut scratch = Vec::new();
+        buf.put_u8(token::ROW);
+        for (c, v) in columns
+            .iter()
+            .zip([Value::Int(1), Value::String("x".into())])
+        {
+            write_value(&mut buf, &c.ty, true, &v, &mut scratch).unwrap();
+        }
+        buf.put_u8(token::NBCROW);
+        buf.put_u8(0b01);
+        write_value(
+            &mut buf,
+            &columns[1].ty,
+            true,
+            &Value::String("y".into()),
+            &mut scratch,
+        )
+        .unwrap();
+        buf.put_slice(&[token::DONE, 0x10, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0]);
+        let (decoded, rows) = parse_bulk_load(&buf).unwrap();
+        assert_eq!(
+            decoded.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
+            ["a", "b"]
+        );
+        assert!(decoded.iter().all(|c| c.nullable));
+        assert_eq!(
+            rows,
+            vec![
+                vec![Value::Int(1), Value::String("x".into())],
+                vec![Value::Null, Value::String("y".into())]
+            ]
+        );
+    }
+
+    #[test]
+    fn transaction_manager_requests_and_rpc_names() {
+        let headers = |buf: &mut BytesMut, descriptor: u64| {
+            buf.put_u32_le(22);
+            buf.put_u32_le(18);
+            buf.put_u16_le(2);
+            buf.put_u64_le(descriptor);
+            buf.put_u32_le(1);
+        };
+        let mut begin = BytesMut::new();
+        headers(&mut begin, 0);
+        begin.put_u16_le(5);
+        begin.put_u8(2);
+        put_b_varchar(&mut begin, "t1");
+        assert_eq!(
+            parse_transaction_request(&begin).unwrap(),
+            (
+                0,
+                TransactionRequest::Begin {
+                    isolation: 2,
+                    name: "t1".into()
+                }
+            )
+        );
+        let mut commit = BytesMut::new();
+        headers(&mut commit, 7);
+        commit.put_u16_le(7);
+        put_b_varchar(&mut commit, "");
+        commit.put_u8(0);
+        assert_eq!(
+            parse_transaction_request(&commit).unwrap(),
+            (
+                7,
+                TransactionRequest::Commit {
+                    name: String::new()
+                }
+            )
+        );
+
+        let mut rpc = BytesMut::new();
+        headers(&mut rpc, 9);
+        rpc.put_u16_le(4);
+        for unit in "p_go".encode_utf16() {
+            rpc.put_u16_le(unit);
+        }
+        rpc.put_u16_le(0);
+        put_b_varchar(&mut rpc, "@x");
+        rpc.put_u8(1);
+        rpc.put_slice(&[0x26, 4, 4, 42, 0, 0, 0]);
+        let parsed = parse_rpc(&rpc).unwrap();
+        assert_eq!(parsed.descriptor, 9);
+        assert_eq!(parsed.proc, RpcProc::Name("p_go".into()));
+        assert_eq!(
+            parsed.params,
+            vec![RpcParam {
+                name: "@x".into(),
+                ty: SqlType::Int,
+                value: Value::Int(42),
+                output: true
+            }]
+        );
+    }
+}

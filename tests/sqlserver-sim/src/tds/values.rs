@@ -1331,3 +1331,272 @@ fn read_variant(r: &mut Reader) -> Result<Value, WireError> {
     };
     Ok(value)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LATIN1: Collation = Collation::SQL_LATIN1_GENERAL_CP1_CI_AS;
+
+    /// Encode TYPE_INFO + value as the server sends them, decode them as the server reads
+    /// client data: the decoder must give back the type and the value (types tiberius never
+    /// sends as parameters, such as char, text or sql_variant, are covered here).
+    fn round_trip(ty: SqlType, nullable: bool, value: Value) -> (SqlType, Value) {
+        let mut buf = BytesMut::new();
+        let mut scratch = Vec::new();
+        write_type_info(&mut buf, &ty, nullable);
+        write_value(&mut buf, &ty, nullable, &value, &mut scratch).expect("encodes");
+        let mut r = Reader::new(&buf, "test");
+        let wt = read_type_info(&mut r, user_type(&ty)).expect("type info decodes");
+        let decoded = read_value(&mut r, &wt).expect("value decodes");
+        assert!(r.is_empty(), "{ty:?}: {} bytes left over", r.remaining());
+        (wt.ty, decoded)
+    }
+
+    #[test]
+    fn every_type_decodes_what_it_encodes() {
+        let s = |t: &str| Value::String(t.into());
+        let b = |v: &[u8]| Value::Binary(v.into());
+        let cases = vec![
+            (SqlType::Bit, Value::Bit(true)),
+            (SqlType::TinyInt, Value::TinyInt(200)),
+            (SqlType::SmallInt, Value::SmallInt(-300)),
+            (SqlType::Int, Value::Int(-70_000)),
+            (SqlType::BigInt, Value::BigInt(i64::MIN)),
+            (SqlType::Real, Value::Real(-1.25)),
+            (SqlType::Float, Value::Float(1e300)),
+            (SqlType::Money, Value::Money(-922_337_203_685_477_580)),
+            (SqlType::SmallMoney, Value::SmallMoney(-2_147_483_648)),
+            (
+                SqlType::DateTime,
+                Value::DateTime {
+                    days: -53_690,
+                    ticks: 25_919_999,
+                },
+            ),
+            (
+                SqlType::SmallDateTime,
+                Value::SmallDateTime {
+                    days: 65_535,
+                    minutes: 1439,
+                },
+            ),
+            (
+                SqlType::Decimal {
+                    precision: 38,
+                    scale: 10,
+                    numeric: false,
+                },
+                Value::Decimal(-(10i128.pow(38) - 1), 10),
+            ),
+            (
+                SqlType::Decimal {
+                    precision: 5,
+                    scale: 2,
+                    numeric: true,
+                },
+                Value::Decimal(12_345, 2),
+            ),
+            (SqlType::Date, Value::Date(3_652_058)),
+            (SqlType::Time { scale: 7 }, Value::Time(863_999_999_999)),
+            (SqlType::Time { scale: 2 }, Value::Time(863_999_900_000)),
+            (
+                SqlType::DateTime2 { scale: 4 },
+                Value::DateTime2 {
+                    days: 1,
+                    ticks: 123_000,
+                },
+            ),
+            (
+                SqlType::DateTimeOffset { scale: 7 },
+                Value::DateTimeOffset {
+                    days: 700_000,
+                    ticks: 1,
+                    offset_minutes: -840,
+                },
+            ),
+            (
+                SqlType::Char {
+                    len: 6,
+                    collation: LATIN1,
+                },
+                s("€ñ    "),
+            ),
+            (
+                SqlType::VarChar {
+                    len: Some(10),
+                    collation: LATIN1,
+                },
+                s("café"),
+            ),
+            (
+                SqlType::VarChar {
+                    len: None,
+                    collation: LATIN1,
+                },
+                s(&"é".repeat(9000)),
+            ),
+            (
+                SqlType::NChar {
+                    len: 3,
+                    collation: LATIN1,
+                },
+                s("😀a"),
+            ),
+            (
+                SqlType::NVarChar {
+                    len: Some(10),
+                    collation: LATIN1,
+                },
+                s("ŋ"),
+            ),
+            (
+                SqlType::NVarChar {
+                    len: None,
+                    collation: LATIN1,
+                },
+                s(&"😀".repeat(5000)),
+            ),
+            (SqlType::Binary { len: 3 }, b(&[1, 2, 3])),
+            (SqlType::VarBinary { len: Some(5) }, b(&[])),
+            (SqlType::VarBinary { len: None }, b(&[9; 17_000])),
+            (SqlType::Text { collation: LATIN1 }, s("text ü")),
+            (SqlType::NText { collation: LATIN1 }, s("ntext 😀")),
+            (SqlType::Image, b(&[0, 255])),
+            (
+                SqlType::UniqueIdentifier,
+                Value::Guid([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16]),
+            ),
+            (SqlType::Xml, s("<x>ü</x>")),
+            (SqlType::RowVersion, b(&[0, 0, 0, 0, 0, 0, 0x12, 0x34])),
+        ];
+        for (ty, value) in cases {
+            for nullable in [false, true] {
+                assert_eq!(
+                    round_trip(ty.clone(), nullable, value.clone()),
+                    (ty.clone(), value.clone()),
+                    "nullable {nullable}"
+                );
+            }
+            if !is_fixed(&ty, false) || ty == SqlType::RowVersion {
+                assert_eq!(
+                    round_trip(ty.clone(), true, Value::Null),
+                    (ty.clone(), Value::Null),
+                    "NULL"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn sql_variant_values_keep_their_base_type() {
+        let values = vec![
+            Value::Null,
+            Value::Bit(false),
+            Value::TinyInt(1),
+            Value::SmallInt(-2),
+            Value::Int(3),
+            Value::BigInt(-4),
+            Value::Real(0.5),
+            Value::Float(-0.25),
+            Value::Money(123_456),
+            Value::SmallMoney(-7),
+            Value::DateTime { days: 1, ticks: 2 },
+            Value::SmallDateTime {
+                days: 3,
+                minutes: 4,
+            },
+            Value::Decimal(-12_345, 3),
+            Value::Date(5),
+            Value::Time(6),
+            Value::DateTime2 { days: 7, ticks: 8 },
+            Value::DateTimeOffset {
+                days: 9,
+                ticks: 10,
+                offset_minutes: 60,
+            },
+            Value::String("variant ü".into()),
+            Value::Binary(vec![1u8, 2].into()),
+            Value::Guid([7; 16]),
+        ];
+        for value in values {
+            assert_eq!(
+                round_trip(SqlType::SqlVariant, true, value.clone()),
+                (SqlType::SqlVariant, value)
+            );
+        }
+    }
+
+    #[test]
+    fn values_that_do_not_fit_are_refused() {
+        let mut buf = BytesMut::new();
+        let mut scratch = Vec::new();
+        let too_long = Value::String("abcdef".into());
+        let refused = [
+            (SqlType::Int, false, Value::Null),
+            (SqlType::TinyInt, true, Value::Int(256)),
+            (SqlType::Int, true, Value::String("1".into())),
+            (
+                SqlType::VarChar {
+                    len: Some(5),
+                    collation: LATIN1,
+                },
+                true,
+                too_long.clone(),
+            ),
+            (
+                SqlType::NChar {
+                    len: 5,
+                    collation: LATIN1,
+                },
+                true,
+                too_long,
+            ),
+            (
+                SqlType::Binary { len: 1 },
+                true,
+                Value::Binary(vec![1u8, 2].into()),
+            ),
+            (
+                SqlType::Decimal {
+                    precision: 38,
+                    scale: 38,
+                    numeric: false,
+                },
+                true,
+                Value::Decimal(i128::MAX, 0),
+            ),
+        ];
+        for (ty, nullable, value) in refused {
+            assert!(
+                write_value(&mut buf, &ty, nullable, &value, &mut scratch).is_err(),
+                "{ty:?} {value:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn unmappable_characters_become_question_marks_in_varchar() {
+        let mut buf = BytesMut::new();
+        assert_eq!(put_cp1252(&mut buf, "a€😀ŋ"), 4);
+        assert_eq!(&buf[..], &[b'a', 0x80, b'?', b'?']);
+    }
+
+    #[test]
+    fn plp_values_are_cut_into_chunks() {
+        let mut buf = BytesMut::new();
+        put_plp(&mut buf, &[7u8; PLP_CHUNK * 2 + 1]);
+        let mut r = Reader::new(&buf, "plp");
+        assert_eq!(r.u64().unwrap(), (PLP_CHUNK * 2 + 1) as u64);
+        let mut chunks = Vec::new();
+        loop {
+            let n = r.u32().unwrap() as usize;
+            if n == 0 {
+                break;
+            }
+            r.skip(n).unwrap();
+            chunks.push(n);
+        }
+        assert_eq!(chunks, [PLP_CHUNK, PLP_CHUNK, 1]);
+    }
+}
