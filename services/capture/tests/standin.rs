@@ -482,8 +482,26 @@ async fn hybrid_mode_follows_an_added_column_with_a_new_capture_instance() {
     assert!(change.ddl_command.to_ascii_uppercase().contains("ADD"), "{}", change.ddl_command);
     let cols: Vec<_> = change.new_schema.as_ref().unwrap().columns.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(cols, vec!["id", "v", "w"]);
-    let last = fragments(&seen).last().unwrap().changes[0].clone();
-    assert_eq!(last.values[2].kind, Some(Kind::Text("new".into())));
+    let last = fragments(&seen).last().unwrap().clone();
+    assert_eq!(last.changes[0].values[2].kind, Some(Kind::Text("new".into())));
+    drop(s);
+
+    // A stream resumed past the switch retires the old instance dbsync created.
+    let resumed = StreamChangesRequest {
+        source: Some(env.source.clone()),
+        task_id: "t".into(),
+        tables: tables.clone(),
+        from_lsn: last.commit_lsn.clone(),
+        poll_interval_ms: 20,
+        incremental_mode: "hybrid".into(),
+        ..Default::default()
+    };
+    let mut s = env.client.stream_changes(resumed).await.unwrap().into_inner();
+    let _ = s.message().await.unwrap().unwrap();
+    let left = env.engine.run("shop", "SELECT capture_instance FROM cdc.change_tables").unwrap();
+    let names: Vec<String> = left[0].rows.iter().map(|r| format!("{:?}", r[0])).collect();
+    assert_eq!(names.len(), 2, "heartbeat + the new instance: {names:?}");
+    assert!(!names.iter().any(|n| n.contains("\"dbsync_dbo_t\"")), "{names:?}");
 }
 
 #[tokio::test]

@@ -316,6 +316,9 @@ impl CdcStream {
             warned_heartbeat: false,
         };
         stream.refresh_instances().await?;
+        if stream.hybrid {
+            stream.retire_old_instances().await?;
+        }
         if let Some(t) = stream.tables.iter().find(|t| t.instances.is_empty()) {
             return Err(CaptureError::Precondition(format!(
                 "Table {} has no CDC capture instance: run EnableCdc for it (sys.sp_cdc_enable_table) before streaming its changes",
@@ -675,6 +678,37 @@ impl CdcStream {
             created = true;
         }
         Ok(created)
+    }
+
+    /// Hybrid mode, at open: the resume position is the applier's durable checkpoint, so an
+    /// older instance that dbsync created and that ends below it is no longer needed. Dropping
+    /// it frees the second slot for the next schema change (a table has at most two).
+    async fn retire_old_instances(&mut self) -> Result<()> {
+        let prefix = self.prefix.to_ascii_lowercase();
+        let mut retired = false;
+        for ti in 0..self.tables.len() {
+            let instances = self.tables[ti].instances.clone();
+            let Some(newest) = instances.last() else { continue };
+            if instances.len() < 2 || self.position.commit_lsn < newest.start_lsn {
+                continue;
+            }
+            for old in &instances[..instances.len() - 1] {
+                if !old.name.to_ascii_lowercase().starts_with(&prefix) {
+                    continue;
+                }
+                let t = self.tables[ti].table.clone();
+                let statement = setup::disable_table_statement(&t.schema, &t.name, &old.name);
+                tracing::info!(table = %sql::display_name(&t), capture_instance = %old.name, "retiring a capture instance the stream has passed");
+                let client = self.client().await?;
+                let r = inspect::batch(client, &format!("disabling capture instance {}", old.name), &statement).await;
+                self.checked(r)?;
+                retired = true;
+            }
+        }
+        if retired {
+            self.refresh_instances().await?;
+        }
+        Ok(())
     }
 
     /// Announces a table's switch to a newer capture instance with its current schema.
