@@ -936,3 +936,75 @@ async fn shutdown_rolls_back_open_sessions_and_stops_listening() {
         "nothing listens any more"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_concurrent_connections_are_served_independently() {
+    let (server, canned) = start().await;
+    let rows: Vec<Vec<Value>> = (0..2000)
+        .map(|i| vec![Value::Int(i), s("some text")])
+        .collect();
+    canned.on(
+        "SELECT rows",
+        result_set(
+            vec![
+                col("i", SqlType::Int, false),
+                col(
+                    "t",
+                    SqlType::NVarChar {
+                        len: Some(20),
+                        collation: LATIN1,
+                    },
+                    false,
+                ),
+            ],
+            rows,
+        ),
+    );
+    let clients = 40;
+    let mut tasks = tokio::task::JoinSet::new();
+    for c in 0..clients {
+        let addr = server.addr;
+        tasks.spawn(async move {
+            let mut client = connect(addr).await;
+            client.begin_transaction().await.unwrap();
+            let mut sum = 0i64;
+            for _ in 0..3 {
+                let mut stream = client
+                    .simple_query("SELECT rows")
+                    .await
+                    .unwrap()
+                    .into_row_stream();
+                while let Some(row) = stream.try_next().await.unwrap() {
+                    sum += row.get::<i32, _>(0).unwrap() as i64;
+                }
+            }
+            client
+                .execute("UPDATE x SET a = @P1", &[&(c as i32)])
+                .await
+                .unwrap();
+            client.commit_transaction().await.unwrap();
+            sum
+        });
+    }
+    let mut finished = 0;
+    while let Some(sum) = tasks.join_next().await {
+        assert_eq!(sum.unwrap(), 3 * 1999 * 2000 / 2);
+        finished += 1;
+    }
+    assert_eq!(finished, clients);
+    let recorded = canned.recorded.lock();
+    let mut params: Vec<i32> = recorded
+        .rpcs
+        .iter()
+        .map(|(_, p)| match p[2].value {
+            Value::Int(v) => v,
+            ref other => panic!("{other:?}"),
+        })
+        .collect();
+    params.sort();
+    assert_eq!(
+        params,
+        (0..clients).collect::<Vec<i32>>(),
+        "every client's parameter arrived once"
+    );
+}
