@@ -384,13 +384,14 @@ fn io_error(what: &str, source: std::io::Error) -> PgTestError {
     }
 }
 
-/// Double-quotes an identifier for SQL text.
-pub fn quote_ident(name: &str) -> String {
+/// Double-quotes an identifier for SQL text (dbsync-typemap has the full rules; this crate
+/// stays below it).
+fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// Single-quotes a string literal for SQL text (standard_conforming_strings is on).
-pub fn quote_literal(value: &str) -> String {
+fn quote_literal(value: &str) -> String {
     format!("'{}'", value.replace('\'', "''"))
 }
 
