@@ -331,8 +331,17 @@ async fn run_session(
                 request.await
             }
         };
-        let (s, sess, result) = joined
-            .map_err(|e| WireError::Io(io::Error::other(format!("request task failed: {e}"))))?;
+        let (s, sess, result) = match joined {
+            Ok(done) => done,
+            Err(e) => {
+                // The engine panicked: the session is gone with it; close the connection.
+                tracing::error!(error = %e, "engine request panicked; closing the connection");
+                outcome = Err(WireError::Io(io::Error::other(format!(
+                    "engine request panicked: {e}"
+                ))));
+                break;
+            }
+        };
         session = Some(sess);
         let gone = s.client_gone || closing;
         sink = Some(s);

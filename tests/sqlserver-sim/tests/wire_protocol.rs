@@ -1008,3 +1008,40 @@ async fn many_concurrent_connections_are_served_independently() {
         "every client's parameter arrived once"
     );
 }
+
+#[tokio::test]
+async fn an_engine_panic_closes_that_connection_only() {
+    let (server, canned) = start().await;
+    canned.on("SELECT panic", |sink| {
+        sink.columns(&[col("x", SqlType::Int, false)])?;
+        panic!("engine bug (expected by this test)");
+    });
+    canned.on(
+        "SELECT 1",
+        result_set(
+            vec![col("", SqlType::Int, false)],
+            vec![vec![Value::Int(1)]],
+        ),
+    );
+    let mut client = connect(server.addr).await;
+    let result = async {
+        client
+            .simple_query("SELECT panic")
+            .await?
+            .into_results()
+            .await
+    }
+    .await;
+    assert!(result.is_err(), "the client sees its connection fail");
+
+    let mut other = connect(server.addr).await;
+    let row = other
+        .simple_query("SELECT 1")
+        .await
+        .unwrap()
+        .into_row()
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.get::<i32, _>(0), Some(1));
+}
