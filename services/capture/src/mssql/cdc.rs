@@ -439,14 +439,17 @@ impl CdcStream {
         self.warned_null_max = false;
         metrics::gauge!("dbsync_capture_source_max_lsn").set(abbreviate(max) as f64);
         let lower = self.lower_bound();
+        // Hybrid mode looks for DDL on every poll, also beyond the high-water mark: a DDL alone
+        // may not move it, and the sooner the new instance exists the fewer changes arrive
+        // in the old shape.
+        if self.hybrid && self.follow_ddl(lower, Lsn::MAX).await? {
+            self.refresh_instances().await?;
+        }
         if lower > max {
             self.window_max = Some(max.max(self.position.commit_lsn));
             return Ok(());
         }
         self.refresh_instances().await?;
-        if self.hybrid && self.follow_ddl(lower, max).await? {
-            self.refresh_instances().await?;
-        }
         let after = (self.position != Position::end_of(self.position.commit_lsn)).then_some(self.position);
         self.cursors.clear();
         for ti in 0..self.tables.len() {
