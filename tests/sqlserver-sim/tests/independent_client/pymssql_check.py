@@ -90,7 +90,8 @@ def canned():
 
 
 def engine():
-    """Against the real engine: a query, a parameterized query and a transaction."""
+    """Against the real engine: a query, a parameterized query, transactions, error numbers,
+    sp_executesql as RPC and a CDC round trip."""
     conn = connect()
     cur = conn.cursor()
     cur.execute("SELECT 1 AS one, N'ü' AS text, CAST(12.5 AS decimal(5,2)) AS amount")
@@ -114,7 +115,52 @@ def engine():
     check(cur.fetchall() == [(1, "one"), (2, "kept")], "commit kept row 2, rollback dropped row 3")
     conn.commit()
     conn.close()
+
+    conn = connect()
+    cur = conn.cursor()
+    check_error_numbers(cur)
+    # sp_executesql as an RPC with FreeTDS's positional parameter encoding.
+    cur.callproc("sp_executesql", ("SELECT @a + 1 AS x", "@a int", 41))
+    check(cur.fetchall() == [(42,)], "sp_executesql through callproc")
+    check_cdc(cur)
+    conn.close()
     check_login_failure()
+
+
+def check_error_numbers(cur):
+    """The documented error numbers reach FreeTDS, and the connection survives each."""
+    cases = [
+        ("SELECT * FROM dbo.no_such_table", 208),
+        ("SELEC 1", 102),
+        ("SELECT no_such_column FROM dbo.pymssql_check", 207),
+        ("INSERT INTO dbo.pymssql_check (id, name) VALUES (1, N'duplicate')", 2627),
+    ]
+    for sql, number in cases:
+        try:
+            cur.execute(sql)
+            cur.fetchall()
+        except pymssql.DatabaseError as e:
+            check(e.args[0] == number, f"{sql!r}: error {number}, got {e.args}")
+            continue
+        raise AssertionError(f"{sql!r} raised no error")
+
+
+def check_cdc(cur):
+    """Enable CDC and read an insert and an update back through the change function."""
+    cur.execute("CREATE TABLE dbo.pymssql_cdc (id int NOT NULL PRIMARY KEY, name nvarchar(50) NULL)")
+    cur.execute("EXEC sys.sp_cdc_enable_db")
+    cur.execute("EXEC sys.sp_cdc_enable_table @source_schema = N'dbo', @source_name = N'pymssql_cdc', @role_name = NULL")
+    cur.execute("INSERT INTO dbo.pymssql_cdc (id, name) VALUES (10, N'new')")
+    cur.execute("UPDATE dbo.pymssql_cdc SET name = N'changed' WHERE id = 10")
+    cur.execute(
+        "SELECT __$operation, id, name FROM cdc.fn_cdc_get_all_changes_dbo_pymssql_cdc("
+        "sys.fn_cdc_get_min_lsn('dbo_pymssql_cdc'), sys.fn_cdc_get_max_lsn(), N'all update old') "
+        "ORDER BY __$start_lsn, __$seqval, __$operation"
+    )
+    check(cur.fetchall() == [(2, 10, "new"), (3, 10, "new"), (4, 10, "changed")], "CDC insert and update images")
+    cur.execute("SELECT sys.fn_cdc_get_max_lsn()")
+    (lsn,) = cur.fetchone()
+    check(isinstance(lsn, bytes) and len(lsn) == 10, f"binary(10) LSN, got {lsn!r}")
 
 
 if __name__ == "__main__":
