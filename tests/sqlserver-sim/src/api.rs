@@ -125,14 +125,26 @@ pub enum TransactionRequest {
     Save { name: String },
 }
 
-/// Login as parsed from LOGIN7.
-#[derive(Debug, Clone)]
+/// Login as parsed from LOGIN7. Its Debug output leaves the password out.
+#[derive(Clone)]
 pub struct LoginRequest {
     pub user: String,
     pub password: String,
     pub database: String,
     pub app_name: String,
     pub host_name: String,
+}
+
+impl std::fmt::Debug for LoginRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoginRequest")
+            .field("user", &self.user)
+            .field("password", &"<redacted>")
+            .field("database", &self.database)
+            .field("app_name", &self.app_name)
+            .field("host_name", &self.host_name)
+            .finish()
+    }
 }
 
 /// What the server needs from a logged-in session. One per connection; the engine runs a

@@ -49,7 +49,8 @@ pub fn prelogin_reply() -> BytesMut {
     out
 }
 
-/// What LOGIN7 carries besides the credentials.
+/// What LOGIN7 carries besides the credentials (Debug leaves the password out: see
+/// `LoginRequest`).
 #[derive(Debug, Clone)]
 pub struct Login7 {
     pub tds_version: u32,
@@ -110,6 +111,24 @@ mod tests {
             let obfuscated = b.rotate_left(4) ^ 0xA5;
             assert_eq!(deobfuscate(obfuscated), b);
         }
+    }
+
+    #[test]
+    fn debug_output_never_shows_the_password() {
+        let login = Login7 {
+            tds_version: TDS_VERSION,
+            packet_size: 4096,
+            request: LoginRequest {
+                user: "sa".into(),
+                password: "Secret#42".into(),
+                database: "db".into(),
+                app_name: "app".into(),
+                host_name: "host".into(),
+            },
+        };
+        let shown = format!("{login:?}");
+        assert!(!shown.contains("Secret#42"), "{shown}");
+        assert!(shown.contains("sa"));
     }
 
     #[test]
