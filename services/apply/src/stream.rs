@@ -71,7 +71,7 @@ pub async fn run_stream(ctx: &StreamContext, mut tables: Vec<StreamTable>, shutd
         let state = load_table_state(&client, &ctx.task_id, &t.table.target.source_name).await?.unwrap_or_default();
         applies.push(Some(TableApply::new(Arc::clone(&t.table), state.snapshot_end_lsn, ctx.overwrite_inserts)));
     }
-    let mut applier = ChangeApplier::new(client, &ctx.task_id, &ctx.group_id, applies, start, ApplyLimits::default());
+    let mut applier = ChangeApplier::start(client, &ctx.task_id, &ctx.group_id, applies, start, ApplyLimits::default()).await?;
     let request = StreamChangesRequest {
         source: Some(ctx.source.clone()),
         task_id: ctx.task_id.clone(),
@@ -187,7 +187,7 @@ pub async fn run_stream(ctx: &StreamContext, mut tables: Vec<StreamTable>, shutd
                     return Err(ApplyError::Protocol { detail: format!("re-snapshot notice for unknown table index {i}") });
                 };
                 applier.flush().await?;
-                let end = resnapshot(ctx, &applier, t, &n.reason).await?;
+                let end = resnapshot(ctx, applier.client(), t, &n.reason).await?;
                 if let Some(Some(apply)) = applier.tables.get_mut(i) {
                     apply.snapshot_end_lsn = end;
                 }
@@ -198,7 +198,7 @@ pub async fn run_stream(ctx: &StreamContext, mut tables: Vec<StreamTable>, shutd
 }
 
 /// Truncates and reloads one table after its change data was cleaned up on the source.
-async fn resnapshot(ctx: &StreamContext, applier: &ChangeApplier, t: &StreamTable, reason: &str) -> Result<Option<Lsn>> {
+async fn resnapshot(ctx: &StreamContext, client: &tokio_postgres::Client, t: &StreamTable, reason: &str) -> Result<Option<Lsn>> {
     let name = &t.table.target.source_name;
     tracing::error!(table = %name, reason, "change data of this table is gone from the source; re-snapshotting it (truncate + reload)");
     t.tracker.update(|p| {
@@ -209,7 +209,6 @@ async fn resnapshot(ctx: &StreamContext, applier: &ChangeApplier, t: &StreamTabl
         p.chunks_done = 0;
         p.bytes_done = 0;
     });
-    let client = applier.client();
     client
         .batch_execute(&format!("TRUNCATE {}", t.table.target.qualified))
         .await

@@ -35,7 +35,7 @@ fn item(id: i64, name: &str, note: Value, qty: i64) -> Vec<Value> {
 async fn applier(target: &TargetConnection, tables: Vec<Option<TableApply>>, limits: ApplyLimits) -> ChangeApplier {
     let client = dbsync_apply::pg::connect(target).await.unwrap();
     let start = PgCheckpoints { client: &client, task_id: TASK }.load_position("g1").await.unwrap();
-    ChangeApplier::new(client, TASK, "g1", tables, start, limits)
+    ChangeApplier::start(client, TASK, "g1", tables, start, limits).await.unwrap()
 }
 
 #[tokio::test]

@@ -29,11 +29,14 @@
 //!    unique violation naming the table instead of being hidden. Conflict mode `ignore` makes
 //!    inserts overwrite the existing row always.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use bytes::{BufMut, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use dbsync_core::lsn::{Lsn, Position};
 use dbsync_core::sink::ChangeSink;
 use dbsync_proto::v1::value::Kind as ValueKind;
@@ -113,13 +116,13 @@ pub fn delete_sql(t: &ResolvedTable) -> String {
 
 /// One binary array parameter: the elements are already encoded (`len + bytes` each).
 #[derive(Debug)]
-struct ArrayParam<'a> {
-    elements: &'a [u8],
+struct ArrayParam {
+    elements: Bytes,
     count: i32,
     has_null: bool,
 }
 
-impl ToSql for ArrayParam<'_> {
+impl ToSql for ArrayParam {
     fn to_sql(&self, ty: &Type, out: &mut BytesMut) -> std::result::Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
         let Kind::Array(element) = ty.kind() else {
             return Err(format!("parameter of type {ty} is not an array").into());
@@ -129,7 +132,7 @@ impl ToSql for ArrayParam<'_> {
         out.put_u32(element.oid());
         out.put_i32(self.count);
         out.put_i32(1); // lower bound
-        out.put_slice(self.elements);
+        out.put_slice(&self.elements);
         Ok(IsNull::No)
     }
 
@@ -226,8 +229,20 @@ impl Default for ApplyLimits {
 }
 
 /// Writes change transactions of one table group on one connection.
+/// A statement sent to PostgreSQL whose result has not been read yet.
+struct InFlight {
+    result: Pin<Box<dyn Future<Output = std::result::Result<u64, tokio_postgres::Error>> + Send>>,
+    table: String,
+    action: &'static str,
+    rows: u64,
+}
+
+/// Statements sent before the oldest result is awaited.
+const MAX_IN_FLIGHT: usize = 512;
+
 pub struct ChangeApplier {
-    client: Client,
+    client: Arc<Client>,
+    in_flight: VecDeque<InFlight>,
     task_id: String,
     group_id: String,
     pub tables: Vec<Option<TableApply>>,
@@ -246,9 +261,29 @@ pub struct ChangeApplier {
 }
 
 impl ChangeApplier {
-    pub fn new(client: Client, task_id: &str, group_id: &str, tables: Vec<Option<TableApply>>, start: Option<Position>, limits: ApplyLimits) -> Self {
+    /// Prepares the session and builds the applier. The change statements join a small
+    /// `unnest` of keys to the table; a cached generic plan made while the table was small
+    /// (or before autoanalyze) would scan the whole table per statement, so this session
+    /// prefers index lookups.
+    pub async fn start(
+        client: Client,
+        task_id: &str,
+        group_id: &str,
+        tables: Vec<Option<TableApply>>,
+        start: Option<Position>,
+        limits: ApplyLimits,
+    ) -> Result<Self> {
+        client
+            .batch_execute("SET enable_seqscan = off; SET enable_hashjoin = off; SET enable_mergejoin = off")
+            .await
+            .map_err(|e| ApplyError::target("change stream", "preparing the session", e))?;
+        Ok(Self::new(client, task_id, group_id, tables, start, limits))
+    }
+
+    fn new(client: Client, task_id: &str, group_id: &str, tables: Vec<Option<TableApply>>, start: Option<Position>, limits: ApplyLimits) -> Self {
         ChangeApplier {
-            client,
+            client: Arc::new(client),
+            in_flight: VecDeque::new(),
             task_id: task_id.to_string(),
             group_id: group_id.to_string(),
             tables,
@@ -286,7 +321,7 @@ impl ChangeApplier {
 
     /// Replaces a table (after a schema change); pending work is sent first.
     pub async fn replace_table(&mut self, index: usize, table: TableApply) -> Result<()> {
-        self.send_batch().await?;
+        self.send_all().await?;
         self.statements.retain(|(t, _, _), _| *t != index);
         if let Some(slot) = self.tables.get_mut(index) {
             *slot = Some(table);
@@ -475,29 +510,59 @@ impl ChangeApplier {
                 .map_err(|e| ApplyError::target(&table.target.qualified, "preparing a change statement", e))?;
             self.statements.insert(key.clone(), stmt);
         }
-        let stmt = &self.statements[&key];
+        let stmt = self.statements[&key].clone();
         let count = i32::try_from(batch.rows).unwrap_or(i32::MAX);
-        let params: Vec<ArrayParam<'_>> = batch
+        let params: Vec<ArrayParam> = batch
             .params
-            .iter()
-            .map(|p| ArrayParam { elements: &p.data, count, has_null: p.has_null })
+            .into_iter()
+            .map(|p| ArrayParam { elements: p.data.freeze(), count, has_null: p.has_null })
             .collect();
-        let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
         let action = match batch.kind {
             StmtKind::Insert => "inserting changed rows",
             StmtKind::Upsert => "upserting changed rows",
             StmtKind::Update => "updating changed rows",
             StmtKind::Delete => "deleting changed rows",
         };
-        self.client.execute(stmt, &refs).await.map_err(|e| ApplyError::target(&table.target.qualified, action, e))?;
-        metrics::counter!("dbsync_apply_changes_applied_total").increment(batch.rows as u64);
+        // Pipelining: the first poll sends the statement; its result is read later (before
+        // COMMIT, or when too many are in flight). PostgreSQL runs them in the order sent, so
+        // change order is kept while round trips overlap.
+        let client = Arc::clone(&self.client);
+        let mut result: Pin<Box<dyn Future<Output = std::result::Result<u64, tokio_postgres::Error>> + Send>> =
+            Box::pin(async move { client.execute_raw(&stmt, params).await });
+        let table_name = table.target.qualified.clone();
+        if let Poll::Ready(r) = futures::poll!(result.as_mut()) {
+            r.map_err(|e| ApplyError::target(&table_name, action, e))?;
+            metrics::counter!("dbsync_apply_changes_applied_total").increment(batch.rows as u64);
+        } else {
+            self.in_flight.push_back(InFlight { result, table: table_name, action, rows: batch.rows as u64 });
+            if self.in_flight.len() > MAX_IN_FLIGHT {
+                self.await_oldest().await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn await_oldest(&mut self) -> Result<()> {
+        if let Some(f) = self.in_flight.pop_front() {
+            f.result.await.map_err(|e| ApplyError::target(&f.table, f.action, e))?;
+            metrics::counter!("dbsync_apply_changes_applied_total").increment(f.rows);
+        }
+        Ok(())
+    }
+
+    /// Sends the pending batch and reads every outstanding result.
+    async fn send_all(&mut self) -> Result<()> {
+        self.send_batch().await?;
+        while !self.in_flight.is_empty() {
+            self.await_oldest().await?;
+        }
         Ok(())
     }
 
     /// Commits the open PostgreSQL transaction with the position of the last complete source
     /// transaction. Does nothing inside a source transaction (only sends pending rows).
     pub async fn commit(&mut self) -> Result<Option<Position>> {
-        self.send_batch().await?;
+        self.send_all().await?;
         if self.partial.is_some() {
             return Ok(None);
         }
@@ -510,7 +575,7 @@ impl ChangeApplier {
             return Ok(None);
         };
         self.begin().await?;
-        save_position(&self.client, &self.task_id, &self.group_id, &position, time, self.pending_changes).await?;
+        save_position(self.client.as_ref(), &self.task_id, &self.group_id, &position, time, self.pending_changes).await?;
         self.client.batch_execute("COMMIT").await.map_err(|e| ApplyError::target("change stream", "committing", e))?;
         self.in_txn = false;
         self.pending_changes = 0;
@@ -520,6 +585,7 @@ impl ChangeApplier {
 
     /// Drops the open transaction (its changes will be streamed again from the checkpoint).
     pub async fn rollback(&mut self) {
+        self.in_flight.clear();
         self.batch = None;
         self.before = None;
         self.pending = None;
