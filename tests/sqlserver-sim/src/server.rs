@@ -384,7 +384,13 @@ fn handle_message(
         kind::RPC => {
             let rpc = parse_rpc(&message.payload)?;
             session.request_descriptor(rpc.descriptor);
-            session.execute_rpc(&rpc.proc, rpc.params, sink);
+            for call in rpc.calls {
+                if !sink.begin_rpc() {
+                    break;
+                }
+                session.execute_rpc(&call.proc, call.params, sink);
+                sink.end_rpc();
+            }
             sink.finish(true);
         }
         kind::TRANSACTION_MANAGER => {
@@ -437,7 +443,9 @@ struct WireSink {
     in_transaction: bool,
     /// An ERROR was written since the last DONE (that DONE then carries DONE_ERROR).
     error_since_done: bool,
-    any_error: bool,
+    /// Per call of an RPC request: an ERROR was sent / the engine sent RETURNSTATUS.
+    rpc_open: bool,
+    rpc_error: bool,
     return_status_sent: bool,
     stop: Option<Stop>,
     client_gone: bool,
@@ -455,7 +463,8 @@ impl WireSink {
             pending_done: None,
             in_transaction: false,
             error_since_done: false,
-            any_error: false,
+            rpc_open: false,
+            rpc_error: false,
             return_status_sent: false,
             stop: None,
             client_gone: false,
@@ -466,9 +475,37 @@ impl WireSink {
         self.pending_done = None;
         self.in_transaction = in_transaction;
         self.error_since_done = false;
-        self.any_error = false;
-        self.return_status_sent = false;
+        self.rpc_open = false;
         self.stop = None;
+    }
+
+    /// Start one call of an RPC request; false when the request was cancelled or failed.
+    fn begin_rpc(&mut self) -> bool {
+        self.rpc_open = true;
+        self.rpc_error = false;
+        self.return_status_sent = false;
+        self.stop.is_none() && !self.client_gone
+    }
+
+    /// Close one call of an RPC request: RETURNSTATUS 0 when the engine sent none and no error
+    /// occurred (as for sp_executesql), then DONEPROC, held back so that a following call of
+    /// the same request marks it DONE_MORE.
+    fn end_rpc(&mut self) {
+        if !self.rpc_open || self.client_gone || self.stop == Some(Stop::Attention) {
+            return;
+        }
+        self.rpc_open = false;
+        self.flush_pending(true);
+        if !self.return_status_sent && !self.rpc_error {
+            tokens::write_return_status(&mut self.tokens, 0);
+        }
+        let status = if self.rpc_error { done::ERROR } else { 0 } | self.inxact();
+        self.pending_done = Some(PendingDone {
+            token: token::DONEPROC,
+            status,
+            curcmd: 0,
+            rows: 0,
+        });
     }
 
     /// Refuse output once the request is cancelled or failed.
@@ -534,7 +571,7 @@ impl WireSink {
             format!("dbsync-sqlserver-sim: {message}"),
         );
         tokens::write_message(&mut self.tokens, token::ERROR, &error);
-        self.any_error = true;
+        self.rpc_error = true;
         self.error_since_done = true;
         self.stop = Some(Stop::Failed);
         Cancelled
@@ -554,14 +591,10 @@ impl WireSink {
             let _ = self.send_out();
             return;
         }
-        let error = if self.any_error { done::ERROR } else { 0 };
         if rpc {
-            self.flush_pending(true);
-            if !self.return_status_sent && !self.any_error {
-                tokens::write_return_status(&mut self.tokens, 0);
-            }
-            let status = error | self.inxact();
-            tokens::write_done(&mut self.tokens, token::DONEPROC, status, 0, 0);
+            // The last call's DONEPROC ends the response.
+            self.end_rpc();
+            self.flush_pending(false);
         } else if self.pending_done.is_some() && self.stop.is_none() {
             self.flush_pending(false);
         } else {
@@ -643,7 +676,7 @@ impl ResultSink for WireSink {
         self.flush_pending(true);
         tokens::write_message(&mut self.tokens, token::ERROR, error);
         self.error_since_done = true;
-        self.any_error = true;
+        self.rpc_error = true;
         self.pump()
     }
 
@@ -699,5 +732,127 @@ impl ResultSink for WireSink {
             return Err(self.fail(format!("output parameter {name}: {}", e.0)));
         }
         self.pump()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{RpcParam, RpcProc, TransactionRequest};
+    use crate::tds::values::put_b_varchar;
+    use bytes::BufMut;
+
+    /// Answers every RPC with one DONEINPROC; the second call of a batch fails.
+    struct Calls(u32);
+
+    impl Session for Calls {
+        fn database(&self) -> String {
+            "db".into()
+        }
+        fn execute_batch(&mut self, _: &str, _: &mut dyn ResultSink) {}
+        fn execute_rpc(&mut self, _: &RpcProc, _: Vec<RpcParam>, sink: &mut dyn ResultSink) {
+            self.0 += 1;
+            if self.0 == 2 {
+                let _ = sink.error(&SqlError::new(50000, 16, 1, "second call fails"));
+            }
+            let _ = sink.done(StatementKind::Update, Some(self.0 as u64), true);
+        }
+        fn transaction(&mut self, _: &TransactionRequest, _: &mut dyn ResultSink) {}
+        fn bulk_rows(&mut self, _: &[ResultColumn], _: Vec<Vec<Value>>, _: &mut dyn ResultSink) {}
+        fn transaction_descriptor(&self) -> u64 {
+            0
+        }
+        fn disconnect(&mut self) {}
+    }
+
+    /// Token types and DONE statuses of a reply, with the EOM bit of each packet.
+    fn tokens_of(reply: &[u8]) -> (Vec<(u8, u16)>, Vec<bool>) {
+        let mut payload = Vec::new();
+        let mut eoms = Vec::new();
+        let mut rest = reply;
+        while !rest.is_empty() {
+            let len = u16::from_be_bytes([rest[2], rest[3]]) as usize;
+            eoms.push(rest[1] & 1 == 1);
+            payload.extend_from_slice(&rest[8..len]);
+            rest = &rest[len..];
+        }
+        let mut tokens = Vec::new();
+        let mut i = 0;
+        while i < payload.len() {
+            let t = payload[i];
+            match t {
+                token::DONE | token::DONEPROC | token::DONEINPROC => {
+                    tokens.push((t, u16::from_le_bytes([payload[i + 1], payload[i + 2]])));
+                    i += 13;
+                }
+                token::RETURNSTATUS => {
+                    tokens.push((t, 0));
+                    i += 5;
+                }
+                token::ERROR => {
+                    tokens.push((t, 0));
+                    i += 3 + u16::from_le_bytes([payload[i + 1], payload[i + 2]]) as usize;
+                }
+                other => panic!("unexpected token {other:#04x}"),
+            }
+        }
+        (tokens, eoms)
+    }
+
+    #[test]
+    fn batched_rpc_calls_each_end_with_doneproc_and_only_the_last_is_final() {
+        let mut payload = BytesMut::new();
+        payload.put_u32_le(22);
+        payload.put_u32_le(18);
+        payload.put_u16_le(2);
+        payload.put_u64_le(0);
+        payload.put_u32_le(1);
+        for (i, name) in ["p1", "p2", "p3"].iter().enumerate() {
+            if i > 0 {
+                payload.put_u8(0xFF);
+            }
+            payload.put_u16_le(2);
+            for unit in name.encode_utf16() {
+                payload.put_u16_le(unit);
+            }
+            payload.put_u16_le(0);
+            put_b_varchar(&mut payload, "@a");
+            payload.put_u8(0);
+            payload.put_slice(&[0x26, 4, 4, 1, 0, 0, 0]);
+        }
+        let (tx, mut rx) = mpsc::channel(OUT_CHANNEL_DEPTH);
+        let mut sink = WireSink::new(
+            PacketFramer::new(4096),
+            tx,
+            Arc::new(AtomicBool::new(false)),
+        );
+        let mut session = Calls(0);
+        let message = Message {
+            kind: kind::RPC,
+            payload,
+        };
+        handle_message(message, &mut session, &mut sink).unwrap();
+        assert_eq!(session.0, 3);
+        let mut reply = Vec::new();
+        while let Ok(chunk) = rx.try_recv() {
+            reply.extend_from_slice(&chunk);
+        }
+        let (tokens, eoms) = tokens_of(&reply);
+        let inproc = done::COUNT | done::MORE;
+        assert_eq!(
+            tokens,
+            [
+                (token::DONEINPROC, inproc),
+                (token::RETURNSTATUS, 0),
+                (token::DONEPROC, done::MORE),
+                (token::ERROR, 0),
+                (token::DONEINPROC, inproc | done::ERROR),
+                (token::DONEPROC, done::ERROR | done::MORE),
+                (token::DONEINPROC, inproc),
+                (token::RETURNSTATUS, 0),
+                (token::DONEPROC, done::FINAL),
+            ]
+        );
+        assert_eq!(eoms, [true]);
     }
 }

@@ -38,6 +38,13 @@ impl<'a> Reader<'a> {
         Ok(out)
     }
 
+    pub fn peek(&self) -> Result<u8, WireError> {
+        self.buf.get(self.pos).copied().ok_or(WireError::Truncated {
+            what: self.what,
+            offset: self.pos,
+        })
+    }
+
     pub fn skip(&mut self, n: usize) -> Result<(), WireError> {
         self.bytes(n).map(|_| ())
     }

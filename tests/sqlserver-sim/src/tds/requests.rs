@@ -47,43 +47,61 @@ pub fn parse_sql_batch(payload: &[u8]) -> Result<(u64, String), WireError> {
     Ok((descriptor, text))
 }
 
-/// An RPC request as decoded.
+/// One procedure call of an RPC request.
 #[derive(Debug, Clone, PartialEq)]
-pub struct RpcRequest {
-    pub descriptor: u64,
+pub struct RpcCall {
     pub proc: RpcProc,
     pub params: Vec<RpcParam>,
 }
 
-/// RPC request: the procedure and its parameters.
+/// An RPC request as decoded: usually one call; a client may batch several, separated by
+/// BatchFlag 0xFF (NoExecFlag 0x80 in older TDS versions).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RpcRequest {
+    pub descriptor: u64,
+    pub calls: Vec<RpcCall>,
+}
+
+const RPC_BATCH_FLAG: u8 = 0xFF;
+const RPC_NO_EXEC_FLAG: u8 = 0x80;
+
+/// RPC request: the procedures and their parameters.
 pub fn parse_rpc(payload: &[u8]) -> Result<RpcRequest, WireError> {
     let mut r = Reader::new(payload, "RPC request");
     let descriptor = read_all_headers(&mut r)?;
-    let name_len = r.u16()?;
-    let proc = if name_len == 0xFFFF {
-        RpcProc::Id(r.u16()?)
-    } else {
-        RpcProc::Name(r.utf16(name_len as usize)?)
-    };
-    let _option_flags = r.u16()?;
-    let mut params = Vec::new();
-    while !r.is_empty() {
-        let name = r.b_varchar()?;
-        let status = r.u8()?;
-        let wt = read_type_info(&mut r, 0)?;
-        let value = read_value(&mut r, &wt)?;
-        params.push(RpcParam {
-            name,
-            ty: wt.ty,
-            value,
-            output: status & 0x01 != 0,
-        });
+    let mut calls = Vec::new();
+    loop {
+        let name_len = r.u16()?;
+        let proc = if name_len == 0xFFFF {
+            RpcProc::Id(r.u16()?)
+        } else {
+            RpcProc::Name(r.utf16(name_len as usize)?)
+        };
+        let _option_flags = r.u16()?;
+        let mut params = Vec::new();
+        let mut more = false;
+        while !r.is_empty() {
+            if matches!(r.peek()?, RPC_BATCH_FLAG | RPC_NO_EXEC_FLAG) {
+                r.skip(1)?;
+                more = true;
+                break;
+            }
+            let name = r.b_varchar()?;
+            let status = r.u8()?;
+            let wt = read_type_info(&mut r, 0)?;
+            let value = read_value(&mut r, &wt)?;
+            params.push(RpcParam {
+                name,
+                ty: wt.ty,
+                value,
+                output: status & 0x01 != 0,
+            });
+        }
+        calls.push(RpcCall { proc, params });
+        if !more || r.is_empty() {
+            return Ok(RpcRequest { descriptor, calls });
+        }
     }
-    Ok(RpcRequest {
-        descriptor,
-        proc,
-        params,
-    })
 }
 
 /// Transaction Manager request (packet 0x0E). Returns (descriptor, request).
@@ -288,11 +306,24 @@ mod tests {
         put_b_varchar(&mut rpc, "@x");
         rpc.put_u8(1);
         rpc.put_slice(&[0x26, 4, 4, 42, 0, 0, 0]);
+        // A second call in the same request, after the batch flag.
+        rpc.put_u8(0xFF);
+        rpc.put_u16_le(0xFFFF);
+        rpc.put_u16_le(10);
+        rpc.put_u16_le(0);
         let parsed = parse_rpc(&rpc).unwrap();
         assert_eq!(parsed.descriptor, 9);
-        assert_eq!(parsed.proc, RpcProc::Name("p_go".into()));
+        assert_eq!(parsed.calls.len(), 2);
+        assert_eq!(parsed.calls[0].proc, RpcProc::Name("p_go".into()));
         assert_eq!(
-            parsed.params,
+            parsed.calls[1],
+            RpcCall {
+                proc: RpcProc::Id(10),
+                params: vec![]
+            }
+        );
+        assert_eq!(
+            parsed.calls[0].params,
             vec![RpcParam {
                 name: "@x".into(),
                 ty: SqlType::Int,
