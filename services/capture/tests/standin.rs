@@ -609,3 +609,33 @@ async fn an_idle_source_keeps_progress_moving_and_agent_captured_changes_arrive(
     assert!(inserted.commit_lsn >= *progress.last().unwrap());
     assert!(inserted.commit_time_unix_micros > 0);
 }
+
+#[tokio::test]
+async fn every_sample_table_is_read_completely_with_every_type() {
+    let env0 = env("scratch", "").await;
+    dbsync_sqlserver_sim::sample::load_sample(&env0.engine, 40).expect("sample database");
+    let mut env = env0;
+    env.source.database = "shop".into();
+    let tables = env.schema("shop").await;
+    assert!(tables.len() >= 10, "{} tables", tables.len());
+    let mut checked = 0;
+    for table in &tables {
+        let name = table.table.as_ref().unwrap();
+        let count = env.engine.run("shop", &format!("SELECT COUNT_BIG(*) FROM [{}].[{}]", name.schema, name.name)).unwrap();
+        let expected = match &count[0].rows[0][0] {
+            dbsync_sqlserver_sim::types::Value::BigInt(n) => *n as usize,
+            other => panic!("{other:?}"),
+        };
+        let (_, rows, _) = env.read_all_chunks(table, 7, 5).await;
+        assert_eq!(rows.len(), expected, "{}.{}", name.schema, name.name);
+        assert!(rows.iter().all(|r| r.len() == table.columns.len()));
+        checked += 1;
+        // money arrives exact, as decimal with scale 4
+        for (i, c) in table.columns.iter().enumerate() {
+            if c.type_name == "money" {
+                assert!(rows.iter().all(|r| match &r[i].kind { None => true, Some(Kind::Decimal(d)) => d.scale == 4, _ => false }), "{}", c.name);
+            }
+        }
+    }
+    assert_eq!(checked, tables.len());
+}

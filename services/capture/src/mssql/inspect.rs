@@ -356,7 +356,7 @@ pub async fn tables(client: &mut SqlClient) -> Result<Vec<TableRow>> {
 /// `system_type_id`), CLR types keep their own name. Identity, default and computed details
 /// come from the queries below and are joined in Rust.
 /// <https://learn.microsoft.com/sql/relational-databases/system-catalog-views/sys-columns-transact-sql>
-pub const COLUMNS_QUERY: &str = "SELECT c.object_id, c.column_id, c.name, c.system_type_id, ut.name AS user_type_name, \
+pub const COLUMNS_QUERY: &str = "SELECT c.object_id, c.column_id, c.name, c.system_type_id, c.user_type_id, ut.name AS user_type_name, \
      ut.is_user_defined, ut.is_assembly_type, c.max_length, c.precision, c.scale, c.is_nullable, c.collation_name, \
      c.is_identity, c.is_computed, c.is_sparse, c.is_rowguidcol, c.default_object_id \
      FROM sys.columns AS c JOIN sys.tables AS t ON t.object_id = c.object_id \
@@ -394,8 +394,10 @@ fn column_schema(r: &Row, details: &ColumnDetails) -> Result<ColumnSchema> {
     let is_user_defined = get_bool(r, "is_user_defined")?;
     let is_assembly = get_bool(r, "is_assembly_type")?;
     let base = get_i64(r, "system_type_id")?.and_then(|id| details.type_names.get(&id).cloned());
-    let (type_name, user_type_name) = if is_assembly && !is_user_defined {
-        // hierarchyid, geometry, geography
+    // Types shipped with SQL Server have user_type_id <= 256; hierarchyid, geometry and
+    // geography are CLR types among them (sys.types may flag them user-defined).
+    let built_in = get_i64(r, "user_type_id")?.is_some_and(|id| id <= 256);
+    let (type_name, user_type_name) = if is_assembly && built_in {
         (user_type.clone(), String::new())
     } else if is_assembly {
         ("clr_udt".to_string(), user_type.clone())
