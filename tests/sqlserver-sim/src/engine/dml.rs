@@ -135,6 +135,62 @@ impl SessionCore {
         }
     }
 
+    /// Sets a row in the overlay, remembering the previous entry for statement rollback.
+    fn set_row(&mut self, def: &TableDef, key: Key, row: Option<Row>) -> Result<(), SqlError> {
+        let w = self.writes(def)?;
+        let prev = w.rows.insert(key.clone(), row);
+        self.txn.as_mut().expect("txn").undo.push(Undo::Row { object_id: def.object_id, key, prev });
+        Ok(())
+    }
+
+    fn set_unique(&mut self, def: &TableDef, index_id: i32, ukey: Key, owner: Option<Key>) -> Result<(), SqlError> {
+        let w = self.writes(def)?;
+        let prev = w.uniques.entry(index_id).or_default().insert(ukey.clone(), owner);
+        self.txn.as_mut().expect("txn").undo.push(Undo::Unique { object_id: def.object_id, index_id, key: ukey, prev });
+        Ok(())
+    }
+
+    /// Undoes the current statement's writes (statement-level rollback inside a transaction).
+    pub(crate) fn undo_statement(&mut self) {
+        let Some(txn) = self.txn.as_mut() else { return };
+        while let Some(u) = txn.undo.pop() {
+            match u {
+                Undo::Row { object_id, key, prev } => {
+                    if let Some(w) = txn.writes.get_mut(&object_id) {
+                        match prev {
+                            Some(p) => {
+                                w.rows.insert(key, p);
+                            }
+                            None => {
+                                w.rows.remove(&key);
+                            }
+                        }
+                    }
+                }
+                Undo::Unique { object_id, index_id, key, prev } => {
+                    if let Some(u) = txn.writes.get_mut(&object_id).and_then(|w| w.uniques.get_mut(&index_id)) {
+                        match prev {
+                            Some(p) => {
+                                u.insert(key, p);
+                            }
+                            None => {
+                                u.remove(&key);
+                            }
+                        }
+                    }
+                }
+                Undo::Table { object_id, before } => {
+                    txn.writes.insert(object_id, before);
+                }
+            }
+        }
+        for (db, n) in std::mem::take(&mut txn.changes_mark) {
+            if let Some(c) = txn.changes.get_mut(&db) {
+                c.truncate(n);
+            }
+        }
+    }
+
     fn writes(&mut self, def: &TableDef) -> Result<&mut TableWrites, SqlError> {
         let db = def.database_id;
         let txn = self.ensure_txn()?;
@@ -288,10 +344,9 @@ impl SessionCore {
             ukeys.push((idx.index_id, ukey));
         }
         let row: Row = Arc::from(row);
-        let w = self.writes(def)?;
-        w.rows.insert(key.clone(), Some(row.clone()));
+        self.set_row(def, key.clone(), Some(row.clone()))?;
         for (idx, uk) in ukeys {
-            w.uniques.entry(idx).or_default().insert(uk, Some(key.clone()));
+            self.set_unique(def, idx, uk, Some(key.clone()))?;
         }
         self.record(def, ChangeOp::Insert, None, Some(row), None, None);
         Ok(())
@@ -305,10 +360,9 @@ impl SessionCore {
             }
             ukeys.push((idx.index_id, Key::from_row(old, &idx.key_columns().collect::<Vec<_>>())));
         }
-        let w = self.writes(def)?;
-        w.rows.insert(key.clone(), None);
+        self.set_row(def, key.clone(), None)?;
         for (idx, uk) in ukeys {
-            w.uniques.entry(idx).or_default().insert(uk, None);
+            self.set_unique(def, idx, uk, None)?;
         }
         Ok(())
     }
@@ -358,15 +412,13 @@ impl SessionCore {
             }
         }
         let new_row: Row = Arc::from(new);
-        let w = self.writes(def)?;
         if key_changed {
-            w.rows.insert(key.clone(), None);
+            self.set_row(def, key.clone(), None)?;
         }
-        w.rows.insert(new_key.clone(), Some(new_row.clone()));
+        self.set_row(def, new_key.clone(), Some(new_row.clone()))?;
         for (idx, ok, nk) in ukeys {
-            let u = w.uniques.entry(idx).or_default();
-            u.insert(ok, None);
-            u.insert(nk, Some(new_key.clone()));
+            self.set_unique(def, idx, ok, None)?;
+            self.set_unique(def, idx, nk, Some(new_key.clone()))?;
         }
         if key_changed || unique_changed {
             let seq = self.record(def, ChangeOp::Delete, Some(old), None, Some(assigned.clone()), None);
@@ -788,9 +840,9 @@ impl SessionCore {
         }
         self.lock(def.object_id, -1, &Key::new(vec![]))?;
         let w = self.writes(def)?;
-        w.rows.clear();
-        w.uniques.clear();
+        let before = std::mem::take(w);
         w.truncated = true;
+        self.txn.as_mut().expect("txn").undo.push(Undo::Table { object_id: def.object_id, before });
         *def.runtime.identity_last.lock() = None;
         Ok(())
     }
@@ -833,6 +885,13 @@ impl SessionCore {
             }
         }
     }
+}
+
+/// One overlay change of the current statement, for statement-level rollback.
+pub enum Undo {
+    Row { object_id: i32, key: Key, prev: Option<Option<Row>> },
+    Unique { object_id: i32, index_id: i32, key: Key, prev: Option<Option<Key>> },
+    Table { object_id: i32, before: TableWrites },
 }
 
 static ROWVERSION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0x7D1);

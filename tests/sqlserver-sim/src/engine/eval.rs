@@ -564,6 +564,14 @@ impl<'a> Binder<'a> {
         if star && name != "binary_checksum" && name != "checksum" {
             return Err(err(102, "Incorrect syntax near '*'."));
         }
+        // CLR type methods on a column: geometry/geography STAsBinary(), hierarchyid ToString().
+        if parts.len() >= 2 && matches!(name.as_str(), "stasbinary" | "tostring" | "stastext") && args.is_empty() {
+            if let Ok((x, t, n)) = self.resolve_column(&parts[..parts.len() - 1]) {
+                let ty = if name == "stasbinary" { SqlType::VarBinary { len: None } } else { value::nvarchar(None) };
+                let _ = t;
+                return Ok((BExpr::Cast { expr: Box::new(x), ty: ty.clone(), style: 0, try_: true, src_scale: None }, ty, n));
+            }
+        }
         // Registered (extension) functions: schema-qualified names like sys.fn_cdc_get_max_lsn.
         if parts.len() >= 2 {
             let schema = parts[parts.len() - 2].to_lowercase();

@@ -716,8 +716,22 @@ fn flatten_and<'a>(e: &'a BExpr, out: &mut Vec<&'a BExpr>) {
     }
 }
 
+/// A value known before the scan: a constant, a variable, or a CAST of one.
 fn is_param(e: &BExpr) -> bool {
-    matches!(e, BExpr::Const(_) | BExpr::Var(_))
+    match e {
+        BExpr::Const(_) | BExpr::Var(_) => true,
+        BExpr::Cast { expr, .. } => is_param(expr),
+        _ => false,
+    }
+}
+
+fn param_key(e: &BExpr) -> Option<String> {
+    match e {
+        BExpr::Var(v) => Some(format!("var:{v}")),
+        BExpr::Const(c) => Some(format!("const:{c:?}")),
+        BExpr::Cast { expr, ty, style, .. } => Some(format!("cast({},{:?},{})", param_key(expr)?, ty, style)),
+        _ => None,
+    }
 }
 
 type Bounds = (Option<(BExpr, bool)>, Option<(BExpr, bool)>);
@@ -774,11 +788,7 @@ fn bounds_of(e: &BExpr, k: usize) -> Option<Bounds> {
 }
 
 fn same_param(a: &BExpr, b: &BExpr) -> bool {
-    match (a, b) {
-        (BExpr::Var(x), BExpr::Var(y)) => x == y,
-        (BExpr::Const(x), BExpr::Const(y)) => compare_total(x, y) == Ordering::Equal,
-        _ => false,
-    }
+    matches!((param_key(a), param_key(b)), (Some(x), Some(y)) if x == y)
 }
 
 fn flip(op: CmpOp) -> CmpOp {

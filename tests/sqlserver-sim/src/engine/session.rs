@@ -58,6 +58,10 @@ pub struct Txn {
     /// The statement (`SessionCore::stmt_seq`) that last wrote: command ids count statements
     /// that changed rows.
     pub last_stmt_seq: u64,
+    /// Overlay changes of the current statement (statement-level rollback).
+    pub undo: Vec<super::dml::Undo>,
+    /// Length of each database's change list when the current statement began.
+    pub changes_mark: BTreeMap<i32, usize>,
 }
 
 /// Session state shared by statement execution (see `EngineSession` for the API).
@@ -296,6 +300,9 @@ impl SessionCore {
         let (db, schema, name) = parse::split_name(parts);
         let db = db.unwrap_or_else(|| self.database.clone());
         let schema = schema.unwrap_or_else(|| "dbo".into());
+        if schema.eq_ignore_ascii_case("sys") && name.eq_ignore_ascii_case("dm_db_log_stats") {
+            return self.dm_db_log_stats(args);
+        }
         let resolvers = self.engine.inner.registry.read().tvf_resolvers.clone();
         for r in resolvers {
             if let Some(f) = r.resolve(&db, &schema, &name) {
@@ -307,6 +314,37 @@ impl SessionCore {
             }
         }
         Err(err(208, format!("Invalid object name '{}'.", parts.join("."))))
+    }
+
+    /// sys.dm_db_log_stats(database_id): the log end LSN in its `vlf:block:slot` hex text form.
+    fn dm_db_log_stats(&self, args: &[Value]) -> Result<TableResult, SqlError> {
+        let id = match args.first() {
+            Some(Value::Null) | None => self.database_id(),
+            Some(v) => match value::convert(v, &SqlType::Int, 0)? {
+                Value::Int(i) => i,
+                _ => self.database_id(),
+            },
+        };
+        let name = self.engine.inner.catalog.read().values().find(|d| d.database_id == id).map(|d| d.name.clone());
+        let mut rows = Vec::new();
+        if let Some(lsn) = name.as_deref().and_then(|n| self.engine.current_lsn(n)) {
+            let b = lsn.to_bytes();
+            let text = format!(
+                "{:08x}:{:08x}:{:04x}",
+                u32::from_be_bytes([b[0], b[1], b[2], b[3]]),
+                u32::from_be_bytes([b[4], b[5], b[6], b[7]]),
+                u16::from_be_bytes([b[8], b[9]])
+            );
+            rows.push(vec![Value::Int(id), Value::String(Arc::from(text.as_str())), Value::String(Arc::from(text.as_str()))]);
+        }
+        Ok(TableResult {
+            columns: vec![
+                ResultColumn::expr("database_id", SqlType::Int, false),
+                ResultColumn::expr("log_end_lsn", value::nvarchar(Some(24)), true),
+                ResultColumn::expr("log_truncation_holdup_reason", value::nvarchar(Some(24)), true),
+            ],
+            rows,
+        })
     }
 
     pub fn next_sequence_value(&self, name: &str) -> Result<Value, SqlError> {
@@ -399,6 +437,8 @@ impl SessionCore {
             descriptor: id,
             first_lsn: BTreeMap::new(),
             last_stmt_seq: 0,
+            undo: Vec::new(),
+            changes_mark: BTreeMap::new(),
         });
         Ok(())
     }
@@ -512,6 +552,13 @@ impl SessionCore {
         self.stmt_text = p.text.clone();
         self.stmt_seq += 1;
         let had_txn = self.txn.is_some();
+        let is_block = matches!(p.stmt, Stmt::Block(_) | Stmt::If { .. } | Stmt::While { .. } | Stmt::TryCatch(..));
+        if !is_block {
+            if let Some(t) = self.txn.as_mut() {
+                t.undo.clear();
+                t.changes_mark = t.changes.iter().map(|(k, v)| (*k, v.len())).collect();
+            }
+        }
         let r = self.exec_inner(p, sink);
         match &r {
             Ok(_) => {
@@ -528,10 +575,10 @@ impl SessionCore {
                         self.rollback();
                     } else if !had_txn {
                         self.rollback();
-                    } else {
-                        // Statement rollback inside an explicit transaction: the stand-in cannot
-                        // undo just this statement's partial writes; statements fail before
-                        // writing (constraint checks precede writes) — see ENGINE.md.
+                    } else if !is_block {
+                        // Statement-level rollback: the transaction stays open without this
+                        // statement's writes.
+                        self.undo_statement();
                     }
                 }
             }

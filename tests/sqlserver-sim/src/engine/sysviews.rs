@@ -739,6 +739,28 @@ pub fn view(core: &SessionCore, database: &str, schema: &str, name: &str) -> Res
             }
             v.done()
         }
+        "configurations" => {
+            let mut v = V::new(&[
+                ("configuration_id", SqlType::Int, F),
+                ("name", nvarchar(Some(35)), F),
+                ("value", SqlType::SqlVariant, T),
+                ("minimum", SqlType::SqlVariant, T),
+                ("maximum", SqlType::SqlVariant, T),
+                ("value_in_use", SqlType::SqlVariant, T),
+                ("description", nvarchar(Some(255)), F),
+                ("is_dynamic", SqlType::Bit, F),
+                ("is_advanced", SqlType::Bit, F),
+            ]);
+            for (id, n, val, min, max, desc, adv) in [
+                (1536, "max text repl size (B)", 65536, -1, 2147483647, "Maximum size of a text field in replication.", false),
+                (1544, "max server memory (MB)", 2147483647, 128, 2147483647, "Maximum size of server memory (MB)", true),
+                (518, "show advanced options", 0, 0, 1, "show advanced options", false),
+                (1576, "remote admin connections", 0, 0, 1, "Dedicated Admin Connections are allowed from remote clients", false),
+            ] {
+                v.push(vec![i(id), s(n), i(val), i(min), i(max), i(val), s(desc), b(true), b(adv)]);
+            }
+            v.done()
+        }
         "dm_server_services" => {
             let mut v = V::new(&[("servicename", nvarchar(Some(256)), F), ("startup_type", SqlType::Int, T), ("status", SqlType::Int, T), ("status_desc", nvarchar(Some(256)), T)]);
             v.push(vec![s("SQL Server (MSSQLSERVER)"), i(2), i(4), s("Running")]);
