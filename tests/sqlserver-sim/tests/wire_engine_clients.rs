@@ -8,7 +8,10 @@ use std::sync::Arc;
 
 use dbsync_sqlserver_sim::engine::{Engine, EngineConfig};
 use dbsync_sqlserver_sim::server::{Server, ServerHandle};
+use dbsync_sqlserver_sim::types::Value;
 use futures_util::TryStreamExt;
+use tiberius::numeric::Numeric;
+use tiberius::ColumnData;
 use wire_support::*;
 
 const CHECK_DATABASE: &str = "conformance";
@@ -166,8 +169,9 @@ async fn pymssql_query_parameters_and_transactions_against_the_engine() {
 }
 
 /// An engine holding the sample database `shop` (every type the stand-in supports, extreme
-/// values, LOBs and the CLR/sql_variant table), served over TDS.
-async fn start_sample() -> (ServerHandle, String) {
+/// values, LOBs and the CLR/sql_variant table), served over TDS. Returns the engine too, to
+/// compare what tiberius decodes with what the engine holds.
+async fn start_sample() -> (ServerHandle, String, Engine) {
     let config = EngineConfig::default();
     let password = config.sa_password.clone();
     let engine = Engine::new(config);
@@ -176,19 +180,97 @@ async fn start_sample() -> (ServerHandle, String) {
         session.run(&batch).expect("sample batch runs");
     }
     let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    let server = Server::start(addr, Arc::new(engine))
+    let server = Server::start(addr, Arc::new(engine.clone()))
         .await
         .expect("server starts");
-    (server, password)
+    (server, password, engine)
+}
+
+/// Whether tiberius decoded `data` to exactly the engine's `value`.
+fn same_value(value: &Value, data: &ColumnData<'_>) -> bool {
+    use ColumnData as C;
+    let pow10 = |scale: u8| 10u64.pow(7 - scale as u32);
+    match (value, data) {
+        (Value::Null, d) => is_null(d),
+        (Value::TinyInt(v), C::U8(Some(d))) => v == d,
+        (Value::SmallInt(v), C::I16(Some(d))) => v == d,
+        (Value::Int(v), C::I32(Some(d))) => v == d,
+        (Value::BigInt(v), C::I64(Some(d))) => v == d,
+        (Value::Bit(v), C::Bit(Some(d))) => v == d,
+        (Value::Real(v), C::F32(Some(d))) => v.to_bits() == d.to_bits(),
+        (Value::Float(v), C::F64(Some(d))) => v.to_bits() == d.to_bits(),
+        // tiberius turns money into f64 (lossy above 2^53).
+        (Value::Money(v), C::F64(Some(d))) => (*v as f64 / 1e4 - d).abs() <= d.abs() * 1e-15,
+        (Value::SmallMoney(v), C::F64(Some(d))) => (*v as f64 / 1e4 - d).abs() <= d.abs() * 1e-15,
+        (Value::Decimal(v, scale), C::Numeric(Some(d))) => {
+            Numeric::new_with_scale(*v, *scale) == *d
+        }
+        (Value::String(v), C::String(Some(d))) => v.as_ref() == d.as_ref(),
+        (Value::String(v), C::Xml(Some(d))) => v.as_ref() == d.as_ref().to_string(),
+        (Value::Binary(v), C::Binary(Some(d))) => v.as_ref() == d.as_ref(),
+        (Value::Guid(v), C::Guid(Some(d))) => v == d.as_bytes(),
+        (Value::Date(v), C::Date(Some(d))) => *v as u32 == d.days(),
+        (Value::Time(v), C::Time(Some(d))) => *v == d.increments() * pow10(d.scale()),
+        (Value::DateTime { days, ticks }, C::DateTime(Some(d))) => {
+            *days == d.days() && *ticks == d.seconds_fragments()
+        }
+        (Value::SmallDateTime { days, minutes }, C::SmallDateTime(Some(d))) => {
+            *days == d.days() && *minutes == d.seconds_fragments()
+        }
+        (Value::DateTime2 { days, ticks }, C::DateTime2(Some(d))) => {
+            *days as u32 == d.date().days()
+                && *ticks == d.time().increments() * pow10(d.time().scale())
+        }
+        (
+            Value::DateTimeOffset {
+                days,
+                ticks,
+                offset_minutes,
+            },
+            C::DateTimeOffset(Some(d)),
+        ) => {
+            let dt = d.datetime2();
+            *days as u32 == dt.date().days()
+                && *ticks == dt.time().increments() * pow10(dt.time().scale())
+                && *offset_minutes == d.offset()
+        }
+        _ => false,
+    }
+}
+
+fn is_null(data: &ColumnData<'_>) -> bool {
+    use ColumnData as C;
+    matches!(
+        data,
+        C::U8(None)
+            | C::I16(None)
+            | C::I32(None)
+            | C::I64(None)
+            | C::F32(None)
+            | C::F64(None)
+            | C::Bit(None)
+            | C::String(None)
+            | C::Guid(None)
+            | C::Binary(None)
+            | C::Numeric(None)
+            | C::Xml(None)
+            | C::DateTime(None)
+            | C::SmallDateTime(None)
+            | C::Time(None)
+            | C::Date(None)
+            | C::DateTime2(None)
+            | C::DateTimeOffset(None)
+    )
 }
 
 #[tokio::test]
 async fn tiberius_reads_every_sample_table() {
     use dbsync_sqlserver_sim::sample::{SAMPLE_DATABASE, SAMPLE_TABLES};
-    let (server, password) = start_sample().await;
+    let (server, password, engine) = start_sample().await;
     let mut cfg = config(server.addr, &password);
     cfg.database(SAMPLE_DATABASE);
     let mut client = connect_with(server.addr, cfg).await.unwrap();
+    let (mut compared_tables, mut non_null_cells) = (0, 0);
     for (schema, table) in SAMPLE_TABLES {
         let count = client
             .simple_query(format!("SELECT COUNT_BIG(*) FROM [{schema}].[{table}]"))
@@ -209,12 +291,41 @@ async fn tiberius_reads_every_sample_table() {
             .unwrap_or_else(|e| panic!("{schema}.{table}: {e}"));
         assert_eq!(rows.len() as i64, count, "{schema}.{table}");
         assert!(count > 0, "{schema}.{table} has rows");
+        // Cell by cell, tiberius decoded exactly what the engine holds.
+        compared_tables += 1;
+        let held = engine
+            .run(
+                SAMPLE_DATABASE,
+                &format!("SELECT * FROM [{schema}].[{table}]"),
+            )
+            .unwrap()
+            .remove(0);
+        assert_eq!(held.rows.len(), rows.len(), "{schema}.{table}");
+        for (held_row, row) in held.rows.iter().zip(&rows) {
+            for ((value, (column, data)), meta) in
+                held_row.iter().zip(row.cells()).zip(&held.columns)
+            {
+                non_null_cells += usize::from(*value != Value::Null);
+                assert!(
+                    same_value(value, data),
+                    "{schema}.{table}.{} ({:?}): engine {value:?}, tiberius {data:?}",
+                    column.name(),
+                    meta.ty
+                );
+            }
+        }
         let columns = rows[0].columns().len();
         assert!(
             rows.iter().all(|r| r.cells().count() == columns),
             "{schema}.{table}"
         );
     }
+    assert_eq!(compared_tables, SAMPLE_TABLES.len());
+    println!("{non_null_cells} non-NULL cells decoded exactly");
+    assert!(
+        non_null_cells > 1000,
+        "only {non_null_cells} cells compared"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -222,7 +333,7 @@ async fn pymssql_reads_every_sample_table() {
     if !pymssql_ready() {
         return;
     }
-    let (server, password) = start_sample().await;
+    let (server, password, _engine) = start_sample().await;
     run_pymssql_check(
         "sample",
         server.addr.port(),
