@@ -586,7 +586,7 @@ pub fn write_value(
                 return Err(mismatch(ty, value));
             };
             scratch.clear();
-            cp1252_into(scratch, s);
+            put_cp1252(scratch, s);
             put_plp(buf, scratch);
         }
         SqlType::NVarChar { len: None, .. } | SqlType::Xml => {
@@ -708,12 +708,12 @@ fn put_utf16(buf: &mut BytesMut, s: &str) -> usize {
 
 /// Windows-1252 bytes; returns the byte count. Characters the code page lacks become '?',
 /// as SQL Server stores them.
-fn put_cp1252(buf: &mut BytesMut, s: &str) -> usize {
+fn put_cp1252<B: BufMut>(buf: &mut B, s: &str) -> usize {
     if s.is_ascii() {
         buf.put_slice(s.as_bytes());
         return s.len();
     }
-    let start = buf.len();
+    let mut written_total = 0;
     let mut encoder = WINDOWS_1252.new_encoder();
     let mut rest = s;
     let mut chunk = [0u8; 256];
@@ -721,20 +721,18 @@ fn put_cp1252(buf: &mut BytesMut, s: &str) -> usize {
         let (result, read, written) =
             encoder.encode_from_utf8_without_replacement(rest, &mut chunk, true);
         buf.put_slice(&chunk[..written]);
+        written_total += written;
         rest = &rest[read..];
         match result {
             encoding_rs::EncoderResult::InputEmpty => break,
             encoding_rs::EncoderResult::OutputFull => {}
-            encoding_rs::EncoderResult::Unmappable(_) => buf.put_u8(b'?'),
+            encoding_rs::EncoderResult::Unmappable(_) => {
+                buf.put_u8(b'?');
+                written_total += 1;
+            }
         }
     }
-    buf.len() - start
-}
-
-fn cp1252_into(out: &mut Vec<u8>, s: &str) {
-    let mut tmp = BytesMut::new();
-    put_cp1252(&mut tmp, s);
-    out.extend_from_slice(&tmp);
+    written_total
 }
 
 /// PLP with the total length known, cut into chunks of `PLP_CHUNK` bytes.
