@@ -21,6 +21,7 @@ use dbsync_proto::v1 as pb;
 use dbsync_proto::v1::capture_service_client::CaptureServiceClient;
 use pb::{PrecheckStatus, TablePhase, TaskState};
 use prost::Message;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 use crate::alert::{post_webhook, AlertPayload};
@@ -74,11 +75,13 @@ pub struct EngineSettings {
     pub lease_seconds: u32,
     /// Timeout of control calls to capture (schema reads can be slow on big catalogs).
     pub capture_timeout: Duration,
+    /// Bearer token sent to capture services (which check it when they have one configured).
+    pub capture_token: Option<dbsync_core::Secret>,
 }
 
 impl Default for EngineSettings {
     fn default() -> Self {
-        EngineSettings { lease_seconds: 15, capture_timeout: Duration::from_secs(300) }
+        EngineSettings { lease_seconds: 15, capture_timeout: Duration::from_secs(300), capture_token: None }
     }
 }
 
@@ -295,7 +298,8 @@ impl Coordinator {
             .flatten()
             .map(|s| s.expose().to_string())
             .collect();
-        Ok(Capture { address, client: CaptureServiceClient::new(channel), secrets })
+        let client = CaptureServiceClient::with_interceptor(channel, crate::ClientToken(self.settings.capture_token.clone()));
+        Ok(Capture { address, client, secrets })
     }
 
     /// ReadSchema for the task's selection (or only `only` tables), planned.
@@ -431,7 +435,7 @@ impl Coordinator {
                             incremental: spec.sync.incremental,
                             incremental_mode: spec.incremental.mode.as_str().into(),
                             max_cdc_tables: spec.incremental.max_cdc_tables,
-                            expected_duration_minutes: 0,
+                            ..Default::default()
                         };
                         match capture.client.precheck(request).await {
                             Ok(r) => items.extend(r.into_inner().items),
@@ -551,6 +555,7 @@ impl Coordinator {
                     incremental_mode: spec.incremental.mode.as_str().into(),
                     max_cdc_tables: spec.incremental.max_cdc_tables,
                     object_prefix: "dbsync_".into(),
+                    ..Default::default()
                 })
                 .await
                 .map_err(|s| capture.error("enable CDC", s))?
@@ -571,7 +576,12 @@ impl Coordinator {
                     };
                     let response = capture
                         .client
-                        .get_max_lsn(pb::GetMaxLsnRequest { source: Some(source), database: database.to_string(), at_unix_micros: at })
+                        .get_max_lsn(pb::GetMaxLsnRequest {
+                            source: Some(source),
+                            database: database.to_string(),
+                            at_unix_micros: at,
+                            ..Default::default()
+                        })
                         .await
                         .map_err(|s| capture.error("read the max LSN", s))?
                         .into_inner();
@@ -832,6 +842,7 @@ impl Coordinator {
                         source: Some(spec.source_connection(database)?),
                         tables: refs,
                         object_prefix: "dbsync_".into(),
+                        ..Default::default()
                     })
                     .await
                     .map_err(|s| capture.error("clean up the source", s))?
@@ -1364,6 +1375,8 @@ impl Coordinator {
                     table: Some(schema.clone()),
                     chunks: vec![pb::Chunk { index: 0, lower: None, upper: None, estimated_rows: 0 }],
                     throttle: Some(spec.throttle.full_proto()),
+                    where_filter: plan.where_filter.clone(),
+                    ..Default::default()
                 })
                 .await
                 .map_err(|s| capture.error("count source rows", s))?
@@ -1393,7 +1406,7 @@ impl Coordinator {
 /// A connected capture client and the secrets to scrub from its error messages.
 struct Capture {
     address: String,
-    client: CaptureServiceClient<Channel>,
+    client: CaptureServiceClient<InterceptedService<Channel, crate::ClientToken>>,
     secrets: Vec<String>,
 }
 

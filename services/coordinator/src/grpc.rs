@@ -12,8 +12,9 @@ use tonic::{Request, Response, Status};
 
 use crate::engine::Coordinator;
 
+/// CoordinatorService; `shutdown` ends open status streams so a graceful shutdown completes.
 #[derive(Clone)]
-pub struct CoordinatorGrpc(pub Arc<Coordinator>);
+pub struct CoordinatorGrpc(pub Arc<Coordinator>, pub dbsync_telemetry::CancellationToken);
 
 type StatusStream = Pin<Box<dyn Stream<Item = Result<pb::TaskStatus, Status>> + Send>>;
 
@@ -83,13 +84,21 @@ impl CoordinatorService for CoordinatorGrpc {
         let coordinator = self.0.clone();
         coordinator.status(&task)?;
         let changes = coordinator.subscribe();
-        let stream = futures::stream::unfold((coordinator, task, changes, true), |(c, task, mut changes, first)| async move {
+        let shutdown = self.1.clone();
+        let state = (coordinator, task, changes, shutdown, true);
+        let stream = futures::stream::unfold(state, |(c, task, mut changes, shutdown, first)| async move {
             if !first {
-                let _ = tokio::time::timeout(Duration::from_secs(1), changes.changed()).await;
+                tokio::select! {
+                    _ = shutdown.cancelled() => return None,
+                    _ = tokio::time::timeout(Duration::from_secs(1), changes.changed()) => {}
+                }
                 changes.borrow_and_update();
             }
+            if shutdown.is_cancelled() {
+                return None;
+            }
             let status = c.status(&task).ok()?;
-            Some((Ok(status), (c, task, changes, false)))
+            Some((Ok(status), (c, task, changes, shutdown, false)))
         });
         Ok(Response::new(Box::pin(stream)))
     }

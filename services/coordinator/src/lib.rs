@@ -48,8 +48,9 @@ pub struct CoordinatorConfig {
     /// Seconds a worker's lease lasts without a heartbeat; workers heartbeat about every third of it.
     #[arg(long = "lease-seconds", env = "DBSYNC_LEASE_SECONDS", default_value_t = 15)]
     pub lease_seconds: u32,
-    /// Bearer token required on CoordinatorService and WorkerService calls; none: open.
-    #[arg(long = "auth-token", env = "DBSYNC_TOKEN", value_parser = parse_secret, hide_env_values = true)]
+    /// Bearer token required on CoordinatorService and WorkerService calls (none: open); also
+    /// sent to capture services, which share it.
+    #[arg(long = "auth-token", env = "DBSYNC_AUTH_TOKEN", value_parser = parse_secret, hide_env_values = true)]
     pub auth_token: Option<Secret>,
     /// Serve Prometheus `/metrics` here.
     #[arg(long = "metrics-listen", env = "DBSYNC_COORDINATOR_METRICS_LISTEN")]
@@ -91,7 +92,11 @@ pub async fn serve(
     }
     let store = SqliteStore::open(&config.store)
         .map_err(|e| anyhow::anyhow!("cannot open the coordinator store {}: {e}", config.store))?;
-    let settings = EngineSettings { lease_seconds: config.lease_seconds.max(1), ..Default::default() };
+    let settings = EngineSettings {
+        lease_seconds: config.lease_seconds.max(1),
+        capture_token: config.auth_token.clone(),
+        ..Default::default()
+    };
     let coordinator = Coordinator::new(Arc::new(store), settings, Arc::new(SystemClock));
     tracing::info!(store = %config.store, "coordinator store opened");
     serve_engine(coordinator, config.auth_token, Duration::from_millis(config.tick_ms.max(10)), listener, shutdown).await
@@ -133,7 +138,7 @@ pub async fn serve_engine(
     let result = tonic::transport::Server::builder()
         .add_service(health)
         .add_service(reflection)
-        .add_service(CoordinatorServiceServer::with_interceptor(grpc::CoordinatorGrpc(coordinator.clone()), auth.clone()))
+        .add_service(CoordinatorServiceServer::with_interceptor(grpc::CoordinatorGrpc(coordinator.clone(), shutdown.clone()), auth.clone()))
         .add_service(WorkerServiceServer::with_interceptor(grpc::WorkerGrpc(coordinator), auth))
         .serve_with_incoming_shutdown(dbsync_telemetry::incoming(listener), shutdown.cancelled())
         .await;
@@ -162,6 +167,22 @@ impl tonic::service::Interceptor for BearerAuth {
                 "missing or wrong bearer token: pass --token or set DBSYNC_TOKEN (header authorization: Bearer <token>)",
             ))
         }
+    }
+}
+
+/// Client side: adds `authorization: Bearer <token>` to every call when a token is set.
+#[derive(Clone, Default)]
+pub struct ClientToken(pub Option<Secret>);
+
+impl tonic::service::Interceptor for ClientToken {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(token) = &self.0 {
+            let value = format!("Bearer {}", token.expose())
+                .parse()
+                .map_err(|_| tonic::Status::invalid_argument("the token contains characters not allowed in a header"))?;
+            request.metadata_mut().insert("authorization", value);
+        }
+        Ok(request)
     }
 }
 
