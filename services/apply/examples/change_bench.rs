@@ -95,7 +95,10 @@ async fn main() -> Result<(), Box<dyn Error>> {
 
     // The applier, fed fragments as capture would send them.
     let client = dbsync_apply::pg::connect(&target).await?;
-    let mut applier = ChangeApplier::start(client, "bench", "g", vec![Some(TableApply::new(table, None, false))], None, ApplyLimits::default()).await?;
+    let reorder = std::env::var("REORDER").map(|v| v != "0").unwrap_or(true);
+    let mut apply = TableApply::new(table, None, false);
+    apply.reorder = reorder;
+    let mut applier = ChangeApplier::start(client, "bench", "g", vec![Some(apply)], None, ApplyLimits::default()).await?;
     let start = Instant::now();
     for t in 0..transactions {
         let ops = workload(t);
@@ -182,7 +185,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
         )
         .await?
         .get(0);
-    println!("transactions: {transactions}, changes: {changes}");
+    println!("transactions: {transactions}, changes: {changes}, regrouping statements: {reorder}");
     println!("applier (in order, checkpointed): {:>9.0} changes/s ({applied_secs:.2} s)", changes as f64 / applied_secs);
     println!("staged COPY + merge ceiling     : {:>9.0} changes/s ({ceiling_secs:.2} s)", changes as f64 / ceiling_secs);
     println!("applier / ceiling               : {:>8.0}%", ceiling_secs / applied_secs * 100.0);

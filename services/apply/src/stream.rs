@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use crate::capture::CaptureClient;
 use crate::error::{ApplyError, Result};
 use crate::full::{run_full_sync, FullSyncContext, FullSyncTable};
-use crate::pg::catalog::ResolvedTable;
+use crate::pg::catalog::{unique_index_count, ResolvedTable};
 use crate::pg::changes::{ApplyLimits, ChangeApplier, TableApply};
 use crate::pg::checkpoint::{load_table_state, record_step, PgCheckpoints, TableStep};
 use crate::pg::ddl::alter_table_ddl;
@@ -69,7 +69,10 @@ pub async fn run_stream(ctx: &StreamContext, mut tables: Vec<StreamTable>, shutd
     let mut applies = Vec::with_capacity(tables.len());
     for t in &tables {
         let state = load_table_state(&client, &ctx.task_id, &t.table.target.source_name).await?.unwrap_or_default();
-        applies.push(Some(TableApply::new(Arc::clone(&t.table), state.snapshot_end_lsn, ctx.overwrite_inserts)));
+        let mut apply = TableApply::new(Arc::clone(&t.table), state.snapshot_end_lsn, ctx.overwrite_inserts);
+        // Regrouping statements needs FK checks off and no unique constraint besides the key.
+        apply.reorder = ctx.replication_role && unique_index_count(&client, &t.table.target.qualified).await? <= 1;
+        applies.push(Some(apply));
     }
     let mut applier = ChangeApplier::start(client, &ctx.task_id, &ctx.group_id, applies, start, ApplyLimits::default()).await?;
     let request = StreamChangesRequest {
@@ -166,6 +169,7 @@ pub async fn run_stream(ctx: &StreamContext, mut tables: Vec<StreamTable>, shutd
                 let resolved = Arc::new(ResolvedTable::load(applier.client(), new_target).await?);
                 let old = applier.tables[i].take();
                 let mut apply = TableApply::new(Arc::clone(&resolved), old.as_ref().and_then(|o| o.snapshot_end_lsn), ctx.overwrite_inserts);
+                apply.reorder = old.as_ref().is_some_and(|o| o.reorder);
                 apply.changes_applied = old.map_or(0, |o| o.changes_applied);
                 applier.replace_table(i, apply).await?;
                 t.plan = plan;

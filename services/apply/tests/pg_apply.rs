@@ -399,3 +399,61 @@ async fn idle_progress_advances_the_stored_position() {
     let stored = PgCheckpoints { client: &client, task_id: TASK }.load_position("g1").await.unwrap();
     assert_eq!(stored, Some(Position::end_of(Lsn::from_u128(49))));
 }
+
+#[tokio::test]
+async fn regrouped_statements_end_in_the_same_state_as_change_order() {
+    let (target, mut client) = fresh_db("regroup").await;
+    let tables = create_tables(&mut client, &[items_plan()], "precheck").await;
+    let mut apply = TableApply::new(tables[0].clone(), None, false);
+    apply.reorder = true;
+    let limits = ApplyLimits { batch_rows: 7, batch_bytes: 1 << 20, commit_changes: 50 };
+    let mut a = applier(&target, vec![Some(apply)], limits).await;
+    // Seeded workload over 40 keys: inserts, updates, deletes and key changes, replayed on a
+    // model in change order.
+    let mut model = std::collections::BTreeMap::<i64, (String, i64)>::new();
+    let mut seed: u64 = 0x5eed;
+    let mut next = |n: u64| {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (seed >> 33) % n
+    };
+    for t in 0..400u128 {
+        let mut changes = Vec::new();
+        for s in 0..(1 + next(8)) {
+            let seq = s as u128 + 1;
+            let id = next(40) as i64;
+            let n = (t as i64) * 10 + s as i64;
+            match (model.get(&id).cloned(), next(4)) {
+                (None, _) => {
+                    changes.push(change(Operation::Insert, seq, item(id, &format!("v{n}"), null(), n)));
+                    model.insert(id, (format!("v{n}"), n));
+                }
+                (Some((name, q)), 0) => {
+                    changes.push(change(Operation::Delete, seq, item(id, &name, null(), q)));
+                    model.remove(&id);
+                }
+                (Some((name, q)), 1) => {
+                    let new_id = 100 + next(40) as i64;
+                    if model.contains_key(&new_id) {
+                        continue;
+                    }
+                    changes.push(change(Operation::Delete, seq, item(id, &name, null(), q)));
+                    changes.push(change(Operation::Insert, seq, item(new_id, &name, null(), q)));
+                    model.remove(&id);
+                    model.insert(new_id, (name, q));
+                }
+                (Some((name, q)), _) => {
+                    changes.push(change(Operation::UpdateBefore, seq, item(id, &name, null(), q)));
+                    changes.push(change(Operation::UpdateAfter, seq, item(id, &format!("u{n}"), unchanged(), n)));
+                    model.insert(id, (format!("u{n}"), n));
+                }
+            }
+        }
+        a.apply_fragment(txn(t + 1, changes)).await.unwrap();
+        if t % 37 == 0 {
+            a.flush().await.unwrap();
+        }
+    }
+    a.flush().await.unwrap();
+    let expected: Vec<String> = model.iter().map(|(id, (name, q))| format!("{id}|{name}|NULL|{q}")).collect();
+    assert_eq!(items(&client).await, expected);
+}

@@ -55,6 +55,19 @@ pub async fn table_exists(client: &Client, t: &TableTarget) -> Result<bool> {
     Ok(row.get(0))
 }
 
+/// Number of unique and exclusion indexes of a table: with only the key's, changes of
+/// different rows can be regrouped without another constraint seeing them in a new order.
+pub async fn unique_index_count(client: &Client, qualified: &str) -> Result<i64> {
+    let row = client
+        .query_one(
+            "SELECT count(*) FROM pg_index WHERE indrelid = $1::text::regclass AND (indisunique OR indisexclusion)",
+            &[&qualified],
+        )
+        .await
+        .map_err(|e| ApplyError::target(qualified, "reading its unique indexes", e))?;
+    Ok(row.get(0))
+}
+
 impl ResolvedTable {
     pub async fn load(client: &Client, target: TableTarget) -> Result<ResolvedTable> {
         let rows = client
