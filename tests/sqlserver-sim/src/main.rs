@@ -4,8 +4,10 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
+use dbsync_sqlserver_sim::engine::cdc::{CaptureMode, Cdc, CdcConfig};
 use dbsync_sqlserver_sim::engine::{Engine, EngineConfig};
 use dbsync_sqlserver_sim::sample::{sample_batches, SAMPLE_DATABASE};
 use dbsync_sqlserver_sim::server::Server;
@@ -28,6 +30,19 @@ struct Args {
     /// Rows per ordinary table of the sample database.
     #[arg(long, default_value_t = 1000)]
     sample_rows: usize,
+    /// When CDC captures committed changes: by a background job, as SQL Server's capture job
+    /// does, or synchronously at commit (deterministic, what most tests use).
+    #[arg(long, value_enum, default_value_t = Capture::Job)]
+    capture: Capture,
+    /// Polling interval of the capture job in milliseconds (SQL Server's default is 5 s).
+    #[arg(long, default_value_t = 1000)]
+    capture_poll_ms: u64,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Capture {
+    Job,
+    AtCommit,
 }
 
 #[tokio::main]
@@ -43,6 +58,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         config.sa_password = password;
     }
     let engine = Engine::new(config);
+    let mode = match args.capture {
+        Capture::Job => CaptureMode::Agent,
+        Capture::AtCommit => CaptureMode::Synchronous,
+    };
+    Cdc::install(&engine, CdcConfig::default()).set_config(CdcConfig {
+        mode,
+        agent_poll_override: Some(Duration::from_millis(args.capture_poll_ms)),
+        ..CdcConfig::default()
+    });
     if args.sample {
         let mut session = engine.system_session("master");
         for (i, batch) in sample_batches(args.sample_rows).iter().enumerate() {
