@@ -57,6 +57,9 @@ pub fn write_done(buf: &mut BytesMut, token: u8, status: u16, curcmd: u16, rows:
     buf.put_u64_le(rows);
 }
 
+/// Longest ERROR/INFO message text SQL Server sends.
+const MAX_MESSAGE_CHARS: usize = 2047;
+
 /// ERROR (`token::ERROR`) or INFO (`token::INFO`).
 pub fn write_message(buf: &mut BytesMut, token: u8, e: &SqlError) {
     buf.put_u8(token);
@@ -65,7 +68,12 @@ pub fn write_message(buf: &mut BytesMut, token: u8, e: &SqlError) {
     buf.put_i32_le(e.number);
     buf.put_u8(e.state);
     buf.put_u8(e.class);
-    put_us_varchar(buf, &e.message);
+    // The token length is a u16: cut messages at SQL Server's own limit (2047 characters).
+    let message = match e.message.char_indices().nth(MAX_MESSAGE_CHARS) {
+        Some((cut, _)) => &e.message[..cut],
+        None => &e.message,
+    };
+    put_us_varchar(buf, message);
     put_b_varchar(buf, SERVER_NAME);
     put_b_varchar(buf, &e.procedure);
     buf.put_u32_le(e.line);
@@ -243,5 +251,21 @@ impl RowEncoder {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_messages_are_cut_so_the_token_length_stays_valid() {
+        let mut buf = BytesMut::new();
+        let long = SqlError::new(50000, 16, 1, "😀".repeat(40_000));
+        write_message(&mut buf, token::ERROR, &long);
+        let len = u16::from_le_bytes([buf[1], buf[2]]) as usize;
+        assert_eq!(len + 3, buf.len());
+        let chars = u16::from_le_bytes([buf[9], buf[10]]) as usize;
+        assert!(chars <= 2 * MAX_MESSAGE_CHARS, "{chars} UTF-16 units");
     }
 }
