@@ -7,7 +7,7 @@ use dbsync_sqlserver_sim::engine::{Engine, EngineConfig, EngineSession};
 use dbsync_sqlserver_sim::types::Value;
 
 fn setup() -> (Engine, EngineSession, EngineSession) {
-    let e = Engine::new(EngineConfig::default());
+    let e = Engine::new(EngineConfig { locking_read_committed: true, ..EngineConfig::default() });
     let mut a = e.session("master").unwrap();
     a.run("CREATE DATABASE tx; USE tx; CREATE TABLE dbo.t (id int NOT NULL PRIMARY KEY, v nvarchar(20) NULL, u int NULL UNIQUE)").unwrap();
     a.run("INSERT INTO dbo.t VALUES (1, N'one', 1), (2, N'two', 2)").unwrap();
@@ -22,6 +22,7 @@ fn count(s: &mut EngineSession, sql: &str) -> Value {
 #[test]
 fn uncommitted_writes_are_invisible_and_rollback_restores() {
     let (_e, mut a, mut b) = setup();
+    a.run("ALTER DATABASE tx SET READ_COMMITTED_SNAPSHOT ON").unwrap();
     a.run("BEGIN TRAN; INSERT INTO dbo.t VALUES (3, N'three', 3); UPDATE dbo.t SET v = N'uno' WHERE id = 1").unwrap();
     assert_eq!(count(&mut a, "SELECT COUNT(*) FROM dbo.t"), Value::Int(3));
     assert_eq!(count(&mut b, "SELECT COUNT(*) FROM dbo.t"), Value::Int(2));
@@ -31,6 +32,25 @@ fn uncommitted_writes_are_invisible_and_rollback_restores() {
     assert_eq!(count(&mut a, "SELECT COUNT(*) FROM dbo.t"), Value::Int(2));
     a.run("BEGIN TRAN; DELETE FROM dbo.t WHERE id = 2; COMMIT").unwrap();
     assert_eq!(count(&mut b, "SELECT COUNT(*) FROM dbo.t"), Value::Int(1));
+}
+
+#[test]
+fn locking_read_committed_readers_wait_for_writers() {
+    let (_e, mut a, mut b) = setup();
+    a.run("BEGIN TRAN; UPDATE dbo.t SET v = N'new' WHERE id = 1").unwrap();
+    // READ_COMMITTED_SNAPSHOT is OFF: the reader waits for the writer's row lock.
+    assert_eq!(b.run("SET LOCK_TIMEOUT 100; SELECT v FROM dbo.t WHERE id = 1").unwrap_err().number, 1222);
+    // Rows nobody locked are read without waiting; NOLOCK never waits.
+    assert_eq!(count(&mut b, "SELECT v FROM dbo.t WHERE id = 2"), Value::String("two".into()));
+    assert_eq!(count(&mut b, "SELECT v FROM dbo.t WITH (NOLOCK) WHERE id = 1"), Value::String("one".into()));
+    let h = std::thread::spawn(move || {
+        let v = count(&mut b, "SET LOCK_TIMEOUT -1; SELECT v FROM dbo.t WHERE id = 1");
+        (b, v)
+    });
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    a.run("COMMIT").unwrap();
+    let (_b, v) = h.join().unwrap();
+    assert_eq!(v, Value::String("new".into()), "the reader sees the committed value after waiting");
 }
 
 #[test]
@@ -64,6 +84,7 @@ fn a_waiting_writer_proceeds_when_the_holder_commits() {
 #[test]
 fn snapshot_isolation_needs_the_option_and_detects_update_conflicts() {
     let (_e, mut a, mut b) = setup();
+    a.run("ALTER DATABASE tx SET READ_COMMITTED_SNAPSHOT ON").unwrap();
     let err = b.run("SET TRANSACTION ISOLATION LEVEL SNAPSHOT; BEGIN TRAN; SELECT COUNT(*) FROM dbo.t").unwrap_err();
     assert_eq!(err.number, 3952);
     b.run("IF @@TRANCOUNT > 0 ROLLBACK").unwrap();

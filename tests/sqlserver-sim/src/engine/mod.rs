@@ -146,6 +146,10 @@ pub struct EngineConfig {
     pub first_lsn: Lsn,
     /// Extra SQL logins: (name, password, sysadmin).
     pub logins: Vec<(String, String, bool)>,
+    /// READ COMMITTED readers wait for writers' row locks in databases with
+    /// READ_COMMITTED_SNAPSHOT OFF, as SQL Server does. Off by default: readers then read the
+    /// last committed version without waiting (see ENGINE.md).
+    pub locking_read_committed: bool,
 }
 
 impl std::fmt::Debug for EngineConfig {
@@ -169,6 +173,7 @@ impl Default for EngineConfig {
             engine_edition: 3,
             first_lsn: Lsn(0x0000_0025_0000_0F00_0001),
             logins: Vec::new(),
+            locking_read_committed: false,
         }
     }
 }

@@ -828,7 +828,25 @@ pub fn scan_table(env: &Env, def: &TableDef, from: RangeBound<Key>, f: &mut dyn 
     let snap = env.core.read_snapshot();
     let overlay = env.core.overlay(def.object_id);
     let base = snap.table(def.object_id);
+    let store = &env.core.engine.inner.store;
+    // Locking READ COMMITTED: a row another transaction has locked is read after that
+    // transaction ends (its latest committed version).
+    let wait = env.core.reads_wait_for_writers(def.database_id) && store.locks.table_has_locks(def.object_id);
+    let me = env.core.txn.as_ref().map(|t| t.id).unwrap_or(u64::MAX - env.core.spid as u64);
     for (k, row) in MergedScan::new(base, overlay, from) {
+        if wait && !overlay.is_some_and(|o| o.rows.contains_key(k)) {
+            if store.locks.wait_until_unlocked(me, &(def.object_id, 0, k.clone()), env.core.opts.lock_timeout)? {
+                match store.latest_row(def.object_id, k) {
+                    Some(latest) => {
+                        if !f(k, &latest.row)? {
+                            break;
+                        }
+                    }
+                    None => {}
+                }
+                continue;
+            }
+        }
         if !f(k, row)? {
             break;
         }

@@ -92,6 +92,8 @@ pub struct SessionCore {
     pub stmt_text: String,
     /// Increments per executed statement.
     pub stmt_seq: u64,
+    /// The current SELECT has a NOLOCK / READUNCOMMITTED hint.
+    pub nolock: bool,
 }
 
 /// Control flow out of a statement.
@@ -143,6 +145,15 @@ impl SessionCore {
             Some(s) => s.clone(),
             None => self.engine.inner.store.snapshot(),
         }
+    }
+
+    /// Whether reads wait for other transactions' row locks: locking READ COMMITTED (and the
+    /// stricter levels) in a database with READ_COMMITTED_SNAPSHOT OFF, unless NOLOCK.
+    pub fn reads_wait_for_writers(&self, database_id: i32) -> bool {
+        if !self.engine.inner.config.locking_read_committed || self.nolock || !matches!(self.opts.isolation, Isolation::ReadCommitted | Isolation::RepeatableRead | Isolation::Serializable) {
+            return false;
+        }
+        !self.engine.inner.catalog.read().values().any(|d| d.database_id == database_id && d.read_committed_snapshot)
     }
 
     pub fn overlay(&self, object_id: i32) -> Option<&TableWrites> {
@@ -961,6 +972,7 @@ impl SessionCore {
             }
         }
         sink.columns(&plan.columns).map_err(cancelled)?;
+        self.nolock = has_nolock(q);
         let env = Env { core: self, outer: vec![&[]] };
         let mut cancelled_flag = false;
         let n = query::execute_plan(&plan, &env, &mut |r| {
@@ -969,7 +981,9 @@ impl SessionCore {
                 return Ok(false);
             }
             Ok(true)
-        })?;
+        });
+        self.nolock = false;
+        let n = n?;
         if cancelled_flag {
             return Err(cancelled(Cancelled));
         }
@@ -1225,6 +1239,13 @@ impl SessionCore {
     }
 }
 
+/// NOLOCK / READUNCOMMITTED table hints anywhere in the query (text check is enough: the
+/// words cannot appear elsewhere unquoted).
+fn has_nolock(q: &ast::Query) -> bool {
+    let t = q.to_string().to_uppercase();
+    t.contains("NOLOCK") || t.contains("READUNCOMMITTED")
+}
+
 fn split_declarations(d: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut depth = 0;
@@ -1395,6 +1416,7 @@ impl EngineSession {
                 pending_bulk: None,
                 stmt_text: String::new(),
                 stmt_seq: 0,
+                nolock: false,
             },
         })
     }

@@ -112,6 +112,8 @@ pub type LockKey = (i32, i32, Key);
 struct LockState {
     owners: HashMap<LockKey, u64>,
     waits_for: HashMap<u64, u64>,
+    /// Locks held per table (lets readers skip per-row checks on unlocked tables).
+    per_table: HashMap<i32, usize>,
 }
 
 /// Exclusive key locks held until commit/rollback, with LOCK_TIMEOUT and deadlock detection.
@@ -132,6 +134,7 @@ impl LockManager {
                 None => {
                     st.owners.insert(key.clone(), txn);
                     st.waits_for.remove(&txn);
+                    *st.per_table.entry(key.0).or_default() += 1;
                     return Ok(true);
                 }
                 Some(&owner) if owner == txn => {
@@ -177,11 +180,65 @@ impl LockManager {
         for k in keys {
             if st.owners.get(k) == Some(&txn) {
                 st.owners.remove(k);
+                if let Some(n) = st.per_table.get_mut(&k.0) {
+                    *n -= 1;
+                    if *n == 0 {
+                        st.per_table.remove(&k.0);
+                    }
+                }
             }
         }
         st.waits_for.remove(&txn);
         drop(st);
         self.released.notify_all();
+    }
+
+    /// Whether any transaction holds a lock on the table (cheap pre-check for readers).
+    pub fn table_has_locks(&self, object_id: i32) -> bool {
+        self.state.lock().per_table.contains_key(&object_id)
+    }
+
+    /// Locking READ COMMITTED: waits until no other transaction holds the row's lock (the
+    /// reader takes no lock itself). Returns true if it had to wait.
+    pub fn wait_until_unlocked(&self, txn: u64, key: &LockKey, timeout_ms: i64) -> Result<bool, SqlError> {
+        let deadline = (timeout_ms >= 0).then(|| Instant::now() + Duration::from_millis(timeout_ms as u64));
+        let mut st = self.state.lock();
+        let mut waited = false;
+        loop {
+            match st.owners.get(key) {
+                Some(&owner) if owner != txn => {
+                    let mut cur = owner;
+                    let mut seen = HashSet::new();
+                    while let Some(&next) = st.waits_for.get(&cur) {
+                        if next == txn {
+                            st.waits_for.remove(&txn);
+                            return Err(SqlError::new(
+                                1205,
+                                13,
+                                51,
+                                format!("Transaction (Process ID {txn}) was deadlocked on lock resources with another process and has been chosen as the deadlock victim. Rerun the transaction."),
+                            ));
+                        }
+                        if !seen.insert(next) {
+                            break;
+                        }
+                        cur = next;
+                    }
+                    if timeout_ms == 0 || deadline.is_some_and(|d| Instant::now() >= d) {
+                        st.waits_for.remove(&txn);
+                        return Err(err(1222, "Lock request time out period exceeded."));
+                    }
+                    waited = true;
+                    st.waits_for.insert(txn, owner);
+                    let wait = deadline.map(|d| d.saturating_duration_since(Instant::now())).unwrap_or(Duration::from_millis(200));
+                    self.released.wait_for(&mut st, wait.min(Duration::from_millis(200)));
+                }
+                _ => {
+                    st.waits_for.remove(&txn);
+                    return Ok(waited);
+                }
+            }
+        }
     }
 
     /// Whether some transaction other than `txn` holds a lock on the table.
