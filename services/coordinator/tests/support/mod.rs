@@ -174,9 +174,9 @@ impl CaptureService for FakeCapture {
     async fn read_schema(&self, r: Request<pb::ReadSchemaRequest>) -> Result<Response<pb::ReadSchemaResponse>, Status> {
         let r = r.into_inner();
         self.record("ReadSchema", &r.source);
-        if r.source.as_ref().is_some_and(|s| s.password == "wrong") {
+        if let Some(s) = r.source.as_ref().filter(|s| s.password.starts_with("Echo")) {
             // Real drivers sometimes echo connection details; the coordinator must scrub them.
-            return Err(Status::unavailable("Login failed for user 'sa' with password 'wrong'"));
+            return Err(Status::unavailable(format!("Login failed for user 'sa' with password '{}'", s.password)));
         }
         let selection = r.selection.unwrap_or_default();
         let tables = self
