@@ -20,9 +20,6 @@ use crate::engine::value::err;
 use crate::engine::Engine;
 use crate::types::Value;
 
-/// Number of metadata columns before the captured columns in a change-table row.
-const LEADING: usize = 5;
-
 /// One change-table row ready for the store.
 #[derive(Debug)]
 pub(crate) struct CtRow {
@@ -78,18 +75,18 @@ fn build_rows(
     let seqval = lsn_value(change.seqval);
     let command_id = Value::Int(change.command_id as i32);
     let row = |op: i32, mask: &Value, image: &[Value], null_col: &dyn Fn(usize) -> bool| -> CtRow {
-        let mut values = Vec::with_capacity(LEADING + instance.columns.len() + 1);
-        values.extend([commit.clone(), Value::Null, seqval.clone(), Value::Int(op), mask.clone()]);
-        for (i, c) in instance.columns.iter().enumerate() {
-            let v = match layout.positions[i] {
-                Some(p) if !c.is_computed && !null_col(i) => image.get(p).cloned().unwrap_or(Value::Null),
-                _ => Value::Null,
-            };
-            values.push(v);
-        }
-        values.push(command_id.clone());
+        let captured = instance.columns.iter().enumerate().map(|(i, c)| match layout.positions[i] {
+            Some(p) if !c.is_computed && !null_col(i) => image.get(p).cloned().unwrap_or(Value::Null),
+            _ => Value::Null,
+        });
+        // One allocation: every part of the chain knows its exact length.
+        let values: Row = [commit.clone(), Value::Null, seqval.clone(), Value::Int(op), mask.clone()]
+            .into_iter()
+            .chain(captured)
+            .chain(std::iter::once(command_id.clone()))
+            .collect();
         let key = Key::from_row(&values, &instance.ct_storage_key);
-        CtRow { table: instance.object_id, key, row: values.into() }
+        CtRow { table: instance.object_id, key, row: values }
     };
     let legacy_lob = |i: usize| instance.columns[i].is_legacy_lob();
     let keep = |_: usize| false;
