@@ -289,8 +289,14 @@ const SCRIPT: &str = concat!(
 );
 
 /// True when pymssql can be imported (installing it if needed); false (with a printed reason)
-/// when python3 or pip is missing.
+/// when python3 or pip is missing. Checked once per test process, so that parallel tests do
+/// not run pip at the same time.
 pub fn pymssql_ready() -> bool {
+    static READY: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *READY.get_or_init(install_pymssql)
+}
+
+fn install_pymssql() -> bool {
     let python = std::process::Command::new("python3")
         .arg("--version")
         .output();
