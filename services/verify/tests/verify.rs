@@ -174,3 +174,191 @@ async fn a_faithful_copy_of_every_type_and_extreme_value_verifies_equal() {
     let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
     assert_eq!(json["equal"], true);
 }
+
+/// An expression that changes column `c` of PostgreSQL type `data_type` into another value
+/// the column can hold (`step_us`: the smallest step of a temporal column).
+fn changed(c: &str, data_type: &str, step_us: i64) -> Option<String> {
+    Some(match data_type {
+        "smallint" | "integer" | "bigint" => format!("CASE WHEN {c} IS DISTINCT FROM 0 THEN 0 ELSE 1 END"),
+        "numeric" | "real" | "double precision" => format!("CASE WHEN {c} IS DISTINCT FROM 0 THEN 0 ELSE 0.5 END"),
+        "boolean" => format!("NOT COALESCE({c}, false)"),
+        "character" | "character varying" | "text" => format!(
+            "CASE WHEN {c} IS NULL OR {c} = '' THEN 'x' WHEN left({c}, 1) = 'a' THEN 'b' || substr({c}, 2) ELSE 'a' || substr({c}, 2) END"
+        ),
+        "date" => format!("CASE WHEN {c} IS NULL THEN '2000-01-01'::date WHEN {c} > '2000-01-01' THEN {c} - 1 ELSE {c} + 1 END"),
+        "timestamp without time zone" | "timestamp with time zone" => format!(
+            "CASE WHEN {c} IS NULL THEN '2000-01-01' WHEN {c} > '2000-01-01' THEN {c} - interval '{step_us} microseconds' ELSE {c} + interval '{step_us} microseconds' END"
+        ),
+        "time without time zone" => format!("COALESCE({c} - interval '{step_us} microseconds', '12:00')"),
+        "uuid" => format!(
+            "CASE WHEN {c} = '00000000-0000-0000-0000-000000000001' THEN '00000000-0000-0000-0000-000000000002'::uuid ELSE '00000000-0000-0000-0000-000000000001'::uuid END"
+        ),
+        "bytea" => format!("CASE WHEN {c} IS NULL OR length({c}) = 0 THEN '\\x0102030405060708'::bytea ELSE set_byte({c}, 0, 255 - get_byte({c}, 0)) END"),
+        "xml" => format!("CASE WHEN {c}::text = '<a/>' THEN '<b/>'::xml ELSE '<a/>'::xml END"),
+        _ => return None,
+    })
+}
+
+/// Changes one column per row of `schema.table` (key `id`), each column in its own row while
+/// rows last; returns `key -> changed columns`.
+async fn change_every_column(env: &Env, schema: &str, table: &str) -> BTreeMap<String, BTreeSet<String>> {
+    let ids: Vec<i32> = env.pg.query(&format!("SELECT id FROM {schema}.{table} ORDER BY id"), &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
+    let columns = env
+        .pg
+        .query(
+            "SELECT column_name::text, data_type::text, COALESCE(datetime_precision, 6)::int FROM information_schema.columns
+              WHERE table_schema = $1 AND table_name = $2 AND column_name <> 'id' ORDER BY ordinal_position",
+            &[&schema, &table],
+        )
+        .await
+        .unwrap();
+    let mut expected: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (i, row) in columns.iter().enumerate() {
+        let (name, data_type, precision): (String, String, i32) = (row.get(0), row.get(1), row.get(2));
+        let step = 10i64.pow(6 - precision.clamp(0, 6) as u32);
+        let expr = changed(&format!("\"{name}\""), &data_type, step).unwrap_or_else(|| panic!("no change rule for {data_type}"));
+        let id = ids[i % ids.len()];
+        env.pg(&format!("UPDATE {schema}.{table} SET \"{name}\" = {expr} WHERE id = {id}")).await;
+        expected.entry(format!("id={id}")).or_default().insert(name);
+    }
+    expected
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_kind_of_corruption_is_found_exactly_and_repaired() {
+    let env = env(60).await;
+    // Corrupt without firing FK actions or triggers.
+    env.pg("SET session_replication_role = replica").await;
+    let mut expected: BTreeMap<&str, BTreeMap<(String, String), BTreeSet<String>>> = BTreeMap::new();
+    let mut put = |table: &'static str, kind: &str, key: String, columns: BTreeSet<String>| {
+        expected.entry(table).or_default().insert((kind.to_string(), key), columns);
+    };
+    // One changed column of each type.
+    for (schema, table, full) in [
+        ("sales", "numeric_extremes", "sales.numeric_extremes"),
+        ("sales", "temporal_extremes", "sales.temporal_extremes"),
+        ("sales", "text_samples", "sales.text_samples"),
+    ] {
+        for (key, columns) in change_every_column(&env, schema, table).await {
+            put(full, "different", key, columns);
+        }
+    }
+    // A missing row, an extra row.
+    let order: i64 = env.pg.query_one("SELECT min(order_id) FROM sales.orders", &[]).await.unwrap().get(0);
+    env.pg(&format!("DELETE FROM sales.orders WHERE order_id = {order}")).await;
+    put("sales.orders", "missing", format!("order_id={order}"), BTreeSet::new());
+    env.pg(
+        "CREATE TEMP TABLE extra AS SELECT * FROM sales.customers ORDER BY customer_id LIMIT 1;
+         UPDATE extra SET customer_id = 999999, email = 'extra@example.com';
+         INSERT INTO sales.customers OVERRIDING SYSTEM VALUE SELECT * FROM extra;",
+    )
+    .await;
+    put("sales.customers", "extra", "customer_id=999999".into(), BTreeSet::new());
+    // A changed LOB.
+    let note: i32 = env.pg.query_one("SELECT min(note_id) FROM sales.customer_notes", &[]).await.unwrap().get(0);
+    env.pg(&format!("UPDATE sales.customer_notes SET body = repeat('lob ', 50000) WHERE note_id = {note}")).await;
+    put("sales.customer_notes", "different", format!("note_id={note}"), ["body".to_string()].into());
+    // A row of a table without primary key but with a unique index, and one with a GUID key.
+    let contact = env
+        .pg
+        .query_one("SELECT 'supplier_code=' || supplier_code || ', contact_email=' || contact_email FROM inventory.supplier_contacts ORDER BY 1 LIMIT 1", &[])
+        .await
+        .unwrap()
+        .get::<_, String>(0);
+    env.pg(&format!(
+        "UPDATE inventory.supplier_contacts SET phone = 'changed' WHERE 'supplier_code=' || supplier_code || ', contact_email=' || contact_email = '{contact}'"
+    ))
+    .await;
+    put("inventory.supplier_contacts", "different", contact, ["phone".to_string()].into());
+    let payment: String = env.pg.query_one("SELECT min(payment_id::text) FROM sales.payments", &[]).await.unwrap().get(0);
+    env.pg(&format!("UPDATE sales.payments SET amount = amount + 1 WHERE payment_id = '{payment}'")).await;
+    put("sales.payments", "different", format!("payment_id={payment}"), ["amount".to_string()].into());
+
+    let report = env.run(env.request()).await;
+    eprintln!("{}", report.to_text());
+    assert!(!report.equal);
+    for t in &report.tables {
+        let name = t.source.trim_start_matches("shop.");
+        let want = expected.get(name).cloned().unwrap_or_default();
+        assert_eq!(diffs(&report, name), want, "{name}:\n{}", report.to_text());
+        assert_eq!(t.equal, want.is_empty(), "{name}");
+    }
+    assert_eq!(table(&report, "sales.orders").target_rows + 1, table(&report, "sales.orders").source_rows);
+
+    let mut repair = env.request();
+    repair.repair = true;
+    let repaired = env.run(repair).await;
+    for (name, want) in &expected {
+        assert_eq!(table(&repaired, name).repaired, want.len() as u64, "{name}");
+    }
+    let after = env.run(env.request()).await;
+    assert!(after.equal, "after repair:\n{}", after.to_text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_without_any_key_reports_a_changed_row_as_missing_and_extra() {
+    let env = env(40).await;
+    env.pg("UPDATE sales.audit_log SET detail = 'changed' WHERE ctid = (SELECT min(ctid) FROM sales.audit_log)").await;
+    let mut request = env.request();
+    request.tables.retain(|p| p.source.as_ref().and_then(|s| s.table.as_ref()).is_some_and(|t| t.name == "audit_log"));
+    request.repair = true;
+    let report = env.run(request).await;
+    let t = table(&report, "sales.audit_log");
+    let kinds: Vec<DiffKind> = t.differences.iter().map(|d| d.kind).collect();
+    assert_eq!(kinds.len(), 2, "{}", report.to_text());
+    assert!(kinds.contains(&DiffKind::Missing) && kinds.contains(&DiffKind::Extra), "{}", report.to_text());
+    assert!(t.differences.iter().any(|d| d.kind == DiffKind::Extra && d.key.contains("detail=changed")), "{}", report.to_text());
+    assert_eq!(t.repaired, 0);
+    assert!(!t.equal);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sampling_compares_a_seeded_share_of_the_ranges() {
+    let env = env(200).await;
+    let mut request = env.request();
+    request.tables.retain(|p| p.source.as_ref().and_then(|s| s.table.as_ref()).is_some_and(|t| t.name == "orders"));
+    request.mode = Mode::Sampled { percent: 40.0, seed: 7 };
+    let first = env.run(request.clone()).await;
+    let again = env.run(request.clone()).await;
+    let (a, b) = (table(&first, "sales.orders"), table(&again, "sales.orders"));
+    assert!(a.equal);
+    assert!(a.partitions_total >= 5, "{}", a.partitions_total);
+    assert_eq!(a.partitions_compared, (a.partitions_total * 40).div_ceil(100));
+    assert!(a.rows_compared < a.source_rows);
+    assert_eq!((a.partitions_compared, a.rows_compared), (b.partitions_compared, b.rows_compared), "same seed, same ranges");
+    // A row deleted from every range: every sampled range sees its own.
+    env.pg("SET session_replication_role = replica; DELETE FROM sales.orders WHERE order_id % 40 = 0").await;
+    let sampled = env.run(request).await;
+    let s = table(&sampled, "sales.orders");
+    assert!(!s.equal);
+    assert!(s.differences_total > 0 && s.differences.iter().all(|d| d.kind == DiffKind::Missing));
+    assert!(s.differences_total < 200 / 40, "only the sampled ranges: {}", sampled.to_text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incremental_mode_rechecks_rows_in_flight_before_reporting_them() {
+    let env = env(60).await;
+    let mut request = env.request();
+    request.tables.retain(|p| p.source.as_ref().and_then(|s| s.table.as_ref()).is_some_and(|t| t.name == "customers"));
+    request.mode = Mode::Incremental { recheck_delay: Duration::from_millis(300), attempts: 4, lag: Duration::from_millis(200) };
+    // Source changes that the target has not applied yet: one will be applied while verify
+    // waits (in flight), one never (a real difference).
+    env.engine.run(SAMPLE_DATABASE, "UPDATE sales.customers SET full_name = N'in flight' WHERE customer_id = 1").unwrap();
+    env.engine.run(SAMPLE_DATABASE, "UPDATE sales.customers SET full_name = N'lost' WHERE customer_id = 2").unwrap();
+    let full = env.run(env.request()).await;
+    assert_eq!(table(&full, "sales.customers").differences_total, 2, "{}", full.to_text());
+
+    let db = env.target.database.clone();
+    let applied = tokio::spawn(async move {
+        let started = Instant::now();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let client = PgCluster::shared().connect(&db).await.unwrap();
+        client.batch_execute("UPDATE sales.customers SET full_name = 'in flight' WHERE customer_id = 1").await.unwrap();
+        started.elapsed()
+    });
+    let report = env.run(request).await;
+    applied.await.unwrap();
+    let t = table(&report, "sales.customers");
+    assert_eq!(diffs(&report, "sales.customers"), [(("different".to_string(), "customer_id=2".to_string()), ["full_name".to_string()].into())].into());
+    assert!(t.notes.iter().any(|n| n.contains("re-check")), "{:?}", t.notes);
+}
