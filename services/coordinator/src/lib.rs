@@ -133,11 +133,13 @@ pub async fn serve_engine(
     health_reporter.set_serving::<CoordinatorServiceServer<grpc::CoordinatorGrpc>>().await;
     health_reporter.set_serving::<WorkerServiceServer<grpc::WorkerGrpc>>().await;
     let reflection = dbsync_telemetry::reflection_service()?;
+    let reflection_v1alpha = dbsync_telemetry::reflection_service_v1alpha()?;
     let auth = BearerAuth(auth_token.map(Arc::new));
     tracing::info!(%local, auth = auth.0.is_some(), "coordinator serving");
     let result = tonic::transport::Server::builder()
         .add_service(health)
         .add_service(reflection)
+        .add_service(reflection_v1alpha)
         .add_service(CoordinatorServiceServer::with_interceptor(grpc::CoordinatorGrpc(coordinator.clone(), shutdown.clone()), auth.clone()))
         .add_service(WorkerServiceServer::with_interceptor(grpc::WorkerGrpc(coordinator), auth))
         .serve_with_incoming_shutdown(dbsync_telemetry::incoming(listener), shutdown.cancelled())

