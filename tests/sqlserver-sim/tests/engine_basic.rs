@@ -22,16 +22,34 @@ fn create_insert_select() {
     s1.run("CREATE DATABASE shop").unwrap();
     s1.run("USE shop").unwrap();
     s1.run("CREATE TABLE dbo.t (id int NOT NULL PRIMARY KEY CLUSTERED, name nvarchar(50) NULL, amount decimal(10,2) DEFAULT 0)").unwrap();
-    s1.run("INSERT INTO dbo.t (id, name, amount) VALUES (2, N'b', 2.5), (1, N'a', 1.25)").unwrap();
+    s1.run("INSERT INTO dbo.t (id, name, amount) VALUES (2, N'b', 2.5), (1, N'a', 1.25)")
+        .unwrap();
     s1.run("INSERT INTO dbo.t (id) VALUES (3)").unwrap();
-    let r = s1.run("SELECT id, name, amount FROM dbo.t ORDER BY id").unwrap();
+    let r = s1
+        .run("SELECT id, name, amount FROM dbo.t ORDER BY id")
+        .unwrap();
     let r = one(&r);
     assert_eq!(r.rows.len(), 3);
-    assert_eq!(r.rows[0], vec![Value::Int(1), s("a"), Value::Decimal(125, 2)]);
+    assert_eq!(
+        r.rows[0],
+        vec![Value::Int(1), s("a"), Value::Decimal(125, 2)]
+    );
     assert_eq!(r.rows[2][2], Value::Decimal(0, 2));
-    assert_eq!(r.columns[2].ty, SqlType::Decimal { precision: 10, scale: 2, numeric: false });
-    let r = s1.run("SELECT COUNT(*), COUNT_BIG(*), SUM(id), MAX(name) FROM dbo.t").unwrap();
-    assert_eq!(one(&r).rows[0][..3], [Value::Int(3), Value::BigInt(3), Value::Int(6)]);
+    assert_eq!(
+        r.columns[2].ty,
+        SqlType::Decimal {
+            precision: 10,
+            scale: 2,
+            numeric: false
+        }
+    );
+    let r = s1
+        .run("SELECT COUNT(*), COUNT_BIG(*), SUM(id), MAX(name) FROM dbo.t")
+        .unwrap();
+    assert_eq!(
+        one(&r).rows[0][..3],
+        [Value::Int(3), Value::BigInt(3), Value::Int(6)]
+    );
     assert_eq!(one(&r).columns[0].ty, SqlType::Int);
     assert_eq!(one(&r).columns[1].ty, SqlType::BigInt);
     let err = s1.run("INSERT INTO dbo.t (id) VALUES (1)").unwrap_err();
@@ -62,57 +80,210 @@ fn scalar(s: &mut dbsync_sqlserver_sim::engine::EngineSession, sql: &str) -> (Va
 fn expression_types_match_sql_server() {
     let (_e, mut s) = setup();
     assert_eq!(scalar(&mut s, "SELECT 1").1, SqlType::Int);
-    assert_eq!(scalar(&mut s, "SELECT 2147483648").1, SqlType::Decimal { precision: 10, scale: 0, numeric: false });
-    assert_eq!(scalar(&mut s, "SELECT 1.50"), (Value::Decimal(150, 2), SqlType::Decimal { precision: 3, scale: 2, numeric: false }));
-    assert_eq!(scalar(&mut s, "SELECT 'ab'").1, SqlType::VarChar { len: Some(2), collation: dbsync_sqlserver_sim::types::Collation::SQL_LATIN1_GENERAL_CP1_CI_AS });
-    assert_eq!(scalar(&mut s, "SELECT N'ab'").1, SqlType::NVarChar { len: Some(2), collation: dbsync_sqlserver_sim::types::Collation::SQL_LATIN1_GENERAL_CP1_CI_AS });
-    assert_eq!(scalar(&mut s, "SELECT CAST(1 AS bigint) + 1").1, SqlType::BigInt);
+    assert_eq!(
+        scalar(&mut s, "SELECT 2147483648").1,
+        SqlType::Decimal {
+            precision: 10,
+            scale: 0,
+            numeric: false
+        }
+    );
+    assert_eq!(
+        scalar(&mut s, "SELECT 1.50"),
+        (
+            Value::Decimal(150, 2),
+            SqlType::Decimal {
+                precision: 3,
+                scale: 2,
+                numeric: false
+            }
+        )
+    );
+    assert_eq!(
+        scalar(&mut s, "SELECT 'ab'").1,
+        SqlType::VarChar {
+            len: Some(2),
+            collation: dbsync_sqlserver_sim::types::Collation::SQL_LATIN1_GENERAL_CP1_CI_AS
+        }
+    );
+    assert_eq!(
+        scalar(&mut s, "SELECT N'ab'").1,
+        SqlType::NVarChar {
+            len: Some(2),
+            collation: dbsync_sqlserver_sim::types::Collation::SQL_LATIN1_GENERAL_CP1_CI_AS
+        }
+    );
+    assert_eq!(
+        scalar(&mut s, "SELECT CAST(1 AS bigint) + 1").1,
+        SqlType::BigInt
+    );
     // decimal(10,2) * decimal(5,1) = decimal(16,3)
-    assert_eq!(scalar(&mut s, "SELECT CAST(1.5 AS decimal(10,2)) * CAST(2 AS decimal(5,1))"), (Value::Decimal(3000, 3), SqlType::Decimal { precision: 16, scale: 3, numeric: false }));
+    assert_eq!(
+        scalar(
+            &mut s,
+            "SELECT CAST(1.5 AS decimal(10,2)) * CAST(2 AS decimal(5,1))"
+        ),
+        (
+            Value::Decimal(3000, 3),
+            SqlType::Decimal {
+                precision: 16,
+                scale: 3,
+                numeric: false
+            }
+        )
+    );
     assert_eq!(scalar(&mut s, "SELECT 7 / 2").0, Value::Int(3));
     assert_eq!(scalar(&mut s, "SELECT 'a' + 'b'").0, s_("ab"));
     assert_eq!(scalar(&mut s, "SELECT ISNULL(NULL, 5)").0, Value::Int(5));
     assert_eq!(scalar(&mut s, "SELECT COALESCE(NULL, N'x')").0, s_("x"));
     assert_eq!(scalar(&mut s, "SELECT IIF(1 > 2, 'y', 'n')").0, s_("n"));
-    assert_eq!(scalar(&mut s, "SELECT CASE WHEN 1 = 1 THEN 10 ELSE 20 END").0, Value::Int(10));
+    assert_eq!(
+        scalar(&mut s, "SELECT CASE WHEN 1 = 1 THEN 10 ELSE 20 END").0,
+        Value::Int(10)
+    );
     assert_eq!(scalar(&mut s, "SELECT LEN('abc  ')").0, Value::Int(3));
     assert_eq!(scalar(&mut s, "SELECT DATALENGTH(N'abc')").0, Value::Int(6));
     assert_eq!(scalar(&mut s, "SELECT DATALENGTH('abc')").0, Value::Int(3));
-    assert_eq!(scalar(&mut s, "SELECT UPPER('abc') + LOWER('DEF')").0, s_("ABCdef"));
-    assert_eq!(scalar(&mut s, "SELECT SUBSTRING('hello', 2, 3)").0, s_("ell"));
-    assert_eq!(scalar(&mut s, "SELECT CHARINDEX('l', 'hello')").0, Value::Int(3));
-    assert_eq!(scalar(&mut s, "SELECT REPLACE('hello', 'L', 'x')").0, s_("hexxo"));
+    assert_eq!(
+        scalar(&mut s, "SELECT UPPER('abc') + LOWER('DEF')").0,
+        s_("ABCdef")
+    );
+    assert_eq!(
+        scalar(&mut s, "SELECT SUBSTRING('hello', 2, 3)").0,
+        s_("ell")
+    );
+    assert_eq!(
+        scalar(&mut s, "SELECT CHARINDEX('l', 'hello')").0,
+        Value::Int(3)
+    );
+    assert_eq!(
+        scalar(&mut s, "SELECT REPLACE('hello', 'L', 'x')").0,
+        s_("hexxo")
+    );
     assert_eq!(scalar(&mut s, "SELECT QUOTENAME('a]b')").0, s_("[a]]b]"));
     assert_eq!(scalar(&mut s, "SELECT CONCAT('a', NULL, 1)").0, s_("a1"));
     assert_eq!(scalar(&mut s, "SELECT LTRIM(RTRIM('  x  '))").0, s_("x"));
-    assert_eq!(scalar(&mut s, "SELECT CONVERT(varchar(30), CAST('2024-02-29T10:11:12.123' AS datetime2(3)), 126)").0, s_("2024-02-29T10:11:12.123"));
-    assert_eq!(scalar(&mut s, "SELECT CONVERT(varchar(10), CAST('2024-02-29' AS date), 112)").0, s_("20240229"));
-    assert_eq!(scalar(&mut s, "SELECT CONVERT(varchar(30), CAST('2024-02-29 10:11:12' AS datetime), 120)").0, s_("2024-02-29 10:11:12"));
-    assert_eq!(scalar(&mut s, "SELECT CONVERT(varchar(30), CAST('2024-02-29 10:11:12.5' AS datetime), 121)").0, s_("2024-02-29 10:11:12.500"));
-    assert_eq!(scalar(&mut s, "SELECT CONVERT(BINARY(4), '0A0B0C0D', 2)").0, Value::Binary(vec![10u8, 11, 12, 13].into()));
-    assert_eq!(scalar(&mut s, "SELECT CONVERT(varchar(20), 0x0A0B, 1)").0, s_("0x0A0B"));
-    assert_eq!(scalar(&mut s, "SELECT DATEDIFF(day, '2024-01-01', '2024-03-01')").0, Value::Int(60));
-    assert_eq!(scalar(&mut s, "SELECT DATEDIFF_BIG(second, '2024-01-01', '2024-01-02')"), (Value::BigInt(86400), SqlType::BigInt));
-    assert_eq!(scalar(&mut s, "SELECT DATEPART(month, '2024-05-06')").0, Value::Int(5));
-    assert_eq!(scalar(&mut s, "SELECT CONVERT(varchar(30), DATEADD(day, 1, CAST('2024-02-28' AS date)), 23)").0, s_("2024-02-29"));
-    assert_eq!(scalar(&mut s, "SELECT GETDATE()").1, SqlType::DateTime);
-    assert_eq!(scalar(&mut s, "SELECT SYSUTCDATETIME()").1, SqlType::DateTime2 { scale: 7 });
-    // HASHBYTES: varchar hashes code-page bytes, nvarchar UTF-16LE.
-    assert_eq!(scalar(&mut s, "SELECT CONVERT(varchar(64), HASHBYTES('MD5', 'abc'), 2)").0, s_("900150983CD24FB0D6963F7D28E17F72"));
-    assert_eq!(scalar(&mut s, "SELECT CONVERT(varchar(64), HASHBYTES('SHA1', 'abc'), 2)").0, s_("A9993E364706816ABA3E25717850C26C9CD0D89D"));
     assert_eq!(
-        scalar(&mut s, "SELECT CONVERT(varchar(64), HASHBYTES('SHA2_256', N'abc'), 2)").0,
+        scalar(
+            &mut s,
+            "SELECT CONVERT(varchar(30), CAST('2024-02-29T10:11:12.123' AS datetime2(3)), 126)"
+        )
+        .0,
+        s_("2024-02-29T10:11:12.123")
+    );
+    assert_eq!(
+        scalar(
+            &mut s,
+            "SELECT CONVERT(varchar(10), CAST('2024-02-29' AS date), 112)"
+        )
+        .0,
+        s_("20240229")
+    );
+    assert_eq!(
+        scalar(
+            &mut s,
+            "SELECT CONVERT(varchar(30), CAST('2024-02-29 10:11:12' AS datetime), 120)"
+        )
+        .0,
+        s_("2024-02-29 10:11:12")
+    );
+    assert_eq!(
+        scalar(
+            &mut s,
+            "SELECT CONVERT(varchar(30), CAST('2024-02-29 10:11:12.5' AS datetime), 121)"
+        )
+        .0,
+        s_("2024-02-29 10:11:12.500")
+    );
+    assert_eq!(
+        scalar(&mut s, "SELECT CONVERT(BINARY(4), '0A0B0C0D', 2)").0,
+        Value::Binary(vec![10u8, 11, 12, 13].into())
+    );
+    assert_eq!(
+        scalar(&mut s, "SELECT CONVERT(varchar(20), 0x0A0B, 1)").0,
+        s_("0x0A0B")
+    );
+    assert_eq!(
+        scalar(&mut s, "SELECT DATEDIFF(day, '2024-01-01', '2024-03-01')").0,
+        Value::Int(60)
+    );
+    assert_eq!(
+        scalar(
+            &mut s,
+            "SELECT DATEDIFF_BIG(second, '2024-01-01', '2024-01-02')"
+        ),
+        (Value::BigInt(86400), SqlType::BigInt)
+    );
+    assert_eq!(
+        scalar(&mut s, "SELECT DATEPART(month, '2024-05-06')").0,
+        Value::Int(5)
+    );
+    assert_eq!(
+        scalar(
+            &mut s,
+            "SELECT CONVERT(varchar(30), DATEADD(day, 1, CAST('2024-02-28' AS date)), 23)"
+        )
+        .0,
+        s_("2024-02-29")
+    );
+    assert_eq!(scalar(&mut s, "SELECT GETDATE()").1, SqlType::DateTime);
+    assert_eq!(
+        scalar(&mut s, "SELECT SYSUTCDATETIME()").1,
+        SqlType::DateTime2 { scale: 7 }
+    );
+    // HASHBYTES: varchar hashes code-page bytes, nvarchar UTF-16LE.
+    assert_eq!(
+        scalar(
+            &mut s,
+            "SELECT CONVERT(varchar(64), HASHBYTES('MD5', 'abc'), 2)"
+        )
+        .0,
+        s_("900150983CD24FB0D6963F7D28E17F72")
+    );
+    assert_eq!(
+        scalar(
+            &mut s,
+            "SELECT CONVERT(varchar(64), HASHBYTES('SHA1', 'abc'), 2)"
+        )
+        .0,
+        s_("A9993E364706816ABA3E25717850C26C9CD0D89D")
+    );
+    assert_eq!(
+        scalar(
+            &mut s,
+            "SELECT CONVERT(varchar(64), HASHBYTES('SHA2_256', N'abc'), 2)"
+        )
+        .0,
         // SHA-256 of UTF-16LE "abc" (61 00 62 00 63 00)
         s_(&sha256_hex(&[0x61, 0, 0x62, 0, 0x63, 0]))
     );
-    assert_eq!(scalar(&mut s, "SELECT SERVERPROPERTY('EngineEdition')").0, Value::Int(3));
-    assert_eq!(scalar(&mut s, "SELECT CAST(SERVERPROPERTY('ProductMajorVersion') AS int)").0, Value::Int(16));
+    assert_eq!(
+        scalar(&mut s, "SELECT SERVERPROPERTY('EngineEdition')").0,
+        Value::Int(3)
+    );
+    assert_eq!(
+        scalar(
+            &mut s,
+            "SELECT CAST(SERVERPROPERTY('ProductMajorVersion') AS int)"
+        )
+        .0,
+        Value::Int(16)
+    );
     assert_eq!(scalar(&mut s, "SELECT @@SERVERNAME").0, s_("STANDIN"));
     assert_eq!(scalar(&mut s, "SELECT DB_NAME()").0, s_("app"));
-    assert_eq!(scalar(&mut s, "SELECT IS_SRVROLEMEMBER('sysadmin')").0, Value::Int(1));
+    assert_eq!(
+        scalar(&mut s, "SELECT IS_SRVROLEMEMBER('sysadmin')").0,
+        Value::Int(1)
+    );
     assert_eq!(scalar(&mut s, "SELECT SUSER_SNAME()").0, s_("sa"));
-    assert_eq!(scalar(&mut s, "SELECT 1 WHERE 'ABC' = 'abc '").0, Value::Int(1));
-    assert_eq!(scalar(&mut s, "SELECT 1 WHERE 'abc' LIKE 'A_C'").0, Value::Int(1));
+    assert_eq!(
+        scalar(&mut s, "SELECT 1 WHERE 'ABC' = 'abc '").0,
+        Value::Int(1)
+    );
+    assert_eq!(
+        scalar(&mut s, "SELECT 1 WHERE 'abc' LIKE 'A_C'").0,
+        Value::Int(1)
+    );
     assert_eq!(s.run("SELECT CAST('x' AS int)").unwrap_err().number, 245);
     assert_eq!(s.run("SELECT 1/0").unwrap_err().number, 8134);
 }
@@ -123,7 +294,10 @@ fn s_(x: &str) -> Value {
 
 fn sha256_hex(b: &[u8]) -> String {
     use sha2::Digest;
-    sha2::Sha256::digest(b).iter().map(|x| format!("{x:02X}")).collect()
+    sha2::Sha256::digest(b)
+        .iter()
+        .map(|x| format!("{x:02X}"))
+        .collect()
 }
 
 #[test]
@@ -134,24 +308,71 @@ fn constraints_identity_defaults_and_cascades() {
          CREATE TABLE dbo.child (id int NOT NULL PRIMARY KEY, parent_id int NULL REFERENCES dbo.parent(id) ON DELETE CASCADE, note nvarchar(5) NULL)",
     )
     .unwrap();
-    s.run("INSERT INTO dbo.parent (code) VALUES ('a'), ('b')").unwrap();
-    let r = s.run("SELECT id, qty, twice, SCOPE_IDENTITY() FROM dbo.parent ORDER BY id").unwrap();
-    assert_eq!(r[0].rows[0][..3], [Value::Int(10), Value::Int(1), Value::Int(2)]);
+    s.run("INSERT INTO dbo.parent (code) VALUES ('a'), ('b')")
+        .unwrap();
+    let r = s
+        .run("SELECT id, qty, twice, SCOPE_IDENTITY() FROM dbo.parent ORDER BY id")
+        .unwrap();
+    assert_eq!(
+        r[0].rows[0][..3],
+        [Value::Int(10), Value::Int(1), Value::Int(2)]
+    );
     assert_eq!(r[0].rows[1][0], Value::Int(15));
     assert_eq!(r[0].rows[0][3], Value::Decimal(15, 0));
-    assert_eq!(s.run("INSERT INTO dbo.parent (code) VALUES ('A')").unwrap_err().number, 2627);
-    assert_eq!(s.run("INSERT INTO dbo.parent (code, qty) VALUES ('c', -1)").unwrap_err().number, 547);
-    assert_eq!(s.run("INSERT INTO dbo.parent (code) VALUES (NULL)").unwrap_err().number, 515);
-    assert_eq!(s.run("INSERT INTO dbo.parent (code) VALUES ('this is too long')").unwrap_err().number, 2628);
-    assert_eq!(s.run("INSERT INTO dbo.parent (id, code) VALUES (1, 'z')").unwrap_err().number, 544);
+    assert_eq!(
+        s.run("INSERT INTO dbo.parent (code) VALUES ('A')")
+            .unwrap_err()
+            .number,
+        2627
+    );
+    assert_eq!(
+        s.run("INSERT INTO dbo.parent (code, qty) VALUES ('c', -1)")
+            .unwrap_err()
+            .number,
+        547
+    );
+    assert_eq!(
+        s.run("INSERT INTO dbo.parent (code) VALUES (NULL)")
+            .unwrap_err()
+            .number,
+        515
+    );
+    assert_eq!(
+        s.run("INSERT INTO dbo.parent (code) VALUES ('this is too long')")
+            .unwrap_err()
+            .number,
+        2628
+    );
+    assert_eq!(
+        s.run("INSERT INTO dbo.parent (id, code) VALUES (1, 'z')")
+            .unwrap_err()
+            .number,
+        544
+    );
     s.run("SET IDENTITY_INSERT dbo.parent ON; INSERT INTO dbo.parent (id, code) VALUES (100, 'z'); SET IDENTITY_INSERT dbo.parent OFF").unwrap();
-    s.run("INSERT INTO dbo.parent (code) VALUES ('after')").unwrap();
-    assert_eq!(scalar(&mut s, "SELECT MAX(id) FROM dbo.parent").0, Value::Int(105));
-    assert_eq!(s.run("INSERT INTO dbo.child VALUES (1, 999, NULL)").unwrap_err().number, 547);
-    s.run("INSERT INTO dbo.child VALUES (1, 10, N'x'), (2, 10, NULL), (3, 15, NULL)").unwrap();
+    s.run("INSERT INTO dbo.parent (code) VALUES ('after')")
+        .unwrap();
+    assert_eq!(
+        scalar(&mut s, "SELECT MAX(id) FROM dbo.parent").0,
+        Value::Int(105)
+    );
+    assert_eq!(
+        s.run("INSERT INTO dbo.child VALUES (1, 999, NULL)")
+            .unwrap_err()
+            .number,
+        547
+    );
+    s.run("INSERT INTO dbo.child VALUES (1, 10, N'x'), (2, 10, NULL), (3, 15, NULL)")
+        .unwrap();
     s.run("DELETE FROM dbo.parent WHERE id = 10").unwrap();
-    assert_eq!(scalar(&mut s, "SELECT COUNT(*) FROM dbo.child").0, Value::Int(1));
-    assert_eq!(s.run("UPDATE dbo.parent SET id = 1").unwrap_err().number, 8102);
+    assert_eq!(
+        scalar(&mut s, "SELECT COUNT(*) FROM dbo.child").0,
+        Value::Int(1)
+    );
+    assert_eq!(
+        s.run("UPDATE dbo.parent SET id = 1").unwrap_err().number,
+        8102
+    );
 }
 
 #[test]
@@ -172,25 +393,49 @@ fn batches_variables_control_flow_and_procedures() {
     assert_eq!((e.number, e.message.as_str()), (50001, "boom"));
     let e = s.run("RAISERROR('bad %d', 16, 1, 42)").unwrap_err();
     assert_eq!((e.number, e.message.as_str()), (50000, "bad 42"));
-    let r = s.run("EXEC sp_executesql N'SELECT @a + @b AS s', N'@a int, @b int', @a = 2, @b = 3").unwrap();
+    let r = s
+        .run("EXEC sp_executesql N'SELECT @a + @b AS s', N'@a int, @b int', @a = 2, @b = 3")
+        .unwrap();
     assert_eq!(r[0].rows[0][0], Value::Int(5));
-    s.run("CREATE PROCEDURE dbo.add1 @x int, @y int OUTPUT AS BEGIN SET @y = @x + 1; RETURN 7 END").unwrap();
+    s.run("CREATE PROCEDURE dbo.add1 @x int, @y int OUTPUT AS BEGIN SET @y = @x + 1; RETURN 7 END")
+        .unwrap();
     let r = s.run("DECLARE @out int, @rc int; EXEC @rc = dbo.add1 @x = 4, @y = @out OUTPUT; SELECT @out, @rc").unwrap();
     assert_eq!(r[0].rows[0], vec![Value::Int(5), Value::Int(7)]);
-    s.run("CREATE SEQUENCE dbo.seq AS int START WITH 5 INCREMENT BY 5").unwrap();
-    assert_eq!(scalar(&mut s, "SELECT NEXT VALUE FOR dbo.seq").0, Value::Int(5));
-    assert_eq!(scalar(&mut s, "SELECT NEXT VALUE FOR dbo.seq").0, Value::Int(10));
+    s.run("CREATE SEQUENCE dbo.seq AS int START WITH 5 INCREMENT BY 5")
+        .unwrap();
+    assert_eq!(
+        scalar(&mut s, "SELECT NEXT VALUE FOR dbo.seq").0,
+        Value::Int(5)
+    );
+    assert_eq!(
+        scalar(&mut s, "SELECT NEXT VALUE FOR dbo.seq").0,
+        Value::Int(10)
+    );
     let r = s.run("CREATE TABLE dbo.k (a int NOT NULL, b int NOT NULL, CONSTRAINT pk_k PRIMARY KEY (a, b)); INSERT INTO dbo.k VALUES (1,1),(1,2),(2,1),(2,2),(3,1); DECLARE @p1 int = 1, @p2 int = 2; SELECT a, b FROM dbo.k WHERE (a > @p1) OR (a = @p1 AND b > @p2) ORDER BY a, b").unwrap();
     assert_eq!(r.last().unwrap().rows.len(), 3);
-    let r = s.run("SELECT a, COUNT(*) AS n FROM dbo.k GROUP BY a HAVING COUNT(*) > 1 ORDER BY a DESC").unwrap();
-    assert_eq!(r[0].rows, vec![vec![Value::Int(2), Value::Int(2)], vec![Value::Int(1), Value::Int(2)]]);
-    let r = s.run("SELECT TOP (2) a FROM dbo.k ORDER BY a DESC, b DESC").unwrap();
+    let r = s
+        .run("SELECT a, COUNT(*) AS n FROM dbo.k GROUP BY a HAVING COUNT(*) > 1 ORDER BY a DESC")
+        .unwrap();
+    assert_eq!(
+        r[0].rows,
+        vec![
+            vec![Value::Int(2), Value::Int(2)],
+            vec![Value::Int(1), Value::Int(2)]
+        ]
+    );
+    let r = s
+        .run("SELECT TOP (2) a FROM dbo.k ORDER BY a DESC, b DESC")
+        .unwrap();
     assert_eq!(r[0].rows, vec![vec![Value::Int(3)], vec![Value::Int(2)]]);
     let r = s.run("SELECT DISTINCT a FROM dbo.k WHERE a IN (SELECT a FROM dbo.k WHERE b = 2) AND EXISTS (SELECT 1 FROM dbo.k k2 WHERE k2.a = k.a AND k2.b = 1)").unwrap();
     assert_eq!(r[0].rows.len(), 2);
-    let r = s.run("SELECT MAX(x) FROM (SELECT TOP (2) a AS x FROM dbo.k ORDER BY a) AS d").unwrap();
+    let r = s
+        .run("SELECT MAX(x) FROM (SELECT TOP (2) a AS x FROM dbo.k ORDER BY a) AS d")
+        .unwrap();
     assert_eq!(r[0].rows[0][0], Value::Int(1));
-    let r = s.run("SELECT a FROM dbo.k ORDER BY a, b OFFSET 3 ROWS FETCH NEXT 1 ROWS ONLY").unwrap();
+    let r = s
+        .run("SELECT a FROM dbo.k ORDER BY a, b OFFSET 3 ROWS FETCH NEXT 1 ROWS ONLY")
+        .unwrap();
     assert_eq!(r[0].rows, vec![vec![Value::Int(2)]]);
 }
 
@@ -228,28 +473,60 @@ fn catalog_views_describe_tables() {
         )
         .unwrap();
     let rows = &r[0].rows;
-    assert_eq!(rows[0][..5], [s_("pk_orders"), s_("CLUSTERED"), Value::Bit(true), Value::TinyInt(1), s_("region")]);
+    assert_eq!(
+        rows[0][..5],
+        [
+            s_("pk_orders"),
+            s_("CLUSTERED"),
+            Value::Bit(true),
+            Value::TinyInt(1),
+            s_("region")
+        ]
+    );
     assert_eq!(rows[3][5], Value::Bit(true));
-    let r = s.run("SELECT type_desc FROM sys.indexes WHERE object_id = OBJECT_ID('dbo.heap')").unwrap();
+    let r = s
+        .run("SELECT type_desc FROM sys.indexes WHERE object_id = OBJECT_ID('dbo.heap')")
+        .unwrap();
     assert_eq!(r[0].rows, vec![vec![s_("HEAP")]]);
     let r = s.run("SELECT name, recovery_model_desc, is_cdc_enabled, is_read_committed_snapshot_on, snapshot_isolation_state FROM sys.databases WHERE name = 'app'").unwrap();
-    assert_eq!(r[0].rows[0], vec![s_("app"), s_("FULL"), Value::Bit(false), Value::Bit(false), Value::TinyInt(0)]);
+    assert_eq!(
+        r[0].rows[0],
+        vec![
+            s_("app"),
+            s_("FULL"),
+            Value::Bit(false),
+            Value::Bit(false),
+            Value::TinyInt(0)
+        ]
+    );
     s.run("ALTER DATABASE app SET READ_COMMITTED_SNAPSHOT ON; ALTER DATABASE app SET ALLOW_SNAPSHOT_ISOLATION ON; ALTER DATABASE app SET RECOVERY SIMPLE").unwrap();
     let r = s.run("SELECT recovery_model_desc, is_read_committed_snapshot_on, snapshot_isolation_state_desc FROM sys.databases WHERE database_id = DB_ID()").unwrap();
     assert_eq!(r[0].rows[0], vec![s_("SIMPLE"), Value::Bit(true), s_("ON")]);
-    let r = s.run("SELECT TABLE_SCHEMA, TABLE_NAME FROM INFORMATION_SCHEMA.TABLES ORDER BY TABLE_NAME").unwrap();
+    let r = s
+        .run("SELECT TABLE_SCHEMA, TABLE_NAME FROM INFORMATION_SCHEMA.TABLES ORDER BY TABLE_NAME")
+        .unwrap();
     assert_eq!(r[0].rows.len(), 2);
     let r = s.run("SELECT COLUMN_NAME, DATA_TYPE, CHARACTER_MAXIMUM_LENGTH FROM INFORMATION_SCHEMA.COLUMNS WHERE TABLE_NAME = 'orders' ORDER BY ORDINAL_POSITION").unwrap();
     assert_eq!(r[0].rows[1], vec![s_("region"), s_("char"), Value::Int(2)]);
     assert_eq!(r[0].rows[4][2], Value::Int(-1));
     let r = s.run("SELECT seed_value, increment_value FROM sys.identity_columns WHERE object_id = OBJECT_ID('sales.orders')").unwrap();
-    assert_eq!(r[0].rows[0], vec![Value::Decimal(1, 0), Value::Decimal(1, 0)]);
+    assert_eq!(
+        r[0].rows[0],
+        vec![Value::Decimal(1, 0), Value::Decimal(1, 0)]
+    );
     let r = s.run("SELECT rows, data_compression_desc FROM sys.partitions WHERE object_id = OBJECT_ID('dbo.heap')").unwrap();
     assert_eq!(r[0].rows[0], vec![Value::BigInt(0), s_("NONE")]);
-    let r = s.run("SELECT name FROM sys.servers WHERE server_id = 0").unwrap();
+    let r = s
+        .run("SELECT name FROM sys.servers WHERE server_id = 0")
+        .unwrap();
     assert_eq!(r[0].rows[0][0], s_("STANDIN"));
     s.run("BACKUP DATABASE app TO DISK = 'x.bak'").unwrap();
-    assert_eq!(s.run("BACKUP LOG app TO DISK = 'x.trn'").unwrap_err().number, 4208);
+    assert_eq!(
+        s.run("BACKUP LOG app TO DISK = 'x.trn'")
+            .unwrap_err()
+            .number,
+        4208
+    );
     let r = s.run("SELECT COUNT(*) FROM msdb.dbo.backupset WHERE database_name = DB_NAME() AND type = 'D'").unwrap();
     assert_eq!(r[0].rows[0][0], Value::Int(1));
     assert!(e.table("app", "sales", "orders").is_some());

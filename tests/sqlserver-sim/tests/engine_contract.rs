@@ -53,7 +53,9 @@ fn capture_catalog_queries_run_with_expected_types() {
     s.run(SCHEMA).unwrap();
     s.run("SELECT NEXT VALUE FOR dbo.order_numbers").unwrap();
     for (name, sql) in QUERIES {
-        let r = s.run(sql).unwrap_or_else(|err| panic!("{name}: {err}\n{sql}"));
+        let r = s
+            .run(sql)
+            .unwrap_or_else(|err| panic!("{name}: {err}\n{sql}"));
         assert_eq!(r.len(), 1, "{name}");
     }
     let get = |s: &mut dbsync_sqlserver_sim::engine::EngineSession, name: &str| {
@@ -72,22 +74,44 @@ fn capture_catalog_queries_run_with_expected_types() {
     let r = get(&mut s, "TABLES_QUERY");
     assert_eq!(r.rows.len(), 3);
     let r = get(&mut s, "COLUMNS_QUERY");
-    let row = (0..r.rows.len()).find(|i| at(&r, *i, "name") == Value::String("code".into())).unwrap();
-    assert_eq!(at(&r, row, "user_type_name"), Value::String("code".into()), "alias type name");
+    let row = (0..r.rows.len())
+        .find(|i| at(&r, *i, "name") == Value::String("code".into()))
+        .unwrap();
+    assert_eq!(
+        at(&r, row, "user_type_name"),
+        Value::String("code".into()),
+        "alias type name"
+    );
     assert_eq!(at(&r, row, "is_user_defined"), Value::Bit(true));
     assert_eq!(at(&r, row, "max_length"), Value::SmallInt(24));
     let r = get(&mut s, "IDENTITY_COLUMNS_QUERY");
     assert_eq!(at(&r, 0, "seed_value"), Value::BigInt(1));
     assert_eq!(at(&r, 0, "last_value"), Value::BigInt(2));
     let r = get(&mut s, "INDEXES_QUERY");
-    assert_eq!(r.rows.len(), 4, "pk_customers, uq_customers_code, pk_orders, ix_orders_customer");
+    assert_eq!(
+        r.rows.len(),
+        4,
+        "pk_customers, uq_customers_code, pk_orders, ix_orders_customer"
+    );
     let r = get(&mut s, "INDEX_COLUMNS_QUERY");
-    assert!((0..r.rows.len()).any(|i| at(&r, i, "name") == Value::String("total".into()) && at(&r, i, "is_included_column") == Value::Bit(true)));
+    assert!(
+        (0..r.rows.len()).any(|i| at(&r, i, "name") == Value::String("total".into())
+            && at(&r, i, "is_included_column") == Value::Bit(true))
+    );
     let r = get(&mut s, "FOREIGN_KEYS_QUERY");
-    assert_eq!(at(&r, 0, "delete_referential_action_desc"), Value::String("SET_NULL".into()));
+    assert_eq!(
+        at(&r, 0, "delete_referential_action_desc"),
+        Value::String("SET_NULL".into())
+    );
     let r = get(&mut s, "FOREIGN_KEY_COLUMNS_QUERY");
-    assert_eq!(at(&r, 0, "column_name"), Value::String("customer_id".into()));
-    assert_eq!(at(&r, 0, "referenced_column_name"), Value::String("id".into()));
+    assert_eq!(
+        at(&r, 0, "column_name"),
+        Value::String("customer_id".into())
+    );
+    assert_eq!(
+        at(&r, 0, "referenced_column_name"),
+        Value::String("id".into())
+    );
     let r = get(&mut s, "PARTITIONS_QUERY");
     assert_eq!(ty(&r, "row_count"), SqlType::BigInt);
     assert!((0..r.rows.len()).any(|i| at(&r, i, "row_count") == Value::BigInt(3)));
@@ -101,12 +125,21 @@ fn capture_catalog_queries_run_with_expected_types() {
 }
 
 fn at(r: &dbsync_sqlserver_sim::engine::QueryResult, row: usize, name: &str) -> Value {
-    let i = r.columns.iter().position(|c| c.name == name).unwrap_or_else(|| panic!("no column {name}"));
+    let i = r
+        .columns
+        .iter()
+        .position(|c| c.name == name)
+        .unwrap_or_else(|| panic!("no column {name}"));
     r.rows[row][i].clone()
 }
 
 fn ty(r: &dbsync_sqlserver_sim::engine::QueryResult, name: &str) -> SqlType {
-    r.columns.iter().find(|c| c.name == name).unwrap_or_else(|| panic!("no column {name}")).ty.clone()
+    r.columns
+        .iter()
+        .find(|c| c.name == name)
+        .unwrap_or_else(|| panic!("no column {name}"))
+        .ty
+        .clone()
 }
 
 #[test]
@@ -123,10 +156,27 @@ fn chunk_queries_use_key_ranges() {
     }
     s.run(&sql).unwrap();
     let q = "SELECT [a], [b], CAST([m] AS decimal(19,4)) AS [m] FROM [dbo].[t] WHERE ([a] > CAST(@P1 AS int) OR ([a] = CAST(@P1 AS int) AND [b] > CAST(@P2 AS varchar(20)))) AND ([a] < CAST(@P3 AS int) OR ([a] = CAST(@P3 AS int) AND [b] <= CAST(@P4 AS varchar(20)))) ORDER BY [a], [b]";
-    let r = s.run_with(q, &[("@P1", Value::Int(10)), ("@P2", Value::String("k2".into())), ("@P3", Value::Int(12)), ("@P4", Value::String("k1".into()))]).unwrap();
+    let r = s
+        .run_with(
+            q,
+            &[
+                ("@P1", Value::Int(10)),
+                ("@P2", Value::String("k2".into())),
+                ("@P3", Value::Int(12)),
+                ("@P4", Value::String("k1".into())),
+            ],
+        )
+        .unwrap();
     let rows = &r[0].rows;
     assert_eq!(rows.len(), 1 + 4 + 2);
     assert_eq!(rows[0][..2], [Value::Int(10), Value::String("k3".into())]);
     assert_eq!(rows[6][..2], [Value::Int(12), Value::String("k1".into())]);
-    assert_eq!(r[0].columns[2].ty, SqlType::Decimal { precision: 19, scale: 4, numeric: false });
+    assert_eq!(
+        r[0].columns[2].ty,
+        SqlType::Decimal {
+            precision: 19,
+            scale: 4,
+            numeric: false
+        }
+    );
 }

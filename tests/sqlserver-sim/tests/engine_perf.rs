@@ -4,7 +4,9 @@
 
 use std::time::Instant;
 
-use dbsync_sqlserver_sim::api::{Cancelled, EnvChange, ResultColumn, ResultSink, Session, SqlError, StatementKind};
+use dbsync_sqlserver_sim::api::{
+    Cancelled, EnvChange, ResultColumn, ResultSink, Session, SqlError, StatementKind,
+};
 use dbsync_sqlserver_sim::engine::{Engine, EngineConfig};
 use dbsync_sqlserver_sim::types::{SqlType, Value};
 
@@ -58,46 +60,100 @@ fn select_and_change_throughput() {
             if k > 0 {
                 sql.push(',');
             }
-            sql.push_str(&format!("({id}, {}, N'name {id}', {}.25, '2024-01-02 03:04:05.1234567', 0x0102030405, 1)", id % 1000, id));
+            sql.push_str(&format!(
+                "({id}, {}, N'name {id}', {}.25, '2024-01-02 03:04:05.1234567', 0x0102030405, 1)",
+                id % 1000,
+                id
+            ));
             id += 1;
         }
-        let mut sink = CountingSink { rows: 0, errors: vec![] };
+        let mut sink = CountingSink {
+            rows: 0,
+            errors: vec![],
+        };
         s.execute_batch(&sql, &mut sink);
         assert!(sink.errors.is_empty(), "{:?}", sink.errors);
     }
     let secs = start.elapsed().as_secs_f64();
-    println!("insert: {} rows in {:.2}s = {:.0} rows/s", total, secs, total as f64 / secs);
+    println!(
+        "insert: {} rows in {:.2}s = {:.0} rows/s",
+        total,
+        secs,
+        total as f64 / secs
+    );
     // Updates, one statement each.
     let start = Instant::now();
     let n = 20_000;
     for k in 0..n {
-        let mut sink = CountingSink { rows: 0, errors: vec![] };
-        s.execute_batch(&format!("UPDATE dbo.t SET a = a + 1 WHERE id = {k}"), &mut sink);
+        let mut sink = CountingSink {
+            rows: 0,
+            errors: vec![],
+        };
+        s.execute_batch(
+            &format!("UPDATE dbo.t SET a = a + 1 WHERE id = {k}"),
+            &mut sink,
+        );
     }
     let secs = start.elapsed().as_secs_f64();
-    println!("update: {} single-row statements in {:.2}s = {:.0}/s", n, secs, n as f64 / secs);
+    println!(
+        "update: {} single-row statements in {:.2}s = {:.0}/s",
+        n,
+        secs,
+        n as f64 / secs
+    );
     // Fill to 1M with the fast path and stream it.
     let mut rows = Vec::new();
     for i in total..1_000_000i64 {
-        rows.push(vec![Value::BigInt(i), Value::Int(1), Value::String("x".into()), Value::Decimal(125, 2), Value::DateTime2 { days: 738000, ticks: 1 }, Value::Binary(vec![1u8, 2].into()), Value::Bit(true)]);
+        rows.push(vec![
+            Value::BigInt(i),
+            Value::Int(1),
+            Value::String("x".into()),
+            Value::Decimal(125, 2),
+            Value::DateTime2 {
+                days: 738000,
+                ticks: 1,
+            },
+            Value::Binary(vec![1u8, 2].into()),
+            Value::Bit(true),
+        ]);
     }
     e.insert_rows("perf", "dbo", "t", rows).unwrap();
     for _ in 0..2 {
         let start = Instant::now();
-        let mut sink = CountingSink { rows: 0, errors: vec![] };
+        let mut sink = CountingSink {
+            rows: 0,
+            errors: vec![],
+        };
         s.execute_batch("SELECT id, a, b, c, d, e, f FROM dbo.t", &mut sink);
         let secs = start.elapsed().as_secs_f64();
-        println!("select: {} rows in {:.2}s = {:.0} rows/s", sink.rows, secs, sink.rows as f64 / secs);
+        println!(
+            "select: {} rows in {:.2}s = {:.0} rows/s",
+            sink.rows,
+            secs,
+            sink.rows as f64 / secs
+        );
         assert_eq!(sink.rows, 1_000_000);
     }
     let start = Instant::now();
-    let mut sink = CountingSink { rows: 0, errors: vec![] };
-    s.execute_batch("SELECT TOP (1000) id, a, b FROM dbo.t WHERE (id > 500000) ORDER BY id", &mut sink);
+    let mut sink = CountingSink {
+        rows: 0,
+        errors: vec![],
+    };
+    s.execute_batch(
+        "SELECT TOP (1000) id, a, b FROM dbo.t WHERE (id > 500000) ORDER BY id",
+        &mut sink,
+    );
     println!("key-range top 1000: {:?}", start.elapsed());
     assert_eq!(sink.rows, 1000);
     let start = Instant::now();
-    let mut sink = CountingSink { rows: 0, errors: vec![] };
-    s.execute_batch("SELECT id FROM dbo.t ORDER BY id OFFSET 900000 ROWS FETCH NEXT 1 ROWS ONLY", &mut sink);
+    let mut sink = CountingSink {
+        rows: 0,
+        errors: vec![],
+    };
+    s.execute_batch(
+        "SELECT id FROM dbo.t ORDER BY id OFFSET 900000 ROWS FETCH NEXT 1 ROWS ONLY",
+        &mut sink,
+    );
     println!("offset 900000 fetch 1: {:?}", start.elapsed());
     assert_eq!(sink.rows, 1);
 }

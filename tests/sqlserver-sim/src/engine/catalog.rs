@@ -62,7 +62,10 @@ pub struct IndexDef {
 impl IndexDef {
     /// Key columns (not INCLUDEd), in key order.
     pub fn key_columns(&self) -> impl Iterator<Item = usize> + '_ {
-        self.columns.iter().filter(|c| !c.included).map(|c| c.column)
+        self.columns
+            .iter()
+            .filter(|c| !c.included)
+            .map(|c| c.column)
     }
 }
 
@@ -189,7 +192,9 @@ pub struct TableDef {
 
 impl TableDef {
     pub fn column_index(&self, name: &str) -> Option<usize> {
-        self.columns.iter().position(|c| c.name.eq_ignore_ascii_case(name))
+        self.columns
+            .iter()
+            .position(|c| c.name.eq_ignore_ascii_case(name))
     }
     pub fn primary_key(&self) -> Option<&IndexDef> {
         self.indexes.iter().find(|i| i.is_primary_key)

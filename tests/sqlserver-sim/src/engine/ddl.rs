@@ -21,24 +21,50 @@ fn expr_text(e: &sqlparser::ast::Expr) -> String {
 impl SessionCore {
     fn db_for(&self, parts: &[String]) -> (String, String, String) {
         let (db, schema, name) = parse::split_name(parts);
-        (db.unwrap_or_else(|| self.database.clone()), schema.unwrap_or_else(|| "dbo".into()), name)
+        (
+            db.unwrap_or_else(|| self.database.clone()),
+            schema.unwrap_or_else(|| "dbo".into()),
+            name,
+        )
     }
 
     /// Runs `f` on the mutable database definition.
-    fn with_db<R>(&self, db: &str, f: impl FnOnce(&mut DatabaseDef) -> Result<R, SqlError>) -> Result<R, SqlError> {
+    fn with_db<R>(
+        &self,
+        db: &str,
+        f: impl FnOnce(&mut DatabaseDef) -> Result<R, SqlError>,
+    ) -> Result<R, SqlError> {
         let mut cat = self.engine.inner.catalog.write();
-        let d = cat.get_mut(&db.to_lowercase()).ok_or_else(|| err(911, format!("Database '{db}' does not exist. Make sure that the name is entered correctly.")))?;
+        let d = cat.get_mut(&db.to_lowercase()).ok_or_else(|| {
+            err(
+                911,
+                format!(
+                    "Database '{db}' does not exist. Make sure that the name is entered correctly."
+                ),
+            )
+        })?;
         f(d)
     }
 
-    fn fire_ddl(&mut self, event_type: DdlEventType, db: &str, before: Option<Arc<TableDef>>, after: Option<Arc<TableDef>>, renamed_column: Option<(String, String)>) -> Result<(), SqlError> {
+    fn fire_ddl(
+        &mut self,
+        event_type: DdlEventType,
+        db: &str,
+        before: Option<Arc<TableDef>>,
+        after: Option<Arc<TableDef>>,
+        renamed_column: Option<(String, String)>,
+    ) -> Result<(), SqlError> {
         let observers = self.engine.inner.ddl_observers.read().clone();
         let t = after.clone().or_else(|| before.clone()).expect("a table");
         let lsn = self.engine.allocate_lsn(db).unwrap_or_default();
         let event = DdlEvent {
             event_type,
             database_id: t.database_id,
-            database: self.engine.database(db).map(|d| d.name).unwrap_or_else(|| db.to_string()),
+            database: self
+                .engine
+                .database(db)
+                .map(|d| d.name)
+                .unwrap_or_else(|| db.to_string()),
             schema: t.schema.clone(),
             object_name: t.name.clone(),
             object_id: t.object_id,
@@ -59,13 +85,23 @@ impl SessionCore {
 
     fn check_no_other_writers(&self, def: &TableDef) -> Result<(), SqlError> {
         let me = self.txn.as_ref().map(|t| t.id).unwrap_or(0);
-        if self.engine.inner.store.locks.table_locked_by_other(def.object_id, me) {
+        if self
+            .engine
+            .inner
+            .store
+            .locks
+            .table_locked_by_other(def.object_id, me)
+        {
             return Err(err(1222, "Lock request time out period exceeded."));
         }
         Ok(())
     }
 
-    pub(crate) fn exec_ddl(&mut self, p: &Parsed, _sink: &mut dyn ResultSink) -> Result<(), SqlError> {
+    pub(crate) fn exec_ddl(
+        &mut self,
+        p: &Parsed,
+        _sink: &mut dyn ResultSink,
+    ) -> Result<(), SqlError> {
         match &p.stmt {
             Stmt::CreateDatabase(name) => {
                 self.engine.create_database_internal(name)?;
@@ -79,11 +115,26 @@ impl SessionCore {
                         }
                         return Err(err(3701, format!("Cannot drop the database '{n}', because it does not exist or you do not have permission.")));
                     };
-                    if matches!(d.name.to_lowercase().as_str(), "master" | "msdb" | "model" | "tempdb") {
-                        return Err(err(3708, format!("Cannot drop the database '{}' because it is a system database.", d.name)));
+                    if matches!(
+                        d.name.to_lowercase().as_str(),
+                        "master" | "msdb" | "model" | "tempdb"
+                    ) {
+                        return Err(err(
+                            3708,
+                            format!(
+                                "Cannot drop the database '{}' because it is a system database.",
+                                d.name
+                            ),
+                        ));
                     }
                     if self.database.eq_ignore_ascii_case(n) {
-                        return Err(err(3702, format!("Cannot drop database \"{}\" because it is currently in use.", d.name)));
+                        return Err(err(
+                            3702,
+                            format!(
+                                "Cannot drop database \"{}\" because it is currently in use.",
+                                d.name
+                            ),
+                        ));
                     }
                     let ids: Vec<i32> = d.tables.values().map(|t| t.object_id).collect();
                     let _g = self.engine.inner.store.commit_lock.lock();
@@ -96,8 +147,16 @@ impl SessionCore {
                 }
                 Ok(())
             }
-            Stmt::AlterDatabase { name, option, value: v } => {
-                let db = if name.is_empty() { self.database.clone() } else { name.clone() };
+            Stmt::AlterDatabase {
+                name,
+                option,
+                value: v,
+            } => {
+                let db = if name.is_empty() {
+                    self.database.clone()
+                } else {
+                    name.clone()
+                };
                 let on = v == "ON";
                 self.with_db(&db, |d| {
                     match option.as_str() {
@@ -111,8 +170,20 @@ impl SessionCore {
                         }
                         "READ_COMMITTED_SNAPSHOT" => d.read_committed_snapshot = on,
                         "ALLOW_SNAPSHOT_ISOLATION" => d.allow_snapshot_isolation = on,
-                        "AUTO_CLOSE" | "AUTO_SHRINK" | "AUTO_UPDATE_STATISTICS" | "AUTO_CREATE_STATISTICS" | "PAGE_VERIFY" | "MULTI_USER" | "SINGLE_USER" | "COMPATIBILITY_LEVEL" | "TRUSTWORTHY" | "ANSI_NULLS" | "QUOTED_IDENTIFIER" => {}
-                        other => return Err(value::unsupported(format!("ALTER DATABASE SET {other}"))),
+                        "AUTO_CLOSE"
+                        | "AUTO_SHRINK"
+                        | "AUTO_UPDATE_STATISTICS"
+                        | "AUTO_CREATE_STATISTICS"
+                        | "PAGE_VERIFY"
+                        | "MULTI_USER"
+                        | "SINGLE_USER"
+                        | "COMPATIBILITY_LEVEL"
+                        | "TRUSTWORTHY"
+                        | "ANSI_NULLS"
+                        | "QUOTED_IDENTIFIER" => {}
+                        other => {
+                            return Err(value::unsupported(format!("ALTER DATABASE SET {other}")))
+                        }
                     }
                     Ok(())
                 })
@@ -122,21 +193,43 @@ impl SessionCore {
                 let id = self.engine.new_object_id();
                 self.with_db(&db, |d| {
                     if d.schema(name).is_some() {
-                        return Err(err(2714, format!("There is already an object named '{name}' in the database.")));
+                        return Err(err(
+                            2714,
+                            format!("There is already an object named '{name}' in the database."),
+                        ));
                     }
-                    d.schemas.insert(name.to_lowercase(), SchemaDef { schema_id: id, name: name.clone(), principal_id: 1 });
+                    d.schemas.insert(
+                        name.to_lowercase(),
+                        SchemaDef {
+                            schema_id: id,
+                            name: name.clone(),
+                            principal_id: 1,
+                        },
+                    );
                     Ok(())
                 })
             }
-            Stmt::CreateTable { name, columns, constraints } => self.create_table(name, columns, constraints),
+            Stmt::CreateTable {
+                name,
+                columns,
+                constraints,
+            } => self.create_table(name, columns, constraints),
             Stmt::AlterTable { table, action } => self.alter_table(table, action),
             Stmt::CreateIndex(spec) => self.create_index(spec),
-            Stmt::DropIndex { index, table, if_exists } => {
+            Stmt::DropIndex {
+                index,
+                table,
+                if_exists,
+            } => {
                 let (db, def) = match self.resolve_table(table) {
                     Ok(r) => r,
                     Err(e) => return if *if_exists { Ok(()) } else { Err(e) },
                 };
-                let Some(pos) = def.indexes.iter().position(|i| i.name.eq_ignore_ascii_case(index)) else {
+                let Some(pos) = def
+                    .indexes
+                    .iter()
+                    .position(|i| i.name.eq_ignore_ascii_case(index))
+                else {
                     if *if_exists {
                         return Ok(());
                     }
@@ -158,13 +251,32 @@ impl SessionCore {
                 });
                 self.fire_ddl(DdlEventType::DropIndex, &db, Some(def), Some(nd), None)
             }
-            Stmt::Drop { kind, names, if_exists } => self.drop_objects(kind, names, *if_exists),
+            Stmt::Drop {
+                kind,
+                names,
+                if_exists,
+            } => self.drop_objects(kind, names, *if_exists),
             Stmt::Truncate(name) => {
                 let (db, def) = self.resolve_table(name)?;
                 self.truncate(&def)?;
-                self.fire_ddl(DdlEventType::TruncateTable, &db, Some(def.clone()), Some(def), None)
+                self.fire_ddl(
+                    DdlEventType::TruncateTable,
+                    &db,
+                    Some(def.clone()),
+                    Some(def),
+                    None,
+                )
             }
-            Stmt::CreateSequence { name, type_text, start, increment, min, max, cycle, cache } => {
+            Stmt::CreateSequence {
+                name,
+                type_text,
+                start,
+                increment,
+                min,
+                max,
+                cycle,
+                cache,
+            } => {
                 let (db, schema, n) = self.db_for(name);
                 let ty = match type_text {
                     Some(t) => self.resolve_type(t)?,
@@ -197,7 +309,11 @@ impl SessionCore {
                     Ok(())
                 })
             }
-            Stmt::CreateType { name, base, nullable } => {
+            Stmt::CreateType {
+                name,
+                base,
+                nullable,
+            } => {
                 let (db, schema, n) = self.db_for(name);
                 let base = value::parse_type_name(base, 1)?;
                 let id = 257 + self.engine.new_object_id() % 100_000;
@@ -218,10 +334,24 @@ impl SessionCore {
                 let db = self.database.clone();
                 let definition = self.stmt_text.clone();
                 self.with_db(&db, |d| {
-                    if d.ddl_triggers.iter().any(|t| t.name.eq_ignore_ascii_case(&n)) {
-                        return Err(err(2714, format!("There is already an object named '{n}' in the database.")));
+                    if d.ddl_triggers
+                        .iter()
+                        .any(|t| t.name.eq_ignore_ascii_case(&n))
+                    {
+                        return Err(err(
+                            2714,
+                            format!("There is already an object named '{n}' in the database."),
+                        ));
                     }
-                    d.ddl_triggers.push(Arc::new(DdlTriggerDef { object_id: id, name: n.clone(), events: events.clone(), body: body.clone(), definition, disabled: false, created: now }));
+                    d.ddl_triggers.push(Arc::new(DdlTriggerDef {
+                        object_id: id,
+                        name: n.clone(),
+                        events: events.clone(),
+                        body: body.clone(),
+                        definition,
+                        disabled: false,
+                        created: now,
+                    }));
                     Ok(())
                 })
             }
@@ -229,7 +359,12 @@ impl SessionCore {
                 let (db, schema, n) = self.db_for(name);
                 let mut ps = Vec::new();
                 for (pn, ty, default, out) in params {
-                    ps.push((pn.clone(), self.resolve_type(ty)?, default.as_ref().map(|e| e.to_string()), *out));
+                    ps.push((
+                        pn.clone(),
+                        self.resolve_type(ty)?,
+                        default.as_ref().map(|e| e.to_string()),
+                        *out,
+                    ));
                 }
                 let id = self.engine.new_object_id();
                 let now = self.engine.clock().now_local();
@@ -237,21 +372,37 @@ impl SessionCore {
                     let sid = d.schema(&schema).map(|s| s.schema_id).unwrap_or(1);
                     let key = object_key(&schema, &n);
                     if d.procedures.contains_key(&key) {
-                        return Err(err(2714, format!("There is already an object named '{n}' in the database.")));
+                        return Err(err(
+                            2714,
+                            format!("There is already an object named '{n}' in the database."),
+                        ));
                     }
-                    d.procedures.insert(key, Arc::new(ProcedureDef { object_id: id, schema_id: sid, name: n.clone(), params: ps, body: body.clone(), created: now }));
+                    d.procedures.insert(
+                        key,
+                        Arc::new(ProcedureDef {
+                            object_id: id,
+                            schema_id: sid,
+                            name: n.clone(),
+                            params: ps,
+                            body: body.clone(),
+                            created: now,
+                        }),
+                    );
                     Ok(())
                 })
             }
             Stmt::Backup { database, log } => self.backup(database, *log),
-            other => Err(value::unsupported(format!("{:?}", std::mem::discriminant(other)))),
+            other => Err(value::unsupported(format!(
+                "{:?}",
+                std::mem::discriminant(other)
+            ))),
         }
     }
 
     fn backup(&mut self, database: &str, log: bool) -> Result<(), SqlError> {
         let d = self.engine.database(database).ok_or_else(|| err(911, format!("Database '{database}' does not exist. Make sure that the name is entered correctly.")))?;
         if log && d.recovery == RecoveryModel::Simple {
-            return Err(err(4208, format!("The statement BACKUP LOG is not allowed while the recovery model is SIMPLE. Use BACKUP DATABASE or change the recovery model using ALTER DATABASE.")));
+            return Err(err(4208, "The statement BACKUP LOG is not allowed while the recovery model is SIMPLE. Use BACKUP DATABASE or change the recovery model using ALTER DATABASE."));
         }
         let now = self.engine.clock().now_local();
         let lsn = self.engine.current_lsn(database).unwrap_or_default();
@@ -262,11 +413,17 @@ impl SessionCore {
         let nowv = value::datetime_from_parts(dd, tt, 0, &SqlType::DateTime)?;
         let params = [
             ("@db", Value::String(Arc::from(d.name.as_str()))),
-            ("@type", Value::String(Arc::from(if log { "L" } else { "D" }))),
+            (
+                "@type",
+                Value::String(Arc::from(if log { "L" } else { "D" })),
+            ),
             ("@now", nowv),
             ("@lsn", lsn_num),
             ("@rm", Value::String(Arc::from(d.recovery.desc()))),
-            ("@srv", Value::String(Arc::from(self.engine.config().server_name.as_str()))),
+            (
+                "@srv",
+                Value::String(Arc::from(self.engine.config().server_name.as_str())),
+            ),
             ("@usr", Value::String(Arc::from(self.login.as_str()))),
         ];
         let had_txn = self.txn.is_some();
@@ -278,7 +435,13 @@ impl SessionCore {
     }
 
     /// Installs a new definition of a table (catalog + data transform under the commit lock).
-    fn replace_table(&self, db: &str, old: &Arc<TableDef>, new: Arc<TableDef>, transform: impl FnOnce(&mut TableData)) {
+    fn replace_table(
+        &self,
+        db: &str,
+        old: &Arc<TableDef>,
+        new: Arc<TableDef>,
+        transform: impl FnOnce(&mut TableData),
+    ) {
         let _g = self.engine.inner.store.commit_lock.lock();
         self.engine.inner.store.install(|snap, _| {
             if let Some(td) = snap.tables.get_mut(&old.object_id) {
@@ -292,15 +455,32 @@ impl SessionCore {
         }
     }
 
-    fn create_table(&mut self, name: &[String], columns: &[ColumnSpec], constraints: &[ConstraintSpec]) -> Result<(), SqlError> {
+    fn create_table(
+        &mut self,
+        name: &[String],
+        columns: &[ColumnSpec],
+        constraints: &[ConstraintSpec],
+    ) -> Result<(), SqlError> {
         let (db, schema, tname) = self.db_for(name);
         if tname.starts_with('#') {
             return Err(value::unsupported("temporary tables"));
         }
-        let d = self.engine.database(&db).ok_or_else(|| err(911, format!("Database '{db}' does not exist. Make sure that the name is entered correctly.")))?;
+        let d = self.engine.database(&db).ok_or_else(|| {
+            err(
+                911,
+                format!(
+                    "Database '{db}' does not exist. Make sure that the name is entered correctly."
+                ),
+            )
+        })?;
         let sdef = d.schema(&schema).ok_or_else(|| err(2760, format!("The specified schema name \"{schema}\" either does not exist or you do not have permission to use it.")))?;
-        if d.table(&schema, &tname).is_some() || d.sequences.contains_key(&object_key(&schema, &tname)) {
-            return Err(err(2714, format!("There is already an object named '{tname}' in the database.")));
+        if d.table(&schema, &tname).is_some()
+            || d.sequences.contains_key(&object_key(&schema, &tname))
+        {
+            return Err(err(
+                2714,
+                format!("There is already an object named '{tname}' in the database."),
+            ));
         }
         let now = self.engine.clock().now_local();
         let object_id = self.engine.new_object_id();
@@ -352,7 +532,12 @@ impl SessionCore {
         self.fire_ddl(DdlEventType::CreateTable, &db, None, Some(def), None)
     }
 
-    fn add_column_def(&self, def: &mut TableDef, c: &ColumnSpec, d: &DatabaseDef) -> Result<(), SqlError> {
+    fn add_column_def(
+        &self,
+        def: &mut TableDef,
+        c: &ColumnSpec,
+        d: &DatabaseDef,
+    ) -> Result<(), SqlError> {
         if def.column_index(&c.name).is_some() {
             return Err(err(2705, format!("Column names in each table must be unique. Column name '{}' in table '{}' is specified more than once.", c.name, def.name)));
         }
@@ -365,7 +550,11 @@ impl SessionCore {
                     let (_, s, n) = parse::split_name(&parts);
                     let s = s.unwrap_or_else(|| "dbo".into());
                     match d.alias_types.get(&object_key(&s, &n)) {
-                        Some(a) => (a.base.clone(), Some((s.clone(), a.name.clone())), a.nullable),
+                        Some(a) => (
+                            a.base.clone(),
+                            Some((s.clone(), a.name.clone())),
+                            a.nullable,
+                        ),
                         None => return Err(e),
                     }
                 }
@@ -373,34 +562,64 @@ impl SessionCore {
         };
         let identity = match &c.identity {
             Some((seed, inc)) => {
-                if !matches!(ty, SqlType::TinyInt | SqlType::SmallInt | SqlType::Int | SqlType::BigInt | SqlType::Decimal { scale: 0, .. }) {
+                if !matches!(
+                    ty,
+                    SqlType::TinyInt
+                        | SqlType::SmallInt
+                        | SqlType::Int
+                        | SqlType::BigInt
+                        | SqlType::Decimal { scale: 0, .. }
+                ) {
                     return Err(err(2749, format!("Identity column '{}' must be of data type int, bigint, smallint, tinyint, or decimal or numeric with a scale of 0, and constrained to be nonnullable.", c.name)));
                 }
                 if def.identity_column().is_some() {
                     return Err(err(2744, format!("Multiple identity columns specified for table '{}'. Only one identity column per table is allowed.", def.name)));
                 }
-                Some(IdentitySpec { seed: seed.parse().unwrap_or(1), increment: inc.parse().unwrap_or(1) })
+                Some(IdentitySpec {
+                    seed: seed.parse().unwrap_or(1),
+                    increment: inc.parse().unwrap_or(1),
+                })
             }
             None => None,
         };
-        let is_pk_col = c.constraints.iter().any(|k| matches!(k.kind, ConstraintKind::PrimaryKey { .. }));
-        let nullable = c.nullable.unwrap_or(identity.is_none() && !is_pk_col && !matches!(ty, SqlType::RowVersion) && type_nullable);
-        let default = match &c.default {
-            Some((n, e)) => Some(DefaultDef {
-                object_id: self.engine.new_object_id(),
-                name: n.clone().unwrap_or_else(|| format!("DF__{}__{}__{:08X}", trunc(&def.name, 9), trunc(&c.name, 5), def.object_id as u32 ^ def.next_column_id as u32)),
-                definition: expr_text(e),
+        let is_pk_col = c
+            .constraints
+            .iter()
+            .any(|k| matches!(k.kind, ConstraintKind::PrimaryKey { .. }));
+        let nullable = c.nullable.unwrap_or(
+            identity.is_none() && !is_pk_col && !matches!(ty, SqlType::RowVersion) && type_nullable,
+        );
+        let default = c.default.as_ref().map(|(n, e)| DefaultDef {
+            object_id: self.engine.new_object_id(),
+            name: n.clone().unwrap_or_else(|| {
+                format!(
+                    "DF__{}__{}__{:08X}",
+                    trunc(&def.name, 9),
+                    trunc(&c.name, 5),
+                    def.object_id as u32 ^ def.next_column_id as u32
+                )
             }),
-            None => None,
+            definition: expr_text(e),
+        });
+        let computed = c.computed.as_ref().map(|(e, persisted)| ComputedDef {
+            definition: expr_text(e),
+            persisted: *persisted,
+        });
+        let ty = if computed.is_some() {
+            computed_type(def, c.computed.as_ref().map(|x| &x.0))?
+        } else {
+            ty
         };
-        let computed = c.computed.as_ref().map(|(e, persisted)| ComputedDef { definition: expr_text(e), persisted: *persisted });
-        let ty = if computed.is_some() { computed_type(def, c.computed.as_ref().map(|x| &x.0))? } else { ty };
         def.columns.push(ColumnDef {
             column_id: def.next_column_id,
             name: c.name.clone(),
             ty,
             user_type,
-            nullable: if c.computed.is_some() { c.nullable.unwrap_or(true) } else { nullable },
+            nullable: if c.computed.is_some() {
+                c.nullable.unwrap_or(true)
+            } else {
+                nullable
+            },
             identity,
             default,
             computed,
@@ -410,16 +629,40 @@ impl SessionCore {
         Ok(())
     }
 
-    fn add_constraint(&self, def: &mut TableDef, c: &ConstraintSpec, d: &DatabaseDef, creating: bool) -> Result<(), SqlError> {
+    fn add_constraint(
+        &self,
+        def: &mut TableDef,
+        c: &ConstraintSpec,
+        d: &DatabaseDef,
+        creating: bool,
+    ) -> Result<(), SqlError> {
         fn col_of(def: &TableDef, name: &str) -> Result<usize, SqlError> {
-            def.column_index(name).ok_or_else(|| err(1911, format!("Column name '{name}' does not exist in the target table or view.")))
+            def.column_index(name).ok_or_else(|| {
+                err(
+                    1911,
+                    format!("Column name '{name}' does not exist in the target table or view."),
+                )
+            })
         }
-        let suffix = format!("{:08X}", (def.object_id as u32).wrapping_mul(2654435761) ^ (def.indexes.len() as u32 + def.checks.len() as u32 * 7 + def.foreign_keys.len() as u32 * 13));
+        let suffix = format!(
+            "{:08X}",
+            (def.object_id as u32).wrapping_mul(2654435761)
+                ^ (def.indexes.len() as u32
+                    + def.checks.len() as u32 * 7
+                    + def.foreign_keys.len() as u32 * 13)
+        );
         match &c.kind {
-            ConstraintKind::PrimaryKey { clustered, columns } | ConstraintKind::Unique { clustered, columns } => {
+            ConstraintKind::PrimaryKey { clustered, columns }
+            | ConstraintKind::Unique { clustered, columns } => {
                 let pk = matches!(c.kind, ConstraintKind::PrimaryKey { .. });
                 if pk && def.primary_key().is_some() {
-                    return Err(err(8111, format!("Cannot add multiple PRIMARY KEY constraints to table '{}'.", def.name)));
+                    return Err(err(
+                        8111,
+                        format!(
+                            "Cannot add multiple PRIMARY KEY constraints to table '{}'.",
+                            def.name
+                        ),
+                    ));
                 }
                 let mut cols = Vec::new();
                 for (n, desc) in columns {
@@ -433,21 +676,48 @@ impl SessionCore {
                     if value::is_lob_type(&def.columns[i].ty) {
                         return Err(err(1919, format!("Column '{}' in table '{}' is of a type that is invalid for use as a key column in an index.", n, def.name)));
                     }
-                    cols.push(IndexColumn { column: i, descending: *desc, included: false });
+                    cols.push(IndexColumn {
+                        column: i,
+                        descending: *desc,
+                        included: false,
+                    });
                 }
                 let has_clustered = def.indexes.iter().any(|i| i.kind == IndexKind::Clustered);
                 let clustered = clustered.unwrap_or(pk && !has_clustered);
                 if clustered && has_clustered {
                     return Err(err(1902, format!("Cannot create more than one clustered index on table '{}'. Drop the existing clustered index before creating another.", def.name)));
                 }
-                let name = c.name.clone().unwrap_or_else(|| format!("{}__{}__{}", if pk { "PK" } else { "UQ" }, trunc(&def.name, 8), suffix));
-                if d.tables.values().any(|t| t.indexes.iter().any(|i| i.name.eq_ignore_ascii_case(&name) && (i.is_primary_key || i.is_unique_constraint))) || def.indexes.iter().any(|i| i.name.eq_ignore_ascii_case(&name)) {
-                    return Err(err(2714, format!("There is already an object named '{name}' in the database.")));
+                let name = c.name.clone().unwrap_or_else(|| {
+                    format!(
+                        "{}__{}__{}",
+                        if pk { "PK" } else { "UQ" },
+                        trunc(&def.name, 8),
+                        suffix
+                    )
+                });
+                if d.tables.values().any(|t| {
+                    t.indexes.iter().any(|i| {
+                        i.name.eq_ignore_ascii_case(&name)
+                            && (i.is_primary_key || i.is_unique_constraint)
+                    })
+                }) || def
+                    .indexes
+                    .iter()
+                    .any(|i| i.name.eq_ignore_ascii_case(&name))
+                {
+                    return Err(err(
+                        2714,
+                        format!("There is already an object named '{name}' in the database."),
+                    ));
                 }
                 let idx = IndexDef {
                     index_id: 0,
                     name,
-                    kind: if clustered { IndexKind::Clustered } else { IndexKind::NonClustered },
+                    kind: if clustered {
+                        IndexKind::Clustered
+                    } else {
+                        IndexKind::NonClustered
+                    },
                     is_unique: true,
                     is_primary_key: pk,
                     is_unique_constraint: !pk,
@@ -458,23 +728,48 @@ impl SessionCore {
                 };
                 def.indexes.push(idx);
             }
-            ConstraintKind::ForeignKey { columns, ref_table, ref_columns, on_delete, on_update } => {
-                let cols = columns.iter().map(|n| col_of(def, n)).collect::<Result<Vec<_>, _>>()?;
+            ConstraintKind::ForeignKey {
+                columns,
+                ref_table,
+                ref_columns,
+                on_delete,
+                on_update,
+            } => {
+                let cols = columns
+                    .iter()
+                    .map(|n| col_of(def, n))
+                    .collect::<Result<Vec<_>, _>>()?;
                 let (_, rs, rn) = self.db_for(ref_table);
-                let parent: Arc<TableDef> = if rn.eq_ignore_ascii_case(&def.name) && rs.eq_ignore_ascii_case(&def.schema) {
-                    Arc::new(def.clone())
-                } else {
-                    d.table(&rs, &rn).cloned().ok_or_else(|| err(1767, format!("Foreign key '{}' references invalid table '{}'.", c.name.clone().unwrap_or_default(), ref_table.join("."))))?
-                };
+                let parent: Arc<TableDef> =
+                    if rn.eq_ignore_ascii_case(&def.name) && rs.eq_ignore_ascii_case(&def.schema) {
+                        Arc::new(def.clone())
+                    } else {
+                        d.table(&rs, &rn).cloned().ok_or_else(|| {
+                            err(
+                                1767,
+                                format!(
+                                    "Foreign key '{}' references invalid table '{}'.",
+                                    c.name.clone().unwrap_or_default(),
+                                    ref_table.join(".")
+                                ),
+                            )
+                        })?
+                    };
                 let rcols = if ref_columns.is_empty() {
                     parent.primary_key().map(|p| p.key_columns().collect::<Vec<_>>()).ok_or_else(|| err(1773, "Foreign key has implicit reference to object which does not have a primary key defined on it."))?
                 } else {
                     ref_columns.iter().map(|n| parent.column_index(n).ok_or_else(|| err(1770, format!("Foreign key references invalid column '{n}' in referenced table '{}'.", parent.name)))).collect::<Result<Vec<_>, _>>()?
                 };
                 if rcols.len() != cols.len() {
-                    return Err(err(8140, "More than one key specified in column level FOREIGN KEY constraint."));
+                    return Err(err(
+                        8140,
+                        "More than one key specified in column level FOREIGN KEY constraint.",
+                    ));
                 }
-                let key_index = parent.indexes.iter().find(|i| i.is_unique && i.key_columns().collect::<Vec<_>>() == rcols);
+                let key_index = parent
+                    .indexes
+                    .iter()
+                    .find(|i| i.is_unique && i.key_columns().collect::<Vec<_>>() == rcols);
                 let Some(key_index) = key_index else {
                     return Err(err(1776, format!("There are no primary or candidate keys in the referenced table '{}' that match the referencing column list in the foreign key '{}'.", parent.name, c.name.clone().unwrap_or_default())));
                 };
@@ -484,7 +779,14 @@ impl SessionCore {
                     "SET DEFAULT" => ReferentialAction::SetDefault,
                     _ => ReferentialAction::NoAction,
                 };
-                let name = c.name.clone().unwrap_or_else(|| format!("FK__{}__{}__{}", trunc(&def.name, 8), trunc(&columns[0], 8), suffix));
+                let name = c.name.clone().unwrap_or_else(|| {
+                    format!(
+                        "FK__{}__{}__{}",
+                        trunc(&def.name, 8),
+                        trunc(&columns[0], 8),
+                        suffix
+                    )
+                });
                 def.foreign_keys.push(ForeignKeyDef {
                     object_id: self.engine.new_object_id(),
                     name,
@@ -497,16 +799,35 @@ impl SessionCore {
                 });
             }
             ConstraintKind::Check(e) => {
-                let name = c.name.clone().unwrap_or_else(|| format!("CK__{}__{}", trunc(&def.name, 8), suffix));
-                def.checks.push(CheckDef { object_id: self.engine.new_object_id(), name, definition: expr_text(e), column: None });
+                let name = c
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| format!("CK__{}__{}", trunc(&def.name, 8), suffix));
+                def.checks.push(CheckDef {
+                    object_id: self.engine.new_object_id(),
+                    name,
+                    definition: expr_text(e),
+                    column: None,
+                });
             }
             ConstraintKind::Default { column, expr } => {
                 let i = col_of(def, column)?;
                 if def.columns[i].default.is_some() {
-                    return Err(err(1781, format!("Column already has a DEFAULT bound to it.")));
+                    return Err(err(1781, "Column already has a DEFAULT bound to it."));
                 }
-                let name = c.name.clone().unwrap_or_else(|| format!("DF__{}__{}__{}", trunc(&def.name, 9), trunc(column, 5), suffix));
-                def.columns[i].default = Some(DefaultDef { object_id: self.engine.new_object_id(), name, definition: expr_text(expr) });
+                let name = c.name.clone().unwrap_or_else(|| {
+                    format!(
+                        "DF__{}__{}__{}",
+                        trunc(&def.name, 9),
+                        trunc(column, 5),
+                        suffix
+                    )
+                });
+                def.columns[i].default = Some(DefaultDef {
+                    object_id: self.engine.new_object_id(),
+                    name,
+                    definition: expr_text(expr),
+                });
             }
         }
         Ok(())
@@ -518,14 +839,16 @@ impl SessionCore {
         let d = self.engine.database(&db).expect("resolved");
         let mut nd = (*def).clone();
         nd.modified = self.engine.clock().now_local();
-        let mut transform: Option<Box<dyn Fn(&[crate::types::Value]) -> Vec<crate::types::Value>>> = None;
+        let mut transform: Option<RowTransform> = None;
         let mut rebuild_uniques = false;
         match action {
             AlterAction::AddColumns(cols) => {
                 let start = nd.columns.len();
                 for c in cols {
                     if c.identity.is_some() {
-                        return Err(value::unsupported("adding an IDENTITY column to an existing table"));
+                        return Err(value::unsupported(
+                            "adding an IDENTITY column to an existing table",
+                        ));
                     }
                     self.add_column_def(&mut nd, c, &d)?;
                     for k in &c.constraints {
@@ -536,15 +859,30 @@ impl SessionCore {
                 let mut fill = Vec::new();
                 for (i, c) in nd.columns.iter().enumerate().skip(start) {
                     let v = match &c.default {
-                        Some(df) if !c.nullable || true => {
+                        Some(df) => {
                             let e = parse::parse_expr_text(&df.definition)?;
                             value::convert(&self.eval_expr(&e)?.0, &c.ty, 0)?
                         }
                         _ => crate::types::Value::Null,
                     };
-                    let v = if c.nullable && cols.iter().find(|s| s.name.eq_ignore_ascii_case(&c.name)).is_some_and(|s| s.default.is_some()) { crate::types::Value::Null } else { v };
+                    let v = if c.nullable
+                        && cols
+                            .iter()
+                            .find(|s| s.name.eq_ignore_ascii_case(&c.name))
+                            .is_some_and(|s| s.default.is_some())
+                    {
+                        crate::types::Value::Null
+                    } else {
+                        v
+                    };
                     if !c.nullable && v == crate::types::Value::Null && c.computed.is_none() {
-                        let has_rows = self.engine.inner.store.snapshot().table(def.object_id).is_some_and(|t| !t.rows.is_empty());
+                        let has_rows = self
+                            .engine
+                            .inner
+                            .store
+                            .snapshot()
+                            .table(def.object_id)
+                            .is_some_and(|t| !t.rows.is_empty());
                         if has_rows {
                             return Err(err(4901, format!("ALTER TABLE only allows columns to be added that can contain nulls, or have a DEFAULT definition specified, or the column being added is an identity or timestamp column, or alternatively if none of the previous conditions are satisfied the table must be empty to allow addition of this column. Column '{}' cannot be added to non-empty table '{}' because it does not satisfy these conditions.", c.name, def.name)));
                         }
@@ -582,15 +920,35 @@ impl SessionCore {
                     nd.columns.remove(i);
                 }
                 remap_positions(&mut nd, &drop);
-                let keep: Vec<usize> = (0..def.columns.len()).filter(|i| !drop.contains(i)).collect();
-                transform = Some(Box::new(move |r: &[crate::types::Value]| keep.iter().map(|&i| r[i].clone()).collect()));
+                let keep: Vec<usize> = (0..def.columns.len())
+                    .filter(|i| !drop.contains(i))
+                    .collect();
+                transform = Some(Box::new(move |r: &[crate::types::Value]| {
+                    keep.iter().map(|&i| r[i].clone()).collect()
+                }));
             }
-            AlterAction::AlterColumn { name, type_text, nullable } => {
+            AlterAction::AlterColumn {
+                name,
+                type_text,
+                nullable,
+            } => {
                 let i = nd.column_index(name).ok_or_else(|| err(4902, format!("Cannot find the object \"{}\" because it does not exist or you do not have permissions.", table.join("."))))?;
                 let ty = self.resolve_type(type_text)?;
-                if nd.indexes.iter().any(|x| x.columns.iter().any(|c| c.column == i)) && ty != nd.columns[i].ty {
-                    let x = nd.indexes.iter().find(|x| x.columns.iter().any(|c| c.column == i)).expect("found");
-                    return Err(err(5074, format!("The object '{}' is dependent on column '{}'.", x.name, name)));
+                if nd
+                    .indexes
+                    .iter()
+                    .any(|x| x.columns.iter().any(|c| c.column == i))
+                    && ty != nd.columns[i].ty
+                {
+                    let x = nd
+                        .indexes
+                        .iter()
+                        .find(|x| x.columns.iter().any(|c| c.column == i))
+                        .expect("found");
+                    return Err(err(
+                        5074,
+                        format!("The object '{}' is dependent on column '{}'.", x.name, name),
+                    ));
                 }
                 let old_ty = nd.columns[i].ty.clone();
                 nd.columns[i].ty = ty.clone();
@@ -621,21 +979,33 @@ impl SessionCore {
                 for c in cs {
                     self.add_constraint(&mut nd, c, &d, false)?;
                 }
-                if cs.iter().any(|c| matches!(c.kind, ConstraintKind::PrimaryKey { .. } | ConstraintKind::Unique { .. })) {
+                if cs.iter().any(|c| {
+                    matches!(
+                        c.kind,
+                        ConstraintKind::PrimaryKey { .. } | ConstraintKind::Unique { .. }
+                    )
+                }) {
                     if cs.iter().any(|c| matches!(&c.kind, ConstraintKind::PrimaryKey { clustered, .. } if clustered.unwrap_or(!def.indexes.iter().any(|i| i.kind == IndexKind::Clustered)))) {
                         return Err(value::unsupported("adding a clustered primary key to an existing table"));
                     }
                     rebuild_uniques = true;
                 }
                 // Validate CHECK and FK constraints against existing rows.
-                let new_checks = nd.checks.len() > def.checks.len() || nd.foreign_keys.len() > def.foreign_keys.len();
+                let new_checks = nd.checks.len() > def.checks.len()
+                    || nd.foreign_keys.len() > def.foreign_keys.len();
                 if new_checks {
                     let ndarc = Arc::new(nd.clone());
                     let snap = self.engine.inner.store.snapshot();
                     if let Some(td) = snap.table(def.object_id) {
                         let rows: Vec<_> = td.rows.values().map(|s| s.row.clone()).collect();
                         for r in rows {
-                            self.validate_constraints(&ndarc, &r).map_err(|e| SqlError { message: e.message.replace("INSERT statement", "ALTER TABLE statement"), ..e })?;
+                            self.validate_constraints(&ndarc, &r)
+                                .map_err(|e| SqlError {
+                                    message: e
+                                        .message
+                                        .replace("INSERT statement", "ALTER TABLE statement"),
+                                    ..e
+                                })?;
                         }
                     }
                 }
@@ -643,20 +1013,35 @@ impl SessionCore {
             AlterAction::DropConstraints(names, if_exists) => {
                 for n in names {
                     let mut found = false;
-                    if let Some(p) = nd.indexes.iter().position(|i| (i.is_primary_key || i.is_unique_constraint) && i.name.eq_ignore_ascii_case(n)) {
+                    if let Some(p) = nd.indexes.iter().position(|i| {
+                        (i.is_primary_key || i.is_unique_constraint)
+                            && i.name.eq_ignore_ascii_case(n)
+                    }) {
                         if nd.indexes[p].kind == IndexKind::Clustered {
                             return Err(value::unsupported("dropping a clustered primary key"));
                         }
                         nd.indexes.remove(p);
                         found = true;
                         rebuild_uniques = true;
-                    } else if let Some(p) = nd.foreign_keys.iter().position(|f| f.name.eq_ignore_ascii_case(n)) {
+                    } else if let Some(p) = nd
+                        .foreign_keys
+                        .iter()
+                        .position(|f| f.name.eq_ignore_ascii_case(n))
+                    {
                         nd.foreign_keys.remove(p);
                         found = true;
-                    } else if let Some(p) = nd.checks.iter().position(|c| c.name.eq_ignore_ascii_case(n)) {
+                    } else if let Some(p) = nd
+                        .checks
+                        .iter()
+                        .position(|c| c.name.eq_ignore_ascii_case(n))
+                    {
                         nd.checks.remove(p);
                         found = true;
-                    } else if let Some(c) = nd.columns.iter_mut().find(|c| c.default.as_ref().is_some_and(|d| d.name.eq_ignore_ascii_case(n))) {
+                    } else if let Some(c) = nd.columns.iter_mut().find(|c| {
+                        c.default
+                            .as_ref()
+                            .is_some_and(|d| d.name.eq_ignore_ascii_case(n))
+                    }) {
                         c.default = None;
                         found = true;
                     }
@@ -669,7 +1054,11 @@ impl SessionCore {
         }
         finalize_storage(&mut nd);
         let nd = Arc::new(nd);
-        let uniques: Vec<(i32, Vec<usize>)> = nd.unique_indexes().filter(|i| !(i.kind == IndexKind::Clustered && !nd.is_heap())).map(|i| (i.index_id, i.key_columns().collect())).collect();
+        let uniques: Vec<(i32, Vec<usize>)> = nd
+            .unique_indexes()
+            .filter(|i| i.kind != IndexKind::Clustered || nd.is_heap())
+            .map(|i| (i.index_id, i.key_columns().collect()))
+            .collect();
         let storage_key = nd.storage_key.clone();
         let heap = nd.is_heap();
         // Build unique maps for new unique constraints (checking duplicates first).
@@ -685,7 +1074,11 @@ impl SessionCore {
                 for (k, r) in td.rows.iter() {
                     let uk = super::store::Key::from_row(&r.row, cols);
                     if m.insert(uk.clone(), k.clone()).is_some() {
-                        let idx = nd.indexes.iter().find(|i| i.index_id == *id).expect("index");
+                        let idx = nd
+                            .indexes
+                            .iter()
+                            .find(|i| i.index_id == *id)
+                            .expect("index");
                         return Err(err(1505, format!("The CREATE UNIQUE INDEX statement terminated because a duplicate key was found for the object name '{}.{}' and the index name '{}'. The duplicate key value is ({}).", nd.schema, nd.name, idx.name, uk.0.iter().map(value::to_display_string).collect::<Vec<_>>().join(", "))));
                     }
                 }
@@ -698,8 +1091,18 @@ impl SessionCore {
                 let mut rows = imbl::OrdMap::new();
                 for (k, r) in td.rows.iter() {
                     let nr: super::hooks::Row = Arc::from(f(&r.row));
-                    let nk = if heap { k.clone() } else { super::store::Key::from_row(&nr, &storage_key) };
-                    rows.insert(nk, super::store::StoredRow { row: nr, seq: r.seq });
+                    let nk = if heap {
+                        k.clone()
+                    } else {
+                        super::store::Key::from_row(&nr, &storage_key)
+                    };
+                    rows.insert(
+                        nk,
+                        super::store::StoredRow {
+                            row: nr,
+                            seq: r.seq,
+                        },
+                    );
                 }
                 td.rows = rows;
             }
@@ -711,7 +1114,11 @@ impl SessionCore {
         self.fire_ddl(DdlEventType::AlterTable, &db, Some(def), Some(nd), None)
     }
 
-    fn validate_constraints(&mut self, def: &Arc<TableDef>, row: &[crate::types::Value]) -> Result<(), SqlError> {
+    fn validate_constraints(
+        &mut self,
+        def: &Arc<TableDef>,
+        row: &[crate::types::Value],
+    ) -> Result<(), SqlError> {
         let exprs = self.table_exprs(def)?;
         let env = self.top_env();
         for (name, _, e) in &exprs.checks {
@@ -724,7 +1131,11 @@ impl SessionCore {
 
     fn create_index(&mut self, spec: &parse::IndexSpec) -> Result<(), SqlError> {
         let (db, def) = self.resolve_table(&spec.table)?;
-        if def.indexes.iter().any(|i| i.name.eq_ignore_ascii_case(&spec.name)) {
+        if def
+            .indexes
+            .iter()
+            .any(|i| i.name.eq_ignore_ascii_case(&spec.name))
+        {
             return Err(err(1913, format!("The operation failed because an index or statistics with name '{}' already exists on table '{}'.", spec.name, spec.table.join("."))));
         }
         if spec.clustered && def.indexes.iter().any(|i| i.kind == IndexKind::Clustered) {
@@ -733,23 +1144,53 @@ impl SessionCore {
         let mut nd = (*def).clone();
         let mut cols = Vec::new();
         for (n, desc) in &spec.columns {
-            let i = nd.column_index(n).ok_or_else(|| err(1911, format!("Column name '{n}' does not exist in the target table or view.")))?;
-            cols.push(IndexColumn { column: i, descending: *desc, included: false });
+            let i = nd.column_index(n).ok_or_else(|| {
+                err(
+                    1911,
+                    format!("Column name '{n}' does not exist in the target table or view."),
+                )
+            })?;
+            cols.push(IndexColumn {
+                column: i,
+                descending: *desc,
+                included: false,
+            });
         }
         for n in &spec.include {
-            let i = nd.column_index(n).ok_or_else(|| err(1911, format!("Column name '{n}' does not exist in the target table or view.")))?;
-            cols.push(IndexColumn { column: i, descending: false, included: true });
+            let i = nd.column_index(n).ok_or_else(|| {
+                err(
+                    1911,
+                    format!("Column name '{n}' does not exist in the target table or view."),
+                )
+            })?;
+            cols.push(IndexColumn {
+                column: i,
+                descending: false,
+                included: true,
+            });
         }
         if spec.clustered {
-            let empty = self.engine.inner.store.snapshot().table(def.object_id).is_none_or(|t| t.rows.is_empty());
+            let empty = self
+                .engine
+                .inner
+                .store
+                .snapshot()
+                .table(def.object_id)
+                .is_none_or(|t| t.rows.is_empty());
             if !empty {
-                return Err(value::unsupported("creating a clustered index on a non-empty heap"));
+                return Err(value::unsupported(
+                    "creating a clustered index on a non-empty heap",
+                ));
             }
         }
         let idx = IndexDef {
             index_id: 0,
             name: spec.name.clone(),
-            kind: if spec.clustered { IndexKind::Clustered } else { IndexKind::NonClustered },
+            kind: if spec.clustered {
+                IndexKind::Clustered
+            } else {
+                IndexKind::NonClustered
+            },
             is_unique: spec.unique,
             is_primary_key: false,
             is_unique_constraint: false,
@@ -763,14 +1204,25 @@ impl SessionCore {
         let nd = Arc::new(nd);
         let mut unique_map = None;
         if spec.unique && !(spec.clustered) {
-            let id = nd.indexes.iter().find(|i| i.name == spec.name).expect("added").index_id;
-            let cols: Vec<usize> = nd.indexes.iter().find(|i| i.name == spec.name).expect("added").key_columns().collect();
+            let id = nd
+                .indexes
+                .iter()
+                .find(|i| i.name == spec.name)
+                .expect("added")
+                .index_id;
+            let cols: Vec<usize> = nd
+                .indexes
+                .iter()
+                .find(|i| i.name == spec.name)
+                .expect("added")
+                .key_columns()
+                .collect();
             let snap = self.engine.inner.store.snapshot();
             let mut m = imbl::OrdMap::new();
             if let Some(td) = snap.table(def.object_id) {
                 for (k, r) in td.rows.iter() {
                     let uk = super::store::Key::from_row(&r.row, &cols);
-                    if spec.filter.is_some() && uk.0.iter().any(|v| *v == crate::types::Value::Null) {
+                    if spec.filter.is_some() && uk.0.contains(&crate::types::Value::Null) {
                         continue;
                     }
                     if m.insert(uk.clone(), k.clone()).is_some() {
@@ -788,7 +1240,12 @@ impl SessionCore {
         self.fire_ddl(DdlEventType::CreateIndex, &db, Some(def), Some(nd), None)
     }
 
-    fn drop_objects(&mut self, kind: &str, names: &[Vec<String>], if_exists: bool) -> Result<(), SqlError> {
+    fn drop_objects(
+        &mut self,
+        kind: &str,
+        names: &[Vec<String>],
+        if_exists: bool,
+    ) -> Result<(), SqlError> {
         for name in names {
             let (db, schema, n) = self.db_for(name);
             match kind {
@@ -802,7 +1259,23 @@ impl SessionCore {
                             return Err(err(3701, e.message.replace("Invalid object name", "Cannot drop the table").replace("'.", "', because it does not exist or you do not have permission.")));
                         }
                     };
-                    let refs = self.engine.database(&db).map(|d| d.tables.values().filter(|t| t.object_id != def.object_id).flat_map(|t| t.foreign_keys.iter().filter(|f| f.referenced_object_id == def.object_id).map(|f| f.name.clone()).collect::<Vec<_>>()).collect::<Vec<_>>()).unwrap_or_default();
+                    let refs = self
+                        .engine
+                        .database(&db)
+                        .map(|d| {
+                            d.tables
+                                .values()
+                                .filter(|t| t.object_id != def.object_id)
+                                .flat_map(|t| {
+                                    t.foreign_keys
+                                        .iter()
+                                        .filter(|f| f.referenced_object_id == def.object_id)
+                                        .map(|f| f.name.clone())
+                                        .collect::<Vec<_>>()
+                                })
+                                .collect::<Vec<_>>()
+                        })
+                        .unwrap_or_default();
                     if let Some(fk) = refs.first() {
                         return Err(err(3726, format!("Could not drop object '{}' because it is referenced by a FOREIGN KEY constraint '{}'.", name.join("."), fk)));
                     }
@@ -860,8 +1333,13 @@ impl SessionCore {
     /// sp_rename 'schema.table', 'new' | 'schema.table.col', 'new', 'COLUMN'.
     pub(crate) fn sp_rename(&mut self, args: &ProcArgs) -> Result<(), SqlError> {
         let obj = args.get_str("objname", 0).ok_or_else(|| err(15248, "Either the parameter @objname is ambiguous or the claimed @objtype (object) is wrong."))?;
-        let new = args.get_str("newname", 1).ok_or_else(|| err(15223, "Error: The new name cannot be NULL."))?;
-        let kind = args.get_str("objtype", 2).unwrap_or_default().to_uppercase();
+        let new = args
+            .get_str("newname", 1)
+            .ok_or_else(|| err(15223, "Error: The new name cannot be NULL."))?;
+        let kind = args
+            .get_str("objtype", 2)
+            .unwrap_or_default()
+            .to_uppercase();
         let parts = super::session::split_name_text(&obj);
         if kind == "COLUMN" {
             let (tparts, col) = parts.split_at(parts.len() - 1);
@@ -876,7 +1354,13 @@ impl SessionCore {
             nd.modified = self.engine.clock().now_local();
             let nd = Arc::new(nd);
             self.replace_table(&db, &def, nd.clone(), |_| {});
-            return self.fire_ddl(DdlEventType::Rename, &db, Some(def), Some(nd), Some((old, new)));
+            return self.fire_ddl(
+                DdlEventType::Rename,
+                &db,
+                Some(def),
+                Some(nd),
+                Some((old, new)),
+            );
         }
         if kind.is_empty() || kind == "OBJECT" {
             if let Ok((db, def)) = self.resolve_table(&parts) {
@@ -902,9 +1386,18 @@ impl SessionCore {
             self.replace_table(&db, &def, nd, |_| {});
             return Ok(());
         }
-        Err(err(15248, format!("Either the parameter @objname is ambiguous or the claimed @objtype ({}) is wrong.", if kind.is_empty() { "object" } else { &kind })))
+        Err(err(
+            15248,
+            format!(
+                "Either the parameter @objname is ambiguous or the claimed @objtype ({}) is wrong.",
+                if kind.is_empty() { "object" } else { &kind }
+            ),
+        ))
     }
 }
+
+/// Rewrites a stored row into a new table shape.
+type RowTransform = Box<dyn Fn(&[crate::types::Value]) -> Vec<crate::types::Value>>;
 
 fn trunc(s: &str, n: usize) -> String {
     s.chars().take(n).collect()
@@ -912,13 +1405,21 @@ fn trunc(s: &str, n: usize) -> String {
 
 /// Assigns index ids (clustered = 1, heap = 0, others from 2) and the storage key.
 fn finalize_storage(def: &mut TableDef) {
-    let clustered = def.indexes.iter().position(|i| i.kind == IndexKind::Clustered);
+    let clustered = def
+        .indexes
+        .iter()
+        .position(|i| i.kind == IndexKind::Clustered);
     if let Some(p) = clustered {
         let idx = def.indexes.remove(p);
         def.indexes.insert(0, idx);
     }
     let mut next = 2;
-    let mut used: Vec<i32> = def.indexes.iter().map(|i| i.index_id).filter(|i| *i >= 2).collect();
+    let mut used: Vec<i32> = def
+        .indexes
+        .iter()
+        .map(|i| i.index_id)
+        .filter(|i| *i >= 2)
+        .collect();
     for (i, idx) in def.indexes.iter_mut().enumerate() {
         if i == 0 && idx.kind == IndexKind::Clustered {
             idx.index_id = 1;
@@ -968,7 +1469,9 @@ fn computed_type(def: &TableDef, e: Option<&sqlparser::ast::Expr>) -> Result<Sql
     // Type inference without a session: bind against the table scope with a scratch engine.
     let engine = super::Engine::new(super::EngineConfig::default());
     let mut s = engine.system_session("master");
-    let scope = super::eval::Scope { cols: super::query::table_scope_cols(def, &def.name) };
+    let scope = super::eval::Scope {
+        cols: super::query::table_scope_cols(def, &def.name),
+    };
     let mut b = super::eval::Binder::new(&mut s.core, scope);
     Ok(b.bind(e)?.1)
 }

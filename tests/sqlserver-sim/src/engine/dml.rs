@@ -45,7 +45,9 @@ impl SessionCore {
         if let Some(e) = EXPR_CACHE.with(|c| c.borrow().get(&key).cloned()) {
             return Ok(e);
         }
-        let scope = Scope { cols: table_scope_cols(def, &def.name) };
+        let scope = Scope {
+            cols: table_scope_cols(def, &def.name),
+        };
         let mut defaults = Vec::new();
         let mut computed = Vec::new();
         let mut checks = Vec::new();
@@ -62,10 +64,18 @@ impl SessionCore {
                 });
             }
             for ck in &def.checks {
-                checks.push((ck.name.clone(), ck.column, b.bind_cond(&parse::parse_expr_text(&ck.definition)?)?));
+                checks.push((
+                    ck.name.clone(),
+                    ck.column,
+                    b.bind_cond(&parse::parse_expr_text(&ck.definition)?)?,
+                ));
             }
         }
-        let e = Arc::new(TableExprs { defaults, computed, checks });
+        let e = Arc::new(TableExprs {
+            defaults,
+            computed,
+            checks,
+        });
         EXPR_CACHE.with(|c| {
             let mut c = c.borrow_mut();
             if c.len() > 1000 {
@@ -77,7 +87,14 @@ impl SessionCore {
     }
 
     fn database_of(&self, def: &TableDef) -> String {
-        self.engine.inner.catalog.read().values().find(|d| d.database_id == def.database_id).map(|d| d.name.clone()).unwrap_or_default()
+        self.engine
+            .inner
+            .catalog
+            .read()
+            .values()
+            .find(|d| d.database_id == def.database_id)
+            .map(|d| d.name.clone())
+            .unwrap_or_default()
     }
 
     fn lock(&mut self, object_id: i32, index_id: i32, key: &Key) -> Result<(), SqlError> {
@@ -85,7 +102,13 @@ impl SessionCore {
         let txn = self.ensure_txn()?;
         let id = txn.id;
         let lk = (object_id, index_id, key.clone());
-        if self.engine.inner.store.locks.acquire(id, &lk, timeout, &|| false)? {
+        if self
+            .engine
+            .inner
+            .store
+            .locks
+            .acquire(id, &lk, timeout, &|| false)?
+        {
             self.txn.as_mut().expect("txn").locks.push(lk);
         }
         Ok(())
@@ -93,7 +116,12 @@ impl SessionCore {
 
     /// The current version of a row for this transaction: its own write, else the latest
     /// committed row. Checks SNAPSHOT update conflicts (3960).
-    fn current_row(&self, def: &TableDef, key: &Key, for_write: bool) -> Result<Option<Row>, SqlError> {
+    fn current_row(
+        &self,
+        def: &TableDef,
+        key: &Key,
+        for_write: bool,
+    ) -> Result<Option<Row>, SqlError> {
         if let Some(w) = self.overlay(def.object_id) {
             if let Some(v) = w.rows.get(key) {
                 return Ok(v.clone());
@@ -104,7 +132,9 @@ impl SessionCore {
         }
         let latest = self.engine.inner.store.latest_row(def.object_id, key);
         if for_write {
-            if let (Some(l), Some(snap)) = (&latest, self.txn.as_ref().and_then(|t| t.snapshot.as_ref())) {
+            if let (Some(l), Some(snap)) =
+                (&latest, self.txn.as_ref().and_then(|t| t.snapshot.as_ref()))
+            {
                 if l.seq > snap.seq {
                     return Err(SqlError::new(
                         3960,
@@ -127,7 +157,11 @@ impl SessionCore {
                 return None;
             }
         }
-        let owner = self.engine.inner.store.latest_unique(def.object_id, index_id, ukey)?;
+        let owner = self
+            .engine
+            .inner
+            .store
+            .latest_unique(def.object_id, index_id, ukey)?;
         // Deleted by this transaction?
         match self.overlay(def.object_id).and_then(|w| w.rows.get(&owner)) {
             Some(None) => None,
@@ -139,14 +173,33 @@ impl SessionCore {
     fn set_row(&mut self, def: &TableDef, key: Key, row: Option<Row>) -> Result<(), SqlError> {
         let w = self.writes(def)?;
         let prev = w.rows.insert(key.clone(), row);
-        self.txn.as_mut().expect("txn").undo.push(Undo::Row { object_id: def.object_id, key, prev });
+        self.txn.as_mut().expect("txn").undo.push(Undo::Row {
+            object_id: def.object_id,
+            key,
+            prev,
+        });
         Ok(())
     }
 
-    fn set_unique(&mut self, def: &TableDef, index_id: i32, ukey: Key, owner: Option<Key>) -> Result<(), SqlError> {
+    fn set_unique(
+        &mut self,
+        def: &TableDef,
+        index_id: i32,
+        ukey: Key,
+        owner: Option<Key>,
+    ) -> Result<(), SqlError> {
         let w = self.writes(def)?;
-        let prev = w.uniques.entry(index_id).or_default().insert(ukey.clone(), owner);
-        self.txn.as_mut().expect("txn").undo.push(Undo::Unique { object_id: def.object_id, index_id, key: ukey, prev });
+        let prev = w
+            .uniques
+            .entry(index_id)
+            .or_default()
+            .insert(ukey.clone(), owner);
+        self.txn.as_mut().expect("txn").undo.push(Undo::Unique {
+            object_id: def.object_id,
+            index_id,
+            key: ukey,
+            prev,
+        });
         Ok(())
     }
 
@@ -155,7 +208,11 @@ impl SessionCore {
         let Some(txn) = self.txn.as_mut() else { return };
         while let Some(u) = txn.undo.pop() {
             match u {
-                Undo::Row { object_id, key, prev } => {
+                Undo::Row {
+                    object_id,
+                    key,
+                    prev,
+                } => {
                     if let Some(w) = txn.writes.get_mut(&object_id) {
                         match prev {
                             Some(p) => {
@@ -167,8 +224,17 @@ impl SessionCore {
                         }
                     }
                 }
-                Undo::Unique { object_id, index_id, key, prev } => {
-                    if let Some(u) = txn.writes.get_mut(&object_id).and_then(|w| w.uniques.get_mut(&index_id)) {
+                Undo::Unique {
+                    object_id,
+                    index_id,
+                    key,
+                    prev,
+                } => {
+                    if let Some(u) = txn
+                        .writes
+                        .get_mut(&object_id)
+                        .and_then(|w| w.uniques.get_mut(&index_id))
+                    {
                         match prev {
                             Some(p) => {
                                 u.insert(key, p);
@@ -198,10 +264,21 @@ impl SessionCore {
         Ok(txn.writes.entry(def.object_id).or_default())
     }
 
-    fn record(&mut self, def: &Arc<TableDef>, op: ChangeOp, before: Option<Row>, after: Option<Row>, assigned: Option<Arc<[bool]>>, seqval: Option<super::lsn::Lsn>) -> super::lsn::Lsn {
+    fn record(
+        &mut self,
+        def: &Arc<TableDef>,
+        op: ChangeOp,
+        before: Option<Row>,
+        after: Option<Row>,
+        assigned: Option<Arc<[bool]>>,
+        seqval: Option<super::lsn::Lsn>,
+    ) -> super::lsn::Lsn {
         let rt = self.engine.runtime(def.database_id);
-        let seq = seqval.unwrap_or_else(|| rt.as_ref().map(|r| r.lsn.allocate()).unwrap_or_default());
-        let recording = rt.as_ref().is_some_and(|r| r.record_changes.load(AtomicOrdering::Relaxed));
+        let seq =
+            seqval.unwrap_or_else(|| rt.as_ref().map(|r| r.lsn.allocate()).unwrap_or_default());
+        let recording = rt
+            .as_ref()
+            .is_some_and(|r| r.record_changes.load(AtomicOrdering::Relaxed));
         let stmt = self.stmt_seq;
         if let Some(txn) = self.txn.as_mut() {
             txn.first_lsn.entry(def.database_id).or_insert(seq);
@@ -211,14 +288,41 @@ impl SessionCore {
             }
             if recording {
                 let command_id = txn.command_id;
-                txn.changes.entry(def.database_id).or_default().push(RowChange { seqval: seq, command_id, table: def.clone(), op, before, after, assigned });
+                txn.changes
+                    .entry(def.database_id)
+                    .or_default()
+                    .push(RowChange {
+                        seqval: seq,
+                        command_id,
+                        table: def.clone(),
+                        op,
+                        before,
+                        after,
+                        assigned,
+                    });
             }
         }
         seq
     }
 
-    fn duplicate_error(&self, def: &TableDef, index: &super::catalog::IndexDef, key: &Key) -> SqlError {
-        let vals = key.0.iter().map(|v| if v.is_null_value() { "<NULL>".to_string() } else { value::to_display_string(v) }).collect::<Vec<_>>().join(", ");
+    fn duplicate_error(
+        &self,
+        def: &TableDef,
+        index: &super::catalog::IndexDef,
+        key: &Key,
+    ) -> SqlError {
+        let vals = key
+            .0
+            .iter()
+            .map(|v| {
+                if v.is_null_value() {
+                    "<NULL>".to_string()
+                } else {
+                    value::to_display_string(v)
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
         if index.is_primary_key || index.is_unique_constraint {
             SqlError::new(
                 2627,
@@ -238,7 +342,13 @@ impl SessionCore {
     }
 
     /// Checks NOT NULL, CHECK and child-side FOREIGN KEY constraints of a new row image.
-    fn check_row(&mut self, def: &Arc<TableDef>, row: &[Value], verb: &str, changed: Option<&[bool]>) -> Result<(), SqlError> {
+    fn check_row(
+        &mut self,
+        def: &Arc<TableDef>,
+        row: &[Value],
+        verb: &str,
+        changed: Option<&[bool]>,
+    ) -> Result<(), SqlError> {
         for (i, c) in def.columns.iter().enumerate() {
             if !c.nullable && row[i].is_null_value() {
                 return Err(SqlError::new(
@@ -255,7 +365,9 @@ impl SessionCore {
             for (name, col, e) in &exprs.checks {
                 let v = eval(e, row, &env)?;
                 if super::eval::truth(&v) == Some(false) {
-                    let column = col.map(|c| format!(", column '{}'", def.columns[c].name)).unwrap_or_default();
+                    let column = col
+                        .map(|c| format!(", column '{}'", def.columns[c].name))
+                        .unwrap_or_default();
                     return Err(SqlError::new(547, 16, 0, format!("The {verb} statement conflicted with the CHECK constraint \"{name}\". The conflict occurred in database \"{}\", table \"{}\"{column}.", self.database_of(def), qualified(def))));
                 }
             }
@@ -270,7 +382,9 @@ impl SessionCore {
             if vals.iter().any(|v| v.is_null_value()) {
                 continue;
             }
-            let parent = self.engine.table_by_id(&self.database_of(def), fk.referenced_object_id);
+            let parent = self
+                .engine
+                .table_by_id(&self.database_of(def), fk.referenced_object_id);
             let Some(parent) = parent else { continue };
             if !self.parent_exists(&parent, &fk.referenced_columns, &vals)? {
                 return Err(SqlError::new(
@@ -290,19 +404,31 @@ impl SessionCore {
         Ok(())
     }
 
-    fn parent_exists(&self, parent: &TableDef, cols: &[usize], vals: &[Value]) -> Result<bool, SqlError> {
+    fn parent_exists(
+        &self,
+        parent: &TableDef,
+        cols: &[usize],
+        vals: &[Value],
+    ) -> Result<bool, SqlError> {
         let key = Key::new(vals.to_vec());
         if parent.storage_key.as_slice() == cols {
             return Ok(self.current_row(parent, &key, false)?.is_some());
         }
-        if let Some(idx) = parent.unique_indexes().find(|i| i.key_columns().collect::<Vec<_>>() == cols) {
+        if let Some(idx) = parent
+            .unique_indexes()
+            .find(|i| i.key_columns().collect::<Vec<_>>() == cols)
+        {
             return Ok(self.unique_owner(parent, idx.index_id, &key).is_some());
         }
         // Fallback: scan.
         let mut found = false;
         let env = self.top_env();
         query::scan_table(&env, parent, RangeBound::Unbounded, &mut |_, r| {
-            if cols.iter().zip(vals).all(|(c, v)| value::compare(&r[*c], v) == Some(std::cmp::Ordering::Equal)) {
+            if cols
+                .iter()
+                .zip(vals)
+                .all(|(c, v)| value::compare(&r[*c], v) == Some(std::cmp::Ordering::Equal))
+            {
                 found = true;
                 return Ok(false);
             }
@@ -312,7 +438,12 @@ impl SessionCore {
     }
 
     /// Writes a new row (values in column order, complete). `record` = CDC recording.
-    pub(crate) fn write_insert(&mut self, def: &Arc<TableDef>, row: Vec<Value>, check: bool) -> Result<(), SqlError> {
+    pub(crate) fn write_insert(
+        &mut self,
+        def: &Arc<TableDef>,
+        row: Vec<Value>,
+        check: bool,
+    ) -> Result<(), SqlError> {
         if check {
             self.check_row(def, &row, "INSERT", None)?;
         }
@@ -330,7 +461,10 @@ impl SessionCore {
         }
         let mut ukeys = Vec::new();
         for idx in def.unique_indexes() {
-            if !def.is_heap() && idx.index_id == def.indexes[0].index_id && idx.kind == super::catalog::IndexKind::Clustered {
+            if !def.is_heap()
+                && idx.index_id == def.indexes[0].index_id
+                && idx.kind == super::catalog::IndexKind::Clustered
+            {
                 continue;
             }
             let ukey = Key::from_row(&row, &idx.key_columns().collect::<Vec<_>>());
@@ -355,10 +489,16 @@ impl SessionCore {
     fn remove_row(&mut self, def: &Arc<TableDef>, key: &Key, old: &Row) -> Result<(), SqlError> {
         let mut ukeys = Vec::new();
         for idx in def.unique_indexes() {
-            if !def.is_heap() && idx.index_id == def.indexes[0].index_id && idx.kind == super::catalog::IndexKind::Clustered {
+            if !def.is_heap()
+                && idx.index_id == def.indexes[0].index_id
+                && idx.kind == super::catalog::IndexKind::Clustered
+            {
                 continue;
             }
-            ukeys.push((idx.index_id, Key::from_row(old, &idx.key_columns().collect::<Vec<_>>())));
+            ukeys.push((
+                idx.index_id,
+                Key::from_row(old, &idx.key_columns().collect::<Vec<_>>()),
+            ));
         }
         self.set_row(def, key.clone(), None)?;
         for (idx, uk) in ukeys {
@@ -368,7 +508,13 @@ impl SessionCore {
     }
 
     /// Deletes a row (parent-side FK actions first).
-    fn write_delete(&mut self, def: &Arc<TableDef>, key: &Key, old: Row, depth: u32) -> Result<(), SqlError> {
+    fn write_delete(
+        &mut self,
+        def: &Arc<TableDef>,
+        key: &Key,
+        old: Row,
+        depth: u32,
+    ) -> Result<(), SqlError> {
         self.referencing_actions(def, &old, None, depth)?;
         self.remove_row(def, key, &old)?;
         self.record(def, ChangeOp::Delete, Some(old), None, None, None);
@@ -377,16 +523,35 @@ impl SessionCore {
 
     /// Updates a row to `new` (complete image). A storage-key or unique-key change is
     /// recorded as delete + insert with one seqval.
-    fn write_update(&mut self, def: &Arc<TableDef>, key: &Key, old: Row, new: Vec<Value>, assigned: Arc<[bool]>, depth: u32) -> Result<(), SqlError> {
-        let changed: Vec<bool> = old.iter().zip(new.iter()).map(|(a, b)| !same_value(a, b)).collect();
+    fn write_update(
+        &mut self,
+        def: &Arc<TableDef>,
+        key: &Key,
+        old: Row,
+        new: Vec<Value>,
+        assigned: Arc<[bool]>,
+        depth: u32,
+    ) -> Result<(), SqlError> {
+        let changed: Vec<bool> = old
+            .iter()
+            .zip(new.iter())
+            .map(|(a, b)| !same_value(a, b))
+            .collect();
         self.check_row(def, &new, "UPDATE", Some(&changed))?;
         self.referencing_actions(def, &old, Some((&new, &changed)), depth)?;
-        let new_key = if def.is_heap() { key.clone() } else { Key::from_row(&new, &def.storage_key) };
+        let new_key = if def.is_heap() {
+            key.clone()
+        } else {
+            Key::from_row(&new, &def.storage_key)
+        };
         let key_changed = !def.is_heap() && def.storage_key.iter().any(|c| changed[*c]);
         let mut unique_changed = false;
         let mut ukeys = Vec::new();
         for idx in def.unique_indexes() {
-            if !def.is_heap() && idx.index_id == def.indexes[0].index_id && idx.kind == super::catalog::IndexKind::Clustered {
+            if !def.is_heap()
+                && idx.index_id == def.indexes[0].index_id
+                && idx.kind == super::catalog::IndexKind::Clustered
+            {
                 continue;
             }
             let cols: Vec<usize> = idx.key_columns().collect();
@@ -421,16 +586,43 @@ impl SessionCore {
             self.set_unique(def, idx, nk, Some(new_key.clone()))?;
         }
         if key_changed || unique_changed {
-            let seq = self.record(def, ChangeOp::Delete, Some(old), None, Some(assigned.clone()), None);
-            self.record(def, ChangeOp::Insert, None, Some(new_row), Some(assigned), Some(seq));
+            let seq = self.record(
+                def,
+                ChangeOp::Delete,
+                Some(old),
+                None,
+                Some(assigned.clone()),
+                None,
+            );
+            self.record(
+                def,
+                ChangeOp::Insert,
+                None,
+                Some(new_row),
+                Some(assigned),
+                Some(seq),
+            );
         } else {
-            self.record(def, ChangeOp::Update, Some(old), Some(new_row), Some(assigned), None);
+            self.record(
+                def,
+                ChangeOp::Update,
+                Some(old),
+                Some(new_row),
+                Some(assigned),
+                None,
+            );
         }
         Ok(())
     }
 
     /// Parent-side FK enforcement for a deleted (new = None) or updated row.
-    fn referencing_actions(&mut self, parent: &Arc<TableDef>, old: &Row, new: Option<(&[Value], &[bool])>, depth: u32) -> Result<(), SqlError> {
+    fn referencing_actions(
+        &mut self,
+        parent: &Arc<TableDef>,
+        old: &Row,
+        new: Option<(&[Value], &[bool])>,
+        depth: u32,
+    ) -> Result<(), SqlError> {
         if depth > 32 {
             return Err(err(217, "Maximum stored procedure, function, trigger, or view nesting level exceeded (limit 32)."));
         }
@@ -441,21 +633,41 @@ impl SessionCore {
             .catalog
             .read()
             .get(&db.to_lowercase())
-            .map(|d| d.tables.values().filter(|t| t.foreign_keys.iter().any(|f| f.referenced_object_id == parent.object_id)).cloned().collect())
+            .map(|d| {
+                d.tables
+                    .values()
+                    .filter(|t| {
+                        t.foreign_keys
+                            .iter()
+                            .any(|f| f.referenced_object_id == parent.object_id)
+                    })
+                    .cloned()
+                    .collect()
+            })
             .unwrap_or_default();
         for child in children {
-            for fk in child.foreign_keys.iter().filter(|f| f.referenced_object_id == parent.object_id) {
+            for fk in child
+                .foreign_keys
+                .iter()
+                .filter(|f| f.referenced_object_id == parent.object_id)
+            {
                 if let Some((_, changed)) = new {
                     if !fk.referenced_columns.iter().any(|c| changed[*c]) {
                         continue;
                     }
                 }
-                let old_vals: Vec<Value> = fk.referenced_columns.iter().map(|c| old[*c].clone()).collect();
+                let old_vals: Vec<Value> = fk
+                    .referenced_columns
+                    .iter()
+                    .map(|c| old[*c].clone())
+                    .collect();
                 let mut hits: Vec<(Key, Row)> = Vec::new();
                 {
                     let env = self.top_env();
                     query::scan_table(&env, &child, RangeBound::Unbounded, &mut |k, r| {
-                        if fk.columns.iter().zip(&old_vals).all(|(c, v)| value::compare(&r[*c], v) == Some(std::cmp::Ordering::Equal)) {
+                        if fk.columns.iter().zip(&old_vals).all(|(c, v)| {
+                            value::compare(&r[*c], v) == Some(std::cmp::Ordering::Equal)
+                        }) {
                             hits.push((k.clone(), Arc::from(r.to_vec())));
                         }
                         Ok(true)
@@ -464,7 +676,11 @@ impl SessionCore {
                 if hits.is_empty() {
                     continue;
                 }
-                let action = if new.is_some() { fk.on_update } else { fk.on_delete };
+                let action = if new.is_some() {
+                    fk.on_update
+                } else {
+                    fk.on_delete
+                };
                 let verb = if new.is_some() { "UPDATE" } else { "DELETE" };
                 match action {
                     ReferentialAction::NoAction => {
@@ -491,27 +707,47 @@ impl SessionCore {
                         }
                     }
                     _ => {
-                        let exprs = if action == ReferentialAction::SetDefault { Some(self.table_exprs(&child)?) } else { None };
+                        let exprs = if action == ReferentialAction::SetDefault {
+                            Some(self.table_exprs(&child)?)
+                        } else {
+                            None
+                        };
                         for (k, _) in hits {
                             self.lock(child.object_id, 0, &k)?;
-                            let Some(cur) = self.current_row(&child, &k, true)? else { continue };
+                            let Some(cur) = self.current_row(&child, &k, true)? else {
+                                continue;
+                            };
                             let mut nrow = cur.to_vec();
                             let mut assigned = vec![false; nrow.len()];
                             for (ci, pc) in fk.columns.iter().zip(fk.referenced_columns.iter()) {
                                 assigned[*ci] = true;
                                 nrow[*ci] = match action {
-                                    ReferentialAction::Cascade => new.map(|(n, _)| n[*pc].clone()).unwrap_or(Value::Null),
+                                    ReferentialAction::Cascade => {
+                                        new.map(|(n, _)| n[*pc].clone()).unwrap_or(Value::Null)
+                                    }
                                     ReferentialAction::SetNull => Value::Null,
-                                    _ => match exprs.as_ref().and_then(|e| e.defaults[*ci].clone()) {
+                                    _ => match exprs.as_ref().and_then(|e| e.defaults[*ci].clone())
+                                    {
                                         Some(d) => {
                                             let env = self.top_env();
-                                            value::convert(&eval(&d, &nrow, &env)?, &child.columns[*ci].ty, 0)?
+                                            value::convert(
+                                                &eval(&d, &nrow, &env)?,
+                                                &child.columns[*ci].ty,
+                                                0,
+                                            )?
                                         }
                                         None => Value::Null,
                                     },
                                 };
                             }
-                            self.write_update(&child, &k, cur, nrow, Arc::from(assigned), depth + 1)?;
+                            self.write_update(
+                                &child,
+                                &k,
+                                cur,
+                                nrow,
+                                Arc::from(assigned),
+                                depth + 1,
+                            )?;
                         }
                     }
                 }
@@ -521,7 +757,11 @@ impl SessionCore {
     }
 
     /// Fills a full row for INSERT from explicit values (by column position).
-    fn build_insert_row(&mut self, def: &Arc<TableDef>, explicit: &[(usize, Value)]) -> Result<Vec<Value>, SqlError> {
+    fn build_insert_row(
+        &mut self,
+        def: &Arc<TableDef>,
+        explicit: &[(usize, Value)],
+    ) -> Result<Vec<Value>, SqlError> {
         let exprs = self.table_exprs(def)?;
         let n = def.columns.len();
         let mut row = vec![Value::Null; n];
@@ -539,7 +779,13 @@ impl SessionCore {
                 return Err(err(544, format!("Cannot insert explicit value for identity column in table '{}' when IDENTITY_INSERT is set to OFF.", def.name)));
             }
             let conv = value::convert(v, &c.ty, 0)?;
-            value::check_fits(v, &c.ty, &qualified(def), &c.name).or_else(|e| if v.is_null_value() { Ok(()) } else { Err(e) })?;
+            value::check_fits(v, &c.ty, &qualified(def), &c.name).or_else(|e| {
+                if v.is_null_value() {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            })?;
             row[*i] = conv;
             given[*i] = true;
         }
@@ -554,7 +800,9 @@ impl SessionCore {
         for (i, c) in def.columns.iter().enumerate() {
             if given[i] {
                 if let (Some(spec), true) = (&c.identity, identity_insert) {
-                    let v = value::to_num(&row[i]).map(|n| value::num_to_f64(n) as i128).unwrap_or(0);
+                    let v = value::to_num(&row[i])
+                        .map(|n| value::num_to_f64(n) as i128)
+                        .unwrap_or(0);
                     let mut last = def.runtime.identity_last.lock();
                     let bigger = match *last {
                         None => true,
@@ -592,7 +840,12 @@ impl SessionCore {
         Ok(row)
     }
 
-    fn fill_computed(&self, def: &TableDef, exprs: &TableExprs, row: &mut [Value]) -> Result<(), SqlError> {
+    fn fill_computed(
+        &self,
+        def: &TableDef,
+        exprs: &TableExprs,
+        row: &mut [Value],
+    ) -> Result<(), SqlError> {
         for (i, c) in def.computed_positions() {
             if let Some(e) = &exprs.computed[i] {
                 let env = self.top_env();
@@ -616,13 +869,24 @@ impl SessionCore {
         }
         let def = self.insert_target(&ins.table)?;
         let cols: Vec<usize> = if ins.columns.is_empty() {
-            def.columns.iter().enumerate().filter(|(_, c)| c.computed.is_none() && !matches!(c.ty, SqlType::RowVersion) && (c.identity.is_none() || self.opts.identity_insert == Some(def.object_id))).map(|(i, _)| i).collect()
+            def.columns
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| {
+                    c.computed.is_none()
+                        && !matches!(c.ty, SqlType::RowVersion)
+                        && (c.identity.is_none()
+                            || self.opts.identity_insert == Some(def.object_id))
+                })
+                .map(|(i, _)| i)
+                .collect()
         } else {
             ins.columns
                 .iter()
                 .map(|c| {
                     let name = object_name_parts(c).last().cloned().unwrap_or_default();
-                    def.column_index(&name).ok_or_else(|| err(207, format!("Invalid column name '{name}'.")))
+                    def.column_index(&name)
+                        .ok_or_else(|| err(207, format!("Invalid column name '{name}'.")))
                 })
                 .collect::<Result<_, _>>()?
         };
@@ -635,7 +899,11 @@ impl SessionCore {
                     for r in &v.rows {
                         if r.content.len() != cols.len() {
                             return Err(err(
-                                if r.content.len() > cols.len() { 110 } else { 109 },
+                                if r.content.len() > cols.len() {
+                                    110
+                                } else {
+                                    109
+                                },
                                 if r.content.len() > cols.len() {
                                     "There are more columns in the INSERT statement than values specified in the VALUES clause. The number of values in the VALUES clause must match the number of columns specified in the INSERT statement.".to_string()
                                 } else {
@@ -646,7 +914,9 @@ impl SessionCore {
                         let mut vals = Vec::with_capacity(cols.len());
                         for e in &r.content {
                             if let ast::Expr::Identifier(id) = e {
-                                if id.value.eq_ignore_ascii_case("DEFAULT") && id.quote_style.is_none() {
+                                if id.value.eq_ignore_ascii_case("DEFAULT")
+                                    && id.quote_style.is_none()
+                                {
                                     vals.push(None);
                                     continue;
                                 }
@@ -664,7 +934,10 @@ impl SessionCore {
                     if plan.columns.len() != cols.len() {
                         return Err(err(120, "The select list for the INSERT statement contains fewer items than the insert list. The number of SELECT values must match the number of INSERT columns."));
                     }
-                    let env = Env { core: self, outer: vec![&[]] };
+                    let env = Env {
+                        core: self,
+                        outer: vec![&[]],
+                    };
                     query::execute_plan(&plan, &env, &mut |r| {
                         source_rows.push(r.iter().cloned().map(Some).collect());
                         Ok(true)
@@ -677,7 +950,11 @@ impl SessionCore {
         }
         let mut n = 0;
         for r in source_rows {
-            let explicit: Vec<(usize, Value)> = cols.iter().zip(r).filter_map(|(c, v)| v.map(|v| (*c, v))).collect();
+            let explicit: Vec<(usize, Value)> = cols
+                .iter()
+                .zip(r)
+                .filter_map(|(c, v)| v.map(|v| (*c, v)))
+                .collect();
             let row = self.build_insert_row(&def, &explicit)?;
             self.write_insert(&def, row, true)?;
             n += 1;
@@ -686,10 +963,20 @@ impl SessionCore {
     }
 
     /// Target rows of UPDATE/DELETE: (key, row) pairs matching the WHERE clause.
-    fn target_rows(&mut self, def: &Arc<TableDef>, alias: &str, selection: Option<&ast::Expr>) -> Result<(Option<BExpr>, Vec<(Key, Row)>), SqlError> {
+    fn target_rows(
+        &mut self,
+        def: &Arc<TableDef>,
+        alias: &str,
+        selection: Option<&ast::Expr>,
+    ) -> Result<Targets, SqlError> {
         let filter = match selection {
             Some(e) => {
-                let mut b = Binder::new(self, Scope { cols: table_scope_cols(def, alias) });
+                let mut b = Binder::new(
+                    self,
+                    Scope {
+                        cols: table_scope_cols(def, alias),
+                    },
+                );
                 Some(b.bind_cond(e)?)
             }
             None => None,
@@ -699,7 +986,10 @@ impl SessionCore {
             _ => query::KeyRange::default(),
         };
         let mut out = Vec::new();
-        let env = Env { core: self, outer: vec![] };
+        let env = Env {
+            core: self,
+            outer: vec![],
+        };
         query::scan_range(&env, def, &range, &mut |k, r| {
             let ok = match &filter {
                 Some(f) => eval_cond(f, r, &env)?,
@@ -721,7 +1011,10 @@ impl SessionCore {
             ast::TableFactor::Table { name, alias, .. } => {
                 let parts = object_name_parts(name);
                 let (_, def) = self.resolve_table(&parts)?;
-                let alias = alias.as_ref().map(|a| a.name.value.clone()).unwrap_or_else(|| def.name.clone());
+                let alias = alias
+                    .as_ref()
+                    .map(|a| a.name.value.clone())
+                    .unwrap_or_else(|| def.name.clone());
                 Ok((def, alias))
             }
             _ => Err(value::unsupported("this UPDATE/DELETE target")),
@@ -733,7 +1026,9 @@ impl SessionCore {
             return Err(value::unsupported("UPDATE … FROM / OUTPUT"));
         }
         let (def, alias) = self.dml_target(&u.table)?;
-        let scope = Scope { cols: table_scope_cols(&def, &alias) };
+        let scope = Scope {
+            cols: table_scope_cols(&def, &alias),
+        };
         let mut sets: Vec<(usize, BExpr)> = Vec::new();
         {
             let mut b = Binder::new(self, scope);
@@ -742,10 +1037,15 @@ impl SessionCore {
                     return Err(value::unsupported("tuple assignment"));
                 };
                 let name = object_name_parts(n).last().cloned().unwrap_or_default();
-                let i = def.column_index(&name).ok_or_else(|| err(207, format!("Invalid column name '{name}'.")))?;
+                let i = def
+                    .column_index(&name)
+                    .ok_or_else(|| err(207, format!("Invalid column name '{name}'.")))?;
                 let c = &def.columns[i];
                 if c.identity.is_some() {
-                    return Err(err(8102, format!("Cannot update identity column '{}'.", c.name)));
+                    return Err(err(
+                        8102,
+                        format!("Cannot update identity column '{}'.", c.name),
+                    ));
                 }
                 if c.computed.is_some() {
                     return Err(err(271, format!("The column \"{}\" cannot be modified because it is either a computed column or is the result of a UNION operator.", c.name)));
@@ -772,7 +1072,9 @@ impl SessionCore {
         let mut n = 0;
         for (key, _) in targets {
             self.lock(def.object_id, 0, &key)?;
-            let Some(cur) = self.current_row(&def, &key, true)? else { continue };
+            let Some(cur) = self.current_row(&def, &key, true)? else {
+                continue;
+            };
             if let Some(f) = &filter {
                 let env = self.top_env();
                 if !eval_cond(f, &cur, &env)? {
@@ -781,7 +1083,10 @@ impl SessionCore {
             }
             let mut new = cur.to_vec();
             {
-                let env = Env { core: self, outer: vec![] };
+                let env = Env {
+                    core: self,
+                    outer: vec![],
+                };
                 for (i, e) in &sets {
                     let v = eval(e, &cur, &env)?;
                     let c = &def.columns[*i];
@@ -790,8 +1095,17 @@ impl SessionCore {
                 }
             }
             self.fill_computed(&def, &exprs, &mut new)?;
-            if let Some(rv) = def.columns.iter().position(|c| matches!(c.ty, SqlType::RowVersion)) {
-                new[rv] = Value::Binary(Arc::from(ROWVERSION.fetch_add(1, AtomicOrdering::SeqCst).to_be_bytes().to_vec()));
+            if let Some(rv) = def
+                .columns
+                .iter()
+                .position(|c| matches!(c.ty, SqlType::RowVersion))
+            {
+                new[rv] = Value::Binary(Arc::from(
+                    ROWVERSION
+                        .fetch_add(1, AtomicOrdering::SeqCst)
+                        .to_be_bytes()
+                        .to_vec(),
+                ));
             }
             self.write_update(&def, &key, cur, new, assigned.clone(), 0)?;
             n += 1;
@@ -814,7 +1128,9 @@ impl SessionCore {
         let mut n = 0;
         for (key, _) in targets {
             self.lock(def.object_id, 0, &key)?;
-            let Some(cur) = self.current_row(&def, &key, true)? else { continue };
+            let Some(cur) = self.current_row(&def, &key, true)? else {
+                continue;
+            };
             if let Some(f) = &filter {
                 let env = self.top_env();
                 if !eval_cond(f, &cur, &env)? {
@@ -834,7 +1150,19 @@ impl SessionCore {
             return Err(err(4711, format!("Cannot truncate table '{}' because it is published for replication or enabled for Change Data Capture.", qualified(def))));
         }
         let db = self.database_of(def);
-        let referenced = self.engine.inner.catalog.read().get(&db.to_lowercase()).is_some_and(|d| d.tables.values().any(|t| t.foreign_keys.iter().any(|f| f.referenced_object_id == def.object_id)));
+        let referenced = self
+            .engine
+            .inner
+            .catalog
+            .read()
+            .get(&db.to_lowercase())
+            .is_some_and(|d| {
+                d.tables.values().any(|t| {
+                    t.foreign_keys
+                        .iter()
+                        .any(|f| f.referenced_object_id == def.object_id)
+                })
+            });
         if referenced {
             return Err(err(4712, format!("Cannot truncate table '{}' because it is being referenced by a FOREIGN KEY constraint.", qualified(def))));
         }
@@ -842,17 +1170,28 @@ impl SessionCore {
         let w = self.writes(def)?;
         let before = std::mem::take(w);
         w.truncated = true;
-        self.txn.as_mut().expect("txn").undo.push(Undo::Table { object_id: def.object_id, before });
+        self.txn.as_mut().expect("txn").undo.push(Undo::Table {
+            object_id: def.object_id,
+            before,
+        });
         *def.runtime.identity_last.lock() = None;
         Ok(())
     }
 
     /// Rows of a BulkLoad message (INSERT BULK).
-    pub(crate) fn bulk_insert(&mut self, table: &[String], columns: &[ResultColumn], rows: Vec<Vec<Value>>) -> Result<u64, SqlError> {
+    pub(crate) fn bulk_insert(
+        &mut self,
+        table: &[String],
+        columns: &[ResultColumn],
+        rows: Vec<Vec<Value>>,
+    ) -> Result<u64, SqlError> {
         let (_, def) = self.resolve_table(table)?;
         let positions: Vec<usize> = columns
             .iter()
-            .map(|c| def.column_index(&c.name).ok_or_else(|| err(207, format!("Invalid column name '{}'.", c.name))))
+            .map(|c| {
+                def.column_index(&c.name)
+                    .ok_or_else(|| err(207, format!("Invalid column name '{}'.", c.name)))
+            })
             .collect::<Result<_, _>>()?;
         let had_txn = self.txn.is_some();
         let mut n = 0;
@@ -887,11 +1226,26 @@ impl SessionCore {
     }
 }
 
+/// The bound WHERE of an UPDATE/DELETE and the rows it selected.
+type Targets = (Option<BExpr>, Vec<(Key, Row)>);
+
 /// One overlay change of the current statement, for statement-level rollback.
 pub enum Undo {
-    Row { object_id: i32, key: Key, prev: Option<Option<Row>> },
-    Unique { object_id: i32, index_id: i32, key: Key, prev: Option<Option<Key>> },
-    Table { object_id: i32, before: TableWrites },
+    Row {
+        object_id: i32,
+        key: Key,
+        prev: Option<Option<Row>>,
+    },
+    Unique {
+        object_id: i32,
+        index_id: i32,
+        key: Key,
+        prev: Option<Option<Key>>,
+    },
+    Table {
+        object_id: i32,
+        before: TableWrites,
+    },
 }
 
 static ROWVERSION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0x7D1);
@@ -908,6 +1262,9 @@ fn same_value(a: &Value, b: &Value) -> bool {
 
 impl TableDef {
     pub fn computed_positions(&self) -> impl Iterator<Item = (usize, &super::catalog::ColumnDef)> {
-        self.columns.iter().enumerate().filter(|(_, c)| c.computed.is_some())
+        self.columns
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.computed.is_some())
     }
 }

@@ -43,15 +43,45 @@ pub enum BExpr {
     Or(Box<BExpr>, Box<BExpr>),
     Not(Box<BExpr>),
     IsNull(Box<BExpr>, bool),
-    Like { expr: Box<BExpr>, pattern: Box<BExpr>, negated: bool, escape: Option<char> },
-    InList { expr: Box<BExpr>, list: Vec<BExpr>, negated: bool },
-    InSub { expr: Box<BExpr>, plan: Arc<SelectPlan>, negated: bool },
-    Exists { plan: Arc<SelectPlan>, negated: bool },
+    Like {
+        expr: Box<BExpr>,
+        pattern: Box<BExpr>,
+        negated: bool,
+        escape: Option<char>,
+    },
+    InList {
+        expr: Box<BExpr>,
+        list: Vec<BExpr>,
+        negated: bool,
+    },
+    InSub {
+        expr: Box<BExpr>,
+        plan: Arc<SelectPlan>,
+        negated: bool,
+    },
+    Exists {
+        plan: Arc<SelectPlan>,
+        negated: bool,
+    },
     Subquery(Arc<SelectPlan>),
-    Case { whens: Vec<(BExpr, BExpr)>, els: Option<Box<BExpr>>, ty: SqlType },
-    Cast { expr: Box<BExpr>, ty: SqlType, style: i32, try_: bool, src_scale: Option<u8> },
+    Case {
+        whens: Vec<(BExpr, BExpr)>,
+        els: Option<Box<BExpr>>,
+        ty: SqlType,
+    },
+    Cast {
+        expr: Box<BExpr>,
+        ty: SqlType,
+        style: i32,
+        try_: bool,
+        src_scale: Option<u8>,
+    },
     Func(Func, Vec<BExpr>, SqlType),
-    External { f: Arc<dyn ScalarFunction>, args: Vec<BExpr>, database: String },
+    External {
+        f: Arc<dyn ScalarFunction>,
+        args: Vec<BExpr>,
+        database: String,
+    },
 }
 
 impl std::fmt::Debug for BExpr {
@@ -130,7 +160,12 @@ fn ident_name(i: &ast::Ident) -> String {
 
 impl<'a> Binder<'a> {
     pub fn new(core: &'a mut SessionCore, scope: Scope) -> Self {
-        Binder { core, scopes: vec![scope], agg: None, aliases: Vec::new() }
+        Binder {
+            core,
+            scopes: vec![scope],
+            agg: None,
+            aliases: Vec::new(),
+        }
     }
 
     pub fn level(&self) -> usize {
@@ -139,8 +174,16 @@ impl<'a> Binder<'a> {
 
     fn resolve_column(&self, parts: &[String]) -> Result<Bound, SqlError> {
         let name = parts.last().expect("non-empty").to_lowercase();
-        let qual = if parts.len() >= 2 { Some(parts[parts.len() - 2].to_lowercase()) } else { None };
-        let schema = if parts.len() >= 3 { Some(parts[parts.len() - 3].to_lowercase()) } else { None };
+        let qual = if parts.len() >= 2 {
+            Some(parts[parts.len() - 2].to_lowercase())
+        } else {
+            None
+        };
+        let schema = if parts.len() >= 3 {
+            Some(parts[parts.len() - 3].to_lowercase())
+        } else {
+            None
+        };
         for level in (0..self.scopes.len()).rev() {
             let scope = &self.scopes[level];
             let mut found: Option<usize> = None;
@@ -159,7 +202,13 @@ impl<'a> Binder<'a> {
                     }
                 }
                 if found.is_some() && qual.is_none() {
-                    return Err(err(209, format!("Ambiguous column name '{}'.", parts.last().expect("non-empty"))));
+                    return Err(err(
+                        209,
+                        format!(
+                            "Ambiguous column name '{}'.",
+                            parts.last().expect("non-empty")
+                        ),
+                    ));
                 }
                 if found.is_none() {
                     found = Some(i);
@@ -167,17 +216,37 @@ impl<'a> Binder<'a> {
             }
             if let Some(i) = found {
                 let c = &scope.cols[i];
-                let e = if level == self.level() { BExpr::Col(i) } else { BExpr::Outer(level, i) };
+                let e = if level == self.level() {
+                    BExpr::Col(i)
+                } else {
+                    BExpr::Outer(level, i)
+                };
                 return Ok((e, c.ty.clone(), c.nullable));
             }
         }
         if let Some(q) = &qual {
-            let known = self.scopes.iter().any(|s| s.cols.iter().any(|c| c.qualifier.as_deref() == Some(q.as_str())));
+            let known = self.scopes.iter().any(|s| {
+                s.cols
+                    .iter()
+                    .any(|c| c.qualifier.as_deref() == Some(q.as_str()))
+            });
             if !known {
-                return Err(err(4104, format!("The multi-part identifier \"{}\" could not be bound.", parts.join("."))));
+                return Err(err(
+                    4104,
+                    format!(
+                        "The multi-part identifier \"{}\" could not be bound.",
+                        parts.join(".")
+                    ),
+                ));
             }
         }
-        Err(err(207, format!("Invalid column name '{}'.", parts.last().expect("non-empty"))))
+        Err(err(
+            207,
+            format!(
+                "Invalid column name '{}'.",
+                parts.last().expect("non-empty")
+            ),
+        ))
     }
 
     /// Binds a boolean condition.
@@ -212,10 +281,19 @@ impl<'a> Binder<'a> {
                             // Fold negative literals (so -2147483648 is an int).
                             if let Value::Decimal(m, s) = v {
                                 if *s == 0 && -*m >= i32::MIN as i128 {
-                                    return Ok((BExpr::Const(Value::Int(-*m as i32)), SqlType::Int, false));
+                                    return Ok((
+                                        BExpr::Const(Value::Int(-*m as i32)),
+                                        SqlType::Int,
+                                        false,
+                                    ));
                                 }
                             }
-                            let neg = value::arithmetic('-', &Value::Int(0), v, &value::arithmetic_type('-', &SqlType::Int, &ty)?)?;
+                            let neg = value::arithmetic(
+                                '-',
+                                &Value::Int(0),
+                                v,
+                                &value::arithmetic_type('-', &SqlType::Int, &ty)?,
+                            )?;
                             let neg = value::convert(&neg, &ty, 0).unwrap_or(neg);
                             return Ok((BExpr::Const(neg), ty, n));
                         }
@@ -223,14 +301,29 @@ impl<'a> Binder<'a> {
                     }
                     UnaryOperator::Plus => Ok((x, ty, n)),
                     UnaryOperator::Not => Ok((BExpr::Not(Box::new(x)), SqlType::Bit, n)),
-                    UnaryOperator::BitwiseNot => Ok((BExpr::BitNot(Box::new(x), ty.clone()), ty, n)),
+                    UnaryOperator::BitwiseNot => {
+                        Ok((BExpr::BitNot(Box::new(x), ty.clone()), ty, n))
+                    }
                     other => Err(value::unsupported(format!("the unary operator {other}"))),
                 }
             }
             ast::Expr::BinaryOp { left, op, right } => self.bind_binary(left, op, right),
-            ast::Expr::IsNull(x) => Ok((BExpr::IsNull(Box::new(self.bind(x)?.0), false), SqlType::Bit, false)),
-            ast::Expr::IsNotNull(x) => Ok((BExpr::IsNull(Box::new(self.bind(x)?.0), true), SqlType::Bit, false)),
-            ast::Expr::Between { expr, negated, low, high } => {
+            ast::Expr::IsNull(x) => Ok((
+                BExpr::IsNull(Box::new(self.bind(x)?.0), false),
+                SqlType::Bit,
+                false,
+            )),
+            ast::Expr::IsNotNull(x) => Ok((
+                BExpr::IsNull(Box::new(self.bind(x)?.0), true),
+                SqlType::Bit,
+                false,
+            )),
+            ast::Expr::Between {
+                expr,
+                negated,
+                low,
+                high,
+            } => {
                 let x = self.bind(expr)?.0;
                 let lo = self.bind(low)?.0;
                 let hi = self.bind(high)?.0;
@@ -238,33 +331,91 @@ impl<'a> Binder<'a> {
                     Box::new(BExpr::Cmp(CmpOp::Ge, Box::new(x.clone()), Box::new(lo))),
                     Box::new(BExpr::Cmp(CmpOp::Le, Box::new(x), Box::new(hi))),
                 );
-                Ok((if *negated { BExpr::Not(Box::new(both)) } else { both }, SqlType::Bit, false))
+                Ok((
+                    if *negated {
+                        BExpr::Not(Box::new(both))
+                    } else {
+                        both
+                    },
+                    SqlType::Bit,
+                    false,
+                ))
             }
-            ast::Expr::Like { negated, expr, pattern, escape_char, .. } => {
+            ast::Expr::Like {
+                negated,
+                expr,
+                pattern,
+                escape_char,
+                ..
+            } => {
                 let x = self.bind(expr)?.0;
                 let p = self.bind(pattern)?.0;
                 let escape = match escape_char.as_deref() {
                     Some(ast::Expr::Value(v)) => match &v.value {
-                        ast::Value::SingleQuotedString(s) | ast::Value::NationalStringLiteral(s) => s.chars().next(),
+                        ast::Value::SingleQuotedString(s)
+                        | ast::Value::NationalStringLiteral(s) => s.chars().next(),
                         _ => None,
                     },
                     _ => None,
                 };
-                Ok((BExpr::Like { expr: Box::new(x), pattern: Box::new(p), negated: *negated, escape }, SqlType::Bit, false))
+                Ok((
+                    BExpr::Like {
+                        expr: Box::new(x),
+                        pattern: Box::new(p),
+                        negated: *negated,
+                        escape,
+                    },
+                    SqlType::Bit,
+                    false,
+                ))
             }
-            ast::Expr::InList { expr, list, negated } => {
+            ast::Expr::InList {
+                expr,
+                list,
+                negated,
+            } => {
                 let x = self.bind(expr)?.0;
-                let list = list.iter().map(|i| self.bind(i).map(|b| b.0)).collect::<Result<Vec<_>, _>>()?;
-                Ok((BExpr::InList { expr: Box::new(x), list, negated: *negated }, SqlType::Bit, false))
+                let list = list
+                    .iter()
+                    .map(|i| self.bind(i).map(|b| b.0))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok((
+                    BExpr::InList {
+                        expr: Box::new(x),
+                        list,
+                        negated: *negated,
+                    },
+                    SqlType::Bit,
+                    false,
+                ))
             }
-            ast::Expr::InSubquery { expr, subquery, negated } => {
+            ast::Expr::InSubquery {
+                expr,
+                subquery,
+                negated,
+            } => {
                 let x = self.bind(expr)?.0;
                 let plan = self.bind_subquery(subquery)?;
-                Ok((BExpr::InSub { expr: Box::new(x), plan, negated: *negated }, SqlType::Bit, false))
+                Ok((
+                    BExpr::InSub {
+                        expr: Box::new(x),
+                        plan,
+                        negated: *negated,
+                    },
+                    SqlType::Bit,
+                    false,
+                ))
             }
             ast::Expr::Exists { subquery, negated } => {
                 let plan = self.bind_subquery(subquery)?;
-                Ok((BExpr::Exists { plan, negated: *negated }, SqlType::Bit, false))
+                Ok((
+                    BExpr::Exists {
+                        plan,
+                        negated: *negated,
+                    },
+                    SqlType::Bit,
+                    false,
+                ))
             }
             ast::Expr::Subquery(q) => {
                 let plan = self.bind_subquery(q)?;
@@ -275,7 +426,12 @@ impl<'a> Binder<'a> {
                 let ty = col.ty.clone();
                 Ok((BExpr::Subquery(plan), ty, true))
             }
-            ast::Expr::Case { operand, conditions, else_result, .. } => {
+            ast::Expr::Case {
+                operand,
+                conditions,
+                else_result,
+                ..
+            } => {
                 let op = match operand {
                     Some(o) => Some(self.bind(o)?.0),
                     None => None,
@@ -285,7 +441,11 @@ impl<'a> Binder<'a> {
                 let mut nullable = else_result.is_none();
                 for c in conditions {
                     let cond = match &op {
-                        Some(o) => BExpr::Cmp(CmpOp::Eq, Box::new(o.clone()), Box::new(self.bind(&c.condition)?.0)),
+                        Some(o) => BExpr::Cmp(
+                            CmpOp::Eq,
+                            Box::new(o.clone()),
+                            Box::new(self.bind(&c.condition)?.0),
+                        ),
                         None => self.bind(&c.condition)?.0,
                     };
                     let (r, rt, rn) = self.bind(&c.result)?;
@@ -302,17 +462,42 @@ impl<'a> Binder<'a> {
                     }
                     None => None,
                 };
-                let ty = if matches!(ty, SqlType::Null) { SqlType::Int } else { ty };
-                Ok((BExpr::Case { whens, els, ty: ty.clone() }, ty, nullable))
+                let ty = if matches!(ty, SqlType::Null) {
+                    SqlType::Int
+                } else {
+                    ty
+                };
+                Ok((
+                    BExpr::Case {
+                        whens,
+                        els,
+                        ty: ty.clone(),
+                    },
+                    ty,
+                    nullable,
+                ))
             }
-            ast::Expr::Cast { kind, expr, data_type, .. } => {
+            ast::Expr::Cast {
+                kind,
+                expr,
+                data_type,
+                ..
+            } => {
                 let ty = value::parse_type_name(&data_type.to_string(), 30)?;
                 let (x, src, n) = self.bind(expr)?;
                 let try_ = matches!(kind, ast::CastKind::TryCast | ast::CastKind::SafeCast);
                 Ok((fold_cast(x, &src, ty.clone(), 0, try_), ty, n || try_))
             }
-            ast::Expr::Convert { is_try, expr, data_type, styles, .. } => {
-                let dt = data_type.as_ref().ok_or_else(|| err(102, "Incorrect syntax near 'CONVERT'."))?;
+            ast::Expr::Convert {
+                is_try,
+                expr,
+                data_type,
+                styles,
+                ..
+            } => {
+                let dt = data_type
+                    .as_ref()
+                    .ok_or_else(|| err(102, "Incorrect syntax near 'CONVERT'."))?;
                 let ty = value::parse_type_name(&dt.to_string(), 30)?;
                 let (x, src, n) = self.bind(expr)?;
                 let style = match styles.first() {
@@ -325,10 +510,19 @@ impl<'a> Binder<'a> {
                     },
                     None => 0,
                 };
-                Ok((fold_cast(x, &src, ty.clone(), style, *is_try), ty, n || *is_try))
+                Ok((
+                    fold_cast(x, &src, ty.clone(), style, *is_try),
+                    ty,
+                    n || *is_try,
+                ))
             }
             ast::Expr::Function(f) => self.bind_function(f),
-            ast::Expr::Substring { expr, substring_from, substring_for, .. } => {
+            ast::Expr::Substring {
+                expr,
+                substring_from,
+                substring_for,
+                ..
+            } => {
                 let mut args = vec![self.bind(expr)?];
                 if let Some(f) = substring_from {
                     args.push(self.bind(f)?);
@@ -338,7 +532,9 @@ impl<'a> Binder<'a> {
                 }
                 functions::bind_builtin("substring", args, self)
             }
-            ast::Expr::Trim { expr, trim_where, .. } => {
+            ast::Expr::Trim {
+                expr, trim_where, ..
+            } => {
                 let a = self.bind(expr)?;
                 let name = match trim_where {
                     Some(ast::TrimWhereField::Leading) => "ltrim",
@@ -348,7 +544,9 @@ impl<'a> Binder<'a> {
                 functions::bind_builtin(name, vec![a], self)
             }
             ast::Expr::Collate { expr, .. } => self.bind(expr),
-            ast::Expr::IsTrue(_) | ast::Expr::IsFalse(_) => Err(value::unsupported("IS TRUE / IS FALSE")),
+            ast::Expr::IsTrue(_) | ast::Expr::IsFalse(_) => {
+                Err(value::unsupported("IS TRUE / IS FALSE"))
+            }
             ast::Expr::TypedString(ts) => {
                 let ty = value::parse_type_name(&ts.data_type.to_string(), 30)?;
                 let text = match &ts.value.value {
@@ -374,7 +572,10 @@ impl<'a> Binder<'a> {
         }
         if name.starts_with('@') {
             let key = name.to_lowercase();
-            let (ty, _) = self.core.var(&key).ok_or_else(|| err(137, format!("Must declare the scalar variable \"{name}\".")))?;
+            let (ty, _) = self
+                .core
+                .var(&key)
+                .ok_or_else(|| err(137, format!("Must declare the scalar variable \"{name}\".")))?;
             return Ok((BExpr::Var(key), ty.clone(), true));
         }
         if id.quote_style == Some('"') && self.resolve_column(std::slice::from_ref(name)).is_err() {
@@ -382,10 +583,11 @@ impl<'a> Binder<'a> {
         }
         // Niladic functions written without parentheses.
         match name.to_uppercase().as_str() {
-            "CURRENT_TIMESTAMP" | "CURRENT_USER" | "SYSTEM_USER" | "SESSION_USER" | "USER" if id.quote_style.is_none() => {
-                if self.resolve_column(std::slice::from_ref(name)).is_err() {
-                    return functions::bind_builtin(&name.to_lowercase(), vec![], self);
-                }
+            "CURRENT_TIMESTAMP" | "CURRENT_USER" | "SYSTEM_USER" | "SESSION_USER" | "USER"
+                if id.quote_style.is_none()
+                    && self.resolve_column(std::slice::from_ref(name)).is_err() =>
+            {
+                return functions::bind_builtin(&name.to_lowercase(), vec![], self);
             }
             _ => {}
         }
@@ -401,7 +603,11 @@ impl<'a> Binder<'a> {
             ));
         }
         // ORDER BY may use output aliases.
-        if let Some((_, e, t, n)) = self.aliases.iter().find(|(a, ..)| a.eq_ignore_ascii_case(name)) {
+        if let Some((_, e, t, n)) = self
+            .aliases
+            .iter()
+            .find(|(a, ..)| a.eq_ignore_ascii_case(name))
+        {
             if self.resolve_column(std::slice::from_ref(name)).is_err() {
                 return Ok((e.clone(), t.clone(), *n));
             }
@@ -409,7 +615,12 @@ impl<'a> Binder<'a> {
         self.resolve_column(std::slice::from_ref(name))
     }
 
-    fn bind_binary(&mut self, left: &ast::Expr, op: &BinaryOperator, right: &ast::Expr) -> Result<Bound, SqlError> {
+    fn bind_binary(
+        &mut self,
+        left: &ast::Expr,
+        op: &BinaryOperator,
+        right: &ast::Expr,
+    ) -> Result<Bound, SqlError> {
         match op {
             BinaryOperator::And => {
                 let l = self.bind(left)?.0;
@@ -454,7 +665,11 @@ impl<'a> Binder<'a> {
                     return Ok((BExpr::Const(v), ty, nullable));
                 }
             }
-            return Ok((BExpr::Arith(c, Box::new(l), Box::new(r), ty.clone()), ty, nullable));
+            return Ok((
+                BExpr::Arith(c, Box::new(l), Box::new(r), ty.clone()),
+                ty,
+                nullable,
+            ));
         }
         let bit = match op {
             BinaryOperator::BitwiseAnd => Some('&'),
@@ -463,8 +678,16 @@ impl<'a> Binder<'a> {
             _ => None,
         };
         if let Some(c) = bit {
-            let ty = if value::precedence(&lt) >= value::precedence(&rt) { lt } else { rt };
-            return Ok((BExpr::Bitwise(c, Box::new(l), Box::new(r), ty.clone()), ty, nullable));
+            let ty = if value::precedence(&lt) >= value::precedence(&rt) {
+                lt
+            } else {
+                rt
+            };
+            return Ok((
+                BExpr::Bitwise(c, Box::new(l), Box::new(r), ty.clone()),
+                ty,
+                nullable,
+            ));
         }
         Err(value::unsupported(format!("the operator {op}")))
     }
@@ -483,16 +706,27 @@ impl<'a> Binder<'a> {
         let name = parts.last().cloned().unwrap_or_default().to_lowercase();
         let (args, distinct, star) = match &f.args {
             ast::FunctionArguments::None => (vec![], false, false),
-            ast::FunctionArguments::Subquery(_) => return Err(value::unsupported("a subquery as a function argument")),
+            ast::FunctionArguments::Subquery(_) => {
+                return Err(value::unsupported("a subquery as a function argument"))
+            }
             ast::FunctionArguments::List(l) => {
-                let distinct = matches!(l.duplicate_treatment, Some(ast::DuplicateTreatment::Distinct));
+                let distinct = matches!(
+                    l.duplicate_treatment,
+                    Some(ast::DuplicateTreatment::Distinct)
+                );
                 let mut star = false;
                 let mut args = Vec::new();
                 for a in &l.args {
                     match a {
-                        ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(e)) => args.push(e.clone()),
+                        ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(e)) => {
+                            args.push(e.clone())
+                        }
                         ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Wildcard) => star = true,
-                        _ => return Err(value::unsupported("named or qualified-wildcard function arguments")),
+                        _ => {
+                            return Err(value::unsupported(
+                                "named or qualified-wildcard function arguments",
+                            ))
+                        }
                     }
                 }
                 (args, distinct, star)
@@ -522,7 +756,9 @@ impl<'a> Binder<'a> {
             let arg = if star {
                 None
             } else {
-                let a = args.first().ok_or_else(|| err(174, format!("The {name} function requires 1 argument(s).")))?;
+                let a = args.first().ok_or_else(|| {
+                    err(174, format!("The {name} function requires 1 argument(s)."))
+                })?;
                 let r = self.bind(a);
                 match r {
                     Ok(b) => Some(b),
@@ -538,25 +774,50 @@ impl<'a> Binder<'a> {
                 (AggKind::ChecksumAgg, _) => SqlType::Int,
                 (AggKind::Min | AggKind::Max, Some((_, t, _))) => t.clone(),
                 (AggKind::Sum, Some((_, t, _))) => match t {
-                    SqlType::TinyInt | SqlType::SmallInt | SqlType::Int | SqlType::Bit => SqlType::Int,
+                    SqlType::TinyInt | SqlType::SmallInt | SqlType::Int | SqlType::Bit => {
+                        SqlType::Int
+                    }
                     SqlType::BigInt => SqlType::BigInt,
                     SqlType::Decimal { scale, .. } => value::decimal(38, *scale),
                     SqlType::Money | SqlType::SmallMoney => SqlType::Money,
                     SqlType::Real | SqlType::Float => SqlType::Float,
-                    other => return Err(err(8117, format!("Operand data type {} is invalid for sum operator.", value::base_type_name(other)))),
+                    other => {
+                        return Err(err(
+                            8117,
+                            format!(
+                                "Operand data type {} is invalid for sum operator.",
+                                value::base_type_name(other)
+                            ),
+                        ))
+                    }
                 },
                 (AggKind::Avg, Some((_, t, _))) => match t {
-                    SqlType::TinyInt | SqlType::SmallInt | SqlType::Int | SqlType::Bit => SqlType::Int,
+                    SqlType::TinyInt | SqlType::SmallInt | SqlType::Int | SqlType::Bit => {
+                        SqlType::Int
+                    }
                     SqlType::BigInt => SqlType::BigInt,
                     SqlType::Decimal { scale, .. } => value::decimal(38, (*scale).max(6)),
                     SqlType::Money | SqlType::SmallMoney => SqlType::Money,
                     SqlType::Real | SqlType::Float => SqlType::Float,
-                    other => return Err(err(8117, format!("Operand data type {} is invalid for avg operator.", value::base_type_name(other)))),
+                    other => {
+                        return Err(err(
+                            8117,
+                            format!(
+                                "Operand data type {} is invalid for avg operator.",
+                                value::base_type_name(other)
+                            ),
+                        ))
+                    }
                 },
                 _ => SqlType::Int,
             };
             let idx = ctx.group_exprs.len() + ctx.aggs.len();
-            ctx.aggs.push(AggSpec { kind, arg: arg.map(|a| a.0), distinct, ty: ty.clone() });
+            ctx.aggs.push(AggSpec {
+                kind,
+                arg: arg.map(|a| a.0),
+                distinct,
+                ty: ty.clone(),
+            });
             self.agg = Some(ctx);
             let nullable = !matches!(kind, AggKind::Count | AggKind::CountBig);
             return Ok((BExpr::Col(idx), ty, nullable));
@@ -565,24 +826,64 @@ impl<'a> Binder<'a> {
             return Err(err(102, "Incorrect syntax near '*'."));
         }
         // CLR type methods on a column: geometry/geography STAsBinary(), hierarchyid ToString().
-        if parts.len() >= 2 && matches!(name.as_str(), "stasbinary" | "tostring" | "stastext") && args.is_empty() {
+        if parts.len() >= 2
+            && matches!(name.as_str(), "stasbinary" | "tostring" | "stastext")
+            && args.is_empty()
+        {
             if let Ok((x, t, n)) = self.resolve_column(&parts[..parts.len() - 1]) {
-                let ty = if name == "stasbinary" { SqlType::VarBinary { len: None } } else { value::nvarchar(None) };
+                let ty = if name == "stasbinary" {
+                    SqlType::VarBinary { len: None }
+                } else {
+                    value::nvarchar(None)
+                };
                 let _ = t;
-                return Ok((BExpr::Cast { expr: Box::new(x), ty: ty.clone(), style: 0, try_: true, src_scale: None }, ty, n));
+                return Ok((
+                    BExpr::Cast {
+                        expr: Box::new(x),
+                        ty: ty.clone(),
+                        style: 0,
+                        try_: true,
+                        src_scale: None,
+                    },
+                    ty,
+                    n,
+                ));
             }
         }
         // Registered (extension) functions: schema-qualified names like sys.fn_cdc_get_max_lsn.
         if parts.len() >= 2 {
             let schema = parts[parts.len() - 2].to_lowercase();
             let key = format!("{schema}.{name}");
-            let ext = self.core.engine.inner.registry.read().functions.get(&key).cloned();
+            let ext = self
+                .core
+                .engine
+                .inner
+                .registry
+                .read()
+                .functions
+                .get(&key)
+                .cloned();
             if let Some(fun) = ext {
-                let bound = args.iter().map(|a| self.bind(a)).collect::<Result<Vec<_>, _>>()?;
+                let bound = args
+                    .iter()
+                    .map(|a| self.bind(a))
+                    .collect::<Result<Vec<_>, _>>()?;
                 let types: Vec<SqlType> = bound.iter().map(|b| b.1.clone()).collect();
                 let ty = fun.return_type(&types)?;
-                let database = if parts.len() >= 3 { parts[parts.len() - 3].clone() } else { self.core.database.clone() };
-                return Ok((BExpr::External { f: fun, args: bound.into_iter().map(|b| b.0).collect(), database }, ty, true));
+                let database = if parts.len() >= 3 {
+                    parts[parts.len() - 3].clone()
+                } else {
+                    self.core.database.clone()
+                };
+                return Ok((
+                    BExpr::External {
+                        f: fun,
+                        args: bound.into_iter().map(|b| b.0).collect(),
+                        database,
+                    },
+                    ty,
+                    true,
+                ));
             }
             if schema != "sys" && schema != "dbo" {
                 return Err(err(4121, format!("Cannot find either column \"{schema}\" or the user-defined function or aggregate \"{}\", or the name is ambiguous.", parts.join("."))));
@@ -591,14 +892,24 @@ impl<'a> Binder<'a> {
         let bound = if star {
             // CHECKSUM(*) / BINARY_CHECKSUM(*): all visible columns.
             let scope = &self.scopes[self.level()];
-            scope.cols.iter().enumerate().filter(|(_, c)| !c.hidden).map(|(i, c)| (BExpr::Col(i), c.ty.clone(), c.nullable)).collect()
+            scope
+                .cols
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| !c.hidden)
+                .map(|(i, c)| (BExpr::Col(i), c.ty.clone(), c.nullable))
+                .collect()
         } else {
             let mut out = Vec::new();
             for (i, a) in args.iter().enumerate() {
                 // Date part names are bare identifiers.
                 if i == 0 && functions::takes_datepart(&name) {
                     if let ast::Expr::Identifier(id) = a {
-                        out.push((BExpr::Const(Value::String(Arc::from(id.value.to_lowercase()))), value::varchar(Some(30)), false));
+                        out.push((
+                            BExpr::Const(Value::String(Arc::from(id.value.to_lowercase()))),
+                            value::varchar(Some(30)),
+                            false,
+                        ));
                         continue;
                     }
                 }
@@ -611,9 +922,17 @@ impl<'a> Binder<'a> {
 }
 
 fn check_comparable(a: &SqlType, b: &SqlType) -> Result<(), SqlError> {
-    let lob_text = |t: &SqlType| matches!(t, SqlType::Text { .. } | SqlType::NText { .. } | SqlType::Image);
+    let lob_text = |t: &SqlType| {
+        matches!(
+            t,
+            SqlType::Text { .. } | SqlType::NText { .. } | SqlType::Image
+        )
+    };
     if lob_text(a) || lob_text(b) {
-        return Err(err(402, "The data types text and varchar are incompatible in the equal to operator."));
+        return Err(err(
+            402,
+            "The data types text and varchar are incompatible in the equal to operator.",
+        ));
     }
     if matches!(a, SqlType::Xml) || matches!(b, SqlType::Xml) {
         return Err(err(305, "The XML data type cannot be compared or sorted, except when using the IS NULL operator."));
@@ -628,7 +947,13 @@ fn fold_cast(x: BExpr, src: &SqlType, ty: SqlType, style: i32, try_: bool) -> BE
             return BExpr::Const(c);
         }
     }
-    BExpr::Cast { expr: Box::new(x), ty, style, try_, src_scale }
+    BExpr::Cast {
+        expr: Box::new(x),
+        ty,
+        style,
+        try_,
+        src_scale,
+    }
 }
 
 /// Literal → (value, type) as SQL Server types literals.
@@ -640,25 +965,52 @@ pub fn bind_literal(v: &ast::Value) -> Result<Bound, SqlError> {
         }
         ast::Value::SingleQuotedString(s) => {
             let len = s.chars().count().max(1);
-            let ty = if len <= 8000 { value::varchar(Some(len as u16)) } else { value::varchar(None) };
-            (BExpr::Const(Value::String(Arc::from(s.as_str()))), ty, false)
+            let ty = if len <= 8000 {
+                value::varchar(Some(len as u16))
+            } else {
+                value::varchar(None)
+            };
+            (
+                BExpr::Const(Value::String(Arc::from(s.as_str()))),
+                ty,
+                false,
+            )
         }
         ast::Value::NationalStringLiteral(s) => {
             let len = s.encode_utf16().count().max(1);
-            let ty = if len <= 4000 { value::nvarchar(Some(len as u16)) } else { value::nvarchar(None) };
-            (BExpr::Const(Value::String(Arc::from(s.as_str()))), ty, false)
+            let ty = if len <= 4000 {
+                value::nvarchar(Some(len as u16))
+            } else {
+                value::nvarchar(None)
+            };
+            (
+                BExpr::Const(Value::String(Arc::from(s.as_str()))),
+                ty,
+                false,
+            )
         }
         ast::Value::HexStringLiteral(h) => {
-            let bytes = value::parse_hex(h).ok_or_else(|| err(102, format!("Incorrect syntax near '0x{h}'.")))?;
+            let bytes = value::parse_hex(h)
+                .ok_or_else(|| err(102, format!("Incorrect syntax near '0x{h}'.")))?;
             let len = bytes.len().max(1);
-            (BExpr::Const(Value::Binary(Arc::from(bytes))), SqlType::VarBinary { len: Some(len.min(8000) as u16) }, false)
+            (
+                BExpr::Const(Value::Binary(Arc::from(bytes))),
+                SqlType::VarBinary {
+                    len: Some(len.min(8000) as u16),
+                },
+                false,
+            )
         }
         ast::Value::Null => (BExpr::Const(Value::Null), SqlType::Null, true),
         ast::Value::Boolean(b) => (BExpr::Const(Value::Bit(*b)), SqlType::Bit, false),
         ast::Value::DoubleQuotedString(s) => {
             // With QUOTED_IDENTIFIER ON this is an identifier; sqlparser only gives us a
             // value here in odd positions, treat it as a string.
-            (BExpr::Const(Value::String(Arc::from(s.as_str()))), value::varchar(Some(s.len().max(1) as u16)), false)
+            (
+                BExpr::Const(Value::String(Arc::from(s.as_str()))),
+                value::varchar(Some(s.len().max(1) as u16)),
+                false,
+            )
         }
         other => return Err(value::unsupported(format!("the literal {other}"))),
     })
@@ -666,7 +1018,8 @@ pub fn bind_literal(v: &ast::Value) -> Result<Bound, SqlError> {
 
 /// Structural equality of expressions, ignoring identifier case and brackets.
 pub fn exprs_equal(a: &ast::Expr, b: &ast::Expr) -> bool {
-    a.to_string().replace(['[', ']', '"'], "").to_lowercase() == b.to_string().replace(['[', ']', '"'], "").to_lowercase()
+    a.to_string().replace(['[', ']', '"'], "").to_lowercase()
+        == b.to_string().replace(['[', ']', '"'], "").to_lowercase()
 }
 
 /// What evaluation needs: the session and the rows of enclosing queries.
@@ -699,8 +1052,17 @@ pub fn eval(e: &BExpr, row: &[Value], env: &Env) -> Result<Value, SqlError> {
     Ok(match e {
         BExpr::Const(v) => v.clone(),
         BExpr::Col(i) => row.get(*i).cloned().unwrap_or(Value::Null),
-        BExpr::Outer(level, i) => env.outer.get(*level).and_then(|r| r.get(*i)).cloned().unwrap_or(Value::Null),
-        BExpr::Var(name) => env.core.var(name).map(|(_, v)| v.clone()).unwrap_or(Value::Null),
+        BExpr::Outer(level, i) => env
+            .outer
+            .get(*level)
+            .and_then(|r| r.get(*i))
+            .cloned()
+            .unwrap_or(Value::Null),
+        BExpr::Var(name) => env
+            .core
+            .var(name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or(Value::Null),
         BExpr::Neg(x, ty) => {
             let v = eval(x, row, env)?;
             if v.is_null_value() {
@@ -719,7 +1081,13 @@ pub fn eval(e: &BExpr, row: &[Value], env: &Env) -> Result<Value, SqlError> {
             Value::Bit(b) => Value::Bit(!b),
             other => {
                 let _ = ty;
-                return Err(err(8117, format!("Operand data type {} is invalid for '~' operator.", value::base_type_name(&value::natural_type(&other)))));
+                return Err(err(
+                    8117,
+                    format!(
+                        "Operand data type {} is invalid for '~' operator.",
+                        value::base_type_name(&value::natural_type(&other))
+                    ),
+                ));
             }
         },
         BExpr::Arith(op, a, b, ty) => {
@@ -740,7 +1108,15 @@ pub fn eval(e: &BExpr, row: &[Value], env: &Env) -> Result<Value, SqlError> {
                     '|' => xi | yi,
                     _ => xi ^ yi,
                 };
-                value::convert(&Value::BigInt(r), if matches!(ty, SqlType::Bit) { &SqlType::Bit } else { ty }, 0)?
+                value::convert(
+                    &Value::BigInt(r),
+                    if matches!(ty, SqlType::Bit) {
+                        &SqlType::Bit
+                    } else {
+                        ty
+                    },
+                    0,
+                )?
             }
         }
         BExpr::Cmp(op, a, b) => {
@@ -774,17 +1150,30 @@ pub fn eval(e: &BExpr, row: &[Value], env: &Env) -> Result<Value, SqlError> {
         }
         BExpr::Not(a) => bool_val(truth(&eval(a, row, env)?).map(|b| !b)),
         BExpr::IsNull(a, negated) => Value::Bit(eval(a, row, env)?.is_null_value() != *negated),
-        BExpr::Like { expr, pattern, negated, escape } => {
+        BExpr::Like {
+            expr,
+            pattern,
+            negated,
+            escape,
+        } => {
             let x = eval(expr, row, env)?;
             let p = eval(pattern, row, env)?;
             if x.is_null_value() || p.is_null_value() {
                 Value::Null
             } else {
-                let m = like_match(&value::to_display_string(&x), &value::to_display_string(&p), *escape);
+                let m = like_match(
+                    &value::to_display_string(&x),
+                    &value::to_display_string(&p),
+                    *escape,
+                );
                 Value::Bit(m != *negated)
             }
         }
-        BExpr::InList { expr, list, negated } => {
+        BExpr::InList {
+            expr,
+            list,
+            negated,
+        } => {
             let x = eval(expr, row, env)?;
             if x.is_null_value() {
                 return Ok(Value::Null);
@@ -804,7 +1193,11 @@ pub fn eval(e: &BExpr, row: &[Value], env: &Env) -> Result<Value, SqlError> {
                 Value::Bit(*negated)
             }
         }
-        BExpr::InSub { expr, plan, negated } => {
+        BExpr::InSub {
+            expr,
+            plan,
+            negated,
+        } => {
             let x = eval(expr, row, env)?;
             if x.is_null_value() {
                 return Ok(Value::Null);
@@ -825,7 +1218,8 @@ pub fn eval(e: &BExpr, row: &[Value], env: &Env) -> Result<Value, SqlError> {
             }
         }
         BExpr::Exists { plan, negated } => {
-            let any = !query::run_subquery_values(plan, row, env, Some(1))?.is_empty() || query::subquery_has_rows(plan, row, env)?;
+            let any = !query::run_subquery_values(plan, row, env, Some(1))?.is_empty()
+                || query::subquery_has_rows(plan, row, env)?;
             Value::Bit(any != *negated)
         }
         BExpr::Subquery(plan) => {
@@ -846,7 +1240,13 @@ pub fn eval(e: &BExpr, row: &[Value], env: &Env) -> Result<Value, SqlError> {
                 None => Value::Null,
             }
         }
-        BExpr::Cast { expr, ty, style, try_, src_scale } => {
+        BExpr::Cast {
+            expr,
+            ty,
+            style,
+            try_,
+            src_scale,
+        } => {
             let v = eval(expr, row, env)?;
             match value::convert_ex(&v, ty, *style, *src_scale) {
                 Ok(v) => v,
@@ -858,12 +1258,21 @@ pub fn eval(e: &BExpr, row: &[Value], env: &Env) -> Result<Value, SqlError> {
             if let Some(v) = functions::eval_lazy(*f, args, row, env)? {
                 return Ok(v);
             }
-            let vals = args.iter().map(|a| eval(a, row, env)).collect::<Result<Vec<_>, _>>()?;
+            let vals = args
+                .iter()
+                .map(|a| eval(a, row, env))
+                .collect::<Result<Vec<_>, _>>()?;
             functions::call(*f, &vals, ty, env)?
         }
         BExpr::External { f, args, database } => {
-            let vals = args.iter().map(|a| eval(a, row, env)).collect::<Result<Vec<_>, _>>()?;
-            let ctx = FunctionContext { engine: &env.core.engine, database };
+            let vals = args
+                .iter()
+                .map(|a| eval(a, row, env))
+                .collect::<Result<Vec<_>, _>>()?;
+            let ctx = FunctionContext {
+                engine: &env.core.engine,
+                database,
+            };
             f.call(&ctx, &vals)?
         }
     })
@@ -901,7 +1310,9 @@ pub fn like_match(s: &str, p: &str, escape: Option<char>) -> bool {
             return s.iter().all(|c| *c == ' ');
         }
         match p[0] {
-            c if Some(c) == esc && p.len() > 1 => !s.is_empty() && s[0] == p[1] && m(&s[1..], &p[2..], esc),
+            c if Some(c) == esc && p.len() > 1 => {
+                !s.is_empty() && s[0] == p[1] && m(&s[1..], &p[2..], esc)
+            }
             '%' => (0..=s.len()).any(|i| m(&s[i..], &p[1..], esc)),
             '_' => !s.is_empty() && m(&s[1..], &p[1..], esc),
             '[' => {
@@ -912,7 +1323,11 @@ pub fn like_match(s: &str, p: &str, escape: Option<char>) -> bool {
                     return false;
                 }
                 let set = &p[1..close];
-                let (neg, set) = if set.first() == Some(&'^') { (true, &set[1..]) } else { (false, set) };
+                let (neg, set) = if set.first() == Some(&'^') {
+                    (true, &set[1..])
+                } else {
+                    (false, set)
+                };
                 let mut hit = false;
                 let mut i = 0;
                 while i < set.len() {

@@ -106,15 +106,24 @@ pub enum Func {
 }
 
 pub fn takes_datepart(name: &str) -> bool {
-    matches!(name, "dateadd" | "datediff" | "datediff_big" | "datepart" | "datename")
+    matches!(
+        name,
+        "dateadd" | "datediff" | "datediff_big" | "datepart" | "datename"
+    )
 }
 
 fn need(name: &str, args: &[Bound], min: usize, max: usize) -> Result<(), SqlError> {
     if args.len() < min || args.len() > max {
         if min == max {
-            return Err(err(174, format!("The {name} function requires {min} argument(s).")));
+            return Err(err(
+                174,
+                format!("The {name} function requires {min} argument(s)."),
+            ));
         }
-        return Err(err(189, format!("The {name} function requires {min} to {max} arguments.")));
+        return Err(err(
+            189,
+            format!("The {name} function requires {min} to {max} arguments."),
+        ));
     }
     Ok(())
 }
@@ -133,8 +142,14 @@ pub fn bind_builtin(name: &str, args: Vec<Bound>, _binder: &mut Binder) -> Resul
     };
     let same_string = |t: &SqlType| -> SqlType {
         match t {
-            SqlType::Char { len, collation } => SqlType::VarChar { len: Some(*len), collation: *collation },
-            SqlType::NChar { len, collation } => SqlType::NVarChar { len: Some(*len), collation: *collation },
+            SqlType::Char { len, collation } => SqlType::VarChar {
+                len: Some(*len),
+                collation: *collation,
+            },
+            SqlType::NChar { len, collation } => SqlType::NVarChar {
+                len: Some(*len),
+                collation: *collation,
+            },
             SqlType::Text { .. } => varchar(None),
             SqlType::NText { .. } => nvarchar(None),
             t if value::is_string_type(t) => t.clone(),
@@ -177,7 +192,9 @@ pub fn bind_builtin(name: &str, args: Vec<Bound>, _binder: &mut Binder) -> Resul
             need(name, &args, 1, 2)?;
             (ObjectSchemaName, sysname(), true)
         }
-        "suser_sname" | "suser_name" | "system_user" | "original_login" => (SuserSname, sysname(), true),
+        "suser_sname" | "suser_name" | "system_user" | "original_login" => {
+            (SuserSname, sysname(), true)
+        }
         "user_name" | "current_user" | "session_user" | "user" => (UserName, sysname(), true),
         "is_srvrolemember" => (IsSrvRoleMember, SqlType::Int, true),
         "is_member" | "is_rolemember" => (IsMember, SqlType::Int, true),
@@ -207,13 +224,23 @@ pub fn bind_builtin(name: &str, args: Vec<Bound>, _binder: &mut Binder) -> Resul
         "app_name" => (AppName, nvarchar(Some(128)), true),
         "isnull" => {
             need(name, &args, 2, 2)?;
-            (IsNull, if matches!(t0, SqlType::Null) { args[1].1.clone() } else { t0.clone() }, n0 && args[1].2)
+            (
+                IsNull,
+                if matches!(t0, SqlType::Null) {
+                    args[1].1.clone()
+                } else {
+                    t0.clone()
+                },
+                n0 && args[1].2,
+            )
         }
         "coalesce" => {
             if args.len() < 2 {
                 return Err(err(174, "The coalesce function requires 2 argument(s)."));
             }
-            let ty = args.iter().fold(SqlType::Null, |acc, a| value::common_type(&acc, &a.1));
+            let ty = args
+                .iter()
+                .fold(SqlType::Null, |acc, a| value::common_type(&acc, &a.1));
             (Coalesce, ty, args.iter().all(|a| a.2))
         }
         "nullif" => {
@@ -222,7 +249,11 @@ pub fn bind_builtin(name: &str, args: Vec<Bound>, _binder: &mut Binder) -> Resul
         }
         "iif" => {
             need(name, &args, 3, 3)?;
-            (Iif, value::common_type(&args[1].1, &args[2].1), args[1].2 || args[2].2)
+            (
+                Iif,
+                value::common_type(&args[1].1, &args[2].1),
+                args[1].2 || args[2].2,
+            )
         }
         "len" => {
             need(name, &args, 1, 1)?;
@@ -239,7 +270,17 @@ pub fn bind_builtin(name: &str, args: Vec<Bound>, _binder: &mut Binder) -> Resul
         "trim" => (Trim, same_string(&t0), n0),
         "substring" => {
             need(name, &args, 3, 3)?;
-            let ty = if value::is_binary_type(&t0) { SqlType::VarBinary { len: match t0 { SqlType::Binary { len } => Some(len), SqlType::VarBinary { len } => len, _ => None } } } else { same_string(&t0) };
+            let ty = if value::is_binary_type(&t0) {
+                SqlType::VarBinary {
+                    len: match t0 {
+                        SqlType::Binary { len } => Some(len),
+                        SqlType::VarBinary { len } => len,
+                        _ => None,
+                    },
+                }
+            } else {
+                same_string(&t0)
+            };
             (Substring, ty, true)
         }
         "left" => (Left, same_string(&t0), true),
@@ -248,15 +289,34 @@ pub fn bind_builtin(name: &str, args: Vec<Bound>, _binder: &mut Binder) -> Resul
             need(name, &args, 3, 3)?;
             let unicode = args.iter().any(|a| value::is_unicode_type(&a.1));
             let max = value::is_lob_type(&t0);
-            (Replace, if unicode { nvarchar(if max { None } else { Some(4000) }) } else { varchar(if max { None } else { Some(8000) }) }, true)
+            (
+                Replace,
+                if unicode {
+                    nvarchar(if max { None } else { Some(4000) })
+                } else {
+                    varchar(if max { None } else { Some(8000) })
+                },
+                true,
+            )
         }
         "charindex" => {
             need(name, &args, 2, 3)?;
-            (CharIndex, if args.iter().take(2).any(|a| value::is_lob_type(&a.1)) { SqlType::BigInt } else { SqlType::Int }, true)
+            (
+                CharIndex,
+                if args.iter().take(2).any(|a| value::is_lob_type(&a.1)) {
+                    SqlType::BigInt
+                } else {
+                    SqlType::Int
+                },
+                true,
+            )
         }
         "concat" | "concat_ws" => {
             if args.len() < 2 {
-                return Err(err(189, format!("The {name} function requires 2 to 254 arguments.")));
+                return Err(err(
+                    189,
+                    format!("The {name} function requires 2 to 254 arguments."),
+                ));
             }
             let unicode = args.iter().any(|a| value::is_unicode_type(&a.1));
             let total: Option<u32> = args.iter().try_fold(0u32, |acc, a| {
@@ -268,26 +328,60 @@ pub fn bind_builtin(name: &str, args: Vec<Bound>, _binder: &mut Binder) -> Resul
             });
             let limit = if unicode { 4000 } else { 8000 };
             let len = total.filter(|t| *t <= limit).map(|t| t.max(1) as u16);
-            (if name == "concat" { Concat } else { ConcatWs }, if unicode { nvarchar(len) } else { varchar(len) }, false)
+            (
+                if name == "concat" { Concat } else { ConcatWs },
+                if unicode { nvarchar(len) } else { varchar(len) },
+                false,
+            )
         }
         "quotename" => (QuoteName, nvarchar(Some(258)), true),
-        "replicate" => (Replicate, if value::is_unicode_type(&t0) { nvarchar(Some(4000)) } else { varchar(Some(8000)) }, true),
+        "replicate" => (
+            Replicate,
+            if value::is_unicode_type(&t0) {
+                nvarchar(Some(4000))
+            } else {
+                varchar(Some(8000))
+            },
+            true,
+        ),
         "reverse" => (Reverse, same_string(&t0), n0),
         "stuff" => (Stuff, same_string(&t0), true),
         "space" => (Space, varchar(Some(8000)), true),
-        "char" => (Char, SqlType::Char { len: 1, collation: value::DEFAULT_COLLATION }, true),
-        "nchar" => (NChar, SqlType::NChar { len: 1, collation: value::DEFAULT_COLLATION }, true),
+        "char" => (
+            Char,
+            SqlType::Char {
+                len: 1,
+                collation: value::DEFAULT_COLLATION,
+            },
+            true,
+        ),
+        "nchar" => (
+            NChar,
+            SqlType::NChar {
+                len: 1,
+                collation: value::DEFAULT_COLLATION,
+            },
+            true,
+        ),
         "ascii" => (Ascii, SqlType::Int, true),
         "unicode" => (Unicode, SqlType::Int, true),
         "getdate" | "current_timestamp" => (GetDate, SqlType::DateTime, false),
         "getutcdate" => (GetUtcDate, SqlType::DateTime, false),
         "sysdatetime" => (SysDateTime, SqlType::DateTime2 { scale: 7 }, false),
         "sysutcdatetime" => (SysUtcDateTime, SqlType::DateTime2 { scale: 7 }, false),
-        "sysdatetimeoffset" => (SysDateTimeOffset, SqlType::DateTimeOffset { scale: 7 }, false),
+        "sysdatetimeoffset" => (
+            SysDateTimeOffset,
+            SqlType::DateTimeOffset { scale: 7 },
+            false,
+        ),
         "dateadd" => {
             need(name, &args, 3, 3)?;
             let t = &args[2].1;
-            let ty = if value::is_string_type(t) { SqlType::DateTime } else { t.clone() };
+            let ty = if value::is_string_type(t) {
+                SqlType::DateTime
+            } else {
+                t.clone()
+            };
             (DateAdd, ty, args[2].2 || args[1].2)
         }
         "datediff" => {
@@ -319,13 +413,17 @@ pub fn bind_builtin(name: &str, args: Vec<Bound>, _binder: &mut Binder) -> Resul
         "ceiling" => (Ceiling, round_type(&t0), n0),
         "floor" => (Floor, round_type(&t0), n0),
         "round" => (Round, round_type(&t0), n0),
-        "power" => (Power, match &t0 {
-            SqlType::Decimal { scale, .. } => value::decimal(38, *scale),
-            SqlType::Real | SqlType::Float => SqlType::Float,
-            SqlType::BigInt => SqlType::BigInt,
-            SqlType::Money | SqlType::SmallMoney => SqlType::Money,
-            _ => SqlType::Int,
-        }, true),
+        "power" => (
+            Power,
+            match &t0 {
+                SqlType::Decimal { scale, .. } => value::decimal(38, *scale),
+                SqlType::Real | SqlType::Float => SqlType::Float,
+                SqlType::BigInt => SqlType::BigInt,
+                SqlType::Money | SqlType::SmallMoney => SqlType::Money,
+                _ => SqlType::Int,
+            },
+            true,
+        ),
         "sqrt" => (Sqrt, SqlType::Float, true),
         "sign" => (Sign, round_type(&t0), n0),
         "rand" => (Rand, SqlType::Float, false),
@@ -336,7 +434,10 @@ pub fn bind_builtin(name: &str, args: Vec<Bound>, _binder: &mut Binder) -> Resul
         "checksum" => (Checksum, SqlType::Int, false),
         "binary_checksum" => (BinaryChecksum, SqlType::Int, false),
         other => {
-            return Err(err(195, format!("'{other}' is not a recognized built-in function name.")));
+            return Err(err(
+                195,
+                format!("'{other}' is not a recognized built-in function name."),
+            ));
         }
     };
     let mut exprs: Vec<BExpr> = Vec::with_capacity(args.len());
@@ -345,7 +446,13 @@ pub fn bind_builtin(name: &str, args: Vec<Bound>, _binder: &mut Binder) -> Resul
         // non-Unicode strings into their bytes here, where the type is known.
         let bytes_arg = (f == HashBytes && idx == 1) || f == DataLength;
         if bytes_arg && value::is_string_type(&t) && !value::is_unicode_type(&t) {
-            exprs.push(BExpr::Cast { expr: Box::new(e), ty: SqlType::VarBinary { len: None }, style: 0, try_: false, src_scale: None });
+            exprs.push(BExpr::Cast {
+                expr: Box::new(e),
+                ty: SqlType::VarBinary { len: None },
+                style: 0,
+                try_: false,
+                src_scale: None,
+            });
         } else {
             exprs.push(e);
         }
@@ -355,7 +462,15 @@ pub fn bind_builtin(name: &str, args: Vec<Bound>, _binder: &mut Binder) -> Resul
 
 fn round_type(t: &SqlType) -> SqlType {
     match t {
-        SqlType::Decimal { precision, scale, numeric } => SqlType::Decimal { precision: *precision, scale: *scale, numeric: *numeric },
+        SqlType::Decimal {
+            precision,
+            scale,
+            numeric,
+        } => SqlType::Decimal {
+            precision: *precision,
+            scale: *scale,
+            numeric: *numeric,
+        },
         SqlType::TinyInt | SqlType::SmallInt | SqlType::Bit => SqlType::Int,
         SqlType::Null => SqlType::Int,
         other => other.clone(),
@@ -363,7 +478,12 @@ fn round_type(t: &SqlType) -> SqlType {
 }
 
 /// Functions that must not evaluate all their arguments up front.
-pub fn eval_lazy(f: Func, args: &[BExpr], row: &[Value], env: &Env) -> Result<Option<Value>, SqlError> {
+pub fn eval_lazy(
+    f: Func,
+    args: &[BExpr],
+    row: &[Value],
+    env: &Env,
+) -> Result<Option<Value>, SqlError> {
     Ok(match f {
         Func::Iif => {
             let c = super::eval::eval_cond(&args[0], row, env)?;
@@ -801,16 +921,28 @@ fn rand_f64() -> f64 {
     (n >> 75) as f64 / (1u64 << 53) as f64
 }
 
-fn round_value(f: Func, v: &Value, digits: i64, truncate: bool, ty: &SqlType) -> Result<Value, SqlError> {
+fn round_value(
+    f: Func,
+    v: &Value,
+    digits: i64,
+    truncate: bool,
+    ty: &SqlType,
+) -> Result<Value, SqlError> {
     match v {
         Value::Decimal(m, sc) => {
             let sc = *sc as i64;
             let r = match f {
-                Func::Sign => return Ok(Value::Decimal(m.signum() * 10i128.pow(sc as u32), sc as u8)),
+                Func::Sign => {
+                    return Ok(Value::Decimal(m.signum() * 10i128.pow(sc as u32), sc as u8))
+                }
                 Func::Ceiling | Func::Floor => {
                     let p = 10i128.pow(sc as u32);
                     let q = m.div_euclid(p);
-                    let q = if f == Func::Ceiling && m.rem_euclid(p) != 0 { q + 1 } else { q };
+                    let q = if f == Func::Ceiling && m.rem_euclid(p) != 0 {
+                        q + 1
+                    } else {
+                        q
+                    };
                     return Ok(Value::Decimal(q * p, sc as u8));
                 }
                 _ => {
@@ -820,7 +952,11 @@ fn round_value(f: Func, v: &Value, digits: i64, truncate: bool, ty: &SqlType) ->
                         let p = 10i128.pow((sc - digits).min(38) as u32);
                         let q = m / p;
                         let rem = m % p;
-                        let q = if !truncate && rem.abs() * 2 >= p { q + m.signum() } else { q };
+                        let q = if !truncate && rem.abs() * 2 >= p {
+                            q + m.signum()
+                        } else {
+                            q
+                        };
                         q * p
                     }
                 }
@@ -828,7 +964,10 @@ fn round_value(f: Func, v: &Value, digits: i64, truncate: bool, ty: &SqlType) ->
             Ok(Value::Decimal(r, sc as u8))
         }
         other => {
-            let x = value::num_to_f64(value::to_num(other).ok_or_else(|| err(8117, "Operand data type is invalid for round function."))?);
+            let x =
+                value::num_to_f64(value::to_num(other).ok_or_else(|| {
+                    err(8117, "Operand data type is invalid for round function.")
+                })?);
             let r = match f {
                 Func::Ceiling => x.ceil(),
                 Func::Floor => x.floor(),
@@ -908,7 +1047,12 @@ fn part_name(p: &str) -> Result<&'static str, SqlError> {
         "nanosecond" | "ns" => "nanosecond",
         "tzoffset" | "tz" => "tzoffset",
         "iso_week" | "isowk" | "isoww" => "iso_week",
-        other => return Err(err(155, format!("'{other}' is not a recognized datepart option."))),
+        other => {
+            return Err(err(
+                155,
+                format!("'{other}' is not a recognized datepart option."),
+            ))
+        }
     })
 }
 
@@ -917,7 +1061,12 @@ fn dt_of(v: &Value) -> Result<(i32, u64, i16), SqlError> {
         Value::String(_) => value::convert(v, &SqlType::DateTime2 { scale: 7 }, 0)?,
         other => other.clone(),
     };
-    value::datetime_parts(&v).ok_or_else(|| err(8116, "Argument data type is invalid for argument 2 of the date function."))
+    value::datetime_parts(&v).ok_or_else(|| {
+        err(
+            8116,
+            "Argument data type is invalid for argument 2 of the date function.",
+        )
+    })
 }
 
 fn date_part(part: &str, v: &Value) -> Result<i64, SqlError> {
@@ -961,7 +1110,10 @@ fn date_add(part: &str, n: i64, v: &Value, ty: &SqlType) -> Result<Value, SqlErr
             }
             day -= 1;
             if day == 0 {
-                return Err(err(517, "Adding a value to a 'datetime' column caused an overflow."));
+                return Err(err(
+                    517,
+                    "Adding a value to a 'datetime' column caused an overflow.",
+                ));
             }
         }
     };
@@ -980,7 +1132,11 @@ fn date_add(part: &str, n: i64, v: &Value, ty: &SqlType) -> Result<Value, SqlErr
         _ => return Err(err(9810, format!("The datepart {part} is not supported by date function dateadd for data type datetime."))),
     };
     let (d2, t2) = value::parts_from_naive(&out);
-    let target = if matches!(ty, SqlType::Null) { SqlType::DateTime } else { ty.clone() };
+    let target = if matches!(ty, SqlType::Null) {
+        SqlType::DateTime
+    } else {
+        ty.clone()
+    };
     value::datetime_from_parts(d2, t2, off, &target)
 }
 
@@ -996,9 +1152,17 @@ fn date_diff(part: &str, a: &Value, b: &Value) -> Result<i64, SqlError> {
     let floor_div = |v: i128, unit: i128| v.div_euclid(unit);
     Ok(match part {
         "year" => (y.year() - x.year()) as i64,
-        "quarter" => ((y.year() * 4 + (y.month0() / 3) as i32) - (x.year() * 4 + (x.month0() / 3) as i32)) as i64,
-        "month" => ((y.year() * 12 + y.month0() as i32) - (x.year() * 12 + x.month0() as i32)) as i64,
-        "dayofyear" | "day" | "weekday" => (floor_div(abs2, value::TICKS_PER_DAY as i128) - floor_div(abs1, value::TICKS_PER_DAY as i128)) as i64,
+        "quarter" => {
+            ((y.year() * 4 + (y.month0() / 3) as i32) - (x.year() * 4 + (x.month0() / 3) as i32))
+                as i64
+        }
+        "month" => {
+            ((y.year() * 12 + y.month0() as i32) - (x.year() * 12 + x.month0() as i32)) as i64
+        }
+        "dayofyear" | "day" | "weekday" => {
+            (floor_div(abs2, value::TICKS_PER_DAY as i128)
+                - floor_div(abs1, value::TICKS_PER_DAY as i128)) as i64
+        }
         "week" => {
             // Sunday-based week boundaries (0001-01-01 was a Monday).
             let w = |abs: i128| floor_div(floor_div(abs, value::TICKS_PER_DAY as i128) + 1, 7);
@@ -1010,7 +1174,12 @@ fn date_diff(part: &str, a: &Value, b: &Value) -> Result<i64, SqlError> {
         "millisecond" => (floor_div(abs2, 10_000) - floor_div(abs1, 10_000)) as i64,
         "microsecond" => (floor_div(abs2, 10) - floor_div(abs1, 10)) as i64,
         "nanosecond" => ((abs2 - abs1) * 100) as i64,
-        _ => return Err(err(9810, format!("The datepart {part} is not supported by date function datediff."))),
+        _ => {
+            return Err(err(
+                9810,
+                format!("The datepart {part} is not supported by date function datediff."),
+            ))
+        }
     })
 }
 
@@ -1022,8 +1191,18 @@ mod tests {
     fn like_and_dates() {
         assert!(super::super::eval::like_match("Hello", "h%o", None));
         assert!(!super::super::eval::like_match("Hello", "h_o", None));
-        let a = value::convert(&Value::String(Arc::from("2024-01-31 10:00:00")), &SqlType::DateTime2 { scale: 7 }, 0).unwrap();
-        let b = value::convert(&Value::String(Arc::from("2024-03-01 00:00:00")), &SqlType::DateTime2 { scale: 7 }, 0).unwrap();
+        let a = value::convert(
+            &Value::String(Arc::from("2024-01-31 10:00:00")),
+            &SqlType::DateTime2 { scale: 7 },
+            0,
+        )
+        .unwrap();
+        let b = value::convert(
+            &Value::String(Arc::from("2024-03-01 00:00:00")),
+            &SqlType::DateTime2 { scale: 7 },
+            0,
+        )
+        .unwrap();
         assert_eq!(date_diff("month", &a, &b).unwrap(), 2);
         assert_eq!(date_diff("day", &a, &b).unwrap(), 30);
         let c = date_add("month", 1, &a, &SqlType::DateTime2 { scale: 7 }).unwrap();

@@ -149,7 +149,11 @@ impl ProcArgs {
     /// argument at `position` (0-based) if it is unnamed.
     pub fn get(&self, name: &str, position: usize) -> Option<&Value> {
         let name = name.trim_start_matches('@').to_lowercase();
-        if let Some(a) = self.0.iter().find(|a| a.name.as_deref() == Some(name.as_str())) {
+        if let Some(a) = self
+            .0
+            .iter()
+            .find(|a| a.name.as_deref() == Some(name.as_str()))
+        {
             return Some(&a.value);
         }
         match self.0.get(position) {
@@ -170,14 +174,22 @@ impl ProcArgs {
     pub fn unknown_names<'a>(&'a self, known: &'a [&'a str]) -> impl Iterator<Item = &'a str> + 'a {
         self.0.iter().filter_map(move |a| {
             let n = a.name.as_deref()?;
-            (!known.iter().any(|k| k.trim_start_matches('@').eq_ignore_ascii_case(n))).then_some(n)
+            (!known
+                .iter()
+                .any(|k| k.trim_start_matches('@').eq_ignore_ascii_case(n)))
+            .then_some(n)
         })
     }
 }
 
 /// A system stored procedure (e.g. `sys.sp_cdc_enable_table`). Returns the return status.
 pub trait SystemProcedure: Send + Sync {
-    fn call(&self, ctx: &mut ProcContext<'_>, args: &ProcArgs, sink: &mut dyn ResultSink) -> Result<i32, SqlError>;
+    fn call(
+        &self,
+        ctx: &mut ProcContext<'_>,
+        args: &ProcArgs,
+        sink: &mut dyn ResultSink,
+    ) -> Result<i32, SqlError>;
 }
 
 /// What a scalar function sees.

@@ -59,7 +59,10 @@ pub struct LsnGenerator {
 
 impl LsnGenerator {
     pub fn new(start: Lsn) -> Self {
-        LsnGenerator { next: AtomicU64::new(start.0 as u64), high: start.0 & !(u64::MAX as u128) }
+        LsnGenerator {
+            next: AtomicU64::new(start.0 as u64),
+            high: start.0 & !(u64::MAX as u128),
+        }
     }
 
     pub fn allocate(&self) -> Lsn {

@@ -108,7 +108,9 @@ pub struct ManualClock {
 
 impl ManualClock {
     pub fn new(start: NaiveDateTime) -> Self {
-        ManualClock { now: Mutex::new(start) }
+        ManualClock {
+            now: Mutex::new(start),
+        }
     }
     pub fn set(&self, t: NaiveDateTime) {
         *self.now.lock() = t;
@@ -215,7 +217,9 @@ pub struct Engine {
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine").field("server_name", &self.inner.config.server_name).finish_non_exhaustive()
+        f.debug_struct("Engine")
+            .field("server_name", &self.inner.config.server_name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -245,7 +249,9 @@ impl Engine {
             }),
         };
         for name in ["master", "tempdb", "model", "msdb"] {
-            engine.create_database_internal(name).expect("system database");
+            engine
+                .create_database_internal(name)
+                .expect("system database");
         }
         let mut s = engine.system_session("msdb");
         s.run(
@@ -285,15 +291,33 @@ impl Engine {
     pub(crate) fn create_database_internal(&self, name: &str) -> Result<i32, SqlError> {
         let mut cat = self.inner.catalog.write();
         if cat.contains_key(&name.to_lowercase()) {
-            return Err(value::err(1801, format!("Database '{name}' already exists. Choose a different database name.")));
+            return Err(value::err(
+                1801,
+                format!("Database '{name}' already exists. Choose a different database name."),
+            ));
         }
         let id = self.inner.next_database_id.fetch_add(1, Ordering::SeqCst);
         let now = self.inner.config.clock.now_local();
         let mut schemas = BTreeMap::new();
-        for (sid, sname) in [(1, "dbo"), (2, "guest"), (3, "INFORMATION_SCHEMA"), (4, "sys")] {
-            schemas.insert(sname.to_lowercase(), SchemaDef { schema_id: sid, name: sname.into(), principal_id: sid });
+        for (sid, sname) in [
+            (1, "dbo"),
+            (2, "guest"),
+            (3, "INFORMATION_SCHEMA"),
+            (4, "sys"),
+        ] {
+            schemas.insert(
+                sname.to_lowercase(),
+                SchemaDef {
+                    schema_id: sid,
+                    name: sname.into(),
+                    principal_id: sid,
+                },
+            );
         }
-        let system = matches!(name.to_lowercase().as_str(), "master" | "tempdb" | "model" | "msdb");
+        let system = matches!(
+            name.to_lowercase().as_str(),
+            "master" | "tempdb" | "model" | "msdb"
+        );
         cat.insert(
             name.to_lowercase(),
             DatabaseDef {
@@ -301,9 +325,16 @@ impl Engine {
                 name: name.to_string(),
                 owner_sid: vec![1],
                 created: now,
-                recovery: if system && name.eq_ignore_ascii_case("master") || name.eq_ignore_ascii_case("tempdb") { RecoveryModel::Simple } else { RecoveryModel::Full },
+                recovery: if system && name.eq_ignore_ascii_case("master")
+                    || name.eq_ignore_ascii_case("tempdb")
+                {
+                    RecoveryModel::Simple
+                } else {
+                    RecoveryModel::Full
+                },
                 read_committed_snapshot: false,
-                allow_snapshot_isolation: name.eq_ignore_ascii_case("master") || name.eq_ignore_ascii_case("msdb"),
+                allow_snapshot_isolation: name.eq_ignore_ascii_case("master")
+                    || name.eq_ignore_ascii_case("msdb"),
                 is_cdc_enabled: false,
                 schemas,
                 tables: BTreeMap::new(),
@@ -315,7 +346,10 @@ impl Engine {
         );
         self.inner.runtimes.write().insert(
             id,
-            Arc::new(DbRuntime { lsn: LsnGenerator::new(self.inner.config.first_lsn), record_changes: AtomicBool::new(false) }),
+            Arc::new(DbRuntime {
+                lsn: LsnGenerator::new(self.inner.config.first_lsn),
+                record_changes: AtomicBool::new(false),
+            }),
         );
         Ok(id)
     }
@@ -334,25 +368,46 @@ impl Engine {
     }
 
     pub fn database_id(&self, name: &str) -> Option<i32> {
-        self.inner.catalog.read().get(&name.to_lowercase()).map(|d| d.database_id)
+        self.inner
+            .catalog
+            .read()
+            .get(&name.to_lowercase())
+            .map(|d| d.database_id)
     }
 
     pub fn database_names(&self) -> Vec<String> {
-        self.inner.catalog.read().values().map(|d| d.name.clone()).collect()
+        self.inner
+            .catalog
+            .read()
+            .values()
+            .map(|d| d.name.clone())
+            .collect()
     }
 
     /// A table definition by database, schema and name (case-insensitive).
     pub fn table(&self, database: &str, schema: &str, name: &str) -> Option<Arc<TableDef>> {
-        self.inner.catalog.read().get(&database.to_lowercase())?.table(schema, name).cloned()
+        self.inner
+            .catalog
+            .read()
+            .get(&database.to_lowercase())?
+            .table(schema, name)
+            .cloned()
     }
 
     pub fn table_by_id(&self, database: &str, object_id: i32) -> Option<Arc<TableDef>> {
-        self.inner.catalog.read().get(&database.to_lowercase())?.table_by_id(object_id).cloned()
+        self.inner
+            .catalog
+            .read()
+            .get(&database.to_lowercase())?
+            .table_by_id(object_id)
+            .cloned()
     }
 
     /// Turns row-change recording (hook 1) on or off for a database.
     pub fn set_record_changes(&self, database: &str, on: bool) -> Result<(), SqlError> {
-        let id = self.database_id(database).ok_or_else(|| value::err(911, format!("Database '{database}' does not exist.")))?;
+        let id = self
+            .database_id(database)
+            .ok_or_else(|| value::err(911, format!("Database '{database}' does not exist.")))?;
         if let Some(rt) = self.runtime(id) {
             rt.record_changes.store(on, Ordering::SeqCst);
         }
@@ -362,16 +417,29 @@ impl Engine {
     /// sys.databases.is_cdc_enabled.
     pub fn set_cdc_enabled(&self, database: &str, on: bool) -> Result<(), SqlError> {
         let mut cat = self.inner.catalog.write();
-        let db = cat.get_mut(&database.to_lowercase()).ok_or_else(|| value::err(911, format!("Database '{database}' does not exist.")))?;
+        let db = cat
+            .get_mut(&database.to_lowercase())
+            .ok_or_else(|| value::err(911, format!("Database '{database}' does not exist.")))?;
         db.is_cdc_enabled = on;
         Ok(())
     }
 
     /// sys.tables.is_tracked_by_cdc.
-    pub fn set_tracked_by_cdc(&self, database: &str, object_id: i32, on: bool) -> Result<(), SqlError> {
+    pub fn set_tracked_by_cdc(
+        &self,
+        database: &str,
+        object_id: i32,
+        on: bool,
+    ) -> Result<(), SqlError> {
         let mut cat = self.inner.catalog.write();
-        let db = cat.get_mut(&database.to_lowercase()).ok_or_else(|| value::err(911, format!("Database '{database}' does not exist.")))?;
-        let key = db.tables.iter().find(|(_, t)| t.object_id == object_id).map(|(k, _)| k.clone());
+        let db = cat
+            .get_mut(&database.to_lowercase())
+            .ok_or_else(|| value::err(911, format!("Database '{database}' does not exist.")))?;
+        let key = db
+            .tables
+            .iter()
+            .find(|(_, t)| t.object_id == object_id)
+            .map(|(k, _)| k.clone());
         let key = key.ok_or_else(|| value::err(208, format!("Invalid object id {object_id}.")))?;
         let t = db.tables.get_mut(&key).expect("found above");
         let mut def = (**t).clone();
@@ -382,12 +450,14 @@ impl Engine {
 
     /// The database's current (last allocated) LSN.
     pub fn current_lsn(&self, database: &str) -> Option<Lsn> {
-        self.runtime(self.database_id(database)?).map(|r| r.lsn.current())
+        self.runtime(self.database_id(database)?)
+            .map(|r| r.lsn.current())
     }
 
     /// Allocates a fresh LSN in a database (for CDC bookkeeping such as heartbeats).
     pub fn allocate_lsn(&self, database: &str) -> Option<Lsn> {
-        self.runtime(self.database_id(database)?).map(|r| r.lsn.allocate())
+        self.runtime(self.database_id(database)?)
+            .map(|r| r.lsn.allocate())
     }
 
     pub fn set_commit_observer(&self, observer: Option<Arc<dyn CommitObserver>>) {
@@ -401,12 +471,20 @@ impl Engine {
     /// Registers a system procedure under `schema.name` (e.g. `sys.sp_cdc_enable_db`).
     /// An unqualified `sp_…` call resolves to `sys.sp_…`.
     pub fn register_procedure(&self, qualified_name: &str, proc: Arc<dyn SystemProcedure>) {
-        self.inner.registry.write().procedures.insert(qualified_name.to_lowercase(), proc);
+        self.inner
+            .registry
+            .write()
+            .procedures
+            .insert(qualified_name.to_lowercase(), proc);
     }
 
     /// Registers a scalar function under `schema.name` (e.g. `sys.fn_cdc_get_max_lsn`).
     pub fn register_function(&self, qualified_name: &str, f: Arc<dyn ScalarFunction>) {
-        self.inner.registry.write().functions.insert(qualified_name.to_lowercase(), f);
+        self.inner
+            .registry
+            .write()
+            .functions
+            .insert(qualified_name.to_lowercase(), f);
     }
 
     pub fn register_table_function_resolver(&self, r: Arc<dyn TableFunctionResolver>) {
@@ -415,13 +493,21 @@ impl Engine {
 
     /// DDL triggers of a database (CREATE TRIGGER … ON DATABASE).
     pub fn ddl_triggers(&self, database: &str) -> Vec<Arc<DdlTriggerDef>> {
-        self.database(database).map(|d| d.ddl_triggers.clone()).unwrap_or_default()
+        self.database(database)
+            .map(|d| d.ddl_triggers.clone())
+            .unwrap_or_default()
     }
 
     /// Fast path for system tables: inserts rows (values in column order, identity and
     /// defaults NOT applied) into `schema.table` in their own committed transaction, without
     /// change recording. Constraints (PK/unique) are enforced.
-    pub fn insert_rows(&self, database: &str, schema: &str, table: &str, rows: Vec<Vec<Value>>) -> Result<(), SqlError> {
+    pub fn insert_rows(
+        &self,
+        database: &str,
+        schema: &str,
+        table: &str,
+        rows: Vec<Vec<Value>>,
+    ) -> Result<(), SqlError> {
         let mut s = self.system_session(database);
         s.insert_rows_direct(schema, table, rows)
     }
@@ -437,14 +523,31 @@ impl SessionFactory for Engine {
     fn login(&self, login: &LoginRequest) -> Result<Box<dyn Session>, SqlError> {
         let cfg = &self.inner.config;
         let ok_sa = login.user.eq_ignore_ascii_case("sa") && login.password == cfg.sa_password;
-        let other = cfg.logins.iter().find(|(n, p, _)| n.eq_ignore_ascii_case(&login.user) && *p == login.password);
+        let other = cfg
+            .logins
+            .iter()
+            .find(|(n, p, _)| n.eq_ignore_ascii_case(&login.user) && *p == login.password);
         let sysadmin = ok_sa || other.is_some_and(|(_, _, s)| *s);
         if !ok_sa && other.is_none() {
-            return Err(SqlError::new(18456, 14, 1, format!("Login failed for user '{}'.", login.user)));
+            return Err(SqlError::new(
+                18456,
+                14,
+                1,
+                format!("Login failed for user '{}'.", login.user),
+            ));
         }
-        let db = if login.database.is_empty() { "master" } else { login.database.as_str() };
+        let db = if login.database.is_empty() {
+            "master"
+        } else {
+            login.database.as_str()
+        };
         let s = EngineSession::open(self.clone(), &login.user, db, sysadmin).map_err(|_| {
-            SqlError::new(4060, 11, 1, format!("Cannot open database \"{db}\" requested by the login. The login failed."))
+            SqlError::new(
+                4060,
+                11,
+                1,
+                format!("Cannot open database \"{db}\" requested by the login. The login failed."),
+            )
         })?;
         Ok(Box::new(s))
     }
@@ -475,7 +578,11 @@ impl ProcContext<'_> {
     }
     /// Runs SQL in this session (same transaction), with `params` bound as variables
     /// (`("@x", value)`); returns the result sets. Errors stop at the first failing statement.
-    pub fn run(&mut self, sql: &str, params: &[(&str, Value)]) -> Result<Vec<QueryResult>, SqlError> {
+    pub fn run(
+        &mut self,
+        sql: &str,
+        params: &[(&str, Value)],
+    ) -> Result<Vec<QueryResult>, SqlError> {
         self.session.run_nested(sql, params)
     }
     /// Sets what EVENTDATA() returns while a DDL trigger body runs.

@@ -32,11 +32,26 @@ pub struct ColumnSpec {
 
 #[derive(Debug, Clone)]
 pub enum ConstraintKind {
-    PrimaryKey { clustered: Option<bool>, columns: Vec<(String, bool)> },
-    Unique { clustered: Option<bool>, columns: Vec<(String, bool)> },
-    ForeignKey { columns: Vec<String>, ref_table: ObjName, ref_columns: Vec<String>, on_delete: String, on_update: String },
+    PrimaryKey {
+        clustered: Option<bool>,
+        columns: Vec<(String, bool)>,
+    },
+    Unique {
+        clustered: Option<bool>,
+        columns: Vec<(String, bool)>,
+    },
+    ForeignKey {
+        columns: Vec<String>,
+        ref_table: ObjName,
+        ref_columns: Vec<String>,
+        on_delete: String,
+        on_update: String,
+    },
     Check(ast::Expr),
-    Default { column: String, expr: ast::Expr },
+    Default {
+        column: String,
+        expr: ast::Expr,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -51,7 +66,11 @@ pub enum AlterAction {
     AddConstraints(Vec<ConstraintSpec>),
     DropColumns(Vec<String>, bool),
     DropConstraints(Vec<String>, bool),
-    AlterColumn { name: String, type_text: String, nullable: Option<bool> },
+    AlterColumn {
+        name: String,
+        type_text: String,
+        nullable: Option<bool>,
+    },
     /// NOCHECK/CHECK CONSTRAINT, ENABLE/DISABLE TRIGGER, SET (…): accepted, no effect.
     NoOp,
 }
@@ -80,43 +99,123 @@ pub enum Stmt {
     Std(Box<ast::Statement>),
     Block(Vec<Parsed>),
     TryCatch(Vec<Parsed>, Vec<Parsed>),
-    If { cond: ast::Expr, then: Box<Parsed>, els: Option<Box<Parsed>> },
-    While { cond: ast::Expr, body: Box<Parsed> },
+    If {
+        cond: ast::Expr,
+        then: Box<Parsed>,
+        els: Option<Box<Parsed>>,
+    },
+    While {
+        cond: ast::Expr,
+        body: Box<Parsed>,
+    },
     Break,
     Continue,
     Return(Option<ast::Expr>),
     Declare(Vec<(String, String, Option<ast::Expr>)>),
-    SetVar { name: String, op: Option<char>, value: ast::Expr },
-    SetOption { name: String, value: String },
-    SetIdentityInsert { table: ObjName, on: bool },
+    SetVar {
+        name: String,
+        op: Option<char>,
+        value: ast::Expr,
+    },
+    SetOption {
+        name: String,
+        value: String,
+    },
+    SetIdentityInsert {
+        table: ObjName,
+        on: bool,
+    },
     SetIsolation(String),
     BeginTran,
     CommitTran,
-    RollbackTran { savepoint: Option<String> },
+    RollbackTran {
+        savepoint: Option<String>,
+    },
     SaveTran(#[allow(dead_code)] String),
     Print(ast::Expr),
-    RaisError { message: ast::Expr, severity: ast::Expr, state: ast::Expr, args: Vec<ast::Expr> },
+    RaisError {
+        message: ast::Expr,
+        severity: ast::Expr,
+        state: ast::Expr,
+        args: Vec<ast::Expr>,
+    },
     Throw(Option<(ast::Expr, ast::Expr, ast::Expr)>),
-    Exec { ret: Option<String>, name: ObjName, args: Vec<ExecArg> },
+    Exec {
+        ret: Option<String>,
+        name: ObjName,
+        args: Vec<ExecArg>,
+    },
     ExecDynamic(ast::Expr),
     Use(String),
     CreateDatabase(String),
-    DropDatabase { names: Vec<String>, if_exists: bool },
-    AlterDatabase { name: String, option: String, value: String },
-    CreateSchema { name: String },
-    CreateTable { name: ObjName, columns: Vec<ColumnSpec>, constraints: Vec<ConstraintSpec> },
-    AlterTable { table: ObjName, action: AlterAction },
+    DropDatabase {
+        names: Vec<String>,
+        if_exists: bool,
+    },
+    AlterDatabase {
+        name: String,
+        option: String,
+        value: String,
+    },
+    CreateSchema {
+        name: String,
+    },
+    CreateTable {
+        name: ObjName,
+        columns: Vec<ColumnSpec>,
+        constraints: Vec<ConstraintSpec>,
+    },
+    AlterTable {
+        table: ObjName,
+        action: AlterAction,
+    },
     CreateIndex(IndexSpec),
-    DropIndex { index: String, table: ObjName, if_exists: bool },
-    Drop { kind: String, names: Vec<ObjName>, if_exists: bool },
+    DropIndex {
+        index: String,
+        table: ObjName,
+        if_exists: bool,
+    },
+    Drop {
+        kind: String,
+        names: Vec<ObjName>,
+        if_exists: bool,
+    },
     Truncate(ObjName),
-    CreateSequence { name: ObjName, type_text: Option<String>, start: Option<i128>, increment: Option<i128>, min: Option<i128>, max: Option<i128>, cycle: bool, cache: Option<i64> },
-    CreateType { name: ObjName, base: String, nullable: bool },
-    CreateTrigger { name: ObjName, events: Vec<String>, body: String },
-    CreateProcedure { name: ObjName, params: Vec<(String, String, Option<ast::Expr>, bool)>, body: String },
-    Backup { database: String, log: bool },
+    CreateSequence {
+        name: ObjName,
+        type_text: Option<String>,
+        start: Option<i128>,
+        increment: Option<i128>,
+        min: Option<i128>,
+        max: Option<i128>,
+        cycle: bool,
+        cache: Option<i64>,
+    },
+    CreateType {
+        name: ObjName,
+        base: String,
+        nullable: bool,
+    },
+    CreateTrigger {
+        name: ObjName,
+        events: Vec<String>,
+        body: String,
+    },
+    CreateProcedure {
+        name: ObjName,
+        params: Vec<(String, String, Option<ast::Expr>, bool)>,
+        body: String,
+    },
+    Backup {
+        database: String,
+        log: bool,
+    },
     /// INSERT BULK: the column list is taken from the BulkLoad COLMETADATA instead.
-    InsertBulk { table: ObjName, #[allow(dead_code)] columns: Vec<(String, String)> },
+    InsertBulk {
+        table: ObjName,
+        #[allow(dead_code)]
+        columns: Vec<(String, String)>,
+    },
     WaitFor(ast::Expr),
     /// Statements accepted and ignored (CHECKPOINT, GO, DBCC TRACEON …).
     NoOp,
@@ -136,10 +235,20 @@ fn perr(e: ParserError, sql: &str) -> SqlError {
     let near = msg
         .split("found: ")
         .nth(1)
-        .map(|s| s.split(" at Line").next().unwrap_or(s).trim().trim_matches('\'').to_string())
+        .map(|s| {
+            s.split(" at Line")
+                .next()
+                .unwrap_or(s)
+                .trim()
+                .trim_matches('\'')
+                .to_string()
+        })
         .unwrap_or_else(|| sql.split_whitespace().next().unwrap_or("").to_string());
     if near == "EOF" {
-        return err(102, "Incorrect syntax near the end of the batch.".to_string());
+        return err(
+            102,
+            "Incorrect syntax near the end of the batch.".to_string(),
+        );
     }
     err(102, format!("Incorrect syntax near '{near}'."))
 }
@@ -147,7 +256,9 @@ fn perr(e: ParserError, sql: &str) -> SqlError {
 /// Parses a batch into statements.
 pub fn parse_batch(sql: &str) -> Result<Vec<Parsed>, SqlError> {
     let dialect = MsSqlDialect {};
-    let tokens = Tokenizer::new(&dialect, sql).tokenize_with_location().map_err(|e| err(102, format!("Incorrect syntax: {e}.")))?;
+    let tokens = Tokenizer::new(&dialect, sql)
+        .tokenize_with_location()
+        .map_err(|e| err(102, format!("Incorrect syntax: {e}.")))?;
     let tokens = rewrite_tokens(tokens);
     let mut line_starts = vec![0usize];
     for (i, c) in sql.char_indices() {
@@ -155,7 +266,11 @@ pub fn parse_batch(sql: &str) -> Result<Vec<Parsed>, SqlError> {
             line_starts.push(i + 1);
         }
     }
-    let mut bp = BatchParser { p: Parser::new(&dialect).with_tokens_with_locations(tokens), sql, line_starts };
+    let mut bp = BatchParser {
+        p: Parser::new(&dialect).with_tokens_with_locations(tokens),
+        sql,
+        line_starts,
+    };
     let mut out = Vec::new();
     loop {
         while bp.p.consume_token(&Token::SemiColon) {}
@@ -170,7 +285,9 @@ pub fn parse_batch(sql: &str) -> Result<Vec<Parsed>, SqlError> {
 /// Parses one expression (DEFAULT/CHECK/computed definitions stored as text).
 pub fn parse_expr_text(text: &str) -> Result<ast::Expr, SqlError> {
     let dialect = MsSqlDialect {};
-    let tokens = Tokenizer::new(&dialect, text).tokenize_with_location().map_err(|e| err(102, format!("Incorrect syntax: {e}.")))?;
+    let tokens = Tokenizer::new(&dialect, text)
+        .tokenize_with_location()
+        .map_err(|e| err(102, format!("Incorrect syntax: {e}.")))?;
     let mut p = Parser::new(&dialect).with_tokens_with_locations(rewrite_tokens(tokens));
     p.parse_expr().map_err(|e| perr(e, text))
 }
@@ -183,8 +300,14 @@ fn rewrite_tokens(tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSpan> {
     while i < tokens.len() {
         if is_word(&tokens[i], "NEXT") {
             // NEXT ws VALUE ws FOR ws name(.name)*
-            let sig: Vec<usize> = (i + 1..tokens.len()).filter(|&j| !matches!(tokens[j].token, Token::Whitespace(_))).take(2).collect();
-            if sig.len() == 2 && is_word(&tokens[sig[0]], "VALUE") && is_word(&tokens[sig[1]], "FOR") {
+            let sig: Vec<usize> = (i + 1..tokens.len())
+                .filter(|&j| !matches!(tokens[j].token, Token::Whitespace(_)))
+                .take(2)
+                .collect();
+            if sig.len() == 2
+                && is_word(&tokens[sig[0]], "VALUE")
+                && is_word(&tokens[sig[1]], "FOR")
+            {
                 let mut j = sig[1] + 1;
                 while j < tokens.len() && matches!(tokens[j].token, Token::Whitespace(_)) {
                     j += 1;
@@ -206,7 +329,11 @@ fn rewrite_tokens(tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSpan> {
                 }
                 let span = tokens[i].span;
                 let mk = |t: Token| TokenWithSpan { token: t, span };
-                out.push(mk(Token::Word(Word { value: "__next_value_for".into(), quote_style: None, keyword: Keyword::NoKeyword })));
+                out.push(mk(Token::Word(Word {
+                    value: "__next_value_for".into(),
+                    quote_style: None,
+                    keyword: Keyword::NoKeyword,
+                })));
                 out.push(mk(Token::LParen));
                 out.push(mk(Token::SingleQuotedString(name.join("."))));
                 out.push(mk(Token::RParen));
@@ -238,9 +365,16 @@ impl<'a> BatchParser<'a> {
         if loc.line == 0 {
             return self.sql.len();
         }
-        let start = self.line_starts.get(loc.line as usize - 1).copied().unwrap_or(self.sql.len());
+        let start = self
+            .line_starts
+            .get(loc.line as usize - 1)
+            .copied()
+            .unwrap_or(self.sql.len());
         let line = &self.sql[start..];
-        line.char_indices().nth(loc.column as usize - 1).map(|(i, _)| start + i).unwrap_or(self.sql.len())
+        line.char_indices()
+            .nth(loc.column as usize - 1)
+            .map(|(i, _)| start + i)
+            .unwrap_or(self.sql.len())
     }
 
     fn peek_word(&self, n: usize) -> Option<String> {
@@ -273,7 +407,10 @@ impl<'a> BatchParser<'a> {
         if t.token == Token::EOF {
             err(102, "Incorrect syntax near the end of the batch.")
         } else {
-            err(102, format!("Incorrect syntax near '{}'.", token_text(&t.token)))
+            err(
+                102,
+                format!("Incorrect syntax near '{}'.", token_text(&t.token)),
+            )
         }
     }
 
@@ -317,7 +454,11 @@ impl<'a> BatchParser<'a> {
     fn type_text(&mut self) -> Result<String, SqlError> {
         let mut name = self.object_name()?.join(".");
         // Multi-word types.
-        if (name.eq_ignore_ascii_case("national") || name.eq_ignore_ascii_case("character") || name.eq_ignore_ascii_case("double")) && matches!(self.p.peek_token().token, Token::Word(_)) {
+        if (name.eq_ignore_ascii_case("national")
+            || name.eq_ignore_ascii_case("character")
+            || name.eq_ignore_ascii_case("double"))
+            && matches!(self.p.peek_token().token, Token::Word(_))
+        {
             let w = self.ident()?;
             name = format!("{name} {w}");
             if self.is_word(0, "VARYING") {
@@ -354,8 +495,17 @@ impl<'a> BatchParser<'a> {
                 i -= 1;
                 let t = self.p.token_at(i);
                 if !matches!(t.token, Token::Whitespace(_)) {
-                    end = self.offset(Location { line: t.span.end.line, column: t.span.end.column.saturating_sub(1).max(1) });
-                    end = (end + self.sql[end..].chars().next().map(|c| c.len_utf8()).unwrap_or(0)).min(self.sql.len());
+                    end = self.offset(Location {
+                        line: t.span.end.line,
+                        column: t.span.end.column.saturating_sub(1).max(1),
+                    });
+                    end = (end
+                        + self.sql[end..]
+                            .chars()
+                            .next()
+                            .map(|c| c.len_utf8())
+                            .unwrap_or(0))
+                    .min(self.sql.len());
                     break;
                 }
             }
@@ -424,14 +574,20 @@ impl<'a> BatchParser<'a> {
                 if !(self.eat_word("TRAN") || self.eat_word("TRANSACTION")) {
                     return Err(self.syntax_error());
                 }
-                Ok(Stmt::SaveTran(self.optional_tran_name().unwrap_or_default()))
+                Ok(Stmt::SaveTran(
+                    self.optional_tran_name().unwrap_or_default(),
+                ))
             }
             "IF" => {
                 self.p.next_token();
                 let cond = self.expr()?;
                 let then = Box::new(self.statement()?);
                 while self.p.consume_token(&Token::SemiColon) {}
-                let els = if self.eat_word("ELSE") { Some(Box::new(self.statement()?)) } else { None };
+                let els = if self.eat_word("ELSE") {
+                    Some(Box::new(self.statement()?))
+                } else {
+                    None
+                };
                 Ok(Stmt::If { cond, then, els })
             }
             "WHILE" => {
@@ -451,8 +607,31 @@ impl<'a> BatchParser<'a> {
             "RETURN" => {
                 self.p.next_token();
                 let t = self.p.peek_token().token;
-                let has_expr = !matches!(t, Token::EOF | Token::SemiColon) && !matches!(word_upper(&t).as_deref(), Some("END" | "ELSE" | "SELECT" | "INSERT" | "UPDATE" | "DELETE" | "IF" | "BEGIN" | "SET" | "DECLARE" | "EXEC" | "EXECUTE" | "PRINT" | "RETURN"));
-                Ok(Stmt::Return(if has_expr { Some(self.expr()?) } else { None }))
+                let has_expr = !matches!(t, Token::EOF | Token::SemiColon)
+                    && !matches!(
+                        word_upper(&t).as_deref(),
+                        Some(
+                            "END"
+                                | "ELSE"
+                                | "SELECT"
+                                | "INSERT"
+                                | "UPDATE"
+                                | "DELETE"
+                                | "IF"
+                                | "BEGIN"
+                                | "SET"
+                                | "DECLARE"
+                                | "EXEC"
+                                | "EXECUTE"
+                                | "PRINT"
+                                | "RETURN"
+                        )
+                    );
+                Ok(Stmt::Return(if has_expr {
+                    Some(self.expr()?)
+                } else {
+                    None
+                }))
             }
             "DECLARE" => {
                 self.p.next_token();
@@ -467,7 +646,11 @@ impl<'a> BatchParser<'a> {
                         return Err(unsupported_stmt("table variables"));
                     }
                     let ty = self.type_text()?;
-                    let init = if self.p.consume_token(&Token::Eq) { Some(self.expr()?) } else { None };
+                    let init = if self.p.consume_token(&Token::Eq) {
+                        Some(self.expr()?)
+                    } else {
+                        None
+                    };
                     vars.push((name, ty, init));
                     if !self.p.consume_token(&Token::Comma) {
                         break;
@@ -501,12 +684,19 @@ impl<'a> BatchParser<'a> {
                         }
                     }
                 }
-                Ok(Stmt::RaisError { message, severity, state, args })
+                Ok(Stmt::RaisError {
+                    message,
+                    severity,
+                    state,
+                    args,
+                })
             }
             "THROW" => {
                 self.p.next_token();
                 let t = self.p.peek_token().token;
-                if matches!(t, Token::EOF | Token::SemiColon) || word_upper(&t).as_deref() == Some("END") {
+                if matches!(t, Token::EOF | Token::SemiColon)
+                    || word_upper(&t).as_deref() == Some("END")
+                {
                     return Ok(Stmt::Throw(None));
                 }
                 let a = self.expr()?;
@@ -554,7 +744,11 @@ impl<'a> BatchParser<'a> {
             "ALTER" if w1 == "DATABASE" => {
                 self.p.next_token();
                 self.p.next_token();
-                let name = if self.eat_word("CURRENT") { String::new() } else { self.ident()? };
+                let name = if self.eat_word("CURRENT") {
+                    String::new()
+                } else {
+                    self.ident()?
+                };
                 if !self.eat_word("SET") {
                     return Err(unsupported_stmt("this ALTER DATABASE form"));
                 }
@@ -565,7 +759,11 @@ impl<'a> BatchParser<'a> {
                     self.skip_to_statement_end();
                     true
                 };
-                Ok(Stmt::AlterDatabase { name, option, value })
+                Ok(Stmt::AlterDatabase {
+                    name,
+                    option,
+                    value,
+                })
             }
             "DROP" => self.drop_statement(),
             "INSERT" if w1 == "BULK" => {
@@ -593,7 +791,11 @@ impl<'a> BatchParser<'a> {
                 }
                 Ok(Stmt::InsertBulk { table, columns })
             }
-            "UPDATE" | "DELETE" if self.p.peek_nth_token(1).token != Token::EOF && self.is_word(1, "TOP") => Err(unsupported_stmt("UPDATE TOP / DELETE TOP")),
+            "UPDATE" | "DELETE"
+                if self.p.peek_nth_token(1).token != Token::EOF && self.is_word(1, "TOP") =>
+            {
+                Err(unsupported_stmt("UPDATE TOP / DELETE TOP"))
+            }
             _ => {
                 let s = self.p.parse_statement().map_err(|e| perr(e, self.sql))?;
                 Ok(Stmt::Std(Box::new(s)))
@@ -614,7 +816,24 @@ impl<'a> BatchParser<'a> {
             }
             if depth == 0 {
                 if let Some(w) = word_upper(&t) {
-                    if matches!(w.as_str(), "SELECT" | "INSERT" | "UPDATE" | "DELETE" | "EXEC" | "EXECUTE" | "BACKUP" | "IF" | "BEGIN" | "END" | "DECLARE" | "CREATE" | "ALTER" | "DROP" | "USE") {
+                    if matches!(
+                        w.as_str(),
+                        "SELECT"
+                            | "INSERT"
+                            | "UPDATE"
+                            | "DELETE"
+                            | "EXEC"
+                            | "EXECUTE"
+                            | "BACKUP"
+                            | "IF"
+                            | "BEGIN"
+                            | "END"
+                            | "DECLARE"
+                            | "CREATE"
+                            | "ALTER"
+                            | "DROP"
+                            | "USE"
+                    ) {
                         break;
                     }
                 }
@@ -634,12 +853,46 @@ impl<'a> BatchParser<'a> {
 
     fn optional_tran_name(&mut self) -> Option<String> {
         match self.p.peek_token().token {
-            Token::Word(w) if !matches!(w.value.to_uppercase().as_str(), "SELECT" | "INSERT" | "UPDATE" | "DELETE" | "END" | "COMMIT" | "ROLLBACK" | "SET" | "IF" | "EXEC" | "EXECUTE" | "DECLARE" | "PRINT" | "WITH" | "BEGIN" | "CREATE" | "ALTER" | "DROP" | "TRUNCATE" | "SAVE" | "RETURN" | "ELSE" | "MERGE" | "WHILE" | "RAISERROR" | "THROW" | "USE") => {
+            Token::Word(w)
+                if !matches!(
+                    w.value.to_uppercase().as_str(),
+                    "SELECT"
+                        | "INSERT"
+                        | "UPDATE"
+                        | "DELETE"
+                        | "END"
+                        | "COMMIT"
+                        | "ROLLBACK"
+                        | "SET"
+                        | "IF"
+                        | "EXEC"
+                        | "EXECUTE"
+                        | "DECLARE"
+                        | "PRINT"
+                        | "WITH"
+                        | "BEGIN"
+                        | "CREATE"
+                        | "ALTER"
+                        | "DROP"
+                        | "TRUNCATE"
+                        | "SAVE"
+                        | "RETURN"
+                        | "ELSE"
+                        | "MERGE"
+                        | "WHILE"
+                        | "RAISERROR"
+                        | "THROW"
+                        | "USE"
+                ) =>
+            {
                 self.p.next_token();
                 if self.eat_word("WITH") {
                     // WITH MARK ['desc']
                     self.eat_word("MARK");
-                    if matches!(self.p.peek_token().token, Token::SingleQuotedString(_) | Token::NationalStringLiteral(_)) {
+                    if matches!(
+                        self.p.peek_token().token,
+                        Token::SingleQuotedString(_) | Token::NationalStringLiteral(_)
+                    ) {
                         self.p.next_token();
                     }
                 }
@@ -655,7 +908,7 @@ impl<'a> BatchParser<'a> {
             while self.p.consume_token(&Token::SemiColon) {}
             let w = self.peek_word(0);
             if let Some(w) = &w {
-                if enders.contains(&w.as_str()) && !(w == "END" && false) {
+                if enders.contains(&w.as_str()) {
                     // END TRY/END CATCH or END of block.
                     break;
                 }
@@ -688,7 +941,11 @@ impl<'a> BatchParser<'a> {
                     _ => return Err(self.syntax_error()),
                 };
                 let value = self.expr()?;
-                return Ok(Stmt::SetVar { name: w.value.clone(), op, value });
+                return Ok(Stmt::SetVar {
+                    name: w.value.clone(),
+                    op,
+                    value,
+                });
             }
         }
         let name = self.ident()?.to_uppercase();
@@ -705,7 +962,10 @@ impl<'a> BatchParser<'a> {
             "IDENTITY_INSERT" => {
                 let table = self.object_name()?;
                 let v = self.ident()?.to_uppercase();
-                Ok(Stmt::SetIdentityInsert { table, on: v == "ON" })
+                Ok(Stmt::SetIdentityInsert {
+                    table,
+                    on: v == "ON",
+                })
             }
             _ => {
                 // SET a, b, c ON | SET X value
@@ -724,12 +984,22 @@ impl<'a> BatchParser<'a> {
                     _ => return Err(self.syntax_error()),
                 };
                 if names.len() == 1 {
-                    Ok(Stmt::SetOption { name: names.remove(0), value })
+                    Ok(Stmt::SetOption {
+                        name: names.remove(0),
+                        value,
+                    })
                 } else {
                     Ok(Stmt::Block(
                         names
                             .into_iter()
-                            .map(|n| Parsed { stmt: Stmt::SetOption { name: n, value: value.clone() }, text: String::new(), line: 0 })
+                            .map(|n| Parsed {
+                                stmt: Stmt::SetOption {
+                                    name: n,
+                                    value: value.clone(),
+                                },
+                                text: String::new(),
+                                line: 0,
+                            })
                             .collect(),
                     ))
                 }
@@ -757,7 +1027,32 @@ impl<'a> BatchParser<'a> {
         let t = self.p.peek_token().token;
         let ends = |t: &Token| {
             matches!(t, Token::EOF | Token::SemiColon)
-                || matches!(word_upper(t).as_deref(), Some("SELECT" | "INSERT" | "UPDATE" | "DELETE" | "END" | "EXEC" | "EXECUTE" | "IF" | "ELSE" | "SET" | "DECLARE" | "PRINT" | "COMMIT" | "ROLLBACK" | "BEGIN" | "RETURN" | "WITH" | "CREATE" | "DROP" | "ALTER" | "USE"))
+                || matches!(
+                    word_upper(t).as_deref(),
+                    Some(
+                        "SELECT"
+                            | "INSERT"
+                            | "UPDATE"
+                            | "DELETE"
+                            | "END"
+                            | "EXEC"
+                            | "EXECUTE"
+                            | "IF"
+                            | "ELSE"
+                            | "SET"
+                            | "DECLARE"
+                            | "PRINT"
+                            | "COMMIT"
+                            | "ROLLBACK"
+                            | "BEGIN"
+                            | "RETURN"
+                            | "WITH"
+                            | "CREATE"
+                            | "DROP"
+                            | "ALTER"
+                            | "USE"
+                    )
+                )
         };
         if !ends(&t) {
             loop {
@@ -776,7 +1071,11 @@ impl<'a> BatchParser<'a> {
                     self.expr()?
                 };
                 let output = self.eat_word("OUTPUT") || self.eat_word("OUT");
-                args.push(ExecArg { name: arg_name, value, output });
+                args.push(ExecArg {
+                    name: arg_name,
+                    value,
+                    output,
+                });
                 if !self.p.consume_token(&Token::Comma) {
                     break;
                 }
@@ -810,12 +1109,20 @@ impl<'a> BatchParser<'a> {
             let first = self.object_name()?;
             if self.eat_word("ON") {
                 let table = self.object_name()?;
-                return Ok(Stmt::DropIndex { index: first.last().cloned().unwrap_or_default(), table, if_exists });
+                return Ok(Stmt::DropIndex {
+                    index: first.last().cloned().unwrap_or_default(),
+                    table,
+                    if_exists,
+                });
             }
             // DROP INDEX table.index
             let mut table = first.clone();
             let index = table.pop().unwrap_or_default();
-            return Ok(Stmt::DropIndex { index, table, if_exists });
+            return Ok(Stmt::DropIndex {
+                index,
+                table,
+                if_exists,
+            });
         }
         let mut names = vec![self.object_name()?];
         while self.p.consume_token(&Token::Comma) {
@@ -826,7 +1133,11 @@ impl<'a> BatchParser<'a> {
             self.eat_word("ALL");
             self.eat_word("SERVER");
         }
-        Ok(Stmt::Drop { kind, names, if_exists })
+        Ok(Stmt::Drop {
+            kind,
+            names,
+            if_exists,
+        })
     }
 
     fn create_statement(&mut self) -> Result<Stmt, SqlError> {
@@ -861,9 +1172,21 @@ impl<'a> BatchParser<'a> {
                     self.expect(Token::LParen)?;
                     include = self.ident_list()?;
                 }
-                let filter = if self.eat_word("WHERE") { Some(self.expr()?) } else { None };
+                let filter = if self.eat_word("WHERE") {
+                    Some(self.expr()?)
+                } else {
+                    None
+                };
                 self.skip_with_and_on()?;
-                Ok(Stmt::CreateIndex(IndexSpec { name, table, unique, clustered: clustered.unwrap_or(false), columns, include, filter }))
+                Ok(Stmt::CreateIndex(IndexSpec {
+                    name,
+                    table,
+                    unique,
+                    clustered: clustered.unwrap_or(false),
+                    columns,
+                    include,
+                    filter,
+                }))
             }
             "DATABASE" => {
                 let name = self.ident()?;
@@ -879,8 +1202,29 @@ impl<'a> BatchParser<'a> {
             }
             "SEQUENCE" => {
                 let name = self.object_name()?;
-                let mut s = Stmt::CreateSequence { name, type_text: None, start: None, increment: None, min: None, max: None, cycle: false, cache: None };
-                let Stmt::CreateSequence { type_text, start, increment, min, max, cycle, cache, .. } = &mut s else { unreachable!("just built") };
+                let mut s = Stmt::CreateSequence {
+                    name,
+                    type_text: None,
+                    start: None,
+                    increment: None,
+                    min: None,
+                    max: None,
+                    cycle: false,
+                    cache: None,
+                };
+                let Stmt::CreateSequence {
+                    type_text,
+                    start,
+                    increment,
+                    min,
+                    max,
+                    cycle,
+                    cache,
+                    ..
+                } = &mut s
+                else {
+                    unreachable!("just built")
+                };
                 loop {
                     if self.eat_word("AS") {
                         *type_text = Some(self.type_text()?);
@@ -922,13 +1266,19 @@ impl<'a> BatchParser<'a> {
                 } else {
                     self.eat_word("NULL");
                 }
-                Ok(Stmt::CreateType { name, base, nullable })
+                Ok(Stmt::CreateType {
+                    name,
+                    base,
+                    nullable,
+                })
             }
             "TRIGGER" => {
                 let name = self.object_name()?;
                 self.expect_word("ON")?;
                 if !self.eat_word("DATABASE") {
-                    return Err(unsupported_stmt("DML triggers (only CREATE TRIGGER … ON DATABASE)"));
+                    return Err(unsupported_stmt(
+                        "DML triggers (only CREATE TRIGGER … ON DATABASE)",
+                    ));
                 }
                 if self.eat_word("WITH") {
                     self.ident()?;
@@ -955,7 +1305,11 @@ impl<'a> BatchParser<'a> {
                     self.p.next_token();
                     self.eat_word("AS");
                     let ty = self.type_text()?;
-                    let default = if self.p.consume_token(&Token::Eq) { Some(self.expr()?) } else { None };
+                    let default = if self.p.consume_token(&Token::Eq) {
+                        Some(self.expr()?)
+                    } else {
+                        None
+                    };
                     let output = self.eat_word("OUTPUT") || self.eat_word("OUT");
                     params.push((w.value, ty, default, output));
                     if !self.p.consume_token(&Token::Comma) {
@@ -981,7 +1335,10 @@ impl<'a> BatchParser<'a> {
         let neg = self.p.consume_token(&Token::Minus);
         let _ = self.p.consume_token(&Token::Plus);
         match self.p.next_token().token {
-            Token::Number(n, _) => n.parse::<i128>().map(|v| if neg { -v } else { v }).map_err(|_| self.syntax_error()),
+            Token::Number(n, _) => n
+                .parse::<i128>()
+                .map(|v| if neg { -v } else { v })
+                .map_err(|_| self.syntax_error()),
             _ => Err(self.syntax_error()),
         }
     }
@@ -1030,7 +1387,10 @@ impl<'a> BatchParser<'a> {
                         _ => {}
                     }
                 }
-            } else if self.is_word(0, "ON") || self.is_word(0, "TEXTIMAGE_ON") || self.is_word(0, "FILESTREAM_ON") {
+            } else if self.is_word(0, "ON")
+                || self.is_word(0, "TEXTIMAGE_ON")
+                || self.is_word(0, "FILESTREAM_ON")
+            {
                 self.p.next_token();
                 self.ident()?;
                 if self.p.consume_token(&Token::LParen) {
@@ -1049,7 +1409,12 @@ impl<'a> BatchParser<'a> {
         let mut columns = Vec::new();
         let mut constraints = Vec::new();
         loop {
-            if self.is_word(0, "CONSTRAINT") || self.is_word(0, "PRIMARY") || self.is_word(0, "UNIQUE") || self.is_word(0, "FOREIGN") || self.is_word(0, "CHECK") {
+            if self.is_word(0, "CONSTRAINT")
+                || self.is_word(0, "PRIMARY")
+                || self.is_word(0, "UNIQUE")
+                || self.is_word(0, "FOREIGN")
+                || self.is_word(0, "CHECK")
+            {
                 constraints.push(self.table_constraint()?);
             } else if self.is_word(0, "INDEX") {
                 return Err(unsupported_stmt("inline INDEX in CREATE TABLE"));
@@ -1065,7 +1430,11 @@ impl<'a> BatchParser<'a> {
         }
         self.expect(Token::RParen)?;
         self.skip_with_and_on()?;
-        Ok(Stmt::CreateTable { name, columns, constraints })
+        Ok(Stmt::CreateTable {
+            name,
+            columns,
+            constraints,
+        })
     }
 
     fn clustered_opt(&mut self) -> Option<bool> {
@@ -1108,7 +1477,11 @@ impl<'a> BatchParser<'a> {
     }
 
     fn table_constraint(&mut self) -> Result<ConstraintSpec, SqlError> {
-        let name = if self.eat_word("CONSTRAINT") { Some(self.ident()?) } else { None };
+        let name = if self.eat_word("CONSTRAINT") {
+            Some(self.ident()?)
+        } else {
+            None
+        };
         let kind = if self.eat_word("PRIMARY") {
             self.expect_word("KEY")?;
             let clustered = self.clustered_opt();
@@ -1128,9 +1501,19 @@ impl<'a> BatchParser<'a> {
             let columns = self.ident_list()?;
             self.expect_word("REFERENCES")?;
             let ref_table = self.object_name()?;
-            let ref_columns = if self.p.consume_token(&Token::LParen) { self.ident_list()? } else { Vec::new() };
+            let ref_columns = if self.p.consume_token(&Token::LParen) {
+                self.ident_list()?
+            } else {
+                Vec::new()
+            };
             let (on_delete, on_update) = self.referential_actions()?;
-            ConstraintKind::ForeignKey { columns, ref_table, ref_columns, on_delete, on_update }
+            ConstraintKind::ForeignKey {
+                columns,
+                ref_table,
+                ref_columns,
+                on_delete,
+                on_update,
+            }
         } else if self.eat_word("CHECK") {
             if self.eat_word("NOT") {
                 self.expect_word("FOR")?;
@@ -1150,7 +1533,16 @@ impl<'a> BatchParser<'a> {
 
     fn column_spec(&mut self) -> Result<ColumnSpec, SqlError> {
         let name = self.ident()?;
-        let mut spec = ColumnSpec { name: name.clone(), type_text: None, nullable: None, identity: None, default: None, computed: None, rowguidcol: false, constraints: Vec::new() };
+        let mut spec = ColumnSpec {
+            name: name.clone(),
+            type_text: None,
+            nullable: None,
+            identity: None,
+            default: None,
+            computed: None,
+            rowguidcol: false,
+            constraints: Vec::new(),
+        };
         if self.eat_word("AS") {
             let e = self.expr()?;
             let persisted = self.eat_word("PERSISTED");
@@ -1187,8 +1579,19 @@ impl<'a> BatchParser<'a> {
             } else if self.eat_word("ROWGUIDCOL") {
                 spec.rowguidcol = true;
             } else if self.eat_word("SPARSE") || self.eat_word("FILESTREAM") {
-            } else if self.is_word(0, "CONSTRAINT") || self.is_word(0, "PRIMARY") || self.is_word(0, "UNIQUE") || self.is_word(0, "REFERENCES") || self.is_word(0, "CHECK") || self.is_word(0, "DEFAULT") || self.is_word(0, "FOREIGN") {
-                let cname = if self.eat_word("CONSTRAINT") { Some(self.ident()?) } else { None };
+            } else if self.is_word(0, "CONSTRAINT")
+                || self.is_word(0, "PRIMARY")
+                || self.is_word(0, "UNIQUE")
+                || self.is_word(0, "REFERENCES")
+                || self.is_word(0, "CHECK")
+                || self.is_word(0, "DEFAULT")
+                || self.is_word(0, "FOREIGN")
+            {
+                let cname = if self.eat_word("CONSTRAINT") {
+                    Some(self.ident()?)
+                } else {
+                    None
+                };
                 if self.eat_word("DEFAULT") {
                     let e = self.expr()?;
                     spec.default = Some((cname, e));
@@ -1199,24 +1602,49 @@ impl<'a> BatchParser<'a> {
                     self.expect_word("KEY")?;
                     let clustered = self.clustered_opt();
                     self.skip_with_and_on()?;
-                    spec.constraints.push(ConstraintSpec { name: cname, kind: ConstraintKind::PrimaryKey { clustered, columns: vec![(name.clone(), false)] } });
+                    spec.constraints.push(ConstraintSpec {
+                        name: cname,
+                        kind: ConstraintKind::PrimaryKey {
+                            clustered,
+                            columns: vec![(name.clone(), false)],
+                        },
+                    });
                 } else if self.eat_word("UNIQUE") {
                     let clustered = self.clustered_opt();
                     self.skip_with_and_on()?;
-                    spec.constraints.push(ConstraintSpec { name: cname, kind: ConstraintKind::Unique { clustered, columns: vec![(name.clone(), false)] } });
+                    spec.constraints.push(ConstraintSpec {
+                        name: cname,
+                        kind: ConstraintKind::Unique {
+                            clustered,
+                            columns: vec![(name.clone(), false)],
+                        },
+                    });
                 } else if self.eat_word("FOREIGN") || self.is_word(0, "REFERENCES") {
                     self.eat_word("KEY");
                     self.expect_word("REFERENCES")?;
                     let ref_table = self.object_name()?;
-                    let ref_columns = if self.p.consume_token(&Token::LParen) { self.ident_list()? } else { Vec::new() };
+                    let ref_columns = if self.p.consume_token(&Token::LParen) {
+                        self.ident_list()?
+                    } else {
+                        Vec::new()
+                    };
                     let (on_delete, on_update) = self.referential_actions()?;
                     spec.constraints.push(ConstraintSpec {
                         name: cname,
-                        kind: ConstraintKind::ForeignKey { columns: vec![name.clone()], ref_table, ref_columns, on_delete, on_update },
+                        kind: ConstraintKind::ForeignKey {
+                            columns: vec![name.clone()],
+                            ref_table,
+                            ref_columns,
+                            on_delete,
+                            on_update,
+                        },
                     });
                 } else if self.eat_word("CHECK") {
                     let e = self.expr()?;
-                    spec.constraints.push(ConstraintSpec { name: cname, kind: ConstraintKind::Check(e) });
+                    spec.constraints.push(ConstraintSpec {
+                        name: cname,
+                        kind: ConstraintKind::Check(e),
+                    });
                 } else {
                     return Err(self.syntax_error());
                 }
@@ -1232,7 +1660,13 @@ impl<'a> BatchParser<'a> {
         self.p.next_token();
         let table = self.object_name()?;
         let action = if self.eat_word("ADD") {
-            if self.is_word(0, "CONSTRAINT") || self.is_word(0, "PRIMARY") || self.is_word(0, "UNIQUE") || self.is_word(0, "FOREIGN") || self.is_word(0, "CHECK") || self.is_word(0, "DEFAULT") {
+            if self.is_word(0, "CONSTRAINT")
+                || self.is_word(0, "PRIMARY")
+                || self.is_word(0, "UNIQUE")
+                || self.is_word(0, "FOREIGN")
+                || self.is_word(0, "CHECK")
+                || self.is_word(0, "DEFAULT")
+            {
                 let mut cs = vec![self.table_constraint()?];
                 while self.p.consume_token(&Token::Comma) {
                     cs.push(self.table_constraint()?);
@@ -1285,8 +1719,18 @@ impl<'a> BatchParser<'a> {
                     break;
                 }
             }
-            AlterAction::AlterColumn { name, type_text, nullable }
-        } else if self.is_word(0, "WITH") || self.is_word(0, "NOCHECK") || self.is_word(0, "CHECK") || self.is_word(0, "ENABLE") || self.is_word(0, "DISABLE") || self.is_word(0, "SET") {
+            AlterAction::AlterColumn {
+                name,
+                type_text,
+                nullable,
+            }
+        } else if self.is_word(0, "WITH")
+            || self.is_word(0, "NOCHECK")
+            || self.is_word(0, "CHECK")
+            || self.is_word(0, "ENABLE")
+            || self.is_word(0, "DISABLE")
+            || self.is_word(0, "SET")
+        {
             self.skip_to_statement_end();
             AlterAction::NoOp
         } else {
@@ -1313,14 +1757,24 @@ pub fn split_name(name: &[String]) -> (Option<String>, Option<String>, String) {
         0 => (None, None, String::new()),
         1 => (None, None, name[0].clone()),
         2 => (None, Some(name[0].clone()), name[1].clone()),
-        3 => (Some(name[0].clone()), Some(name[1].clone()), name[2].clone()),
-        _ => (Some(name[name.len() - 3].clone()), Some(name[name.len() - 2].clone()), name[name.len() - 1].clone()),
+        3 => (
+            Some(name[0].clone()),
+            Some(name[1].clone()),
+            name[2].clone(),
+        ),
+        _ => (
+            Some(name[name.len() - 3].clone()),
+            Some(name[name.len() - 2].clone()),
+            name[name.len() - 1].clone(),
+        ),
     }
 }
 
 pub fn object_name_parts(n: &ast::ObjectName) -> ObjName {
-    n.0.iter().map(|p| match p {
-        ast::ObjectNamePart::Identifier(i) => i.value.clone(),
-        other => other.to_string(),
-    }).collect()
+    n.0.iter()
+        .map(|p| match p {
+            ast::ObjectNamePart::Identifier(i) => i.value.clone(),
+            other => other.to_string(),
+        })
+        .collect()
 }

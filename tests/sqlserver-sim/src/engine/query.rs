@@ -13,7 +13,9 @@ use std::sync::Arc;
 use sqlparser::ast;
 
 use super::catalog::TableDef;
-use super::eval::{eval, eval_cond, AggContext, AggKind, AggSpec, BExpr, Binder, CmpOp, Env, Scope, ScopeCol};
+use super::eval::{
+    eval, eval_cond, AggContext, AggKind, AggSpec, BExpr, Binder, CmpOp, Env, Scope, ScopeCol,
+};
 use super::parse::object_name_parts;
 use super::store::{Key, MergedScan};
 use super::value::{self, compare_total, err, ValueExt};
@@ -23,7 +25,9 @@ use crate::types::{SqlType, Value};
 /// Where rows of a FROM item come from.
 #[derive(Clone)]
 pub enum Source {
-    Table { def: Arc<TableDef> },
+    Table {
+        def: Arc<TableDef>,
+    },
     /// Materialised rows (catalog views, table-valued functions).
     Rows(Arc<Vec<Vec<Value>>>),
     Derived(Arc<SelectPlan>),
@@ -86,7 +90,13 @@ pub struct SelectCore {
 #[derive(Clone)]
 pub enum PlanBody {
     Select(Box<SelectCore>),
-    SetOp { all: bool, op: ast::SetOperator, left: Arc<SelectPlan>, right: Arc<SelectPlan>, order: Vec<(usize, bool)> },
+    SetOp {
+        all: bool,
+        op: ast::SetOperator,
+        left: Arc<SelectPlan>,
+        right: Arc<SelectPlan>,
+        order: Vec<(usize, bool)>,
+    },
     Values(Vec<Vec<BExpr>>),
 }
 
@@ -114,7 +124,15 @@ pub fn plan_query(b: &mut Binder, q: &ast::Query) -> Result<SelectPlan, SqlError
 fn plan_query_inner(b: &mut Binder, q: &ast::Query) -> Result<SelectPlan, SqlError> {
     let order_exprs: Vec<(ast::Expr, bool)> = match &q.order_by {
         Some(ob) => match &ob.kind {
-            ast::OrderByKind::Expressions(list) => list.iter().map(|o| (o.expr.clone(), matches!(o.options.sort, Some(ast::OrderBySort::Desc)))).collect(),
+            ast::OrderByKind::Expressions(list) => list
+                .iter()
+                .map(|o| {
+                    (
+                        o.expr.clone(),
+                        matches!(o.options.sort, Some(ast::OrderBySort::Desc)),
+                    )
+                })
+                .collect(),
             ast::OrderByKind::All(_) => return Err(value::unsupported("ORDER BY ALL")),
         },
         None => Vec::new(),
@@ -131,7 +149,9 @@ fn plan_query_inner(b: &mut Binder, q: &ast::Query) -> Result<SelectPlan, SqlErr
     };
     let fetch = fetch.or_else(|| q.fetch.as_ref().and_then(|f| f.quantity.clone()));
     match q.body.as_ref() {
-        ast::SetExpr::Select(sel) => plan_select(b, sel, &order_exprs, offset.as_ref(), fetch.as_ref()),
+        ast::SetExpr::Select(sel) => {
+            plan_select(b, sel, &order_exprs, offset.as_ref(), fetch.as_ref())
+        }
         ast::SetExpr::Query(inner) => {
             let p = plan_query_inner(b, inner)?;
             if order_exprs.is_empty() && offset.is_none() {
@@ -140,7 +160,12 @@ fn plan_query_inner(b: &mut Binder, q: &ast::Query) -> Result<SelectPlan, SqlErr
                 Err(value::unsupported("ORDER BY on a parenthesized query"))
             }
         }
-        ast::SetExpr::SetOperation { left, op, set_quantifier, right } => {
+        ast::SetExpr::SetOperation {
+            left,
+            op,
+            set_quantifier,
+            right,
+        } => {
             let l = plan_set_side(b, left)?;
             let r = plan_set_side(b, right)?;
             if l.columns.len() != r.columns.len() {
@@ -150,7 +175,13 @@ fn plan_query_inner(b: &mut Binder, q: &ast::Query) -> Result<SelectPlan, SqlErr
                 .columns
                 .iter()
                 .zip(r.columns.iter())
-                .map(|(a, c)| result_col(&a.name, &value::common_type(&a.ty, &c.ty), a.nullable || c.nullable))
+                .map(|(a, c)| {
+                    result_col(
+                        &a.name,
+                        &value::common_type(&a.ty, &c.ty),
+                        a.nullable || c.nullable,
+                    )
+                })
                 .collect();
             let mut order = Vec::new();
             for (e, desc) in &order_exprs {
@@ -159,14 +190,25 @@ fn plan_query_inner(b: &mut Binder, q: &ast::Query) -> Result<SelectPlan, SqlErr
                         ast::Value::Number(n, _) => n.parse::<usize>().ok().map(|i| i - 1),
                         _ => None,
                     },
-                    ast::Expr::Identifier(id) => columns.iter().position(|c| c.name.eq_ignore_ascii_case(&id.value)),
+                    ast::Expr::Identifier(id) => columns
+                        .iter()
+                        .position(|c| c.name.eq_ignore_ascii_case(&id.value)),
                     _ => None,
                 };
                 let idx = idx.ok_or_else(|| err(104, "ORDER BY items must appear in the select list if the statement contains a UNION, INTERSECT or EXCEPT operator."))?;
                 order.push((idx, *desc));
             }
             let all = matches!(set_quantifier, ast::SetQuantifier::All);
-            Ok(SelectPlan { columns, body: PlanBody::SetOp { all, op: *op, left: Arc::new(l), right: Arc::new(r), order } })
+            Ok(SelectPlan {
+                columns,
+                body: PlanBody::SetOp {
+                    all,
+                    op: *op,
+                    left: Arc::new(l),
+                    right: Arc::new(r),
+                    order,
+                },
+            })
         }
         ast::SetExpr::Values(v) => {
             let mut rows = Vec::new();
@@ -184,8 +226,15 @@ fn plan_query_inner(b: &mut Binder, q: &ast::Query) -> Result<SelectPlan, SqlErr
                 }
                 rows.push(out);
             }
-            let columns = types.iter().enumerate().map(|(i, (t, n))| result_col(&format!("column{}", i + 1), t, *n)).collect();
-            Ok(SelectPlan { columns, body: PlanBody::Values(rows) })
+            let columns = types
+                .iter()
+                .enumerate()
+                .map(|(i, (t, n))| result_col(&format!("column{}", i + 1), t, *n))
+                .collect();
+            Ok(SelectPlan {
+                columns,
+                body: PlanBody::Values(rows),
+            })
         }
         _ => Err(value::unsupported("this query form")),
     }
@@ -214,21 +263,30 @@ fn alias_name(a: &Option<ast::TableAlias>) -> Option<String> {
 /// Resolves one FROM table factor into a source and its scope columns.
 fn plan_factor(b: &mut Binder, f: &ast::TableFactor) -> Result<(Source, Vec<ScopeCol>), SqlError> {
     match f {
-        ast::TableFactor::Table { name, alias, args, .. } => {
+        ast::TableFactor::Table {
+            name, alias, args, ..
+        } => {
             let parts = object_name_parts(name);
-            let qualifier = alias_name(alias).unwrap_or_else(|| parts.last().cloned().unwrap_or_default()).to_lowercase();
+            let qualifier = alias_name(alias)
+                .unwrap_or_else(|| parts.last().cloned().unwrap_or_default())
+                .to_lowercase();
             if let Some(args) = args {
                 // Table-valued function.
                 let mut bound = Vec::new();
                 for a in &args.args {
                     match a {
-                        ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(e)) => bound.push(b.bind(e)?.0),
+                        ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(e)) => {
+                            bound.push(b.bind(e)?.0)
+                        }
                         _ => return Err(value::unsupported("this table-valued function argument")),
                     }
                 }
                 let mut values = Vec::new();
                 {
-                    let env = Env { core: &*b.core, outer: vec![] };
+                    let env = Env {
+                        core: &*b.core,
+                        outer: vec![],
+                    };
                     for x in &bound {
                         values.push(eval(x, &[], &env)?);
                     }
@@ -275,10 +333,15 @@ fn plan_factor(b: &mut Binder, f: &ast::TableFactor) -> Result<(Source, Vec<Scop
                 }
             }
         }
-        ast::TableFactor::Derived { subquery, alias, .. } => {
+        ast::TableFactor::Derived {
+            subquery, alias, ..
+        } => {
             let plan = b.bind_subquery(subquery)?;
             let qualifier = alias_name(alias).map(|s| s.to_lowercase());
-            let renames: Vec<String> = alias.as_ref().map(|a| a.columns.iter().map(|c| c.name.value.clone()).collect()).unwrap_or_default();
+            let renames: Vec<String> = alias
+                .as_ref()
+                .map(|a| a.columns.iter().map(|c| c.name.value.clone()).collect())
+                .unwrap_or_default();
             let cols = plan
                 .columns
                 .iter()
@@ -297,7 +360,13 @@ fn plan_factor(b: &mut Binder, f: &ast::TableFactor) -> Result<(Source, Vec<Scop
                 .collect();
             for c in &plan.columns {
                 if c.name.is_empty() {
-                    return Err(err(8155, format!("No column name was specified for column of '{}'.", alias_name(alias).unwrap_or_default())));
+                    return Err(err(
+                        8155,
+                        format!(
+                            "No column name was specified for column of '{}'.",
+                            alias_name(alias).unwrap_or_default()
+                        ),
+                    ));
                 }
             }
             Ok((Source::Derived(plan), cols))
@@ -309,7 +378,10 @@ fn plan_factor(b: &mut Binder, f: &ast::TableFactor) -> Result<(Source, Vec<Scop
 
 pub enum Relation {
     Table(Arc<TableDef>),
-    View { columns: Vec<ResultColumn>, rows: Vec<Vec<Value>> },
+    View {
+        columns: Vec<ResultColumn>,
+        rows: Vec<Vec<Value>>,
+    },
 }
 
 pub fn table_scope_cols(def: &TableDef, qualifier: &str) -> Vec<ScopeCol> {
@@ -323,14 +395,19 @@ pub fn table_scope_cols(def: &TableDef, qualifier: &str) -> Vec<ScopeCol> {
             nullable: c.nullable,
             identity: c.identity.is_some(),
             computed: c.computed.is_some(),
-            updateable: c.identity.is_none() && c.computed.is_none() && !matches!(c.ty, SqlType::RowVersion),
+            updateable: c.identity.is_none()
+                && c.computed.is_none()
+                && !matches!(c.ty, SqlType::RowVersion),
             hidden: false,
         })
         .collect()
 }
 
 /// Binds the FROM clause into the binder's current scope.
-pub fn plan_from(b: &mut Binder, from: &[ast::TableWithJoins]) -> Result<(Vec<FromItem>, usize), SqlError> {
+pub fn plan_from(
+    b: &mut Binder,
+    from: &[ast::TableWithJoins],
+) -> Result<(Vec<FromItem>, usize), SqlError> {
     let mut items = Vec::new();
     let mut width = 0;
     for (ti, twj) in from.iter().enumerate() {
@@ -338,7 +415,17 @@ pub fn plan_from(b: &mut Binder, from: &[ast::TableWithJoins]) -> Result<(Vec<Fr
         let w = cols.len();
         let level = b.level();
         b.scopes[level].cols.extend(cols);
-        items.push(FromItem { source: src, kind: if ti == 0 { JoinKind::Inner } else { JoinKind::Cross }, on: None, offset: width, width: w });
+        items.push(FromItem {
+            source: src,
+            kind: if ti == 0 {
+                JoinKind::Inner
+            } else {
+                JoinKind::Cross
+            },
+            on: None,
+            offset: width,
+            width: w,
+        });
         width += w;
         for j in &twj.joins {
             let (src, cols) = plan_factor(b, &j.relation)?;
@@ -346,9 +433,15 @@ pub fn plan_from(b: &mut Binder, from: &[ast::TableWithJoins]) -> Result<(Vec<Fr
             let level = b.level();
             b.scopes[level].cols.extend(cols);
             let (kind, constraint) = match &j.join_operator {
-                ast::JoinOperator::Join(c) | ast::JoinOperator::Inner(c) => (JoinKind::Inner, Some(c)),
-                ast::JoinOperator::Left(c) | ast::JoinOperator::LeftOuter(c) => (JoinKind::Left, Some(c)),
-                ast::JoinOperator::Right(c) | ast::JoinOperator::RightOuter(c) => (JoinKind::Right, Some(c)),
+                ast::JoinOperator::Join(c) | ast::JoinOperator::Inner(c) => {
+                    (JoinKind::Inner, Some(c))
+                }
+                ast::JoinOperator::Left(c) | ast::JoinOperator::LeftOuter(c) => {
+                    (JoinKind::Left, Some(c))
+                }
+                ast::JoinOperator::Right(c) | ast::JoinOperator::RightOuter(c) => {
+                    (JoinKind::Right, Some(c))
+                }
                 ast::JoinOperator::FullOuter(c) => (JoinKind::Full, Some(c)),
                 ast::JoinOperator::CrossJoin(_) => (JoinKind::Cross, None),
                 _ => return Err(value::unsupported("APPLY and other join kinds")),
@@ -358,14 +451,26 @@ pub fn plan_from(b: &mut Binder, from: &[ast::TableWithJoins]) -> Result<(Vec<Fr
                 Some(ast::JoinConstraint::None) | None => None,
                 Some(_) => return Err(value::unsupported("USING / NATURAL joins")),
             };
-            items.push(FromItem { source: src, kind, on, offset: width, width: w });
+            items.push(FromItem {
+                source: src,
+                kind,
+                on,
+                offset: width,
+                width: w,
+            });
             width += w;
         }
     }
     Ok((items, width))
 }
 
-fn plan_select(b: &mut Binder, sel: &ast::Select, order_exprs: &[(ast::Expr, bool)], offset: Option<&ast::Expr>, fetch: Option<&ast::Expr>) -> Result<SelectPlan, SqlError> {
+fn plan_select(
+    b: &mut Binder,
+    sel: &ast::Select,
+    order_exprs: &[(ast::Expr, bool)],
+    offset: Option<&ast::Expr>,
+    fetch: Option<&ast::Expr>,
+) -> Result<SelectPlan, SqlError> {
     if sel.into.is_some() {
         return Err(value::unsupported("SELECT … INTO"));
     }
@@ -378,7 +483,9 @@ fn plan_select(b: &mut Binder, sel: &ast::Select, order_exprs: &[(ast::Expr, boo
         ast::GroupByExpr::Expressions(list, _) => list.clone(),
         ast::GroupByExpr::All(_) => return Err(value::unsupported("GROUP BY ALL")),
     };
-    let has_agg = !group_exprs.is_empty() || sel.projection.iter().any(item_has_aggregate) || sel.having.is_some();
+    let has_agg = !group_exprs.is_empty()
+        || sel.projection.iter().any(item_has_aggregate)
+        || sel.having.is_some();
     let mut group = None;
     let mut key_types = Vec::new();
     if has_agg {
@@ -388,7 +495,10 @@ fn plan_select(b: &mut Binder, sel: &ast::Select, order_exprs: &[(ast::Expr, boo
             keys.push(x);
             key_types.push((t, n));
         }
-        b.agg = Some(AggContext { group_exprs: group_exprs.clone(), aggs: Vec::new() });
+        b.agg = Some(AggContext {
+            group_exprs: group_exprs.clone(),
+            aggs: Vec::new(),
+        });
         group = Some(keys);
     }
     // Projection.
@@ -404,9 +514,16 @@ fn plan_select(b: &mut Binder, sel: &ast::Select, order_exprs: &[(ast::Expr, boo
                     return Err(err(8120, "Column is invalid in the select list because it is not contained in either an aggregate function or the GROUP BY clause."));
                 }
                 let qual = match item {
-                    ast::SelectItem::QualifiedWildcard(ast::SelectItemQualifiedWildcardKind::ObjectName(n), _) => {
-                        Some(object_name_parts(n).last().cloned().unwrap_or_default().to_lowercase())
-                    }
+                    ast::SelectItem::QualifiedWildcard(
+                        ast::SelectItemQualifiedWildcardKind::ObjectName(n),
+                        _,
+                    ) => Some(
+                        object_name_parts(n)
+                            .last()
+                            .cloned()
+                            .unwrap_or_default()
+                            .to_lowercase(),
+                    ),
                     _ => None,
                 };
                 let mut any = false;
@@ -428,20 +545,34 @@ fn plan_select(b: &mut Binder, sel: &ast::Select, order_exprs: &[(ast::Expr, boo
                 }
                 if !any {
                     if let Some(q) = qual {
-                        return Err(err(4104, format!("The multi-part identifier \"{q}\" could not be bound.")));
+                        return Err(err(
+                            4104,
+                            format!("The multi-part identifier \"{q}\" could not be bound."),
+                        ));
                     }
                     return Err(err(263, "Must specify table to select from."));
                 }
             }
             ast::SelectItem::UnnamedExpr(e) | ast::SelectItem::ExprWithAlias { expr: e, .. } => {
                 // SELECT @v = expr
-                if let ast::Expr::BinaryOp { left, op: ast::BinaryOperator::Eq, right } = e {
+                if let ast::Expr::BinaryOp {
+                    left,
+                    op: ast::BinaryOperator::Eq,
+                    right,
+                } = e
+                {
                     if let ast::Expr::Identifier(id) = left.as_ref() {
-                        if id.value.starts_with('@') && !id.value.starts_with("@@") && matches!(item, ast::SelectItem::UnnamedExpr(_)) {
+                        if id.value.starts_with('@')
+                            && !id.value.starts_with("@@")
+                            && matches!(item, ast::SelectItem::UnnamedExpr(_))
+                        {
                             let key = id.value.to_lowercase();
                             if b.core.var(&key).is_none() {
                                 b.agg = None;
-                                return Err(err(137, format!("Must declare the scalar variable \"{}\".", id.value)));
+                                return Err(err(
+                                    137,
+                                    format!("Must declare the scalar variable \"{}\".", id.value),
+                                ));
                             }
                             let (x, t, n) = b.bind(right)?;
                             assign.push(key);
@@ -456,7 +587,10 @@ fn plan_select(b: &mut Binder, sel: &ast::Select, order_exprs: &[(ast::Expr, boo
                     ast::SelectItem::ExprWithAlias { alias, .. } => (alias.value.clone(), None),
                     _ => match e {
                         ast::Expr::Identifier(id) => (id.value.clone(), scope_col_of(&x, b, level)),
-                        ast::Expr::CompoundIdentifier(p) => (p.last().map(|i| i.value.clone()).unwrap_or_default(), scope_col_of(&x, b, level)),
+                        ast::Expr::CompoundIdentifier(p) => (
+                            p.last().map(|i| i.value.clone()).unwrap_or_default(),
+                            scope_col_of(&x, b, level),
+                        ),
                         _ => (String::new(), None),
                     },
                 };
@@ -469,7 +603,9 @@ fn plan_select(b: &mut Binder, sel: &ast::Select, order_exprs: &[(ast::Expr, boo
                 }
                 columns.push(rc);
             }
-            ast::SelectItem::ExprWithAliases { .. } => return Err(value::unsupported("multiple aliases")),
+            ast::SelectItem::ExprWithAliases { .. } => {
+                return Err(value::unsupported("multiple aliases"))
+            }
         }
     }
     if !assign.is_empty() && assign.len() != projection.len() {
@@ -481,12 +617,19 @@ fn plan_select(b: &mut Binder, sel: &ast::Select, order_exprs: &[(ast::Expr, boo
         None => None,
     };
     // ORDER BY: output aliases, ordinals, or expressions over the same row as the projection.
-    b.aliases = columns.iter().zip(projection.iter()).filter(|(c, _)| !c.name.is_empty()).map(|(c, p)| (c.name.clone(), p.clone(), c.ty.clone(), c.nullable)).collect();
+    b.aliases = columns
+        .iter()
+        .zip(projection.iter())
+        .filter(|(c, _)| !c.name.is_empty())
+        .map(|(c, p)| (c.name.clone(), p.clone(), c.ty.clone(), c.nullable))
+        .collect();
     let mut order = Vec::new();
     for (e, desc) in order_exprs {
         let bound = match e {
             ast::Expr::Value(v) if matches!(v.value, ast::Value::Number(..)) => {
-                let ast::Value::Number(n, _) = &v.value else { unreachable!("matched") };
+                let ast::Value::Number(n, _) = &v.value else {
+                    unreachable!("matched")
+                };
                 let i: usize = n.parse().map_err(|_| err(108, format!("The ORDER BY position number {n} is out of range of the number of items in the select list.")))?;
                 if i == 0 || i > projection.len() {
                     b.agg = None;
@@ -506,7 +649,10 @@ fn plan_select(b: &mut Binder, sel: &ast::Select, order_exprs: &[(ast::Expr, boo
     }
     b.aliases.clear();
     let group = match (group, b.agg.take()) {
-        (Some(keys), Some(ctx)) => Some(GroupPlan { keys, aggs: ctx.aggs }),
+        (Some(keys), Some(ctx)) => Some(GroupPlan {
+            keys,
+            aggs: ctx.aggs,
+        }),
         _ => None,
     };
     let distinct = matches!(sel.distinct, Some(ast::Distinct::Distinct));
@@ -536,18 +682,30 @@ fn plan_select(b: &mut Binder, sel: &ast::Select, order_exprs: &[(ast::Expr, boo
         return Err(err(102, "Incorrect syntax near 'OFFSET'."));
     }
     if top.is_some() && offset.is_some() {
-        return Err(err(10741, "A TOP can not be used in the same query or sub-query as a OFFSET."));
+        return Err(err(
+            10741,
+            "A TOP can not be used in the same query or sub-query as a OFFSET.",
+        ));
     }
     let offset = offset.map(|e| b.bind(e).map(|x| x.0)).transpose()?;
     let fetch = fetch.map(|e| b.bind(e).map(|x| x.0)).transpose()?;
     // Storage-order detection and key range for a single table.
     let mut order_is_storage = order.is_empty();
     let mut range = KeyRange::default();
-    if let [FromItem { source: Source::Table { def }, .. }] = from.as_slice() {
+    if let [FromItem {
+        source: Source::Table { def },
+        ..
+    }] = from.as_slice()
+    {
         if !def.storage_key.is_empty() {
             if !order.is_empty() && group.is_none() && !distinct {
                 order_is_storage = order.len() <= def.storage_key.len()
-                    && order.iter().zip(def.storage_key.iter()).all(|((e, desc), k)| !desc && matches!(e, BExpr::Col(c) if c == k) && !key_is_desc(def, *k));
+                    && order
+                        .iter()
+                        .zip(def.storage_key.iter())
+                        .all(|((e, desc), k)| {
+                            !desc && matches!(e, BExpr::Col(c) if c == k) && !key_is_desc(def, *k)
+                        });
             }
             if let Some(f) = &filter {
                 range = key_range(f, def.storage_key[0]);
@@ -562,7 +720,10 @@ fn plan_select(b: &mut Binder, sel: &ast::Select, order_exprs: &[(ast::Expr, boo
         && matches!(from[0].source, Source::Table { .. })
         && group.is_none()
         && projection.len() == width
-        && projection.iter().enumerate().all(|(i, p)| matches!(p, BExpr::Col(c) if *c == i));
+        && projection
+            .iter()
+            .enumerate()
+            .all(|(i, p)| matches!(p, BExpr::Col(c) if *c == i));
     let _ = key_types;
     Ok(SelectPlan {
         columns,
@@ -582,13 +743,20 @@ fn plan_select(b: &mut Binder, sel: &ast::Select, order_exprs: &[(ast::Expr, boo
             top_percent,
             offset,
             fetch,
-            assign: if assign.is_empty() { None } else { Some(assign) },
+            assign: if assign.is_empty() {
+                None
+            } else {
+                Some(assign)
+            },
         })),
     })
 }
 
 fn key_is_desc(def: &TableDef, col: usize) -> bool {
-    def.indexes.first().map(|i| i.columns.iter().any(|c| c.column == col && c.descending)).unwrap_or(false)
+    def.indexes
+        .first()
+        .map(|i| i.columns.iter().any(|c| c.column == col && c.descending))
+        .unwrap_or(false)
 }
 
 fn scope_col_of(x: &BExpr, b: &Binder, level: usize) -> Option<ScopeCol> {
@@ -607,7 +775,9 @@ fn bexpr_same(a: &BExpr, b: &BExpr) -> bool {
 
 fn item_has_aggregate(item: &ast::SelectItem) -> bool {
     match item {
-        ast::SelectItem::UnnamedExpr(e) | ast::SelectItem::ExprWithAlias { expr: e, .. } => expr_has_aggregate(e),
+        ast::SelectItem::UnnamedExpr(e) | ast::SelectItem::ExprWithAlias { expr: e, .. } => {
+            expr_has_aggregate(e)
+        }
         _ => false,
     }
 }
@@ -616,8 +786,23 @@ fn expr_has_aggregate(e: &ast::Expr) -> bool {
     // Textual scan is enough: aggregate names followed by '(' outside subqueries.
     let s = e.to_string().to_uppercase();
     let stripped = strip_subqueries(&s);
-    ["COUNT(", "COUNT_BIG(", "SUM(", "AVG(", "MIN(", "MAX(", "CHECKSUM_AGG("].iter().any(|k| {
-        stripped.match_indices(k).any(|(i, _)| i == 0 || !stripped.as_bytes()[i - 1].is_ascii_alphanumeric() && stripped.as_bytes()[i - 1] != b'_' && stripped.as_bytes()[i - 1] != b'.')
+    [
+        "COUNT(",
+        "COUNT_BIG(",
+        "SUM(",
+        "AVG(",
+        "MIN(",
+        "MAX(",
+        "CHECKSUM_AGG(",
+    ]
+    .iter()
+    .any(|k| {
+        stripped.match_indices(k).any(|(i, _)| {
+            i == 0
+                || !stripped.as_bytes()[i - 1].is_ascii_alphanumeric()
+                    && stripped.as_bytes()[i - 1] != b'_'
+                    && stripped.as_bytes()[i - 1] != b'.'
+        })
     })
 }
 
@@ -627,7 +812,12 @@ fn strip_subqueries(s: &str) -> String {
     let bytes: Vec<char> = s.chars().collect();
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == '(' && s[s.char_indices().nth(i).map(|x| x.0).unwrap_or(0)..].trim_start_matches('(').trim_start().starts_with("SELECT") {
+        if bytes[i] == '('
+            && s[s.char_indices().nth(i).map(|x| x.0).unwrap_or(0)..]
+                .trim_start_matches('(')
+                .trim_start()
+                .starts_with("SELECT")
+        {
             let mut depth = 0;
             while i < bytes.len() {
                 if bytes[i] == '(' {
@@ -656,7 +846,12 @@ pub fn key_range_of(f: &BExpr, k: usize) -> KeyRange {
 }
 
 /// Scans a table within a key range (first key column), passing (key, row).
-pub fn scan_range(env: &Env, def: &TableDef, range: &KeyRange, f: &mut dyn FnMut(&Key, &[Value]) -> Result<bool, SqlError>) -> Result<(), SqlError> {
+pub fn scan_range(
+    env: &Env,
+    def: &TableDef,
+    range: &KeyRange,
+    f: &mut KeyRowFn,
+) -> Result<(), SqlError> {
     let lower = match &range.lower {
         Some((e, _)) => {
             let v = eval(e, &[], env)?;
@@ -729,7 +924,9 @@ fn param_key(e: &BExpr) -> Option<String> {
     match e {
         BExpr::Var(v) => Some(format!("var:{v}")),
         BExpr::Const(c) => Some(format!("const:{c:?}")),
-        BExpr::Cast { expr, ty, style, .. } => Some(format!("cast({},{:?},{})", param_key(expr)?, ty, style)),
+        BExpr::Cast {
+            expr, ty, style, ..
+        } => Some(format!("cast({},{:?},{})", param_key(expr)?, ty, style)),
         _ => None,
     }
 }
@@ -805,6 +1002,9 @@ fn flip(op: CmpOp) -> CmpOp {
 // Execution
 // ---------------------------------------------------------------------------------------
 
+/// Receives (key, row) pairs of a scan; returns false to stop early.
+pub type KeyRowFn<'f> = dyn FnMut(&Key, &[Value]) -> Result<bool, SqlError> + 'f;
+
 /// Receives output rows; returns false to stop early.
 pub type RowFn<'f> = dyn FnMut(&[Value]) -> Result<bool, SqlError> + 'f;
 
@@ -816,7 +1016,10 @@ fn eval_count(e: &Option<BExpr>, env: &Env) -> Result<Option<i64>, SqlError> {
             match value::convert(&v, &SqlType::BigInt, 0)? {
                 Value::BigInt(n) if n >= 0 => Ok(Some(n)),
                 Value::Null => Ok(Some(0)),
-                _ => Err(err(1060, "The number of rows in the TOP clause must be an integer.")),
+                _ => Err(err(
+                    1060,
+                    "The number of rows in the TOP clause must be an integer.",
+                )),
             }
         }
     }
@@ -824,28 +1027,41 @@ fn eval_count(e: &Option<BExpr>, env: &Env) -> Result<Option<i64>, SqlError> {
 
 /// Iterates the rows of one table (its snapshot plus this transaction's overlay), starting at
 /// `from` in key order. `f` returns false to stop.
-pub fn scan_table(env: &Env, def: &TableDef, from: RangeBound<Key>, f: &mut dyn FnMut(&Key, &[Value]) -> Result<bool, SqlError>) -> Result<(), SqlError> {
+pub fn scan_table(
+    env: &Env,
+    def: &TableDef,
+    from: RangeBound<Key>,
+    f: &mut KeyRowFn,
+) -> Result<(), SqlError> {
     let snap = env.core.read_snapshot();
     let overlay = env.core.overlay(def.object_id);
     let base = snap.table(def.object_id);
     let store = &env.core.engine.inner.store;
     // Locking READ COMMITTED: a row another transaction has locked is read after that
     // transaction ends (its latest committed version).
-    let wait = env.core.reads_wait_for_writers(def.database_id) && store.locks.table_has_locks(def.object_id);
-    let me = env.core.txn.as_ref().map(|t| t.id).unwrap_or(u64::MAX - env.core.spid as u64);
+    let wait = env.core.reads_wait_for_writers(def.database_id)
+        && store.locks.table_has_locks(def.object_id);
+    let me = env
+        .core
+        .txn
+        .as_ref()
+        .map(|t| t.id)
+        .unwrap_or(u64::MAX - env.core.spid as u64);
     for (k, row) in MergedScan::new(base, overlay, from) {
-        if wait && !overlay.is_some_and(|o| o.rows.contains_key(k)) {
-            if store.locks.wait_until_unlocked(me, &(def.object_id, 0, k.clone()), env.core.opts.lock_timeout)? {
-                match store.latest_row(def.object_id, k) {
-                    Some(latest) => {
-                        if !f(k, &latest.row)? {
-                            break;
-                        }
-                    }
-                    None => {}
+        if wait
+            && !overlay.is_some_and(|o| o.rows.contains_key(k))
+            && store.locks.wait_until_unlocked(
+                me,
+                &(def.object_id, 0, k.clone()),
+                env.core.opts.lock_timeout,
+            )?
+        {
+            if let Some(latest) = store.latest_row(def.object_id, k) {
+                if !f(k, &latest.row)? {
+                    break;
                 }
-                continue;
             }
+            continue;
         }
         if !f(k, row)? {
             break;
@@ -855,7 +1071,11 @@ pub fn scan_table(env: &Env, def: &TableDef, from: RangeBound<Key>, f: &mut dyn 
 }
 
 /// Produces the joined input rows of a SELECT core.
-fn for_each_input(core: &SelectCore, env: &Env, f: &mut dyn FnMut(&[Value]) -> Result<bool, SqlError>) -> Result<(), SqlError> {
+fn for_each_input(
+    core: &SelectCore,
+    env: &Env,
+    f: &mut dyn FnMut(&[Value]) -> Result<bool, SqlError>,
+) -> Result<(), SqlError> {
     let first = &core.from[0];
     // Materialise every FROM item but the first.
     let mut rights: Vec<Vec<Vec<Value>>> = Vec::new();
@@ -873,7 +1093,9 @@ fn for_each_input(core: &SelectCore, env: &Env, f: &mut dyn FnMut(&[Value]) -> R
     let width = core.width;
     let mut buf = vec![Value::Null; width];
     // Right/full joins: handled by materialising the left side too.
-    let needs_matched = core.from[1..].iter().any(|i| matches!(i.kind, JoinKind::Right | JoinKind::Full));
+    let needs_matched = core.from[1..]
+        .iter()
+        .any(|i| matches!(i.kind, JoinKind::Right | JoinKind::Full));
     if needs_matched {
         return join_materialised(core, env, rights, f);
     }
@@ -890,7 +1112,14 @@ fn for_each_input(core: &SelectCore, env: &Env, f: &mut dyn FnMut(&[Value]) -> R
     Ok(())
 }
 
-fn join_rest(core: &SelectCore, env: &Env, rights: &[Vec<Vec<Value>>], idx: usize, buf: &mut Vec<Value>, f: &mut dyn FnMut(&[Value]) -> Result<bool, SqlError>) -> Result<bool, SqlError> {
+fn join_rest(
+    core: &SelectCore,
+    env: &Env,
+    rights: &[Vec<Vec<Value>>],
+    idx: usize,
+    buf: &mut Vec<Value>,
+    f: &mut dyn FnMut(&[Value]) -> Result<bool, SqlError>,
+) -> Result<bool, SqlError> {
     if idx == core.from.len() {
         return f(buf);
     }
@@ -919,7 +1148,12 @@ fn join_rest(core: &SelectCore, env: &Env, rights: &[Vec<Vec<Value>>], idx: usiz
     Ok(true)
 }
 
-fn join_materialised(core: &SelectCore, env: &Env, rights: Vec<Vec<Vec<Value>>>, f: &mut dyn FnMut(&[Value]) -> Result<bool, SqlError>) -> Result<(), SqlError> {
+fn join_materialised(
+    core: &SelectCore,
+    env: &Env,
+    rights: Vec<Vec<Vec<Value>>>,
+    f: &mut dyn FnMut(&[Value]) -> Result<bool, SqlError>,
+) -> Result<(), SqlError> {
     let mut current: Vec<Vec<Value>> = Vec::new();
     for_each_source_row(&core.from[0].source, env, &core.range, &mut |r| {
         let mut row = vec![Value::Null; core.width];
@@ -969,7 +1203,12 @@ fn join_materialised(core: &SelectCore, env: &Env, rights: Vec<Vec<Vec<Value>>>,
     Ok(())
 }
 
-fn for_each_source_row(src: &Source, env: &Env, range: &KeyRange, f: &mut dyn FnMut(&[Value]) -> Result<bool, SqlError>) -> Result<(), SqlError> {
+fn for_each_source_row(
+    src: &Source,
+    env: &Env,
+    range: &KeyRange,
+    f: &mut dyn FnMut(&[Value]) -> Result<bool, SqlError>,
+) -> Result<(), SqlError> {
     match src {
         Source::Table { def } => {
             if def.is_heap() {
@@ -998,7 +1237,13 @@ pub fn execute_plan(plan: &SelectPlan, env: &Env, out: &mut RowFn) -> Result<u64
         PlanBody::Values(rows) => {
             let mut n = 0;
             for r in rows {
-                let vals = r.iter().enumerate().map(|(i, e)| eval(e, &[], env).and_then(|v| value::convert(&v, &plan.columns[i].ty, 0))).collect::<Result<Vec<_>, _>>()?;
+                let vals = r
+                    .iter()
+                    .enumerate()
+                    .map(|(i, e)| {
+                        eval(e, &[], env).and_then(|v| value::convert(&v, &plan.columns[i].ty, 0))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
                 n += 1;
                 if !out(&vals)? {
                     break;
@@ -1006,9 +1251,20 @@ pub fn execute_plan(plan: &SelectPlan, env: &Env, out: &mut RowFn) -> Result<u64
             }
             Ok(n)
         }
-        PlanBody::SetOp { all, op, left, right, order } => {
+        PlanBody::SetOp {
+            all,
+            op,
+            left,
+            right,
+            order,
+        } => {
             let mut rows: Vec<Vec<Value>> = Vec::new();
-            let conv = |r: &[Value]| -> Result<Vec<Value>, SqlError> { r.iter().enumerate().map(|(i, v)| value::convert(v, &plan.columns[i].ty, 0)).collect() };
+            let conv = |r: &[Value]| -> Result<Vec<Value>, SqlError> {
+                r.iter()
+                    .enumerate()
+                    .map(|(i, v)| value::convert(v, &plan.columns[i].ty, 0))
+                    .collect()
+            };
             execute_plan(left, env, &mut |r| {
                 rows.push(conv(r)?);
                 Ok(true)
@@ -1028,12 +1284,14 @@ pub fn execute_plan(plan: &SelectPlan, env: &Env, out: &mut RowFn) -> Result<u64
                     }
                 }
                 ast::SetOperator::Except | ast::SetOperator::Minus => {
-                    let rset: std::collections::BTreeSet<Key> = right_rows.iter().map(key).collect();
+                    let rset: std::collections::BTreeSet<Key> =
+                        right_rows.iter().map(key).collect();
                     let mut seen = std::collections::BTreeSet::new();
                     rows.retain(|r| !rset.contains(&key(r)) && seen.insert(key(r)));
                 }
                 ast::SetOperator::Intersect => {
-                    let rset: std::collections::BTreeSet<Key> = right_rows.iter().map(key).collect();
+                    let rset: std::collections::BTreeSet<Key> =
+                        right_rows.iter().map(key).collect();
                     let mut seen = std::collections::BTreeSet::new();
                     rows.retain(|r| rset.contains(&key(r)) && seen.insert(key(r)));
                 }
@@ -1084,11 +1342,16 @@ fn execute_select(core: &SelectCore, env: &Env, out: &mut RowFn) -> Result<u64, 
         if !ok || limit == Some(0) || offset > 0 {
             return Ok(0);
         }
-        let vals = core.projection.iter().map(|p| eval(p, &[], env)).collect::<Result<Vec<_>, _>>()?;
+        let vals = core
+            .projection
+            .iter()
+            .map(|p| eval(p, &[], env))
+            .collect::<Result<Vec<_>, _>>()?;
         out(&vals)?;
         return Ok(1);
     }
-    let streaming = core.group.is_none() && !core.distinct && core.order_is_storage && !core.top_percent;
+    let streaming =
+        core.group.is_none() && !core.distinct && core.order_is_storage && !core.top_percent;
     if streaming {
         let mut produced = 0u64;
         let mut skipped = 0i64;
@@ -1128,7 +1391,12 @@ fn execute_select(core: &SelectCore, env: &Env, out: &mut RowFn) -> Result<u64, 
                     return Ok(true);
                 }
             }
-            let key = Key::new(g.keys.iter().map(|k| eval(k, row, env)).collect::<Result<Vec<_>, _>>()?);
+            let key = Key::new(
+                g.keys
+                    .iter()
+                    .map(|k| eval(k, row, env))
+                    .collect::<Result<Vec<_>, _>>()?,
+            );
             let states = groups.entry(key).or_insert_with(|| new_states(&g.aggs));
             for (st, spec) in states.iter_mut().zip(g.aggs.iter()) {
                 let v = match &spec.arg {
@@ -1142,7 +1410,8 @@ fn execute_select(core: &SelectCore, env: &Env, out: &mut RowFn) -> Result<u64, 
         if groups.is_empty() && g.keys.is_empty() {
             groups.insert(Key::new(vec![]), new_states(&g.aggs));
         }
-        let groups: Vec<(Vec<Value>, Vec<AggState>)> = groups.into_iter().map(|(k, s)| (k.0.to_vec(), s)).collect();
+        let groups: Vec<(Vec<Value>, Vec<AggState>)> =
+            groups.into_iter().map(|(k, s)| (k.0.to_vec(), s)).collect();
         let rows = finish_groups(core, g, groups, env)?;
         return emit_rows(core, rows, env, out, offset, limit);
     }
@@ -1154,15 +1423,30 @@ fn execute_select(core: &SelectCore, env: &Env, out: &mut RowFn) -> Result<u64, 
                 return Ok(true);
             }
         }
-        let proj = core.projection.iter().map(|p| eval(p, row, env)).collect::<Result<Vec<_>, _>>()?;
-        let keys = core.order.iter().map(|(o, _)| eval(o, row, env)).collect::<Result<Vec<_>, _>>()?;
+        let proj = core
+            .projection
+            .iter()
+            .map(|p| eval(p, row, env))
+            .collect::<Result<Vec<_>, _>>()?;
+        let keys = core
+            .order
+            .iter()
+            .map(|(o, _)| eval(o, row, env))
+            .collect::<Result<Vec<_>, _>>()?;
         rows.push((proj, keys));
         Ok(true)
     })?;
     finish_rows(core, rows, out, offset, limit, top)
 }
 
-fn finish_rows(core: &SelectCore, mut rows: Vec<(Vec<Value>, Vec<Value>)>, out: &mut RowFn, offset: i64, limit: Option<i64>, top: Option<i64>) -> Result<u64, SqlError> {
+fn finish_rows(
+    core: &SelectCore,
+    mut rows: Vec<(Vec<Value>, Vec<Value>)>,
+    out: &mut RowFn,
+    offset: i64,
+    limit: Option<i64>,
+    top: Option<i64>,
+) -> Result<u64, SqlError> {
     if core.distinct {
         let mut keyset = std::collections::BTreeSet::new();
         rows.retain(|(p, _)| keyset.insert(Key::new(p.clone())));
@@ -1196,7 +1480,14 @@ fn finish_rows(core: &SelectCore, mut rows: Vec<(Vec<Value>, Vec<Value>)>, out: 
     Ok(n)
 }
 
-fn emit_rows(core: &SelectCore, group_rows: Vec<Vec<Value>>, env: &Env, out: &mut RowFn, offset: i64, limit: Option<i64>) -> Result<u64, SqlError> {
+fn emit_rows(
+    core: &SelectCore,
+    group_rows: Vec<Vec<Value>>,
+    env: &Env,
+    out: &mut RowFn,
+    offset: i64,
+    limit: Option<i64>,
+) -> Result<u64, SqlError> {
     let mut rows = Vec::new();
     for r in group_rows {
         if let Some(h) = &core.having {
@@ -1204,15 +1495,28 @@ fn emit_rows(core: &SelectCore, group_rows: Vec<Vec<Value>>, env: &Env, out: &mu
                 continue;
             }
         }
-        let proj = core.projection.iter().map(|p| eval(p, &r, env)).collect::<Result<Vec<_>, _>>()?;
-        let keys = core.order.iter().map(|(o, _)| eval(o, &r, env)).collect::<Result<Vec<_>, _>>()?;
+        let proj = core
+            .projection
+            .iter()
+            .map(|p| eval(p, &r, env))
+            .collect::<Result<Vec<_>, _>>()?;
+        let keys = core
+            .order
+            .iter()
+            .map(|(o, _)| eval(o, &r, env))
+            .collect::<Result<Vec<_>, _>>()?;
         rows.push((proj, keys));
     }
     let top = eval_count(&core.top, env)?;
     finish_rows(core, rows, out, offset, limit, top)
 }
 
-fn finish_groups(_core: &SelectCore, g: &GroupPlan, groups: Vec<(Vec<Value>, Vec<AggState>)>, _env: &Env) -> Result<Vec<Vec<Value>>, SqlError> {
+fn finish_groups(
+    _core: &SelectCore,
+    g: &GroupPlan,
+    groups: Vec<(Vec<Value>, Vec<AggState>)>,
+    _env: &Env,
+) -> Result<Vec<Vec<Value>>, SqlError> {
     let mut out = Vec::with_capacity(groups.len());
     for (keys, states) in groups {
         let mut row = keys;
@@ -1233,7 +1537,18 @@ pub struct AggState {
 }
 
 fn new_states(specs: &[AggSpec]) -> Vec<AggState> {
-    specs.iter().map(|s| AggState { count: 0, acc: Value::Null, seen: if s.distinct { Some(Default::default()) } else { None } }).collect()
+    specs
+        .iter()
+        .map(|s| AggState {
+            count: 0,
+            acc: Value::Null,
+            seen: if s.distinct {
+                Some(Default::default())
+            } else {
+                None
+            },
+        })
+        .collect()
 }
 
 impl AggState {
@@ -1259,7 +1574,9 @@ impl AggState {
                     self.acc = v;
                 } else {
                     let o = compare_total(&v, &self.acc);
-                    if (spec.kind == AggKind::Min && o == Ordering::Less) || (spec.kind == AggKind::Max && o == Ordering::Greater) {
+                    if (spec.kind == AggKind::Min && o == Ordering::Less)
+                        || (spec.kind == AggKind::Max && o == Ordering::Greater)
+                    {
                         self.acc = v;
                     }
                 }
@@ -1271,7 +1588,11 @@ impl AggState {
                     (t, _) => t.clone(),
                 };
                 let x = value::convert(&v, &acc_ty, 0)?;
-                self.acc = if self.acc.is_null_value() { x } else { value::arithmetic('+', &self.acc, &x, &acc_ty)? };
+                self.acc = if self.acc.is_null_value() {
+                    x
+                } else {
+                    value::arithmetic('+', &self.acc, &x, &acc_ty)?
+                };
             }
             AggKind::ChecksumAgg => {
                 let x = match value::convert(&v, &SqlType::Int, 0)? {
@@ -1289,14 +1610,25 @@ impl AggState {
 
     fn finish(self, spec: &AggSpec) -> Result<Value, SqlError> {
         Ok(match spec.kind {
-            AggKind::Count => Value::Int(i32::try_from(self.count).map_err(|_| err(8115, "Arithmetic overflow error converting expression to data type int."))?),
+            AggKind::Count => Value::Int(i32::try_from(self.count).map_err(|_| {
+                err(
+                    8115,
+                    "Arithmetic overflow error converting expression to data type int.",
+                )
+            })?),
             AggKind::CountBig => Value::BigInt(self.count),
             AggKind::Avg => {
                 if self.count == 0 || self.acc.is_null_value() {
                     Value::Null
                 } else {
-                    let n = value::convert(&Value::BigInt(self.count), &spec.ty, 0).unwrap_or(Value::BigInt(self.count));
-                    let r = value::arithmetic('/', &self.acc, &n, &value::arithmetic_type('/', &spec.ty, &value::natural_type(&n))?)?;
+                    let n = value::convert(&Value::BigInt(self.count), &spec.ty, 0)
+                        .unwrap_or(Value::BigInt(self.count));
+                    let r = value::arithmetic(
+                        '/',
+                        &self.acc,
+                        &n,
+                        &value::arithmetic_type('/', &spec.ty, &value::natural_type(&n))?,
+                    )?;
                     value::convert(&r, &spec.ty, 0)?
                 }
             }
@@ -1307,10 +1639,18 @@ impl AggState {
 
 /// Runs a subquery for an outer row and returns the first column of its rows (at most
 /// `limit`).
-pub fn run_subquery_values(plan: &SelectPlan, row: &[Value], env: &Env, limit: Option<usize>) -> Result<Vec<Value>, SqlError> {
+pub fn run_subquery_values(
+    plan: &SelectPlan,
+    row: &[Value],
+    env: &Env,
+    limit: Option<usize>,
+) -> Result<Vec<Value>, SqlError> {
     let mut outer = env.outer.clone();
     outer.push(row);
-    let sub = Env { core: env.core, outer };
+    let sub = Env {
+        core: env.core,
+        outer,
+    };
     let mut vals = Vec::new();
     execute_plan(plan, &sub, &mut |r| {
         vals.push(r.first().cloned().unwrap_or(Value::Null));

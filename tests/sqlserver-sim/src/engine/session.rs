@@ -16,7 +16,8 @@ use super::store::{apply_writes, LockKey, Snapshot, TableWrites};
 use super::value::{self, err};
 use super::{Engine, ProcContext, QueryResult};
 use crate::api::{
-    Cancelled, EnvChange, ResultColumn, ResultSink, RpcParam, RpcProc, Session, SqlError, StatementKind, TransactionRequest,
+    Cancelled, EnvChange, ResultColumn, ResultSink, RpcParam, RpcProc, Session, SqlError,
+    StatementKind, TransactionRequest,
 };
 use crate::types::{SqlType, Value};
 
@@ -119,8 +120,51 @@ impl From<SqlError> for ExecError {
 
 /// Errors that terminate only the statement (the batch goes on), as in SQL Server.
 fn statement_level(number: i32) -> bool {
-    matches!(number, 2627 | 2601 | 547 | 515 | 8152 | 2628 | 1222 | 50000 | 544 | 8134 | 8115 | 512 | 3902 | 3903 | 8101 | 273 | 110 | 109 | 213 | 3701 | 2714 | 1913 | 4902 | 4924 | 5074 | 4922 | 3728 | 15248 | 15225 | 2705 | 1750 | 1779 | 156 | 262 | 2812 | 201 | 8144 | 8145 | 22962 | 22901 | 22902 | 22903 | 22904)
-        || number > 50000
+    matches!(
+        number,
+        2627 | 2601
+            | 547
+            | 515
+            | 8152
+            | 2628
+            | 1222
+            | 50000
+            | 544
+            | 8134
+            | 8115
+            | 512
+            | 3902
+            | 3903
+            | 8101
+            | 273
+            | 110
+            | 109
+            | 213
+            | 3701
+            | 2714
+            | 1913
+            | 4902
+            | 4924
+            | 5074
+            | 4922
+            | 3728
+            | 15248
+            | 15225
+            | 2705
+            | 1750
+            | 1779
+            | 156
+            | 262
+            | 2812
+            | 201
+            | 8144
+            | 8145
+            | 22962
+            | 22901
+            | 22902
+            | 22903
+            | 22904
+    ) || number > 50000
 }
 
 impl SessionCore {
@@ -150,10 +194,22 @@ impl SessionCore {
     /// Whether reads wait for other transactions' row locks: locking READ COMMITTED (and the
     /// stricter levels) in a database with READ_COMMITTED_SNAPSHOT OFF, unless NOLOCK.
     pub fn reads_wait_for_writers(&self, database_id: i32) -> bool {
-        if !self.engine.inner.config.locking_read_committed || self.nolock || !matches!(self.opts.isolation, Isolation::ReadCommitted | Isolation::RepeatableRead | Isolation::Serializable) {
+        if !self.engine.inner.config.locking_read_committed
+            || self.nolock
+            || !matches!(
+                self.opts.isolation,
+                Isolation::ReadCommitted | Isolation::RepeatableRead | Isolation::Serializable
+            )
+        {
             return false;
         }
-        !self.engine.inner.catalog.read().values().any(|d| d.database_id == database_id && d.read_committed_snapshot)
+        !self
+            .engine
+            .inner
+            .catalog
+            .read()
+            .values()
+            .any(|d| d.database_id == database_id && d.read_committed_snapshot)
     }
 
     pub fn overlay(&self, object_id: i32) -> Option<&TableWrites> {
@@ -166,8 +222,12 @@ impl SessionCore {
         let db = db.unwrap_or_else(|| self.database.clone());
         let schema = schema.unwrap_or_else(|| "dbo".into());
         let cat = self.engine.inner.catalog.read();
-        let d = cat.get(&db.to_lowercase()).ok_or_else(|| err(208, format!("Invalid object name '{}'.", parts.join("."))))?;
-        let t = d.table(&schema, &name).ok_or_else(|| err(208, format!("Invalid object name '{}'.", parts.join("."))))?;
+        let d = cat
+            .get(&db.to_lowercase())
+            .ok_or_else(|| err(208, format!("Invalid object name '{}'.", parts.join("."))))?;
+        let t = d
+            .table(&schema, &name)
+            .ok_or_else(|| err(208, format!("Invalid object name '{}'.", parts.join("."))))?;
         Ok((d.name.clone(), t.clone()))
     }
 
@@ -202,7 +262,11 @@ impl SessionCore {
             }
         }
         if want("TR") {
-            if let Some(t) = d.ddl_triggers.iter().find(|t| t.name.eq_ignore_ascii_case(&name)) {
+            if let Some(t) = d
+                .ddl_triggers
+                .iter()
+                .find(|t| t.name.eq_ignore_ascii_case(&name))
+            {
                 return Some(t.object_id);
             }
         }
@@ -210,7 +274,10 @@ impl SessionCore {
         for t in d.tables.values() {
             if t.schema.eq_ignore_ascii_case(&schema) {
                 for i in &t.indexes {
-                    if (i.is_primary_key || i.is_unique_constraint) && i.name.eq_ignore_ascii_case(&name) && (want("PK") || want("UQ")) {
+                    if (i.is_primary_key || i.is_unique_constraint)
+                        && i.name.eq_ignore_ascii_case(&name)
+                        && (want("PK") || want("UQ"))
+                    {
                         return i.constraint_object_id;
                     }
                 }
@@ -240,7 +307,11 @@ impl SessionCore {
     pub fn object_by_id(&self, database: &str, id: i32) -> Option<(String, String)> {
         let cat = self.engine.inner.catalog.read();
         let d = cat.get(&database.to_lowercase())?;
-        let sname = |sid: i32| d.schema_by_id(sid).map(|s| s.name.clone()).unwrap_or_else(|| "dbo".into());
+        let sname = |sid: i32| {
+            d.schema_by_id(sid)
+                .map(|s| s.name.clone())
+                .unwrap_or_else(|| "dbo".into())
+        };
         for t in d.tables.values() {
             if t.object_id == id {
                 return Some((t.schema.clone(), t.name.clone()));
@@ -290,24 +361,44 @@ impl SessionCore {
     pub fn resolve_relation(&self, parts: &[String]) -> Result<Relation, SqlError> {
         let (db, schema, name) = parse::split_name(parts);
         let schema_l = schema.clone().unwrap_or_default().to_lowercase();
-        if schema_l == "sys" || schema_l == "information_schema" || (schema.is_none() && name.to_lowercase().starts_with("sys") && self.resolve_table(parts).is_err()) {
+        if schema_l == "sys"
+            || schema_l == "information_schema"
+            || (schema.is_none()
+                && name.to_lowercase().starts_with("sys")
+                && self.resolve_table(parts).is_err())
+        {
             let db = db.unwrap_or_else(|| self.database.clone());
-            if let Some(v) = super::sysviews::view(self, &db, if schema.is_none() { "sys" } else { &schema_l }, &name.to_lowercase())? {
-                return Ok(Relation::View { columns: v.columns, rows: v.rows });
+            if let Some(v) = super::sysviews::view(
+                self,
+                &db,
+                if schema.is_none() { "sys" } else { &schema_l },
+                &name.to_lowercase(),
+            )? {
+                return Ok(Relation::View {
+                    columns: v.columns,
+                    rows: v.rows,
+                });
             }
         }
         match self.resolve_table(parts) {
             Ok((_, def)) => Ok(Relation::Table(def)),
             Err(e) => {
                 if schema_l == "sys" || schema_l == "information_schema" {
-                    return Err(err(208, format!("Invalid object name '{}'.", parts.join("."))));
+                    return Err(err(
+                        208,
+                        format!("Invalid object name '{}'.", parts.join(".")),
+                    ));
                 }
                 Err(e)
             }
         }
     }
 
-    pub fn call_table_function(&mut self, parts: &[String], args: &[Value]) -> Result<TableResult, SqlError> {
+    pub fn call_table_function(
+        &mut self,
+        parts: &[String],
+        args: &[Value],
+    ) -> Result<TableResult, SqlError> {
         let (db, schema, name) = parse::split_name(parts);
         let db = db.unwrap_or_else(|| self.database.clone());
         let schema = schema.unwrap_or_else(|| "dbo".into());
@@ -324,7 +415,10 @@ impl SessionCore {
                 return out;
             }
         }
-        Err(err(208, format!("Invalid object name '{}'.", parts.join("."))))
+        Err(err(
+            208,
+            format!("Invalid object name '{}'.", parts.join(".")),
+        ))
     }
 
     /// sys.dm_db_log_stats(database_id): the log end LSN in its `vlf:block:slot` hex text form.
@@ -336,7 +430,14 @@ impl SessionCore {
                 _ => self.database_id(),
             },
         };
-        let name = self.engine.inner.catalog.read().values().find(|d| d.database_id == id).map(|d| d.name.clone());
+        let name = self
+            .engine
+            .inner
+            .catalog
+            .read()
+            .values()
+            .find(|d| d.database_id == id)
+            .map(|d| d.name.clone());
         let mut rows = Vec::new();
         if let Some(lsn) = name.as_deref().and_then(|n| self.engine.current_lsn(n)) {
             let b = lsn.to_bytes();
@@ -346,13 +447,21 @@ impl SessionCore {
                 u32::from_be_bytes([b[4], b[5], b[6], b[7]]),
                 u16::from_be_bytes([b[8], b[9]])
             );
-            rows.push(vec![Value::Int(id), Value::String(Arc::from(text.as_str())), Value::String(Arc::from(text.as_str()))]);
+            rows.push(vec![
+                Value::Int(id),
+                Value::String(Arc::from(text.as_str())),
+                Value::String(Arc::from(text.as_str())),
+            ]);
         }
         Ok(TableResult {
             columns: vec![
                 ResultColumn::expr("database_id", SqlType::Int, false),
                 ResultColumn::expr("log_end_lsn", value::nvarchar(Some(24)), true),
-                ResultColumn::expr("log_truncation_holdup_reason", value::nvarchar(Some(24)), true),
+                ResultColumn::expr(
+                    "log_truncation_holdup_reason",
+                    value::nvarchar(Some(24)),
+                    true,
+                ),
             ],
             rows,
         })
@@ -369,7 +478,11 @@ impl SessionCore {
             .catalog
             .read()
             .get(&db.to_lowercase())
-            .and_then(|d| d.sequences.get(&super::catalog::object_key(&schema, &n)).cloned())
+            .and_then(|d| {
+                d.sequences
+                    .get(&super::catalog::object_key(&schema, &n))
+                    .cloned()
+            })
             .ok_or_else(|| err(208, format!("Invalid object name '{name}'.")))?;
         let mut cur = seq.current.lock();
         let next = match *cur {
@@ -396,7 +509,10 @@ impl SessionCore {
     }
 
     fn env(&self) -> Env<'_> {
-        Env { core: self, outer: vec![] }
+        Env {
+            core: self,
+            outer: vec![],
+        }
     }
 
     /// Evaluates a standalone expression (no row context).
@@ -405,7 +521,10 @@ impl SessionCore {
             let mut b = Binder::new(self, Scope::default());
             b.bind(e)?
         };
-        let env = Env { core: self, outer: vec![&[]] };
+        let env = Env {
+            core: self,
+            outer: vec![&[]],
+        };
         Ok((eval(&x, &[], &env)?, ty))
     }
 
@@ -422,7 +541,11 @@ impl SessionCore {
     }
 
     fn start_txn(&mut self, explicit: bool) -> Result<(), SqlError> {
-        let id = self.engine.inner.next_txn_id.fetch_add(1, AtomicOrdering::SeqCst);
+        let id = self
+            .engine
+            .inner
+            .next_txn_id
+            .fetch_add(1, AtomicOrdering::SeqCst);
         let snapshot = if self.opts.isolation == Isolation::Snapshot {
             let db = self.engine.database(&self.database);
             if !db.as_ref().is_some_and(|d| d.allow_snapshot_isolation) {
@@ -455,7 +578,9 @@ impl SessionCore {
     }
 
     pub fn commit(&mut self) -> Result<(), SqlError> {
-        let Some(txn) = self.txn.take() else { return Ok(()) };
+        let Some(txn) = self.txn.take() else {
+            return Ok(());
+        };
         self.tran_count = 0;
         let inner = &self.engine.inner;
         if txn.writes.is_empty() {
@@ -476,7 +601,9 @@ impl SessionCore {
             let dbs: BTreeSet<i32> = txn.table_db.values().copied().collect();
             let mut changes = txn.changes;
             for db_id in dbs {
-                let Some(rt) = self.engine.runtime(db_id) else { continue };
+                let Some(rt) = self.engine.runtime(db_id) else {
+                    continue;
+                };
                 let commit_lsn = rt.lsn.allocate();
                 let list = changes.remove(&db_id).unwrap_or_default();
                 if list.is_empty() || !rt.record_changes.load(AtomicOrdering::SeqCst) {
@@ -486,7 +613,13 @@ impl SessionCore {
                     let tran = inner.next_tran_id.fetch_add(1, AtomicOrdering::SeqCst);
                     let mut tran_id = [0u8; 10];
                     tran_id[2..10].copy_from_slice(&tran.to_be_bytes());
-                    let database = inner.catalog.read().values().find(|d| d.database_id == db_id).map(|d| d.name.clone()).unwrap_or_default();
+                    let database = inner
+                        .catalog
+                        .read()
+                        .values()
+                        .find(|d| d.database_id == db_id)
+                        .map(|d| d.name.clone())
+                        .unwrap_or_default();
                     obs.committed(CommittedTransaction {
                         database_id: db_id,
                         database,
@@ -506,17 +639,29 @@ impl SessionCore {
 
     pub fn rollback(&mut self) {
         if let Some(txn) = self.txn.take() {
-            self.engine.inner.store.locks.release_all(txn.id, &txn.locks);
+            self.engine
+                .inner
+                .store
+                .locks
+                .release_all(txn.id, &txn.locks);
         }
         self.tran_count = 0;
     }
 
     /// Runs SQL inside this session (procedures, triggers) and collects results.
-    pub fn run_nested(&mut self, sql: &str, params: &[(&str, Value)]) -> Result<Vec<QueryResult>, SqlError> {
+    pub fn run_nested(
+        &mut self,
+        sql: &str,
+        params: &[(&str, Value)],
+    ) -> Result<Vec<QueryResult>, SqlError> {
         let stmts = parse::parse_batch(sql)?;
         let mut frame = HashMap::new();
         for (n, v) in params {
-            let key = if n.starts_with('@') { n.to_lowercase() } else { format!("@{}", n.to_lowercase()) };
+            let key = if n.starts_with('@') {
+                n.to_lowercase()
+            } else {
+                format!("@{}", n.to_lowercase())
+            };
             frame.insert(key, (value::natural_type(v), v.clone()));
         }
         self.frames.push(frame);
@@ -542,12 +687,26 @@ impl SessionCore {
     // Statement execution
     // ---------------------------------------------------------------------------------
 
-    fn done(&self, sink: &mut dyn ResultSink, kind: StatementKind, count: Option<u64>) -> Result<(), SqlError> {
-        let count = if self.opts.nocount && kind != StatementKind::Select { None } else { count };
-        sink.done(kind, count, self.proc_depth > 0).map_err(cancelled)
+    fn done(
+        &self,
+        sink: &mut dyn ResultSink,
+        kind: StatementKind,
+        count: Option<u64>,
+    ) -> Result<(), SqlError> {
+        let count = if self.opts.nocount && kind != StatementKind::Select {
+            None
+        } else {
+            count
+        };
+        sink.done(kind, count, self.proc_depth > 0)
+            .map_err(cancelled)
     }
 
-    fn exec_block(&mut self, stmts: &[Parsed], sink: &mut dyn ResultSink) -> Result<Flow, ExecError> {
+    fn exec_block(
+        &mut self,
+        stmts: &[Parsed],
+        sink: &mut dyn ResultSink,
+    ) -> Result<Flow, ExecError> {
         for s in stmts {
             match self.exec(s, sink)? {
                 Flow::Normal => {}
@@ -563,7 +722,10 @@ impl SessionCore {
         self.stmt_text = p.text.clone();
         self.stmt_seq += 1;
         let had_txn = self.txn.is_some();
-        let is_block = matches!(p.stmt, Stmt::Block(_) | Stmt::If { .. } | Stmt::While { .. } | Stmt::TryCatch(..));
+        let is_block = matches!(
+            p.stmt,
+            Stmt::Block(_) | Stmt::If { .. } | Stmt::While { .. } | Stmt::TryCatch(..)
+        );
         if !is_block {
             if let Some(t) = self.txn.as_mut() {
                 t.undo.clear();
@@ -573,7 +735,10 @@ impl SessionCore {
         let r = self.exec_inner(p, sink);
         match &r {
             Ok(_) => {
-                if !had_txn && self.txn.as_ref().is_some_and(|t| !t.explicit) && !self.opts.implicit_transactions {
+                if !had_txn
+                    && self.txn.as_ref().is_some_and(|t| !t.explicit)
+                    && !self.opts.implicit_transactions
+                {
                     self.commit()?;
                 }
             }
@@ -582,9 +747,11 @@ impl SessionCore {
                 let txn_open = self.txn.is_some();
                 if txn_open {
                     let explicit = self.txn.as_ref().is_some_and(|t| t.explicit);
-                    if !explicit || self.opts.xact_abort || matches!(e.error.number, 1205 | 3960 | 3952) {
-                        self.rollback();
-                    } else if !had_txn {
+                    if !explicit
+                        || !had_txn
+                        || self.opts.xact_abort
+                        || matches!(e.error.number, 1205 | 3960 | 3952)
+                    {
                         self.rollback();
                     } else if !is_block {
                         // Statement-level rollback: the transaction stays open without this
@@ -596,7 +763,10 @@ impl SessionCore {
         }
         if let Err(e) = r {
             let abort = e.abort_batch || self.opts.xact_abort;
-            return Err(ExecError { error: e.error, abort_batch: abort });
+            return Err(ExecError {
+                error: e.error,
+                abort_batch: abort,
+            });
         }
         r
     }
@@ -674,7 +844,9 @@ impl SessionCore {
             }
             Stmt::SetVar { name, op, value: e } => {
                 let key = name.to_lowercase();
-                let (ty, cur) = self.var(&key).cloned().ok_or_else(|| err(137, format!("Must declare the scalar variable \"{name}\".")))?;
+                let (ty, cur) = self.var(&key).cloned().ok_or_else(|| {
+                    err(137, format!("Must declare the scalar variable \"{name}\"."))
+                })?;
                 let (v, vt) = self.eval_expr(e)?;
                 let v = match op {
                     None => v,
@@ -698,7 +870,9 @@ impl SessionCore {
                     "REPEATABLE READ" => Isolation::RepeatableRead,
                     "SERIALIZABLE" => Isolation::Serializable,
                     "SNAPSHOT" => Isolation::Snapshot,
-                    other => return Err(err(102, format!("Incorrect syntax near '{other}'.")).into()),
+                    other => {
+                        return Err(err(102, format!("Incorrect syntax near '{other}'.")).into())
+                    }
                 };
                 Ok(Flow::Normal)
             }
@@ -730,16 +904,26 @@ impl SessionCore {
             }
             Stmt::SaveTran(_) => {
                 if self.txn.is_none() {
-                    return Err(err(628, "Cannot issue SAVE TRANSACTION when there is no active transaction.").into());
+                    return Err(err(
+                        628,
+                        "Cannot issue SAVE TRANSACTION when there is no active transaction.",
+                    )
+                    .into());
                 }
                 Ok(Flow::Normal)
             }
             Stmt::Print(e) => {
                 let v = self.eval_expr(e)?.0;
-                sink.info(0, &value::to_display_string(&v)).map_err(cancelled)?;
+                sink.info(0, &value::to_display_string(&v))
+                    .map_err(cancelled)?;
                 Ok(Flow::Normal)
             }
-            Stmt::RaisError { message, severity, state, args } => {
+            Stmt::RaisError {
+                message,
+                severity,
+                state,
+                args,
+            } => {
                 let msg_v = self.eval_expr(message)?.0;
                 let sev = int_of(&self.eval_expr(severity)?.0);
                 let st = int_of(&self.eval_expr(state)?.0);
@@ -755,7 +939,15 @@ impl SessionCore {
                     sink.info(number, &text).map_err(cancelled)?;
                     return Ok(Flow::Normal);
                 }
-                Err(ExecError { error: SqlError::new(number, sev.clamp(0, 25) as u8, st.clamp(0, 255) as u8, text), abort_batch: false })
+                Err(ExecError {
+                    error: SqlError::new(
+                        number,
+                        sev.clamp(0, 25) as u8,
+                        st.clamp(0, 255) as u8,
+                        text,
+                    ),
+                    abort_batch: false,
+                })
             }
             Stmt::Throw(args) => {
                 let e = match args {
@@ -770,14 +962,20 @@ impl SessionCore {
                         SqlError::new(number, 16, st.clamp(0, 255) as u8, msg)
                     }
                 };
-                Err(ExecError { error: e, abort_batch: true })
+                Err(ExecError {
+                    error: e,
+                    abort_batch: true,
+                })
             }
             Stmt::Exec { ret, name, args } => {
                 let status = self.exec_procedure(name, args, sink)?;
                 if let Some(r) = ret {
                     let key = r.to_lowercase();
                     if let Some((ty, _)) = self.var(&key).cloned() {
-                        self.frames.last_mut().expect("frame").insert(key, (ty, Value::Int(status)));
+                        self.frames
+                            .last_mut()
+                            .expect("frame")
+                            .insert(key, (ty, Value::Int(status)));
                     }
                 }
                 Ok(Flow::Normal)
@@ -790,13 +988,21 @@ impl SessionCore {
             Stmt::Use(db) => {
                 let d = self.engine.database(db).ok_or_else(|| err(911, format!("Database '{db}' does not exist. Make sure that the name is entered correctly.")))?;
                 let old = std::mem::replace(&mut self.database, d.name.clone());
-                sink.env_change(&EnvChange::Database { new: d.name.clone(), old }).map_err(cancelled)?;
-                sink.info(5701, &format!("Changed database context to '{}'.", d.name)).map_err(cancelled)?;
+                sink.env_change(&EnvChange::Database {
+                    new: d.name.clone(),
+                    old,
+                })
+                .map_err(cancelled)?;
+                sink.info(5701, &format!("Changed database context to '{}'.", d.name))
+                    .map_err(cancelled)?;
                 Ok(Flow::Normal)
             }
             Stmt::WaitFor(e) => {
                 let v = value::to_display_string(&self.eval_expr(e)?.0);
-                let parts: Vec<u64> = v.split([':', '.']).filter_map(|x| x.trim().parse().ok()).collect();
+                let parts: Vec<u64> = v
+                    .split([':', '.'])
+                    .filter_map(|x| x.trim().parse().ok())
+                    .collect();
                 let ms = match parts.as_slice() {
                     [h, m, s, f] => ((h * 3600 + m * 60 + s) * 1000) + f,
                     [h, m, s] => (h * 3600 + m * 60 + s) * 1000,
@@ -826,7 +1032,10 @@ impl SessionCore {
             let mut b = Binder::new(self, Scope::default());
             b.bind_cond(e)?
         };
-        let env = Env { core: self, outer: vec![&[]] };
+        let env = Env {
+            core: self,
+            outer: vec![&[]],
+        };
         eval_cond(&x, &[], &env)
     }
 
@@ -839,7 +1048,12 @@ impl SessionCore {
                 let (_, schema, name) = parse::split_name(&parts);
                 let schema = schema.unwrap_or_else(|| "dbo".into());
                 let db = self.engine.database(&self.database);
-                db.and_then(|d| d.alias_types.get(&super::catalog::object_key(&schema, &name)).map(|a| a.base.clone())).ok_or(e)
+                db.and_then(|d| {
+                    d.alias_types
+                        .get(&super::catalog::object_key(&schema, &name))
+                        .map(|a| a.base.clone())
+                })
+                .ok_or(e)
             }
         }
     }
@@ -850,10 +1064,37 @@ impl SessionCore {
             "NOCOUNT" => self.opts.nocount = on,
             "XACT_ABORT" => self.opts.xact_abort = on,
             "IMPLICIT_TRANSACTIONS" => self.opts.implicit_transactions = on,
-            "LOCK_TIMEOUT" => self.opts.lock_timeout = v.parse().map_err(|_| err(102, format!("Incorrect syntax near '{v}'.")))?,
-            "ANSI_NULLS" | "ANSI_PADDING" | "ANSI_WARNINGS" | "ARITHABORT" | "CONCAT_NULL_YIELDS_NULL" | "QUOTED_IDENTIFIER" | "ANSI_NULL_DFLT_ON" | "ANSI_NULL_DFLT_OFF"
-            | "CURSOR_CLOSE_ON_COMMIT" | "NUMERIC_ROUNDABORT" | "TEXTSIZE" | "DATEFORMAT" | "DATEFIRST" | "LANGUAGE" | "DEADLOCK_PRIORITY" | "ROWCOUNT" | "STATISTICS"
-            | "SHOWPLAN_ALL" | "FMTONLY" | "NOEXEC" | "PARSEONLY" | "ARITHIGNORE" | "QUERY_GOVERNOR_COST_LIMIT" | "CONTEXT_INFO" | "ANSI_DEFAULTS" | "FORCEPLAN" => {
+            "LOCK_TIMEOUT" => {
+                self.opts.lock_timeout = v
+                    .parse()
+                    .map_err(|_| err(102, format!("Incorrect syntax near '{v}'.")))?
+            }
+            "ANSI_NULLS"
+            | "ANSI_PADDING"
+            | "ANSI_WARNINGS"
+            | "ARITHABORT"
+            | "CONCAT_NULL_YIELDS_NULL"
+            | "QUOTED_IDENTIFIER"
+            | "ANSI_NULL_DFLT_ON"
+            | "ANSI_NULL_DFLT_OFF"
+            | "CURSOR_CLOSE_ON_COMMIT"
+            | "NUMERIC_ROUNDABORT"
+            | "TEXTSIZE"
+            | "DATEFORMAT"
+            | "DATEFIRST"
+            | "LANGUAGE"
+            | "DEADLOCK_PRIORITY"
+            | "ROWCOUNT"
+            | "STATISTICS"
+            | "SHOWPLAN_ALL"
+            | "FMTONLY"
+            | "NOEXEC"
+            | "PARSEONLY"
+            | "ARITHIGNORE"
+            | "QUERY_GOVERNOR_COST_LIMIT"
+            | "CONTEXT_INFO"
+            | "ANSI_DEFAULTS"
+            | "FORCEPLAN" => {
                 if name == "ROWCOUNT" && v != "0" {
                     return Err(value::unsupported("SET ROWCOUNT other than 0"));
                 }
@@ -861,7 +1102,12 @@ impl SessionCore {
                     return Err(value::unsupported(format!("SET {name} ON")));
                 }
             }
-            other => return Err(err(195, format!("'{other}' is not a recognized SET option."))),
+            other => {
+                return Err(err(
+                    195,
+                    format!("'{other}' is not a recognized SET option."),
+                ))
+            }
         }
         Ok(())
     }
@@ -878,12 +1124,16 @@ impl SessionCore {
         }
         self.tran_count = 1;
         let d = self.txn.as_ref().map(|t| t.descriptor).unwrap_or(0);
-        sink.env_change(&EnvChange::BeginTransaction { descriptor: d }).map_err(cancelled)
+        sink.env_change(&EnvChange::BeginTransaction { descriptor: d })
+            .map_err(cancelled)
     }
 
     fn commit_tran(&mut self, sink: &mut dyn ResultSink) -> Result<(), SqlError> {
         if self.tran_count == 0 || self.txn.is_none() {
-            return Err(err(3902, "The COMMIT TRANSACTION request has no corresponding BEGIN TRANSACTION."));
+            return Err(err(
+                3902,
+                "The COMMIT TRANSACTION request has no corresponding BEGIN TRANSACTION.",
+            ));
         }
         if self.tran_count > 1 {
             self.tran_count -= 1;
@@ -891,16 +1141,21 @@ impl SessionCore {
         }
         let d = self.txn.as_ref().map(|t| t.descriptor).unwrap_or(0);
         self.commit()?;
-        sink.env_change(&EnvChange::CommitTransaction { descriptor: d }).map_err(cancelled)
+        sink.env_change(&EnvChange::CommitTransaction { descriptor: d })
+            .map_err(cancelled)
     }
 
     fn rollback_tran(&mut self, sink: &mut dyn ResultSink) -> Result<(), SqlError> {
         if self.txn.is_none() {
-            return Err(err(3903, "The ROLLBACK TRANSACTION request has no corresponding BEGIN TRANSACTION."));
+            return Err(err(
+                3903,
+                "The ROLLBACK TRANSACTION request has no corresponding BEGIN TRANSACTION.",
+            ));
         }
         let d = self.txn.as_ref().map(|t| t.descriptor).unwrap_or(0);
         self.rollback();
-        sink.env_change(&EnvChange::RollbackTransaction { descriptor: d }).map_err(cancelled)
+        sink.env_change(&EnvChange::RollbackTransaction { descriptor: d })
+            .map_err(cancelled)
     }
 
     /// SELECT / INSERT / UPDATE / DELETE and the rest of sqlparser's statements.
@@ -922,27 +1177,69 @@ impl SessionCore {
                 self.rowcount = n;
                 self.done(sink, StatementKind::Delete, Some(n))
             }
-            ast::Statement::Drop { object_type, names, if_exists, .. } => {
+            ast::Statement::Drop {
+                object_type,
+                names,
+                if_exists,
+                ..
+            } => {
                 let kind = object_type.to_string().to_uppercase();
                 let names = names.iter().map(parse::object_name_parts).collect();
-                self.exec_ddl(&Parsed { stmt: Stmt::Drop { kind, names, if_exists: *if_exists }, text: s.to_string(), line: 0 }, sink)?;
+                self.exec_ddl(
+                    &Parsed {
+                        stmt: Stmt::Drop {
+                            kind,
+                            names,
+                            if_exists: *if_exists,
+                        },
+                        text: s.to_string(),
+                        line: 0,
+                    },
+                    sink,
+                )?;
                 self.done(sink, StatementKind::Other, None)
             }
             ast::Statement::CreateSchema { schema_name, .. } => {
                 let name = match schema_name {
-                    ast::SchemaName::Simple(n) => parse::object_name_parts(n).last().cloned().unwrap_or_default(),
+                    ast::SchemaName::Simple(n) => parse::object_name_parts(n)
+                        .last()
+                        .cloned()
+                        .unwrap_or_default(),
                     ast::SchemaName::UnnamedAuthorization(i) => i.value.clone(),
-                    ast::SchemaName::NamedAuthorization(n, _) => parse::object_name_parts(n).last().cloned().unwrap_or_default(),
+                    ast::SchemaName::NamedAuthorization(n, _) => parse::object_name_parts(n)
+                        .last()
+                        .cloned()
+                        .unwrap_or_default(),
                 };
-                self.exec_ddl(&Parsed { stmt: Stmt::CreateSchema { name }, text: s.to_string(), line: 0 }, sink)?;
+                self.exec_ddl(
+                    &Parsed {
+                        stmt: Stmt::CreateSchema { name },
+                        text: s.to_string(),
+                        line: 0,
+                    },
+                    sink,
+                )?;
                 self.done(sink, StatementKind::Other, None)
             }
             ast::Statement::CreateDatabase { db_name, .. } => {
-                let name = parse::object_name_parts(db_name).last().cloned().unwrap_or_default();
-                self.exec_ddl(&Parsed { stmt: Stmt::CreateDatabase(name), text: s.to_string(), line: 0 }, sink)?;
+                let name = parse::object_name_parts(db_name)
+                    .last()
+                    .cloned()
+                    .unwrap_or_default();
+                self.exec_ddl(
+                    &Parsed {
+                        stmt: Stmt::CreateDatabase(name),
+                        text: s.to_string(),
+                        line: 0,
+                    },
+                    sink,
+                )?;
                 self.done(sink, StatementKind::Other, None)
             }
-            other => Err(value::unsupported(format!("the statement `{}`", first_words(&other.to_string())))),
+            other => Err(value::unsupported(format!(
+                "the statement `{}`",
+                first_words(&other.to_string())
+            ))),
         }
     }
 
@@ -955,7 +1252,10 @@ impl SessionCore {
             if let Some(vars) = &core.assign {
                 // SELECT @v = …: assign from every row (the last row wins), no result set.
                 let mut last: Option<Vec<Value>> = None;
-                let env = Env { core: self, outer: vec![&[]] };
+                let env = Env {
+                    core: self,
+                    outer: vec![&[]],
+                };
                 let n = query::execute_plan(&plan, &env, &mut |r| {
                     last = Some(r.to_vec());
                     Ok(true)
@@ -964,7 +1264,10 @@ impl SessionCore {
                     for (name, v) in vars.iter().zip(vals) {
                         let ty = self.var(name).map(|x| x.0.clone()).unwrap_or(SqlType::Null);
                         let v = value::convert(&v, &ty, 0)?;
-                        self.frames.last_mut().expect("frame").insert(name.clone(), (ty, v));
+                        self.frames
+                            .last_mut()
+                            .expect("frame")
+                            .insert(name.clone(), (ty, v));
                     }
                 }
                 self.rowcount = n;
@@ -973,7 +1276,10 @@ impl SessionCore {
         }
         sink.columns(&plan.columns).map_err(cancelled)?;
         self.nolock = has_nolock(q);
-        let env = Env { core: self, outer: vec![&[]] };
+        let env = Env {
+            core: self,
+            outer: vec![&[]],
+        };
         let mut cancelled_flag = false;
         let n = query::execute_plan(&plan, &env, &mut |r| {
             if sink.row(r).is_err() {
@@ -991,7 +1297,12 @@ impl SessionCore {
         self.done(sink, StatementKind::Select, Some(n))
     }
 
-    fn run_dynamic(&mut self, sql: &str, frame: HashMap<String, (SqlType, Value)>, sink: &mut dyn ResultSink) -> Result<(), SqlError> {
+    fn run_dynamic(
+        &mut self,
+        sql: &str,
+        frame: HashMap<String, (SqlType, Value)>,
+        sink: &mut dyn ResultSink,
+    ) -> Result<(), SqlError> {
         let stmts = parse::parse_batch(sql)?;
         self.frames.push(frame);
         self.proc_depth += 1;
@@ -1003,7 +1314,10 @@ impl SessionCore {
                 Err(e) => {
                     sink.error(&e.error).map_err(cancelled)?;
                     if e.abort_batch {
-                        result = Err(SqlError { number: -1, ..e.error });
+                        result = Err(SqlError {
+                            number: -1,
+                            ..e.error
+                        });
                         break;
                     }
                 }
@@ -1016,7 +1330,12 @@ impl SessionCore {
 
     /// EXEC of a procedure: sp_executesql, built-ins, registered system procedures, user
     /// procedures.
-    fn exec_procedure(&mut self, name: &[String], args: &[ExecArg], sink: &mut dyn ResultSink) -> Result<i32, SqlError> {
+    fn exec_procedure(
+        &mut self,
+        name: &[String],
+        args: &[ExecArg],
+        sink: &mut dyn ResultSink,
+    ) -> Result<i32, SqlError> {
         let mut vals = Vec::new();
         for a in args {
             let (v, ty) = match &a.value {
@@ -1030,7 +1349,15 @@ impl SessionCore {
                 (ast::Expr::Identifier(id), true) => Some(id.value.to_lowercase()),
                 _ => None,
             };
-            vals.push((ProcArg { name: a.name.clone(), value: v, ty, output: a.output }, out_var));
+            vals.push((
+                ProcArg {
+                    name: a.name.clone(),
+                    value: v,
+                    ty,
+                    output: a.output,
+                },
+                out_var,
+            ));
         }
         let (proc_args, outs): (Vec<ProcArg>, Vec<Option<String>>) = vals.into_iter().unzip();
         let (status, out_values) = self.call_procedure(name, ProcArgs(proc_args), sink)?;
@@ -1047,7 +1374,12 @@ impl SessionCore {
 
     /// Calls a procedure; returns its status and the final values of its arguments (for
     /// OUTPUT parameters).
-    pub fn call_procedure(&mut self, name: &[String], args: ProcArgs, sink: &mut dyn ResultSink) -> Result<(i32, Vec<Option<Value>>), SqlError> {
+    pub fn call_procedure(
+        &mut self,
+        name: &[String],
+        args: ProcArgs,
+        sink: &mut dyn ResultSink,
+    ) -> Result<(i32, Vec<Option<Value>>), SqlError> {
         let (db, schema, pname) = parse::split_name(name);
         let lname = pname.to_lowercase();
         let n_args = args.0.len();
@@ -1056,7 +1388,15 @@ impl SessionCore {
                 return Err(err(911, format!("Database '{db}' does not exist. Make sure that the name is entered correctly.")));
             }
         }
-        let saved_db = db.as_ref().map(|d| std::mem::replace(&mut self.database, self.engine.database(d).map(|x| x.name).unwrap_or_else(|| d.clone())));
+        let saved_db = db.as_ref().map(|d| {
+            std::mem::replace(
+                &mut self.database,
+                self.engine
+                    .database(d)
+                    .map(|x| x.name)
+                    .unwrap_or_else(|| d.clone()),
+            )
+        });
         let r = self.call_procedure_in_db(schema.as_deref(), &lname, &pname, name, args, sink);
         if let Some(s) = saved_db {
             self.database = s;
@@ -1068,12 +1408,33 @@ impl SessionCore {
         })
     }
 
-    fn call_procedure_in_db(&mut self, schema: Option<&str>, lname: &str, pname: &str, name: &[String], args: ProcArgs, sink: &mut dyn ResultSink) -> Result<(i32, Vec<Option<Value>>), SqlError> {
+    fn call_procedure_in_db(
+        &mut self,
+        schema: Option<&str>,
+        lname: &str,
+        pname: &str,
+        name: &[String],
+        args: ProcArgs,
+        sink: &mut dyn ResultSink,
+    ) -> Result<(i32, Vec<Option<Value>>), SqlError> {
         match lname {
             "sp_executesql" => {
-                let sql = args.0.first().map(|a| value::to_display_string(&a.value)).unwrap_or_default();
-                let decl = args.0.get(1).filter(|a| a.name.is_none() || a.name.as_deref() == Some("params")).map(|a| value::to_display_string(&a.value));
-                let rest: Vec<ProcArg> = args.0.iter().skip(if decl.is_some() { 2 } else { 1 }).cloned().collect();
+                let sql = args
+                    .0
+                    .first()
+                    .map(|a| value::to_display_string(&a.value))
+                    .unwrap_or_default();
+                let decl = args
+                    .0
+                    .get(1)
+                    .filter(|a| a.name.is_none() || a.name.as_deref() == Some("params"))
+                    .map(|a| value::to_display_string(&a.value));
+                let rest: Vec<ProcArg> = args
+                    .0
+                    .iter()
+                    .skip(if decl.is_some() { 2 } else { 1 })
+                    .cloned()
+                    .collect();
                 let outs = self.sp_executesql(&sql, decl.as_deref(), &rest, sink)?;
                 let mut v = vec![None, None];
                 v.extend(outs);
@@ -1086,10 +1447,20 @@ impl SessionCore {
             _ => {}
         }
         let schema_l = schema.map(|s| s.to_lowercase());
-        let key = format!("{}.{}", schema_l.clone().unwrap_or_else(|| "sys".into()), lname);
+        let key = format!(
+            "{}.{}",
+            schema_l.clone().unwrap_or_else(|| "sys".into()),
+            lname
+        );
         let registered = {
             let reg = self.engine.inner.registry.read();
-            reg.procedures.get(&key).cloned().or_else(|| if schema_l.is_none() { reg.procedures.get(&format!("dbo.{lname}")).cloned() } else { None })
+            reg.procedures.get(&key).cloned().or_else(|| {
+                if schema_l.is_none() {
+                    reg.procedures.get(&format!("dbo.{lname}")).cloned()
+                } else {
+                    None
+                }
+            })
         };
         if let Some(p) = registered {
             self.proc_depth += 1;
@@ -1100,12 +1471,20 @@ impl SessionCore {
         }
         // User procedures.
         let db = self.engine.database(&self.database);
-        let user = db.and_then(|d| d.procedures.get(&super::catalog::object_key(schema.unwrap_or("dbo"), pname)).cloned());
+        let user = db.and_then(|d| {
+            d.procedures
+                .get(&super::catalog::object_key(schema.unwrap_or("dbo"), pname))
+                .cloned()
+        });
         if let Some(p) = user {
             let mut frame = HashMap::new();
             for (i, (pn, ty, default, _)) in p.params.iter().enumerate() {
                 let bare = pn.trim_start_matches('@').to_lowercase();
-                let supplied = args.0.iter().find(|a| a.name.as_deref() == Some(bare.as_str())).or_else(|| args.0.get(i).filter(|a| a.name.is_none()));
+                let supplied = args
+                    .0
+                    .iter()
+                    .find(|a| a.name.as_deref() == Some(bare.as_str()))
+                    .or_else(|| args.0.get(i).filter(|a| a.name.is_none()));
                 let v = match supplied {
                     Some(a) => a.value.clone(),
                     None => match default {
@@ -1159,7 +1538,10 @@ impl SessionCore {
             let mut by_arg = vec![None; args.0.len()];
             for (ai, a) in args.0.iter().enumerate() {
                 let idx = match &a.name {
-                    Some(n) => p.params.iter().position(|(pn, ..)| pn.trim_start_matches('@').eq_ignore_ascii_case(n)),
+                    Some(n) => p
+                        .params
+                        .iter()
+                        .position(|(pn, ..)| pn.trim_start_matches('@').eq_ignore_ascii_case(n)),
                     None => Some(ai),
                 };
                 if let Some(i) = idx {
@@ -1168,11 +1550,20 @@ impl SessionCore {
             }
             return Ok((status, by_arg));
         }
-        Err(err(2812, format!("Could not find stored procedure '{}'.", name.join("."))))
+        Err(err(
+            2812,
+            format!("Could not find stored procedure '{}'.", name.join(".")),
+        ))
     }
 
     /// sp_executesql: statement, declaration list, then values by name or position.
-    pub fn sp_executesql(&mut self, sql: &str, decl: Option<&str>, args: &[ProcArg], sink: &mut dyn ResultSink) -> Result<Vec<Option<Value>>, SqlError> {
+    pub fn sp_executesql(
+        &mut self,
+        sql: &str,
+        decl: Option<&str>,
+        args: &[ProcArg],
+        sink: &mut dyn ResultSink,
+    ) -> Result<Vec<Option<Value>>, SqlError> {
         let mut frame = HashMap::new();
         let mut order: Vec<(String, SqlType, bool)> = Vec::new();
         if let Some(d) = decl.filter(|d| !d.trim().is_empty()) {
@@ -1180,8 +1571,17 @@ impl SessionCore {
                 let mut it = part.trim().splitn(2, char::is_whitespace);
                 let name = it.next().unwrap_or("").trim().to_lowercase();
                 let rest = it.next().unwrap_or("").trim();
-                let (rest, output) = match rest.to_uppercase().rfind(" OUTPUT").or_else(|| rest.to_uppercase().rfind(" OUT")) {
-                    Some(i) if rest[i..].trim().eq_ignore_ascii_case("OUTPUT") || rest[i..].trim().eq_ignore_ascii_case("OUT") => (&rest[..i], true),
+                let (rest, output) = match rest
+                    .to_uppercase()
+                    .rfind(" OUTPUT")
+                    .or_else(|| rest.to_uppercase().rfind(" OUT"))
+                {
+                    Some(i)
+                        if rest[i..].trim().eq_ignore_ascii_case("OUTPUT")
+                            || rest[i..].trim().eq_ignore_ascii_case("OUT") =>
+                    {
+                        (&rest[..i], true)
+                    }
                     _ => (rest, false),
                 };
                 let ty = self.resolve_type(rest.trim().trim_start_matches("AS ").trim())?;
@@ -1190,7 +1590,15 @@ impl SessionCore {
         }
         for (i, (name, ty, _)) in order.iter().enumerate() {
             let bare = name.trim_start_matches('@');
-            let supplied = args.iter().find(|a| a.name.as_deref().map(|n| n.trim_start_matches('@').eq_ignore_ascii_case(bare)).unwrap_or(false)).or_else(|| args.get(i).filter(|a| a.name.is_none()));
+            let supplied = args
+                .iter()
+                .find(|a| {
+                    a.name
+                        .as_deref()
+                        .map(|n| n.trim_start_matches('@').eq_ignore_ascii_case(bare))
+                        .unwrap_or(false)
+                })
+                .or_else(|| args.get(i).filter(|a| a.name.is_none()));
             let v = match supplied {
                 Some(a) => value::convert(&a.value, ty, 0)?,
                 None => return Err(err(8178, format!("The parameterized query '({})' expects the parameter '{}', which was not supplied.", decl.unwrap_or(""), name))),
@@ -1294,14 +1702,19 @@ fn format_message(fmt: &str, args: &[Value]) -> String {
             out.push('%');
             continue;
         }
-        while it.peek().is_some_and(|c| c.is_ascii_digit() || matches!(c, '-' | '+' | ' ' | '#' | '0' | '.' | '*')) {
+        while it.peek().is_some_and(|c| {
+            c.is_ascii_digit() || matches!(c, '-' | '+' | ' ' | '#' | '0' | '.' | '*')
+        }) {
             it.next();
         }
         while it.peek().is_some_and(|c| matches!(c, 'l' | 'h' | 'I')) {
             it.next();
         }
         let spec = it.next();
-        let v = args.get(ai).map(value::to_display_string).unwrap_or_else(|| "(null)".into());
+        let v = args
+            .get(ai)
+            .map(value::to_display_string)
+            .unwrap_or_else(|| "(null)".into());
         ai += 1;
         match spec {
             Some('x') | Some('X') => out.push_str(&format!("{:x}", v.parse::<i64>().unwrap_or(0))),
@@ -1349,7 +1762,10 @@ pub struct CollectingSink {
 
 impl ResultSink for CollectingSink {
     fn columns(&mut self, columns: &[ResultColumn]) -> Result<(), Cancelled> {
-        self.results.push(QueryResult { columns: columns.to_vec(), rows: Vec::new() });
+        self.results.push(QueryResult {
+            columns: columns.to_vec(),
+            rows: Vec::new(),
+        });
         Ok(())
     }
     fn row(&mut self, row: &[Value]) -> Result<(), Cancelled> {
@@ -1358,7 +1774,12 @@ impl ResultSink for CollectingSink {
         }
         Ok(())
     }
-    fn done(&mut self, kind: StatementKind, count: Option<u64>, in_proc: bool) -> Result<(), Cancelled> {
+    fn done(
+        &mut self,
+        kind: StatementKind,
+        count: Option<u64>,
+        in_proc: bool,
+    ) -> Result<(), Cancelled> {
         self.dones.push((kind, count, in_proc));
         Ok(())
     }
@@ -1378,8 +1799,15 @@ impl ResultSink for CollectingSink {
         self.return_statuses.push(status);
         Ok(())
     }
-    fn return_value(&mut self, ordinal: u16, name: &str, ty: &SqlType, value: &Value) -> Result<(), Cancelled> {
-        self.return_values.push((ordinal, name.to_string(), ty.clone(), value.clone()));
+    fn return_value(
+        &mut self,
+        ordinal: u16,
+        name: &str,
+        ty: &SqlType,
+        value: &Value,
+    ) -> Result<(), Cancelled> {
+        self.return_values
+            .push((ordinal, name.to_string(), ty.clone(), value.clone()));
         Ok(())
     }
 }
@@ -1390,9 +1818,24 @@ pub struct EngineSession {
 }
 
 impl EngineSession {
-    pub(crate) fn open(engine: Engine, login: &str, database: &str, sysadmin: bool) -> Result<EngineSession, SqlError> {
-        let db = engine.database(database).ok_or_else(|| err(4060, format!("Cannot open database \"{database}\" requested by the login. The login failed.")))?;
-        let spid = engine.inner.next_session_id.fetch_add(1, AtomicOrdering::SeqCst);
+    pub(crate) fn open(
+        engine: Engine,
+        login: &str,
+        database: &str,
+        sysadmin: bool,
+    ) -> Result<EngineSession, SqlError> {
+        let db = engine.database(database).ok_or_else(|| {
+            err(
+                4060,
+                format!(
+                    "Cannot open database \"{database}\" requested by the login. The login failed."
+                ),
+            )
+        })?;
+        let spid = engine
+            .inner
+            .next_session_id
+            .fetch_add(1, AtomicOrdering::SeqCst);
         Ok(EngineSession {
             core: SessionCore {
                 engine,
@@ -1402,7 +1845,14 @@ impl EngineSession {
                 spid,
                 app_name: String::new(),
                 frames: vec![HashMap::new()],
-                opts: SessionOptions { nocount: false, xact_abort: false, lock_timeout: -1, isolation: Isolation::ReadCommitted, identity_insert: None, implicit_transactions: false },
+                opts: SessionOptions {
+                    nocount: false,
+                    xact_abort: false,
+                    lock_timeout: -1,
+                    isolation: Isolation::ReadCommitted,
+                    identity_insert: None,
+                    implicit_transactions: false,
+                },
                 txn: None,
                 tran_count: 0,
                 rowcount: 0,
@@ -1436,10 +1886,36 @@ impl EngineSession {
     }
 
     /// Runs a batch with variables bound (like sp_executesql) and returns its result sets.
-    pub fn run_with(&mut self, sql: &str, params: &[(&str, Value)]) -> Result<Vec<QueryResult>, SqlError> {
+    pub fn run_with(
+        &mut self,
+        sql: &str,
+        params: &[(&str, Value)],
+    ) -> Result<Vec<QueryResult>, SqlError> {
         let mut sink = CollectingSink::default();
-        let args: Vec<ProcArg> = params.iter().map(|(n, v)| ProcArg { name: Some(n.trim_start_matches('@').to_lowercase()), value: v.clone(), ty: None, output: false }).collect();
-        let decl = params.iter().map(|(n, v)| format!("{} {}", if n.starts_with('@') { n.to_string() } else { format!("@{n}") }, value::type_name(&param_decl_type(v)))).collect::<Vec<_>>().join(", ");
+        let args: Vec<ProcArg> = params
+            .iter()
+            .map(|(n, v)| ProcArg {
+                name: Some(n.trim_start_matches('@').to_lowercase()),
+                value: v.clone(),
+                ty: None,
+                output: false,
+            })
+            .collect();
+        let decl = params
+            .iter()
+            .map(|(n, v)| {
+                format!(
+                    "{} {}",
+                    if n.starts_with('@') {
+                        n.to_string()
+                    } else {
+                        format!("@{n}")
+                    },
+                    value::type_name(&param_decl_type(v))
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
         if let Err(e) = self.core.sp_executesql(sql, Some(&decl), &args, &mut sink) {
             sink.errors.push(e);
         }
@@ -1451,12 +1927,21 @@ impl EngineSession {
 
     /// A ProcContext over this session (for tests of extensions).
     pub fn context(&mut self) -> ProcContext<'_> {
-        ProcContext { session: &mut self.core }
+        ProcContext {
+            session: &mut self.core,
+        }
     }
 
     /// Inserts rows as given (no identity/defaults), committed at once, no change recording.
-    pub(crate) fn insert_rows_direct(&mut self, schema: &str, table: &str, rows: Vec<Vec<Value>>) -> Result<(), SqlError> {
-        let (_, def) = self.core.resolve_table(&[schema.to_string(), table.to_string()])?;
+    pub(crate) fn insert_rows_direct(
+        &mut self,
+        schema: &str,
+        table: &str,
+        rows: Vec<Vec<Value>>,
+    ) -> Result<(), SqlError> {
+        let (_, def) = self
+            .core
+            .resolve_table(&[schema.to_string(), table.to_string()])?;
         let was_open = self.core.txn.is_some();
         for r in rows {
             if r.len() != def.columns.len() {
@@ -1477,13 +1962,22 @@ impl EngineSession {
 
 fn param_decl_type(v: &Value) -> SqlType {
     match value::natural_type(v) {
-        SqlType::Null => SqlType::NVarChar { len: Some(4000), collation: value::DEFAULT_COLLATION },
-        SqlType::NVarChar { .. } => SqlType::NVarChar { len: None, collation: value::DEFAULT_COLLATION },
+        SqlType::Null => SqlType::NVarChar {
+            len: Some(4000),
+            collation: value::DEFAULT_COLLATION,
+        },
+        SqlType::NVarChar { .. } => SqlType::NVarChar {
+            len: None,
+            collation: value::DEFAULT_COLLATION,
+        },
         SqlType::VarBinary { .. } => SqlType::VarBinary { len: None },
-        SqlType::Decimal { .. } => value::decimal(38, match v {
-            Value::Decimal(_, s) => *s,
-            _ => 0,
-        }),
+        SqlType::Decimal { .. } => value::decimal(
+            38,
+            match v {
+                Value::Decimal(_, s) => *s,
+                _ => 0,
+            },
+        ),
         t => t,
     }
 }
@@ -1511,7 +2005,15 @@ impl Session for EngineSession {
                     if e.error.number == -1 {
                         break;
                     }
-                    if sink.error(&SqlError { line: s.line.max(1), ..e.error.clone() }).is_err() || e.abort_batch || e.error.number == 3617 {
+                    if sink
+                        .error(&SqlError {
+                            line: s.line.max(1),
+                            ..e.error.clone()
+                        })
+                        .is_err()
+                        || e.abort_batch
+                        || e.error.number == 3617
+                    {
                         break;
                     }
                 }
@@ -1526,7 +2028,11 @@ impl Session for EngineSession {
         let args: Vec<ProcArg> = params
             .iter()
             .map(|p| ProcArg {
-                name: if p.name.is_empty() { None } else { Some(p.name.trim_start_matches('@').to_lowercase()) },
+                name: if p.name.is_empty() {
+                    None
+                } else {
+                    Some(p.name.trim_start_matches('@').to_lowercase())
+                },
                 value: p.value.clone(),
                 ty: Some(p.ty.clone()),
                 output: p.output,
@@ -1535,27 +2041,38 @@ impl Session for EngineSession {
         let result = match proc {
             RpcProc::Id(10) => {
                 // Positional: statement, declarations, then values.
-                let sql = args.first().map(|a| value::to_display_string(&a.value)).unwrap_or_default();
+                let sql = args
+                    .first()
+                    .map(|a| value::to_display_string(&a.value))
+                    .unwrap_or_default();
                 let decl = args.get(1).map(|a| value::to_display_string(&a.value));
                 let rest: Vec<ProcArg> = args.iter().skip(2).cloned().collect();
-                self.core.sp_executesql(&sql, decl.as_deref(), &rest, sink).map(|outs| {
-                    let mut v = vec![None, None];
-                    v.extend(outs);
-                    (0, v)
-                })
+                self.core
+                    .sp_executesql(&sql, decl.as_deref(), &rest, sink)
+                    .map(|outs| {
+                        let mut v = vec![None, None];
+                        v.extend(outs);
+                        (0, v)
+                    })
             }
             RpcProc::Id(id) => Err(value::unsupported(format!("RPC procedure id {id}"))),
             RpcProc::Name(n) => {
                 let parts = split_name_text(n);
                 self.core.proc_depth = 1;
-                let r = self.core.call_procedure(&parts, ProcArgs(args.clone()), sink);
+                let r = self
+                    .core
+                    .call_procedure(&parts, ProcArgs(args.clone()), sink);
                 self.core.proc_depth = 0;
                 r
             }
         };
         match result {
             Ok((status, outs)) => {
-                for (i, (p, v)) in params.iter().zip(outs.iter().chain(std::iter::repeat(&None))).enumerate() {
+                for (i, (p, v)) in params
+                    .iter()
+                    .zip(outs.iter().chain(std::iter::repeat(&None)))
+                    .enumerate()
+                {
                     if p.output {
                         let v = v.clone().unwrap_or(Value::Null);
                         let _ = sink.return_value(i as u16, &p.name, &p.ty, &v);
@@ -1591,7 +2108,10 @@ impl Session for EngineSession {
             TransactionRequest::Rollback { .. } => self.core.rollback_tran(sink),
             TransactionRequest::Save { .. } => {
                 if self.core.txn.is_none() {
-                    Err(err(628, "Cannot issue SAVE TRANSACTION when there is no active transaction."))
+                    Err(err(
+                        628,
+                        "Cannot issue SAVE TRANSACTION when there is no active transaction.",
+                    ))
                 } else {
                     Ok(())
                 }
@@ -1602,7 +2122,12 @@ impl Session for EngineSession {
         }
     }
 
-    fn bulk_rows(&mut self, columns: &[ResultColumn], rows: Vec<Vec<Value>>, sink: &mut dyn ResultSink) {
+    fn bulk_rows(
+        &mut self,
+        columns: &[ResultColumn],
+        rows: Vec<Vec<Value>>,
+        sink: &mut dyn ResultSink,
+    ) {
         let Some((_, table)) = self.core.pending_bulk.take() else {
             let _ = sink.error(&err(4804, "While reading current row from host, a premature end-of-message was encountered--an incoming data stream was interrupted when the server expected to see more data."));
             return;
@@ -1618,7 +2143,12 @@ impl Session for EngineSession {
     }
 
     fn transaction_descriptor(&self) -> u64 {
-        self.core.txn.as_ref().filter(|t| t.explicit).map(|t| t.descriptor).unwrap_or(0)
+        self.core
+            .txn
+            .as_ref()
+            .filter(|t| t.explicit)
+            .map(|t| t.descriptor)
+            .unwrap_or(0)
     }
 
     fn disconnect(&mut self) {

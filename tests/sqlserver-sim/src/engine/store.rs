@@ -126,8 +126,15 @@ pub struct LockManager {
 impl LockManager {
     /// Takes the lock for `txn`. Returns true when newly taken (false: already held).
     /// `timeout_ms < 0` waits forever (unless a deadlock is found: error 1205).
-    pub fn acquire(&self, txn: u64, key: &LockKey, timeout_ms: i64, cancelled: &dyn Fn() -> bool) -> Result<bool, SqlError> {
-        let deadline = (timeout_ms >= 0).then(|| Instant::now() + Duration::from_millis(timeout_ms as u64));
+    pub fn acquire(
+        &self,
+        txn: u64,
+        key: &LockKey,
+        timeout_ms: i64,
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<bool, SqlError> {
+        let deadline =
+            (timeout_ms >= 0).then(|| Instant::now() + Duration::from_millis(timeout_ms as u64));
         let mut st = self.state.lock();
         loop {
             match st.owners.get(key) {
@@ -160,13 +167,19 @@ impl LockManager {
                         }
                         cur = next;
                     }
-                    if timeout_ms == 0 || deadline.is_some_and(|d| Instant::now() >= d) || cancelled() {
+                    if timeout_ms == 0
+                        || deadline.is_some_and(|d| Instant::now() >= d)
+                        || cancelled()
+                    {
                         st.waits_for.remove(&txn);
                         return Err(err(1222, "Lock request time out period exceeded."));
                     }
                     st.waits_for.insert(txn, owner);
-                    let wait = deadline.map(|d| d.saturating_duration_since(Instant::now())).unwrap_or(Duration::from_millis(200));
-                    self.released.wait_for(&mut st, wait.min(Duration::from_millis(200)));
+                    let wait = deadline
+                        .map(|d| d.saturating_duration_since(Instant::now()))
+                        .unwrap_or(Duration::from_millis(200));
+                    self.released
+                        .wait_for(&mut st, wait.min(Duration::from_millis(200)));
                 }
             }
         }
@@ -200,8 +213,14 @@ impl LockManager {
 
     /// Locking READ COMMITTED: waits until no other transaction holds the row's lock (the
     /// reader takes no lock itself). Returns true if it had to wait.
-    pub fn wait_until_unlocked(&self, txn: u64, key: &LockKey, timeout_ms: i64) -> Result<bool, SqlError> {
-        let deadline = (timeout_ms >= 0).then(|| Instant::now() + Duration::from_millis(timeout_ms as u64));
+    pub fn wait_until_unlocked(
+        &self,
+        txn: u64,
+        key: &LockKey,
+        timeout_ms: i64,
+    ) -> Result<bool, SqlError> {
+        let deadline =
+            (timeout_ms >= 0).then(|| Instant::now() + Duration::from_millis(timeout_ms as u64));
         let mut st = self.state.lock();
         let mut waited = false;
         loop {
@@ -230,8 +249,11 @@ impl LockManager {
                     }
                     waited = true;
                     st.waits_for.insert(txn, owner);
-                    let wait = deadline.map(|d| d.saturating_duration_since(Instant::now())).unwrap_or(Duration::from_millis(200));
-                    self.released.wait_for(&mut st, wait.min(Duration::from_millis(200)));
+                    let wait = deadline
+                        .map(|d| d.saturating_duration_since(Instant::now()))
+                        .unwrap_or(Duration::from_millis(200));
+                    self.released
+                        .wait_for(&mut st, wait.min(Duration::from_millis(200)));
                 }
                 _ => {
                     st.waits_for.remove(&txn);
@@ -243,7 +265,11 @@ impl LockManager {
 
     /// Whether some transaction other than `txn` holds a lock on the table.
     pub fn table_locked_by_other(&self, object_id: i32, txn: u64) -> bool {
-        self.state.lock().owners.iter().any(|((o, _, _), t)| *o == object_id && *t != txn)
+        self.state
+            .lock()
+            .owners
+            .iter()
+            .any(|((o, _, _), t)| *o == object_id && *t != txn)
     }
 }
 
@@ -274,11 +300,20 @@ impl Store {
     }
 
     pub fn latest_row(&self, object_id: i32, key: &Key) -> Option<StoredRow> {
-        self.committed.read().tables.get(&object_id).and_then(|t| t.rows.get(key).cloned())
+        self.committed
+            .read()
+            .tables
+            .get(&object_id)
+            .and_then(|t| t.rows.get(key).cloned())
     }
 
     pub fn latest_unique(&self, object_id: i32, index_id: i32, key: &Key) -> Option<Key> {
-        self.committed.read().tables.get(&object_id).and_then(|t| t.uniques.get(&index_id)).and_then(|u| u.get(key).cloned())
+        self.committed
+            .read()
+            .tables
+            .get(&object_id)
+            .and_then(|t| t.uniques.get(&index_id))
+            .and_then(|u| u.get(key).cloned())
     }
 }
 
@@ -293,7 +328,13 @@ pub fn apply_writes(data: &mut TableData, writes: &TableWrites, seq: u64) {
     for (k, v) in &writes.rows {
         match v {
             Some(row) => {
-                data.rows.insert(k.clone(), StoredRow { row: row.clone(), seq });
+                data.rows.insert(
+                    k.clone(),
+                    StoredRow {
+                        row: row.clone(),
+                        seq,
+                    },
+                );
             }
             None => {
                 data.rows.remove(k);
@@ -333,9 +374,22 @@ impl<'a> MergedScan<'a> {
         from: std::ops::Bound<Key>,
     ) -> MergedScan<'a> {
         let truncated = overlay.is_some_and(|o| o.truncated);
-        let base: Option<Box<dyn Iterator<Item = (&'a Key, &'a StoredRow)> + 'a>> = if truncated { None } else { base.map(|b| Box::new(b.rows.range((from.clone(), std::ops::Bound::Unbounded))) as Box<dyn Iterator<Item = (&'a Key, &'a StoredRow)> + 'a>) };
+        let base: Option<Box<dyn Iterator<Item = (&'a Key, &'a StoredRow)> + 'a>> = if truncated {
+            None
+        } else {
+            base.map(|b| {
+                Box::new(b.rows.range((from.clone(), std::ops::Bound::Unbounded)))
+                    as Box<dyn Iterator<Item = (&'a Key, &'a StoredRow)> + 'a>
+            })
+        };
         let overlay = overlay.map(|o| o.rows.range((from, std::ops::Bound::Unbounded)));
-        MergedScan { base, overlay, base_next: None, over_next: None, started: false }
+        MergedScan {
+            base,
+            overlay,
+            base_next: None,
+            over_next: None,
+            started: false,
+        }
     }
 }
 

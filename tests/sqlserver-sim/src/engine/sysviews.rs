@@ -23,14 +23,23 @@ struct V {
 
 impl V {
     fn new(cols: &[(&str, SqlType, bool)]) -> V {
-        V { columns: cols.iter().map(|(n, t, nl)| ResultColumn::expr(*n, t.clone(), *nl)).collect(), rows: Vec::new() }
+        V {
+            columns: cols
+                .iter()
+                .map(|(n, t, nl)| ResultColumn::expr(*n, t.clone(), *nl))
+                .collect(),
+            rows: Vec::new(),
+        }
     }
     fn push(&mut self, r: Vec<Value>) {
         debug_assert_eq!(r.len(), self.columns.len());
         self.rows.push(r);
     }
     fn done(self) -> Option<ViewData> {
-        Some(ViewData { columns: self.columns, rows: self.rows })
+        Some(ViewData {
+            columns: self.columns,
+            rows: self.rows,
+        })
     }
 }
 
@@ -86,7 +95,15 @@ pub fn builtin_types() -> Vec<(&'static str, i32, SqlType)> {
         ("ntext", 99, SqlType::NText { collation: c }),
         ("bit", 104, SqlType::Bit),
         ("decimal", 106, value::decimal(18, 0)),
-        ("numeric", 108, SqlType::Decimal { precision: 18, scale: 0, numeric: true }),
+        (
+            "numeric",
+            108,
+            SqlType::Decimal {
+                precision: 18,
+                scale: 0,
+                numeric: true,
+            },
+        ),
         ("smallmoney", 122, SqlType::SmallMoney),
         ("bigint", 127, SqlType::BigInt),
         ("hierarchyid", 128, SqlType::HierarchyId),
@@ -95,10 +112,24 @@ pub fn builtin_types() -> Vec<(&'static str, i32, SqlType)> {
         ("varbinary", 165, SqlType::VarBinary { len: Some(8000) }),
         ("varchar", 167, varchar(Some(8000))),
         ("binary", 173, SqlType::Binary { len: 8000 }),
-        ("char", 175, SqlType::Char { len: 8000, collation: c }),
+        (
+            "char",
+            175,
+            SqlType::Char {
+                len: 8000,
+                collation: c,
+            },
+        ),
         ("timestamp", 189, SqlType::RowVersion),
         ("nvarchar", 231, nvarchar(Some(4000))),
-        ("nchar", 239, SqlType::NChar { len: 4000, collation: c }),
+        (
+            "nchar",
+            239,
+            SqlType::NChar {
+                len: 4000,
+                collation: c,
+            },
+        ),
         ("xml", 241, SqlType::Xml),
         ("sysname", 256, sysname()),
     ]
@@ -106,7 +137,10 @@ pub fn builtin_types() -> Vec<(&'static str, i32, SqlType)> {
 
 fn user_type_id(db: &DatabaseDef, c: &super::catalog::ColumnDef) -> i32 {
     if let Some((schema, name)) = &c.user_type {
-        if let Some(a) = db.alias_types.get(&super::catalog::object_key(schema, name)) {
+        if let Some(a) = db
+            .alias_types
+            .get(&super::catalog::object_key(schema, name))
+        {
             return a.user_type_id;
         }
     }
@@ -128,7 +162,14 @@ fn object_cols() -> Vec<(&'static str, SqlType, bool)> {
         ("principal_id", SqlType::Int, T),
         ("schema_id", SqlType::Int, F),
         ("parent_object_id", SqlType::Int, F),
-        ("type", SqlType::Char { len: 2, collation: value::DEFAULT_COLLATION }, T),
+        (
+            "type",
+            SqlType::Char {
+                len: 2,
+                collation: value::DEFAULT_COLLATION,
+            },
+            T,
+        ),
         ("type_desc", nvarchar(Some(60)), T),
         ("create_date", SqlType::DateTime, F),
         ("modify_date", SqlType::DateTime, F),
@@ -138,46 +179,156 @@ fn object_cols() -> Vec<(&'static str, SqlType, bool)> {
     ]
 }
 
-fn object_row(name: &str, id: i32, schema_id: i32, parent: i32, ty: &str, desc: &str, created: &NaiveDateTime, modified: &NaiveDateTime, shipped: bool) -> Vec<Value> {
-    vec![s(name), i(id), Value::Null, i(schema_id), i(parent), s(ty), s(desc), dt(created), dt(modified), b(shipped), b(false), b(false)]
+#[allow(clippy::too_many_arguments)]
+fn object_row(
+    name: &str,
+    id: i32,
+    schema_id: i32,
+    parent: i32,
+    ty: &str,
+    desc: &str,
+    created: &NaiveDateTime,
+    modified: &NaiveDateTime,
+    shipped: bool,
+) -> Vec<Value> {
+    vec![
+        s(name),
+        i(id),
+        Value::Null,
+        i(schema_id),
+        i(parent),
+        s(ty),
+        s(desc),
+        dt(created),
+        dt(modified),
+        b(shipped),
+        b(false),
+        b(false),
+    ]
 }
 
 /// All objects of a database for sys.objects (name, id, schema, parent, type, desc, dates).
 fn all_objects(db: &DatabaseDef) -> Vec<Vec<Value>> {
     let mut out = Vec::new();
     for t in db.tables.values() {
-        out.push(object_row(&t.name, t.object_id, t.schema_id, 0, "U", "USER_TABLE", &t.created, &t.modified, t.is_ms_shipped));
-        for ix in t.indexes.iter().filter(|x| x.is_primary_key || x.is_unique_constraint) {
-            let (ty, desc) = if ix.is_primary_key { ("PK", "PRIMARY_KEY_CONSTRAINT") } else { ("UQ", "UNIQUE_CONSTRAINT") };
-            out.push(object_row(&ix.name, ix.constraint_object_id.unwrap_or(0), t.schema_id, t.object_id, ty, desc, &t.created, &t.modified, t.is_ms_shipped));
+        out.push(object_row(
+            &t.name,
+            t.object_id,
+            t.schema_id,
+            0,
+            "U",
+            "USER_TABLE",
+            &t.created,
+            &t.modified,
+            t.is_ms_shipped,
+        ));
+        for ix in t
+            .indexes
+            .iter()
+            .filter(|x| x.is_primary_key || x.is_unique_constraint)
+        {
+            let (ty, desc) = if ix.is_primary_key {
+                ("PK", "PRIMARY_KEY_CONSTRAINT")
+            } else {
+                ("UQ", "UNIQUE_CONSTRAINT")
+            };
+            out.push(object_row(
+                &ix.name,
+                ix.constraint_object_id.unwrap_or(0),
+                t.schema_id,
+                t.object_id,
+                ty,
+                desc,
+                &t.created,
+                &t.modified,
+                t.is_ms_shipped,
+            ));
         }
         for f in &t.foreign_keys {
-            out.push(object_row(&f.name, f.object_id, t.schema_id, t.object_id, "F", "FOREIGN_KEY_CONSTRAINT", &t.created, &t.modified, t.is_ms_shipped));
+            out.push(object_row(
+                &f.name,
+                f.object_id,
+                t.schema_id,
+                t.object_id,
+                "F",
+                "FOREIGN_KEY_CONSTRAINT",
+                &t.created,
+                &t.modified,
+                t.is_ms_shipped,
+            ));
         }
         for c in &t.checks {
-            out.push(object_row(&c.name, c.object_id, t.schema_id, t.object_id, "C", "CHECK_CONSTRAINT", &t.created, &t.modified, t.is_ms_shipped));
+            out.push(object_row(
+                &c.name,
+                c.object_id,
+                t.schema_id,
+                t.object_id,
+                "C",
+                "CHECK_CONSTRAINT",
+                &t.created,
+                &t.modified,
+                t.is_ms_shipped,
+            ));
         }
         for c in &t.columns {
             if let Some(d) = &c.default {
-                out.push(object_row(&d.name, d.object_id, t.schema_id, t.object_id, "D", "DEFAULT_CONSTRAINT", &t.created, &t.modified, t.is_ms_shipped));
+                out.push(object_row(
+                    &d.name,
+                    d.object_id,
+                    t.schema_id,
+                    t.object_id,
+                    "D",
+                    "DEFAULT_CONSTRAINT",
+                    &t.created,
+                    &t.modified,
+                    t.is_ms_shipped,
+                ));
             }
         }
     }
     for sq in db.sequences.values() {
-        out.push(object_row(&sq.name, sq.object_id, sq.schema_id, 0, "SO", "SEQUENCE_OBJECT", &sq.created, &sq.created, false));
+        out.push(object_row(
+            &sq.name,
+            sq.object_id,
+            sq.schema_id,
+            0,
+            "SO",
+            "SEQUENCE_OBJECT",
+            &sq.created,
+            &sq.created,
+            false,
+        ));
     }
     for p in db.procedures.values() {
-        out.push(object_row(&p.name, p.object_id, p.schema_id, 0, "P", "SQL_STORED_PROCEDURE", &p.created, &p.created, false));
+        out.push(object_row(
+            &p.name,
+            p.object_id,
+            p.schema_id,
+            0,
+            "P",
+            "SQL_STORED_PROCEDURE",
+            &p.created,
+            &p.created,
+            false,
+        ));
     }
     out
 }
 
 fn row_count(core: &SessionCore, t: &TableDef) -> i64 {
-    core.read_snapshot().table(t.object_id).map(|d| d.rows.len() as i64).unwrap_or(0)
+    core.read_snapshot()
+        .table(t.object_id)
+        .map(|d| d.rows.len() as i64)
+        .unwrap_or(0)
 }
 
 /// The rows of a catalog view, or None if `schema.name` is not one.
-pub fn view(core: &SessionCore, database: &str, schema: &str, name: &str) -> Result<Option<ViewData>, SqlError> {
+pub fn view(
+    core: &SessionCore,
+    database: &str,
+    schema: &str,
+    name: &str,
+) -> Result<Option<ViewData>, SqlError> {
     let Some(db) = core.engine.database(database) else {
         return Err(value::err(911, format!("Database '{database}' does not exist. Make sure that the name is entered correctly.")));
     };
@@ -211,7 +362,8 @@ pub fn view(core: &SessionCore, database: &str, schema: &str, name: &str) -> Res
                 ("is_encrypted", SqlType::Bit, T),
                 ("is_broker_enabled", SqlType::Bit, F),
             ]);
-            let mut dbs: Vec<DatabaseDef> = core.engine.inner.catalog.read().values().cloned().collect();
+            let mut dbs: Vec<DatabaseDef> =
+                core.engine.inner.catalog.read().values().cloned().collect();
             dbs.sort_by_key(|d| d.database_id);
             for d in dbs {
                 v.push(vec![
@@ -228,7 +380,11 @@ pub fn view(core: &SessionCore, database: &str, schema: &str, name: &str) -> Res
                     ti(0),
                     s("ONLINE"),
                     ti(d.allow_snapshot_isolation as u8),
-                    s(if d.allow_snapshot_isolation { "ON" } else { "OFF" }),
+                    s(if d.allow_snapshot_isolation {
+                        "ON"
+                    } else {
+                        "OFF"
+                    }),
                     b(d.read_committed_snapshot),
                     ti(d.recovery.code()),
                     s(d.recovery.desc()),
@@ -242,16 +398,29 @@ pub fn view(core: &SessionCore, database: &str, schema: &str, name: &str) -> Res
             v.done()
         }
         "database_recovery_status" => {
-            let mut v = V::new(&[("database_id", SqlType::Int, F), ("database_guid", SqlType::UniqueIdentifier, T), ("last_log_backup_lsn", value::decimal(25, 0), T)]);
-            let backups = core.engine.inner.catalog.read().get("msdb").and_then(|m| m.table("dbo", "backupset").cloned());
-            let dbs: Vec<DatabaseDef> = core.engine.inner.catalog.read().values().cloned().collect();
+            let mut v = V::new(&[
+                ("database_id", SqlType::Int, F),
+                ("database_guid", SqlType::UniqueIdentifier, T),
+                ("last_log_backup_lsn", value::decimal(25, 0), T),
+            ]);
+            let backups = core
+                .engine
+                .inner
+                .catalog
+                .read()
+                .get("msdb")
+                .and_then(|m| m.table("dbo", "backupset").cloned());
+            let dbs: Vec<DatabaseDef> =
+                core.engine.inner.catalog.read().values().cloned().collect();
             for d in dbs {
                 let mut last = Value::Null;
                 if let Some(bt) = &backups {
                     let snap = core.read_snapshot();
                     if let Some(td) = snap.table(bt.object_id) {
                         for r in td.rows.values() {
-                            if matches!(&r.row[1], Value::String(n) if n.eq_ignore_ascii_case(&d.name)) && matches!(&r.row[2], Value::String(t) if &**t == "L") {
+                            if matches!(&r.row[1], Value::String(n) if n.eq_ignore_ascii_case(&d.name))
+                                && matches!(&r.row[2], Value::String(t) if &**t == "L")
+                            {
                                 last = r.row[6].clone();
                             }
                         }
@@ -262,7 +431,11 @@ pub fn view(core: &SessionCore, database: &str, schema: &str, name: &str) -> Res
             v.done()
         }
         "schemas" => {
-            let mut v = V::new(&[("name", sysname(), F), ("schema_id", SqlType::Int, F), ("principal_id", SqlType::Int, T)]);
+            let mut v = V::new(&[
+                ("name", sysname(), F),
+                ("schema_id", SqlType::Int, F),
+                ("principal_id", SqlType::Int, T),
+            ]);
             let mut list: Vec<_> = db.schemas.values().collect();
             list.sort_by_key(|x| x.schema_id);
             for sc in list {
@@ -293,9 +466,30 @@ pub fn view(core: &SessionCore, database: &str, schema: &str, name: &str) -> Res
             ]);
             let mut v = V::new(&cols);
             for t in db.tables.values() {
-                let mut r = object_row(&t.name, t.object_id, t.schema_id, 0, "U", "USER_TABLE", &t.created, &t.modified, t.is_ms_shipped);
+                let mut r = object_row(
+                    &t.name,
+                    t.object_id,
+                    t.schema_id,
+                    0,
+                    "U",
+                    "USER_TABLE",
+                    &t.created,
+                    &t.modified,
+                    t.is_ms_shipped,
+                );
                 let has_lob = t.columns.iter().any(|c| value::is_lob_type(&c.ty));
-                r.extend([i(has_lob as i32), b(false), b(false), b(false), b(t.is_tracked_by_cdc), ti(0), s("NON_TEMPORAL_TABLE"), b(false), b(false), b(false)]);
+                r.extend([
+                    i(has_lob as i32),
+                    b(false),
+                    b(false),
+                    b(false),
+                    b(t.is_tracked_by_cdc),
+                    ti(0),
+                    s("NON_TEMPORAL_TABLE"),
+                    b(false),
+                    b(false),
+                    b(false),
+                ]);
                 v.push(r);
             }
             v.done()
@@ -325,7 +519,11 @@ pub fn view(core: &SessionCore, database: &str, schema: &str, name: &str) -> Res
                 ("generated_always_type", SqlType::TinyInt, T),
             ];
             match name {
-                "computed_columns" => cols.extend([("definition", nvarchar(None), T), ("uses_database_collation", SqlType::Bit, T), ("is_persisted", SqlType::Bit, F)]),
+                "computed_columns" => cols.extend([
+                    ("definition", nvarchar(None), T),
+                    ("uses_database_collation", SqlType::Bit, T),
+                    ("is_persisted", SqlType::Bit, F),
+                ]),
                 "identity_columns" => cols.extend([
                     ("seed_value", value::decimal(38, 0), T),
                     ("increment_value", value::decimal(38, 0), T),
@@ -337,7 +535,9 @@ pub fn view(core: &SessionCore, database: &str, schema: &str, name: &str) -> Res
             let mut v = V::new(&cols);
             for t in db.tables.values() {
                 for c in &t.columns {
-                    if name == "computed_columns" && c.computed.is_none() || name == "identity_columns" && c.identity.is_none() {
+                    if name == "computed_columns" && c.computed.is_none()
+                        || name == "identity_columns" && c.identity.is_none()
+                    {
                         continue;
                     }
                     let (sys_id, _) = value::system_type_id(&c.ty);
@@ -372,7 +572,12 @@ pub fn view(core: &SessionCore, database: &str, schema: &str, name: &str) -> Res
                         }
                         "identity_columns" => {
                             let spec = c.identity.as_ref().expect("filtered");
-                            let last = t.runtime.identity_last.lock().map(dec).unwrap_or(Value::Null);
+                            let last = t
+                                .runtime
+                                .identity_last
+                                .lock()
+                                .map(dec)
+                                .unwrap_or(Value::Null);
                             r.extend([dec(spec.seed), dec(spec.increment), last, b(false)]);
                         }
                         _ => {}
@@ -403,13 +608,48 @@ pub fn view(core: &SessionCore, database: &str, schema: &str, name: &str) -> Res
             for (n, uid, t) in builtin_types() {
                 let (sys_id, _) = value::system_type_id(&t);
                 let (len, prec, scale) = value::storage_shape(&t);
-                let assembly = matches!(t, SqlType::HierarchyId | SqlType::Geometry | SqlType::Geography);
-                v.push(vec![s(n), ti(sys_id), i(uid), i(4), Value::Null, si(len), ti(prec), ti(scale), collation_of(&t), b(true), b(assembly), b(assembly), i(0), i(0), b(false)]);
+                let assembly = matches!(
+                    t,
+                    SqlType::HierarchyId | SqlType::Geometry | SqlType::Geography
+                );
+                v.push(vec![
+                    s(n),
+                    ti(sys_id),
+                    i(uid),
+                    i(4),
+                    Value::Null,
+                    si(len),
+                    ti(prec),
+                    ti(scale),
+                    collation_of(&t),
+                    b(true),
+                    b(assembly),
+                    b(assembly),
+                    i(0),
+                    i(0),
+                    b(false),
+                ]);
             }
             for a in db.alias_types.values() {
                 let (sys_id, _) = value::system_type_id(&a.base);
                 let (len, prec, scale) = value::storage_shape(&a.base);
-                v.push(vec![s(&a.name), ti(sys_id), i(a.user_type_id), i(a.schema_id), Value::Null, si(len), ti(prec), ti(scale), collation_of(&a.base), b(a.nullable), b(true), b(false), i(0), i(0), b(false)]);
+                v.push(vec![
+                    s(&a.name),
+                    ti(sys_id),
+                    i(a.user_type_id),
+                    i(a.schema_id),
+                    Value::Null,
+                    si(len),
+                    ti(prec),
+                    ti(scale),
+                    collation_of(&a.base),
+                    b(a.nullable),
+                    b(true),
+                    b(false),
+                    i(0),
+                    i(0),
+                    b(false),
+                ]);
             }
             v.done()
         }
@@ -435,8 +675,32 @@ pub fn view(core: &SessionCore, database: &str, schema: &str, name: &str) -> Res
                 ("filter_definition", nvarchar(None), T),
             ]);
             for t in db.tables.values() {
-                if t.is_heap() && !t.indexes.first().is_some_and(|x| x.kind == IndexKind::Clustered) {
-                    v.push(vec![i(t.object_id), Value::Null, i(0), ti(0), s("HEAP"), b(false), i(1), b(false), b(false), b(false), ti(0), b(false), b(false), b(false), b(true), b(true), b(false), Value::Null]);
+                if t.is_heap()
+                    && !t
+                        .indexes
+                        .first()
+                        .is_some_and(|x| x.kind == IndexKind::Clustered)
+                {
+                    v.push(vec![
+                        i(t.object_id),
+                        Value::Null,
+                        i(0),
+                        ti(0),
+                        s("HEAP"),
+                        b(false),
+                        i(1),
+                        b(false),
+                        b(false),
+                        b(false),
+                        ti(0),
+                        b(false),
+                        b(false),
+                        b(false),
+                        b(true),
+                        b(true),
+                        b(false),
+                        Value::Null,
+                    ]);
                 }
                 for x in &t.indexes {
                     v.push(vec![
@@ -482,7 +746,17 @@ pub fn view(core: &SessionCore, database: &str, schema: &str, name: &str) -> Res
                         if !c.included {
                             key_ord += 1;
                         }
-                        v.push(vec![i(t.object_id), i(x.index_id), i(n as i32 + 1), i(t.columns[c.column].column_id), ti(if c.included { 0 } else { key_ord }), ti(0), b(c.descending), b(c.included), ti(0)]);
+                        v.push(vec![
+                            i(t.object_id),
+                            i(x.index_id),
+                            i(n as i32 + 1),
+                            i(t.columns[c.column].column_id),
+                            ti(if c.included { 0 } else { key_ord }),
+                            ti(0),
+                            b(c.descending),
+                            b(c.included),
+                            ti(0),
+                        ]);
                     }
                 }
             }
@@ -490,12 +764,34 @@ pub fn view(core: &SessionCore, database: &str, schema: &str, name: &str) -> Res
         }
         "key_constraints" => {
             let mut cols = object_cols();
-            cols.extend([("unique_index_id", SqlType::Int, T), ("is_system_named", SqlType::Bit, F), ("is_enforced", SqlType::Bit, T)]);
+            cols.extend([
+                ("unique_index_id", SqlType::Int, T),
+                ("is_system_named", SqlType::Bit, F),
+                ("is_enforced", SqlType::Bit, T),
+            ]);
             let mut v = V::new(&cols);
             for t in db.tables.values() {
-                for x in t.indexes.iter().filter(|x| x.is_primary_key || x.is_unique_constraint) {
-                    let (ty, desc) = if x.is_primary_key { ("PK", "PRIMARY_KEY_CONSTRAINT") } else { ("UQ", "UNIQUE_CONSTRAINT") };
-                    let mut r = object_row(&x.name, x.constraint_object_id.unwrap_or(0), t.schema_id, t.object_id, ty, desc, &t.created, &t.modified, t.is_ms_shipped);
+                for x in t
+                    .indexes
+                    .iter()
+                    .filter(|x| x.is_primary_key || x.is_unique_constraint)
+                {
+                    let (ty, desc) = if x.is_primary_key {
+                        ("PK", "PRIMARY_KEY_CONSTRAINT")
+                    } else {
+                        ("UQ", "UNIQUE_CONSTRAINT")
+                    };
+                    let mut r = object_row(
+                        &x.name,
+                        x.constraint_object_id.unwrap_or(0),
+                        t.schema_id,
+                        t.object_id,
+                        ty,
+                        desc,
+                        &t.created,
+                        &t.modified,
+                        t.is_ms_shipped,
+                    );
                     r.extend([i(x.index_id), b(x.name.contains("__")), b(true)]);
                     v.push(r);
                 }
@@ -519,7 +815,17 @@ pub fn view(core: &SessionCore, database: &str, schema: &str, name: &str) -> Res
             let mut v = V::new(&cols);
             for t in db.tables.values() {
                 for f in &t.foreign_keys {
-                    let mut r = object_row(&f.name, f.object_id, t.schema_id, t.object_id, "F", "FOREIGN_KEY_CONSTRAINT", &t.created, &t.modified, t.is_ms_shipped);
+                    let mut r = object_row(
+                        &f.name,
+                        f.object_id,
+                        t.schema_id,
+                        t.object_id,
+                        "F",
+                        "FOREIGN_KEY_CONSTRAINT",
+                        &t.created,
+                        &t.modified,
+                        t.is_ms_shipped,
+                    );
                     r.extend([
                         i(f.referenced_object_id),
                         i(f.key_index_id),
@@ -549,9 +855,24 @@ pub fn view(core: &SessionCore, database: &str, schema: &str, name: &str) -> Res
             for t in db.tables.values() {
                 for f in &t.foreign_keys {
                     let parent = db.table_by_id(f.referenced_object_id);
-                    for (n, (c, rc)) in f.columns.iter().zip(f.referenced_columns.iter()).enumerate() {
-                        let rcid = parent.and_then(|p| p.columns.get(*rc)).map(|x| x.column_id).unwrap_or(0);
-                        v.push(vec![i(f.object_id), i(n as i32 + 1), i(t.object_id), i(t.columns[*c].column_id), i(f.referenced_object_id), i(rcid)]);
+                    for (n, (c, rc)) in f
+                        .columns
+                        .iter()
+                        .zip(f.referenced_columns.iter())
+                        .enumerate()
+                    {
+                        let rcid = parent
+                            .and_then(|p| p.columns.get(*rc))
+                            .map(|x| x.column_id)
+                            .unwrap_or(0);
+                        v.push(vec![
+                            i(f.object_id),
+                            i(n as i32 + 1),
+                            i(t.object_id),
+                            i(t.columns[*c].column_id),
+                            i(f.referenced_object_id),
+                            i(rcid),
+                        ]);
                     }
                 }
             }
@@ -559,13 +880,31 @@ pub fn view(core: &SessionCore, database: &str, schema: &str, name: &str) -> Res
         }
         "default_constraints" => {
             let mut cols = object_cols();
-            cols.extend([("parent_column_id", SqlType::Int, F), ("definition", nvarchar(None), T), ("is_system_named", SqlType::Bit, F)]);
+            cols.extend([
+                ("parent_column_id", SqlType::Int, F),
+                ("definition", nvarchar(None), T),
+                ("is_system_named", SqlType::Bit, F),
+            ]);
             let mut v = V::new(&cols);
             for t in db.tables.values() {
                 for c in &t.columns {
                     if let Some(d) = &c.default {
-                        let mut r = object_row(&d.name, d.object_id, t.schema_id, t.object_id, "D", "DEFAULT_CONSTRAINT", &t.created, &t.modified, t.is_ms_shipped);
-                        r.extend([i(c.column_id), s(&d.definition), b(d.name.starts_with("DF__"))]);
+                        let mut r = object_row(
+                            &d.name,
+                            d.object_id,
+                            t.schema_id,
+                            t.object_id,
+                            "D",
+                            "DEFAULT_CONSTRAINT",
+                            &t.created,
+                            &t.modified,
+                            t.is_ms_shipped,
+                        );
+                        r.extend([
+                            i(c.column_id),
+                            s(&d.definition),
+                            b(d.name.starts_with("DF__")),
+                        ]);
                         v.push(r);
                     }
                 }
@@ -586,8 +925,26 @@ pub fn view(core: &SessionCore, database: &str, schema: &str, name: &str) -> Res
             let mut v = V::new(&cols);
             for t in db.tables.values() {
                 for c in &t.checks {
-                    let mut r = object_row(&c.name, c.object_id, t.schema_id, t.object_id, "C", "CHECK_CONSTRAINT", &t.created, &t.modified, t.is_ms_shipped);
-                    r.extend([b(false), b(false), b(false), i(c.column.map(|p| t.columns[p].column_id).unwrap_or(0)), s(&c.definition), b(true), b(c.name.starts_with("CK__"))]);
+                    let mut r = object_row(
+                        &c.name,
+                        c.object_id,
+                        t.schema_id,
+                        t.object_id,
+                        "C",
+                        "CHECK_CONSTRAINT",
+                        &t.created,
+                        &t.modified,
+                        t.is_ms_shipped,
+                    );
+                    r.extend([
+                        b(false),
+                        b(false),
+                        b(false),
+                        i(c.column.map(|p| t.columns[p].column_id).unwrap_or(0)),
+                        s(&c.definition),
+                        b(true),
+                        b(c.name.starts_with("CK__")),
+                    ]);
                     v.push(r);
                 }
             }
@@ -612,11 +969,35 @@ pub fn view(core: &SessionCore, database: &str, schema: &str, name: &str) -> Res
             ]);
             let mut v = V::new(&cols);
             for q in db.sequences.values() {
-                let mut r = object_row(&q.name, q.object_id, q.schema_id, 0, "SO", "SEQUENCE_OBJECT", &q.created, &q.created, false);
+                let mut r = object_row(
+                    &q.name,
+                    q.object_id,
+                    q.schema_id,
+                    0,
+                    "SO",
+                    "SEQUENCE_OBJECT",
+                    &q.created,
+                    &q.created,
+                    false,
+                );
                 let (sys_id, uid) = value::system_type_id(&q.ty);
                 let (_, prec, scale) = value::storage_shape(&q.ty);
                 let cur = q.current.lock().unwrap_or(q.start);
-                r.extend([dec(q.start), dec(q.increment), dec(q.minimum), dec(q.maximum), b(q.cycle), b(q.cache_size != Some(0)), q.cache_size.map(|c| i(c as i32)).unwrap_or(Value::Null), ti(sys_id), i(uid), ti(prec), ti(scale), dec(cur), b(false)]);
+                r.extend([
+                    dec(q.start),
+                    dec(q.increment),
+                    dec(q.minimum),
+                    dec(q.maximum),
+                    b(q.cycle),
+                    b(q.cache_size != Some(0)),
+                    q.cache_size.map(|c| i(c as i32)).unwrap_or(Value::Null),
+                    ti(sys_id),
+                    i(uid),
+                    ti(prec),
+                    ti(scale),
+                    dec(cur),
+                    b(false),
+                ]);
                 v.push(r);
             }
             v.done()
@@ -635,13 +1016,27 @@ pub fn view(core: &SessionCore, database: &str, schema: &str, name: &str) -> Res
             ]);
             for t in db.tables.values() {
                 let rows = row_count(core, t);
-                let mut ids: Vec<(i32, &str)> = t.indexes.iter().map(|x| (x.index_id, x.data_compression)).collect();
+                let mut ids: Vec<(i32, &str)> = t
+                    .indexes
+                    .iter()
+                    .map(|x| (x.index_id, x.data_compression))
+                    .collect();
                 if !ids.iter().any(|(id, _)| *id <= 1) {
                     ids.insert(0, (0, "NONE"));
                 }
                 for (id, comp) in ids {
                     let pid = ((t.object_id as i64) << 16) | id as i64;
-                    v.push(vec![Value::BigInt(pid), i(t.object_id), i(id), i(1), Value::BigInt(pid), Value::BigInt(rows), si(0), ti(if comp == "NONE" { 0 } else { 1 }), s(comp)]);
+                    v.push(vec![
+                        Value::BigInt(pid),
+                        i(t.object_id),
+                        i(id),
+                        i(1),
+                        Value::BigInt(pid),
+                        Value::BigInt(rows),
+                        si(0),
+                        ti(if comp == "NONE" { 0 } else { 1 }),
+                        s(comp),
+                    ]);
                 }
             }
             v.done()
@@ -657,14 +1052,30 @@ pub fn view(core: &SessionCore, database: &str, schema: &str, name: &str) -> Res
                 ("srvid", SqlType::SmallInt, T),
                 ("srvname", sysname(), F),
             ]);
-            v.push(vec![i(0), s(&cfg.server_name), s("SQL Server"), s("SQLOLEDB"), s(&cfg.server_name), b(false), si(0), s(&cfg.server_name)]);
+            v.push(vec![
+                i(0),
+                s(&cfg.server_name),
+                s("SQL Server"),
+                s("SQLOLEDB"),
+                s(&cfg.server_name),
+                b(false),
+                si(0),
+                s(&cfg.server_name),
+            ]);
             v.done()
         }
         "database_principals" => {
             let mut v = V::new(&[
                 ("name", sysname(), F),
                 ("principal_id", SqlType::Int, F),
-                ("type", SqlType::Char { len: 1, collation: value::DEFAULT_COLLATION }, F),
+                (
+                    "type",
+                    SqlType::Char {
+                        len: 1,
+                        collation: value::DEFAULT_COLLATION,
+                    },
+                    F,
+                ),
                 ("type_desc", nvarchar(Some(60)), T),
                 ("default_schema_name", sysname(), T),
                 ("sid", SqlType::VarBinary { len: Some(85) }, T),
@@ -672,13 +1083,38 @@ pub fn view(core: &SessionCore, database: &str, schema: &str, name: &str) -> Res
             ]);
             for (n, id, t, d, sch, sid, fixed) in [
                 ("public", 0, "R", "DATABASE_ROLE", None, None, false),
-                ("dbo", 1, "S", "SQL_USER", Some("dbo"), Some(vec![1u8]), false),
-                ("guest", 2, "S", "SQL_USER", Some("guest"), Some(vec![0u8]), false),
+                (
+                    "dbo",
+                    1,
+                    "S",
+                    "SQL_USER",
+                    Some("dbo"),
+                    Some(vec![1u8]),
+                    false,
+                ),
+                (
+                    "guest",
+                    2,
+                    "S",
+                    "SQL_USER",
+                    Some("guest"),
+                    Some(vec![0u8]),
+                    false,
+                ),
                 ("INFORMATION_SCHEMA", 3, "S", "SQL_USER", None, None, false),
                 ("sys", 4, "S", "SQL_USER", None, None, false),
                 ("db_owner", 16384, "R", "DATABASE_ROLE", None, None, true),
             ] {
-                v.push(vec![s(n), i(id), s(t), s(d), so(sch), sid.map(|x| Value::Binary(Arc::from(x))).unwrap_or(Value::Null), b(fixed)]);
+                v.push(vec![
+                    s(n),
+                    i(id),
+                    s(t),
+                    s(d),
+                    so(sch),
+                    sid.map(|x| Value::Binary(Arc::from(x)))
+                        .unwrap_or(Value::Null),
+                    b(fixed),
+                ]);
             }
             v.done()
         }
@@ -687,15 +1123,46 @@ pub fn view(core: &SessionCore, database: &str, schema: &str, name: &str) -> Res
                 ("name", sysname(), F),
                 ("principal_id", SqlType::Int, F),
                 ("sid", SqlType::VarBinary { len: Some(85) }, T),
-                ("type", SqlType::Char { len: 1, collation: value::DEFAULT_COLLATION }, F),
+                (
+                    "type",
+                    SqlType::Char {
+                        len: 1,
+                        collation: value::DEFAULT_COLLATION,
+                    },
+                    F,
+                ),
                 ("type_desc", nvarchar(Some(60)), T),
                 ("is_disabled", SqlType::Bit, T),
                 ("default_database_name", sysname(), T),
             ]);
-            v.push(vec![s("sa"), i(1), Value::Binary(Arc::from(vec![1u8])), s("S"), s("SQL_LOGIN"), b(false), s("master")]);
-            v.push(vec![s("sysadmin"), i(3), Value::Binary(Arc::from(vec![3u8])), s("R"), s("SERVER_ROLE"), b(false), Value::Null]);
+            v.push(vec![
+                s("sa"),
+                i(1),
+                Value::Binary(Arc::from(vec![1u8])),
+                s("S"),
+                s("SQL_LOGIN"),
+                b(false),
+                s("master"),
+            ]);
+            v.push(vec![
+                s("sysadmin"),
+                i(3),
+                Value::Binary(Arc::from(vec![3u8])),
+                s("R"),
+                s("SERVER_ROLE"),
+                b(false),
+                Value::Null,
+            ]);
             for (k, (n, _, _)) in cfg.logins.iter().enumerate() {
-                v.push(vec![s(n), i(256 + k as i32), Value::Binary(Arc::from(vec![(k + 10) as u8])), s("S"), s("SQL_LOGIN"), b(false), s("master")]);
+                v.push(vec![
+                    s(n),
+                    i(256 + k as i32),
+                    Value::Binary(Arc::from(vec![(k + 10) as u8])),
+                    s("S"),
+                    s("SQL_LOGIN"),
+                    b(false),
+                    s("master"),
+                ]);
             }
             v.done()
         }
@@ -706,7 +1173,14 @@ pub fn view(core: &SessionCore, database: &str, schema: &str, name: &str) -> Res
                 ("parent_class", SqlType::TinyInt, F),
                 ("parent_class_desc", nvarchar(Some(60)), T),
                 ("parent_id", SqlType::Int, F),
-                ("type", SqlType::Char { len: 2, collation: value::DEFAULT_COLLATION }, F),
+                (
+                    "type",
+                    SqlType::Char {
+                        len: 2,
+                        collation: value::DEFAULT_COLLATION,
+                    },
+                    F,
+                ),
                 ("type_desc", nvarchar(Some(60)), T),
                 ("create_date", SqlType::DateTime, F),
                 ("modify_date", SqlType::DateTime, F),
@@ -716,12 +1190,30 @@ pub fn view(core: &SessionCore, database: &str, schema: &str, name: &str) -> Res
                 ("is_instead_of_trigger", SqlType::Bit, F),
             ]);
             for t in &db.ddl_triggers {
-                v.push(vec![s(&t.name), i(t.object_id), ti(0), s("DATABASE"), i(0), s("TR"), s("SQL_TRIGGER"), dt(&t.created), dt(&t.created), b(false), b(t.disabled), b(false), b(false)]);
+                v.push(vec![
+                    s(&t.name),
+                    i(t.object_id),
+                    ti(0),
+                    s("DATABASE"),
+                    i(0),
+                    s("TR"),
+                    s("SQL_TRIGGER"),
+                    dt(&t.created),
+                    dt(&t.created),
+                    b(false),
+                    b(t.disabled),
+                    b(false),
+                    b(false),
+                ]);
             }
             v.done()
         }
         "trigger_events" => {
-            let mut v = V::new(&[("object_id", SqlType::Int, F), ("type", SqlType::Int, F), ("type_desc", nvarchar(Some(60)), T)]);
+            let mut v = V::new(&[
+                ("object_id", SqlType::Int, F),
+                ("type", SqlType::Int, F),
+                ("type_desc", nvarchar(Some(60)), T),
+            ]);
             for t in &db.ddl_triggers {
                 for e in &t.events {
                     v.push(vec![i(t.object_id), i(0), s(e)]);
@@ -730,7 +1222,10 @@ pub fn view(core: &SessionCore, database: &str, schema: &str, name: &str) -> Res
             v.done()
         }
         "sql_modules" => {
-            let mut v = V::new(&[("object_id", SqlType::Int, F), ("definition", nvarchar(None), T)]);
+            let mut v = V::new(&[
+                ("object_id", SqlType::Int, F),
+                ("definition", nvarchar(None), T),
+            ]);
             for t in &db.ddl_triggers {
                 v.push(vec![i(t.object_id), s(&t.definition)]);
             }
@@ -752,19 +1247,76 @@ pub fn view(core: &SessionCore, database: &str, schema: &str, name: &str) -> Res
                 ("is_advanced", SqlType::Bit, F),
             ]);
             for (id, n, val, min, max, desc, adv) in [
-                (1536, "max text repl size (B)", 65536, -1, 2147483647, "Maximum size of a text field in replication.", false),
-                (1544, "max server memory (MB)", 2147483647, 128, 2147483647, "Maximum size of server memory (MB)", true),
-                (518, "show advanced options", 0, 0, 1, "show advanced options", false),
-                (1576, "remote admin connections", 0, 0, 1, "Dedicated Admin Connections are allowed from remote clients", false),
+                (
+                    1536,
+                    "max text repl size (B)",
+                    65536,
+                    -1,
+                    2147483647,
+                    "Maximum size of a text field in replication.",
+                    false,
+                ),
+                (
+                    1544,
+                    "max server memory (MB)",
+                    2147483647,
+                    128,
+                    2147483647,
+                    "Maximum size of server memory (MB)",
+                    true,
+                ),
+                (
+                    518,
+                    "show advanced options",
+                    0,
+                    0,
+                    1,
+                    "show advanced options",
+                    false,
+                ),
+                (
+                    1576,
+                    "remote admin connections",
+                    0,
+                    0,
+                    1,
+                    "Dedicated Admin Connections are allowed from remote clients",
+                    false,
+                ),
             ] {
-                v.push(vec![i(id), s(n), i(val), i(min), i(max), i(val), s(desc), b(true), b(adv)]);
+                v.push(vec![
+                    i(id),
+                    s(n),
+                    i(val),
+                    i(min),
+                    i(max),
+                    i(val),
+                    s(desc),
+                    b(true),
+                    b(adv),
+                ]);
             }
             v.done()
         }
         "dm_server_services" => {
-            let mut v = V::new(&[("servicename", nvarchar(Some(256)), F), ("startup_type", SqlType::Int, T), ("status", SqlType::Int, T), ("status_desc", nvarchar(Some(256)), T)]);
-            v.push(vec![s("SQL Server (MSSQLSERVER)"), i(2), i(4), s("Running")]);
-            v.push(vec![s("SQL Server Agent (MSSQLSERVER)"), i(2), i(4), s("Running")]);
+            let mut v = V::new(&[
+                ("servicename", nvarchar(Some(256)), F),
+                ("startup_type", SqlType::Int, T),
+                ("status", SqlType::Int, T),
+                ("status_desc", nvarchar(Some(256)), T),
+            ]);
+            v.push(vec![
+                s("SQL Server (MSSQLSERVER)"),
+                i(2),
+                i(4),
+                s("Running"),
+            ]);
+            v.push(vec![
+                s("SQL Server Agent (MSSQLSERVER)"),
+                i(2),
+                i(4),
+                s("Running"),
+            ]);
             v.done()
         }
         _ => None,
@@ -776,7 +1328,12 @@ fn information_schema(core: &SessionCore, db: &DatabaseDef, name: &str) -> Optio
     let n128 = nvarchar(Some(128));
     match name {
         "tables" => {
-            let mut v = V::new(&[("TABLE_CATALOG", n128.clone(), T), ("TABLE_SCHEMA", n128.clone(), T), ("TABLE_NAME", sysname(), F), ("TABLE_TYPE", varchar(Some(10)), T)]);
+            let mut v = V::new(&[
+                ("TABLE_CATALOG", n128.clone(), T),
+                ("TABLE_SCHEMA", n128.clone(), T),
+                ("TABLE_NAME", sysname(), F),
+                ("TABLE_TYPE", varchar(Some(10)), T),
+            ]);
             for t in db.tables.values() {
                 v.push(vec![s(&db.name), s(&t.schema), s(&t.name), s("BASE TABLE")]);
             }
@@ -813,21 +1370,33 @@ fn information_schema(core: &SessionCore, db: &DatabaseDef, name: &str) -> Optio
                         SqlType::NText { .. } => Value::Int(1073741823),
                         SqlType::Xml => Value::Int(-1),
                         t if is_char || is_bin => {
-                            let l = if len < 0 { -1 } else if value::is_unicode_type(t) { len as i32 / 2 } else { len as i32 };
+                            let l = if len < 0 {
+                                -1
+                            } else if value::is_unicode_type(t) {
+                                len as i32 / 2
+                            } else {
+                                len as i32
+                            };
                             Value::Int(l)
                         }
                         _ => Value::Null,
                     };
                     let octet = match (&char_len, &c.ty) {
                         (Value::Int(-1), _) => Value::Int(-1),
-                        (Value::Int(n), t) if value::is_unicode_type(t) && !matches!(t, SqlType::NText { .. }) => Value::Int(n * 2),
+                        (Value::Int(n), t)
+                            if value::is_unicode_type(t) && !matches!(t, SqlType::NText { .. }) =>
+                        {
+                            Value::Int(n * 2)
+                        }
                         (v, _) => v.clone(),
                     };
                     let numeric = value::is_numeric_type(&c.ty) && !matches!(c.ty, SqlType::Bit);
                     let dtp = match &c.ty {
                         SqlType::DateTime => Value::SmallInt(3),
                         SqlType::SmallDateTime | SqlType::Date => Value::SmallInt(0),
-                        SqlType::Time { scale } | SqlType::DateTime2 { scale } | SqlType::DateTimeOffset { scale } => Value::SmallInt(*scale as i16),
+                        SqlType::Time { scale }
+                        | SqlType::DateTime2 { scale }
+                        | SqlType::DateTimeOffset { scale } => Value::SmallInt(*scale as i16),
                         _ => Value::Null,
                     };
                     let (dom_schema, dom_name) = match &c.user_type {
@@ -846,10 +1415,30 @@ fn information_schema(core: &SessionCore, db: &DatabaseDef, name: &str) -> Optio
                         char_len,
                         octet,
                         if numeric { ti(prec) } else { Value::Null },
-                        if numeric { si(if matches!(c.ty, SqlType::Real | SqlType::Float) { 2 } else { 10 }) } else { Value::Null },
-                        if numeric && !matches!(c.ty, SqlType::Real | SqlType::Float) { i(scale as i32) } else { Value::Null },
+                        if numeric {
+                            si(if matches!(c.ty, SqlType::Real | SqlType::Float) {
+                                2
+                            } else {
+                                10
+                            })
+                        } else {
+                            Value::Null
+                        },
+                        if numeric && !matches!(c.ty, SqlType::Real | SqlType::Float) {
+                            i(scale as i32)
+                        } else {
+                            Value::Null
+                        },
                         dtp,
-                        if is_char && !matches!(c.ty, SqlType::Xml) { s(if value::is_unicode_type(&c.ty) { "UNICODE" } else { "iso_1" }) } else { Value::Null },
+                        if is_char && !matches!(c.ty, SqlType::Xml) {
+                            s(if value::is_unicode_type(&c.ty) {
+                                "UNICODE"
+                            } else {
+                                "iso_1"
+                            })
+                        } else {
+                            Value::Null
+                        },
                         collation_of(&c.ty),
                         dom_schema,
                         dom_name,
@@ -871,9 +1460,32 @@ fn information_schema(core: &SessionCore, db: &DatabaseDef, name: &str) -> Optio
                 ("INITIALLY_DEFERRED", varchar(Some(2)), F),
             ]);
             for t in db.tables.values() {
-                let mut push = |n: &str, ty: &str| v.push(vec![s(&db.name), s(&t.schema), s(n), s(&db.name), s(&t.schema), s(&t.name), s(ty), s("NO"), s("NO")]);
-                for x in t.indexes.iter().filter(|x| x.is_primary_key || x.is_unique_constraint) {
-                    push(&x.name, if x.is_primary_key { "PRIMARY KEY" } else { "UNIQUE" });
+                let mut push = |n: &str, ty: &str| {
+                    v.push(vec![
+                        s(&db.name),
+                        s(&t.schema),
+                        s(n),
+                        s(&db.name),
+                        s(&t.schema),
+                        s(&t.name),
+                        s(ty),
+                        s("NO"),
+                        s("NO"),
+                    ])
+                };
+                for x in t
+                    .indexes
+                    .iter()
+                    .filter(|x| x.is_primary_key || x.is_unique_constraint)
+                {
+                    push(
+                        &x.name,
+                        if x.is_primary_key {
+                            "PRIMARY KEY"
+                        } else {
+                            "UNIQUE"
+                        },
+                    );
                 }
                 for f in &t.foreign_keys {
                     push(&f.name, "FOREIGN KEY");
@@ -896,14 +1508,36 @@ fn information_schema(core: &SessionCore, db: &DatabaseDef, name: &str) -> Optio
                 ("ORDINAL_POSITION", SqlType::Int, F),
             ]);
             for t in db.tables.values() {
-                for x in t.indexes.iter().filter(|x| x.is_primary_key || x.is_unique_constraint) {
+                for x in t
+                    .indexes
+                    .iter()
+                    .filter(|x| x.is_primary_key || x.is_unique_constraint)
+                {
                     for (k, c) in x.key_columns().enumerate() {
-                        v.push(vec![s(&db.name), s(&t.schema), s(&x.name), s(&db.name), s(&t.schema), s(&t.name), s(&t.columns[c].name), i(k as i32 + 1)]);
+                        v.push(vec![
+                            s(&db.name),
+                            s(&t.schema),
+                            s(&x.name),
+                            s(&db.name),
+                            s(&t.schema),
+                            s(&t.name),
+                            s(&t.columns[c].name),
+                            i(k as i32 + 1),
+                        ]);
                     }
                 }
                 for f in &t.foreign_keys {
                     for (k, c) in f.columns.iter().enumerate() {
-                        v.push(vec![s(&db.name), s(&t.schema), s(&f.name), s(&db.name), s(&t.schema), s(&t.name), s(&t.columns[*c].name), i(k as i32 + 1)]);
+                        v.push(vec![
+                            s(&db.name),
+                            s(&t.schema),
+                            s(&f.name),
+                            s(&db.name),
+                            s(&t.schema),
+                            s(&t.name),
+                            s(&t.columns[*c].name),
+                            i(k as i32 + 1),
+                        ]);
                     }
                 }
             }

@@ -16,16 +16,26 @@ pub const DAYS_0001_TO_1900: i32 = 693_595;
 pub const TICKS_PER_DAY: u64 = 864_000_000_000;
 
 pub fn varchar(len: Option<u16>) -> SqlType {
-    SqlType::VarChar { len, collation: DEFAULT_COLLATION }
+    SqlType::VarChar {
+        len,
+        collation: DEFAULT_COLLATION,
+    }
 }
 pub fn nvarchar(len: Option<u16>) -> SqlType {
-    SqlType::NVarChar { len, collation: DEFAULT_COLLATION }
+    SqlType::NVarChar {
+        len,
+        collation: DEFAULT_COLLATION,
+    }
 }
 pub fn sysname() -> SqlType {
     nvarchar(Some(128))
 }
 pub fn decimal(p: u8, s: u8) -> SqlType {
-    SqlType::Decimal { precision: p, scale: s, numeric: false }
+    SqlType::Decimal {
+        precision: p,
+        scale: s,
+        numeric: false,
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -37,31 +47,75 @@ pub fn err(number: i32, message: impl Into<String>) -> SqlError {
 }
 
 pub fn unsupported(what: impl std::fmt::Display) -> SqlError {
-    err(50999, format!("The SQL Server stand-in does not support {what}."))
+    err(
+        50999,
+        format!("The SQL Server stand-in does not support {what}."),
+    )
 }
 
 fn conversion_failed(v: &Value, to: &SqlType) -> SqlError {
     let text = to_display_string(v);
     match to {
-        SqlType::Int | SqlType::BigInt | SqlType::SmallInt | SqlType::TinyInt | SqlType::Bit => err(
-            245,
-            format!("Conversion failed when converting the {} value '{}' to data type {}.", value_kind_name(v), text, type_name(to)),
+        SqlType::Int | SqlType::BigInt | SqlType::SmallInt | SqlType::TinyInt | SqlType::Bit => {
+            err(
+                245,
+                format!(
+                    "Conversion failed when converting the {} value '{}' to data type {}.",
+                    value_kind_name(v),
+                    text,
+                    type_name(to)
+                ),
+            )
+        }
+        SqlType::Date
+        | SqlType::DateTime
+        | SqlType::DateTime2 { .. }
+        | SqlType::SmallDateTime
+        | SqlType::Time { .. }
+        | SqlType::DateTimeOffset { .. } => err(
+            241,
+            "Conversion failed when converting date and/or time from character string.",
         ),
-        SqlType::Date | SqlType::DateTime | SqlType::DateTime2 { .. } | SqlType::SmallDateTime | SqlType::Time { .. } | SqlType::DateTimeOffset { .. } => {
-            err(241, "Conversion failed when converting date and/or time from character string.")
-        }
-        SqlType::UniqueIdentifier => err(8169, "Conversion failed when converting from a character string to uniqueidentifier."),
-        SqlType::Decimal { .. } | SqlType::Money | SqlType::SmallMoney | SqlType::Float | SqlType::Real => {
-            err(8114, format!("Error converting data type {} to {}.", value_kind_name(v), type_name(to)))
-        }
-        _ => err(529, format!("Explicit conversion from data type {} to {} is not allowed.", value_kind_name(v), type_name(to))),
+        SqlType::UniqueIdentifier => err(
+            8169,
+            "Conversion failed when converting from a character string to uniqueidentifier.",
+        ),
+        SqlType::Decimal { .. }
+        | SqlType::Money
+        | SqlType::SmallMoney
+        | SqlType::Float
+        | SqlType::Real => err(
+            8114,
+            format!(
+                "Error converting data type {} to {}.",
+                value_kind_name(v),
+                type_name(to)
+            ),
+        ),
+        _ => err(
+            529,
+            format!(
+                "Explicit conversion from data type {} to {} is not allowed.",
+                value_kind_name(v),
+                type_name(to)
+            ),
+        ),
     }
 }
 
 fn overflow(to: &SqlType) -> SqlError {
     match to {
-        SqlType::Decimal { .. } => err(8115, "Arithmetic overflow error converting expression to data type numeric."),
-        _ => err(8115, format!("Arithmetic overflow error converting expression to data type {}.", type_name(to))),
+        SqlType::Decimal { .. } => err(
+            8115,
+            "Arithmetic overflow error converting expression to data type numeric.",
+        ),
+        _ => err(
+            8115,
+            format!(
+                "Arithmetic overflow error converting expression to data type {}.",
+                type_name(to)
+            ),
+        ),
     }
 }
 
@@ -100,8 +154,17 @@ pub fn type_name(t: &SqlType) -> String {
         l.map(|n| n.to_string()).unwrap_or_else(|| "max".into())
     }
     match t {
-        SqlType::Decimal { precision, scale, numeric } => {
-            format!("{}({},{})", if *numeric { "numeric" } else { "decimal" }, precision, scale)
+        SqlType::Decimal {
+            precision,
+            scale,
+            numeric,
+        } => {
+            format!(
+                "{}({},{})",
+                if *numeric { "numeric" } else { "decimal" },
+                precision,
+                scale
+            )
         }
         SqlType::Char { len: l, .. } => format!("char({l})"),
         SqlType::VarChar { len: l, .. } => format!("varchar({})", len(*l)),
@@ -210,15 +273,29 @@ pub fn storage_shape(t: &SqlType) -> (i16, u8, u8) {
         SqlType::BigInt => (8, 19, 0),
         SqlType::Real => (4, 24, 0),
         SqlType::Float => (8, 53, 0),
-        SqlType::Decimal { precision, scale, .. } => (decimal_bytes(*precision) as i16, *precision, *scale),
+        SqlType::Decimal {
+            precision, scale, ..
+        } => (decimal_bytes(*precision) as i16, *precision, *scale),
         SqlType::Money => (8, 19, 4),
         SqlType::SmallMoney => (4, 10, 4),
         SqlType::Date => (3, 10, 0),
-        SqlType::Time { scale } => (time_bytes(*scale) as i16, if *scale == 0 { 8 } else { 9 + scale }, *scale),
+        SqlType::Time { scale } => (
+            time_bytes(*scale) as i16,
+            if *scale == 0 { 8 } else { 9 + scale },
+            *scale,
+        ),
         SqlType::DateTime => (8, 23, 3),
         SqlType::SmallDateTime => (4, 16, 0),
-        SqlType::DateTime2 { scale } => (time_bytes(*scale) as i16 + 3, if *scale == 0 { 19 } else { 20 + scale }, *scale),
-        SqlType::DateTimeOffset { scale } => (time_bytes(*scale) as i16 + 5, if *scale == 0 { 26 } else { 27 + scale }, *scale),
+        SqlType::DateTime2 { scale } => (
+            time_bytes(*scale) as i16 + 3,
+            if *scale == 0 { 19 } else { 20 + scale },
+            *scale,
+        ),
+        SqlType::DateTimeOffset { scale } => (
+            time_bytes(*scale) as i16 + 5,
+            if *scale == 0 { 26 } else { 27 + scale },
+            *scale,
+        ),
         SqlType::Char { len, .. } => (*len as i16, 0, 0),
         SqlType::VarChar { len, .. } => (len.map(|l| l as i16).unwrap_or(-1), 0, 0),
         SqlType::NChar { len, .. } => (*len as i16 * 2, 0, 0),
@@ -253,28 +330,68 @@ fn time_bytes(scale: u8) -> u8 {
 }
 
 pub fn is_string_type(t: &SqlType) -> bool {
-    matches!(t, SqlType::Char { .. } | SqlType::VarChar { .. } | SqlType::NChar { .. } | SqlType::NVarChar { .. } | SqlType::Text { .. } | SqlType::NText { .. } | SqlType::Xml)
+    matches!(
+        t,
+        SqlType::Char { .. }
+            | SqlType::VarChar { .. }
+            | SqlType::NChar { .. }
+            | SqlType::NVarChar { .. }
+            | SqlType::Text { .. }
+            | SqlType::NText { .. }
+            | SqlType::Xml
+    )
 }
 pub fn is_unicode_type(t: &SqlType) -> bool {
-    matches!(t, SqlType::NChar { .. } | SqlType::NVarChar { .. } | SqlType::NText { .. } | SqlType::Xml)
+    matches!(
+        t,
+        SqlType::NChar { .. } | SqlType::NVarChar { .. } | SqlType::NText { .. } | SqlType::Xml
+    )
 }
 pub fn is_binary_type(t: &SqlType) -> bool {
-    matches!(t, SqlType::Binary { .. } | SqlType::VarBinary { .. } | SqlType::Image | SqlType::RowVersion)
+    matches!(
+        t,
+        SqlType::Binary { .. } | SqlType::VarBinary { .. } | SqlType::Image | SqlType::RowVersion
+    )
 }
 pub fn is_lob_type(t: &SqlType) -> bool {
     matches!(
         t,
-        SqlType::VarChar { len: None, .. } | SqlType::NVarChar { len: None, .. } | SqlType::VarBinary { len: None } | SqlType::Text { .. } | SqlType::NText { .. } | SqlType::Image | SqlType::Xml
+        SqlType::VarChar { len: None, .. }
+            | SqlType::NVarChar { len: None, .. }
+            | SqlType::VarBinary { len: None }
+            | SqlType::Text { .. }
+            | SqlType::NText { .. }
+            | SqlType::Image
+            | SqlType::Xml
     )
 }
 pub fn is_integer_type(t: &SqlType) -> bool {
-    matches!(t, SqlType::TinyInt | SqlType::SmallInt | SqlType::Int | SqlType::BigInt | SqlType::Bit)
+    matches!(
+        t,
+        SqlType::TinyInt | SqlType::SmallInt | SqlType::Int | SqlType::BigInt | SqlType::Bit
+    )
 }
 pub fn is_numeric_type(t: &SqlType) -> bool {
-    is_integer_type(t) || matches!(t, SqlType::Decimal { .. } | SqlType::Money | SqlType::SmallMoney | SqlType::Float | SqlType::Real)
+    is_integer_type(t)
+        || matches!(
+            t,
+            SqlType::Decimal { .. }
+                | SqlType::Money
+                | SqlType::SmallMoney
+                | SqlType::Float
+                | SqlType::Real
+        )
 }
 pub fn is_datetime_type(t: &SqlType) -> bool {
-    matches!(t, SqlType::Date | SqlType::Time { .. } | SqlType::DateTime | SqlType::SmallDateTime | SqlType::DateTime2 { .. } | SqlType::DateTimeOffset { .. })
+    matches!(
+        t,
+        SqlType::Date
+            | SqlType::Time { .. }
+            | SqlType::DateTime
+            | SqlType::SmallDateTime
+            | SqlType::DateTime2 { .. }
+            | SqlType::DateTimeOffset { .. }
+    )
 }
 
 /// Parses a type name as written in DDL, CAST or a parameter declaration.
@@ -284,8 +401,16 @@ pub fn parse_type_name(text: &str, default_char_len: u16) -> Result<SqlType, Sql
     let t = cleaned.trim().to_lowercase();
     let (base, args) = match t.find('(') {
         Some(i) => {
-            let close = t.rfind(')').ok_or_else(|| err(102, format!("Incorrect syntax near '{text}'.")))?;
-            (t[..i].trim().to_string(), t[i + 1..close].split(',').map(|s| s.trim().to_string()).collect::<Vec<_>>())
+            let close = t
+                .rfind(')')
+                .ok_or_else(|| err(102, format!("Incorrect syntax near '{text}'.")))?;
+            (
+                t[..i].trim().to_string(),
+                t[i + 1..close]
+                    .split(',')
+                    .map(|s| s.trim().to_string())
+                    .collect::<Vec<_>>(),
+            )
         }
         None => (t.trim().to_string(), vec![]),
     };
@@ -293,7 +418,9 @@ pub fn parse_type_name(text: &str, default_char_len: u16) -> Result<SqlType, Sql
     let num = |i: usize, default: u32| -> Result<u32, SqlError> {
         match args.get(i) {
             None => Ok(default),
-            Some(s) => s.parse::<u32>().map_err(|_| err(102, format!("Incorrect syntax near '{s}'."))),
+            Some(s) => s
+                .parse::<u32>()
+                .map_err(|_| err(102, format!("Incorrect syntax near '{s}'."))),
         }
     };
     let len_or_max = |default: u16, limit: u32| -> Result<Option<u16>, SqlError> {
@@ -341,9 +468,16 @@ pub fn parse_type_name(text: &str, default_char_len: u16) -> Result<SqlType, Sql
                 return Err(err(1002, format!("Specified column precision {p} is greater than the maximum precision of 38.")));
             }
             if s > p {
-                return Err(err(192, format!("The scale must be less than or equal to the precision.")));
+                return Err(err(
+                    192,
+                    "The scale must be less than or equal to the precision.",
+                ));
             }
-            SqlType::Decimal { precision: p as u8, scale: s as u8, numeric: base == "numeric" }
+            SqlType::Decimal {
+                precision: p as u8,
+                scale: s as u8,
+                numeric: base == "numeric",
+            }
         }
         "money" => SqlType::Money,
         "smallmoney" => SqlType::SmallMoney,
@@ -353,13 +487,29 @@ pub fn parse_type_name(text: &str, default_char_len: u16) -> Result<SqlType, Sql
         "smalldatetime" => SqlType::SmallDateTime,
         "datetime2" => SqlType::DateTime2 { scale: scale7(0)? },
         "datetimeoffset" => SqlType::DateTimeOffset { scale: scale7(0)? },
-        "char" | "character" => SqlType::Char { len: len_or_max(default_char_len, 8000)?.unwrap_or(8000), collation: c },
-        "varchar" | "character varying" => SqlType::VarChar { len: len_or_max(default_char_len, 8000)?, collation: c },
-        "nchar" | "national character" => SqlType::NChar { len: len_or_max(default_char_len, 4000)?.unwrap_or(4000), collation: c },
-        "nvarchar" | "national character varying" => SqlType::NVarChar { len: len_or_max(default_char_len, 4000)?, collation: c },
+        "char" | "character" => SqlType::Char {
+            len: len_or_max(default_char_len, 8000)?.unwrap_or(8000),
+            collation: c,
+        },
+        "varchar" | "character varying" => SqlType::VarChar {
+            len: len_or_max(default_char_len, 8000)?,
+            collation: c,
+        },
+        "nchar" | "national character" => SqlType::NChar {
+            len: len_or_max(default_char_len, 4000)?.unwrap_or(4000),
+            collation: c,
+        },
+        "nvarchar" | "national character varying" => SqlType::NVarChar {
+            len: len_or_max(default_char_len, 4000)?,
+            collation: c,
+        },
         "sysname" => sysname(),
-        "binary" => SqlType::Binary { len: len_or_max(default_char_len, 8000)?.unwrap_or(8000) },
-        "varbinary" => SqlType::VarBinary { len: len_or_max(default_char_len, 8000)? },
+        "binary" => SqlType::Binary {
+            len: len_or_max(default_char_len, 8000)?.unwrap_or(8000),
+        },
+        "varbinary" => SqlType::VarBinary {
+            len: len_or_max(default_char_len, 8000)?,
+        },
         "text" => SqlType::Text { collation: c },
         "ntext" => SqlType::NText { collation: c },
         "image" => SqlType::Image,
@@ -370,7 +520,15 @@ pub fn parse_type_name(text: &str, default_char_len: u16) -> Result<SqlType, Sql
         "hierarchyid" => SqlType::HierarchyId,
         "geometry" => SqlType::Geometry,
         "geography" => SqlType::Geography,
-        _ => return Err(err(2715, format!("Column, parameter, or variable #1: Cannot find data type {}.", text.trim()))),
+        _ => {
+            return Err(err(
+                2715,
+                format!(
+                    "Column, parameter, or variable #1: Cannot find data type {}.",
+                    text.trim()
+                ),
+            ))
+        }
     })
 }
 
@@ -439,7 +597,11 @@ pub fn format_decimal(m: i128, scale: u8) -> String {
     let body = if s == 0 {
         digits
     } else if digits.len() > s {
-        format!("{}.{}", &digits[..digits.len() - s], &digits[digits.len() - s..])
+        format!(
+            "{}.{}",
+            &digits[..digits.len() - s],
+            &digits[digits.len() - s..]
+        )
     } else {
         format!("0.{}{}", "0".repeat(s - digits.len()), digits)
     };
@@ -504,13 +666,31 @@ pub fn datetime_parts(v: &Value) -> Option<(i32, u64, i16)> {
     Some(match v {
         Value::Date(d) => (*d, 0, 0),
         Value::Time(t) => (DAYS_0001_TO_1900, *t, 0),
-        Value::DateTime { days, ticks } => (days + DAYS_0001_TO_1900, (*ticks as u64 * 100_000 + 1) / 3, 0),
-        Value::SmallDateTime { days, minutes } => (*days as i32 + DAYS_0001_TO_1900, *minutes as u64 * 600_000_000, 0),
+        Value::DateTime { days, ticks } => (
+            days + DAYS_0001_TO_1900,
+            (*ticks as u64 * 100_000 + 1) / 3,
+            0,
+        ),
+        Value::SmallDateTime { days, minutes } => (
+            *days as i32 + DAYS_0001_TO_1900,
+            *minutes as u64 * 600_000_000,
+            0,
+        ),
         Value::DateTime2 { days, ticks } => (*days, *ticks, 0),
-        Value::DateTimeOffset { days, ticks, offset_minutes } => {
+        Value::DateTimeOffset {
+            days,
+            ticks,
+            offset_minutes,
+        } => {
             // Stored as UTC; local = UTC + offset.
-            let total = *days as i64 * TICKS_PER_DAY as i64 + *ticks as i64 + *offset_minutes as i64 * 600_000_000;
-            (total.div_euclid(TICKS_PER_DAY as i64) as i32, total.rem_euclid(TICKS_PER_DAY as i64) as u64, *offset_minutes)
+            let total = *days as i64 * TICKS_PER_DAY as i64
+                + *ticks as i64
+                + *offset_minutes as i64 * 600_000_000;
+            (
+                total.div_euclid(TICKS_PER_DAY as i64) as i32,
+                total.rem_euclid(TICKS_PER_DAY as i64) as u64,
+                *offset_minutes,
+            )
         }
         _ => return None,
     })
@@ -519,8 +699,12 @@ pub fn datetime_parts(v: &Value) -> Option<(i32, u64, i16)> {
 /// UTC instant in ticks since 0001-01-01 (for comparing datetimeoffset values).
 fn utc_ticks(v: &Value) -> Option<i128> {
     match v {
-        Value::DateTimeOffset { days, ticks, .. } => Some(*days as i128 * TICKS_PER_DAY as i128 + *ticks as i128),
-        other => datetime_parts(other).map(|(d, t, _)| d as i128 * TICKS_PER_DAY as i128 + t as i128),
+        Value::DateTimeOffset { days, ticks, .. } => {
+            Some(*days as i128 * TICKS_PER_DAY as i128 + *ticks as i128)
+        }
+        other => {
+            datetime_parts(other).map(|(d, t, _)| d as i128 * TICKS_PER_DAY as i128 + t as i128)
+        }
     }
 }
 
@@ -534,7 +718,8 @@ pub fn naive_from_parts(days: i32, ticks: u64) -> NaiveDateTime {
 pub fn parts_from_naive(dt: &NaiveDateTime) -> (i32, u64) {
     let days = (dt.date() - epoch0001()).num_days() as i32;
     let t = dt.time();
-    let ticks = t.num_seconds_from_midnight() as u64 * 10_000_000 + (t.nanosecond() as u64 % 1_000_000_000) / 100;
+    let ticks = t.num_seconds_from_midnight() as u64 * 10_000_000
+        + (t.nanosecond() as u64 % 1_000_000_000) / 100;
     (days, ticks)
 }
 
@@ -544,7 +729,12 @@ fn round_ticks(ticks: u64, scale: u8) -> u64 {
 }
 
 /// Builds a value of a date/time type from local parts (rounding to the type's precision).
-pub fn datetime_from_parts(days: i32, ticks: u64, offset: i16, to: &SqlType) -> Result<Value, SqlError> {
+pub fn datetime_from_parts(
+    days: i32,
+    ticks: u64,
+    offset: i16,
+    to: &SqlType,
+) -> Result<Value, SqlError> {
     let normalize = |days: i32, ticks: u64| -> (i32, u64) {
         if ticks >= TICKS_PER_DAY {
             (days + 1, ticks - TICKS_PER_DAY)
@@ -575,19 +765,41 @@ pub fn datetime_from_parts(days: i32, ticks: u64, offset: i16, to: &SqlType) -> 
                 return Err(err(242, "The conversion of a varchar data type to a datetime data type resulted in an out-of-range value."));
             }
             let t300 = ((ticks as u128 * 3 + 50_000) / 100_000) as u64;
-            let (d, t) = if t300 >= 25_920_000 { (d1900 + 1, t300 - 25_920_000) } else { (d1900, t300) };
-            Value::DateTime { days: d, ticks: t as u32 }
+            let (d, t) = if t300 >= 25_920_000 {
+                (d1900 + 1, t300 - 25_920_000)
+            } else {
+                (d1900, t300)
+            };
+            Value::DateTime {
+                days: d,
+                ticks: t as u32,
+            }
         }
         SqlType::SmallDateTime => {
             let d1900 = days - DAYS_0001_TO_1900;
             let minutes = (ticks + 300_000_000) / 600_000_000;
-            let (d, m) = if minutes >= 1440 { (d1900 + 1, minutes - 1440) } else { (d1900, minutes) };
+            let (d, m) = if minutes >= 1440 {
+                (d1900 + 1, minutes - 1440)
+            } else {
+                (d1900, minutes)
+            };
             if !(0..=65535).contains(&d) {
                 return Err(err(242, "The conversion of a varchar data type to a smalldatetime data type resulted in an out-of-range value."));
             }
-            Value::SmallDateTime { days: d as u16, minutes: m as u16 }
+            Value::SmallDateTime {
+                days: d as u16,
+                minutes: m as u16,
+            }
         }
-        other => return Err(err(529, format!("Explicit conversion to {} is not allowed.", type_name(other)))),
+        other => {
+            return Err(err(
+                529,
+                format!(
+                    "Explicit conversion to {} is not allowed.",
+                    type_name(other)
+                ),
+            ))
+        }
     })
 }
 
@@ -620,8 +832,7 @@ pub fn parse_datetime_string(s: &str) -> Option<(i32, u64, i16, bool)> {
         (d - epoch0001()).num_days() as i32
     };
     let ticks = match time_part {
-        None => 0,
-        Some(t) if t.is_empty() => 0,
+        None | Some("") => 0,
         Some(t) => {
             let mut it = t.splitn(2, '.');
             let hms = it.next()?;
@@ -667,7 +878,9 @@ fn split_offset(s: &str) -> (&str, Option<i16>) {
 /// The fractional-seconds scale of a date/time type.
 pub fn time_scale(t: &SqlType) -> Option<u8> {
     match t {
-        SqlType::Time { scale } | SqlType::DateTime2 { scale } | SqlType::DateTimeOffset { scale } => Some(*scale),
+        SqlType::Time { scale }
+        | SqlType::DateTime2 { scale }
+        | SqlType::DateTimeOffset { scale } => Some(*scale),
         _ => None,
     }
 }
@@ -733,15 +946,36 @@ pub fn format_datetime_value(v: &Value, style: i32, scale: Option<u8>) -> Option
             } else if time_only {
                 format!("{}{}", dt.format("%H:%M:%S"), f)
             } else {
-                format!("{}{}{}", dt.format("%Y-%m-%dT%H:%M:%S"), f, if with_offset { off() } else { String::new() })
+                format!(
+                    "{}{}{}",
+                    dt.format("%Y-%m-%dT%H:%M:%S"),
+                    f,
+                    if with_offset { off() } else { String::new() }
+                )
             }
         }
         // 121 (ODBC canonical with fraction) is also the default for date/time2/datetime2/
         // datetimeoffset; datetime's default style 0 is "mon dd yyyy hh:miAM".
         0 | 100 if matches!(v, Value::DateTime { .. } | Value::SmallDateTime { .. }) => {
             let h = dt.hour();
-            let (h12, ampm) = if h == 0 { (12, "AM") } else if h < 12 { (h, "AM") } else if h == 12 { (12, "PM") } else { (h - 12, "PM") };
-            format!("{} {:>2} {} {:>2}:{:02}{}", dt.format("%b"), dt.day(), dt.year(), h12, dt.minute(), ampm)
+            let (h12, ampm) = if h == 0 {
+                (12, "AM")
+            } else if h < 12 {
+                (h, "AM")
+            } else if h == 12 {
+                (12, "PM")
+            } else {
+                (h - 12, "PM")
+            };
+            format!(
+                "{} {:>2} {} {:>2}:{:02}{}",
+                dt.format("%b"),
+                dt.day(),
+                dt.year(),
+                h12,
+                dt.minute(),
+                ampm
+            )
         }
         _ => {
             if date_only {
@@ -832,7 +1066,9 @@ fn num_to_dec(n: Num, scale: u8) -> Option<i128> {
 pub fn compare_nums(a: Num, b: Num) -> Ordering {
     match (a, b) {
         (Num::Int(x), Num::Int(y)) => x.cmp(&y),
-        (Num::Float(_), _) | (_, Num::Float(_)) => num_to_f64(a).partial_cmp(&num_to_f64(b)).unwrap_or(Ordering::Equal),
+        (Num::Float(_), _) | (_, Num::Float(_)) => num_to_f64(a)
+            .partial_cmp(&num_to_f64(b))
+            .unwrap_or(Ordering::Equal),
         _ => {
             let (ma, sa) = match a {
                 Num::Int(i) => (i, 0),
@@ -847,7 +1083,9 @@ pub fn compare_nums(a: Num, b: Num) -> Ordering {
             let s = sa.max(sb);
             match (rescale(ma, sa, s), rescale(mb, sb, s)) {
                 (Some(x), Some(y)) => x.cmp(&y),
-                _ => num_to_f64(a).partial_cmp(&num_to_f64(b)).unwrap_or(Ordering::Equal),
+                _ => num_to_f64(a)
+                    .partial_cmp(&num_to_f64(b))
+                    .unwrap_or(Ordering::Equal),
             }
         }
     }
@@ -895,8 +1133,13 @@ fn compare_non_null(a: &Value, b: &Value) -> Ordering {
                 (Value::String(s), other) | (other, Value::String(s)) => {
                     let flipped = matches!(b, Value::String(_));
                     let target = natural_type(other);
-                    let conv = convert(&Value::String(s.clone()), &target, 0).unwrap_or(Value::Null);
-                    let o = if conv.is_null_value() { Ordering::Less } else { compare_non_null(&conv, other) };
+                    let conv =
+                        convert(&Value::String(s.clone()), &target, 0).unwrap_or(Value::Null);
+                    let o = if conv.is_null_value() {
+                        Ordering::Less
+                    } else {
+                        compare_non_null(&conv, other)
+                    };
                     if flipped {
                         o.reverse()
                     } else {
@@ -979,7 +1222,9 @@ pub fn natural_type(v: &Value) -> SqlType {
         }
         Value::Binary(b) => {
             if b.len() <= 8000 {
-                SqlType::VarBinary { len: Some(b.len().max(1) as u16) }
+                SqlType::VarBinary {
+                    len: Some(b.len().max(1) as u16),
+                }
             } else {
                 SqlType::VarBinary { len: None }
             }
@@ -1010,7 +1255,12 @@ pub fn convert(v: &Value, to: &SqlType, style: i32) -> Result<Value, SqlError> {
 
 /// `convert` knowing the source type's fractional-seconds scale (date/time → string output
 /// shows exactly that many digits).
-pub fn convert_ex(v: &Value, to: &SqlType, style: i32, src_scale: Option<u8>) -> Result<Value, SqlError> {
+pub fn convert_ex(
+    v: &Value,
+    to: &SqlType,
+    style: i32,
+    src_scale: Option<u8>,
+) -> Result<Value, SqlError> {
     if v.is_null_value() {
         return Ok(Value::Null);
     }
@@ -1020,9 +1270,14 @@ pub fn convert_ex(v: &Value, to: &SqlType, style: i32, src_scale: Option<u8>) ->
             Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
                 "true" => Ok(Value::Bit(true)),
                 "false" => Ok(Value::Bit(false)),
-                t => t.parse::<f64>().map(|x| Value::Bit(x != 0.0)).map_err(|_| conversion_failed(v, to)),
+                t => t
+                    .parse::<f64>()
+                    .map(|x| Value::Bit(x != 0.0))
+                    .map_err(|_| conversion_failed(v, to)),
             },
-            _ => to_num(v).map(|n| Value::Bit(compare_nums(n, Num::Int(0)) != Ordering::Equal)).ok_or_else(|| conversion_failed(v, to)),
+            _ => to_num(v)
+                .map(|n| Value::Bit(compare_nums(n, Num::Int(0)) != Ordering::Equal))
+                .ok_or_else(|| conversion_failed(v, to)),
         },
         SqlType::TinyInt | SqlType::SmallInt | SqlType::Int | SqlType::BigInt => {
             let i: i128 = match v {
@@ -1063,10 +1318,15 @@ pub fn convert_ex(v: &Value, to: &SqlType, style: i32, src_scale: Option<u8>) ->
             };
             int_value(i, to)
         }
-        SqlType::Decimal { precision, scale, .. } => {
+        SqlType::Decimal {
+            precision, scale, ..
+        } => {
             let m = match v {
-                Value::String(s) => parse_decimal_str(s.trim(), *scale).ok_or_else(|| conversion_failed(v, to))?,
-                _ => num_to_dec(to_num(v).ok_or_else(|| conversion_failed(v, to))?, *scale).ok_or_else(|| overflow(to))?,
+                Value::String(s) => {
+                    parse_decimal_str(s.trim(), *scale).ok_or_else(|| conversion_failed(v, to))?
+                }
+                _ => num_to_dec(to_num(v).ok_or_else(|| conversion_failed(v, to))?, *scale)
+                    .ok_or_else(|| overflow(to))?,
             };
             if m.unsigned_abs() >= pow10(*precision as u32) as u128 {
                 return Err(overflow(to));
@@ -1075,27 +1335,47 @@ pub fn convert_ex(v: &Value, to: &SqlType, style: i32, src_scale: Option<u8>) ->
         }
         SqlType::Money | SqlType::SmallMoney => {
             let m = match v {
-                Value::String(s) => parse_decimal_str(s.trim().trim_start_matches('$'), 4).ok_or_else(|| conversion_failed(v, to))?,
-                _ => num_to_dec(to_num(v).ok_or_else(|| conversion_failed(v, to))?, 4).ok_or_else(|| overflow(to))?,
+                Value::String(s) => parse_decimal_str(s.trim().trim_start_matches('$'), 4)
+                    .ok_or_else(|| conversion_failed(v, to))?,
+                _ => num_to_dec(to_num(v).ok_or_else(|| conversion_failed(v, to))?, 4)
+                    .ok_or_else(|| overflow(to))?,
             };
             if matches!(to, SqlType::SmallMoney) {
-                i32::try_from(m).map(Value::SmallMoney).map_err(|_| overflow(to))
+                i32::try_from(m)
+                    .map(Value::SmallMoney)
+                    .map_err(|_| overflow(to))
             } else {
                 i64::try_from(m).map(Value::Money).map_err(|_| overflow(to))
             }
         }
         SqlType::Float | SqlType::Real => {
             let f = match v {
-                Value::String(s) => s.trim().parse::<f64>().map_err(|_| conversion_failed(v, to))?,
+                Value::String(s) => s
+                    .trim()
+                    .parse::<f64>()
+                    .map_err(|_| conversion_failed(v, to))?,
                 Value::DateTime { days, ticks } => *days as f64 + *ticks as f64 / 25_920_000.0,
                 _ => num_to_f64(to_num(v).ok_or_else(|| conversion_failed(v, to))?),
             };
-            Ok(if matches!(to, SqlType::Real) { Value::Real(f as f32) } else { Value::Float(f) })
+            Ok(if matches!(to, SqlType::Real) {
+                Value::Real(f as f32)
+            } else {
+                Value::Float(f)
+            })
         }
-        SqlType::Date | SqlType::Time { .. } | SqlType::DateTime | SqlType::SmallDateTime | SqlType::DateTime2 { .. } | SqlType::DateTimeOffset { .. } => {
-            convert_to_datetime(v, to)
-        }
-        SqlType::Char { .. } | SqlType::VarChar { .. } | SqlType::NChar { .. } | SqlType::NVarChar { .. } | SqlType::Text { .. } | SqlType::NText { .. } | SqlType::Xml => {
+        SqlType::Date
+        | SqlType::Time { .. }
+        | SqlType::DateTime
+        | SqlType::SmallDateTime
+        | SqlType::DateTime2 { .. }
+        | SqlType::DateTimeOffset { .. } => convert_to_datetime(v, to),
+        SqlType::Char { .. }
+        | SqlType::VarChar { .. }
+        | SqlType::NChar { .. }
+        | SqlType::NVarChar { .. }
+        | SqlType::Text { .. }
+        | SqlType::NText { .. }
+        | SqlType::Xml => {
             let s = match v {
                 Value::String(s) => s.clone(),
                 Value::Binary(b) if style == 1 || style == 2 => {
@@ -1105,7 +1385,10 @@ pub fn convert_ex(v: &Value, to: &SqlType, style: i32, src_scale: Option<u8>) ->
                 Value::Binary(b) => {
                     // Binary → varchar reinterprets the bytes in the code page (style 0).
                     if is_unicode_type(to) {
-                        let units: Vec<u16> = b.chunks(2).map(|c| u16::from_le_bytes([c[0], *c.get(1).unwrap_or(&0)])).collect();
+                        let units: Vec<u16> = b
+                            .chunks(2)
+                            .map(|c| u16::from_le_bytes([c[0], *c.get(1).unwrap_or(&0)]))
+                            .collect();
                         Arc::from(String::from_utf16_lossy(&units))
                     } else {
                         let (text, _, _) = encoding_rs::WINDOWS_1252.decode(b);
@@ -1129,20 +1412,27 @@ pub fn convert_ex(v: &Value, to: &SqlType, style: i32, src_scale: Option<u8>) ->
             };
             Ok(Value::String(truncate_string(s, to)))
         }
-        SqlType::Binary { .. } | SqlType::VarBinary { .. } | SqlType::Image | SqlType::RowVersion => {
+        SqlType::Binary { .. }
+        | SqlType::VarBinary { .. }
+        | SqlType::Image
+        | SqlType::RowVersion => {
             let bytes: Vec<u8> = match v {
                 Value::Binary(b) => b.to_vec(),
                 Value::String(s) if style == 1 || style == 2 => {
                     let t = s.trim();
                     let hex = if style == 1 {
-                        t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")).ok_or_else(|| conversion_failed(v, to))?
+                        t.strip_prefix("0x")
+                            .or_else(|| t.strip_prefix("0X"))
+                            .ok_or_else(|| conversion_failed(v, to))?
                     } else {
                         t
                     };
                     parse_hex(hex).ok_or_else(|| conversion_failed(v, to))?
                 }
                 Value::String(s) => {
-                    if matches!(to, SqlType::Binary { .. } | SqlType::VarBinary { .. }) && s.is_ascii() {
+                    if matches!(to, SqlType::Binary { .. } | SqlType::VarBinary { .. })
+                        && s.is_ascii()
+                    {
                         s.as_bytes().to_vec()
                     } else {
                         varchar_bytes(s)
@@ -1169,7 +1459,9 @@ pub fn convert_ex(v: &Value, to: &SqlType, style: i32, src_scale: Option<u8>) ->
             Value::Guid(_) => Ok(v.clone()),
             Value::String(s) => {
                 let t = s.trim().trim_start_matches('{').trim_end_matches('}');
-                uuid::Uuid::parse_str(t).map(|u| Value::Guid(*u.as_bytes())).map_err(|_| conversion_failed(v, to))
+                uuid::Uuid::parse_str(t)
+                    .map(|u| Value::Guid(*u.as_bytes()))
+                    .map_err(|_| conversion_failed(v, to))
             }
             Value::Binary(b) if b.len() >= 16 => {
                 let mut g = [0u8; 16];
@@ -1194,20 +1486,35 @@ fn format_float_style0(f: f64) -> String {
     let abs = f.abs();
     if (1e-4..1e6).contains(&abs) {
         let s = format!("{:.*}", (5 - abs.log10().floor() as i32).max(0) as usize, f);
-        let s = if s.contains('.') { s.trim_end_matches('0').trim_end_matches('.').to_string() } else { s };
+        let s = if s.contains('.') {
+            s.trim_end_matches('0').trim_end_matches('.').to_string()
+        } else {
+            s
+        };
         s
     } else {
         let s = format!("{f:.5e}");
         let (mant, exp) = s.split_once('e').unwrap_or((&s, "0"));
-        let mant = if mant.contains('.') { mant.trim_end_matches('0').trim_end_matches('.') } else { mant };
+        let mant = if mant.contains('.') {
+            mant.trim_end_matches('0').trim_end_matches('.')
+        } else {
+            mant
+        };
         let e: i32 = exp.parse().unwrap_or(0);
         format!("{}e{}{:03}", mant, if e < 0 { '-' } else { '+' }, e.abs())
     }
 }
 
 pub fn parse_hex(h: &str) -> Option<Vec<u8>> {
-    let h = if h.len() % 2 == 1 { format!("0{h}") } else { h.to_string() };
-    (0..h.len()).step_by(2).map(|i| u8::from_str_radix(&h[i..i + 2], 16).ok()).collect()
+    let h = if h.len() % 2 == 1 {
+        format!("0{h}")
+    } else {
+        h.to_string()
+    };
+    (0..h.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&h[i..i + 2], 16).ok())
+        .collect()
 }
 
 fn parse_decimal_str(s: &str, scale: u8) -> Option<i128> {
@@ -1224,11 +1531,18 @@ fn parse_decimal_str(s: &str, scale: u8) -> Option<i128> {
         _ => (false, s),
     };
     let (ip, fp) = body.split_once('.').unwrap_or((body, ""));
-    if !ip.chars().all(|c| c.is_ascii_digit()) || !fp.chars().all(|c| c.is_ascii_digit()) || (ip.is_empty() && fp.is_empty()) {
+    if !ip.chars().all(|c| c.is_ascii_digit())
+        || !fp.chars().all(|c| c.is_ascii_digit())
+        || (ip.is_empty() && fp.is_empty())
+    {
         return None;
     }
     let digits = format!("{ip}{fp}");
-    let m: i128 = if digits.is_empty() { 0 } else { digits.parse().ok()? };
+    let m: i128 = if digits.is_empty() {
+        0
+    } else {
+        digits.parse().ok()?
+    };
     let m = rescale(m, fp.len() as u8, scale)?;
     Some(if neg { -m } else { m })
 }
@@ -1238,7 +1552,9 @@ fn parse_decimal_str(s: &str, scale: u8) -> Option<i128> {
 /// exponent → float.
 pub fn numeric_literal(text: &str) -> Result<(Value, SqlType), SqlError> {
     if text.contains(['e', 'E']) {
-        let f: f64 = text.parse().map_err(|_| err(102, format!("Incorrect syntax near '{text}'.")))?;
+        let f: f64 = text
+            .parse()
+            .map_err(|_| err(102, format!("Incorrect syntax near '{text}'.")))?;
         return Ok((Value::Float(f), SqlType::Float));
     }
     if !text.contains('.') {
@@ -1255,7 +1571,8 @@ pub fn numeric_literal(text: &str) -> Result<(Value, SqlType), SqlError> {
     if p > 38 {
         return Err(err(1007, format!("The number '{text}' is out of the range for numeric representation (maximum precision 38).")));
     }
-    let m = parse_decimal_str(text, s).ok_or_else(|| err(102, format!("Incorrect syntax near '{text}'.")))?;
+    let m = parse_decimal_str(text, s)
+        .ok_or_else(|| err(102, format!("Incorrect syntax near '{text}'.")))?;
     Ok((Value::Decimal(m, s), decimal(p, s)))
 }
 
@@ -1276,8 +1593,14 @@ fn truncate_string(s: Arc<str>, to: &SqlType) -> Arc<str> {
         SqlType::NVarChar { len: Some(l), .. } => Some((*l as usize, false, true)),
         _ => None,
     };
-    let Some((n, pad, unicode)) = limit else { return s };
-    let count = if unicode { s.encode_utf16().count() } else { varchar_len_bytes(&s) };
+    let Some((n, pad, unicode)) = limit else {
+        return s;
+    };
+    let count = if unicode {
+        s.encode_utf16().count()
+    } else {
+        varchar_len_bytes(&s)
+    };
     if count > n {
         let mut out = String::new();
         let mut used = 0;
@@ -1292,7 +1615,7 @@ fn truncate_string(s: Arc<str>, to: &SqlType) -> Arc<str> {
         Arc::from(out)
     } else if pad && count < n {
         let mut out = s.to_string();
-        out.extend(std::iter::repeat(' ').take(n - count));
+        out.extend(std::iter::repeat_n(' ', n - count));
         Arc::from(out)
     } else {
         s
@@ -1322,7 +1645,8 @@ fn fit_binary(mut bytes: Vec<u8>, to: &SqlType) -> Arc<[u8]> {
 fn convert_to_datetime(v: &Value, to: &SqlType) -> Result<Value, SqlError> {
     let (days, ticks, offset) = match v {
         Value::String(s) => {
-            let (d, t, o, has_offset) = parse_datetime_string(s).ok_or_else(|| conversion_failed(v, to))?;
+            let (d, t, o, has_offset) =
+                parse_datetime_string(s).ok_or_else(|| conversion_failed(v, to))?;
             if matches!(to, SqlType::DateTimeOffset { .. }) || !has_offset {
                 (d, t, o)
             } else {
@@ -1330,7 +1654,13 @@ fn convert_to_datetime(v: &Value, to: &SqlType) -> Result<Value, SqlError> {
                 (d, t, 0)
             }
         }
-        Value::Int(_) | Value::BigInt(_) | Value::SmallInt(_) | Value::TinyInt(_) | Value::Decimal(..) | Value::Float(_) | Value::Real(_)
+        Value::Int(_)
+        | Value::BigInt(_)
+        | Value::SmallInt(_)
+        | Value::TinyInt(_)
+        | Value::Decimal(..)
+        | Value::Float(_)
+        | Value::Real(_)
             if matches!(to, SqlType::DateTime | SqlType::SmallDateTime) =>
         {
             let f = num_to_f64(to_num(v).expect("numeric"));
@@ -1342,7 +1672,12 @@ fn convert_to_datetime(v: &Value, to: &SqlType) -> Result<Value, SqlError> {
             let (d, t, _) = datetime_parts(v).expect("datetime");
             (d, t, 0)
         }
-        Value::Date(_) if matches!(to, SqlType::Time { .. }) => return Err(err(529, "Explicit conversion from data type date to time is not allowed.")),
+        Value::Date(_) if matches!(to, SqlType::Time { .. }) => {
+            return Err(err(
+                529,
+                "Explicit conversion from data type date to time is not allowed.",
+            ))
+        }
         Value::Time(t) if !matches!(to, SqlType::Time { .. }) => (DAYS_0001_TO_1900, *t, 0),
         other => datetime_parts(other).ok_or_else(|| conversion_failed(v, to))?,
     };
@@ -1352,16 +1687,37 @@ fn convert_to_datetime(v: &Value, to: &SqlType) -> Result<Value, SqlError> {
 /// Checks that a value fits a column on INSERT/UPDATE (string truncation error 2628/8152).
 pub fn check_fits(v: &Value, to: &SqlType, table: &str, column: &str) -> Result<(), SqlError> {
     let (len, unicode) = match (v, to) {
-        (Value::String(s), SqlType::VarChar { len: Some(l), .. } | SqlType::Char { len: l, .. }) => {
-            (if s.is_ascii() { s.len() } else { varchar_bytes(s).len() }, (*l as usize, false))
+        (
+            Value::String(s),
+            SqlType::VarChar { len: Some(l), .. } | SqlType::Char { len: l, .. },
+        ) => (
+            if s.is_ascii() {
+                s.len()
+            } else {
+                varchar_bytes(s).len()
+            },
+            (*l as usize, false),
+        ),
+        (
+            Value::String(s),
+            SqlType::NVarChar { len: Some(l), .. } | SqlType::NChar { len: l, .. },
+        ) => (s.encode_utf16().count(), (*l as usize, true)),
+        (Value::Binary(b), SqlType::VarBinary { len: Some(l) } | SqlType::Binary { len: l }) => {
+            (b.len(), (*l as usize, false))
         }
-        (Value::String(s), SqlType::NVarChar { len: Some(l), .. } | SqlType::NChar { len: l, .. }) => (s.encode_utf16().count(), (*l as usize, true)),
-        (Value::Binary(b), SqlType::VarBinary { len: Some(l) } | SqlType::Binary { len: l }) => (b.len(), (*l as usize, false)),
         _ => return Ok(()),
     };
     let (limit, _) = unicode;
     let effective = match v {
-        Value::String(s) if matches!(to, SqlType::Char { .. } | SqlType::NChar { .. } | SqlType::VarChar { .. } | SqlType::NVarChar { .. }) => {
+        Value::String(s)
+            if matches!(
+                to,
+                SqlType::Char { .. }
+                    | SqlType::NChar { .. }
+                    | SqlType::VarChar { .. }
+                    | SqlType::NVarChar { .. }
+            ) =>
+        {
             // Trailing spaces beyond the limit are trimmed silently.
             let trimmed = s.trim_end_matches(' ');
             if unicode.1 {
@@ -1427,7 +1783,9 @@ pub fn precedence(t: &SqlType) -> u8 {
 /// Precision and scale of a type when it takes part in decimal arithmetic.
 pub fn decimal_shape(t: &SqlType) -> (u8, u8) {
     match t {
-        SqlType::Decimal { precision, scale, .. } => (*precision, *scale),
+        SqlType::Decimal {
+            precision, scale, ..
+        } => (*precision, *scale),
         SqlType::Bit | SqlType::TinyInt => (3, 0),
         SqlType::SmallInt => (5, 0),
         SqlType::Int | SqlType::Null => (10, 0),
@@ -1444,7 +1802,11 @@ pub fn cap_decimal(p: u32, s: u32) -> (u8, u8) {
         return (p as u8, s as u8);
     }
     let integral = p - s;
-    let s = if integral >= 38 { s.min(6) } else { (38 - integral).max(s.min(6)) };
+    let s = if integral >= 38 {
+        s.min(6)
+    } else {
+        (38 - integral).max(s.min(6))
+    };
     (38, s as u8)
 }
 
@@ -1465,10 +1827,18 @@ pub fn common_type(a: &SqlType, b: &SqlType) -> SqlType {
             (Some(x), Some(y)) => Some(x.max(y)),
             _ => None,
         };
-        return if unicode { nvarchar(len.map(|l| l.min(4000))) } else { varchar(len) };
+        return if unicode {
+            nvarchar(len.map(|l| l.min(4000)))
+        } else {
+            varchar(len)
+        };
     }
     if let (SqlType::Decimal { .. }, _) | (_, SqlType::Decimal { .. }) = (a, b) {
-        if is_numeric_type(a) && is_numeric_type(b) && !matches!(a, SqlType::Float | SqlType::Real) && !matches!(b, SqlType::Float | SqlType::Real) {
+        if is_numeric_type(a)
+            && is_numeric_type(b)
+            && !matches!(a, SqlType::Float | SqlType::Real)
+            && !matches!(b, SqlType::Float | SqlType::Real)
+        {
             let (p1, s1) = decimal_shape(a);
             let (p2, s2) = decimal_shape(b);
             let s = s1.max(s2) as u32;
@@ -1477,13 +1847,17 @@ pub fn common_type(a: &SqlType, b: &SqlType) -> SqlType {
         }
     }
     if (is_binary_type(a) && is_binary_type(b)) && a != b {
-        return SqlType::VarBinary { len: match (binary_len(a), binary_len(b)) {
-            (Some(x), Some(y)) => Some(x.max(y)),
-            _ => None,
-        } };
+        return SqlType::VarBinary {
+            len: match (binary_len(a), binary_len(b)) {
+                (Some(x), Some(y)) => Some(x.max(y)),
+                _ => None,
+            },
+        };
     }
     if let (SqlType::DateTime2 { scale: x }, SqlType::DateTime2 { scale: y }) = (a, b) {
-        return SqlType::DateTime2 { scale: (*x).max(*y) };
+        return SqlType::DateTime2 {
+            scale: (*x).max(*y),
+        };
     }
     if precedence(a) >= precedence(b) {
         a.clone()
@@ -1535,7 +1909,10 @@ pub fn arithmetic_type(op: char, a: &SqlType, b: &SqlType) -> Result<SqlType, Sq
     }
     let a = if matches!(a, SqlType::Null) { b } else { a };
     let b = if matches!(b, SqlType::Null) { a } else { b };
-    if op == '+' && (is_string_type(a) || is_string_type(b)) && !(is_numeric_type(a) || is_numeric_type(b)) {
+    if op == '+'
+        && (is_string_type(a) || is_string_type(b))
+        && !(is_numeric_type(a) || is_numeric_type(b))
+    {
         let unicode = is_unicode_type(a) || is_unicode_type(b);
         let len = match (string_len_of(a), string_len_of(b)) {
             (Some(x), Some(y)) => {
@@ -1552,10 +1929,12 @@ pub fn arithmetic_type(op: char, a: &SqlType, b: &SqlType) -> Result<SqlType, Sq
         return Ok(if unicode { nvarchar(len) } else { varchar(len) });
     }
     if op == '+' && is_binary_type(a) && is_binary_type(b) {
-        return Ok(SqlType::VarBinary { len: match (binary_len(a), binary_len(b)) {
-            (Some(x), Some(y)) if x as u32 + y as u32 <= 8000 => Some(x + y),
-            _ => None,
-        } });
+        return Ok(SqlType::VarBinary {
+            len: match (binary_len(a), binary_len(b)) {
+                (Some(x), Some(y)) if x as u32 + y as u32 <= 8000 => Some(x + y),
+                _ => None,
+            },
+        });
     }
     if is_datetime_type(a) && (op == '+' || op == '-') {
         return Ok(a.clone());
@@ -1566,7 +1945,11 @@ pub fn arithmetic_type(op: char, a: &SqlType, b: &SqlType) -> Result<SqlType, Sq
     if !is_numeric_type(a) || !is_numeric_type(b) {
         return Err(err(
             8117,
-            format!("Operand data type {} is invalid for {} operator.", base_type_name(if is_numeric_type(a) { b } else { a }), op_name(op)),
+            format!(
+                "Operand data type {} is invalid for {} operator.",
+                base_type_name(if is_numeric_type(a) { b } else { a }),
+                op_name(op)
+            ),
         ));
     }
     if matches!(a, SqlType::Float) || matches!(b, SqlType::Float) {
@@ -1605,8 +1988,16 @@ pub fn arithmetic_type(op: char, a: &SqlType, b: &SqlType) -> Result<SqlType, Sq
         return Ok(SqlType::SmallMoney);
     }
     // Integers: the higher precedence; bit behaves as int? No: bit op bit is int in T-SQL.
-    let t = if precedence(a) >= precedence(b) { a.clone() } else { b.clone() };
-    Ok(if matches!(t, SqlType::Bit) { SqlType::Int } else { t })
+    let t = if precedence(a) >= precedence(b) {
+        a.clone()
+    } else {
+        b.clone()
+    };
+    Ok(if matches!(t, SqlType::Bit) {
+        SqlType::Int
+    } else {
+        t
+    })
 }
 
 fn op_name(op: char) -> &'static str {
@@ -1639,15 +2030,24 @@ pub fn arithmetic(op: char, a: &Value, b: &Value, ty: &SqlType) -> Result<Value,
         return Ok(Value::Binary(Arc::from(v)));
     }
     if is_datetime_type(ty) {
-        let (days, ticks, off) = datetime_parts(a).ok_or_else(|| err(8117, "Operand data type is invalid for add operator."))?;
+        let (days, ticks, off) = datetime_parts(a)
+            .ok_or_else(|| err(8117, "Operand data type is invalid for add operator."))?;
         let delta = num_to_f64(to_num(&convert(b, &SqlType::Float, 0)?).unwrap_or(Num::Int(0)));
-        let delta_ticks = (delta * TICKS_PER_DAY as f64).round() as i64 * if op == '-' { -1 } else { 1 };
+        let delta_ticks =
+            (delta * TICKS_PER_DAY as f64).round() as i64 * if op == '-' { -1 } else { 1 };
         let total = days as i64 * TICKS_PER_DAY as i64 + ticks as i64 + delta_ticks;
-        return datetime_from_parts(total.div_euclid(TICKS_PER_DAY as i64) as i32, total.rem_euclid(TICKS_PER_DAY as i64) as u64, off, ty);
+        return datetime_from_parts(
+            total.div_euclid(TICKS_PER_DAY as i64) as i32,
+            total.rem_euclid(TICKS_PER_DAY as i64) as u64,
+            off,
+            ty,
+        );
     }
     let divide_by_zero = || err(8134, "Divide by zero error encountered.");
-    let na = to_num(&convert(a, ty, 0).or_else(|_| convert(a, &SqlType::Float, 0))?).unwrap_or(Num::Int(0));
-    let nb = to_num(&convert(b, ty, 0).or_else(|_| convert(b, &SqlType::Float, 0))?).unwrap_or(Num::Int(0));
+    let na = to_num(&convert(a, ty, 0).or_else(|_| convert(a, &SqlType::Float, 0))?)
+        .unwrap_or(Num::Int(0));
+    let nb = to_num(&convert(b, ty, 0).or_else(|_| convert(b, &SqlType::Float, 0))?)
+        .unwrap_or(Num::Int(0));
     match ty {
         SqlType::Float | SqlType::Real => {
             let (x, y) = (num_to_f64(na), num_to_f64(nb));
@@ -1668,11 +2068,17 @@ pub fn arithmetic(op: char, a: &Value, b: &Value, ty: &SqlType) -> Result<Value,
                     x % y
                 }
             };
-            Ok(if matches!(ty, SqlType::Real) { Value::Real(r as f32) } else { Value::Float(r) })
+            Ok(if matches!(ty, SqlType::Real) {
+                Value::Real(r as f32)
+            } else {
+                Value::Float(r)
+            })
         }
         SqlType::Decimal { .. } | SqlType::Money | SqlType::SmallMoney => {
             let (precision, scale) = match ty {
-                SqlType::Decimal { precision, scale, .. } => (*precision, *scale),
+                SqlType::Decimal {
+                    precision, scale, ..
+                } => (*precision, *scale),
                 _ => (19, 4),
             };
             let _ = precision;
@@ -1684,7 +2090,12 @@ pub fn arithmetic(op: char, a: &Value, b: &Value, ty: &SqlType) -> Result<Value,
                     let s = sa.max(sb);
                     let x = rescale(ma, sa, s).ok_or_else(ovf)?;
                     let y = rescale(mb, sb, s).ok_or_else(ovf)?;
-                    let r = if op == '+' { x.checked_add(y) } else { x.checked_sub(y) }.ok_or_else(ovf)?;
+                    let r = if op == '+' {
+                        x.checked_add(y)
+                    } else {
+                        x.checked_sub(y)
+                    }
+                    .ok_or_else(ovf)?;
                     rescale(r, s, scale).ok_or_else(ovf)?
                 }
                 '*' => {
@@ -1700,7 +2111,13 @@ pub fn arithmetic(op: char, a: &Value, b: &Value, ty: &SqlType) -> Result<Value,
                     let (num, den) = if shift >= 0 {
                         (ma.checked_mul(pow10(shift as u32 + 1)).ok_or_else(ovf)?, mb)
                     } else {
-                        (ma, mb.checked_mul(pow10((-shift) as u32)).ok_or_else(ovf)?.checked_mul(1).ok_or_else(ovf)?)
+                        (
+                            ma,
+                            mb.checked_mul(pow10((-shift) as u32))
+                                .ok_or_else(ovf)?
+                                .checked_mul(1)
+                                .ok_or_else(ovf)?,
+                        )
                     };
                     if shift >= 0 {
                         let q = num / den;
@@ -1725,7 +2142,10 @@ pub fn arithmetic(op: char, a: &Value, b: &Value, ty: &SqlType) -> Result<Value,
                 SqlType::SmallMoney => i32::try_from(r).map(Value::SmallMoney).map_err(|_| ovf()),
                 _ => {
                     if r.unsigned_abs() >= pow10(precision_of(ty) as u32) as u128 {
-                        return Err(err(8115, "Arithmetic overflow error converting expression to data type numeric."));
+                        return Err(err(
+                            8115,
+                            "Arithmetic overflow error converting expression to data type numeric.",
+                        ));
                     }
                     Ok(Value::Decimal(r, scale))
                 }
@@ -1733,7 +2153,10 @@ pub fn arithmetic(op: char, a: &Value, b: &Value, ty: &SqlType) -> Result<Value,
         }
         _ => {
             let (Num::Int(x), Num::Int(y)) = (na, nb) else {
-                return Err(err(8117, "Operand data type is invalid for arithmetic operator."));
+                return Err(err(
+                    8117,
+                    "Operand data type is invalid for arithmetic operator.",
+                ));
             };
             let r = match op {
                 '+' => x + y,
@@ -1752,7 +2175,15 @@ pub fn arithmetic(op: char, a: &Value, b: &Value, ty: &SqlType) -> Result<Value,
                     x % y
                 }
             };
-            int_value(r, ty).map_err(|_| err(8115, format!("Arithmetic overflow error converting expression to data type {}.", base_type_name(ty))))
+            int_value(r, ty).map_err(|_| {
+                err(
+                    8115,
+                    format!(
+                        "Arithmetic overflow error converting expression to data type {}.",
+                        base_type_name(ty)
+                    ),
+                )
+            })
         }
     }
 }
