@@ -519,3 +519,15 @@ fn disable_db_removes_everything() {
     assert_eq!(int(&scalar(&mut s, "SELECT is_tracked_by_cdc FROM sys.tables WHERE name = N't'")), 0);
     exec(&mut s, "EXEC sys.sp_cdc_enable_db");
 }
+
+/// TRUNCATE TABLE is refused on a tracked table (it would bypass capture).
+#[test]
+fn truncate_of_a_tracked_table_fails_with_4711() {
+    let f = fixture();
+    f.tracked_table("t", T_COLUMNS);
+    let mut s = f.session();
+    exec(&mut s, "INSERT INTO dbo.t (id) VALUES (1)");
+    let e = error(&mut s, "TRUNCATE TABLE dbo.t");
+    assert_eq!(e.number, 4711, "{e}");
+    assert_eq!(int(&scalar(&mut s, "SELECT COUNT(*) FROM dbo.t")), 1);
+}
