@@ -26,19 +26,37 @@ use postgres_types::Type;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 
 fn col(name: &str, ty: &str, len: i32) -> ColumnSchema {
-    ColumnSchema { name: name.into(), type_name: ty.into(), max_length: len, nullable: name != "id", ..Default::default() }
+    ColumnSchema {
+        name: name.into(),
+        type_name: ty.into(),
+        max_length: len,
+        nullable: name != "id",
+        ..Default::default()
+    }
 }
 
 fn plan(name: &str) -> TablePlan {
     TablePlan {
         source: Some(TableSchema {
-            table: Some(TableRef { database: "bench".into(), schema: "dbo".into(), name: name.into() }),
-            columns: vec![col("id", "int", 4), col("name", "nvarchar", 200), col("note", "nvarchar", -1), col("qty", "int", 4)],
+            table: Some(TableRef {
+                database: "bench".into(),
+                schema: "dbo".into(),
+                name: name.into(),
+            }),
+            columns: vec![
+                col("id", "int", 4),
+                col("name", "nvarchar", 200),
+                col("note", "nvarchar", -1),
+                col("qty", "int", 4),
+            ],
             indexes: vec![IndexSchema {
                 name: format!("PK_{name}"),
                 is_primary_key: true,
                 is_unique: true,
-                columns: vec![IndexColumn { name: "id".into(), ..Default::default() }],
+                columns: vec![IndexColumn {
+                    name: "id".into(),
+                    ..Default::default()
+                }],
                 ..Default::default()
             }],
             key_columns: vec!["id".into()],
@@ -71,12 +89,20 @@ fn workload(t: i32) -> Vec<Op> {
 
 fn values(id: i32, n: i32) -> Vec<Value> {
     let v = |k| Value { kind: Some(k) };
-    vec![v(Kind::Int(i64::from(id))), v(Kind::Text(format!("name {n}"))), v(Kind::Text(format!("note for {id} at {n}"))), v(Kind::Int(i64::from(n)))]
+    vec![
+        v(Kind::Int(i64::from(id))),
+        v(Kind::Text(format!("name {n}"))),
+        v(Kind::Text(format!("note for {id} at {n}"))),
+        v(Kind::Int(i64::from(n))),
+    ]
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<(), Box<dyn Error>> {
-    let transactions: i32 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(20_000);
+    let transactions: i32 = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(20_000);
     let cluster = PgCluster::start()?;
     cluster.create_database("bench").await?;
     let target = TargetConnection {
@@ -88,8 +114,20 @@ async fn main() -> Result<(), Box<dyn Error>> {
     };
     let mut control = dbsync_apply::pg::connect_plain(&target).await?;
     ensure_schema(&mut control).await?;
-    let targets: Vec<TableTarget> = [plan("applied"), plan("ceiling")].iter().map(|p| TableTarget::from_plan(p).unwrap()).collect();
-    create_objects(&mut control, "bench", "precheck", &targets, &[], &DdlOptions::default(), false).await?;
+    let targets: Vec<TableTarget> = [plan("applied"), plan("ceiling")]
+        .iter()
+        .map(|p| TableTarget::from_plan(p).unwrap())
+        .collect();
+    create_objects(
+        &mut control,
+        "bench",
+        "precheck",
+        &targets,
+        &[],
+        &DdlOptions::default(),
+        false,
+    )
+    .await?;
     let table = std::sync::Arc::new(ResolvedTable::load(&control, targets[0].clone()).await?);
     let changes: usize = (0..transactions).map(|t| workload(t).len()).sum();
 
@@ -98,14 +136,28 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let reorder = std::env::var("REORDER").map(|v| v != "0").unwrap_or(true);
     let mut apply = TableApply::new(table, None, false);
     apply.reorder = reorder;
-    let mut applier = ChangeApplier::start(client, "bench", "g", vec![Some(apply)], None, ApplyLimits::default()).await?;
+    let mut applier = ChangeApplier::start(
+        client,
+        "bench",
+        "g",
+        vec![Some(apply)],
+        None,
+        ApplyLimits::default(),
+    )
+    .await?;
     let start = Instant::now();
     for t in 0..transactions {
         let ops = workload(t);
         let mut out = Vec::with_capacity(ops.len() + 3);
         for (seq, op) in ops.iter().enumerate() {
             let seqval = Lsn::from_u128(seq as u128).0.to_vec();
-            let change = |operation: Operation, values| RowChange { table_index: 0, operation: operation as i32, seqval: seqval.clone(), values, ..Default::default() };
+            let change = |operation: Operation, values| RowChange {
+                table_index: 0,
+                operation: operation as i32,
+                seqval: seqval.clone(),
+                values,
+                ..Default::default()
+            };
             match op {
                 Op::Insert(id, n) => out.push(change(Operation::Insert, values(*id, *n))),
                 Op::Update(id, n) => {
@@ -143,7 +195,9 @@ async fn main() -> Result<(), Box<dyn Error>> {
     .await?;
     let types = [Type::INT4, Type::TEXT, Type::TEXT, Type::INT4];
     for (stage, pick) in [("s_ins", 0u8), ("s_upd", 1)] {
-        let sink = tx.copy_in(&format!("COPY {stage} FROM STDIN (FORMAT binary)")).await?;
+        let sink = tx
+            .copy_in(&format!("COPY {stage} FROM STDIN (FORMAT binary)"))
+            .await?;
         let w = BinaryCopyInWriter::new(sink, &types);
         pin_mut!(w);
         for t in 0..transactions {
@@ -152,7 +206,14 @@ async fn main() -> Result<(), Box<dyn Error>> {
                     (Op::Insert(id, n), 0) | (Op::Update(id, n), 1) => (id, n),
                     _ => continue,
                 };
-                w.as_mut().write(&[&id, &format!("name {n}"), &format!("note for {id} at {n}"), &n]).await?;
+                w.as_mut()
+                    .write(&[
+                        &id,
+                        &format!("name {n}"),
+                        &format!("note for {id} at {n}"),
+                        &n,
+                    ])
+                    .await?;
             }
         }
         w.finish().await?;
@@ -186,9 +247,18 @@ async fn main() -> Result<(), Box<dyn Error>> {
         .await?
         .get(0);
     println!("transactions: {transactions}, changes: {changes}, regrouping statements: {reorder}");
-    println!("applier (in order, checkpointed): {:>9.0} changes/s ({applied_secs:.2} s)", changes as f64 / applied_secs);
-    println!("staged COPY + merge ceiling     : {:>9.0} changes/s ({ceiling_secs:.2} s)", changes as f64 / ceiling_secs);
-    println!("applier / ceiling               : {:>8.0}%", ceiling_secs / applied_secs * 100.0);
+    println!(
+        "applier (in order, checkpointed): {:>9.0} changes/s ({applied_secs:.2} s)",
+        changes as f64 / applied_secs
+    );
+    println!(
+        "staged COPY + merge ceiling     : {:>9.0} changes/s ({ceiling_secs:.2} s)",
+        changes as f64 / ceiling_secs
+    );
+    println!(
+        "applier / ceiling               : {:>8.0}%",
+        ceiling_secs / applied_secs * 100.0
+    );
     println!("rows differing                  : {diff}");
     Ok(())
 }

@@ -13,13 +13,13 @@ use dbsync_apply::pg::catalog::ResolvedTable;
 use dbsync_apply::pg::checkpoint::ensure_schema;
 use dbsync_apply::pg::copy::ChunkWriter;
 use dbsync_apply::pg::ddl::DdlOptions;
-use dbsync_typemap::numeric::write_pg_numeric;
-use dbsync_typemap::temporal::pg_timestamp_micros;
 use dbsync_apply::plan::TableTarget;
 use dbsync_apply::schema::create_objects;
 use dbsync_pgtest::PgCluster;
 use dbsync_proto::v1::value::Kind;
 use dbsync_proto::v1::*;
+use dbsync_typemap::numeric::write_pg_numeric;
+use dbsync_typemap::temporal::pg_timestamp_micros;
 use futures::pin_mut;
 use postgres_types::{to_sql_checked, IsNull, ToSql, Type};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
@@ -29,7 +29,15 @@ const CHUNK_ROWS: usize = 100_000;
 const TICKS_2024: i64 = 738_885 * 864_000_000_000;
 
 fn col(name: &str, ty: &str, len: i32, p: i32, s: i32) -> ColumnSchema {
-    ColumnSchema { name: name.into(), type_name: ty.into(), max_length: len, precision: p, scale: s, nullable: true, ..Default::default() }
+    ColumnSchema {
+        name: name.into(),
+        type_name: ty.into(),
+        max_length: len,
+        precision: p,
+        scale: s,
+        nullable: true,
+        ..Default::default()
+    }
 }
 
 fn plan() -> TablePlan {
@@ -37,7 +45,11 @@ fn plan() -> TablePlan {
     id.nullable = false;
     TablePlan {
         source: Some(TableSchema {
-            table: Some(TableRef { database: "bench".into(), schema: "dbo".into(), name: "bench_apply".into() }),
+            table: Some(TableRef {
+                database: "bench".into(),
+                schema: "dbo".into(),
+                name: "bench_apply".into(),
+            }),
             columns: vec![
                 id,
                 col("qty", "int", 4, 10, 0),
@@ -51,7 +63,10 @@ fn plan() -> TablePlan {
                 name: "PK_bench_apply".into(),
                 is_primary_key: true,
                 is_unique: true,
-                columns: vec![IndexColumn { name: "id".into(), ..Default::default() }],
+                columns: vec![IndexColumn {
+                    name: "id".into(),
+                    ..Default::default()
+                }],
                 ..Default::default()
             }],
             key_columns: vec!["id".into()],
@@ -80,7 +95,7 @@ fn native(i: usize) -> Native {
         label: format!("label-{}", i % 97),
         amount: ((i as i128 * 37) % 10_000_000, 2),
         created_ticks: TICKS_2024 + (i as i64) * 10_000_017,
-        active: i % 3 == 0,
+        active: i.is_multiple_of(3),
         name: format!("customer name {} ü", i % 1013),
     }
 }
@@ -92,7 +107,10 @@ fn proto_row(n: &Native) -> Row {
             v(Kind::Int(n.id)),
             v(Kind::Int(i64::from(n.qty))),
             v(Kind::Text(n.label.clone())),
-            v(Kind::Decimal(Decimal { unscaled: n.amount.0.to_le_bytes()[..8].to_vec(), scale: n.amount.1 })),
+            v(Kind::Decimal(Decimal {
+                unscaled: n.amount.0.to_le_bytes()[..8].to_vec(),
+                scale: n.amount.1,
+            })),
             v(Kind::Datetime(n.created_ticks)),
             v(Kind::Bool(n.active)),
             v(Kind::Text(n.name.clone())),
@@ -128,7 +146,10 @@ impl ToSql for RawTimestamp {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<(), Box<dyn Error>> {
-    let rows: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(1_000_000);
+    let rows: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1_000_000);
     let cluster = PgCluster::start()?;
     cluster.create_database("bench").await?;
     let target = TargetConnection {
@@ -141,23 +162,50 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let mut control = dbsync_apply::pg::connect_plain(&target).await?;
     ensure_schema(&mut control).await?;
     let t = TableTarget::from_plan(&plan())?;
-    create_objects(&mut control, "bench", "precheck", std::slice::from_ref(&t), &[], &DdlOptions::default(), false).await?;
+    create_objects(
+        &mut control,
+        "bench",
+        "precheck",
+        std::slice::from_ref(&t),
+        &[],
+        &DdlOptions::default(),
+        false,
+    )
+    .await?;
     control
-        .batch_execute("CREATE TABLE dbo.bench_raw (LIKE dbo.bench_apply INCLUDING ALL); CHECKPOINT")
+        .batch_execute(
+            "CREATE TABLE dbo.bench_raw (LIKE dbo.bench_apply INCLUDING ALL); CHECKPOINT",
+        )
         .await?;
     let table = ResolvedTable::load(&control, t).await?;
 
     // One template batch of each form; keys are rewritten per batch (cheap, same for both).
     let natives: Vec<Native> = (0..BATCH).map(native).collect();
-    let mut batch = RowBatch { rows: natives.iter().map(proto_row).collect(), bytes: 0 };
-    let bytes_per_row = batch.rows.iter().map(|r| prost::Message::encoded_len(r)).sum::<usize>() / BATCH;
+    let mut batch = RowBatch {
+        rows: natives.iter().map(proto_row).collect(),
+        bytes: 0,
+    };
+    let bytes_per_row = batch
+        .rows
+        .iter()
+        .map(prost::Message::encoded_len)
+        .sum::<usize>()
+        / BATCH;
 
     // apply's path: chunks of CHUNK_ROWS rows, one transaction + done flag each.
     let chunks = rows.div_ceil(CHUNK_ROWS);
     dbsync_core::sink::CheckpointStore::save_chunk_plan(
-        &dbsync_apply::pg::checkpoint::PgCheckpoints { client: &control, task_id: "bench" },
+        &dbsync_apply::pg::checkpoint::PgCheckpoints {
+            client: &control,
+            task_id: "bench",
+        },
         &table.target.source_name,
-        &(0..chunks as u32).map(|index| Chunk { index, ..Default::default() }).collect::<Vec<_>>(),
+        &(0..chunks as u32)
+            .map(|index| Chunk {
+                index,
+                ..Default::default()
+            })
+            .collect::<Vec<_>>(),
     )
     .await?;
     let mut data = dbsync_apply::pg::connect(&target).await?;
@@ -186,7 +234,15 @@ async fn main() -> Result<(), Box<dyn Error>> {
 
     // Raw binary COPY of the same rows with native Rust values.
     let raw = control.copy_in("COPY dbo.bench_raw (id, qty, label, amount, created, active, name) FROM STDIN (FORMAT binary)").await?;
-    let types = [Type::INT8, Type::INT4, Type::TEXT, Type::NUMERIC, Type::TIMESTAMP, Type::BOOL, Type::VARCHAR];
+    let types = [
+        Type::INT8,
+        Type::INT4,
+        Type::TEXT,
+        Type::NUMERIC,
+        Type::TIMESTAMP,
+        Type::BOOL,
+        Type::VARCHAR,
+    ];
     let writer = BinaryCopyInWriter::new(raw, &types);
     pin_mut!(writer);
     let start = Instant::now();
@@ -211,7 +267,12 @@ async fn main() -> Result<(), Box<dyn Error>> {
 
     let count = |t: &'static str| {
         let control = &control;
-        async move { control.query_one(&format!("SELECT count(*) FROM dbo.{t}"), &[]).await.map(|r| r.get::<_, i64>(0)) }
+        async move {
+            control
+                .query_one(&format!("SELECT count(*) FROM dbo.{t}"), &[])
+                .await
+                .map(|r| r.get::<_, i64>(0))
+        }
     };
     let (a, r) = (count("bench_apply").await?, count("bench_raw").await?);
     assert_eq!((a as usize, r as usize), (rows, rows));
@@ -221,8 +282,16 @@ async fn main() -> Result<(), Box<dyn Error>> {
         .get(0);
     let mb = |secs: f64| rows as f64 * bytes_per_row as f64 / secs / 1e6;
     println!("rows: {rows}, ~{bytes_per_row} protobuf bytes per row");
-    println!("apply COPY path : {:>10.0} rows/s  {:>6.1} MB/s  ({apply_secs:.2} s)", rows as f64 / apply_secs, mb(apply_secs));
-    println!("raw binary COPY : {:>10.0} rows/s  {:>6.1} MB/s  ({raw_secs:.2} s)", rows as f64 / raw_secs, mb(raw_secs));
+    println!(
+        "apply COPY path : {:>10.0} rows/s  {:>6.1} MB/s  ({apply_secs:.2} s)",
+        rows as f64 / apply_secs,
+        mb(apply_secs)
+    );
+    println!(
+        "raw binary COPY : {:>10.0} rows/s  {:>6.1} MB/s  ({raw_secs:.2} s)",
+        rows as f64 / raw_secs,
+        mb(raw_secs)
+    );
     println!("apply / raw     : {:>9.0}%", raw_secs / apply_secs * 100.0);
     println!("rows differing  : {same}");
     Ok(())

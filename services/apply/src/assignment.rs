@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
+use dbsync_core::error::{Classify, ErrorClass};
 use dbsync_core::lsn::Lsn;
 use dbsync_core::Secret;
-use dbsync_core::error::{Classify, ErrorClass};
 use dbsync_proto::v1::{Assignment, TablePhase};
 use tokio_util::sync::CancellationToken;
 
@@ -30,7 +30,10 @@ pub struct RunOptions {
 
 impl Default for RunOptions {
     fn default() -> Self {
-        RunOptions { max_parallel_chunks: 4, auth_token: None }
+        RunOptions {
+            max_parallel_chunks: 4,
+            auth_token: None,
+        }
     }
 }
 
@@ -52,10 +55,18 @@ pub async fn run_assignment(
 ) -> Result<AssignmentOutcome> {
     let mut plans = assignment.tables.clone();
     plans.iter_mut().for_each(normalize_ops);
-    let targets = plans.iter().map(TableTarget::from_plan).collect::<Result<Vec<_>>>()?;
+    let targets = plans
+        .iter()
+        .map(TableTarget::from_plan)
+        .collect::<Result<Vec<_>>>()?;
     let trackers: Vec<Arc<TableTracker>> = targets
         .iter()
-        .map(|t| Arc::new(TableTracker::new(t.source.table.clone().unwrap_or_default(), Arc::clone(&progress))))
+        .map(|t| {
+            Arc::new(TableTracker::new(
+                t.source.table.clone().unwrap_or_default(),
+                Arc::clone(&progress),
+            ))
+        })
         .collect();
     let result = run(assignment, plans, &targets, &trackers, options, shutdown).await;
     if let Err(e) = &result {
@@ -88,26 +99,45 @@ async fn run(
     shutdown: CancellationToken,
 ) -> Result<AssignmentOutcome> {
     let task_id = assignment.task_id.clone();
-    let group_id = if assignment.group_id.is_empty() { "default".to_string() } else { assignment.group_id.clone() };
-    let target = assignment.target.clone().ok_or_else(|| ApplyError::InvalidPlan {
-        object: task_id.clone(),
-        detail: "the assignment has no target connection".into(),
-    })?;
+    let group_id = if assignment.group_id.is_empty() {
+        "default".to_string()
+    } else {
+        assignment.group_id.clone()
+    };
+    let target = assignment
+        .target
+        .clone()
+        .ok_or_else(|| ApplyError::InvalidPlan {
+            object: task_id.clone(),
+            detail: "the assignment has no target connection".into(),
+        })?;
     let label = crate::pg::target_label(&target);
     let mut control = crate::pg::connect_plain(&target).await?;
     ensure_schema(&mut control).await?;
-    let opts = DdlOptions { server_version_num: crate::pg::server_version(&control, &label).await? };
+    let opts = DdlOptions {
+        server_version_num: crate::pg::server_version(&control, &label).await?,
+    };
 
     if assignment.schema_sync {
         trackers.iter().for_each(|t| t.phase(TablePhase::Schema));
-        create_objects(&mut control, &task_id, &assignment.conflict_mode, targets, &[], &opts, assignment.defer_foreign_keys).await?;
+        create_objects(
+            &mut control,
+            &task_id,
+            &assignment.conflict_mode,
+            targets,
+            &[],
+            &opts,
+            assignment.defer_foreign_keys,
+        )
+        .await?;
     }
     let mut resolved = Vec::with_capacity(targets.len());
     for t in targets {
         if !crate::pg::catalog::table_exists(&control, t).await? {
             return Err(ApplyError::InvalidPlan {
                 object: t.qualified.clone(),
-                detail: "the target table does not exist; enable schema sync or create it first".into(),
+                detail: "the target table does not exist; enable schema sync or create it first"
+                    .into(),
             });
         }
         resolved.push(Arc::new(ResolvedTable::load(&control, t.clone()).await?));
@@ -122,7 +152,8 @@ async fn run(
         trackers.iter().for_each(|t| t.phase(TablePhase::Done));
         return Ok(AssignmentOutcome::Completed);
     }
-    let capture = crate::capture::connect(&assignment.capture_address, options.auth_token.as_ref()).await?;
+    let capture =
+        crate::capture::connect(&assignment.capture_address, options.auth_token.as_ref()).await?;
     let parallel = match assignment.parallel_chunks {
         0 => options.max_parallel_chunks,
         n => (n as usize).min(options.max_parallel_chunks),
@@ -136,7 +167,11 @@ async fn run(
         capture: capture.clone(),
         capture_address: assignment.capture_address.clone(),
         keep_existing: keeps_existing(&assignment.conflict_mode),
-        chunk_rows: if assignment.chunk_rows == 0 { 100_000 } else { u64::from(assignment.chunk_rows) },
+        chunk_rows: if assignment.chunk_rows == 0 {
+            100_000
+        } else {
+            u64::from(assignment.chunk_rows)
+        },
         parallel,
         throttle: assignment.full_throttle,
         record_end_lsn: assignment.incremental_sync,
@@ -147,7 +182,10 @@ async fn run(
         let tables = resolved
             .iter()
             .zip(trackers)
-            .map(|(t, tr)| FullSyncTable { table: Arc::clone(t), tracker: Arc::clone(tr) })
+            .map(|(t, tr)| FullSyncTable {
+                table: Arc::clone(t),
+                tracker: Arc::clone(tr),
+            })
             .collect();
         run_full_sync(Arc::clone(&full_ctx), &control, tables, shutdown.clone()).await?;
     }
@@ -155,7 +193,9 @@ async fn run(
 
     if !assignment.incremental_sync {
         for (t, tr) in targets.iter().zip(trackers) {
-            let rows = load_table_state(&control, &task_id, &t.source_name).await?.map_or(0, |s| s.rows_done);
+            let rows = load_table_state(&control, &task_id, &t.source_name)
+                .await?
+                .map_or(0, |s| s.rows_done);
             tr.update(|p| {
                 p.phase = TablePhase::Done as i32;
                 p.rows_done = rows;
@@ -184,7 +224,11 @@ async fn run(
         .into_iter()
         .zip(resolved)
         .zip(trackers.iter().cloned())
-        .map(|((plan, table), tracker)| StreamTable { plan, table, tracker })
+        .map(|((plan, table), tracker)| StreamTable {
+            plan,
+            table,
+            tracker,
+        })
         .collect();
     run_stream(&stream_ctx, tables, shutdown).await?;
     Ok(AssignmentOutcome::Completed)

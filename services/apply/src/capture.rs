@@ -15,12 +15,19 @@ pub struct AuthInterceptor(Option<MetadataValue<Ascii>>);
 
 impl AuthInterceptor {
     pub fn new(token: Option<&Secret>) -> AuthInterceptor {
-        AuthInterceptor(token.filter(|t| !t.is_empty()).and_then(|t| format!("Bearer {}", t.expose()).parse().ok()))
+        AuthInterceptor(
+            token
+                .filter(|t| !t.is_empty())
+                .and_then(|t| format!("Bearer {}", t.expose()).parse().ok()),
+        )
     }
 }
 
 impl Interceptor for AuthInterceptor {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
         if let Some(v) = &self.0 {
             request.metadata_mut().insert("authorization", v.clone());
         }
@@ -50,12 +57,18 @@ pub async fn connect_channel(address: &str) -> Result<Channel> {
         .connect_timeout(std::time::Duration::from_secs(10))
         .connect()
         .await
-        .map_err(|e| ApplyError::CaptureUnavailable { address: address.to_string(), action: "connecting", detail: e.to_string() })
+        .map_err(|e| ApplyError::CaptureUnavailable {
+            address: address.to_string(),
+            action: "connecting",
+            detail: e.to_string(),
+        })
 }
 
 pub async fn connect(address: &str, token: Option<&Secret>) -> Result<CaptureClient> {
     let channel = connect_channel(address).await?;
-    Ok(CaptureServiceClient::with_interceptor(channel, AuthInterceptor::new(token))
-        .max_decoding_message_size(256 << 20)
-        .max_encoding_message_size(64 << 20))
+    Ok(
+        CaptureServiceClient::with_interceptor(channel, AuthInterceptor::new(token))
+            .max_decoding_message_size(256 << 20)
+            .max_encoding_message_size(64 << 20),
+    )
 }

@@ -19,15 +19,27 @@ pub enum ApplyError {
 
     /// The capture service could not be reached or its stream broke.
     #[error("capture service at {address} unavailable while {action}: {detail}")]
-    CaptureUnavailable { address: String, action: &'static str, detail: String },
+    CaptureUnavailable {
+        address: String,
+        action: &'static str,
+        detail: String,
+    },
 
     /// The capture service answered with an error that retrying will not fix.
     #[error("capture service rejected {action} for {object}: {detail}")]
-    CaptureRejected { object: String, action: &'static str, detail: String },
+    CaptureRejected {
+        object: String,
+        action: &'static str,
+        detail: String,
+    },
 
     /// A value cannot be written into its target column.
     #[error("cannot write a value into {table}.{column}: {detail}")]
-    InvalidValue { table: String, column: String, detail: String },
+    InvalidValue {
+        table: String,
+        column: String,
+        detail: String,
+    },
 
     /// The assignment or schema cannot be turned into target objects.
     #[error("invalid plan for {object}: {detail}")]
@@ -55,15 +67,33 @@ pub enum ApplyError {
 pub type Result<T, E = ApplyError> = std::result::Result<T, E>;
 
 impl ApplyError {
-    pub fn target(object: impl Into<String>, action: &'static str, source: tokio_postgres::Error) -> Self {
-        ApplyError::Target { object: object.into(), action, source }
+    pub fn target(
+        object: impl Into<String>,
+        action: &'static str,
+        source: tokio_postgres::Error,
+    ) -> Self {
+        ApplyError::Target {
+            object: object.into(),
+            action,
+            source,
+        }
     }
 
-    pub fn capture_status(address: &str, object: &str, action: &'static str, status: tonic::Status) -> Self {
+    pub fn capture_status(
+        address: &str,
+        object: &str,
+        action: &'static str,
+        status: tonic::Status,
+    ) -> Self {
         use tonic::Code;
         match status.code() {
-            Code::Unavailable | Code::Unknown | Code::Cancelled | Code::DeadlineExceeded | Code::Aborted
-            | Code::ResourceExhausted | Code::Internal => ApplyError::CaptureUnavailable {
+            Code::Unavailable
+            | Code::Unknown
+            | Code::Cancelled
+            | Code::DeadlineExceeded
+            | Code::Aborted
+            | Code::ResourceExhausted
+            | Code::Internal => ApplyError::CaptureUnavailable {
                 address: address.to_string(),
                 action,
                 detail: format!("{}: {}", code_name(status.code()), status.message()),
@@ -145,9 +175,9 @@ fn code_name(code: tonic::Code) -> &'static str {
 impl Classify for ApplyError {
     fn class(&self) -> ErrorClass {
         match self {
-            ApplyError::TargetConnection { .. } | ApplyError::CaptureUnavailable { .. } | ApplyError::Coordinator { .. } => {
-                ErrorClass::Connection
-            }
+            ApplyError::TargetConnection { .. }
+            | ApplyError::CaptureUnavailable { .. }
+            | ApplyError::Coordinator { .. } => ErrorClass::Connection,
             ApplyError::Target { source, .. } => {
                 if Self::pg_is_connection(source) {
                     ErrorClass::Connection

@@ -19,7 +19,8 @@ use std::sync::{Arc, Mutex};
 use dbsync_core::lsn::Lsn;
 use dbsync_core::sink::CheckpointStore;
 use dbsync_proto::v1::{
-    Chunk, GetMaxLsnRequest, PlanChunksRequest, ReadChunkRequest, SourceConnection, TablePhase, TargetConnection, Throttle,
+    Chunk, GetMaxLsnRequest, PlanChunksRequest, ReadChunkRequest, SourceConnection, TablePhase,
+    TargetConnection, Throttle,
 };
 use tokio::task::JoinSet;
 use tokio_postgres::Client;
@@ -61,14 +62,24 @@ struct Work {
 }
 
 /// Loads every table of the group that has not finished its snapshot.
-pub async fn run_full_sync(ctx: Arc<FullSyncContext>, control: &Client, tables: Vec<FullSyncTable>, shutdown: CancellationToken) -> Result<()> {
-    let store = PgCheckpoints { client: control, task_id: &ctx.task_id };
+pub async fn run_full_sync(
+    ctx: Arc<FullSyncContext>,
+    control: &Client,
+    tables: Vec<FullSyncTable>,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    let store = PgCheckpoints {
+        client: control,
+        task_id: &ctx.task_id,
+    };
     let mut queue = VecDeque::new();
     let mut remaining = Vec::with_capacity(tables.len());
     let mut finished_now = Vec::new();
     for (ti, t) in tables.iter().enumerate() {
         let name = &t.table.target.source_name;
-        let state = load_table_state(control, &ctx.task_id, name).await?.unwrap_or_default();
+        let state = load_table_state(control, &ctx.task_id, name)
+            .await?
+            .unwrap_or_default();
         if state.snapshot_done {
             remaining.push(AtomicUsize::new(0));
             t.tracker.update(|p| {
@@ -88,10 +99,11 @@ pub async fn run_full_sync(ctx: Arc<FullSyncContext>, control: &Client, tables: 
                         table: Some(t.table.target.source.clone()),
                         target_rows: ctx.chunk_rows,
                         where_filter: t.table.target.where_filter.clone(),
-                        ..Default::default()
                     })
                     .await
-                    .map_err(|s| ApplyError::capture_status(&ctx.capture_address, name, "planning chunks", s))?
+                    .map_err(|s| {
+                        ApplyError::capture_status(&ctx.capture_address, name, "planning chunks", s)
+                    })?
                     .into_inner()
                     .chunks;
                 store.save_chunk_plan(name, &planned).await?;
@@ -104,11 +116,19 @@ pub async fn run_full_sync(ctx: Arc<FullSyncContext>, control: &Client, tables: 
             p.phase = TablePhase::Snapshot as i32;
             p.chunks_total = chunks.len() as u32;
             p.chunks_done = done as u32;
-            p.rows_total = chunks.iter().map(|(c, _)| c.estimated_rows).sum::<u64>().max(rows_done);
+            p.rows_total = chunks
+                .iter()
+                .map(|(c, _)| c.estimated_rows)
+                .sum::<u64>()
+                .max(rows_done);
             p.rows_done = rows_done;
             p.bytes_done = bytes_done;
         });
-        let open: Vec<Chunk> = chunks.into_iter().filter(|(_, d)| !d).map(|(c, _)| c).collect();
+        let open: Vec<Chunk> = chunks
+            .into_iter()
+            .filter(|(_, d)| !d)
+            .map(|(c, _)| c)
+            .collect();
         if open.is_empty() {
             finished_now.push(ti);
         }
@@ -125,9 +145,18 @@ pub async fn run_full_sync(ctx: Arc<FullSyncContext>, control: &Client, tables: 
     let queue = Arc::new(Mutex::new(queue));
     let remaining = Arc::new(remaining);
     let mut workers = JoinSet::new();
-    let n = ctx.parallel.max(1).min(queue.lock().expect("queue lock").len());
+    let n = ctx
+        .parallel
+        .max(1)
+        .min(queue.lock().expect("queue lock").len());
     for _ in 0..n {
-        let (ctx, queue, remaining, tables, shutdown) = (Arc::clone(&ctx), Arc::clone(&queue), Arc::clone(&remaining), Arc::clone(&tables), shutdown.clone());
+        let (ctx, queue, remaining, tables, shutdown) = (
+            Arc::clone(&ctx),
+            Arc::clone(&queue),
+            Arc::clone(&remaining),
+            Arc::clone(&tables),
+            shutdown.clone(),
+        );
         workers.spawn(async move {
             let mut client = crate::pg::connect_data(&ctx.target, ctx.replication_role).await?;
             loop {
@@ -146,7 +175,11 @@ pub async fn run_full_sync(ctx: Arc<FullSyncContext>, control: &Client, tables: 
         });
     }
     while let Some(joined) = workers.join_next().await {
-        let result = joined.unwrap_or_else(|e| Err(ApplyError::Protocol { detail: format!("chunk worker panicked: {e}") }));
+        let result = joined.unwrap_or_else(|e| {
+            Err(ApplyError::Protocol {
+                detail: format!("chunk worker panicked: {e}"),
+            })
+        });
         if let Err(e) = result {
             workers.abort_all();
             return Err(e);
@@ -168,7 +201,12 @@ async fn done_totals(client: &Client, task_id: &str, table: &str) -> Result<(u64
 }
 
 /// Reads one chunk from capture and loads it.
-async fn load_chunk(ctx: &FullSyncContext, client: &mut Client, t: &FullSyncTable, chunk: &Chunk) -> Result<()> {
+async fn load_chunk(
+    ctx: &FullSyncContext,
+    client: &mut Client,
+    t: &FullSyncTable,
+    chunk: &Chunk,
+) -> Result<()> {
     let name = &t.table.target.source_name;
     let mut stream = ctx
         .capture
@@ -182,12 +220,18 @@ async fn load_chunk(ctx: &FullSyncContext, client: &mut Client, t: &FullSyncTabl
             max_batch_rows: 10_000,
             max_batch_bytes: 8 << 20,
             throttle: ctx.throttle,
-            ..Default::default()
         })
         .await
         .map_err(|s| ApplyError::capture_status(&ctx.capture_address, name, "reading a chunk", s))?
         .into_inner();
-    let mut writer = ChunkWriter::begin(client, &t.table, &ctx.task_id, chunk.index, ctx.keep_existing).await?;
+    let mut writer = ChunkWriter::begin(
+        client,
+        &t.table,
+        &ctx.task_id,
+        chunk.index,
+        ctx.keep_existing,
+    )
+    .await?;
     while let Some(batch) = stream
         .message()
         .await
@@ -214,19 +258,39 @@ async fn load_chunk(ctx: &FullSyncContext, client: &mut Client, t: &FullSyncTabl
 async fn finish_table(ctx: &FullSyncContext, client: &Client, t: &FullSyncTable) -> Result<()> {
     let name = &t.table.target.source_name;
     let end_lsn = if ctx.record_end_lsn {
-        let database = t.table.target.source.table.as_ref().map(|r| r.database.clone()).unwrap_or_default();
+        let database = t
+            .table
+            .target
+            .source
+            .table
+            .as_ref()
+            .map(|r| r.database.clone())
+            .unwrap_or_default();
         let response = ctx
             .capture
             .clone()
-            .get_max_lsn(GetMaxLsnRequest { source: Some(ctx.source.clone()), database, ..Default::default() })
+            .get_max_lsn(GetMaxLsnRequest {
+                source: Some(ctx.source.clone()),
+                database,
+                ..Default::default()
+            })
             .await
-            .map_err(|s| ApplyError::capture_status(&ctx.capture_address, name, "reading the max LSN", s))?
+            .map_err(|s| {
+                ApplyError::capture_status(&ctx.capture_address, name, "reading the max LSN", s)
+            })?
             .into_inner();
         Lsn::from_slice(&response.lsn)
     } else {
         None
     };
-    record_step(client, &ctx.task_id, name, &t.table.target.qualified, TableStep::SnapshotDone { end_lsn }).await?;
+    record_step(
+        client,
+        &ctx.task_id,
+        name,
+        &t.table.target.qualified,
+        TableStep::SnapshotDone { end_lsn },
+    )
+    .await?;
     tracing::info!(table = %name, end_lsn = ?end_lsn, "snapshot loaded");
     Ok(())
 }

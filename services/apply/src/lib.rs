@@ -63,19 +63,31 @@ impl Default for ApplyConfig {
 
 /// Serves gRPC health and reflection on `listener` and runs the worker loop until
 /// `shutdown` is cancelled.
-pub async fn serve(config: ApplyConfig, listener: tokio::net::TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn serve(
+    config: ApplyConfig,
+    listener: tokio::net::TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     if let Some(addr) = config.metrics_listen {
         dbsync_telemetry::install_metrics(addr)?;
     }
     let local = listener.local_addr()?;
-    let address = config.advertise_address.clone().unwrap_or_else(|| local.to_string());
+    let address = config
+        .advertise_address
+        .clone()
+        .unwrap_or_else(|| local.to_string());
     let (health_reporter, health) = dbsync_telemetry::health_service();
-    health_reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
+    health_reporter
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
     let reflection = dbsync_telemetry::reflection_service()?;
     let server = tonic::transport::Server::builder()
         .add_service(health)
         .add_service(reflection)
-        .serve_with_incoming_shutdown(dbsync_telemetry::incoming(listener), shutdown.clone().cancelled_owned());
+        .serve_with_incoming_shutdown(
+            dbsync_telemetry::incoming(listener),
+            shutdown.clone().cancelled_owned(),
+        );
     tracing::info!(%local, coordinator = %config.coordinator, "apply service listening");
     let worker = worker::run_worker(config, address, shutdown.clone());
     let (served, ()) = tokio::join!(server, worker);

@@ -12,7 +12,11 @@ struct Args {
     #[arg(long, env = "DBSYNC_APPLY_LISTEN", default_value = "127.0.0.1:7302")]
     listen: SocketAddr,
     /// Coordinator URL.
-    #[arg(long, env = "DBSYNC_COORDINATOR", default_value = "http://127.0.0.1:7300")]
+    #[arg(
+        long,
+        env = "DBSYNC_COORDINATOR",
+        default_value = "http://127.0.0.1:7300"
+    )]
     coordinator: String,
     /// Stable worker id (default: assigned by the coordinator).
     #[arg(long, env = "DBSYNC_APPLY_WORKER_ID")]

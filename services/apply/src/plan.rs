@@ -48,7 +48,11 @@ impl TableTarget {
         })?;
         let table_ref = source.table.clone().unwrap_or_default();
         let source_name = source_name(&table_ref);
-        let policy = if plan.capitalization.is_empty() { "lower" } else { plan.capitalization.as_str() };
+        let policy = if plan.capitalization.is_empty() {
+            "lower"
+        } else {
+            plan.capitalization.as_str()
+        };
         let schema = if plan.target_schema.is_empty() {
             capitalize(&table_ref.schema, policy)
         } else {
@@ -83,10 +87,14 @@ impl TableTarget {
         }
         let mut key = Vec::with_capacity(source.key_columns.len());
         for k in &source.key_columns {
-            let idx = source.columns.iter().position(|c| &c.name == k).ok_or_else(|| ApplyError::InvalidPlan {
-                object: source_name.clone(),
-                detail: format!("key column {k} is not a column of the table"),
-            })?;
+            let idx = source
+                .columns
+                .iter()
+                .position(|c| &c.name == k)
+                .ok_or_else(|| ApplyError::InvalidPlan {
+                    object: source_name.clone(),
+                    detail: format!("key column {k} is not a column of the table"),
+                })?;
             if columns[idx].skip {
                 return Err(ApplyError::InvalidPlan {
                     object: source_name.clone(),
@@ -113,7 +121,9 @@ impl TableTarget {
 
     /// The target name of a source column, if it is written.
     pub fn target_column(&self, source_column: &str) -> Option<&TargetColumn> {
-        self.columns.iter().find(|c| c.source_name == source_column && !c.skip)
+        self.columns
+            .iter()
+            .find(|c| c.source_name == source_column && !c.skip)
     }
 
     /// A constraint or index name under this table's capitalization, shortened.

@@ -34,11 +34,20 @@ pub struct ProgressBoard {
 
 impl ProgressBoard {
     pub fn snapshot(&self) -> Vec<TableProgress> {
-        self.tables.lock().expect("progress lock").values().cloned().collect()
+        self.tables
+            .lock()
+            .expect("progress lock")
+            .values()
+            .cloned()
+            .collect()
     }
 
     pub fn get(&self, source_table: &str) -> Option<TableProgress> {
-        self.tables.lock().expect("progress lock").get(source_table).cloned()
+        self.tables
+            .lock()
+            .expect("progress lock")
+            .get(source_table)
+            .cloned()
     }
 
     pub fn task_error(&self) -> Option<(String, ErrorClass)> {
@@ -53,8 +62,15 @@ impl ProgressBoard {
 
 impl ProgressSink for ProgressBoard {
     fn table(&self, progress: TableProgress) {
-        let key = progress.source.as_ref().map(crate::plan::source_name).unwrap_or_default();
-        self.tables.lock().expect("progress lock").insert(key, progress);
+        let key = progress
+            .source
+            .as_ref()
+            .map(crate::plan::source_name)
+            .unwrap_or_default();
+        self.tables
+            .lock()
+            .expect("progress lock")
+            .insert(key, progress);
         self.changed.notify_waiters();
     }
 
@@ -73,7 +89,11 @@ pub struct TableTracker {
 impl TableTracker {
     pub fn new(source: TableRef, sink: Arc<dyn ProgressSink>) -> TableTracker {
         TableTracker {
-            state: Mutex::new(TableProgress { source: Some(source), phase: TablePhase::Pending as i32, ..Default::default() }),
+            state: Mutex::new(TableProgress {
+                source: Some(source),
+                phase: TablePhase::Pending as i32,
+                ..Default::default()
+            }),
             sink,
         }
     }

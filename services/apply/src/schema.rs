@@ -38,8 +38,20 @@ pub async fn create_objects(
         }
         if table_exists(client, t).await? {
             if keeps_existing(conflict_mode) {
-                record_step(client, task_id, &t.source_name, &t.qualified, TableStep::SchemaDone { kept_existing: true }).await?;
-                notes.push(format!("{} exists on the target and is kept (conflict mode ignore)", t.qualified));
+                record_step(
+                    client,
+                    task_id,
+                    &t.source_name,
+                    &t.qualified,
+                    TableStep::SchemaDone {
+                        kept_existing: true,
+                    },
+                )
+                .await?;
+                notes.push(format!(
+                    "{} exists on the target and is kept (conflict mode ignore)",
+                    t.qualified
+                ));
             } else {
                 conflicts.push(t.qualified.clone());
             }
@@ -48,36 +60,73 @@ pub async fn create_objects(
         to_create.push(t);
     }
     if !conflicts.is_empty() {
-        return Err(ApplyError::ConflictingTables { tables: conflicts.join(", ") });
+        return Err(ApplyError::ConflictingTables {
+            tables: conflicts.join(", "),
+        });
     }
     // 2. Tables, each with its checkpoint in one transaction.
     for t in &to_create {
-        let ddl = table_ddl(t, opts).map_err(|detail| ApplyError::InvalidPlan { object: t.source_name.clone(), detail })?;
+        let ddl = table_ddl(t, opts).map_err(|detail| ApplyError::InvalidPlan {
+            object: t.source_name.clone(),
+            detail,
+        })?;
         notes.extend(ddl.notes.iter().map(|n| format!("{}: {n}", t.source_name)));
-        let tx = client.transaction().await.map_err(|e| ApplyError::target(&t.qualified, "opening a transaction", e))?;
-        for sql in [Some(&ddl.create_schema), Some(&ddl.create_table), ddl.key_index.as_ref()].into_iter().flatten() {
-            tx.batch_execute(sql).await.map_err(|e| ApplyError::target(&t.qualified, "creating the table", e))?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(|e| ApplyError::target(&t.qualified, "opening a transaction", e))?;
+        for sql in [
+            Some(&ddl.create_schema),
+            Some(&ddl.create_table),
+            ddl.key_index.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            tx.batch_execute(sql)
+                .await
+                .map_err(|e| ApplyError::target(&t.qualified, "creating the table", e))?;
         }
-        record_step(&tx, task_id, &t.source_name, &t.qualified, TableStep::SchemaDone { kept_existing: false }).await?;
-        tx.commit().await.map_err(|e| ApplyError::target(&t.qualified, "creating the table", e))?;
+        record_step(
+            &tx,
+            task_id,
+            &t.source_name,
+            &t.qualified,
+            TableStep::SchemaDone {
+                kept_existing: false,
+            },
+        )
+        .await?;
+        tx.commit()
+            .await
+            .map_err(|e| ApplyError::target(&t.qualified, "creating the table", e))?;
     }
     // 3. Sequences (idempotent: IF NOT EXISTS, setval).
     for seq in sequences {
         for sql in sequence_ddl(seq, "lower") {
-            client.batch_execute(&sql).await.map_err(|e| ApplyError::target(&seq.name, "creating a sequence", e))?;
+            client
+                .batch_execute(&sql)
+                .await
+                .map_err(|e| ApplyError::target(&seq.name, "creating a sequence", e))?;
         }
     }
     // 4. Foreign keys NOT VALID, once every table of the group exists; when the target role
     //    may not switch FK checks off, they wait for the end of the data phases.
     if defer_foreign_keys {
-        notes.push("foreign keys are deferred: the target role may not set session_replication_role".into());
+        notes.push(
+            "foreign keys are deferred: the target role may not set session_replication_role"
+                .into(),
+        );
     }
     for t in to_create.iter().filter(|_| !defer_foreign_keys) {
         let (fks, fk_notes) = foreign_keys(t, targets);
         notes.extend(fk_notes.iter().map(|n| format!("{}: {n}", t.source_name)));
         for fk in fks {
             if !constraint_exists(client, t, &fk.name).await? {
-                client.batch_execute(&fk.create).await.map_err(|e| ApplyError::target(&t.qualified, "creating a foreign key", e))?;
+                client
+                    .batch_execute(&fk.create)
+                    .await
+                    .map_err(|e| ApplyError::target(&t.qualified, "creating a foreign key", e))?;
             }
         }
     }
@@ -101,7 +150,13 @@ async fn constraint_exists(client: &Client, t: &TableTarget, name: &str) -> Resu
 /// After the full sync: secondary and partial indexes, CHECKs, identity restarts, then FK
 /// validation. Tables kept in conflict mode `ignore` are left as they are. `create_foreign_keys`:
 /// deferred FKs are created now (no change stream follows that could be blocked by them).
-pub async fn post_load(client: &mut Client, task_id: &str, targets: &[TableTarget], opts: &DdlOptions, create_foreign_keys: bool) -> Result<()> {
+pub async fn post_load(
+    client: &mut Client,
+    task_id: &str,
+    targets: &[TableTarget],
+    opts: &DdlOptions,
+    create_foreign_keys: bool,
+) -> Result<()> {
     for t in targets {
         let Some(state) = load_table_state(client, task_id, &t.source_name).await? else {
             continue;
@@ -109,28 +164,47 @@ pub async fn post_load(client: &mut Client, task_id: &str, targets: &[TableTarge
         if state.post_load_done || state.kept_existing || !state.schema_done {
             continue;
         }
-        let ddl = table_ddl(t, opts).map_err(|detail| ApplyError::InvalidPlan { object: t.source_name.clone(), detail })?;
+        let ddl = table_ddl(t, opts).map_err(|detail| ApplyError::InvalidPlan {
+            object: t.source_name.clone(),
+            detail,
+        })?;
         for sql in &ddl.post_load {
             if let Err(e) = client.batch_execute(sql).await {
                 // Re-run after a crash: the object is already there.
                 if matches!(e.code().map(|c| c.code()), Some("42P07" | "42710")) {
                     continue;
                 }
-                return Err(ApplyError::target(&t.qualified, "creating indexes and constraints after the load", e));
+                return Err(ApplyError::target(
+                    &t.qualified,
+                    "creating indexes and constraints after the load",
+                    e,
+                ));
             }
         }
         let (fks, _) = foreign_keys(t, targets);
         for fk in fks {
             if create_foreign_keys && !constraint_exists(client, t, &fk.name).await? {
-                client.batch_execute(&fk.create).await.map_err(|e| ApplyError::target(&t.qualified, "creating a foreign key", e))?;
+                client
+                    .batch_execute(&fk.create)
+                    .await
+                    .map_err(|e| ApplyError::target(&t.qualified, "creating a foreign key", e))?;
             }
             if let Some(validate) = &fk.validate {
                 if constraint_exists(client, t, &fk.name).await? {
-                    client.batch_execute(validate).await.map_err(|e| ApplyError::target(&t.qualified, "validating a foreign key", e))?;
+                    client.batch_execute(validate).await.map_err(|e| {
+                        ApplyError::target(&t.qualified, "validating a foreign key", e)
+                    })?;
                 }
             }
         }
-        record_step(client, task_id, &t.source_name, &t.qualified, TableStep::PostLoadDone).await?;
+        record_step(
+            client,
+            task_id,
+            &t.source_name,
+            &t.qualified,
+            TableStep::PostLoadDone,
+        )
+        .await?;
     }
     Ok(())
 }

@@ -21,7 +21,9 @@ use std::time::{Duration, Instant};
 use dbsync_core::lsn::{Lsn, Position};
 use dbsync_core::sink::{ChangeSink, CheckpointStore};
 use dbsync_proto::v1::change_message::Kind as MessageKind;
-use dbsync_proto::v1::{SourceConnection, StreamChangesRequest, TablePhase, TablePlan, TargetConnection, Throttle};
+use dbsync_proto::v1::{
+    SourceConnection, StreamChangesRequest, TablePhase, TablePlan, TargetConnection, Throttle,
+};
 use futures::{FutureExt, StreamExt};
 use tokio_util::sync::CancellationToken;
 
@@ -62,27 +64,58 @@ pub struct StreamContext {
 
 const REPORT_EVERY: Duration = Duration::from_millis(500);
 
-pub async fn run_stream(ctx: &StreamContext, mut tables: Vec<StreamTable>, shutdown: CancellationToken) -> Result<()> {
+pub async fn run_stream(
+    ctx: &StreamContext,
+    mut tables: Vec<StreamTable>,
+    shutdown: CancellationToken,
+) -> Result<()> {
     let client = crate::pg::connect_data(&ctx.target, ctx.replication_role).await?;
-    let stored = PgCheckpoints { client: &client, task_id: &ctx.task_id }.load_position(&ctx.group_id).await?;
+    let stored = PgCheckpoints {
+        client: &client,
+        task_id: &ctx.task_id,
+    }
+    .load_position(&ctx.group_id)
+    .await?;
     let start = stored.or(ctx.start_lsn.map(Position::end_of));
     let mut applies = Vec::with_capacity(tables.len());
     for t in &tables {
-        let state = load_table_state(&client, &ctx.task_id, &t.table.target.source_name).await?.unwrap_or_default();
-        let mut apply = TableApply::new(Arc::clone(&t.table), state.snapshot_end_lsn, ctx.overwrite_inserts);
+        let state = load_table_state(&client, &ctx.task_id, &t.table.target.source_name)
+            .await?
+            .unwrap_or_default();
+        let mut apply = TableApply::new(
+            Arc::clone(&t.table),
+            state.snapshot_end_lsn,
+            ctx.overwrite_inserts,
+        );
         // Regrouping statements needs FK checks off and no unique constraint besides the key.
-        apply.reorder = ctx.replication_role && unique_index_count(&client, &t.table.target.qualified).await? <= 1;
+        apply.reorder = ctx.replication_role
+            && unique_index_count(&client, &t.table.target.qualified).await? <= 1;
         applies.push(Some(apply));
     }
-    let mut applier = ChangeApplier::start(client, &ctx.task_id, &ctx.group_id, applies, start, ApplyLimits::default()).await?;
+    let mut applier = ChangeApplier::start(
+        client,
+        &ctx.task_id,
+        &ctx.group_id,
+        applies,
+        start,
+        ApplyLimits::default(),
+    )
+    .await?;
     let request = StreamChangesRequest {
         source: Some(ctx.source.clone()),
         task_id: ctx.task_id.clone(),
-        tables: tables.iter().map(|t| t.table.target.source.clone()).collect(),
+        tables: tables
+            .iter()
+            .map(|t| t.table.target.source.clone())
+            .collect(),
         from_lsn: start.map(|p| p.commit_lsn.0.to_vec()).unwrap_or_default(),
         from_seqval: start.map(|p| p.seqval.0.to_vec()).unwrap_or_default(),
         from_operation: start.map(|p| p.operation).unwrap_or_default(),
-        poll_interval_ms: if ctx.poll_interval_ms == 0 { 200 } else { ctx.poll_interval_ms },
+        poll_interval_ms: if ctx.poll_interval_ms == 0 {
+            200
+        } else {
+            ctx.poll_interval_ms
+        },
         max_batch_rows: 5000,
         max_batch_bytes: 4 << 20,
         throttle: ctx.throttle,
@@ -96,7 +129,14 @@ pub async fn run_stream(ctx: &StreamContext, mut tables: Vec<StreamTable>, shutd
         .clone()
         .stream_changes(request)
         .await
-        .map_err(|s| ApplyError::capture_status(&ctx.capture_address, &ctx.group_id, "starting the change stream", s))?
+        .map_err(|s| {
+            ApplyError::capture_status(
+                &ctx.capture_address,
+                &ctx.group_id,
+                "starting the change stream",
+                s,
+            )
+        })?
         .into_inner();
     report(&applier, &tables);
     let mut last_report = Instant::now();
@@ -121,7 +161,14 @@ pub async fn run_stream(ctx: &StreamContext, mut tables: Vec<StreamTable>, shutd
         };
         let message = match next {
             Some(Ok(m)) => m,
-            Some(Err(status)) => return Err(ApplyError::capture_status(&ctx.capture_address, &ctx.group_id, "streaming changes", status)),
+            Some(Err(status)) => {
+                return Err(ApplyError::capture_status(
+                    &ctx.capture_address,
+                    &ctx.group_id,
+                    "streaming changes",
+                    status,
+                ))
+            }
             None => {
                 return Err(ApplyError::CaptureUnavailable {
                     address: ctx.capture_address.clone(),
@@ -132,7 +179,8 @@ pub async fn run_stream(ctx: &StreamContext, mut tables: Vec<StreamTable>, shutd
         };
         match message.kind {
             Some(MessageKind::Transaction(fragment)) => {
-                if applier.apply_fragment(fragment).await?.is_some() && last_report.elapsed() >= REPORT_EVERY {
+                let committed = applier.apply_fragment(fragment).await?.is_some();
+                if committed && last_report.elapsed() >= REPORT_EVERY {
                     report(&applier, &tables);
                     last_report = Instant::now();
                 }
@@ -150,25 +198,38 @@ pub async fn run_stream(ctx: &StreamContext, mut tables: Vec<StreamTable>, shutd
             Some(MessageKind::SchemaChange(sc)) => {
                 let i = sc.table_index as usize;
                 let (Some(new_schema), Some(t)) = (sc.new_schema, tables.get_mut(i)) else {
-                    return Err(ApplyError::Protocol { detail: format!("schema change for unknown table index {i}") });
+                    return Err(ApplyError::Protocol {
+                        detail: format!("schema change for unknown table index {i}"),
+                    });
                 };
                 applier.flush().await?;
                 let mut plan = t.plan.clone();
                 plan.source = Some(new_schema);
                 let new_target = TableTarget::from_plan(&plan)?;
-                let statements = alter_table_ddl(&t.table.target, &new_target)
-                    .map_err(|detail| ApplyError::InvalidPlan { object: new_target.source_name.clone(), detail })?;
+                let statements =
+                    alter_table_ddl(&t.table.target, &new_target).map_err(|detail| {
+                        ApplyError::InvalidPlan {
+                            object: new_target.source_name.clone(),
+                            detail,
+                        }
+                    })?;
                 for sql in &statements {
-                    applier
-                        .client()
-                        .batch_execute(sql)
-                        .await
-                        .map_err(|e| ApplyError::target(&new_target.qualified, "following a source schema change", e))?;
+                    applier.client().batch_execute(sql).await.map_err(|e| {
+                        ApplyError::target(
+                            &new_target.qualified,
+                            "following a source schema change",
+                            e,
+                        )
+                    })?;
                 }
                 tracing::info!(table = %new_target.source_name, ddl = %sc.ddl_command, statements = statements.len(), "schema change applied");
                 let resolved = Arc::new(ResolvedTable::load(applier.client(), new_target).await?);
                 let old = applier.tables[i].take();
-                let mut apply = TableApply::new(Arc::clone(&resolved), old.as_ref().and_then(|o| o.snapshot_end_lsn), ctx.overwrite_inserts);
+                let mut apply = TableApply::new(
+                    Arc::clone(&resolved),
+                    old.as_ref().and_then(|o| o.snapshot_end_lsn),
+                    ctx.overwrite_inserts,
+                );
                 apply.reorder = old.as_ref().is_some_and(|o| o.reorder);
                 apply.changes_applied = old.map_or(0, |o| o.changes_applied);
                 applier.replace_table(i, apply).await?;
@@ -178,17 +239,25 @@ pub async fn run_stream(ctx: &StreamContext, mut tables: Vec<StreamTable>, shutd
             Some(MessageKind::NeedsResnapshot(n)) => {
                 let i = n.table_index as usize;
                 if applier.inside_transaction() {
-                    return Err(ApplyError::Protocol { detail: "re-snapshot notice inside a transaction".into() });
+                    return Err(ApplyError::Protocol {
+                        detail: "re-snapshot notice inside a transaction".into(),
+                    });
                 }
                 let min_lsn = Lsn::from_slice(&n.min_lsn);
-                let covered = applier.tables.get(i).and_then(|t| t.as_ref()).and_then(|t| t.snapshot_end_lsn);
+                let covered = applier
+                    .tables
+                    .get(i)
+                    .and_then(|t| t.as_ref())
+                    .and_then(|t| t.snapshot_end_lsn);
                 if let (Some(covered), Some(min)) = (covered, min_lsn) {
                     if covered >= min {
                         continue;
                     }
                 }
                 let Some(t) = tables.get(i) else {
-                    return Err(ApplyError::Protocol { detail: format!("re-snapshot notice for unknown table index {i}") });
+                    return Err(ApplyError::Protocol {
+                        detail: format!("re-snapshot notice for unknown table index {i}"),
+                    });
                 };
                 applier.flush().await?;
                 let end = resnapshot(ctx, applier.client(), t, &n.reason).await?;
@@ -202,7 +271,12 @@ pub async fn run_stream(ctx: &StreamContext, mut tables: Vec<StreamTable>, shutd
 }
 
 /// Truncates and reloads one table after its change data was cleaned up on the source.
-async fn resnapshot(ctx: &StreamContext, client: &tokio_postgres::Client, t: &StreamTable, reason: &str) -> Result<Option<Lsn>> {
+async fn resnapshot(
+    ctx: &StreamContext,
+    client: &tokio_postgres::Client,
+    t: &StreamTable,
+    reason: &str,
+) -> Result<Option<Lsn>> {
     let name = &t.table.target.source_name;
     tracing::error!(table = %name, reason, "change data of this table is gone from the source; re-snapshotting it (truncate + reload)");
     t.tracker.update(|p| {
@@ -216,16 +290,30 @@ async fn resnapshot(ctx: &StreamContext, client: &tokio_postgres::Client, t: &St
     client
         .batch_execute(&format!("TRUNCATE {}", t.table.target.qualified))
         .await
-        .map_err(|e| ApplyError::target(&t.table.target.qualified, "truncating for a re-snapshot", e))?;
-    record_step(client, &ctx.task_id, name, &t.table.target.qualified, TableStep::Reset).await?;
+        .map_err(|e| {
+            ApplyError::target(&t.table.target.qualified, "truncating for a re-snapshot", e)
+        })?;
+    record_step(
+        client,
+        &ctx.task_id,
+        name,
+        &t.table.target.qualified,
+        TableStep::Reset,
+    )
+    .await?;
     run_full_sync(
         Arc::clone(&ctx.full),
         client,
-        vec![FullSyncTable { table: Arc::clone(&t.table), tracker: Arc::clone(&t.tracker) }],
+        vec![FullSyncTable {
+            table: Arc::clone(&t.table),
+            tracker: Arc::clone(&t.tracker),
+        }],
         CancellationToken::new(),
     )
     .await?;
-    let end = load_table_state(client, &ctx.task_id, name).await?.and_then(|s| s.snapshot_end_lsn);
+    let end = load_table_state(client, &ctx.task_id, name)
+        .await?
+        .and_then(|s| s.snapshot_end_lsn);
     t.tracker.update(|p| {
         p.phase = TablePhase::CatchingUp as i32;
         p.error.clear();
@@ -237,7 +325,9 @@ async fn resnapshot(ctx: &StreamContext, client: &tokio_postgres::Client, t: &St
 fn report(applier: &ChangeApplier, tables: &[StreamTable]) {
     let committed = applier.committed();
     for (i, t) in tables.iter().enumerate() {
-        let Some(Some(apply)) = applier.tables.get(i) else { continue };
+        let Some(Some(apply)) = applier.tables.get(i) else {
+            continue;
+        };
         let caught_up = match (apply.snapshot_end_lsn, committed) {
             (Some(end), Some(c)) => c.commit_lsn >= end,
             (Some(_), None) => false,
@@ -245,7 +335,11 @@ fn report(applier: &ChangeApplier, tables: &[StreamTable]) {
         };
         t.tracker.update(|p| {
             if p.phase != TablePhase::Resnapshot as i32 && p.phase != TablePhase::Failed as i32 {
-                p.phase = if caught_up { TablePhase::Streaming } else { TablePhase::CatchingUp } as i32;
+                p.phase = if caught_up {
+                    TablePhase::Streaming
+                } else {
+                    TablePhase::CatchingUp
+                } as i32;
             }
             p.changes_applied = apply.changes_applied;
             if let Some(c) = committed {

@@ -48,7 +48,14 @@ pub async fn run_worker(config: ApplyConfig, address: String, shutdown: Cancella
             }
         };
         let mut worker_id = config.worker_id.clone().unwrap_or_default();
-        match client.register(RegisterRequest { kind: "apply".into(), address: address.clone(), worker_id: worker_id.clone(), ..Default::default() }).await {
+        match client
+            .register(RegisterRequest {
+                kind: "apply".into(),
+                address: address.clone(),
+                worker_id: worker_id.clone(),
+            })
+            .await
+        {
             Ok(r) => {
                 worker_id = r.into_inner().worker_id;
                 tracing::info!(worker_id = %worker_id, "registered with the coordinator");
@@ -64,7 +71,12 @@ pub async fn run_worker(config: ApplyConfig, address: String, shutdown: Cancella
             }
         }
         loop {
-            let response = match client.heartbeat(HeartbeatRequest { worker_id: worker_id.clone(), ..Default::default() }).await {
+            let response = match client
+                .heartbeat(HeartbeatRequest {
+                    worker_id: worker_id.clone(),
+                })
+                .await
+            {
                 Ok(r) => r.into_inner(),
                 Err(status) => {
                     tracing::warn!(error = %status.message(), "heartbeat failed; reconnecting");
@@ -76,12 +88,26 @@ pub async fn run_worker(config: ApplyConfig, address: String, shutdown: Cancella
             };
             if response.reregister {
                 tracing::info!("coordinator asked to register again");
-                match client.register(RegisterRequest { kind: "apply".into(), address: address.clone(), worker_id: worker_id.clone(), ..Default::default() }).await {
+                match client
+                    .register(RegisterRequest {
+                        kind: "apply".into(),
+                        address: address.clone(),
+                        worker_id: worker_id.clone(),
+                    })
+                    .await
+                {
                     Ok(r) => worker_id = r.into_inner().worker_id,
                     Err(status) => tracing::warn!(error = %status.message(), "registration failed"),
                 }
             }
-            reconcile(&mut running, response.assignments, &client, &worker_id, &config, &shutdown);
+            reconcile(
+                &mut running,
+                response.assignments,
+                &client,
+                &worker_id,
+                &config,
+                &shutdown,
+            );
             if sleep_or_cancel(config.heartbeat_interval, &shutdown).await {
                 break 'connect;
             }
@@ -94,11 +120,17 @@ pub async fn run_worker(config: ApplyConfig, address: String, shutdown: Cancella
 }
 
 async fn connect_coordinator(config: &ApplyConfig) -> Result<WorkerClient, ApplyError> {
-    let channel = connect_channel(&config.coordinator).await.map_err(|e| ApplyError::Coordinator {
-        address: config.coordinator.clone(),
-        detail: e.to_string(),
-    })?;
-    Ok(WorkerServiceClient::with_interceptor(channel, AuthInterceptor::new(config.auth_token.as_ref())))
+    let channel =
+        connect_channel(&config.coordinator)
+            .await
+            .map_err(|e| ApplyError::Coordinator {
+                address: config.coordinator.clone(),
+                detail: e.to_string(),
+            })?;
+    Ok(WorkerServiceClient::with_interceptor(
+        channel,
+        AuthInterceptor::new(config.auth_token.as_ref()),
+    ))
 }
 
 /// True when cancelled.
@@ -122,11 +154,17 @@ fn reconcile(
     config: &ApplyConfig,
     shutdown: &CancellationToken,
 ) {
-    let wanted: HashMap<String, Assignment> = assignments.into_iter().filter(|a| !a.paused).map(|a| (assignment_key(&a), a)).collect();
+    let wanted: HashMap<String, Assignment> = assignments
+        .into_iter()
+        .filter(|a| !a.paused)
+        .map(|a| (assignment_key(&a), a))
+        .collect();
     running.retain(|key, r| {
         // A finished assignment (completed, or stopped by a definite error) stays until the
         // coordinator changes its generation, so it is not restarted every heartbeat.
-        let keep = wanted.get(key).is_some_and(|a| a.generation == r.generation);
+        let keep = wanted
+            .get(key)
+            .is_some_and(|a| a.generation == r.generation);
         if !keep {
             tracing::info!(assignment = %key, "stopping assignment");
             r.cancel.cancel();
@@ -140,13 +178,32 @@ fn reconcile(
         tracing::info!(assignment = %key, generation = a.generation, tables = a.tables.len(), "starting assignment");
         let cancel = shutdown.child_token();
         let generation = a.generation;
-        let handle = tokio::spawn(supervise(a, client.clone(), worker_id.to_string(), config.clone(), cancel.clone()));
-        running.insert(key, Running { generation, cancel, handle });
+        let handle = tokio::spawn(supervise(
+            a,
+            client.clone(),
+            worker_id.to_string(),
+            config.clone(),
+            cancel.clone(),
+        ));
+        running.insert(
+            key,
+            Running {
+                generation,
+                cancel,
+                handle,
+            },
+        );
     }
 }
 
 /// Runs an assignment with retries and reports its progress every second and on change.
-async fn supervise(assignment: Assignment, client: WorkerClient, worker_id: String, config: ApplyConfig, cancel: CancellationToken) {
+async fn supervise(
+    assignment: Assignment,
+    client: WorkerClient,
+    worker_id: String,
+    config: ApplyConfig,
+    cancel: CancellationToken,
+) {
     let board = Arc::new(ProgressBoard::default());
     let reporter = tokio::spawn(report_loop(
         Arc::clone(&board),
@@ -156,10 +213,14 @@ async fn supervise(assignment: Assignment, client: WorkerClient, worker_id: Stri
         assignment.generation,
         cancel.clone(),
     ));
-    let options = RunOptions { max_parallel_chunks: config.max_parallel_chunks, auth_token: config.auth_token.clone() };
+    let options = RunOptions {
+        max_parallel_chunks: config.max_parallel_chunks,
+        auth_token: config.auth_token.clone(),
+    };
     let mut backoff = Duration::from_secs(1);
     loop {
-        let result = run_assignment(assignment.clone(), &options, board.clone(), cancel.clone()).await;
+        let result =
+            run_assignment(assignment.clone(), &options, board.clone(), cancel.clone()).await;
         match result {
             Ok(outcome) => {
                 tracing::info!(task_id = %assignment.task_id, ?outcome, "assignment finished");
@@ -182,7 +243,14 @@ async fn supervise(assignment: Assignment, client: WorkerClient, worker_id: Stri
     reporter.abort();
 }
 
-async fn report_loop(board: Arc<ProgressBoard>, mut client: WorkerClient, worker_id: String, task_id: String, generation: u64, cancel: CancellationToken) {
+async fn report_loop(
+    board: Arc<ProgressBoard>,
+    mut client: WorkerClient,
+    worker_id: String,
+    task_id: String,
+    generation: u64,
+    cancel: CancellationToken,
+) {
     loop {
         let error = board.task_error();
         let request = ReportProgressRequest {
@@ -192,7 +260,9 @@ async fn report_loop(board: Arc<ProgressBoard>, mut client: WorkerClient, worker
             tables: board.snapshot(),
             task_error: error.as_ref().map(|e| e.0.clone()).unwrap_or_default(),
             task_error_transient: error.as_ref().map(|e| e.1.is_retryable()).unwrap_or(false),
-            task_error_class: error.map(|e| crate::progress::class_name(e.1).to_string()).unwrap_or_default(),
+            task_error_class: error
+                .map(|e| crate::progress::class_name(e.1).to_string())
+                .unwrap_or_default(),
         };
         if let Err(status) = client.report_progress(request).await {
             tracing::debug!(error = %status.message(), "progress report failed");

@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 type Rows = Arc<Mutex<HashMap<String, Vec<Row>>>>;
+type ChangeReceiver = mpsc::Receiver<Result<ChangeMessage, Status>>;
 
 /// Serves rows from memory: 3 chunks per table (chunk i holds the rows with id % 3 == i), a
 /// fixed max LSN, and change messages the test pushes.
@@ -34,42 +35,80 @@ struct FakeCapture {
     max_lsn: Arc<Mutex<u128>>,
     /// Chunk indexes that fail once with UNAVAILABLE (a capture crash mid-load).
     fail_chunks: Arc<Mutex<Vec<u32>>>,
-    changes: Arc<Mutex<Option<mpsc::Receiver<Result<ChangeMessage, Status>>>>>,
+    changes: Arc<Mutex<Option<ChangeReceiver>>>,
     stream_requests: Arc<Mutex<Vec<StreamChangesRequest>>>,
 }
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 fn key_of(t: &Option<TableSchema>) -> String {
-    t.as_ref().and_then(|t| t.table.as_ref()).map(|r| r.name.clone()).unwrap_or_default()
+    t.as_ref()
+        .and_then(|t| t.table.as_ref())
+        .map(|r| r.name.clone())
+        .unwrap_or_default()
 }
 
 #[tonic::async_trait]
 impl CaptureService for FakeCapture {
-    async fn get_source_info(&self, _: Request<GetSourceInfoRequest>) -> Result<Response<SourceInfo>, Status> {
+    async fn get_source_info(
+        &self,
+        _: Request<GetSourceInfoRequest>,
+    ) -> Result<Response<SourceInfo>, Status> {
         Err(Status::unimplemented("not used"))
     }
-    async fn read_schema(&self, _: Request<ReadSchemaRequest>) -> Result<Response<ReadSchemaResponse>, Status> {
+    async fn read_schema(
+        &self,
+        _: Request<ReadSchemaRequest>,
+    ) -> Result<Response<ReadSchemaResponse>, Status> {
         Err(Status::unimplemented("not used"))
     }
-    async fn precheck(&self, _: Request<SourcePrecheckRequest>) -> Result<Response<PrecheckReport>, Status> {
+    async fn precheck(
+        &self,
+        _: Request<SourcePrecheckRequest>,
+    ) -> Result<Response<PrecheckReport>, Status> {
         Err(Status::unimplemented("not used"))
     }
-    async fn get_max_lsn(&self, _: Request<GetMaxLsnRequest>) -> Result<Response<GetMaxLsnResponse>, Status> {
+    async fn get_max_lsn(
+        &self,
+        _: Request<GetMaxLsnRequest>,
+    ) -> Result<Response<GetMaxLsnResponse>, Status> {
         let lsn = *self.max_lsn.lock().unwrap();
-        Ok(Response::new(GetMaxLsnResponse { lsn: Lsn::from_u128(lsn).0.to_vec(), source_time_unix_micros: 0 }))
+        Ok(Response::new(GetMaxLsnResponse {
+            lsn: Lsn::from_u128(lsn).0.to_vec(),
+            source_time_unix_micros: 0,
+        }))
     }
-    async fn enable_cdc(&self, _: Request<EnableCdcRequest>) -> Result<Response<EnableCdcResponse>, Status> {
+    async fn enable_cdc(
+        &self,
+        _: Request<EnableCdcRequest>,
+    ) -> Result<Response<EnableCdcResponse>, Status> {
         Err(Status::unimplemented("not used"))
     }
-    async fn cleanup_source(&self, _: Request<CleanupSourceRequest>) -> Result<Response<CleanupSourceResponse>, Status> {
+    async fn cleanup_source(
+        &self,
+        _: Request<CleanupSourceRequest>,
+    ) -> Result<Response<CleanupSourceResponse>, Status> {
         Err(Status::unimplemented("not used"))
     }
-    async fn plan_chunks(&self, _: Request<PlanChunksRequest>) -> Result<Response<PlanChunksResponse>, Status> {
-        Ok(Response::new(PlanChunksResponse { chunks: (0..3).map(|index| Chunk { index, estimated_rows: 100, ..Default::default() }).collect() }))
+    async fn plan_chunks(
+        &self,
+        _: Request<PlanChunksRequest>,
+    ) -> Result<Response<PlanChunksResponse>, Status> {
+        Ok(Response::new(PlanChunksResponse {
+            chunks: (0..3)
+                .map(|index| Chunk {
+                    index,
+                    estimated_rows: 100,
+                    ..Default::default()
+                })
+                .collect(),
+        }))
     }
     type ReadChunkStream = BoxStream<RowBatch>;
-    async fn read_chunk(&self, req: Request<ReadChunkRequest>) -> Result<Response<Self::ReadChunkStream>, Status> {
+    async fn read_chunk(
+        &self,
+        req: Request<ReadChunkRequest>,
+    ) -> Result<Response<Self::ReadChunkStream>, Status> {
         let req = req.into_inner();
         let index = req.chunk.as_ref().map_or(0, |c| c.index);
         {
@@ -84,20 +123,42 @@ impl CaptureService for FakeCapture {
             .filter(|r| matches!(r.values[0].kind, Some(value::Kind::Int(id)) if id.rem_euclid(3) as u32 == index))
             .cloned()
             .collect();
-        let batches: Vec<Result<RowBatch, Status>> = rows.chunks(7).map(|c| Ok(RowBatch { rows: c.to_vec(), bytes: 0 })).collect();
+        let batches: Vec<Result<RowBatch, Status>> = rows
+            .chunks(7)
+            .map(|c| {
+                Ok(RowBatch {
+                    rows: c.to_vec(),
+                    bytes: 0,
+                })
+            })
+            .collect();
         Ok(Response::new(Box::pin(futures::stream::iter(batches))))
     }
     type StreamChangesStream = BoxStream<ChangeMessage>;
-    async fn stream_changes(&self, req: Request<StreamChangesRequest>) -> Result<Response<Self::StreamChangesStream>, Status> {
+    async fn stream_changes(
+        &self,
+        req: Request<StreamChangesRequest>,
+    ) -> Result<Response<Self::StreamChangesStream>, Status> {
         self.stream_requests.lock().unwrap().push(req.into_inner());
-        let rx = self.changes.lock().unwrap().take().ok_or_else(|| Status::unavailable("no stream scripted"))?;
+        let rx = self
+            .changes
+            .lock()
+            .unwrap()
+            .take()
+            .ok_or_else(|| Status::unavailable("no stream scripted"))?;
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
     type ReadRowsStream = BoxStream<RowBatch>;
-    async fn read_rows(&self, _: Request<ReadRowsRequest>) -> Result<Response<Self::ReadRowsStream>, Status> {
+    async fn read_rows(
+        &self,
+        _: Request<ReadRowsRequest>,
+    ) -> Result<Response<Self::ReadRowsStream>, Status> {
         Err(Status::unimplemented("not used"))
     }
-    async fn checksum_chunks(&self, _: Request<ChecksumChunksRequest>) -> Result<Response<ChecksumChunksResponse>, Status> {
+    async fn checksum_chunks(
+        &self,
+        _: Request<ChecksumChunksRequest>,
+    ) -> Result<Response<ChecksumChunksResponse>, Status> {
         Err(Status::unimplemented("not used"))
     }
 }
@@ -133,10 +194,17 @@ impl FakeCapture {
 }
 
 fn item_row(id: i64, name: &str, qty: i64) -> Row {
-    Row { values: vec![int(id), text(name), null(), int(qty)] }
+    Row {
+        values: vec![int(id), text(name), null(), int(qty)],
+    }
 }
 
-fn assignment(target: &TargetConnection, capture: &str, plans: Vec<TablePlan>, incremental: bool) -> Assignment {
+fn assignment(
+    target: &TargetConnection,
+    capture: &str,
+    plans: Vec<TablePlan>,
+    incremental: bool,
+) -> Assignment {
     Assignment {
         task_id: TASK.into(),
         generation: 1,
@@ -185,7 +253,13 @@ fn txn(commit: u128, changes: Vec<RowChange>) -> MessageKind {
 }
 
 fn change(op: Operation, seq: u128, row: Row) -> RowChange {
-    RowChange { table_index: 0, operation: op as i32, seqval: Lsn::from_u128(seq).0.to_vec(), values: row.values, ..Default::default() }
+    RowChange {
+        table_index: 0,
+        operation: op as i32,
+        seqval: Lsn::from_u128(seq).0.to_vec(),
+        values: row.values,
+        ..Default::default()
+    }
 }
 
 async fn stored_lsn(client: &tokio_postgres::Client) -> Option<Lsn> {
@@ -200,27 +274,47 @@ async fn stored_lsn(client: &tokio_postgres::Client) -> Option<Lsn> {
 async fn full_sync_resumes_at_the_first_unfinished_chunk_after_a_capture_failure() {
     let (target, client) = fresh_db("resume").await;
     let (fake, addr) = FakeCapture::start().await;
-    fake.rows.lock().unwrap().insert("Items".into(), (0..300).map(|i| item_row(i, "n", i)).collect());
+    fake.rows.lock().unwrap().insert(
+        "Items".into(),
+        (0..300).map(|i| item_row(i, "n", i)).collect(),
+    );
     fake.fail_chunks.lock().unwrap().push(2);
     let board = Arc::new(ProgressBoard::default());
-    let options = RunOptions { max_parallel_chunks: 1, auth_token: None };
+    let options = RunOptions {
+        max_parallel_chunks: 1,
+        auth_token: None,
+    };
     let a = assignment(&target, &addr, vec![items_plan()], false);
-    let err = run_assignment(a.clone(), &options, board.clone(), CancellationToken::new()).await.unwrap_err();
+    let err = run_assignment(a.clone(), &options, board.clone(), CancellationToken::new())
+        .await
+        .unwrap_err();
     assert_eq!(err.class(), ErrorClass::Connection, "{err}");
-    let done: i64 = client.query_one("SELECT count(*) FROM dbsync.chunks WHERE done", &[]).await.unwrap().get(0);
+    let done: i64 = client
+        .query_one("SELECT count(*) FROM dbsync.chunks WHERE done", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(done, 2);
     assert_eq!(items(&client).await.len(), 200);
-    run_assignment(a, &options, board.clone(), CancellationToken::new()).await.unwrap();
+    run_assignment(a, &options, board.clone(), CancellationToken::new())
+        .await
+        .unwrap();
     assert_eq!(items(&client).await.len(), 300);
     let p = board.get("shop.dbo.Items").unwrap();
-    assert_eq!((p.phase, p.rows_done, p.chunks_done, p.chunks_total), (TablePhase::Done as i32, 300, 3, 3));
+    assert_eq!(
+        (p.phase, p.rows_done, p.chunks_done, p.chunks_total),
+        (TablePhase::Done as i32, 300, 3, 3)
+    );
 }
 
 #[tokio::test]
 async fn full_sync_hands_off_to_the_stream_which_catches_up_then_streams() {
     let (target, client) = fresh_db("handoff").await;
     let (fake, addr) = FakeCapture::start().await;
-    fake.rows.lock().unwrap().insert("Items".into(), (0..90).map(|i| item_row(i, "snap", i)).collect());
+    fake.rows.lock().unwrap().insert(
+        "Items".into(),
+        (0..90).map(|i| item_row(i, "snap", i)).collect(),
+    );
     let tx = fake.script_stream();
     let board = Arc::new(ProgressBoard::default());
     let shutdown = CancellationToken::new();
@@ -231,7 +325,12 @@ async fn full_sync_hands_off_to_the_stream_which_catches_up_then_streams() {
     });
     // Inside the snapshot window (≤ 100): row 5 is already in the snapshot; replaying its
     // insert and update converges. After it: strict apply.
-    tx.send(msg(txn(80, vec![change(Operation::Insert, 1, item_row(5, "snap", 5))]))).await.unwrap();
+    tx.send(msg(txn(
+        80,
+        vec![change(Operation::Insert, 1, item_row(5, "snap", 5))],
+    )))
+    .await
+    .unwrap();
     tx.send(msg(txn(
         120,
         vec![
@@ -243,16 +342,33 @@ async fn full_sync_hands_off_to_the_stream_which_catches_up_then_streams() {
     )))
     .await
     .unwrap();
-    tx.send(msg(MessageKind::Progress(Progress { lsn: Lsn::from_u128(130).0.to_vec(), source_time_unix_micros: 1 }))).await.unwrap();
-    eventually("the position to pass the last transaction", || async { stored_lsn(&client).await == Some(Lsn::from_u128(129)) }).await;
+    tx.send(msg(MessageKind::Progress(Progress {
+        lsn: Lsn::from_u128(130).0.to_vec(),
+        source_time_unix_micros: 1,
+    })))
+    .await
+    .unwrap();
+    eventually("the position to pass the last transaction", || async {
+        stored_lsn(&client).await == Some(Lsn::from_u128(129))
+    })
+    .await;
     let rows = items(&client).await;
     assert_eq!(rows.len(), 90);
-    assert!(rows.contains(&"1000|new|NULL|1".to_string()) && rows.contains(&"6|upd|NULL|60".to_string()));
+    assert!(
+        rows.contains(&"1000|new|NULL|1".to_string())
+            && rows.contains(&"6|upd|NULL|60".to_string())
+    );
     assert!(!rows.iter().any(|r| r.starts_with("7|")));
     let request = fake.stream_requests.lock().unwrap()[0].clone();
-    assert_eq!(Lsn::from_slice(&request.from_lsn), Some(Lsn::from_u128(50)), "starts from L0");
+    assert_eq!(
+        Lsn::from_slice(&request.from_lsn),
+        Some(Lsn::from_u128(50)),
+        "starts from L0"
+    );
     eventually("the table to report streaming", || async {
-        board.get("shop.dbo.Items").is_some_and(|p| p.phase == TablePhase::Streaming as i32 && p.changes_applied == 4)
+        board
+            .get("shop.dbo.Items")
+            .is_some_and(|p| p.phase == TablePhase::Streaming as i32 && p.changes_applied == 4)
     })
     .await;
     shutdown.cancel();
@@ -263,7 +379,10 @@ async fn full_sync_hands_off_to_the_stream_which_catches_up_then_streams() {
 async fn schema_changes_and_resnapshots_are_followed_while_streaming() {
     let (target, client) = fresh_db("ddl_resnap").await;
     let (fake, addr) = FakeCapture::start().await;
-    fake.rows.lock().unwrap().insert("Items".into(), (0..30).map(|i| item_row(i, "snap", i)).collect());
+    fake.rows.lock().unwrap().insert(
+        "Items".into(),
+        (0..30).map(|i| item_row(i, "snap", i)).collect(),
+    );
     let tx = fake.script_stream();
     let board = Arc::new(ProgressBoard::default());
     let shutdown = CancellationToken::new();
@@ -274,7 +393,9 @@ async fn schema_changes_and_resnapshots_are_followed_while_streaming() {
     });
     // A column is added on the source; later changes carry it.
     let mut schema = items_plan().source.unwrap();
-    schema.columns.push(col("email", "varchar", 100, 0, 0, true));
+    schema
+        .columns
+        .push(col("email", "varchar", 100, 0, 0, true));
     tx.send(msg(MessageKind::SchemaChange(SchemaChange {
         table_index: 0,
         lsn: Lsn::from_u128(110).0.to_vec(),
@@ -286,24 +407,47 @@ async fn schema_changes_and_resnapshots_are_followed_while_streaming() {
     tx.send(msg(MessageKind::Columns(ChangeTableColumns {
         table_index: 0,
         capture_instance: "dbo_Items_2".into(),
-        columns: vec!["id".into(), "name".into(), "note".into(), "qty".into(), "email".into()],
+        columns: vec![
+            "id".into(),
+            "name".into(),
+            "note".into(),
+            "qty".into(),
+            "email".into(),
+        ],
         start_lsn: Lsn::from_u128(110).0.to_vec(),
     })))
     .await
     .unwrap();
     let mut with_email = item_row(500, "mail", 1);
     with_email.values.push(text("a@b.c"));
-    tx.send(msg(txn(120, vec![change(Operation::Insert, 1, with_email)]))).await.unwrap();
-    eventually("the change with the new column", || async { stored_lsn(&client).await == Some(Lsn::from_u128(120)) }).await;
-    let email: String = client.query_one("SELECT email FROM dbo.items WHERE id = 500", &[]).await.unwrap().get(0);
+    tx.send(msg(txn(
+        120,
+        vec![change(Operation::Insert, 1, with_email)],
+    )))
+    .await
+    .unwrap();
+    eventually("the change with the new column", || async {
+        stored_lsn(&client).await == Some(Lsn::from_u128(120))
+    })
+    .await;
+    let email: String = client
+        .query_one("SELECT email FROM dbo.items WHERE id = 500", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(email, "a@b.c");
 
     // Retention cleanup passed the position: the table is loaded again from the source.
-    fake.rows.lock().unwrap().insert("Items".into(), (100..110).map(|i| {
-        let mut r = item_row(i, "again", i);
-        r.values.push(null());
-        r
-    }).collect());
+    fake.rows.lock().unwrap().insert(
+        "Items".into(),
+        (100..110)
+            .map(|i| {
+                let mut r = item_row(i, "again", i);
+                r.values.push(null());
+                r
+            })
+            .collect(),
+    );
     *fake.max_lsn.lock().unwrap() = 300;
     tx.send(msg(MessageKind::NeedsResnapshot(TableNeedsResnapshot {
         table_index: 0,
@@ -316,8 +460,13 @@ async fn schema_changes_and_resnapshots_are_followed_while_streaming() {
     // Inside the new snapshot window: an insert of a row the snapshot has converges.
     let mut again = item_row(100, "again", 100);
     again.values.push(null());
-    tx.send(msg(txn(250, vec![change(Operation::Insert, 1, again)]))).await.unwrap();
-    eventually("the re-snapshot and the next change", || async { stored_lsn(&client).await == Some(Lsn::from_u128(250)) }).await;
+    tx.send(msg(txn(250, vec![change(Operation::Insert, 1, again)])))
+        .await
+        .unwrap();
+    eventually("the re-snapshot and the next change", || async {
+        stored_lsn(&client).await == Some(Lsn::from_u128(250))
+    })
+    .await;
     let rows = items(&client).await;
     assert_eq!(rows.len(), 10, "{rows:?}");
     assert!(rows.iter().all(|r| r.contains("|again|")));
@@ -329,13 +478,27 @@ async fn schema_changes_and_resnapshots_are_followed_while_streaming() {
 async fn a_value_postgresql_cannot_store_fails_its_table_with_a_definite_error() {
     let (target, _client) = fresh_db("bad_value").await;
     let (fake, addr) = FakeCapture::start().await;
-    fake.rows.lock().unwrap().insert("Items".into(), vec![item_row(1, "ok", 1), item_row(2, "nul\0here", 2)]);
+    fake.rows.lock().unwrap().insert(
+        "Items".into(),
+        vec![item_row(1, "ok", 1), item_row(2, "nul\0here", 2)],
+    );
     let board = Arc::new(ProgressBoard::default());
     let a = assignment(&target, &addr, vec![items_plan()], false);
-    let err = run_assignment(a, &RunOptions::default(), board.clone(), CancellationToken::new()).await.unwrap_err();
+    let err = run_assignment(
+        a,
+        &RunOptions::default(),
+        board.clone(),
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(err.class(), ErrorClass::Definite, "{err}");
     let p = board.get("shop.dbo.Items").unwrap();
     assert_eq!(p.phase, TablePhase::Failed as i32);
     assert_eq!(p.error_class, "definite");
-    assert!(p.error.contains("dbo.items") && p.error.contains("name"), "{}", p.error);
+    assert!(
+        p.error.contains("dbo.items") && p.error.contains("name"),
+        "{}",
+        p.error
+    );
 }

@@ -28,7 +28,11 @@ pub trait ChangeSink: Send {
 
     /// The source has delivered everything below `lsn` (an idle stream's heartbeat): the sink
     /// may record the position without any data.
-    fn advance(&mut self, lsn: Lsn, source_time_unix_micros: i64) -> impl Future<Output = Result<(), Self::Error>> + Send;
+    fn advance(
+        &mut self,
+        lsn: Lsn,
+        source_time_unix_micros: i64,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
 
     /// Makes everything written so far durable (commits complete transactions).
     fn flush(&mut self) -> impl Future<Output = Result<Option<Position>, Self::Error>> + Send;
@@ -39,7 +43,10 @@ pub trait ChangeSink: Send {
 pub trait ChunkSink: Send {
     type Error: std::error::Error + Classify + Send + Sync + 'static;
 
-    fn write_batch(&mut self, batch: &RowBatch) -> impl Future<Output = Result<(), Self::Error>> + Send;
+    fn write_batch(
+        &mut self,
+        batch: &RowBatch,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
     fn finish(self) -> impl Future<Output = Result<u64, Self::Error>> + Send;
 }
 
@@ -48,9 +55,19 @@ pub trait CheckpointStore: Send + Sync {
     type Error: std::error::Error + Classify + Send + Sync + 'static;
 
     /// The chunk plan of a table and which chunks are done, or `None` if it was never planned.
-    fn load_chunks(&self, table: &str) -> impl Future<Output = Result<Option<Vec<(Chunk, bool)>>, Self::Error>> + Send;
+    fn load_chunks(
+        &self,
+        table: &str,
+    ) -> impl Future<Output = Result<Option<Vec<(Chunk, bool)>>, Self::Error>> + Send;
     /// Stores the chunk plan of a table once (a later call keeps the first plan).
-    fn save_chunk_plan(&self, table: &str, chunks: &[Chunk]) -> impl Future<Output = Result<(), Self::Error>> + Send;
+    fn save_chunk_plan(
+        &self,
+        table: &str,
+        chunks: &[Chunk],
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
     /// The last committed stream position of a table group.
-    fn load_position(&self, group: &str) -> impl Future<Output = Result<Option<Position>, Self::Error>> + Send;
+    fn load_position(
+        &self,
+        group: &str,
+    ) -> impl Future<Output = Result<Option<Position>, Self::Error>> + Send;
 }

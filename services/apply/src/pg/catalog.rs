@@ -83,7 +83,9 @@ impl ResolvedTable {
             let Some(row) = rows.iter().find(|r| r.get::<_, &str>(0) == col.name) else {
                 return Err(ApplyError::InvalidPlan {
                     object: format!("{}.{}", target.qualified, col.name),
-                    detail: "the target table has no such column; add it or skip the column in the task".into(),
+                    detail:
+                        "the target table has no such column; add it or skip the column in the task"
+                            .into(),
                 });
             };
             let generated: &str = row.get(4);
@@ -93,17 +95,25 @@ impl ResolvedTable {
             }
             let oid: u32 = row.get(1);
             let type_name: &str = row.get(3);
-            let kind = kind_from_catalog(oid, row.get(5), type_name).ok_or_else(|| ApplyError::InvalidPlan {
-                object: format!("{}.{}", target.qualified, col.name),
-                detail: format!("column type {type_name} is not supported as a write target"),
+            let kind = kind_from_catalog(oid, row.get(5), type_name).ok_or_else(|| {
+                ApplyError::InvalidPlan {
+                    object: format!("{}.{}", target.qualified, col.name),
+                    detail: format!("column type {type_name} is not supported as a write target"),
+                }
             })?;
             let source = &target.source.columns[source_index];
-            let mut ty = map_column(source, &MappingOptions::default()).unwrap_or_else(|_| PgColumnType::new(&source.name, kind));
+            let mut ty = map_column(source, &MappingOptions::default())
+                .unwrap_or_else(|_| PgColumnType::new(&source.name, kind));
             ty.kind = kind;
             if let Some(k) = target.key.iter().position(|k| *k == source_index) {
                 key[k] = write.len();
             }
-            write.push(WriteColumn { source_index, quoted: quote_ident(&col.name), ty, base_type: row.get(2) });
+            write.push(WriteColumn {
+                source_index,
+                quoted: quote_ident(&col.name),
+                ty,
+                base_type: row.get(2),
+            });
         }
         if key.contains(&usize::MAX) {
             return Err(ApplyError::InvalidPlan {
@@ -121,7 +131,11 @@ impl ResolvedTable {
     }
 
     pub fn key_list(&self) -> String {
-        let names: Vec<&str> = self.key.iter().map(|k| self.write[*k].quoted.as_str()).collect();
+        let names: Vec<&str> = self
+            .key
+            .iter()
+            .map(|k| self.write[*k].quoted.as_str())
+            .collect();
         format!("({})", names.join(", "))
     }
 }
@@ -129,7 +143,13 @@ impl ResolvedTable {
 /// The encoding of a target column from its base type OID and typmod; `type_name` decides
 /// for extension types (citext, PostGIS).
 pub fn kind_from_catalog(oid: u32, typmod: i32, type_name: &str) -> Option<PgKind> {
-    let precision = |default: u8| if typmod < 0 { default } else { u8::try_from(typmod).unwrap_or(default) };
+    let precision = |default: u8| {
+        if typmod < 0 {
+            default
+        } else {
+            u8::try_from(typmod).unwrap_or(default)
+        }
+    };
     let length = || u32::try_from(typmod - 4).ok();
     Some(match oid {
         16 => PgKind::Bool,
@@ -142,13 +162,24 @@ pub fn kind_from_catalog(oid: u32, typmod: i32, type_name: &str) -> Option<PgKin
         142 => PgKind::Xml,
         700 => PgKind::Real,
         701 => PgKind::Double,
-        1042 => PgKind::Char { length: length().unwrap_or(1) },
+        1042 => PgKind::Char {
+            length: length().unwrap_or(1),
+        },
         1043 => PgKind::Varchar { length: length() },
         1082 => PgKind::Date,
-        1083 => PgKind::Time { precision: precision(6) },
-        1114 => PgKind::Timestamp { precision: precision(6) },
-        1184 => PgKind::Timestamptz { precision: precision(6) },
-        1700 if typmod < 4 => PgKind::Numeric { precision: None, scale: 0 },
+        1083 => PgKind::Time {
+            precision: precision(6),
+        },
+        1114 => PgKind::Timestamp {
+            precision: precision(6),
+        },
+        1184 => PgKind::Timestamptz {
+            precision: precision(6),
+        },
+        1700 if typmod < 4 => PgKind::Numeric {
+            precision: None,
+            scale: 0,
+        },
         1700 => PgKind::Numeric {
             precision: u8::try_from(((typmod - 4) >> 16) & 0xffff).ok(),
             scale: u8::try_from((typmod - 4) & 0xffff).unwrap_or(0),

@@ -39,18 +39,18 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
-use std::pin::Pin;
-use std::task::Poll;
 use std::hash::{Hash, Hasher};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use dbsync_core::lsn::{Lsn, Position};
 use dbsync_core::sink::ChangeSink;
 use dbsync_proto::v1::value::Kind as ValueKind;
 use dbsync_proto::v1::{Operation, RowChange, TransactionFragment, Value};
-use postgres_types::{to_sql_checked, IsNull, Kind, ToSql, Type};
 use dbsync_typemap::encode_value;
+use postgres_types::{to_sql_checked, IsNull, Kind, ToSql, Type};
 use tokio_postgres::{Client, Statement};
 
 use crate::error::{ApplyError, Result};
@@ -70,8 +70,17 @@ pub enum StmtKind {
 /// UPDATE` for an upsert. `cols` index `table.write`.
 pub fn insert_sql(t: &ResolvedTable, cols: &[usize], upsert: bool) -> String {
     let names: Vec<&str> = cols.iter().map(|c| t.write[*c].quoted.as_str()).collect();
-    let arrays: Vec<String> = cols.iter().enumerate().map(|(i, c)| format!("${}::{}[]", i + 1, t.write[*c].base_type)).collect();
-    let mut sql = format!("INSERT INTO {} ({}) SELECT * FROM unnest({})", t.target.qualified, names.join(", "), arrays.join(", "));
+    let arrays: Vec<String> = cols
+        .iter()
+        .enumerate()
+        .map(|(i, c)| format!("${}::{}[]", i + 1, t.write[*c].base_type))
+        .collect();
+    let mut sql = format!(
+        "INSERT INTO {} ({}) SELECT * FROM unnest({})",
+        t.target.qualified,
+        names.join(", "),
+        arrays.join(", ")
+    );
     if upsert {
         let sets: Vec<String> = cols
             .iter()
@@ -81,7 +90,11 @@ pub fn insert_sql(t: &ResolvedTable, cols: &[usize], upsert: bool) -> String {
         if sets.is_empty() {
             sql.push_str(&format!(" ON CONFLICT {} DO NOTHING", t.key_list()));
         } else {
-            sql.push_str(&format!(" ON CONFLICT {} DO UPDATE SET {}", t.key_list(), sets.join(", ")));
+            sql.push_str(&format!(
+                " ON CONFLICT {} DO UPDATE SET {}",
+                t.key_list(),
+                sets.join(", ")
+            ));
         }
     }
     sql
@@ -96,8 +109,17 @@ pub fn update_sql(t: &ResolvedTable, set_cols: &[usize]) -> String {
         arrays.push(format!("${}::{}[]", i + 1, t.write[*k].base_type));
         aliases.push(format!("p{}", i + 1));
     }
-    let sets: Vec<String> = set_cols.iter().enumerate().map(|(i, c)| format!("{} = u.p{}", t.write[*c].quoted, nkeys + i + 1)).collect();
-    let conds: Vec<String> = t.key.iter().enumerate().map(|(i, k)| format!("t.{} = u.p{}", t.write[*k].quoted, i + 1)).collect();
+    let sets: Vec<String> = set_cols
+        .iter()
+        .enumerate()
+        .map(|(i, c)| format!("{} = u.p{}", t.write[*c].quoted, nkeys + i + 1))
+        .collect();
+    let conds: Vec<String> = t
+        .key
+        .iter()
+        .enumerate()
+        .map(|(i, k)| format!("t.{} = u.p{}", t.write[*k].quoted, i + 1))
+        .collect();
     format!(
         "UPDATE {} AS t SET {} FROM unnest({}) AS u({}) WHERE {}",
         t.target.qualified,
@@ -110,9 +132,19 @@ pub fn update_sql(t: &ResolvedTable, set_cols: &[usize]) -> String {
 
 /// `DELETE FROM t USING unnest(keys…) AS u(p1…) WHERE t.k = u.p1 …`.
 pub fn delete_sql(t: &ResolvedTable) -> String {
-    let arrays: Vec<String> = t.key.iter().enumerate().map(|(i, k)| format!("${}::{}[]", i + 1, t.write[*k].base_type)).collect();
+    let arrays: Vec<String> = t
+        .key
+        .iter()
+        .enumerate()
+        .map(|(i, k)| format!("${}::{}[]", i + 1, t.write[*k].base_type))
+        .collect();
     let aliases: Vec<String> = (1..=t.key.len()).map(|i| format!("p{i}")).collect();
-    let conds: Vec<String> = t.key.iter().enumerate().map(|(i, k)| format!("t.{} = u.p{}", t.write[*k].quoted, i + 1)).collect();
+    let conds: Vec<String> = t
+        .key
+        .iter()
+        .enumerate()
+        .map(|(i, k)| format!("t.{} = u.p{}", t.write[*k].quoted, i + 1))
+        .collect();
     format!(
         "DELETE FROM {} AS t USING unnest({}) AS u({}) WHERE {}",
         t.target.qualified,
@@ -131,7 +163,11 @@ struct ArrayParam {
 }
 
 impl ToSql for ArrayParam {
-    fn to_sql(&self, ty: &Type, out: &mut BytesMut) -> std::result::Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut BytesMut,
+    ) -> std::result::Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
         let Kind::Array(element) = ty.kind() else {
             return Err(format!("parameter of type {ty} is not an array").into());
         };
@@ -188,7 +224,11 @@ pub struct TableApply {
 }
 
 impl TableApply {
-    pub fn new(table: Arc<ResolvedTable>, snapshot_end_lsn: Option<Lsn>, overwrite_inserts: bool) -> TableApply {
+    pub fn new(
+        table: Arc<ResolvedTable>,
+        snapshot_end_lsn: Option<Lsn>,
+        overwrite_inserts: bool,
+    ) -> TableApply {
         let n = table.target.columns.len();
         TableApply {
             table,
@@ -208,7 +248,11 @@ impl TableApply {
             .target
             .columns
             .iter()
-            .map(|c| names.iter().position(|n| n.eq_ignore_ascii_case(&c.source_name)))
+            .map(|c| {
+                names
+                    .iter()
+                    .position(|n| n.eq_ignore_ascii_case(&c.source_name))
+            })
             .collect();
     }
 
@@ -236,7 +280,11 @@ pub struct ApplyLimits {
 
 impl Default for ApplyLimits {
     fn default() -> Self {
-        ApplyLimits { batch_rows: 5000, batch_bytes: 4 << 20, commit_changes: 20_000 }
+        ApplyLimits {
+            batch_rows: 5000,
+            batch_bytes: 4 << 20,
+            commit_changes: 20_000,
+        }
     }
 }
 
@@ -287,13 +335,22 @@ impl ChangeApplier {
         limits: ApplyLimits,
     ) -> Result<Self> {
         client
-            .batch_execute("SET enable_seqscan = off; SET enable_hashjoin = off; SET enable_mergejoin = off")
+            .batch_execute(
+                "SET enable_seqscan = off; SET enable_hashjoin = off; SET enable_mergejoin = off",
+            )
             .await
             .map_err(|e| ApplyError::target("change stream", "preparing the session", e))?;
         Ok(Self::new(client, task_id, group_id, tables, start, limits))
     }
 
-    fn new(client: Client, task_id: &str, group_id: &str, tables: Vec<Option<TableApply>>, start: Option<Position>, limits: ApplyLimits) -> Self {
+    fn new(
+        client: Client,
+        task_id: &str,
+        group_id: &str,
+        tables: Vec<Option<TableApply>>,
+        start: Option<Position>,
+        limits: ApplyLimits,
+    ) -> Self {
         ChangeApplier {
             client: Arc::new(client),
             in_flight: VecDeque::new(),
@@ -344,7 +401,10 @@ impl ChangeApplier {
 
     async fn begin(&mut self) -> Result<()> {
         if !self.in_txn {
-            self.client.batch_execute("BEGIN").await.map_err(|e| ApplyError::target("change stream", "opening a transaction", e))?;
+            self.client
+                .batch_execute("BEGIN")
+                .await
+                .map_err(|e| ApplyError::target("change stream", "opening a transaction", e))?;
             self.in_txn = true;
         }
         Ok(())
@@ -353,7 +413,9 @@ impl ChangeApplier {
     async fn apply_change(&mut self, change: &RowChange, commit_lsn: Lsn) -> Result<()> {
         let ti = change.table_index as usize;
         let Some(Some(t)) = self.tables.get(ti) else {
-            return Err(ApplyError::Protocol { detail: format!("change for unknown table index {ti}") });
+            return Err(ApplyError::Protocol {
+                detail: format!("change for unknown table index {ti}"),
+            });
         };
         if t.paused {
             return Ok(());
@@ -364,7 +426,11 @@ impl ChangeApplier {
             Operation::Insert => target.sync_inserts,
             Operation::Delete => target.sync_deletes,
             Operation::UpdateBefore | Operation::UpdateAfter => target.sync_updates,
-            Operation::Unspecified => return Err(ApplyError::Protocol { detail: format!("change without operation for {}", target.source_name) }),
+            Operation::Unspecified => {
+                return Err(ApplyError::Protocol {
+                    detail: format!("change without operation for {}", target.source_name),
+                })
+            }
         };
         if !wanted {
             self.before = None;
@@ -379,29 +445,57 @@ impl ChangeApplier {
         let idempotent = t.overwrite_inserts || t.snapshot_end_lsn.is_some_and(|s| commit_lsn <= s);
         match op {
             Operation::UpdateBefore => {
-                let key = t.table.key.iter().map(|k| t.value(&change.values, t.table.write[*k].source_index).cloned().unwrap_or_default()).collect();
-                self.before = Some(BeforeImage { table: ti, seqval: change.seqval.clone(), key });
+                let key = t
+                    .table
+                    .key
+                    .iter()
+                    .map(|k| {
+                        t.value(&change.values, t.table.write[*k].source_index)
+                            .cloned()
+                            .unwrap_or_default()
+                    })
+                    .collect();
+                self.before = Some(BeforeImage {
+                    table: ti,
+                    seqval: change.seqval.clone(),
+                    key,
+                });
                 return Ok(());
             }
             Operation::Insert => {
                 let cols: Vec<usize> = (0..t.table.write.len())
                     .filter(|w| matches!(t.value(&change.values, t.table.write[*w].source_index), Some(v) if !is_unchanged(v)))
                     .collect();
-                let kind = if idempotent { StmtKind::Upsert } else { StmtKind::Insert };
+                let kind = if idempotent {
+                    StmtKind::Upsert
+                } else {
+                    StmtKind::Insert
+                };
                 self.add(ti, kind, cols, &change.values, None).await?;
             }
             Operation::UpdateAfter => {
                 let cols: Vec<usize> = (0..t.table.write.len())
                     .filter(|w| matches!(t.value(&change.values, t.table.write[*w].source_index), Some(v) if !is_unchanged(v)))
                     .collect();
-                let before = self.before.take().filter(|b| b.table == ti && b.seqval == change.seqval);
+                let before = self
+                    .before
+                    .take()
+                    .filter(|b| b.table == ti && b.seqval == change.seqval);
                 if cols.is_empty() {
                     return Ok(());
                 }
-                self.add(ti, StmtKind::Update, cols, &change.values, before.map(|b| b.key)).await?;
+                self.add(
+                    ti,
+                    StmtKind::Update,
+                    cols,
+                    &change.values,
+                    before.map(|b| b.key),
+                )
+                .await?;
             }
             Operation::Delete => {
-                self.add(ti, StmtKind::Delete, Vec::new(), &change.values, None).await?;
+                self.add(ti, StmtKind::Delete, Vec::new(), &change.values, None)
+                    .await?;
             }
             Operation::Unspecified => {}
         }
@@ -420,7 +514,14 @@ impl ChangeApplier {
     /// when the key is the table's one unique index (no other unique constraint could see
     /// the rows in a different order) and FK checks are off. Other tables keep exactly one
     /// open batch, so their statements run in change order.
-    async fn add(&mut self, ti: usize, kind: StmtKind, cols: Vec<usize>, values: &[Value], key_override: Option<Vec<Value>>) -> Result<()> {
+    async fn add(
+        &mut self,
+        ti: usize,
+        kind: StmtKind,
+        cols: Vec<usize>,
+        values: &[Value],
+        key_override: Option<Vec<Value>>,
+    ) -> Result<()> {
         let table = Arc::clone(&self.tables[ti].as_ref().expect("checked by caller").table);
         let reorder = self.tables[ti].as_ref().is_some_and(|t| t.reorder);
         // Hashes of the rows this change touches: its key, and for an update that changes a
@@ -434,7 +535,9 @@ impl ChangeApplier {
                 None => t.value(values, w.source_index),
             })?;
             if key_override.is_some() {
-                let after = key_hash(&mut self.scratch, &table, |_, w| t.value(values, w.source_index))?;
+                let after = key_hash(&mut self.scratch, &table, |_, w| {
+                    t.value(values, w.source_index)
+                })?;
                 if after != hashes[0] {
                     hashes[1] = after;
                     nhashes = 2;
@@ -456,7 +559,7 @@ impl ChangeApplier {
         }
         let same_shape = |b: &Batch| b.table == ti && b.kind == kind && b.cols == cols;
         let mut pos = if reorder {
-            self.batches.iter().position(|b| same_shape(b))
+            self.batches.iter().position(&same_shape)
         } else {
             let open = self.batches.iter().position(|b| b.table == ti);
             match open {
@@ -490,7 +593,10 @@ impl ChangeApplier {
         let batch = &mut self.batches[pos];
         batch.keys.extend(hashes.iter().copied());
         let mut param = 0;
-        let put = |buf: &mut ArrayBuf, v: Option<&Value>, w: &crate::pg::catalog::WriteColumn| -> Result<usize> {
+        let put = |buf: &mut ArrayBuf,
+                   v: Option<&Value>,
+                   w: &crate::pg::catalog::WriteColumn|
+         -> Result<usize> {
             let v = v.unwrap_or(&NULL);
             if v.kind.is_none() {
                 buf.has_null = true;
@@ -558,7 +664,12 @@ impl ChangeApplier {
         if batch.rows == 0 {
             return Ok(());
         }
-        let table = Arc::clone(&self.tables[batch.table].as_ref().expect("batch of a known table").table);
+        let table = Arc::clone(
+            &self.tables[batch.table]
+                .as_ref()
+                .expect("batch of a known table")
+                .table,
+        );
         let key = (batch.table, batch.kind, batch.cols.clone());
         if !self.statements.contains_key(&key) {
             let sql = match batch.kind {
@@ -567,11 +678,9 @@ impl ChangeApplier {
                 StmtKind::Update => update_sql(&table, &batch.cols),
                 StmtKind::Delete => delete_sql(&table),
             };
-            let stmt = self
-                .client
-                .prepare(&sql)
-                .await
-                .map_err(|e| ApplyError::target(&table.target.qualified, "preparing a change statement", e))?;
+            let stmt = self.client.prepare(&sql).await.map_err(|e| {
+                ApplyError::target(&table.target.qualified, "preparing a change statement", e)
+            })?;
             self.statements.insert(key.clone(), stmt);
         }
         let stmt = self.statements[&key].clone();
@@ -579,7 +688,11 @@ impl ChangeApplier {
         let params: Vec<ArrayParam> = batch
             .params
             .into_iter()
-            .map(|p| ArrayParam { elements: p.data.freeze(), count, has_null: p.has_null })
+            .map(|p| ArrayParam {
+                elements: p.data.freeze(),
+                count,
+                has_null: p.has_null,
+            })
             .collect();
         let action = match batch.kind {
             StmtKind::Insert => "inserting changed rows",
@@ -591,14 +704,20 @@ impl ChangeApplier {
         // COMMIT, or when too many are in flight). PostgreSQL runs them in the order sent, so
         // change order is kept while round trips overlap.
         let client = Arc::clone(&self.client);
-        let mut result: Pin<Box<dyn Future<Output = std::result::Result<u64, tokio_postgres::Error>> + Send>> =
-            Box::pin(async move { client.execute_raw(&stmt, params).await });
+        let mut result: Pin<
+            Box<dyn Future<Output = std::result::Result<u64, tokio_postgres::Error>> + Send>,
+        > = Box::pin(async move { client.execute_raw(&stmt, params).await });
         let table_name = table.target.qualified.clone();
         if let Poll::Ready(r) = futures::poll!(result.as_mut()) {
             r.map_err(|e| ApplyError::target(&table_name, action, e))?;
             metrics::counter!("dbsync_apply_changes_applied_total").increment(batch.rows as u64);
         } else {
-            self.in_flight.push_back(InFlight { result, table: table_name, action, rows: batch.rows as u64 });
+            self.in_flight.push_back(InFlight {
+                result,
+                table: table_name,
+                action,
+                rows: batch.rows as u64,
+            });
             if self.in_flight.len() > MAX_IN_FLIGHT {
                 self.await_oldest().await?;
             }
@@ -608,7 +727,9 @@ impl ChangeApplier {
 
     async fn await_oldest(&mut self) -> Result<()> {
         if let Some(f) = self.in_flight.pop_front() {
-            f.result.await.map_err(|e| ApplyError::target(&f.table, f.action, e))?;
+            f.result
+                .await
+                .map_err(|e| ApplyError::target(&f.table, f.action, e))?;
             metrics::counter!("dbsync_apply_changes_applied_total").increment(f.rows);
         }
         Ok(())
@@ -633,14 +754,28 @@ impl ChangeApplier {
         let Some((position, time)) = self.pending.take() else {
             if self.in_txn {
                 // Only filtered-out changes: nothing to record beyond what `pending` held.
-                self.client.batch_execute("COMMIT").await.map_err(|e| ApplyError::target("change stream", "committing", e))?;
+                self.client
+                    .batch_execute("COMMIT")
+                    .await
+                    .map_err(|e| ApplyError::target("change stream", "committing", e))?;
                 self.in_txn = false;
             }
             return Ok(None);
         };
         self.begin().await?;
-        save_position(self.client.as_ref(), &self.task_id, &self.group_id, &position, time, self.pending_changes).await?;
-        self.client.batch_execute("COMMIT").await.map_err(|e| ApplyError::target("change stream", "committing", e))?;
+        save_position(
+            self.client.as_ref(),
+            &self.task_id,
+            &self.group_id,
+            &position,
+            time,
+            self.pending_changes,
+        )
+        .await?;
+        self.client
+            .batch_execute("COMMIT")
+            .await
+            .map_err(|e| ApplyError::target("change stream", "committing", e))?;
         self.in_txn = false;
         self.pending_changes = 0;
         self.committed = Some(position);
@@ -662,14 +797,20 @@ impl ChangeApplier {
 }
 
 /// Hash of a row's key values as encoded (equal keys, equal bytes).
-fn key_hash<'v>(scratch: &mut BytesMut, table: &ResolvedTable, value: impl Fn(usize, &crate::pg::catalog::WriteColumn) -> Option<&'v Value>) -> Result<u64> {
+fn key_hash<'v>(
+    scratch: &mut BytesMut,
+    table: &ResolvedTable,
+    value: impl Fn(usize, &crate::pg::catalog::WriteColumn) -> Option<&'v Value>,
+) -> Result<u64> {
     scratch.clear();
     for (i, k) in table.key.iter().enumerate() {
         let w = &table.write[*k];
-        encode_value(value(i, w).unwrap_or(&NULL), &w.ty, scratch).map_err(|e| ApplyError::InvalidValue {
-            table: table.target.qualified.clone(),
-            column: w.quoted.clone(),
-            detail: e.to_string(),
+        encode_value(value(i, w).unwrap_or(&NULL), &w.ty, scratch).map_err(|e| {
+            ApplyError::InvalidValue {
+                table: table.target.qualified.clone(),
+                column: w.quoted.clone(),
+                detail: e.to_string(),
+            }
         })?;
     }
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
@@ -688,15 +829,25 @@ impl ChangeSink for ChangeApplier {
     type Error = ApplyError;
 
     async fn apply_fragment(&mut self, fragment: TransactionFragment) -> Result<Option<Position>> {
-        let commit_lsn = Lsn::from_slice(&fragment.commit_lsn)
-            .ok_or_else(|| ApplyError::Protocol { detail: format!("commit LSN of {} bytes", fragment.commit_lsn.len()) })?;
+        let commit_lsn =
+            Lsn::from_slice(&fragment.commit_lsn).ok_or_else(|| ApplyError::Protocol {
+                detail: format!("commit LSN of {} bytes", fragment.commit_lsn.len()),
+            })?;
         if let Some(open) = self.partial {
             if open != commit_lsn {
                 return Err(ApplyError::Protocol {
-                    detail: format!("transaction {open} ended without its last fragment; {commit_lsn} started"),
+                    detail: format!(
+                        "transaction {open} ended without its last fragment; {commit_lsn} started"
+                    ),
                 });
             }
-        } else if self.committed.is_some_and(|c| Position::end_of(commit_lsn) <= c) || self.pending.is_some_and(|(p, _)| Position::end_of(commit_lsn) <= p) {
+        } else if self
+            .committed
+            .is_some_and(|c| Position::end_of(commit_lsn) <= c)
+            || self
+                .pending
+                .is_some_and(|(p, _)| Position::end_of(commit_lsn) <= p)
+        {
             // Already applied (a redelivery after reconnect): skip the whole transaction.
             return Ok(None);
         }
@@ -705,10 +856,17 @@ impl ChangeSink for ChangeApplier {
             self.apply_change(change, commit_lsn).await?;
         }
         // An update's before image and after image count as one change.
-        self.pending_changes += fragment.changes.iter().filter(|c| c.operation != Operation::UpdateBefore as i32).count() as u64;
+        self.pending_changes += fragment
+            .changes
+            .iter()
+            .filter(|c| c.operation != Operation::UpdateBefore as i32)
+            .count() as u64;
         if fragment.last_fragment {
             self.partial = None;
-            self.pending = Some((Position::end_of(commit_lsn), fragment.commit_time_unix_micros));
+            self.pending = Some((
+                Position::end_of(commit_lsn),
+                fragment.commit_time_unix_micros,
+            ));
             self.last_source_time = fragment.commit_time_unix_micros;
             if self.pending_changes >= self.limits.commit_changes {
                 return self.commit().await;
@@ -741,8 +899,8 @@ impl ChangeSink for ChangeApplier {
 mod tests {
     use super::*;
     use crate::pg::catalog::WriteColumn;
-    use dbsync_typemap::{PgColumnType, PgKind};
     use crate::plan::TableTarget;
+    use dbsync_typemap::{PgColumnType, PgKind};
 
     fn table() -> ResolvedTable {
         let plan = crate::pg::ddl::tests::customers_plan();
@@ -750,8 +908,18 @@ mod tests {
         ResolvedTable {
             target,
             write: vec![
-                WriteColumn { source_index: 0, quoted: "customerid".into(), ty: PgColumnType::new("customerid", PgKind::Integer), base_type: "integer".into() },
-                WriteColumn { source_index: 1, quoted: "name".into(), ty: PgColumnType::new("name", PgKind::Varchar { length: Some(100) }), base_type: "character varying".into() },
+                WriteColumn {
+                    source_index: 0,
+                    quoted: "customerid".into(),
+                    ty: PgColumnType::new("customerid", PgKind::Integer),
+                    base_type: "integer".into(),
+                },
+                WriteColumn {
+                    source_index: 1,
+                    quoted: "name".into(),
+                    ty: PgColumnType::new("name", PgKind::Varchar { length: Some(100) }),
+                    base_type: "character varying".into(),
+                },
             ],
             key: vec![0],
         }

@@ -56,14 +56,19 @@ const SCHEMA_SQL: &str = "
 /// Creates the checkpoint schema once; an advisory lock keeps concurrent appliers from racing
 /// on `CREATE TABLE IF NOT EXISTS`.
 pub async fn ensure_schema(client: &mut Client) -> Result<()> {
-    let tx = client.transaction().await.map_err(|e| ApplyError::target("dbsync", "opening a transaction", e))?;
+    let tx = client
+        .transaction()
+        .await
+        .map_err(|e| ApplyError::target("dbsync", "opening a transaction", e))?;
     tx.batch_execute("SELECT pg_advisory_xact_lock(7262696713853)")
         .await
         .map_err(|e| ApplyError::target("dbsync", "locking the checkpoint schema", e))?;
     tx.batch_execute(SCHEMA_SQL)
         .await
         .map_err(|e| ApplyError::target("dbsync", "creating the checkpoint schema", e))?;
-    tx.commit().await.map_err(|e| ApplyError::target("dbsync", "creating the checkpoint schema", e))
+    tx.commit()
+        .await
+        .map_err(|e| ApplyError::target("dbsync", "creating the checkpoint schema", e))
 }
 
 /// What `dbsync.table_state` says about one table.
@@ -79,7 +84,11 @@ pub struct TableState {
     pub rows_done: u64,
 }
 
-pub async fn load_table_state(client: &impl GenericClient, task_id: &str, table: &str) -> Result<Option<TableState>> {
+pub async fn load_table_state(
+    client: &impl GenericClient,
+    task_id: &str,
+    table: &str,
+) -> Result<Option<TableState>> {
     let row = client
         .query_opt(
             "SELECT phase, schema_done, snapshot_done, post_load_done, snapshot_end_lsn, rows_done, kept_existing
@@ -103,14 +112,24 @@ pub async fn load_table_state(client: &impl GenericClient, task_id: &str, table:
 #[derive(Clone, Copy, Debug)]
 pub enum TableStep<'a> {
     Phase(&'a str),
-    SchemaDone { kept_existing: bool },
-    SnapshotDone { end_lsn: Option<Lsn> },
+    SchemaDone {
+        kept_existing: bool,
+    },
+    SnapshotDone {
+        end_lsn: Option<Lsn>,
+    },
     PostLoadDone,
     /// Full reload after a retention overrun: forget the chunk plan and the snapshot.
     Reset,
 }
 
-pub async fn record_step(client: &impl GenericClient, task_id: &str, table: &str, target: &str, step: TableStep<'_>) -> Result<()> {
+pub async fn record_step(
+    client: &impl GenericClient,
+    task_id: &str,
+    table: &str,
+    target: &str,
+    step: TableStep<'_>,
+) -> Result<()> {
     client
         .execute(
             "INSERT INTO dbsync.table_state (task_id, source_table, target_table, phase)
@@ -169,22 +188,39 @@ pub async fn record_step(client: &impl GenericClient, task_id: &str, table: &str
             }
         }
     };
-    result.map(|_| ()).map_err(|e| ApplyError::target(table, "recording its state", e))
+    result
+        .map(|_| ())
+        .map_err(|e| ApplyError::target(table, "recording its state", e))
 }
 
 /// Marks a chunk done; called inside the chunk's COPY transaction.
-pub async fn mark_chunk_done(client: &impl GenericClient, task_id: &str, table: &str, index: u32, rows: u64, bytes: u64) -> Result<()> {
+pub async fn mark_chunk_done(
+    client: &impl GenericClient,
+    task_id: &str,
+    table: &str,
+    index: u32,
+    rows: u64,
+    bytes: u64,
+) -> Result<()> {
     let n = client
         .execute(
             "UPDATE dbsync.chunks SET done = true, rows = $4, bytes = $5
               WHERE task_id = $1 AND source_table = $2 AND chunk_index = $3 AND NOT done",
-            &[&task_id, &table, &(index as i32), &(rows as i64), &(bytes as i64)],
+            &[
+                &task_id,
+                &table,
+                &(index as i32),
+                &(rows as i64),
+                &(bytes as i64),
+            ],
         )
         .await
         .map_err(|e| ApplyError::target(table, "marking a chunk done", e))?;
     if n != 1 {
         // Another applier finished the same chunk: rolling back keeps its rows exactly once.
-        return Err(ApplyError::Protocol { detail: format!("chunk {index} of {table} was already done or never planned") });
+        return Err(ApplyError::Protocol {
+            detail: format!("chunk {index} of {table} was already done or never planned"),
+        });
     }
     Ok(())
 }
@@ -244,8 +280,9 @@ impl CheckpointStore for PgCheckpoints<'_> {
         }
         let mut out = Vec::with_capacity(rows.len());
         for r in rows {
-            let chunk = Chunk::decode(r.get::<_, &[u8]>(0))
-                .map_err(|e| ApplyError::Protocol { detail: format!("stored chunk of {table} does not decode: {e}") })?;
+            let chunk = Chunk::decode(r.get::<_, &[u8]>(0)).map_err(|e| ApplyError::Protocol {
+                detail: format!("stored chunk of {table} does not decode: {e}"),
+            })?;
             out.push((chunk, r.get(1)));
         }
         Ok(Some(out))

@@ -29,7 +29,10 @@ const STAGE: &str = "dbsync_stage";
 
 /// COPY statement for a table (or the staging table) and its written columns.
 pub fn copy_statement(relation: &str, table: &ResolvedTable) -> String {
-    format!("COPY {relation} {} FROM STDIN (FORMAT binary)", table.column_list())
+    format!(
+        "COPY {relation} {} FROM STDIN (FORMAT binary)",
+        table.column_list()
+    )
 }
 
 /// The writer of one chunk inside its transaction.
@@ -56,7 +59,10 @@ impl<'a> ChunkWriter<'a> {
         keep_existing: bool,
     ) -> Result<ChunkWriter<'a>> {
         let name = table.target.qualified.as_str();
-        let tx = client.transaction().await.map_err(|e| ApplyError::target(name, "opening a transaction", e))?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(|e| ApplyError::target(name, "opening a transaction", e))?;
         let relation = if keep_existing {
             tx.batch_execute(&format!(
                 "CREATE TEMP TABLE {STAGE} ON COMMIT DROP AS SELECT {} FROM {name} WITH NO DATA",
@@ -93,15 +99,22 @@ impl<'a> ChunkWriter<'a> {
         let t = self.table;
         if values.len() != t.target.columns.len() {
             return Err(ApplyError::Protocol {
-                detail: format!("a row of {} has {} values, the table has {} columns", t.target.source_name, values.len(), t.target.columns.len()),
+                detail: format!(
+                    "a row of {} has {} values, the table has {} columns",
+                    t.target.source_name,
+                    values.len(),
+                    t.target.columns.len()
+                ),
             });
         }
         begin_row(&mut self.buf, t.write.len() as u16);
         for c in &t.write {
-            encode_value(&values[c.source_index], &c.ty, &mut self.buf).map_err(|e| ApplyError::InvalidValue {
-                table: t.target.qualified.clone(),
-                column: c.quoted.clone(),
-                detail: e.to_string(),
+            encode_value(&values[c.source_index], &c.ty, &mut self.buf).map_err(|e| {
+                ApplyError::InvalidValue {
+                    table: t.target.qualified.clone(),
+                    column: c.quoted.clone(),
+                    detail: e.to_string(),
+                }
             })?;
         }
         self.rows += 1;
@@ -136,7 +149,11 @@ impl<'a> ChunkWriter<'a> {
         copy_trailer(&mut self.buf);
         self.send().await?;
         let name = self.table.target.qualified.clone();
-        self.sink.as_mut().finish().await.map_err(|e| ApplyError::target(&name, "finishing COPY", e))?;
+        self.sink
+            .as_mut()
+            .finish()
+            .await
+            .map_err(|e| ApplyError::target(&name, "finishing COPY", e))?;
         if self.keep_existing {
             let cols = self.table.column_list();
             self.tx
@@ -148,9 +165,20 @@ impl<'a> ChunkWriter<'a> {
                 .map_err(|e| ApplyError::target(&name, "merging staged rows", e))?;
         }
         if !self.task_id.is_empty() {
-            mark_chunk_done(&self.tx, self.task_id, &self.table.target.source_name, self.chunk_index, self.rows, self.bytes).await?;
+            mark_chunk_done(
+                &self.tx,
+                self.task_id,
+                &self.table.target.source_name,
+                self.chunk_index,
+                self.rows,
+                self.bytes,
+            )
+            .await?;
         }
-        self.tx.commit().await.map_err(|e| ApplyError::target(&name, "committing a chunk", e))?;
+        self.tx
+            .commit()
+            .await
+            .map_err(|e| ApplyError::target(&name, "committing a chunk", e))?;
         Ok((self.rows, self.bytes))
     }
 }

@@ -16,8 +16,8 @@
 use dbsync_proto::v1::{ColumnSchema, IndexSchema, SequenceSchema};
 
 use crate::pg::types::{
-    capitalize, column_check, ColumnClass, map_column_type, quote_ident, quote_literal, shorten_identifier, strip_outer_parens,
-    translate_expression,
+    capitalize, column_check, map_column_type, quote_ident, quote_literal, shorten_identifier,
+    strip_outer_parens, translate_expression, ColumnClass,
 };
 use crate::plan::TableTarget;
 
@@ -29,7 +29,9 @@ pub struct DdlOptions {
 
 impl Default for DdlOptions {
     fn default() -> Self {
-        DdlOptions { server_version_num: 150000 }
+        DdlOptions {
+            server_version_num: 150000,
+        }
     }
 }
 
@@ -55,7 +57,9 @@ pub struct ForeignKeyDdl {
 
 fn column_class(c: &ColumnSchema) -> ColumnClass {
     match c.type_name.to_ascii_lowercase().as_str() {
-        "char" | "varchar" | "nchar" | "nvarchar" | "text" | "ntext" | "sysname" | "xml" => ColumnClass::Text,
+        "char" | "varchar" | "nchar" | "nvarchar" | "text" | "ntext" | "sysname" | "xml" => {
+            ColumnClass::Text
+        }
         "bit" => ColumnClass::Bool,
         _ => ColumnClass::Other,
     }
@@ -76,15 +80,27 @@ fn column_lookup(t: &TableTarget) -> impl Fn(&str) -> Option<(String, ColumnClas
 fn column_list(t: &TableTarget, names: &[String]) -> Result<Vec<String>, String> {
     names
         .iter()
-        .map(|n| t.target_column(n).map(|c| quote_ident(&c.name)).ok_or_else(|| format!("column {n} is not written")))
+        .map(|n| {
+            t.target_column(n)
+                .map(|c| quote_ident(&c.name))
+                .ok_or_else(|| format!("column {n} is not written"))
+        })
         .collect()
 }
 
 /// Expressions that PostgreSQL refuses in a generated column (not immutable).
 fn is_volatile(expr: &str) -> bool {
-    ["LOCALTIMESTAMP", "now()", "gen_random_uuid()", "session_user", "current_user", "current_setting", "current_database"]
-        .iter()
-        .any(|f| expr.contains(f))
+    [
+        "LOCALTIMESTAMP",
+        "now()",
+        "gen_random_uuid()",
+        "session_user",
+        "current_user",
+        "current_setting",
+        "current_database",
+    ]
+    .iter()
+    .any(|f| expr.contains(f))
 }
 
 pub fn table_ddl(t: &TableTarget, opts: &DdlOptions) -> Result<TableDdl, String> {
@@ -145,7 +161,10 @@ pub fn table_ddl(t: &TableTarget, opts: &DdlOptions) -> Result<TableDdl, String>
                     };
                     def.push_str(&format!(" DEFAULT {expr}"));
                 }
-                Err(e) => ddl.notes.push(format!("default of column {} ({}) not translated: {e}", c.name, c.default_definition)),
+                Err(e) => ddl.notes.push(format!(
+                    "default of column {} ({}) not translated: {e}",
+                    c.name, c.default_definition
+                )),
             }
         }
         if !c.nullable {
@@ -155,24 +174,54 @@ pub fn table_ddl(t: &TableTarget, opts: &DdlOptions) -> Result<TableDdl, String>
         if let Some(check) = column_check(c, &quote_ident(&tc.name)) {
             items.push(format!(
                 "CONSTRAINT {} CHECK ({check})",
-                quote_ident(&t.object_name(&format!("{}_{}_{}", t.table, tc.name, c.type_name.to_lowercase())))
+                quote_ident(&t.object_name(&format!(
+                    "{}_{}_{}",
+                    t.table,
+                    tc.name,
+                    c.type_name.to_lowercase()
+                )))
             ));
         }
     }
     let key_index_name = t.source.key_source.strip_prefix("unique_index:");
     for ix in &t.source.indexes {
         if ix.disabled {
-            ddl.notes.push(format!("index {} is disabled on the source; not created", ix.name));
+            ddl.notes.push(format!(
+                "index {} is disabled on the source; not created",
+                ix.name
+            ));
             continue;
         }
-        let keys: Vec<String> = ix.columns.iter().filter(|c| !c.included).map(|c| c.name.clone()).collect();
+        let keys: Vec<String> = ix
+            .columns
+            .iter()
+            .filter(|c| !c.included)
+            .map(|c| c.name.clone())
+            .collect();
         if ix.is_primary_key || ix.is_unique_constraint {
-            let cols = column_list(t, &keys).map_err(|e| format!("{} {}: {e}", if ix.is_primary_key { "primary key" } else { "unique constraint" }, ix.name))?;
+            let cols = column_list(t, &keys).map_err(|e| {
+                format!(
+                    "{} {}: {e}",
+                    if ix.is_primary_key {
+                        "primary key"
+                    } else {
+                        "unique constraint"
+                    },
+                    ix.name
+                )
+            })?;
             let name = quote_ident(&t.object_name(&ix.name));
             if ix.is_primary_key {
-                items.push(format!("CONSTRAINT {name} PRIMARY KEY ({})", cols.join(", ")));
+                items.push(format!(
+                    "CONSTRAINT {name} PRIMARY KEY ({})",
+                    cols.join(", ")
+                ));
             } else {
-                items.push(format!("CONSTRAINT {name} UNIQUE{} ({})", nulls_not_distinct(t, ix, opts), cols.join(", ")));
+                items.push(format!(
+                    "CONSTRAINT {name} UNIQUE{} ({})",
+                    nulls_not_distinct(t, ix, opts),
+                    cols.join(", ")
+                ));
             }
             continue;
         }
@@ -187,12 +236,17 @@ pub fn table_ddl(t: &TableTarget, opts: &DdlOptions) -> Result<TableDdl, String>
                     ddl.post_load.push(sql);
                 }
             }
-            Err(e) => ddl.notes.push(format!("index {} not created: {e}", ix.name)),
+            Err(e) => ddl
+                .notes
+                .push(format!("index {} not created: {e}", ix.name)),
         }
     }
     for ck in &t.source.checks {
         if ck.disabled {
-            ddl.notes.push(format!("CHECK {} is disabled on the source; not created", ck.name));
+            ddl.notes.push(format!(
+                "CHECK {} is disabled on the source; not created",
+                ck.name
+            ));
             continue;
         }
         match translate_expression(&ck.definition, &lookup) {
@@ -201,17 +255,27 @@ pub fn table_ddl(t: &TableTarget, opts: &DdlOptions) -> Result<TableDdl, String>
                 t.qualified,
                 quote_ident(&t.object_name(&ck.name))
             )),
-            Err(e) => ddl.notes.push(format!("CHECK {} ({}) not translated: {e}", ck.name, ck.definition)),
+            Err(e) => ddl.notes.push(format!(
+                "CHECK {} ({}) not translated: {e}",
+                ck.name, ck.definition
+            )),
         }
     }
-    ddl.create_table = format!("CREATE TABLE IF NOT EXISTS {} (\n    {}\n)", t.qualified, items.join(",\n    "));
+    ddl.create_table = format!(
+        "CREATE TABLE IF NOT EXISTS {} (\n    {}\n)",
+        t.qualified,
+        items.join(",\n    ")
+    );
     Ok(ddl)
 }
 
 /// SQL Server's UNIQUE allows one NULL; PostgreSQL 15+ says so with NULLS NOT DISTINCT.
 fn nulls_not_distinct(t: &TableTarget, ix: &IndexSchema, opts: &DdlOptions) -> &'static str {
     let nullable = ix.columns.iter().filter(|c| !c.included).any(|ic| {
-        t.source.columns.iter().any(|c| c.name == ic.name && c.nullable)
+        t.source
+            .columns
+            .iter()
+            .any(|c| c.name == ic.name && c.nullable)
     });
     if nullable && ix.filter_definition.is_empty() && opts.server_version_num >= 150000 {
         " NULLS NOT DISTINCT"
@@ -220,11 +284,18 @@ fn nulls_not_distinct(t: &TableTarget, ix: &IndexSchema, opts: &DdlOptions) -> &
     }
 }
 
-fn index_ddl(t: &TableTarget, ix: &IndexSchema, opts: &DdlOptions) -> Result<(String, Option<String>), String> {
+fn index_ddl(
+    t: &TableTarget,
+    ix: &IndexSchema,
+    opts: &DdlOptions,
+) -> Result<(String, Option<String>), String> {
     let mut keys = Vec::new();
     let mut included = Vec::new();
     for c in &ix.columns {
-        let name = t.target_column(&c.name).map(|tc| quote_ident(&tc.name)).ok_or_else(|| format!("column {} is not written", c.name))?;
+        let name = t
+            .target_column(&c.name)
+            .map(|tc| quote_ident(&tc.name))
+            .ok_or_else(|| format!("column {} is not written", c.name))?;
         if c.included {
             included.push(name);
         } else if c.descending {
@@ -255,9 +326,17 @@ fn index_ddl(t: &TableTarget, ix: &IndexSchema, opts: &DdlOptions) -> Result<(St
     if !ix.filter_definition.is_empty() {
         match translate_expression(&ix.filter_definition, &column_lookup(t)) {
             Ok(filter) => sql.push_str(&format!(" WHERE {filter}")),
-            Err(e) if ix.is_unique => return Err(format!("filter {} not translated ({e}); without it the index would be stricter", ix.filter_definition)),
+            Err(e) if ix.is_unique => {
+                return Err(format!(
+                    "filter {} not translated ({e}); without it the index would be stricter",
+                    ix.filter_definition
+                ))
+            }
             Err(e) => {
-                note = Some(format!("filter of index {} ({}) not translated ({e}); created without the filter", ix.name, ix.filter_definition))
+                note = Some(format!(
+                    "filter of index {} ({}) not translated ({e}); created without the filter",
+                    ix.name, ix.filter_definition
+                ))
             }
         }
     }
@@ -270,11 +349,17 @@ pub fn foreign_keys(t: &TableTarget, group: &[TableTarget]) -> (Vec<ForeignKeyDd
     let mut notes = Vec::new();
     for fk in &t.source.foreign_keys {
         if fk.disabled {
-            notes.push(format!("foreign key {} is disabled on the source; not created", fk.name));
+            notes.push(format!(
+                "foreign key {} is disabled on the source; not created",
+                fk.name
+            ));
             continue;
         }
         let referenced = fk.referenced_table.clone().unwrap_or_default();
-        let Some(rt) = group.iter().find(|g| g.source.table.as_ref() == Some(&referenced)) else {
+        let Some(rt) = group
+            .iter()
+            .find(|g| g.source.table.as_ref() == Some(&referenced))
+        else {
             notes.push(format!(
                 "foreign key {} references {}.{}.{}, which is not in this table group; not created",
                 fk.name, referenced.database, referenced.schema, referenced.name
@@ -301,8 +386,18 @@ pub fn foreign_keys(t: &TableTarget, group: &[TableTarget]) -> (Vec<ForeignKeyDd
             referential_action(&fk.on_delete),
             referential_action(&fk.on_update)
         );
-        let validate = (!fk.not_trusted).then(|| format!("ALTER TABLE {} VALIDATE CONSTRAINT {}", t.qualified, quote_ident(&name)));
-        out.push(ForeignKeyDdl { name, create, validate });
+        let validate = (!fk.not_trusted).then(|| {
+            format!(
+                "ALTER TABLE {} VALIDATE CONSTRAINT {}",
+                t.qualified,
+                quote_ident(&name)
+            )
+        });
+        out.push(ForeignKeyDdl {
+            name,
+            create,
+            validate,
+        });
     }
     (out, notes)
 }
@@ -320,7 +415,11 @@ fn referential_action(action: &str) -> &'static str {
 /// next one).
 pub fn sequence_ddl(seq: &SequenceSchema, capitalization: &str) -> Vec<String> {
     let schema = shorten_identifier(&capitalize(&seq.schema, capitalization));
-    let name = format!("{}.{}", quote_ident(&schema), quote_ident(&shorten_identifier(&capitalize(&seq.name, capitalization))));
+    let name = format!(
+        "{}.{}",
+        quote_ident(&schema),
+        quote_ident(&shorten_identifier(&capitalize(&seq.name, capitalization)))
+    );
     let ty = match seq.type_name.to_ascii_lowercase().as_str() {
         "tinyint" | "smallint" => "smallint",
         "int" => "integer",
@@ -351,7 +450,11 @@ pub fn alter_table_ddl(old: &TableTarget, new: &TableTarget) -> Result<Vec<Strin
         }
         let ty = map_column_type(c).map_err(|e| format!("column {}: {e}", c.name))?;
         match old.source.columns.iter().find(|o| o.name == c.name) {
-            None => out.push(format!("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {ty}", new.qualified, quote_ident(&tc.name))),
+            None => out.push(format!(
+                "ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {ty}",
+                new.qualified,
+                quote_ident(&tc.name)
+            )),
             Some(o) => {
                 let old_ty = map_column_type(o).map_err(|e| format!("column {}: {e}", o.name))?;
                 if old_ty != ty {
@@ -366,7 +469,11 @@ pub fn alter_table_ddl(old: &TableTarget, new: &TableTarget) -> Result<Vec<Strin
     }
     for (o, tc) in old.source.columns.iter().zip(&old.columns) {
         if !tc.skip && !new.source.columns.iter().any(|c| c.name == o.name) {
-            out.push(format!("ALTER TABLE {} DROP COLUMN IF EXISTS {}", old.qualified, quote_ident(&tc.name)));
+            out.push(format!(
+                "ALTER TABLE {} DROP COLUMN IF EXISTS {}",
+                old.qualified,
+                quote_ident(&tc.name)
+            ));
         }
     }
     Ok(out)
@@ -397,7 +504,11 @@ pub(crate) mod tests {
 
     pub(crate) fn orders_plan() -> TablePlan {
         let mut id = col("OrderID", "int", 4, 10, 0, false);
-        id.identity = Some(Identity { seed: 1, increment: 1, last_value: Some(41) });
+        id.identity = Some(Identity {
+            seed: 1,
+            increment: 1,
+            last_value: Some(41),
+        });
         let mut created = col("CreatedAt", "datetime2", 8, 27, 7, false);
         created.default_definition = "(sysdatetime())".into();
         let mut flag = col("IsPaid", "bit", 1, 1, 0, false);
@@ -405,7 +516,11 @@ pub(crate) mod tests {
         let mut total = col("Total", "decimal", 9, 12, 2, true);
         total.computed_definition = "([Qty]*[Price])".into();
         let table = TableSchema {
-            table: Some(TableRef { database: "shop".into(), schema: "dbo".into(), name: "Orders".into() }),
+            table: Some(TableRef {
+                database: "shop".into(),
+                schema: "dbo".into(),
+                name: "Orders".into(),
+            }),
             columns: vec![
                 id,
                 col("CustomerID", "int", 4, 10, 0, false),
@@ -423,29 +538,49 @@ pub(crate) mod tests {
                     is_primary_key: true,
                     is_unique: true,
                     clustered: true,
-                    columns: vec![IndexColumn { name: "OrderID".into(), ..Default::default() }],
+                    columns: vec![IndexColumn {
+                        name: "OrderID".into(),
+                        ..Default::default()
+                    }],
                     ..Default::default()
                 },
                 IndexSchema {
                     name: "UQ_Orders_Code".into(),
                     is_unique: true,
                     is_unique_constraint: true,
-                    columns: vec![IndexColumn { name: "Code".into(), ..Default::default() }],
+                    columns: vec![IndexColumn {
+                        name: "Code".into(),
+                        ..Default::default()
+                    }],
                     ..Default::default()
                 },
                 IndexSchema {
                     name: "IX_Customer".into(),
                     columns: vec![
-                        IndexColumn { name: "CustomerID".into(), ..Default::default() },
-                        IndexColumn { name: "CreatedAt".into(), descending: true, ..Default::default() },
-                        IndexColumn { name: "Note".into(), included: true, ..Default::default() },
+                        IndexColumn {
+                            name: "CustomerID".into(),
+                            ..Default::default()
+                        },
+                        IndexColumn {
+                            name: "CreatedAt".into(),
+                            descending: true,
+                            ..Default::default()
+                        },
+                        IndexColumn {
+                            name: "Note".into(),
+                            included: true,
+                            ..Default::default()
+                        },
                     ],
                     ..Default::default()
                 },
                 IndexSchema {
                     name: "IX_Unpaid".into(),
                     is_unique: true,
-                    columns: vec![IndexColumn { name: "CustomerID".into(), ..Default::default() }],
+                    columns: vec![IndexColumn {
+                        name: "CustomerID".into(),
+                        ..Default::default()
+                    }],
                     filter_definition: "([IsPaid]=(0))".into(),
                     ..Default::default()
                 },
@@ -453,39 +588,68 @@ pub(crate) mod tests {
             foreign_keys: vec![ForeignKeySchema {
                 name: "FK_Orders_Customers".into(),
                 columns: vec!["CustomerID".into()],
-                referenced_table: Some(TableRef { database: "shop".into(), schema: "dbo".into(), name: "Customers".into() }),
+                referenced_table: Some(TableRef {
+                    database: "shop".into(),
+                    schema: "dbo".into(),
+                    name: "Customers".into(),
+                }),
                 referenced_columns: vec!["CustomerID".into()],
                 on_delete: "CASCADE".into(),
                 on_update: "NO_ACTION".into(),
                 ..Default::default()
             }],
             checks: vec![
-                CheckSchema { name: "CK_Orders_Price".into(), definition: "([Price]>=(0))".into(), disabled: false },
-                CheckSchema { name: "CK_Orders_Odd".into(), definition: "(dbo.fn_odd([Qty])=(1))".into(), disabled: false },
+                CheckSchema {
+                    name: "CK_Orders_Price".into(),
+                    definition: "([Price]>=(0))".into(),
+                    disabled: false,
+                },
+                CheckSchema {
+                    name: "CK_Orders_Odd".into(),
+                    definition: "(dbo.fn_odd([Qty])=(1))".into(),
+                    disabled: false,
+                },
             ],
             key_columns: vec!["OrderID".into()],
             key_source: "primary_key".into(),
             ..Default::default()
         };
-        TablePlan { source: Some(table), capitalization: "lower".into(), ..Default::default() }
+        TablePlan {
+            source: Some(table),
+            capitalization: "lower".into(),
+            ..Default::default()
+        }
     }
 
     pub(crate) fn customers_plan() -> TablePlan {
         let table = TableSchema {
-            table: Some(TableRef { database: "shop".into(), schema: "dbo".into(), name: "Customers".into() }),
-            columns: vec![col("CustomerID", "int", 4, 10, 0, false), col("Name", "nvarchar", 200, 0, 0, false)],
+            table: Some(TableRef {
+                database: "shop".into(),
+                schema: "dbo".into(),
+                name: "Customers".into(),
+            }),
+            columns: vec![
+                col("CustomerID", "int", 4, 10, 0, false),
+                col("Name", "nvarchar", 200, 0, 0, false),
+            ],
             indexes: vec![IndexSchema {
                 name: "PK_Customers".into(),
                 is_primary_key: true,
                 is_unique: true,
-                columns: vec![IndexColumn { name: "CustomerID".into(), ..Default::default() }],
+                columns: vec![IndexColumn {
+                    name: "CustomerID".into(),
+                    ..Default::default()
+                }],
                 ..Default::default()
             }],
             key_columns: vec!["CustomerID".into()],
             key_source: "primary_key".into(),
             ..Default::default()
         };
-        TablePlan { source: Some(table), ..Default::default() }
+        TablePlan {
+            source: Some(table),
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -534,8 +698,11 @@ pub(crate) mod tests {
             fks[0].create,
             r#"ALTER TABLE dbo.orders ADD CONSTRAINT fk_orders_customers FOREIGN KEY (customerid) REFERENCES dbo.customers (customerid) ON DELETE CASCADE ON UPDATE NO ACTION NOT VALID"#
         );
-        assert_eq!(fks[0].validate.as_deref(), Some(r#"ALTER TABLE dbo.orders VALIDATE CONSTRAINT fk_orders_customers"#));
-        let (fks, notes) = foreign_keys(&orders, &[orders.clone()]);
+        assert_eq!(
+            fks[0].validate.as_deref(),
+            Some(r#"ALTER TABLE dbo.orders VALIDATE CONSTRAINT fk_orders_customers"#)
+        );
+        let (fks, notes) = foreign_keys(&orders, std::slice::from_ref(&orders));
         assert!(fks.is_empty());
         assert!(notes[0].contains("not in this table group"));
     }
@@ -555,7 +722,10 @@ pub(crate) mod tests {
                 r#"ALTER TABLE dbo.customers ADD COLUMN IF NOT EXISTS email varchar(100)"#.to_string(),
             ]
         );
-        assert_eq!(alter_table_ddl(&new, &old).unwrap().last().unwrap(), r#"ALTER TABLE dbo.customers DROP COLUMN IF EXISTS email"#);
+        assert_eq!(
+            alter_table_ddl(&new, &old).unwrap().last().unwrap(),
+            r#"ALTER TABLE dbo.customers DROP COLUMN IF EXISTS email"#
+        );
     }
 
     #[test]

@@ -15,7 +15,12 @@ use crate::error::{ApplyError, Result};
 
 /// `host:port/database` of a target, for messages (never the password).
 pub fn target_label(t: &TargetConnection) -> String {
-    format!("{}:{}/{}", t.host, if t.port == 0 { 5432 } else { t.port }, t.database)
+    format!(
+        "{}:{}/{}",
+        t.host,
+        if t.port == 0 { 5432 } else { t.port },
+        t.database
+    )
 }
 
 /// Opens a session for data work: `session_replication_role = replica` switches FK checks,
@@ -23,8 +28,14 @@ pub fn target_label(t: &TargetConnection) -> String {
 /// right to set it the error says how to grant it.
 pub async fn connect(target: &TargetConnection) -> Result<Client> {
     let client = connect_plain(target).await?;
-    if let Err(e) = client.batch_execute("SET session_replication_role = replica").await {
-        let detail = e.as_db_error().map(|d| d.message().to_string()).unwrap_or_else(|| e.to_string());
+    if let Err(e) = client
+        .batch_execute("SET session_replication_role = replica")
+        .await
+    {
+        let detail = e
+            .as_db_error()
+            .map(|d| d.message().to_string())
+            .unwrap_or_else(|| e.to_string());
         return Err(if e.code().map(|c| c.code()) == Some("42501") {
             ApplyError::ReplicationRoleDenied { detail }
         } else {
@@ -54,12 +65,20 @@ pub async fn connect_plain(target: &TargetConnection) -> Result<Client> {
         });
     }
     let mut cfg = tokio_postgres::Config::new();
-    cfg.host(if target.host.is_empty() { "localhost" } else { &target.host })
-        .port(if target.port == 0 { 5432 } else { u16::try_from(target.port).unwrap_or(5432) })
-        .user(&target.user)
-        .dbname(&target.database)
-        .application_name("dbsync-apply")
-        .connect_timeout(std::time::Duration::from_secs(10));
+    cfg.host(if target.host.is_empty() {
+        "localhost"
+    } else {
+        &target.host
+    })
+    .port(if target.port == 0 {
+        5432
+    } else {
+        u16::try_from(target.port).unwrap_or(5432)
+    })
+    .user(&target.user)
+    .dbname(&target.database)
+    .application_name("dbsync-apply")
+    .connect_timeout(std::time::Duration::from_secs(10));
     if !target.password.is_empty() {
         cfg.password(&target.password);
     }
@@ -67,7 +86,10 @@ pub async fn connect_plain(target: &TargetConnection) -> Result<Client> {
         // The error text of a failed connect never contains the password (it is not echoed
         // by the server); redact it anyway in case a future driver does.
         let detail = dbsync_core::secret::redact(&e.to_string(), &[&target.password]);
-        ApplyError::TargetConnection { target: label.clone(), detail }
+        ApplyError::TargetConnection {
+            target: label.clone(),
+            detail,
+        }
     })?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {

@@ -10,12 +10,16 @@ use dbsync_typemap::{map_column, pg_identifier, Capitalization, MappingOptions};
 /// The PostgreSQL column type for a SQL Server column (typemap's mapping with the default
 /// options), or why there is none.
 pub fn map_column_type(col: &ColumnSchema) -> Result<String, String> {
-    map_column(col, &MappingOptions::default()).map(|t| t.ddl()).map_err(|e| e.to_string())
+    map_column(col, &MappingOptions::default())
+        .map(|t| t.ddl())
+        .map_err(|e| e.to_string())
 }
 
 /// The domain CHECK a mapped column needs (tinyint: 0..255), for the quoted column name.
 pub fn column_check(col: &ColumnSchema, quoted: &str) -> Option<String> {
-    map_column(col, &MappingOptions::default()).ok().and_then(|t| t.check_sql(quoted))
+    map_column(col, &MappingOptions::default())
+        .ok()
+        .and_then(|t| t.check_sql(quoted))
 }
 
 pub use dbsync_typemap::{quote_ident, quote_literal, shorten_identifier};
@@ -51,7 +55,9 @@ pub fn translate_expression(
     let tokens = tokenize(expr)?;
     let concatenation = tokens.iter().any(|t| match t {
         Token::Str(_) => true,
-        Token::Ident(name) | Token::Bracketed(name) => column(name).is_some_and(|(_, c)| c == ColumnClass::Text),
+        Token::Ident(name) | Token::Bracketed(name) => {
+            column(name).is_some_and(|(_, c)| c == ColumnClass::Text)
+        }
         _ => false,
     });
     let mut out = String::with_capacity(expr.len() + 16);
@@ -74,7 +80,8 @@ pub fn translate_expression(
             Token::Number(n) => push_word(&mut out, n),
             Token::Hex(h) => push_word(&mut out, &format!("'\\x{h}'::bytea")),
             Token::Bracketed(name) => {
-                let (target, class) = column(name).ok_or_else(|| format!("unknown column [{name}]"))?;
+                let (target, class) =
+                    column(name).ok_or_else(|| format!("unknown column [{name}]"))?;
                 push_word(&mut out, &target);
                 bool_column = class == ColumnClass::Bool;
             }
@@ -107,7 +114,8 @@ pub fn translate_expression(
             Token::Ident(word) => {
                 let lower = word.to_ascii_lowercase();
                 if next_is_paren {
-                    let (replacement, no_args) = function(&lower).ok_or_else(|| format!("function {word}() has no translation"))?;
+                    let (replacement, no_args) = function(&lower)
+                        .ok_or_else(|| format!("function {word}() has no translation"))?;
                     if no_args {
                         // Skip `(` `)` of a no-argument function.
                         if !matches!(tokens.get(i + 2), Some(Token::Punct(p)) if p == ")") {
@@ -276,10 +284,19 @@ fn tokenize(expr: &str) -> Result<Vec<Token>, String> {
             while i < chars.len() && chars[i].is_ascii_hexdigit() {
                 i += 1;
             }
-            out.push(Token::Hex(chars[start..i].iter().collect::<String>().to_lowercase()));
-        } else if c.is_ascii_digit() || (c == '.' && chars.get(i + 1).is_some_and(|d| d.is_ascii_digit())) {
+            out.push(Token::Hex(
+                chars[start..i].iter().collect::<String>().to_lowercase(),
+            ));
+        } else if c.is_ascii_digit()
+            || (c == '.' && chars.get(i + 1).is_some_and(|d| d.is_ascii_digit()))
+        {
             let start = i;
-            while i < chars.len() && (chars[i].is_ascii_digit() || chars[i] == '.' || chars[i] == 'e' || chars[i] == 'E') {
+            while i < chars.len()
+                && (chars[i].is_ascii_digit()
+                    || chars[i] == '.'
+                    || chars[i] == 'e'
+                    || chars[i] == 'E')
+            {
                 i += 1;
             }
             out.push(Token::Number(chars[start..i].iter().collect()));
@@ -306,7 +323,12 @@ fn tokenize(expr: &str) -> Result<Vec<Token>, String> {
             out.push(Token::Bracketed(s));
         } else if c.is_alphabetic() || c == '_' || c == '@' {
             let start = i;
-            while i < chars.len() && (chars[i].is_alphanumeric() || chars[i] == '_' || chars[i] == '@' || chars[i] == '$') {
+            while i < chars.len()
+                && (chars[i].is_alphanumeric()
+                    || chars[i] == '_'
+                    || chars[i] == '@'
+                    || chars[i] == '$')
+            {
                 i += 1;
             }
             out.push(Token::Ident(chars[start..i].iter().collect()));
@@ -349,13 +371,22 @@ mod tests {
         assert_eq!(t("(getdate())").unwrap(), "LOCALTIMESTAMP");
         assert_eq!(t("(newid())").unwrap(), "gen_random_uuid()");
         assert_eq!(t("(N'it''s')").unwrap(), "'it''s'");
-        assert_eq!(t("([qty]>=(0) AND [qty]<=(100))").unwrap(), "\"qty\" >= (0) AND \"qty\" <= (100)");
+        assert_eq!(
+            t("([qty]>=(0) AND [qty]<=(100))").unwrap(),
+            "\"qty\" >= (0) AND \"qty\" <= (100)"
+        );
         assert_eq!(t("([qty]*[price])").unwrap(), "\"qty\" * \"price\"");
-        assert_eq!(t("(([first]+' ')+[last])").unwrap(), "(\"first\" || ' ') || \"last\"");
+        assert_eq!(
+            t("(([first]+' ')+[last])").unwrap(),
+            "(\"first\" || ' ') || \"last\""
+        );
         assert_eq!(t("([qty] IS NOT NULL)").unwrap(), "\"qty\" IS NOT NULL");
         assert_eq!(t("(isnull([qty],(0)))").unwrap(), "coalesce(\"qty\", (0))");
         assert_eq!(t("([paid]=(1))").unwrap(), "\"paid\" = (true)");
-        assert_eq!(t("([paid]<>0 AND [qty]=(1))").unwrap(), "\"paid\" <> false AND \"qty\" = (1)");
+        assert_eq!(
+            t("([paid]<>0 AND [qty]=(1))").unwrap(),
+            "\"paid\" <> false AND \"qty\" = (1)"
+        );
         assert!(t("(dbo.myfunc([qty]))").is_err());
         assert!(t("([nope]>(1))").unwrap_err().contains("nope"));
     }
@@ -369,13 +400,27 @@ mod tests {
             scale: s,
             ..Default::default()
         };
-        assert_eq!(map_column_type(&c("nvarchar", 400, 0, 0)).unwrap(), "varchar(200)");
+        assert_eq!(
+            map_column_type(&c("nvarchar", 400, 0, 0)).unwrap(),
+            "varchar(200)"
+        );
         assert_eq!(map_column_type(&c("nvarchar", -1, 0, 0)).unwrap(), "text");
-        assert_eq!(map_column_type(&c("datetime2", 8, 27, 7)).unwrap(), "timestamp(6)");
-        assert_eq!(map_column_type(&c("decimal", 17, 38, 38)).unwrap(), "numeric(38,38)");
-        assert_eq!(map_column_type(&c("money", 8, 19, 4)).unwrap(), "numeric(19,4)");
-        assert_eq!(map_column_type(&c("float", 8, 53, 0)).unwrap(), "double precision");
+        assert_eq!(
+            map_column_type(&c("datetime2", 8, 27, 7)).unwrap(),
+            "timestamp(6)"
+        );
+        assert_eq!(
+            map_column_type(&c("decimal", 17, 38, 38)).unwrap(),
+            "numeric(38,38)"
+        );
+        assert_eq!(
+            map_column_type(&c("money", 8, 19, 4)).unwrap(),
+            "numeric(19,4)"
+        );
+        assert_eq!(
+            map_column_type(&c("float", 8, 53, 0)).unwrap(),
+            "double precision"
+        );
         assert!(map_column_type(&c("cursor", 0, 0, 0)).is_err());
     }
-
 }

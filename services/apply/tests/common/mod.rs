@@ -2,8 +2,8 @@
 //! table plan covering every type.
 #![allow(dead_code)]
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 
 use dbsync_apply::pg::catalog::ResolvedTable;
 use dbsync_apply::pg::checkpoint::ensure_schema;
@@ -22,8 +22,15 @@ static NEXT: AtomicU32 = AtomicU32::new(0);
 /// A fresh database and its connection settings.
 pub async fn fresh_db(prefix: &str) -> (TargetConnection, Client) {
     let cluster = PgCluster::shared();
-    let name = format!("{prefix}_{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
-    cluster.create_database(&name).await.expect("create database");
+    let name = format!(
+        "{prefix}_{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    cluster
+        .create_database(&name)
+        .await
+        .expect("create database");
     let target = TargetConnection {
         host: cluster.host().to_string(),
         port: u32::from(cluster.port()),
@@ -32,16 +39,35 @@ pub async fn fresh_db(prefix: &str) -> (TargetConnection, Client) {
         database: name,
         sslmode: "disable".into(),
     };
-    let mut client = dbsync_apply::pg::connect_plain(&target).await.expect("connect");
+    let mut client = dbsync_apply::pg::connect_plain(&target)
+        .await
+        .expect("connect");
     client.batch_execute("SET TimeZone = 'UTC'").await.unwrap();
     ensure_schema(&mut client).await.expect("checkpoint schema");
     (target, client)
 }
 
 /// Creates the tables of `plans` and resolves them for writing.
-pub async fn create_tables(client: &mut Client, plans: &[TablePlan], conflict_mode: &str) -> Vec<Arc<ResolvedTable>> {
-    let targets: Vec<TableTarget> = plans.iter().map(|p| TableTarget::from_plan(p).unwrap()).collect();
-    create_objects(client, TASK, conflict_mode, &targets, &[], &DdlOptions::default(), false).await.expect("create objects");
+pub async fn create_tables(
+    client: &mut Client,
+    plans: &[TablePlan],
+    conflict_mode: &str,
+) -> Vec<Arc<ResolvedTable>> {
+    let targets: Vec<TableTarget> = plans
+        .iter()
+        .map(|p| TableTarget::from_plan(p).unwrap())
+        .collect();
+    create_objects(
+        client,
+        TASK,
+        conflict_mode,
+        &targets,
+        &[],
+        &DdlOptions::default(),
+        false,
+    )
+    .await
+    .expect("create objects");
     let mut out = Vec::new();
     for t in targets {
         out.push(Arc::new(ResolvedTable::load(client, t).await.unwrap()));
@@ -65,7 +91,10 @@ pub fn unchanged() -> Value {
     v(Kind::Unchanged(true))
 }
 pub fn decimal(unscaled: i128, scale: u32) -> Value {
-    v(Kind::Decimal(Decimal { unscaled: unscaled.to_le_bytes().to_vec(), scale }))
+    v(Kind::Decimal(Decimal {
+        unscaled: unscaled.to_le_bytes().to_vec(),
+        scale,
+    }))
 }
 
 pub const TICKS_PER_DAY: i64 = 864_000_000_000;
@@ -73,7 +102,15 @@ pub const TICKS_PER_DAY: i64 = 864_000_000_000;
 pub const DAYS_2020: i64 = 737_424;
 
 pub fn col(name: &str, ty: &str, len: i32, p: i32, s: i32, nullable: bool) -> ColumnSchema {
-    ColumnSchema { name: name.into(), type_name: ty.into(), max_length: len, precision: p, scale: s, nullable, ..Default::default() }
+    ColumnSchema {
+        name: name.into(),
+        type_name: ty.into(),
+        max_length: len,
+        precision: p,
+        scale: s,
+        nullable,
+        ..Default::default()
+    }
 }
 
 pub fn pk(name: &str, cols: &[&str]) -> IndexSchema {
@@ -81,7 +118,13 @@ pub fn pk(name: &str, cols: &[&str]) -> IndexSchema {
         name: name.into(),
         is_primary_key: true,
         is_unique: true,
-        columns: cols.iter().map(|c| IndexColumn { name: c.to_string(), ..Default::default() }).collect(),
+        columns: cols
+            .iter()
+            .map(|c| IndexColumn {
+                name: c.to_string(),
+                ..Default::default()
+            })
+            .collect(),
         ..Default::default()
     }
 }
@@ -89,7 +132,11 @@ pub fn pk(name: &str, cols: &[&str]) -> IndexSchema {
 pub fn table_plan(name: &str, columns: Vec<ColumnSchema>, key: &[&str]) -> TablePlan {
     TablePlan {
         source: Some(TableSchema {
-            table: Some(TableRef { database: "shop".into(), schema: "dbo".into(), name: name.into() }),
+            table: Some(TableRef {
+                database: "shop".into(),
+                schema: "dbo".into(),
+                name: name.into(),
+            }),
             columns,
             indexes: vec![pk(&format!("PK_{name}"), key)],
             key_columns: key.iter().map(|k| k.to_string()).collect(),
@@ -165,7 +212,10 @@ pub fn extreme_row(id: i64) -> (Vec<Value>, Vec<&'static str>) {
         v(Kind::Date(0)),
         v(Kind::Time(TICKS_PER_DAY - 1)),
         v(Kind::Datetime(3_652_058 * TICKS_PER_DAY + 863_999_999_994)),
-        v(Kind::Datetimeoffset(DateTimeOffset { utc_ticks: DAYS_2020 * TICKS_PER_DAY + 12 * 36_000_000_000, offset_minutes: 120 })),
+        v(Kind::Datetimeoffset(DateTimeOffset {
+            utc_ticks: DAYS_2020 * TICKS_PER_DAY + 12 * 36_000_000_000,
+            offset_minutes: 120,
+        })),
         v(Kind::Datetime(DAYS_2020 * TICKS_PER_DAY + 33_333)),
         text("ab   "),
         text("😀ü"),
@@ -214,7 +264,8 @@ pub async fn items(client: &Client) -> Vec<String> {
                 r.get::<_, i32>(0),
                 r.get::<_, Option<String>>(1).unwrap_or("NULL".into()),
                 r.get::<_, Option<String>>(2).unwrap_or("NULL".into()),
-                r.get::<_, Option<i32>>(3).map_or("NULL".into(), |q| q.to_string())
+                r.get::<_, Option<i32>>(3)
+                    .map_or("NULL".into(), |q| q.to_string())
             )
         })
         .collect()
