@@ -30,7 +30,12 @@ fn measure(f: &Fixture, table: &str, rows: usize) -> (f64, f64) {
                     batch.push(',');
                 }
                 let n = id + i;
-                let _ = write!(batch, "({n}, {}, {}.25, 'new', N'note {n}', '2024-01-01T00:00:00.1234567', 1)", n % 977, n % 1000);
+                let _ = write!(
+                    batch,
+                    "({n}, {}, {}.25, 'new', N'note {n}', '2024-01-01T00:00:00.1234567', 1)",
+                    n % 977,
+                    n % 1000
+                );
             }
             batch.push(';');
             id += per_statement;
@@ -50,16 +55,32 @@ fn measure(f: &Fixture, table: &str, rows: usize) -> (f64, f64) {
 #[test]
 fn cdc_throughput() {
     let f = fixture();
-    let rows: usize = if cfg!(debug_assertions) { 20_000 } else { 200_000 };
+    let rows: usize = if cfg!(debug_assertions) {
+        20_000
+    } else {
+        200_000
+    };
     // Tracked first, so that a growing process (allocator, snapshots) does not favour CDC.
     f.tracked_table("orders", COLUMNS);
     let (insert_rate, update_rate) = measure(&f, "orders", rows);
-    exec(&mut f.session(), &format!("CREATE TABLE dbo.plain ({COLUMNS})"));
+    exec(
+        &mut f.session(),
+        &format!("CREATE TABLE dbo.plain ({COLUMNS})"),
+    );
     let (plain_insert, plain_update) = measure(&f, "plain", rows);
 
-    let ct = int(&scalar(&mut f.session(), "SELECT COUNT(*) FROM cdc.dbo_orders_CT"));
+    let ct = int(&scalar(
+        &mut f.session(),
+        "SELECT COUNT(*) FROM cdc.dbo_orders_CT",
+    ));
     assert_eq!(ct as usize, rows * 3, "one row per insert, two per update");
-    assert_eq!(int(&scalar(&mut f.session(), "SELECT COUNT(*) FROM cdc.lsn_time_mapping")) as usize, rows / 2_000 + rows / 5_000);
+    assert_eq!(
+        int(&scalar(
+            &mut f.session(),
+            "SELECT COUNT(*) FROM cdc.lsn_time_mapping"
+        )) as usize,
+        rows / 2_000 + rows / 5_000
+    );
     // One page of the capture service's TVF query over the whole backlog (the TVF
     // materializes its range, so a page costs O(range)).
     let (min, max) = (hex(&f.min_lsn("dbo_orders")), hex(&f.max_lsn()));
@@ -73,10 +94,16 @@ fn cdc_throughput() {
     );
     assert_eq!(page.len(), 1000);
     let page_ms = started.elapsed().as_secs_f64() * 1000.0;
-    println!("cdc_throughput: one 1000-row TVF page over {} change rows took {page_ms:.0} ms", rows * 3);
+    println!(
+        "cdc_throughput: one 1000-row TVF page over {} change rows took {page_ms:.0} ms",
+        rows * 3
+    );
     println!(
         "cdc_throughput: {rows} rows, CDC on: {insert_rate:.0} inserts/s, {update_rate:.0} updates/s; \
          untracked table: {plain_insert:.0} inserts/s, {plain_update:.0} updates/s"
     );
-    assert!(insert_rate > 5_000.0 && update_rate > 5_000.0, "insert {insert_rate:.0}/s, update {update_rate:.0}/s");
+    assert!(
+        insert_rate > 5_000.0 && update_rate > 5_000.0,
+        "insert {insert_rate:.0}/s, update {update_rate:.0}/s"
+    );
 }

@@ -17,7 +17,12 @@ struct Args {
     addr: SocketAddr,
     #[arg(long, default_value = "sa")]
     user: String,
-    #[arg(long, env = "SQLSIM_SA_PASSWORD", hide_env_values = true, default_value = "Standin!Passw0rd")]
+    #[arg(
+        long,
+        env = "SQLSIM_SA_PASSWORD",
+        hide_env_values = true,
+        default_value = "Standin!Passw0rd"
+    )]
     password: String,
     #[arg(long, default_value_t = 42)]
     seed: u64,

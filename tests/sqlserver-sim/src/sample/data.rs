@@ -85,10 +85,26 @@ pub(crate) fn quote(s: &str, unicode: bool) -> String {
     out
 }
 
-const FIRST_NAMES: &[&str] = &["Ada", "Grace", "Linus", "Zoë", "Björn", "Ségolène", "Łukasz", "Håkon", "Mía", "O'Brien"];
-const LAST_NAMES: &[&str] = &["Lovelace", "Hopper", "Torvalds", "Müller", "Åström", "García", "Nguyễn", "Smith", "D'Arcy", "Ōta"];
+const FIRST_NAMES: &[&str] = &[
+    "Ada",
+    "Grace",
+    "Linus",
+    "Zoë",
+    "Björn",
+    "Ségolène",
+    "Łukasz",
+    "Håkon",
+    "Mía",
+    "O'Brien",
+];
+const LAST_NAMES: &[&str] = &[
+    "Lovelace", "Hopper", "Torvalds", "Müller", "Åström", "García", "Nguyễn", "Smith", "D'Arcy",
+    "Ōta",
+];
 const COUNTRIES: &[&str] = &["US", "DE", "FR", "NL", "SE", "JP", "BR", "AU"];
-const WORDS: &[&str] = &["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet"];
+const WORDS: &[&str] = &[
+    "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet",
+];
 pub(crate) const ORDER_STATUSES: &[&str] = &["new", "paid", "shipped", "closed", "cancelled"];
 const METHODS: &[&str] = &["card", "sepa", "paypal", "invoice"];
 
@@ -102,7 +118,12 @@ struct InsertWriter<'a> {
 
 impl<'a> InsertWriter<'a> {
     fn new(out: &'a mut Vec<String>, table: &str, columns: &str) -> Self {
-        InsertWriter { out, head: format!("INSERT INTO {table} ({columns}) VALUES\n"), current: String::new(), rows: 0 }
+        InsertWriter {
+            out,
+            head: format!("INSERT INTO {table} ({columns}) VALUES\n"),
+            current: String::new(),
+            rows: 0,
+        }
     }
 
     fn row(&mut self, values: &str) {
@@ -140,7 +161,12 @@ fn timestamp(rng: &mut SampleRng, fraction_digits: usize) -> String {
     let day = rng.below(1500) as i64;
     let (y, m, d) = civil_from_days(days_from_civil(2020, 1, 1) + day);
     let secs = rng.below(86_400);
-    let mut s = format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60);
+    let mut s = format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    );
     if fraction_digits > 0 {
         let frac = rng.below(10u64.pow(fraction_digits as u32));
         let _ = write!(s, ".{frac:0width$}", width = fraction_digits);
@@ -177,7 +203,9 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
 }
 
 fn offset(rng: &mut SampleRng) -> &'static str {
-    rng.pick(&["+00:00", "+01:00", "-05:00", "+05:45", "+14:00", "-12:00", "+09:30"])
+    rng.pick(&[
+        "+00:00", "+01:00", "-05:00", "+05:45", "+14:00", "-12:00", "+09:30",
+    ])
 }
 
 fn sentence(rng: &mut SampleRng, words: usize) -> String {
@@ -215,44 +243,96 @@ pub(super) fn seed_batches(rows: usize) -> Vec<String> {
     let rows = rows.max(1);
 
     {
-        let mut w = InsertWriter::new(&mut out, "inventory.warehouses", "warehouse_code, name, city, opened_on, capacity_m3");
+        let mut w = InsertWriter::new(
+            &mut out,
+            "inventory.warehouses",
+            "warehouse_code, name, city, opened_on, capacity_m3",
+        );
         for (i, code) in WAREHOUSE_CODES.iter().enumerate() {
-            let city = ["Amsterdam", "Berlin", "Chicago", "New York", "Singapore", "Sydney"][i];
-            w.row(&format!("'{code}', N'Warehouse {code}', N'{city}', '{}', {}.{:03}", date(&mut rng), 1000 + i * 250, i * 7));
+            let city = [
+                "Amsterdam",
+                "Berlin",
+                "Chicago",
+                "New York",
+                "Singapore",
+                "Sydney",
+            ][i];
+            w.row(&format!(
+                "'{code}', N'Warehouse {code}', N'{city}', '{}', {}.{:03}",
+                date(&mut rng),
+                1000 + i * 250,
+                i * 7
+            ));
         }
     }
     {
-        let mut w = InsertWriter::new(&mut out, "inventory.products", "sku, name, description, price, weight_kg, created_at, discontinued");
+        let mut w = InsertWriter::new(
+            &mut out,
+            "inventory.products",
+            "sku, name, description, price, weight_kg, created_at, discontinued",
+        );
         for i in 1..=rows {
-            let description = if i % 7 == 0 { "NULL".to_string() } else { quote(&sentence(&mut rng, 12), true) };
+            let description = if i % 7 == 0 {
+                "NULL".to_string()
+            } else {
+                quote(&sentence(&mut rng, 12), true)
+            };
             w.row(&format!(
                 "'SKU-{i:06}', {}, {description}, {}.{:02}, {}, '{}', {}",
                 quote(&format!("{} {}", rng.pick(WORDS), rng.pick(WORDS)), true),
                 rng.below(5000),
                 rng.below(100),
-                if i % 11 == 0 { "NULL".to_string() } else { format!("{}.{}", rng.below(100), rng.below(1000)) },
+                if i % 11 == 0 {
+                    "NULL".to_string()
+                } else {
+                    format!("{}.{}", rng.below(100), rng.below(1000))
+                },
                 timestamp(&mut rng, 3),
                 u8::from(i % 13 == 0)
             ));
         }
     }
     {
-        let mut w = InsertWriter::new(&mut out, "inventory.stock", "warehouse_code, product_id, quantity, reserved, updated_at");
+        let mut w = InsertWriter::new(
+            &mut out,
+            "inventory.stock",
+            "warehouse_code, product_id, quantity, reserved, updated_at",
+        );
         for product in 1..=rows {
             // Each product is stocked in two consecutive warehouses: a composite key.
             let first = product % WAREHOUSE_CODES.len();
-            for code in [WAREHOUSE_CODES[first], WAREHOUSE_CODES[(first + 1) % WAREHOUSE_CODES.len()]] {
-                w.row(&format!("'{code}', {product}, {}, {}, '{}'", rng.below(10_000), rng.below(50), timestamp(&mut rng, 7)));
+            for code in [
+                WAREHOUSE_CODES[first],
+                WAREHOUSE_CODES[(first + 1) % WAREHOUSE_CODES.len()],
+            ] {
+                w.row(&format!(
+                    "'{code}', {product}, {}, {}, '{}'",
+                    rng.below(10_000),
+                    rng.below(50),
+                    timestamp(&mut rng, 7)
+                ));
             }
         }
     }
     {
-        let mut w = InsertWriter::new(&mut out, "inventory.supplier_contacts", "supplier_code, contact_email, contact_name, phone, is_primary");
+        let mut w = InsertWriter::new(
+            &mut out,
+            "inventory.supplier_contacts",
+            "supplier_code, contact_email, contact_name, phone, is_primary",
+        );
         for i in 0..rows.div_ceil(2) {
             let supplier = format!("SUP-{:04}", i / 3);
-            let phone = if i % 5 == 0 { "''".to_string() } else { format!("'+1-555-{:04}'", rng.below(10_000)) };
+            let phone = if i % 5 == 0 {
+                "''".to_string()
+            } else {
+                format!("'+1-555-{:04}'", rng.below(10_000))
+            };
             let primary = ["NULL", "0", "1"][i % 3];
-            w.row(&format!("'{supplier}', N'contact{i}@supplier{}.example', {}, {phone}, {primary}", i / 3, quote(rng.pick(FIRST_NAMES), true)));
+            w.row(&format!(
+                "'{supplier}', N'contact{i}@supplier{}.example', {}, {phone}, {primary}",
+                i / 3,
+                quote(rng.pick(FIRST_NAMES), true)
+            ));
         }
     }
     // hierarchyid values in their binary form: 0x is '/', 0x58 is '/1/'.
@@ -264,11 +344,23 @@ pub(super) fn seed_batches(rows: usize) -> Vec<String> {
             .to_string(),
     );
     {
-        let mut w = InsertWriter::new(&mut out, "sales.customers", "email, full_name, country_code, created_at, is_active, credit_limit, loyalty_points");
+        let mut w = InsertWriter::new(
+            &mut out,
+            "sales.customers",
+            "email, full_name, country_code, created_at, is_active, credit_limit, loyalty_points",
+        );
         for i in 1..=rows {
             let name = format!("{} {}", rng.pick(FIRST_NAMES), rng.pick(LAST_NAMES));
-            let country = if i % 17 == 0 { "NULL".to_string() } else { format!("'{}'", rng.pick(COUNTRIES)) };
-            let credit = if i % 9 == 0 { "NULL".to_string() } else { format!("{}.{:04}", rng.below(100_000), rng.below(10_000)) };
+            let country = if i % 17 == 0 {
+                "NULL".to_string()
+            } else {
+                format!("'{}'", rng.pick(COUNTRIES))
+            };
+            let credit = if i % 9 == 0 {
+                "NULL".to_string()
+            } else {
+                format!("{}.{:04}", rng.below(100_000), rng.below(10_000))
+            };
             w.row(&format!(
                 "N'customer{i}@example.com', {}, {country}, '{}', {}, {credit}, {}",
                 quote(&name, true),
@@ -279,9 +371,17 @@ pub(super) fn seed_batches(rows: usize) -> Vec<String> {
         }
     }
     {
-        let mut w = InsertWriter::new(&mut out, "sales.orders", "customer_id, order_date, ordered_at, status, total, discount, shipping_weight");
+        let mut w = InsertWriter::new(
+            &mut out,
+            "sales.orders",
+            "customer_id, order_date, ordered_at, status, total, discount, shipping_weight",
+        );
         for _ in 0..rows {
-            let discount = if rng.chance(30) { format!("{}.{:04}", rng.below(100), rng.below(10_000)) } else { "NULL".to_string() };
+            let discount = if rng.chance(30) {
+                format!("{}.{:04}", rng.below(100), rng.below(10_000))
+            } else {
+                "NULL".to_string()
+            };
             w.row(&format!(
                 "{}, '{}', '{} {}', '{}', {}.{:04}, {discount}, {}",
                 rng.range(1, rows as i64),
@@ -291,22 +391,45 @@ pub(super) fn seed_batches(rows: usize) -> Vec<String> {
                 rng.pick(ORDER_STATUSES),
                 rng.below(100_000),
                 rng.below(10_000),
-                if rng.chance(20) { "NULL".to_string() } else { format!("{}.{}E0", rng.below(1000), rng.below(1_000_000)) }
+                if rng.chance(20) {
+                    "NULL".to_string()
+                } else {
+                    format!("{}.{}E0", rng.below(1000), rng.below(1_000_000))
+                }
             ));
         }
     }
     {
-        let mut w = InsertWriter::new(&mut out, "sales.order_lines", "order_id, line_no, product_id, quantity, unit_price");
+        let mut w = InsertWriter::new(
+            &mut out,
+            "sales.order_lines",
+            "order_id, line_no, product_id, quantity, unit_price",
+        );
         for order in 0..rows as i64 {
             for line in 1..=(1 + order % 3) {
-                w.row(&format!("{}, {line}, {}, {}, {}.{:02}", 1000 + order, rng.range(1, rows as i64), rng.range(1, 20), rng.below(500), rng.below(100)));
+                w.row(&format!(
+                    "{}, {line}, {}, {}, {}.{:02}",
+                    1000 + order,
+                    rng.range(1, rows as i64),
+                    rng.range(1, 20),
+                    rng.below(500),
+                    rng.below(100)
+                ));
             }
         }
     }
     {
-        let mut w = InsertWriter::new(&mut out, "sales.payments", "payment_id, order_id, amount, paid_at, method, reference");
+        let mut w = InsertWriter::new(
+            &mut out,
+            "sales.payments",
+            "payment_id, order_id, amount, paid_at, method, reference",
+        );
         for i in 0..rows.div_ceil(2) {
-            let reference = if i % 4 == 0 { "NULL".to_string() } else { rng.hex_bytes(16) };
+            let reference = if i % 4 == 0 {
+                "NULL".to_string()
+            } else {
+                rng.hex_bytes(16)
+            };
             w.row(&format!(
                 "'{}', {}, {}.{:04}, '{}', N'{}', {reference}",
                 rng.guid(),
@@ -327,8 +450,16 @@ pub(super) fn seed_batches(rows: usize) -> Vec<String> {
         for i in 0..rows.div_ceil(4) {
             // Every 50th note carries large LOBs (beyond the 8000-byte in-row limit).
             let big = i % 50 == 0;
-            let body = if big { large_text(&mut rng, 20_000, true) } else { sentence(&mut rng, 20) };
-            let attachment = if i % 3 == 0 { "NULL".to_string() } else { rng.hex_bytes(if big { 12_000 } else { 32 }) };
+            let body = if big {
+                large_text(&mut rng, 20_000, true)
+            } else {
+                sentence(&mut rng, 20)
+            };
+            let attachment = if i % 3 == 0 {
+                "NULL".to_string()
+            } else {
+                rng.hex_bytes(if big { 12_000 } else { 32 })
+            };
             w.row(&format!(
                 "{}, {}, {}, {attachment}, {}, {}, {}, {}",
                 1 + i % rows,
@@ -336,8 +467,15 @@ pub(super) fn seed_batches(rows: usize) -> Vec<String> {
                 quote(&body, true),
                 quote(&sentence(&mut rng, 6), false),
                 quote(&sentence(&mut rng, 6), true),
-                if i % 2 == 0 { "NULL".to_string() } else { rng.hex_bytes(24) },
-                quote(&format!("<note id=\"{i}\"><tag>{}</tag></note>", rng.pick(WORDS)), true)
+                if i % 2 == 0 {
+                    "NULL".to_string()
+                } else {
+                    rng.hex_bytes(24)
+                },
+                quote(
+                    &format!("<note id=\"{i}\"><tag>{}</tag></note>", rng.pick(WORDS)),
+                    true
+                )
             ));
         }
     }
@@ -346,8 +484,15 @@ pub(super) fn seed_batches(rows: usize) -> Vec<String> {
         for i in 0..rows {
             // A heap: duplicates are allowed and present.
             let minute = i / 2;
-            let detail = if i % 6 == 0 { "NULL".to_string() } else { quote(&sentence(&mut rng, 8), false) };
-            w.row(&format!("DATEADD(MINUTE, {minute}, '2024-01-01T00:00:00'), 'event.{}', {detail}", rng.pick(WORDS)));
+            let detail = if i % 6 == 0 {
+                "NULL".to_string()
+            } else {
+                quote(&sentence(&mut rng, 8), false)
+            };
+            w.row(&format!(
+                "DATEADD(MINUTE, {minute}, '2024-01-01T00:00:00'), 'event.{}', {detail}",
+                rng.pick(WORDS)
+            ));
         }
     }
     out.push(NUMERIC_EXTREMES.to_string());
@@ -393,7 +538,13 @@ fn text_samples(rng: &mut SampleRng) -> String {
         ),
     ];
     let mut sql = format!("INSERT INTO sales.text_samples ({cols}) VALUES\n");
-    sql.push_str(&rows.iter().map(|r| format!("({r})")).collect::<Vec<_>>().join(",\n"));
+    sql.push_str(
+        &rows
+            .iter()
+            .map(|r| format!("({r})"))
+            .collect::<Vec<_>>()
+            .join(",\n"),
+    );
     sql.push(';');
     sql
 }
@@ -424,7 +575,9 @@ mod tests {
     #[test]
     fn inserts_are_bounded_and_quoted() {
         let batches = seed_batches(1200);
-        assert!(batches.iter().all(|b| b.matches("),\n(").count() < ROWS_PER_INSERT));
+        assert!(batches
+            .iter()
+            .all(|b| b.matches("),\n(").count() < ROWS_PER_INSERT));
         assert_eq!(quote("it's", true), "N'it''s'");
     }
 }

@@ -66,7 +66,10 @@ pub fn sample_sql(rows_per_table: usize) -> String {
 
 /// Loads the sample into `engine` (creates database `shop` unless it exists), batch by batch
 /// in one session.
-pub fn load_sample(engine: &crate::engine::Engine, rows_per_table: usize) -> Result<(), crate::api::SqlError> {
+pub fn load_sample(
+    engine: &crate::engine::Engine,
+    rows_per_table: usize,
+) -> Result<(), crate::api::SqlError> {
     let mut session = engine.session("master")?;
     for batch in sample_batches(rows_per_table) {
         session.run(&batch)?;
@@ -260,7 +263,10 @@ mod tests {
         assert_eq!(a, sample_sql(20));
         assert!(sample_sql(200).len() > a.len());
         for (schema, table) in SAMPLE_TABLES {
-            assert!(a.contains(&format!("CREATE TABLE {schema}.{table} (")), "{schema}.{table} missing");
+            assert!(
+                a.contains(&format!("CREATE TABLE {schema}.{table} (")),
+                "{schema}.{table} missing"
+            );
         }
     }
 
@@ -268,11 +274,40 @@ mod tests {
     fn schema_covers_every_type_of_the_mapping_table() {
         let ddl = SCHEMA_DDL.to_ascii_lowercase();
         for ty in [
-            " bit ", " tinyint ", " smallint ", " int ", " bigint ", "decimal(38, 38)", "numeric(", " money ",
-            " smallmoney ", " real ", " float ", " date ", "time(0)", "time(7)", " datetime ", " smalldatetime ",
-            "datetime2(0)", "datetime2(7)", "datetimeoffset(0)", "datetimeoffset(7)", "char(", "varchar(max)",
-            "nchar(", "nvarchar(max)", "binary(8)", "varbinary(max)", " text ", " ntext ", " image ",
-            "uniqueidentifier", " xml ", "rowversion", "sql_variant", "hierarchyid",
+            " bit ",
+            " tinyint ",
+            " smallint ",
+            " int ",
+            " bigint ",
+            "decimal(38, 38)",
+            "numeric(",
+            " money ",
+            " smallmoney ",
+            " real ",
+            " float ",
+            " date ",
+            "time(0)",
+            "time(7)",
+            " datetime ",
+            " smalldatetime ",
+            "datetime2(0)",
+            "datetime2(7)",
+            "datetimeoffset(0)",
+            "datetimeoffset(7)",
+            "char(",
+            "varchar(max)",
+            "nchar(",
+            "nvarchar(max)",
+            "binary(8)",
+            "varbinary(max)",
+            " text ",
+            " ntext ",
+            " image ",
+            "uniqueidentifier",
+            " xml ",
+            "rowversion",
+            "sql_variant",
+            "hierarchyid",
         ] {
             assert!(ddl.contains(ty), "type {ty} missing from the sample schema");
         }

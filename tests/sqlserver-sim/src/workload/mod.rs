@@ -124,9 +124,15 @@ impl WorkloadStats {
 #[derive(Debug, thiserror::Error)]
 pub enum WorkloadError {
     #[error("cannot connect to {addr}: {source}")]
-    Connect { addr: SocketAddr, source: std::io::Error },
+    Connect {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("login or setup on {addr} failed: {source}")]
-    Login { addr: SocketAddr, source: tiberius::error::Error },
+    Login {
+        addr: SocketAddr,
+        source: tiberius::error::Error,
+    },
     #[error("the sample database is missing or empty ({what}); load it with crate::sample first")]
     NoSample { what: String },
     #[error("workload query failed: {source}")]
@@ -142,7 +148,12 @@ impl From<tiberius::error::Error> for WorkloadError {
 }
 
 /// Open one connection to the stand-in (or a real server) with encryption off.
-pub async fn connect(addr: SocketAddr, database: &str, user: &str, password: &str) -> Result<SqlClient, WorkloadError> {
+pub async fn connect(
+    addr: SocketAddr,
+    database: &str,
+    user: &str,
+    password: &str,
+) -> Result<SqlClient, WorkloadError> {
     let mut config = Config::new();
     config.host(addr.ip().to_string());
     config.port(addr.port());
@@ -150,9 +161,14 @@ pub async fn connect(addr: SocketAddr, database: &str, user: &str, password: &st
     config.authentication(AuthMethod::sql_server(user, password));
     config.encryption(EncryptionLevel::NotSupported);
     config.application_name("dbsync-sim-workload");
-    let tcp = TcpStream::connect(addr).await.map_err(|source| WorkloadError::Connect { addr, source })?;
-    tcp.set_nodelay(true).map_err(|source| WorkloadError::Connect { addr, source })?;
-    Client::connect(config, tcp.compat_write()).await.map_err(|source| WorkloadError::Login { addr, source })
+    let tcp = TcpStream::connect(addr)
+        .await
+        .map_err(|source| WorkloadError::Connect { addr, source })?;
+    tcp.set_nodelay(true)
+        .map_err(|source| WorkloadError::Connect { addr, source })?;
+    Client::connect(config, tcp.compat_write())
+        .await
+        .map_err(|source| WorkloadError::Login { addr, source })
 }
 
 /// Key ranges of the seeded sample that workers pick rows from.
@@ -166,21 +182,41 @@ pub struct SampleBounds {
     pub max_note: i32,
 }
 
-async fn scalar_pair(client: &mut SqlClient, sql: &str) -> Result<(Option<i64>, Option<i64>), WorkloadError> {
+async fn scalar_pair(
+    client: &mut SqlClient,
+    sql: &str,
+) -> Result<(Option<i64>, Option<i64>), WorkloadError> {
     let row = client.simple_query(sql).await?.into_row().await?;
     let get = |i: usize| -> Option<i64> {
         let row = row.as_ref()?;
-        row.try_get::<i64, _>(i).ok().flatten().or_else(|| row.try_get::<i32, _>(i).ok().flatten().map(i64::from))
+        row.try_get::<i64, _>(i)
+            .ok()
+            .flatten()
+            .or_else(|| row.try_get::<i32, _>(i).ok().flatten().map(i64::from))
     };
     Ok((get(0), get(1)))
 }
 
 /// Reads the key ranges of the sample tables the workload touches.
 pub async fn sample_bounds(client: &mut SqlClient) -> Result<SampleBounds, WorkloadError> {
-    let missing = |what: &str| WorkloadError::NoSample { what: what.to_string() };
-    let (min_order, max_order) = scalar_pair(client, "SELECT MIN(order_id), MAX(order_id) FROM sales.orders").await?;
-    let (min_product, max_product) = scalar_pair(client, "SELECT MIN(product_id), MAX(product_id) FROM inventory.products").await?;
-    let (min_note, max_note) = scalar_pair(client, "SELECT MIN(note_id), MAX(note_id) FROM sales.customer_notes").await?;
+    let missing = |what: &str| WorkloadError::NoSample {
+        what: what.to_string(),
+    };
+    let (min_order, max_order) = scalar_pair(
+        client,
+        "SELECT MIN(order_id), MAX(order_id) FROM sales.orders",
+    )
+    .await?;
+    let (min_product, max_product) = scalar_pair(
+        client,
+        "SELECT MIN(product_id), MAX(product_id) FROM inventory.products",
+    )
+    .await?;
+    let (min_note, max_note) = scalar_pair(
+        client,
+        "SELECT MIN(note_id), MAX(note_id) FROM sales.customer_notes",
+    )
+    .await?;
     Ok(SampleBounds {
         min_order: min_order.ok_or_else(|| missing("sales.orders"))?,
         max_order: max_order.ok_or_else(|| missing("sales.orders"))?,
@@ -192,7 +228,11 @@ pub async fn sample_bounds(client: &mut SqlClient) -> Result<SampleBounds, Workl
 }
 
 /// Runs the workload until `stop` is cancelled, `max_transactions` or `duration` is reached.
-pub async fn run_workload(addr: SocketAddr, config: WorkloadConfig, stop: CancellationToken) -> Result<WorkloadStats, WorkloadError> {
+pub async fn run_workload(
+    addr: SocketAddr,
+    config: WorkloadConfig,
+    stop: CancellationToken,
+) -> Result<WorkloadStats, WorkloadError> {
     let started = Instant::now();
     let bounds = {
         let mut client = connect(addr, &config.database, &config.user, &config.password).await?;
@@ -219,7 +259,10 @@ pub async fn run_workload(addr: SocketAddr, config: WorkloadConfig, stop: Cancel
             let mut next_at = Instant::now();
             let mut done = 0u64;
             loop {
-                if stop.is_cancelled() || per_worker_limit.is_some_and(|n| done >= n) || deadline.is_some_and(|d| Instant::now() >= d) {
+                if stop.is_cancelled()
+                    || per_worker_limit.is_some_and(|n| done >= n)
+                    || deadline.is_some_and(|d| Instant::now() >= d)
+                {
                     break;
                 }
                 if let Some(interval) = per_worker_interval {

@@ -22,27 +22,70 @@ const LAST_LINE_NO: i16 = 32_000;
 /// One statement of a planned transaction.
 #[derive(Debug, Clone)]
 enum Op {
-    InsertLine { order: i64, line: i16, product: i32, quantity: i32, price_cents: i64 },
-    UpdateLineQuantity { order: i64, line: i16, quantity: i32 },
+    InsertLine {
+        order: i64,
+        line: i16,
+        product: i32,
+        quantity: i32,
+        price_cents: i64,
+    },
+    UpdateLineQuantity {
+        order: i64,
+        line: i16,
+        quantity: i32,
+    },
     /// Changes the primary key (line_no): CDC shows delete + insert.
-    UpdateLineKey { order: i64, line: i16, new_line: i16 },
-    DeleteLine { order: i64, line: i16 },
-    InsertLinesBulk { rows: Vec<(i64, i16, i32, i32, i64)> },
-    UpdateStock { warehouse: &'static str, product: i32, delta: i32 },
+    UpdateLineKey {
+        order: i64,
+        line: i16,
+        new_line: i16,
+    },
+    DeleteLine {
+        order: i64,
+        line: i16,
+    },
+    InsertLinesBulk {
+        rows: Vec<(i64, i16, i32, i32, i64)>,
+    },
+    UpdateStock {
+        warehouse: &'static str,
+        product: i32,
+        delta: i32,
+    },
     /// Assigns only the nvarchar(max) and varbinary(max) columns.
-    UpdateNoteLob { note: i32, body: String, attachment: Option<Vec<u8>> },
-    UpdateOrderStatus { order: i64, status: &'static str },
-    InsertSample { id: i32, label: String, text: String },
-    DeleteSample { id: i32 },
-    InsertAudit { event: String, detail: Option<String> },
+    UpdateNoteLob {
+        note: i32,
+        body: String,
+        attachment: Option<Vec<u8>>,
+    },
+    UpdateOrderStatus {
+        order: i64,
+        status: &'static str,
+    },
+    InsertSample {
+        id: i32,
+        label: String,
+        text: String,
+    },
+    DeleteSample {
+        id: i32,
+    },
+    InsertAudit {
+        event: String,
+        detail: Option<String>,
+    },
 }
 
 impl Op {
     fn count(&self, stats: &mut WorkloadStats) {
         match self {
-            Op::InsertLine { .. } | Op::InsertSample { .. } | Op::InsertAudit { .. } => stats.inserts += 1,
+            Op::InsertLine { .. } | Op::InsertSample { .. } | Op::InsertAudit { .. } => {
+                stats.inserts += 1
+            }
             Op::InsertLinesBulk { rows } => stats.inserts += rows.len() as u64,
-            Op::UpdateLineQuantity { .. } | Op::UpdateStock { .. } | Op::UpdateOrderStatus { .. } => stats.updates += 1,
+            Op::UpdateLineQuantity { .. }
+            | Op::UpdateStock { .. }
+            | Op::UpdateOrderStatus { .. } => stats.updates += 1,
             Op::UpdateLineKey { .. } => {
                 stats.updates += 1;
                 stats.key_updates += 1;
@@ -202,7 +245,14 @@ impl WorkerState {
             next_sample_id: 1_000_000 * (n as i32 + 1),
             next_event: 0,
         };
-        WorkerState { worker, bounds, rng, lanes: [lane(worker as u64 * 2), lane(worker as u64 * 2 + 1)], transactions: 0, ddl_columns: 0 }
+        WorkerState {
+            worker,
+            bounds,
+            rng,
+            lanes: [lane(worker as u64 * 2), lane(worker as u64 * 2 + 1)],
+            transactions: 0,
+            ddl_columns: 0,
+        }
     }
 
     fn new_line(&mut self, lane: usize, changes: &mut Vec<Change>) -> Option<(i64, i16)> {
@@ -228,7 +278,10 @@ impl WorkerState {
     }
 
     fn product(&mut self) -> i32 {
-        self.rng.range(self.bounds.min_product as i64, self.bounds.max_product as i64) as i32
+        self.rng.range(
+            self.bounds.min_product as i64,
+            self.bounds.max_product as i64,
+        ) as i32
     }
 
     /// Plans one transaction on `lane`; returns its statements and the bookkeeping changes.
@@ -236,12 +289,22 @@ impl WorkerState {
         self.transactions += 1;
         let mut ops = Vec::new();
         let mut changes = Vec::new();
-        if config.large_transaction_every > 0 && self.transactions % config.large_transaction_every == 0 {
+        if config.large_transaction_every > 0
+            && self.transactions % config.large_transaction_every == 0
+        {
             let mut rows = Vec::with_capacity(config.large_transaction_rows);
             for _ in 0..config.large_transaction_rows {
-                let Some((order, line)) = self.new_line(lane, &mut changes) else { break };
+                let Some((order, line)) = self.new_line(lane, &mut changes) else {
+                    break;
+                };
                 let product = self.product();
-                rows.push((order, line, product, self.rng.range(1, 50) as i32, self.rng.range(100, 99_999)));
+                rows.push((
+                    order,
+                    line,
+                    product,
+                    self.rng.range(1, 50) as i32,
+                    self.rng.range(100, 99_999),
+                ));
             }
             if !rows.is_empty() {
                 ops.push(Op::InsertLinesBulk { rows });
@@ -255,24 +318,43 @@ impl WorkerState {
                 0..=24 => {
                     if let Some((order, line)) = self.new_line(lane, &mut changes) {
                         let product = self.product();
-                        let (quantity, price_cents) = (self.rng.range(1, 50) as i32, self.rng.range(100, 99_999));
-                        ops.push(Op::InsertLine { order, line, product, quantity, price_cents });
+                        let (quantity, price_cents) =
+                            (self.rng.range(1, 50) as i32, self.rng.range(100, 99_999));
+                        ops.push(Op::InsertLine {
+                            order,
+                            line,
+                            product,
+                            quantity,
+                            price_cents,
+                        });
                     }
                 }
                 25..=39 => {
                     if let Some((order, line)) = self.live_line(lane) {
-                        ops.push(Op::UpdateLineQuantity { order, line, quantity: self.rng.range(1, 99) as i32 });
+                        ops.push(Op::UpdateLineQuantity {
+                            order,
+                            line,
+                            quantity: self.rng.range(1, 99) as i32,
+                        });
                     }
                 }
                 40..=47 => {
                     if let Some((order, line)) = self.live_line(lane) {
-                        let new_line = self.rng.range(FIRST_LINE_NO as i64, LAST_LINE_NO as i64) as i16;
+                        let new_line =
+                            self.rng.range(FIRST_LINE_NO as i64, LAST_LINE_NO as i64) as i16;
                         if !self.lanes[lane].live_set.contains(&(order, new_line)) {
-                            for c in [Change::RemoveLine(order, line), Change::AddLine(order, new_line)] {
+                            for c in [
+                                Change::RemoveLine(order, line),
+                                Change::AddLine(order, new_line),
+                            ] {
                                 self.lanes[lane].apply(c);
                                 changes.push(c);
                             }
-                            ops.push(Op::UpdateLineKey { order, line, new_line });
+                            ops.push(Op::UpdateLineKey {
+                                order,
+                                line,
+                                new_line,
+                            });
                         }
                     }
                 }
@@ -284,25 +366,54 @@ impl WorkerState {
                     }
                 }
                 56..=69 => {
-                    if let Some(product) = self.lanes[lane].owned_in(&mut self.rng, b.min_product as i64, b.max_product as i64) {
+                    if let Some(product) = self.lanes[lane].owned_in(
+                        &mut self.rng,
+                        b.min_product as i64,
+                        b.max_product as i64,
+                    ) {
                         // The sample stocks product p in warehouses p % 6 and (p + 1) % 6.
                         let first = product as usize % WAREHOUSE_CODES.len();
-                        let warehouse = WAREHOUSE_CODES[(first + self.rng.below(2) as usize) % WAREHOUSE_CODES.len()];
-                        ops.push(Op::UpdateStock { warehouse, product: product as i32, delta: self.rng.range(-5, 20) as i32 });
+                        let warehouse = WAREHOUSE_CODES
+                            [(first + self.rng.below(2) as usize) % WAREHOUSE_CODES.len()];
+                        ops.push(Op::UpdateStock {
+                            warehouse,
+                            product: product as i32,
+                            delta: self.rng.range(-5, 20) as i32,
+                        });
                     }
                 }
                 70..=77 => {
-                    if let Some(note) = self.lanes[lane].owned_in(&mut self.rng, b.min_note as i64, b.max_note as i64) {
-                        let len = if self.rng.chance(20) { 9_000 } else { self.rng.range(10, 500) as usize };
+                    if let Some(note) = self.lanes[lane].owned_in(
+                        &mut self.rng,
+                        b.min_note as i64,
+                        b.max_note as i64,
+                    ) {
+                        let len = if self.rng.chance(20) {
+                            9_000
+                        } else {
+                            self.rng.range(10, 500) as usize
+                        };
                         let body = large_text(&mut self.rng, len, true);
                         let attachment_len = self.rng.range(0, 64);
-                        let attachment = self.rng.chance(50).then(|| (0..attachment_len).map(|i| i as u8).collect());
-                        ops.push(Op::UpdateNoteLob { note: note as i32, body, attachment });
+                        let attachment = self
+                            .rng
+                            .chance(50)
+                            .then(|| (0..attachment_len).map(|i| i as u8).collect());
+                        ops.push(Op::UpdateNoteLob {
+                            note: note as i32,
+                            body,
+                            attachment,
+                        });
                     }
                 }
                 78..=85 => {
-                    if let Some(order) = self.lanes[lane].owned_in(&mut self.rng, b.min_order, b.max_order) {
-                        ops.push(Op::UpdateOrderStatus { order, status: self.rng.pick(crate::sample::ORDER_STATUSES) });
+                    if let Some(order) =
+                        self.lanes[lane].owned_in(&mut self.rng, b.min_order, b.max_order)
+                    {
+                        ops.push(Op::UpdateOrderStatus {
+                            order,
+                            status: self.rng.pick(crate::sample::ORDER_STATUSES),
+                        });
                     }
                 }
                 86..=93 => {
@@ -310,7 +421,11 @@ impl WorkerState {
                     self.lanes[lane].next_sample_id += 1;
                     let len = self.rng.range(1, 40) as usize;
                     let text = large_text(&mut self.rng, len, true);
-                    ops.push(Op::InsertSample { id, label: format!("wl-{}", self.worker), text: text.chars().take(50).collect() });
+                    ops.push(Op::InsertSample {
+                        id,
+                        label: format!("wl-{}", self.worker),
+                        text: text.chars().take(50).collect(),
+                    });
                     // Half of them are deleted again by the same transaction.
                     if self.rng.chance(50) {
                         ops.push(Op::DeleteSample { id });
@@ -320,7 +435,10 @@ impl WorkerState {
                     let lane_state = &mut self.lanes[lane];
                     lane_state.next_event += 1;
                     let event = format!("wl.{}.{}", lane_state.number, lane_state.next_event);
-                    let detail = self.rng.chance(70).then(|| large_text(&mut self.rng, 40, false));
+                    let detail = self
+                        .rng
+                        .chance(70)
+                        .then(|| large_text(&mut self.rng, 40, false));
                     ops.push(Op::InsertAudit { event, detail });
                 }
             }
@@ -376,18 +494,30 @@ async fn finish(
 ) -> Result<bool, WorkloadError> {
     match result {
         Ok(()) if !rollback => {
-            client.simple_query("COMMIT TRANSACTION").await?.into_results().await?;
+            client
+                .simple_query("COMMIT TRANSACTION")
+                .await?
+                .into_results()
+                .await?;
             count_committed(ops, stats);
             Ok(true)
         }
         Ok(()) => {
-            client.simple_query("ROLLBACK TRANSACTION").await?.into_results().await?;
+            client
+                .simple_query("ROLLBACK TRANSACTION")
+                .await?
+                .into_results()
+                .await?;
             lane.undo(changes);
             stats.rolled_back += 1;
             Ok(false)
         }
         Err(tiberius::error::Error::Server(_)) => {
-            client.simple_query("IF @@TRANCOUNT > 0 ROLLBACK TRANSACTION").await?.into_results().await?;
+            client
+                .simple_query("IF @@TRANCOUNT > 0 ROLLBACK TRANSACTION")
+                .await?
+                .into_results()
+                .await?;
             lane.undo(changes);
             stats.failed += 1;
             Ok(false)
@@ -410,16 +540,40 @@ pub(super) async fn interleaved_pair(
     let rollback_b = state.wants_rollback(config);
     let split = ops_a.len().div_ceil(2);
 
-    a.simple_query("BEGIN TRANSACTION").await?.into_results().await?;
+    a.simple_query("BEGIN TRANSACTION")
+        .await?
+        .into_results()
+        .await?;
     let first_a = run_ops(a, &ops_a[..split]).await;
-    b.simple_query("BEGIN TRANSACTION").await?.into_results().await?;
+    b.simple_query("BEGIN TRANSACTION")
+        .await?
+        .into_results()
+        .await?;
     let result_b = run_ops(b, &ops_b).await;
-    let committed_b = finish(b, result_b, rollback_b, &ops_b, &changes_b, &mut state.lanes[1], stats).await?;
+    let committed_b = finish(
+        b,
+        result_b,
+        rollback_b,
+        &ops_b,
+        &changes_b,
+        &mut state.lanes[1],
+        stats,
+    )
+    .await?;
     let result_a = match first_a {
         Ok(()) => run_ops(a, &ops_a[split..]).await,
         Err(e) => Err(e),
     };
-    let committed_a = finish(a, result_a, rollback_a, &ops_a, &changes_a, &mut state.lanes[0], stats).await?;
+    let committed_a = finish(
+        a,
+        result_a,
+        rollback_a,
+        &ops_a,
+        &changes_a,
+        &mut state.lanes[0],
+        stats,
+    )
+    .await?;
     if committed_a && committed_b {
         stats.out_of_order_commits += 1;
     }
@@ -452,9 +606,22 @@ pub(super) async fn single(
 ) -> Result<(), WorkloadError> {
     let (ops, changes) = state.plan(0, config);
     let rollback = state.wants_rollback(config);
-    client.simple_query("BEGIN TRANSACTION").await?.into_results().await?;
+    client
+        .simple_query("BEGIN TRANSACTION")
+        .await?
+        .into_results()
+        .await?;
     let result = run_ops(client, &ops).await;
-    finish(client, result, rollback, &ops, &changes, &mut state.lanes[0], stats).await?;
+    finish(
+        client,
+        result,
+        rollback,
+        &ops,
+        &changes,
+        &mut state.lanes[0],
+        stats,
+    )
+    .await?;
     Ok(())
 }
 
@@ -463,13 +630,26 @@ mod tests {
     use super::*;
 
     fn bounds() -> SampleBounds {
-        SampleBounds { min_order: 1000, max_order: 1099, min_product: 1, max_product: 100, min_note: 1, max_note: 25 }
+        SampleBounds {
+            min_order: 1000,
+            max_order: 1099,
+            min_product: 1,
+            max_product: 100,
+            min_note: 1,
+            max_note: 25,
+        }
     }
 
     fn plans(seed: u64) -> Vec<String> {
-        let config = WorkloadConfig { large_transaction_every: 7, large_transaction_rows: 20, ..Default::default() };
+        let config = WorkloadConfig {
+            large_transaction_every: 7,
+            large_transaction_rows: 20,
+            ..Default::default()
+        };
         let mut state = WorkerState::new(1, 3, bounds(), SampleRng::new(seed));
-        (0..40).map(|i| format!("{:?}", state.plan(i % 2, &config).0)).collect()
+        (0..40)
+            .map(|i| format!("{:?}", state.plan(i % 2, &config).0))
+            .collect()
     }
 
     #[test]
@@ -483,12 +663,18 @@ mod tests {
             let number = state.lanes[lane].number as i64;
             for op in state.plan(lane, &config).0 {
                 let key = match op {
-                    Op::InsertLine { order, .. } | Op::UpdateLineKey { order, .. } | Op::DeleteLine { order, .. } => order,
+                    Op::InsertLine { order, .. }
+                    | Op::UpdateLineKey { order, .. }
+                    | Op::DeleteLine { order, .. } => order,
                     Op::UpdateStock { product, .. } => product as i64,
                     Op::UpdateNoteLob { note, .. } => note as i64,
                     _ => continue,
                 };
-                assert_eq!(key.rem_euclid(6), number, "{op:?} crosses into another lane");
+                assert_eq!(
+                    key.rem_euclid(6),
+                    number,
+                    "{op:?} crosses into another lane"
+                );
             }
         }
     }

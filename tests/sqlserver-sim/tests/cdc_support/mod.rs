@@ -13,7 +13,10 @@ use dbsync_sqlserver_sim::types::Value;
 pub const DB: &str = "cdctest";
 
 pub fn start_time() -> NaiveDateTime {
-    NaiveDate::from_ymd_opt(2024, 3, 1).unwrap().and_hms_opt(12, 0, 0).unwrap()
+    NaiveDate::from_ymd_opt(2024, 3, 1)
+        .unwrap()
+        .and_hms_opt(12, 0, 0)
+        .unwrap()
 }
 
 pub struct Fixture {
@@ -24,10 +27,15 @@ pub struct Fixture {
 
 pub fn fixture_with(config: CdcConfig) -> Fixture {
     let clock = Arc::new(ManualClock::new(start_time()));
-    let engine = Engine::new(EngineConfig { clock: clock.clone(), ..Default::default() });
+    let engine = Engine::new(EngineConfig {
+        clock: clock.clone(),
+        ..Default::default()
+    });
     let cdc = Cdc::install(&engine, config.clone());
     cdc.set_config(config);
-    engine.run("master", &format!("CREATE DATABASE {DB}")).expect("create database");
+    engine
+        .run("master", &format!("CREATE DATABASE {DB}"))
+        .expect("create database");
     Fixture { engine, clock, cdc }
 }
 
@@ -52,7 +60,10 @@ impl Fixture {
     }
 
     pub fn min_lsn(&self, instance: &str) -> [u8; 10] {
-        self.cdc.min_lsn(DB, instance).expect("instance exists").to_bytes()
+        self.cdc
+            .min_lsn(DB, instance)
+            .expect("instance exists")
+            .to_bytes()
     }
 
     pub fn max_lsn(&self) -> [u8; 10] {
@@ -62,7 +73,12 @@ impl Fixture {
     /// `cdc.fn_cdc_get_all_changes_<instance>(min, max, filter)` rows.
     pub fn all_changes(&self, instance: &str, filter: &str) -> Vec<Vec<Value>> {
         let (from, to) = (hex(&self.min_lsn(instance)), hex(&self.max_lsn()));
-        rows(&mut self.session(), &format!("SELECT * FROM cdc.fn_cdc_get_all_changes_{instance}({from}, {to}, N'{filter}')"))
+        rows(
+            &mut self.session(),
+            &format!(
+                "SELECT * FROM cdc.fn_cdc_get_all_changes_{instance}({from}, {to}, N'{filter}')"
+            ),
+        )
     }
 
     /// Rows of `cdc.<instance>_CT` in clustered order.
@@ -83,13 +99,21 @@ pub fn exec(s: &mut EngineSession, sql: &str) {
 /// Rows of the last result set.
 pub fn rows(s: &mut EngineSession, sql: &str) -> Vec<Vec<Value>> {
     match s.run(sql) {
-        Ok(results) => results.into_iter().last().map(|r| r.rows).unwrap_or_default(),
+        Ok(results) => results
+            .into_iter()
+            .last()
+            .map(|r| r.rows)
+            .unwrap_or_default(),
         Err(e) => panic!("{sql}\nfailed: {e}"),
     }
 }
 
 pub fn scalar(s: &mut EngineSession, sql: &str) -> Value {
-    rows(s, sql).into_iter().next().and_then(|r| r.into_iter().next()).unwrap_or(Value::Null)
+    rows(s, sql)
+        .into_iter()
+        .next()
+        .and_then(|r| r.into_iter().next())
+        .unwrap_or(Value::Null)
 }
 
 pub fn error(s: &mut EngineSession, sql: &str) -> SqlError {

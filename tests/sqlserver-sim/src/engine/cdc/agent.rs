@@ -29,7 +29,9 @@ impl AgentHandle {
 pub(super) fn start(cdc: &Arc<Cdc>) {
     let weak: Weak<Cdc> = Arc::downgrade(cdc);
     let signal = cdc.agent.signal.clone();
-    let spawned = std::thread::Builder::new().name("cdc-capture-agent".into()).spawn(move || run(weak, signal));
+    let spawned = std::thread::Builder::new()
+        .name("cdc-capture-agent".into())
+        .spawn(move || run(weak, signal));
     if let Err(e) = spawned {
         tracing::error!(error = %e, "cannot start the CDC capture agent thread; agent mode will not capture");
     }
@@ -53,12 +55,15 @@ fn run(weak: Weak<Cdc>, signal: Arc<(Mutex<bool>, Condvar)>) {
                     next_due.remove(&id);
                     continue;
                 }
-                let interval = config.agent_poll_override.unwrap_or(Duration::from_secs(jobs.pollinginterval.max(0) as u64));
+                let interval = config
+                    .agent_poll_override
+                    .unwrap_or(Duration::from_secs(jobs.pollinginterval.max(0) as u64));
                 let due = *next_due.entry(id).or_insert(now);
                 if due <= now {
                     let mut captured = 0;
                     for _ in 0..jobs.maxscans.max(1) {
-                        let outcome = capture::scan(&engine, &state, jobs.maxtrans.max(1) as usize, false);
+                        let outcome =
+                            capture::scan(&engine, &state, jobs.maxtrans.max(1) as usize, false);
                         captured += outcome.transactions;
                         if outcome.transactions < jobs.maxtrans.max(1) as usize {
                             break;

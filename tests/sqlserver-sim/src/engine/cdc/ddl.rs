@@ -29,22 +29,49 @@ impl DdlObserver for CdcDdlObserver {
 }
 
 /// Column changes between two versions of a table: (added, dropped, altered) names.
-fn column_changes(before: Option<&TableDef>, after: Option<&TableDef>) -> (Vec<String>, Vec<String>, Vec<String>) {
-    let (Some(b), Some(a)) = (before, after) else { return Default::default() };
-    let added = a.columns.iter().filter(|c| !b.columns.iter().any(|o| o.column_id == c.column_id)).map(|c| c.name.clone()).collect();
-    let dropped = b.columns.iter().filter(|c| !a.columns.iter().any(|n| n.column_id == c.column_id)).map(|c| c.name.clone()).collect();
+fn column_changes(
+    before: Option<&TableDef>,
+    after: Option<&TableDef>,
+) -> (Vec<String>, Vec<String>, Vec<String>) {
+    let (Some(b), Some(a)) = (before, after) else {
+        return Default::default();
+    };
+    let added = a
+        .columns
+        .iter()
+        .filter(|c| !b.columns.iter().any(|o| o.column_id == c.column_id))
+        .map(|c| c.name.clone())
+        .collect();
+    let dropped = b
+        .columns
+        .iter()
+        .filter(|c| !a.columns.iter().any(|n| n.column_id == c.column_id))
+        .map(|c| c.name.clone())
+        .collect();
     let altered = a
         .columns
         .iter()
-        .filter(|c| b.columns.iter().any(|o| o.column_id == c.column_id && (o.ty != c.ty || o.nullable != c.nullable)))
+        .filter(|c| {
+            b.columns
+                .iter()
+                .any(|o| o.column_id == c.column_id && (o.ty != c.ty || o.nullable != c.nullable))
+        })
         .map(|c| c.name.clone())
         .collect();
     (added, dropped, altered)
 }
 
 fn track_ddl(cdc: &Cdc, ctx: &mut ProcContext<'_>, event: &DdlEvent) -> Result<(), SqlError> {
-    let Some(state) = cdc.state(event.database_id) else { return Ok(()) };
-    let instances: Vec<_> = state.lock().instances.iter().filter(|i| i.def.source_object_id == event.object_id).cloned().collect();
+    let Some(state) = cdc.state(event.database_id) else {
+        return Ok(());
+    };
+    let instances: Vec<_> = state
+        .lock()
+        .instances
+        .iter()
+        .filter(|i| i.def.source_object_id == event.object_id)
+        .cloned()
+        .collect();
     if instances.is_empty() {
         return Ok(());
     }
@@ -70,18 +97,35 @@ fn track_ddl(cdc: &Cdc, ctx: &mut ProcContext<'_>, event: &DdlEvent) -> Result<(
                     }
                 }
                 for (name, ty) in &changed {
-                    let ct_ty = if *ty == crate::types::SqlType::RowVersion { crate::types::SqlType::Binary { len: 8 } } else { ty.clone() };
+                    let ct_ty = if *ty == crate::types::SqlType::RowVersion {
+                        crate::types::SqlType::Binary { len: 8 }
+                    } else {
+                        ty.clone()
+                    };
                     ctx.run(
-                        &format!("ALTER TABLE cdc.{} ALTER COLUMN {} {} NULL", bracket(&entry.def.ct_table_name()), bracket(name), type_name(&ct_ty)),
+                        &format!(
+                            "ALTER TABLE cdc.{} ALTER COLUMN {} {} NULL",
+                            bracket(&entry.def.ct_table_name()),
+                            bracket(name),
+                            type_name(&ct_ty)
+                        ),
                         &[],
                     )?;
                 }
                 if !changed.is_empty() {
                     let mut s = state.lock();
-                    if let Some(e) = s.instances.iter_mut().find(|e| e.def.object_id == entry.def.object_id) {
+                    if let Some(e) = s
+                        .instances
+                        .iter_mut()
+                        .find(|e| e.def.object_id == entry.def.object_id)
+                    {
                         let mut def = (*e.def).clone();
                         for (name, ty) in &changed {
-                            if let Some(c) = def.columns.iter_mut().find(|c| c.name.eq_ignore_ascii_case(name)) {
+                            if let Some(c) = def
+                                .columns
+                                .iter_mut()
+                                .find(|c| c.name.eq_ignore_ascii_case(name))
+                            {
                                 c.ty = ty.clone();
                             }
                         }
@@ -116,7 +160,10 @@ fn trigger_fires(events: &[String], event: DdlEventType) -> bool {
     }
     events.iter().any(|e| match e.as_str() {
         "DDL_DATABASE_LEVEL_EVENTS" => true,
-        "DDL_TABLE_VIEW_EVENTS" => matches!(event, CreateTable | AlterTable | DropTable | CreateIndex | DropIndex),
+        "DDL_TABLE_VIEW_EVENTS" => matches!(
+            event,
+            CreateTable | AlterTable | DropTable | CreateIndex | DropIndex
+        ),
         "DDL_TABLE_EVENTS" => matches!(event, CreateTable | AlterTable | DropTable),
         "DDL_INDEX_EVENTS" => matches!(event, CreateIndex | DropIndex),
         name => name == event.name(),
@@ -145,7 +192,11 @@ fn element(out: &mut String, name: &str, value: &str) {
 pub fn event_xml(event: &DdlEvent, server_name: &str) -> String {
     let mut x = String::from("<EVENT_INSTANCE>");
     element(&mut x, "EventType", event.event_type.name());
-    element(&mut x, "PostTime", &event.time.format("%Y-%m-%dT%H:%M:%S%.3f").to_string());
+    element(
+        &mut x,
+        "PostTime",
+        &event.time.format("%Y-%m-%dT%H:%M:%S%.3f").to_string(),
+    );
     element(&mut x, "ServerName", server_name);
     element(&mut x, "LoginName", &event.login);
     element(&mut x, "UserName", "dbo");
@@ -160,7 +211,10 @@ pub fn event_xml(event: &DdlEvent, server_name: &str) -> String {
             element(&mut x, "TargetObjectType", "TABLE");
         }
         (DdlEventType::Rename, None) => {
-            let old = event.before.as_ref().map_or(event.object_name.as_str(), |b| b.name.as_str());
+            let old = event
+                .before
+                .as_ref()
+                .map_or(event.object_name.as_str(), |b| b.name.as_str());
             element(&mut x, "ObjectName", old);
             element(&mut x, "ObjectType", "TABLE");
             element(&mut x, "NewObjectName", &event.object_name);
@@ -171,7 +225,8 @@ pub fn event_xml(event: &DdlEvent, server_name: &str) -> String {
         }
     }
     if event.event_type == DdlEventType::AlterTable {
-        let (added, dropped, altered) = column_changes(event.before.as_deref(), event.after.as_deref());
+        let (added, dropped, altered) =
+            column_changes(event.before.as_deref(), event.after.as_deref());
         let mut list = String::new();
         for (tag, names) in [("Create", added), ("Drop", dropped), ("Alter", altered)] {
             if !names.is_empty() {
@@ -183,7 +238,9 @@ pub fn event_xml(event: &DdlEvent, server_name: &str) -> String {
             }
         }
         if !list.is_empty() {
-            x.push_str(&format!("<AlterTableActionList>{list}</AlterTableActionList>"));
+            x.push_str(&format!(
+                "<AlterTableActionList>{list}</AlterTableActionList>"
+            ));
         }
     }
     x.push_str("<TSQLCommand><SetOptions ANSI_NULLS=\"ON\" ANSI_NULL_DEFAULT=\"ON\" ANSI_PADDING=\"ON\" QUOTED_IDENTIFIER=\"ON\" ENCRYPTED=\"FALSE\"/>");
@@ -198,7 +255,10 @@ fn fire_triggers(ctx: &mut ProcContext<'_>, event: &DdlEvent) -> Result<(), SqlE
         return Ok(());
     }
     let server = ctx.engine().config().server_name.clone();
-    for t in triggers.iter().filter(|t| !t.disabled && trigger_fires(&t.events, event.event_type)) {
+    for t in triggers
+        .iter()
+        .filter(|t| !t.disabled && trigger_fires(&t.events, event.event_type))
+    {
         ctx.set_event_data(Some(event_xml(event, &server)));
         let result = ctx.run(&t.body, &[]);
         ctx.set_event_data(None);
@@ -214,11 +274,20 @@ mod tests {
     #[test]
     fn event_groups() {
         let g = |e: &str| vec![e.to_string()];
-        assert!(trigger_fires(&g("DDL_TABLE_EVENTS"), DdlEventType::AlterTable));
+        assert!(trigger_fires(
+            &g("DDL_TABLE_EVENTS"),
+            DdlEventType::AlterTable
+        ));
         assert!(!trigger_fires(&g("DDL_TABLE_EVENTS"), DdlEventType::Rename));
         assert!(trigger_fires(&g("RENAME"), DdlEventType::Rename));
-        assert!(trigger_fires(&g("DDL_DATABASE_LEVEL_EVENTS"), DdlEventType::CreateIndex));
-        assert!(!trigger_fires(&g("DDL_DATABASE_LEVEL_EVENTS"), DdlEventType::TruncateTable));
+        assert!(trigger_fires(
+            &g("DDL_DATABASE_LEVEL_EVENTS"),
+            DdlEventType::CreateIndex
+        ));
+        assert!(!trigger_fires(
+            &g("DDL_DATABASE_LEVEL_EVENTS"),
+            DdlEventType::TruncateTable
+        ));
         assert!(trigger_fires(&g("DROP_TABLE"), DdlEventType::DropTable));
         assert_eq!(xml_escape("a<b&\"c\""), "a&lt;b&amp;&quot;c&quot;");
     }

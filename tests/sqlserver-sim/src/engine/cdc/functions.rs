@@ -11,7 +11,9 @@ use super::procs::{as_i64, as_lsn};
 use super::tables::{self, lsn_value, opt_lsn_value};
 use super::{Cdc, InstanceEntry};
 use crate::api::{ResultColumn, SqlError};
-use crate::engine::hooks::{FunctionContext, ScalarFunction, TableFunction, TableFunctionResolver, TableResult};
+use crate::engine::hooks::{
+    FunctionContext, ScalarFunction, TableFunction, TableFunctionResolver, TableResult,
+};
 use crate::engine::lsn::Lsn;
 use crate::engine::store::Key;
 use crate::engine::value::{datetime_parts, err, naive_from_parts, parse_datetime_string};
@@ -53,9 +55,19 @@ pub(super) fn register(engine: &Engine, cdc: &Arc<Cdc>) {
         ("sys.fn_cdc_has_column_changed", Scalar::HasColumnChanged, 3),
     ];
     for (name, kind, arity) in list {
-        engine.register_function(name, Arc::new(CdcFunction { cdc: Arc::downgrade(cdc), kind, name, arity }));
+        engine.register_function(
+            name,
+            Arc::new(CdcFunction {
+                cdc: Arc::downgrade(cdc),
+                kind,
+                name,
+                arity,
+            }),
+        );
     }
-    engine.register_table_function_resolver(Arc::new(ChangeFunctions { cdc: Arc::downgrade(cdc) }));
+    engine.register_table_function_resolver(Arc::new(ChangeFunctions {
+        cdc: Arc::downgrade(cdc),
+    }));
 }
 
 fn binary_arg(v: &Value) -> Option<&[u8]> {
@@ -87,11 +99,19 @@ impl ScalarFunction for CdcFunction {
         if args.len() != self.arity {
             return Err(err(
                 174,
-                format!("The {} function requires {} argument(s).", self.name.trim_start_matches("sys."), self.arity),
+                format!(
+                    "The {} function requires {} argument(s).",
+                    self.name.trim_start_matches("sys."),
+                    self.arity
+                ),
             ));
         }
         Ok(match self.kind {
-            Scalar::MinLsn | Scalar::MaxLsn | Scalar::IncrementLsn | Scalar::DecrementLsn | Scalar::MapTimeToLsn => BINARY10,
+            Scalar::MinLsn
+            | Scalar::MaxLsn
+            | Scalar::IncrementLsn
+            | Scalar::DecrementLsn
+            | Scalar::MapTimeToLsn => BINARY10,
             Scalar::MapLsnToTime => SqlType::DateTime,
             Scalar::ColumnOrdinal => SqlType::Int,
             Scalar::IsBitSet | Scalar::HasColumnChanged => SqlType::Bit,
@@ -103,29 +123,51 @@ impl ScalarFunction for CdcFunction {
         let state = || cdc.state_by_name(ctx.engine, ctx.database);
         Ok(match self.kind {
             // All zeros when the instance does not exist (documented).
-            Scalar::MinLsn => lsn_value(self.instance(ctx, &args[0]).map_or(Lsn::ZERO, |e| e.start_lsn)),
+            Scalar::MinLsn => lsn_value(
+                self.instance(ctx, &args[0])
+                    .map_or(Lsn::ZERO, |e| e.start_lsn),
+            ),
             Scalar::MaxLsn => opt_lsn_value(state().and_then(|s| s.lock().max_lsn())),
             Scalar::IncrementLsn => opt_lsn_value(as_lsn(&args[0]).map(Lsn::increment)),
             Scalar::DecrementLsn => opt_lsn_value(as_lsn(&args[0]).map(Lsn::decrement)),
             Scalar::MapLsnToTime => {
-                let (Some(lsn), Some(s)) = (as_lsn(&args[0]), state()) else { return Ok(Value::Null) };
+                let (Some(lsn), Some(s)) = (as_lsn(&args[0]), state()) else {
+                    return Ok(Value::Null);
+                };
                 let s = s.lock();
-                let found = s.mapping.binary_search_by(|m| m.start_lsn.cmp(&lsn)).ok().map(|i| s.mapping[i].tran_end_time);
+                let found = s
+                    .mapping
+                    .binary_search_by(|m| m.start_lsn.cmp(&lsn))
+                    .ok()
+                    .map(|i| s.mapping[i].tran_end_time);
                 found.map_or(Value::Null, tables::datetime_value)
             }
             Scalar::MapTimeToLsn => {
-                let op = string_arg(&args[0]).unwrap_or_default().trim().to_lowercase();
+                let op = string_arg(&args[0])
+                    .unwrap_or_default()
+                    .trim()
+                    .to_lowercase();
                 let parts = match &args[1] {
                     Value::String(text) => parse_datetime_string(text).map(|(d, t, _, _)| (d, t)),
                     other => datetime_parts(other).map(|(d, t, _)| (d, t)),
                 };
-                let Some(time) = parts.map(|(d, t)| naive_from_parts(d, t)) else { return Ok(Value::Null) };
-                let Some(s) = state() else { return Ok(Value::Null) };
+                let Some(time) = parts.map(|(d, t)| naive_from_parts(d, t)) else {
+                    return Ok(Value::Null);
+                };
+                let Some(s) = state() else {
+                    return Ok(Value::Null);
+                };
                 let s = s.lock();
-                opt_lsn_value(map_time_to_lsn(s.mapping.iter().map(|m| (m.start_lsn, m.tran_end_time)), &op, time)?)
+                opt_lsn_value(map_time_to_lsn(
+                    s.mapping.iter().map(|m| (m.start_lsn, m.tran_end_time)),
+                    &op,
+                    time,
+                )?)
             }
             Scalar::ColumnOrdinal => {
-                let Some(entry) = self.instance(ctx, &args[0]) else { return Ok(Value::Null) };
+                let Some(entry) = self.instance(ctx, &args[0]) else {
+                    return Ok(Value::Null);
+                };
                 let column = string_arg(&args[1]).unwrap_or_default();
                 Value::Int(entry.def.column(&column).map_or(-1, |c| c.ordinal as i32))
             }
@@ -135,11 +177,21 @@ impl ScalarFunction for CdcFunction {
                 _ => Value::Null,
             },
             Scalar::HasColumnChanged => {
-                let Some(entry) = self.instance(ctx, &args[0]) else { return Ok(Value::Null) };
+                let Some(entry) = self.instance(ctx, &args[0]) else {
+                    return Ok(Value::Null);
+                };
                 let column = string_arg(&args[1]).unwrap_or_default();
-                let Some(mask) = binary_arg(&args[2]) else { return Ok(Value::Null) };
+                let Some(mask) = binary_arg(&args[2]) else {
+                    return Ok(Value::Null);
+                };
                 let c = entry.def.column(&column).ok_or_else(|| {
-                    err(22924, format!("The column '{column}' is not captured by capture instance '{}'.", entry.def.name))
+                    err(
+                        22924,
+                        format!(
+                            "The column '{column}' is not captured by capture instance '{}'.",
+                            entry.def.name
+                        ),
+                    )
                 })?;
                 Value::Bit(is_bit_set(mask, c.ordinal))
             }
@@ -149,7 +201,11 @@ impl ScalarFunction for CdcFunction {
 
 /// `sys.fn_cdc_map_time_to_lsn` over (start_lsn, tran_end_time) in ascending LSN order.
 /// "smallest …" forms return the smallest LSN at the boundary time, "largest …" the largest.
-fn map_time_to_lsn(rows: impl Iterator<Item = (Lsn, NaiveDateTime)>, op: &str, time: NaiveDateTime) -> Result<Option<Lsn>, SqlError> {
+fn map_time_to_lsn(
+    rows: impl Iterator<Item = (Lsn, NaiveDateTime)>,
+    op: &str,
+    time: NaiveDateTime,
+) -> Result<Option<Lsn>, SqlError> {
     let test: fn(NaiveDateTime, NaiveDateTime) -> bool = match op {
         "largest less than" => |t, x| t < x,
         "largest less than or equal" => |t, x| t <= x,
@@ -225,7 +281,12 @@ impl TableFunctionResolver for ChangeFunctions {
         if kind == Kind::Net && !entry.def.supports_net_changes {
             return None;
         }
-        Some(Arc::new(ChangeFunction { cdc: self.cdc.clone(), database: database.to_string(), instance: entry.def.name.clone(), kind }))
+        Some(Arc::new(ChangeFunction {
+            cdc: self.cdc.clone(),
+            database: database.to_string(),
+            instance: entry.def.name.clone(),
+            kind,
+        }))
     }
 }
 
@@ -244,19 +305,35 @@ impl TableFunction for ChangeFunction {
         if args.len() != 3 {
             return Err(err(
                 216,
-                format!("Parameters were not supplied for the function 'cdc.fn_cdc_get_{}_changes_{}'.", if self.kind == Kind::All { "all" } else { "net" }, self.instance),
+                format!(
+                    "Parameters were not supplied for the function 'cdc.fn_cdc_get_{}_changes_{}'.",
+                    if self.kind == Kind::All { "all" } else { "net" },
+                    self.instance
+                ),
             ));
         }
-        let state = cdc.state_by_name(&engine, &self.database).ok_or_else(|| super::not_enabled(&self.database))?;
+        let state = cdc
+            .state_by_name(&engine, &self.database)
+            .ok_or_else(|| super::not_enabled(&self.database))?;
         let (entry, max) = {
             let s = state.lock();
-            let entry = s.instance(&self.instance).cloned().ok_or_else(|| err(208, format!("Invalid object name 'cdc.fn_cdc_get_all_changes_{}'.", self.instance)))?;
+            let entry = s.instance(&self.instance).cloned().ok_or_else(|| {
+                err(
+                    208,
+                    format!(
+                        "Invalid object name 'cdc.fn_cdc_get_all_changes_{}'.",
+                        self.instance
+                    ),
+                )
+            })?;
             (entry, s.max_lsn())
         };
         let from = as_lsn(&args[0]);
         let to = as_lsn(&args[1]);
         let filter = string_arg(&args[2]).map(|f| f.trim().to_lowercase());
-        let (Some(from), Some(to), Some(max), Some(filter)) = (from, to, max, filter) else { return Err(error_313(self.kind)) };
+        let (Some(from), Some(to), Some(max), Some(filter)) = (from, to, max, filter) else {
+            return Err(error_313(self.kind));
+        };
         if from > to || from < entry.start_lsn || to > max {
             return Err(error_313(self.kind));
         }
@@ -283,14 +360,26 @@ impl TableFunction for ChangeFunction {
 }
 
 fn captured_columns(entry: &InstanceEntry) -> impl Iterator<Item = ResultColumn> + '_ {
-    entry.def.columns.iter().map(|c| ResultColumn::expr(c.name.clone(), c.ct_type(), true))
+    entry
+        .def
+        .columns
+        .iter()
+        .map(|c| ResultColumn::expr(c.name.clone(), c.ct_type(), true))
 }
 
 /// Committed change-table rows with `from <= __$start_lsn <= to`, in storage order
 /// (start_lsn, command_id, seqval, operation).
-fn for_each_row(engine: &Engine, entry: &InstanceEntry, from: Lsn, to: Lsn, mut f: impl FnMut(&[Value])) {
+fn for_each_row(
+    engine: &Engine,
+    entry: &InstanceEntry,
+    from: Lsn,
+    to: Lsn,
+    mut f: impl FnMut(&[Value]),
+) {
     let snapshot = engine.inner.store.snapshot();
-    let Some(data) = snapshot.table(entry.def.object_id) else { return };
+    let Some(data) = snapshot.table(entry.def.object_id) else {
+        return;
+    };
     let upper = to.to_bytes();
     for (_, stored) in data.rows.range(Key::new(vec![lsn_value(from)])..) {
         if matches!(&stored.row[0], Value::Binary(b) if b.as_ref() > upper.as_slice()) {
@@ -300,12 +389,22 @@ fn for_each_row(engine: &Engine, entry: &InstanceEntry, from: Lsn, to: Lsn, mut 
     }
 }
 
-fn all_changes(engine: &Engine, entry: &InstanceEntry, from: Lsn, to: Lsn, update_old: bool) -> TableResult {
+fn all_changes(
+    engine: &Engine,
+    entry: &InstanceEntry,
+    from: Lsn,
+    to: Lsn,
+    update_old: bool,
+) -> TableResult {
     let mut columns = vec![
         ResultColumn::expr("__$start_lsn", BINARY10, false),
         ResultColumn::expr("__$seqval", BINARY10, false),
         ResultColumn::expr("__$operation", SqlType::Int, false),
-        ResultColumn::expr("__$update_mask", SqlType::VarBinary { len: Some(128) }, true),
+        ResultColumn::expr(
+            "__$update_mask",
+            SqlType::VarBinary { len: Some(128) },
+            true,
+        ),
     ];
     columns.extend(captured_columns(entry));
     let n = entry.def.columns.len();
@@ -340,16 +439,36 @@ struct NetRow {
     mask: Vec<u8>,
 }
 
-fn net_changes(engine: &Engine, entry: &InstanceEntry, from: Lsn, to: Lsn, mode: NetMode) -> TableResult {
+fn net_changes(
+    engine: &Engine,
+    entry: &InstanceEntry,
+    from: Lsn,
+    to: Lsn,
+    mode: NetMode,
+) -> TableResult {
     let mut columns = vec![
         ResultColumn::expr("__$start_lsn", BINARY10, false),
         ResultColumn::expr("__$operation", SqlType::Int, false),
-        ResultColumn::expr("__$update_mask", SqlType::VarBinary { len: Some(128) }, true),
+        ResultColumn::expr(
+            "__$update_mask",
+            SqlType::VarBinary { len: Some(128) },
+            true,
+        ),
     ];
     columns.extend(captured_columns(entry));
     let n = entry.def.columns.len();
-    let key_positions: Vec<usize> =
-        entry.def.index_columns.iter().filter_map(|(name, _)| entry.def.columns.iter().position(|c| c.name.eq_ignore_ascii_case(name))).collect();
+    let key_positions: Vec<usize> = entry
+        .def
+        .index_columns
+        .iter()
+        .filter_map(|(name, _)| {
+            entry
+                .def
+                .columns
+                .iter()
+                .position(|c| c.name.eq_ignore_ascii_case(name))
+        })
+        .collect();
     let mut order: Vec<Key> = Vec::new();
     let mut net: BTreeMap<Key, NetRow> = BTreeMap::new();
     for_each_row(engine, entry, from, to, |r| {
@@ -368,7 +487,14 @@ fn net_changes(engine: &Engine, entry: &InstanceEntry, from: Lsn, to: Lsn, mode:
         };
         let state = net.entry(key.clone()).or_insert_with(|| {
             order.push(key);
-            NetRow { existed_before: op != 2, last: Vec::new(), exists: false, start_lsn: Value::Null, seqval: Value::Null, mask: vec![0; mask.len()] }
+            NetRow {
+                existed_before: op != 2,
+                last: Vec::new(),
+                exists: false,
+                start_lsn: Value::Null,
+                seqval: Value::Null,
+                mask: vec![0; mask.len()],
+            }
         });
         state.last = image.to_vec();
         state.exists = op != 1;
@@ -387,17 +513,34 @@ fn net_changes(engine: &Engine, entry: &InstanceEntry, from: Lsn, to: Lsn, mode:
             (false, false) => continue,
             (false, true) => (2, Value::Null),
             (true, false) => (1, Value::Null),
-            (true, true) => (4, if mode == NetMode::WithMask { tables::binary(&s.mask) } else { Value::Null }),
+            (true, true) => (
+                4,
+                if mode == NetMode::WithMask {
+                    tables::binary(&s.mask)
+                } else {
+                    Value::Null
+                },
+            ),
         };
-        let op = if mode == NetMode::WithMerge && op != 1 { 5 } else { op };
+        let op = if mode == NetMode::WithMerge && op != 1 {
+            5
+        } else {
+            op
+        };
         let mut row = Vec::with_capacity(3 + n);
         row.extend([s.start_lsn.clone(), Value::Int(op), mask]);
         // For a net delete: the identifier and, as in the delete image, the last values.
         row.extend(s.last);
         finished.push((s.start_lsn, s.seqval, row));
     }
-    finished.sort_by(|a, b| crate::engine::value::compare_total(&a.0, &b.0).then(crate::engine::value::compare_total(&a.1, &b.1)));
-    TableResult { columns, rows: finished.into_iter().map(|(_, _, r)| r).collect() }
+    finished.sort_by(|a, b| {
+        crate::engine::value::compare_total(&a.0, &b.0)
+            .then(crate::engine::value::compare_total(&a.1, &b.1))
+    });
+    TableResult {
+        columns,
+        rows: finished.into_iter().map(|(_, _, r)| r).collect(),
+    }
 }
 
 #[cfg(test)]
@@ -405,12 +548,20 @@ mod tests {
     use super::*;
 
     fn t(h: u32, m: u32) -> NaiveDateTime {
-        chrono::NaiveDate::from_ymd_opt(2024, 1, 1).unwrap().and_hms_opt(h, m, 0).unwrap()
+        chrono::NaiveDate::from_ymd_opt(2024, 1, 1)
+            .unwrap()
+            .and_hms_opt(h, m, 0)
+            .unwrap()
     }
 
     #[test]
     fn time_to_lsn_picks_the_documented_end_of_ties() {
-        let rows = vec![(Lsn(10), t(1, 0)), (Lsn(11), t(1, 5)), (Lsn(12), t(1, 5)), (Lsn(13), t(1, 9))];
+        let rows = vec![
+            (Lsn(10), t(1, 0)),
+            (Lsn(11), t(1, 5)),
+            (Lsn(12), t(1, 5)),
+            (Lsn(13), t(1, 9)),
+        ];
         let f = |op: &str, x| map_time_to_lsn(rows.clone().into_iter(), op, x).unwrap();
         assert_eq!(f("largest less than", t(1, 5)), Some(Lsn(10)));
         assert_eq!(f("largest less than or equal", t(1, 5)), Some(Lsn(12)));

@@ -2,9 +2,9 @@
 
 use chrono::NaiveDateTime;
 
+use crate::api::SqlError;
 use crate::engine::catalog::TableDef;
 use crate::engine::value::{err, type_name};
-use crate::api::SqlError;
 use crate::types::SqlType;
 
 /// A column of a capture instance (`cdc.captured_columns`).
@@ -23,12 +23,20 @@ pub struct CapturedColumn {
 impl CapturedColumn {
     /// text, ntext and image: NULL in ops 1 and 3.
     pub fn is_legacy_lob(&self) -> bool {
-        matches!(self.ty, SqlType::Text { .. } | SqlType::NText { .. } | SqlType::Image)
+        matches!(
+            self.ty,
+            SqlType::Text { .. } | SqlType::NText { .. } | SqlType::Image
+        )
     }
 
     /// varchar(max), nvarchar(max), varbinary(max): NULL in op 3 unless changed.
     pub fn is_max_lob(&self) -> bool {
-        matches!(self.ty, SqlType::VarChar { len: None, .. } | SqlType::NVarChar { len: None, .. } | SqlType::VarBinary { len: None })
+        matches!(
+            self.ty,
+            SqlType::VarChar { len: None, .. }
+                | SqlType::NVarChar { len: None, .. }
+                | SqlType::VarBinary { len: None }
+        )
     }
 
     /// The change-table column type (rowversion becomes binary(8)).
@@ -72,16 +80,28 @@ impl CaptureInstance {
     }
 
     pub fn column(&self, name: &str) -> Option<&CapturedColumn> {
-        self.columns.iter().find(|c| c.name.eq_ignore_ascii_case(name))
+        self.columns
+            .iter()
+            .find(|c| c.name.eq_ignore_ascii_case(name))
     }
 
     /// Comma-separated quoted column list (sp_cdc_help_change_data_capture).
     pub fn captured_column_list(&self) -> String {
-        self.columns.iter().map(|c| format!("[{}]", c.name)).collect::<Vec<_>>().join(", ")
+        self.columns
+            .iter()
+            .map(|c| format!("[{}]", c.name))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     pub fn index_column_list(&self) -> Option<String> {
-        (!self.index_columns.is_empty()).then(|| self.index_columns.iter().map(|(n, _)| format!("[{n}]")).collect::<Vec<_>>().join(", "))
+        (!self.index_columns.is_empty()).then(|| {
+            self.index_columns
+                .iter()
+                .map(|(n, _)| format!("[{n}]"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
     }
 }
 
@@ -151,8 +171,17 @@ fn bad_list(list: &str) -> SqlError {
 
 /// Columns captured by a new instance: all columns of `table` (in column order) or the named
 /// ones (in table order, as SQL Server assigns ordinals by column_id).
-pub fn select_columns(table: &TableDef, list: Option<&str>) -> Result<Vec<CapturedColumn>, SqlError> {
-    const RESERVED: [&str; 5] = ["__$start_lsn", "__$end_lsn", "__$seqval", "__$operation", "__$update_mask"];
+pub fn select_columns(
+    table: &TableDef,
+    list: Option<&str>,
+) -> Result<Vec<CapturedColumn>, SqlError> {
+    const RESERVED: [&str; 5] = [
+        "__$start_lsn",
+        "__$end_lsn",
+        "__$seqval",
+        "__$operation",
+        "__$update_mask",
+    ];
     let wanted = match list {
         None => None,
         Some(l) => {
@@ -195,7 +224,10 @@ mod tests {
 
     #[test]
     fn column_lists_accept_quotes_and_commas_in_names() {
-        assert_eq!(parse_column_list("a, [b], \"c\"").unwrap(), vec!["a", "b", "c"]);
+        assert_eq!(
+            parse_column_list("a, [b], \"c\"").unwrap(),
+            vec!["a", "b", "c"]
+        );
         assert_eq!(parse_column_list("[x,y] , z").unwrap(), vec!["x,y", "z"]);
         assert_eq!(parse_column_list("[a]]b]").unwrap(), vec!["a]b"]);
         assert!(parse_column_list("a,,b").is_err());

@@ -45,7 +45,9 @@ mod tests {
         assert_eq!(m, vec![0x00, 0x01]);
         set_bit(&mut m, 9);
         assert_eq!(m, vec![0x01, 0x01]);
-        assert!(is_bit_set(&m, 1) && is_bit_set(&m, 9) && !is_bit_set(&m, 2) && !is_bit_set(&m, 17));
+        assert!(
+            is_bit_set(&m, 1) && is_bit_set(&m, 9) && !is_bit_set(&m, 2) && !is_bit_set(&m, 17)
+        );
         assert_eq!(all_bits(8), vec![0xFF]);
         assert_eq!(mask_len(0), 1);
     }

@@ -113,7 +113,14 @@ pub struct JobSettings {
 
 impl Default for JobSettings {
     fn default() -> Self {
-        JobSettings { maxtrans: 500, maxscans: 10, continuous: true, pollinginterval: 5, retention: 4320, threshold: 5000 }
+        JobSettings {
+            maxtrans: 500,
+            maxscans: 10,
+            continuous: true,
+            pollinginterval: 5,
+            retention: 4320,
+            threshold: 5000,
+        }
     }
 }
 
@@ -170,7 +177,9 @@ pub(crate) struct Handles {
 
 impl DbState {
     pub fn instance(&self, name: &str) -> Option<&InstanceEntry> {
-        self.instances.iter().find(|i| i.def.name.eq_ignore_ascii_case(name))
+        self.instances
+            .iter()
+            .find(|i| i.def.name.eq_ignore_ascii_case(name))
     }
 
     pub fn max_lsn(&self) -> Option<Lsn> {
@@ -189,12 +198,15 @@ pub struct Cdc {
 
 impl std::fmt::Debug for Cdc {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Cdc").field("config", &*self.config.lock()).finish_non_exhaustive()
+        f.debug_struct("Cdc")
+            .field("config", &*self.config.lock())
+            .finish_non_exhaustive()
     }
 }
 
 /// Engines with CDC installed (so that `install` is idempotent and `Cdc::of` finds it).
-static INSTALLED: Mutex<Vec<(Weak<super::EngineInner>, Weak<Cdc>)>> = parking_lot::const_mutex(Vec::new());
+static INSTALLED: Mutex<Vec<(Weak<super::EngineInner>, Weak<Cdc>)>> =
+    parking_lot::const_mutex(Vec::new());
 
 /// Error for a database that is not enabled for CDC.
 pub(crate) fn not_enabled(database: &str) -> SqlError {
@@ -236,8 +248,14 @@ impl Cdc {
         Cdc::find(&INSTALLED.lock(), engine)
     }
 
-    fn find(registry: &[(Weak<super::EngineInner>, Weak<Cdc>)], engine: &Engine) -> Option<Arc<Cdc>> {
-        registry.iter().find(|(e, _)| std::ptr::eq(e.as_ptr(), Arc::as_ptr(&engine.inner))).and_then(|(_, c)| c.upgrade())
+    fn find(
+        registry: &[(Weak<super::EngineInner>, Weak<Cdc>)],
+        engine: &Engine,
+    ) -> Option<Arc<Cdc>> {
+        registry
+            .iter()
+            .find(|(e, _)| std::ptr::eq(e.as_ptr(), Arc::as_ptr(&engine.inner)))
+            .and_then(|(_, c)| c.upgrade())
     }
 
     pub(crate) fn engine(&self) -> Option<Engine> {
@@ -262,7 +280,11 @@ impl Cdc {
         self.databases.lock().get(&database_id).cloned()
     }
 
-    pub(crate) fn state_by_name(&self, engine: &Engine, database: &str) -> Option<Arc<Mutex<DbState>>> {
+    pub(crate) fn state_by_name(
+        &self,
+        engine: &Engine,
+        database: &str,
+    ) -> Option<Arc<Mutex<DbState>>> {
         self.state(engine.database_id(database)?)
     }
 
@@ -273,7 +295,9 @@ impl Cdc {
     /// Sets the capture mode of one database.
     pub fn set_mode(&self, database: &str, mode: CaptureMode) -> Result<(), SqlError> {
         let engine = self.engine().ok_or_else(engine_gone)?;
-        let state = self.state_by_name(&engine, database).ok_or_else(|| not_enabled(database))?;
+        let state = self
+            .state_by_name(&engine, database)
+            .ok_or_else(|| not_enabled(database))?;
         state.lock().mode = mode;
         if mode == CaptureMode::Synchronous {
             self.scan(database, None)?;
@@ -286,7 +310,9 @@ impl Cdc {
     /// sp_cdc_start_job. Resuming in synchronous mode captures the backlog at once.
     pub fn set_capture_running(&self, database: &str, running: bool) -> Result<(), SqlError> {
         let engine = self.engine().ok_or_else(engine_gone)?;
-        let state = self.state_by_name(&engine, database).ok_or_else(|| not_enabled(database))?;
+        let state = self
+            .state_by_name(&engine, database)
+            .ok_or_else(|| not_enabled(database))?;
         let mode = {
             let mut s = state.lock();
             s.capture_running = running;
@@ -302,17 +328,30 @@ impl Cdc {
     /// Runs one capture scan over everything queued (or at most `max_transactions`), even
     /// when the capture job is stopped (like `sys.sp_cdc_scan`). Writes an idle mapping row
     /// when nothing was queued and `heartbeat_if_idle` is configured for the agent.
-    pub fn scan(&self, database: &str, max_transactions: Option<usize>) -> Result<ScanOutcome, SqlError> {
+    pub fn scan(
+        &self,
+        database: &str,
+        max_transactions: Option<usize>,
+    ) -> Result<ScanOutcome, SqlError> {
         let engine = self.engine().ok_or_else(engine_gone)?;
-        let state = self.state_by_name(&engine, database).ok_or_else(|| not_enabled(database))?;
-        Ok(capture::scan(&engine, &state, max_transactions.unwrap_or(usize::MAX), false))
+        let state = self
+            .state_by_name(&engine, database)
+            .ok_or_else(|| not_enabled(database))?;
+        Ok(capture::scan(
+            &engine,
+            &state,
+            max_transactions.unwrap_or(usize::MAX),
+            false,
+        ))
     }
 
     /// Writes one idle (`tran_id = 0x00`) `cdc.lsn_time_mapping` row, as the capture job does
     /// in quiet periods; `fn_cdc_get_max_lsn()` moves to it.
     pub fn heartbeat(&self, database: &str) -> Result<Lsn, SqlError> {
         let engine = self.engine().ok_or_else(engine_gone)?;
-        let state = self.state_by_name(&engine, database).ok_or_else(|| not_enabled(database))?;
+        let state = self
+            .state_by_name(&engine, database)
+            .ok_or_else(|| not_enabled(database))?;
         capture::heartbeat(&engine, &state).ok_or_else(engine_gone)
     }
 
@@ -320,21 +359,36 @@ impl Cdc {
     /// `tran_end_time` minus `@retention` minutes.
     pub fn cleanup_by_retention(&self, database: &str) -> Result<Option<Lsn>, SqlError> {
         let engine = self.engine().ok_or_else(engine_gone)?;
-        let state = self.state_by_name(&engine, database).ok_or_else(|| not_enabled(database))?;
+        let state = self
+            .state_by_name(&engine, database)
+            .ok_or_else(|| not_enabled(database))?;
         capture::cleanup_retention(&engine, &state, &self.config())
     }
 
     /// Cleanup as of an explicit time: everything whose commit time is before `cutoff` goes.
-    pub fn cleanup_before_time(&self, database: &str, cutoff: NaiveDateTime) -> Result<Option<Lsn>, SqlError> {
+    pub fn cleanup_before_time(
+        &self,
+        database: &str,
+        cutoff: NaiveDateTime,
+    ) -> Result<Option<Lsn>, SqlError> {
         let engine = self.engine().ok_or_else(engine_gone)?;
-        let state = self.state_by_name(&engine, database).ok_or_else(|| not_enabled(database))?;
+        let state = self
+            .state_by_name(&engine, database)
+            .ok_or_else(|| not_enabled(database))?;
         capture::cleanup_at_time(&engine, &state, cutoff, &self.config())
     }
 
     /// Cleanup to an explicit low watermark for every instance (or one instance).
-    pub fn cleanup_to_watermark(&self, database: &str, instance: Option<&str>, low_water_mark: Lsn) -> Result<(), SqlError> {
+    pub fn cleanup_to_watermark(
+        &self,
+        database: &str,
+        instance: Option<&str>,
+        low_water_mark: Lsn,
+    ) -> Result<(), SqlError> {
         let engine = self.engine().ok_or_else(engine_gone)?;
-        let state = self.state_by_name(&engine, database).ok_or_else(|| not_enabled(database))?;
+        let state = self
+            .state_by_name(&engine, database)
+            .ok_or_else(|| not_enabled(database))?;
         capture::cleanup_instances(&engine, &state, instance, low_water_mark, &self.config())
     }
 
@@ -347,20 +401,34 @@ impl Cdc {
     /// `sys.fn_cdc_get_min_lsn(instance)` (None = no such instance).
     pub fn min_lsn(&self, database: &str, instance: &str) -> Option<Lsn> {
         let engine = self.engine()?;
-        self.state_by_name(&engine, database)?.lock().instance(instance).map(|i| i.start_lsn)
+        self.state_by_name(&engine, database)?
+            .lock()
+            .instance(instance)
+            .map(|i| i.start_lsn)
     }
 
     /// Committed transactions not yet captured.
     pub fn pending_transactions(&self, database: &str) -> usize {
-        let Some(engine) = self.engine() else { return 0 };
-        self.state_by_name(&engine, database).map_or(0, |s| s.lock().pending.len())
+        let Some(engine) = self.engine() else {
+            return 0;
+        };
+        self.state_by_name(&engine, database)
+            .map_or(0, |s| s.lock().pending.len())
     }
 
     /// The capture instances of a database.
     pub fn instances(&self, database: &str) -> Vec<(Arc<CaptureInstance>, Lsn)> {
-        let Some(engine) = self.engine() else { return Vec::new() };
+        let Some(engine) = self.engine() else {
+            return Vec::new();
+        };
         self.state_by_name(&engine, database)
-            .map(|s| s.lock().instances.iter().map(|i| (i.def.clone(), i.start_lsn)).collect())
+            .map(|s| {
+                s.lock()
+                    .instances
+                    .iter()
+                    .map(|i| (i.def.clone(), i.start_lsn))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 }
@@ -371,7 +439,9 @@ pub(crate) fn engine_gone() -> SqlError {
 
 impl CommitObserver for Cdc {
     fn committed(&self, txn: CommittedTransaction) {
-        let Some(state) = self.state(txn.database_id) else { return };
+        let Some(state) = self.state(txn.database_id) else {
+            return;
+        };
         let config = self.config.lock().clone();
         let Some(engine) = self.engine() else { return };
         capture::on_commit(&engine, &state, txn, &config);

@@ -7,7 +7,7 @@ use parking_lot::Mutex;
 
 use super::instance::{select_columns, CaptureInstance};
 use super::tables::{self, bracket, DirectWrite, TableHandle};
-use super::{capture, not_enabled, Cdc, CaptureMode, DbState, Handles, InstanceEntry, JobSettings};
+use super::{capture, not_enabled, CaptureMode, Cdc, DbState, Handles, InstanceEntry, JobSettings};
 use crate::api::{ResultColumn, ResultSink, SqlError, StatementKind};
 use crate::engine::hooks::{ProcArgs, SystemProcedure};
 use crate::engine::lsn::Lsn;
@@ -15,7 +15,8 @@ use crate::engine::value::{err, sysname};
 use crate::engine::{Engine, ProcContext};
 use crate::types::{SqlType, Value};
 
-type ProcFn = fn(&Cdc, &mut ProcContext<'_>, &ProcArgs, &mut dyn ResultSink) -> Result<i32, SqlError>;
+type ProcFn =
+    fn(&Cdc, &mut ProcContext<'_>, &ProcArgs, &mut dyn ResultSink) -> Result<i32, SqlError>;
 
 struct CdcProc {
     cdc: Weak<Cdc>,
@@ -23,7 +24,12 @@ struct CdcProc {
 }
 
 impl SystemProcedure for CdcProc {
-    fn call(&self, ctx: &mut ProcContext<'_>, args: &ProcArgs, sink: &mut dyn ResultSink) -> Result<i32, SqlError> {
+    fn call(
+        &self,
+        ctx: &mut ProcContext<'_>,
+        args: &ProcArgs,
+        sink: &mut dyn ResultSink,
+    ) -> Result<i32, SqlError> {
         let cdc = self.cdc.upgrade().ok_or_else(super::engine_gone)?;
         (self.f)(&cdc, ctx, args, sink)
     }
@@ -35,7 +41,10 @@ pub(super) fn register(engine: &Engine, cdc: &Arc<Cdc>) {
         ("sys.sp_cdc_disable_db", disable_db),
         ("sys.sp_cdc_enable_table", enable_table),
         ("sys.sp_cdc_disable_table", disable_table),
-        ("sys.sp_cdc_help_change_data_capture", help_change_data_capture),
+        (
+            "sys.sp_cdc_help_change_data_capture",
+            help_change_data_capture,
+        ),
         ("sys.sp_cdc_get_captured_columns", get_captured_columns),
         ("sys.sp_cdc_get_ddl_history", get_ddl_history),
         ("sys.sp_cdc_change_job", change_job),
@@ -47,12 +56,20 @@ pub(super) fn register(engine: &Engine, cdc: &Arc<Cdc>) {
         ("sys.sp_standin_cdc_control", standin_control),
     ];
     for (name, f) in procs {
-        engine.register_procedure(name, Arc::new(CdcProc { cdc: Arc::downgrade(cdc), f: *f }));
+        engine.register_procedure(
+            name,
+            Arc::new(CdcProc {
+                cdc: Arc::downgrade(cdc),
+                f: *f,
+            }),
+        );
     }
 }
 
 fn is_system_database(name: &str) -> bool {
-    ["master", "tempdb", "model", "msdb"].iter().any(|s| s.eq_ignore_ascii_case(name))
+    ["master", "tempdb", "model", "msdb"]
+        .iter()
+        .any(|s| s.eq_ignore_ascii_case(name))
 }
 
 pub(crate) fn as_bool(v: &Value) -> Option<bool> {
@@ -96,23 +113,32 @@ pub(crate) fn as_lsn(v: &Value) -> Option<Lsn> {
 
 /// Whether the named parameter (or its position) was supplied at all (NULL counts).
 fn supplied(args: &ProcArgs, name: &str, position: usize) -> bool {
-    args.0.iter().any(|a| a.name.as_deref() == Some(name)) || args.0.get(position).is_some_and(|a| a.name.is_none())
+    args.0.iter().any(|a| a.name.as_deref() == Some(name))
+        || args.0.get(position).is_some_and(|a| a.name.is_none())
 }
 
 fn check_params(args: &ProcArgs, proc: &str, known: &[&str]) -> Result<(), SqlError> {
     if let Some(bad) = args.unknown_names(known).next() {
-        return Err(err(8145, format!("@{bad} is not a parameter for procedure {proc}.")));
+        return Err(err(
+            8145,
+            format!("@{bad} is not a parameter for procedure {proc}."),
+        ));
     }
     Ok(())
 }
 
-fn emit(sink: &mut dyn ResultSink, columns: &[ResultColumn], rows: &[Vec<Value>]) -> Result<(), SqlError> {
+fn emit(
+    sink: &mut dyn ResultSink,
+    columns: &[ResultColumn],
+    rows: &[Vec<Value>],
+) -> Result<(), SqlError> {
     let cancelled = || err(3617, "The query was cancelled.");
     sink.columns(columns).map_err(|_| cancelled())?;
     for r in rows {
         sink.row(r).map_err(|_| cancelled())?;
     }
-    sink.done(StatementKind::Select, Some(rows.len() as u64), true).map_err(|_| cancelled())?;
+    sink.done(StatementKind::Select, Some(rows.len() as u64), true)
+        .map_err(|_| cancelled())?;
     Ok(())
 }
 
@@ -122,7 +148,8 @@ fn col(name: &str, ty: SqlType, nullable: bool) -> ResultColumn {
 
 fn state_of(cdc: &Cdc, ctx: &ProcContext<'_>) -> Result<Arc<Mutex<DbState>>, SqlError> {
     let db = ctx.database();
-    cdc.state_by_name(ctx.engine(), &db).ok_or_else(|| not_enabled(&db))
+    cdc.state_by_name(ctx.engine(), &db)
+        .ok_or_else(|| not_enabled(&db))
 }
 
 fn require_sysadmin(ctx: &ProcContext<'_>) -> Result<(), SqlError> {
@@ -140,7 +167,12 @@ fn lookup_handles(engine: &Engine, db: &str) -> Option<Handles> {
     })
 }
 
-fn enable_db(cdc: &Cdc, ctx: &mut ProcContext<'_>, args: &ProcArgs, _sink: &mut dyn ResultSink) -> Result<i32, SqlError> {
+fn enable_db(
+    cdc: &Cdc,
+    ctx: &mut ProcContext<'_>,
+    args: &ProcArgs,
+    _sink: &mut dyn ResultSink,
+) -> Result<i32, SqlError> {
     check_params(args, "sys.sp_cdc_enable_db", &[])?;
     require_sysadmin(ctx)?;
     let db = ctx.database();
@@ -176,17 +208,31 @@ fn enable_db(cdc: &Cdc, ctx: &mut ProcContext<'_>, args: &ProcArgs, _sink: &mut 
         handles,
         jobs_created: false,
     };
-    cdc.databases.lock().insert(def.database_id, Arc::new(Mutex::new(state)));
+    cdc.databases
+        .lock()
+        .insert(def.database_id, Arc::new(Mutex::new(state)));
     Ok(0)
 }
 
-fn disable_db(cdc: &Cdc, ctx: &mut ProcContext<'_>, args: &ProcArgs, _sink: &mut dyn ResultSink) -> Result<i32, SqlError> {
+fn disable_db(
+    cdc: &Cdc,
+    ctx: &mut ProcContext<'_>,
+    args: &ProcArgs,
+    _sink: &mut dyn ResultSink,
+) -> Result<i32, SqlError> {
     check_params(args, "sys.sp_cdc_disable_db", &[])?;
     require_sysadmin(ctx)?;
     let db = ctx.database();
     let engine = ctx.engine().clone();
-    let Some(state) = cdc.state_by_name(&engine, &db) else { return Ok(0) };
-    let names: Vec<String> = state.lock().instances.iter().map(|i| i.def.name.clone()).collect();
+    let Some(state) = cdc.state_by_name(&engine, &db) else {
+        return Ok(0);
+    };
+    let names: Vec<String> = state
+        .lock()
+        .instances
+        .iter()
+        .map(|i| i.def.name.clone())
+        .collect();
     for name in names {
         drop_instance(ctx, &state, &name)?;
     }
@@ -204,28 +250,53 @@ fn disable_db(cdc: &Cdc, ctx: &mut ProcContext<'_>, args: &ProcArgs, _sink: &mut
 
 /// Removes one capture instance: state first (so capture stops writing to it), then its
 /// change table and metadata rows.
-pub(crate) fn drop_instance(ctx: &mut ProcContext<'_>, state: &Mutex<DbState>, name: &str) -> Result<(), SqlError> {
+pub(crate) fn drop_instance(
+    ctx: &mut ProcContext<'_>,
+    state: &Mutex<DbState>,
+    name: &str,
+) -> Result<(), SqlError> {
     let engine = ctx.engine().clone();
     let (def, db, handles, others_for_source) = {
         let _commit = engine.inner.store.commit_lock.lock();
         let mut s = state.lock();
-        let Some(pos) = s.instances.iter().position(|i| i.def.name.eq_ignore_ascii_case(name)) else {
+        let Some(pos) = s
+            .instances
+            .iter()
+            .position(|i| i.def.name.eq_ignore_ascii_case(name))
+        else {
             return Ok(());
         };
         let def = s.instances.remove(pos).def;
         s.mask_cache.remove(&def.object_id);
-        let others = s.instances.iter().any(|i| i.def.source_object_id == def.source_object_id);
+        let others = s
+            .instances
+            .iter()
+            .any(|i| i.def.source_object_id == def.source_object_id);
         (def, s.database.clone(), s.handles.clone(), others)
     };
-    ctx.run(&format!("DROP TABLE cdc.{}", bracket(&def.ct_table_name())), &[])?;
+    ctx.run(
+        &format!("DROP TABLE cdc.{}", bracket(&def.ct_table_name())),
+        &[],
+    )?;
     let ct = def.object_id;
-    let mut writes = vec![DirectWrite::Delete { table: handles.change_tables.object_id, key: handles.change_tables.key(&tables::change_tables_row(&InstanceEntry { def: def.clone(), start_lsn: Lsn::ZERO })) }];
+    let mut writes = vec![DirectWrite::Delete {
+        table: handles.change_tables.object_id,
+        key: handles
+            .change_tables
+            .key(&tables::change_tables_row(&InstanceEntry {
+                def: def.clone(),
+                start_lsn: Lsn::ZERO,
+            })),
+    }];
     for table in ["captured_columns", "index_columns", "ddl_history"] {
         if let Some(h) = TableHandle::lookup(&engine, &db, "cdc", table) {
             // object_id is the first column of captured_columns and index_columns, the
             // second of ddl_history.
             let position = usize::from(table == "ddl_history");
-            writes.push(DirectWrite::DeleteWhere { table: h.object_id, keep: Box::new(move |r: &[Value]| r.get(position) != Some(&Value::Int(ct))) });
+            writes.push(DirectWrite::DeleteWhere {
+                table: h.object_id,
+                keep: Box::new(move |r: &[Value]| r.get(position) != Some(&Value::Int(ct))),
+            });
         }
     }
     tables::install_locked(&engine, writes);
@@ -236,14 +307,26 @@ pub(crate) fn drop_instance(ctx: &mut ProcContext<'_>, state: &Mutex<DbState>, n
     Ok(())
 }
 
-fn enable_table(cdc: &Cdc, ctx: &mut ProcContext<'_>, args: &ProcArgs, sink: &mut dyn ResultSink) -> Result<i32, SqlError> {
+fn enable_table(
+    cdc: &Cdc,
+    ctx: &mut ProcContext<'_>,
+    args: &ProcArgs,
+    sink: &mut dyn ResultSink,
+) -> Result<i32, SqlError> {
     const PROC: &str = "sys.sp_cdc_enable_table";
     check_params(
         args,
         PROC,
         &[
-            "source_schema", "source_name", "role_name", "capture_instance", "supports_net_changes", "index_name",
-            "captured_column_list", "filegroup_name", "allow_partition_switch",
+            "source_schema",
+            "source_name",
+            "role_name",
+            "capture_instance",
+            "supports_net_changes",
+            "index_name",
+            "captured_column_list",
+            "filegroup_name",
+            "allow_partition_switch",
         ],
     )?;
     for (name, pos) in [("source_schema", 0), ("source_name", 1), ("role_name", 2)] {
@@ -254,9 +337,21 @@ fn enable_table(cdc: &Cdc, ctx: &mut ProcContext<'_>, args: &ProcArgs, sink: &mu
     let db = ctx.database();
     let engine = ctx.engine().clone();
     let state = state_of(cdc, ctx)?;
-    let schema = args.get_str("source_schema", 0).ok_or_else(|| err(22904, "The parameter @source_schema cannot be NULL. Specify the schema of the source table."))?;
-    let name = args.get_str("source_name", 1).ok_or_else(|| err(22904, "The parameter @source_name cannot be NULL. Specify the name of the source table."))?;
-    let role = args.get_str("role_name", 2).map(|r| r.trim_end().to_string());
+    let schema = args.get_str("source_schema", 0).ok_or_else(|| {
+        err(
+            22904,
+            "The parameter @source_schema cannot be NULL. Specify the schema of the source table.",
+        )
+    })?;
+    let name = args.get_str("source_name", 1).ok_or_else(|| {
+        err(
+            22904,
+            "The parameter @source_name cannot be NULL. Specify the name of the source table.",
+        )
+    })?;
+    let role = args
+        .get_str("role_name", 2)
+        .map(|r| r.trim_end().to_string());
     if schema.eq_ignore_ascii_case("cdc") {
         return Err(err(22909, format!("Could not enable Change Data Capture for source table '{schema}.{name}'. Tables in the cdc schema cannot be enabled for Change Data Capture.")));
     }
@@ -282,8 +377,12 @@ fn enable_table(cdc: &Cdc, ctx: &mut ProcContext<'_>, args: &ProcArgs, sink: &mu
         }
         None => table.primary_key().cloned(),
     };
-    let net = match args.get("supports_net_changes", 4).filter(|v| **v != Value::Null) {
-        Some(v) => as_bool(v).ok_or_else(|| err(22912, "The value of @supports_net_changes must be 0 or 1."))?,
+    let net = match args
+        .get("supports_net_changes", 4)
+        .filter(|v| **v != Value::Null)
+    {
+        Some(v) => as_bool(v)
+            .ok_or_else(|| err(22912, "The value of @supports_net_changes must be 0 or 1."))?,
         None => index.is_some(),
     };
     if net && index.is_none() {
@@ -303,7 +402,11 @@ fn enable_table(cdc: &Cdc, ctx: &mut ProcContext<'_>, args: &ProcArgs, sink: &mu
     let columns = select_columns(&table, args.get_str("captured_column_list", 6).as_deref())?;
     let index_columns: Vec<(String, i32)> = index
         .as_ref()
-        .map(|ix| ix.key_columns().map(|p| (table.columns[p].name.clone(), table.columns[p].column_id)).collect())
+        .map(|ix| {
+            ix.key_columns()
+                .map(|p| (table.columns[p].name.clone(), table.columns[p].column_id))
+                .collect()
+        })
         .unwrap_or_default();
     for (c, _) in &index_columns {
         if !columns.iter().any(|cc| cc.name.eq_ignore_ascii_case(c)) {
@@ -315,7 +418,12 @@ fn enable_table(cdc: &Cdc, ctx: &mut ProcContext<'_>, args: &ProcArgs, sink: &mu
         if s.instance(&instance_name).is_some() {
             return Err(err(22926, format!("Could not create a capture instance because the capture instance name '{instance_name}' already exists in the current database. Specify an explicit unique name for the parameter @capture_instance.")));
         }
-        if s.instances.iter().filter(|i| i.def.source_object_id == table.object_id).count() >= 2 {
+        if s.instances
+            .iter()
+            .filter(|i| i.def.source_object_id == table.object_id)
+            .count()
+            >= 2
+        {
             return Err(err(22962, format!("Two capture instances already exist for source table '{schema}.{name}'. A table can have at most two capture instances. If you want to alter the configuration of the table, disable capture on one of the instances and then retry the operation.")));
         }
     }
@@ -337,7 +445,14 @@ fn enable_table(cdc: &Cdc, ctx: &mut ProcContext<'_>, args: &ProcArgs, sink: &mu
     ctx.run(&tables::change_table_ddl(&instance), &[])?;
     let ct = engine
         .table(&db, "cdc", &instance.ct_table_name())
-        .ok_or_else(|| err(22830, format!("Could not create the change table for capture instance '{instance_name}'.")))?;
+        .ok_or_else(|| {
+            err(
+                22830,
+                format!(
+                    "Could not create the change table for capture instance '{instance_name}'."
+                ),
+            )
+        })?;
     instance.object_id = ct.object_id;
     instance.ct_storage_key = ct.storage_key.clone();
     let def = Arc::new(instance);
@@ -350,13 +465,27 @@ fn enable_table(cdc: &Cdc, ctx: &mut ProcContext<'_>, args: &ProcArgs, sink: &mu
         let start_lsn = engine.allocate_lsn(&db).ok_or_else(|| not_enabled(&db))?;
         first_in_db = s.instances.is_empty() && !s.jobs_created;
         s.jobs_created = true;
-        let entry = InstanceEntry { def: def.clone(), start_lsn };
+        let entry = InstanceEntry {
+            def: def.clone(),
+            start_lsn,
+        };
         let row = tables::change_tables_row(&entry);
-        let mut writes = vec![DirectWrite::Put { table: s.handles.change_tables.object_id, key: s.handles.change_tables.key(&row), row: row.into() }];
-        for (table_name, rows) in [("captured_columns", tables::captured_column_rows(&def)), ("index_columns", tables::index_column_rows(&def))] {
+        let mut writes = vec![DirectWrite::Put {
+            table: s.handles.change_tables.object_id,
+            key: s.handles.change_tables.key(&row),
+            row: row.into(),
+        }];
+        for (table_name, rows) in [
+            ("captured_columns", tables::captured_column_rows(&def)),
+            ("index_columns", tables::index_column_rows(&def)),
+        ] {
             if let Some(h) = TableHandle::lookup(&engine, &db, "cdc", table_name) {
                 for r in rows {
-                    writes.push(DirectWrite::Put { table: h.object_id, key: h.key(&r), row: r.into() });
+                    writes.push(DirectWrite::Put {
+                        table: h.object_id,
+                        key: h.key(&r),
+                        row: r.into(),
+                    });
                 }
             }
         }
@@ -373,9 +502,22 @@ fn enable_table(cdc: &Cdc, ctx: &mut ProcContext<'_>, args: &ProcArgs, sink: &mu
     Ok(0)
 }
 
-fn disable_table(cdc: &Cdc, ctx: &mut ProcContext<'_>, args: &ProcArgs, _sink: &mut dyn ResultSink) -> Result<i32, SqlError> {
-    check_params(args, "sys.sp_cdc_disable_table", &["source_schema", "source_name", "capture_instance"])?;
-    for (name, pos) in [("source_schema", 0), ("source_name", 1), ("capture_instance", 2)] {
+fn disable_table(
+    cdc: &Cdc,
+    ctx: &mut ProcContext<'_>,
+    args: &ProcArgs,
+    _sink: &mut dyn ResultSink,
+) -> Result<i32, SqlError> {
+    check_params(
+        args,
+        "sys.sp_cdc_disable_table",
+        &["source_schema", "source_name", "capture_instance"],
+    )?;
+    for (name, pos) in [
+        ("source_schema", 0),
+        ("source_name", 1),
+        ("capture_instance", 2),
+    ] {
         if !supplied(args, name, pos) {
             return Err(err(201, format!("Procedure or function 'sp_cdc_disable_table' expects parameter '@{name}', which was not supplied.")));
         }
@@ -405,13 +547,25 @@ fn disable_table(cdc: &Cdc, ctx: &mut ProcContext<'_>, args: &ProcArgs, _sink: &
     Ok(0)
 }
 
-fn help_change_data_capture(cdc: &Cdc, ctx: &mut ProcContext<'_>, args: &ProcArgs, sink: &mut dyn ResultSink) -> Result<i32, SqlError> {
-    check_params(args, "sys.sp_cdc_help_change_data_capture", &["source_schema", "source_name"])?;
+fn help_change_data_capture(
+    cdc: &Cdc,
+    ctx: &mut ProcContext<'_>,
+    args: &ProcArgs,
+    sink: &mut dyn ResultSink,
+) -> Result<i32, SqlError> {
+    check_params(
+        args,
+        "sys.sp_cdc_help_change_data_capture",
+        &["source_schema", "source_name"],
+    )?;
     let state = state_of(cdc, ctx)?;
     let schema = args.get_str("source_schema", 0);
     let name = args.get_str("source_name", 1);
     if schema.is_some() != name.is_some() {
-        return Err(err(22999, "Both @source_schema and @source_name must be supplied, or neither."));
+        return Err(err(
+            22999,
+            "Both @source_schema and @source_name must be supplied, or neither.",
+        ));
     }
     let instances: Vec<InstanceEntry> = state.lock().instances.clone();
     let mut rows = Vec::new();
@@ -441,7 +595,10 @@ fn help_change_data_capture(cdc: &Cdc, ctx: &mut ProcContext<'_>, args: &ProcArg
         ]);
     }
     let bin10 = SqlType::Binary { len: 10 };
-    let maxn = SqlType::NVarChar { len: None, collation: crate::types::Collation::SQL_LATIN1_GENERAL_CP1_CI_AS };
+    let maxn = SqlType::NVarChar {
+        len: None,
+        collation: crate::types::Collation::SQL_LATIN1_GENERAL_CP1_CI_AS,
+    };
     let columns = [
         col("source_schema", sysname(), false),
         col("source_table", sysname(), false),
@@ -469,8 +626,17 @@ fn find_instance(state: &Mutex<DbState>, name: &str) -> Result<InstanceEntry, Sq
     })
 }
 
-fn get_captured_columns(cdc: &Cdc, ctx: &mut ProcContext<'_>, args: &ProcArgs, sink: &mut dyn ResultSink) -> Result<i32, SqlError> {
-    check_params(args, "sys.sp_cdc_get_captured_columns", &["capture_instance"])?;
+fn get_captured_columns(
+    cdc: &Cdc,
+    ctx: &mut ProcContext<'_>,
+    args: &ProcArgs,
+    sink: &mut dyn ResultSink,
+) -> Result<i32, SqlError> {
+    check_params(
+        args,
+        "sys.sp_cdc_get_captured_columns",
+        &["capture_instance"],
+    )?;
     let state = state_of(cdc, ctx)?;
     let name = args.get_str("capture_instance", 0).unwrap_or_default();
     let e = find_instance(&state, &name)?;
@@ -516,19 +682,33 @@ fn get_captured_columns(cdc: &Cdc, ctx: &mut ProcContext<'_>, args: &ProcArgs, s
 
 /// (character_maximum_length, numeric_precision, radix, numeric_scale, datetime_precision)
 /// as INFORMATION_SCHEMA.COLUMNS shows them.
-fn type_facets(ty: &SqlType) -> (Option<i32>, Option<u8>, Option<i16>, Option<i32>, Option<i16>) {
+fn type_facets(
+    ty: &SqlType,
+) -> (
+    Option<i32>,
+    Option<u8>,
+    Option<i16>,
+    Option<i32>,
+    Option<i16>,
+) {
     let len = |l: Option<u16>| Some(l.map_or(-1, i32::from));
     match ty {
-        SqlType::Char { len: l, .. } | SqlType::Binary { len: l } => (Some(*l as i32), None, None, None, None),
+        SqlType::Char { len: l, .. } | SqlType::Binary { len: l } => {
+            (Some(*l as i32), None, None, None, None)
+        }
         SqlType::NChar { len: l, .. } => (Some(*l as i32), None, None, None, None),
-        SqlType::VarChar { len: l, .. } | SqlType::NVarChar { len: l, .. } | SqlType::VarBinary { len: l } => (len(*l), None, None, None, None),
+        SqlType::VarChar { len: l, .. }
+        | SqlType::NVarChar { len: l, .. }
+        | SqlType::VarBinary { len: l } => (len(*l), None, None, None, None),
         SqlType::Text { .. } | SqlType::Image => (Some(i32::MAX), None, None, None, None),
         SqlType::NText { .. } => (Some(i32::MAX / 2), None, None, None, None),
         SqlType::TinyInt => (None, Some(3), Some(10), Some(0), None),
         SqlType::SmallInt => (None, Some(5), Some(10), Some(0), None),
         SqlType::Int => (None, Some(10), Some(10), Some(0), None),
         SqlType::BigInt => (None, Some(19), Some(10), Some(0), None),
-        SqlType::Decimal { precision, scale, .. } => (None, Some(*precision), Some(10), Some(*scale as i32), None),
+        SqlType::Decimal {
+            precision, scale, ..
+        } => (None, Some(*precision), Some(10), Some(*scale as i32), None),
         SqlType::Money => (None, Some(19), Some(10), Some(4), None),
         SqlType::SmallMoney => (None, Some(10), Some(10), Some(4), None),
         SqlType::Real => (None, Some(24), Some(2), None, None),
@@ -536,12 +716,19 @@ fn type_facets(ty: &SqlType) -> (Option<i32>, Option<u8>, Option<i16>, Option<i3
         SqlType::Date => (None, None, None, None, Some(0)),
         SqlType::DateTime => (None, None, None, None, Some(3)),
         SqlType::SmallDateTime => (None, None, None, None, Some(0)),
-        SqlType::Time { scale } | SqlType::DateTime2 { scale } | SqlType::DateTimeOffset { scale } => (None, None, None, None, Some(*scale as i16)),
+        SqlType::Time { scale }
+        | SqlType::DateTime2 { scale }
+        | SqlType::DateTimeOffset { scale } => (None, None, None, None, Some(*scale as i16)),
         _ => (None, None, None, None, None),
     }
 }
 
-fn get_ddl_history(cdc: &Cdc, ctx: &mut ProcContext<'_>, args: &ProcArgs, sink: &mut dyn ResultSink) -> Result<i32, SqlError> {
+fn get_ddl_history(
+    cdc: &Cdc,
+    ctx: &mut ProcContext<'_>,
+    args: &ProcArgs,
+    sink: &mut dyn ResultSink,
+) -> Result<i32, SqlError> {
     check_params(args, "sys.sp_cdc_get_ddl_history", &["capture_instance"])?;
     let state = state_of(cdc, ctx)?;
     let name = args.get_str("capture_instance", 0).unwrap_or_default();
@@ -557,7 +744,11 @@ fn get_ddl_history(cdc: &Cdc, ctx: &mut ProcContext<'_>, args: &ProcArgs, sink: 
         .unwrap_or_default()
         .into_iter()
         .map(|r| {
-            let mut out = vec![tables::string(&e.def.source_schema), tables::string(&e.def.source_name), tables::string(&e.def.name)];
+            let mut out = vec![
+                tables::string(&e.def.source_schema),
+                tables::string(&e.def.source_name),
+                tables::string(&e.def.name),
+            ];
             out.extend(r);
             out
         })
@@ -567,7 +758,14 @@ fn get_ddl_history(cdc: &Cdc, ctx: &mut ProcContext<'_>, args: &ProcArgs, sink: 
         col("source_table", sysname(), false),
         col("capture_instance", sysname(), false),
         col("required_column_update", SqlType::Bit, true),
-        col("ddl_command", SqlType::NVarChar { len: None, collation: crate::types::Collation::SQL_LATIN1_GENERAL_CP1_CI_AS }, true),
+        col(
+            "ddl_command",
+            SqlType::NVarChar {
+                len: None,
+                collation: crate::types::Collation::SQL_LATIN1_GENERAL_CP1_CI_AS,
+            },
+            true,
+        ),
         col("ddl_lsn", SqlType::Binary { len: 10 }, false),
         col("ddl_time", SqlType::DateTime, true),
     ];
@@ -608,23 +806,59 @@ fn write_job_rows(engine: &Engine, database_id: i32, jobs: &JobSettings) {
 
 fn delete_job_rows(engine: &Engine, database_id: i32) {
     if engine.table("msdb", "dbo", "cdc_jobs").is_some() {
-        let _ = engine.run("msdb", &format!("DELETE FROM dbo.cdc_jobs WHERE database_id = {database_id}"));
+        let _ = engine.run(
+            "msdb",
+            &format!("DELETE FROM dbo.cdc_jobs WHERE database_id = {database_id}"),
+        );
     }
 }
 
-fn change_job(cdc: &Cdc, ctx: &mut ProcContext<'_>, args: &ProcArgs, _sink: &mut dyn ResultSink) -> Result<i32, SqlError> {
-    check_params(args, "sys.sp_cdc_change_job", &["job_type", "maxtrans", "maxscans", "continuous", "pollinginterval", "retention", "threshold"])?;
+fn change_job(
+    cdc: &Cdc,
+    ctx: &mut ProcContext<'_>,
+    args: &ProcArgs,
+    _sink: &mut dyn ResultSink,
+) -> Result<i32, SqlError> {
+    check_params(
+        args,
+        "sys.sp_cdc_change_job",
+        &[
+            "job_type",
+            "maxtrans",
+            "maxscans",
+            "continuous",
+            "pollinginterval",
+            "retention",
+            "threshold",
+        ],
+    )?;
     let state = state_of(cdc, ctx)?;
     let kind = job_type(args, 0)?;
     let get = |name: &str| args.get(name, usize::MAX).filter(|v| **v != Value::Null);
     let capture_only = ["maxtrans", "maxscans", "continuous", "pollinginterval"];
     let cleanup_only = ["retention", "threshold"];
-    let wrong = if kind == "capture" { &cleanup_only[..] } else { &capture_only[..] };
+    let wrong = if kind == "capture" {
+        &cleanup_only[..]
+    } else {
+        &capture_only[..]
+    };
     if let Some(bad) = wrong.iter().copied().find(|&n| get(n).is_some()) {
-        return Err(err(22996, format!("The parameter @{bad} is not valid for job type '{kind}'.")));
+        return Err(err(
+            22996,
+            format!("The parameter @{bad} is not valid for job type '{kind}'."),
+        ));
     }
     let number = |name: &str| -> Result<Option<i64>, SqlError> {
-        get(name).map(|v| as_i64(v).ok_or_else(|| err(8114, format!("Error converting the value of @{name} to bigint.")))).transpose()
+        get(name)
+            .map(|v| {
+                as_i64(v).ok_or_else(|| {
+                    err(
+                        8114,
+                        format!("Error converting the value of @{name} to bigint."),
+                    )
+                })
+            })
+            .transpose()
     };
     let (id, jobs) = {
         let mut s = state.lock();
@@ -663,7 +897,12 @@ fn change_job(cdc: &Cdc, ctx: &mut ProcContext<'_>, args: &ProcArgs, _sink: &mut
     Ok(0)
 }
 
-fn start_job(cdc: &Cdc, ctx: &mut ProcContext<'_>, args: &ProcArgs, _sink: &mut dyn ResultSink) -> Result<i32, SqlError> {
+fn start_job(
+    cdc: &Cdc,
+    ctx: &mut ProcContext<'_>,
+    args: &ProcArgs,
+    _sink: &mut dyn ResultSink,
+) -> Result<i32, SqlError> {
     check_params(args, "sys.sp_cdc_start_job", &["job_type"])?;
     let _ = state_of(cdc, ctx)?;
     if job_type(args, 0)? == "capture" {
@@ -672,7 +911,12 @@ fn start_job(cdc: &Cdc, ctx: &mut ProcContext<'_>, args: &ProcArgs, _sink: &mut 
     Ok(0)
 }
 
-fn stop_job(cdc: &Cdc, ctx: &mut ProcContext<'_>, args: &ProcArgs, _sink: &mut dyn ResultSink) -> Result<i32, SqlError> {
+fn stop_job(
+    cdc: &Cdc,
+    ctx: &mut ProcContext<'_>,
+    args: &ProcArgs,
+    _sink: &mut dyn ResultSink,
+) -> Result<i32, SqlError> {
     check_params(args, "sys.sp_cdc_stop_job", &["job_type"])?;
     let _ = state_of(cdc, ctx)?;
     if job_type(args, 0)? == "capture" {
@@ -681,7 +925,12 @@ fn stop_job(cdc: &Cdc, ctx: &mut ProcContext<'_>, args: &ProcArgs, _sink: &mut d
     Ok(0)
 }
 
-fn help_jobs(cdc: &Cdc, ctx: &mut ProcContext<'_>, args: &ProcArgs, sink: &mut dyn ResultSink) -> Result<i32, SqlError> {
+fn help_jobs(
+    cdc: &Cdc,
+    ctx: &mut ProcContext<'_>,
+    args: &ProcArgs,
+    sink: &mut dyn ResultSink,
+) -> Result<i32, SqlError> {
     check_params(args, "sys.sp_cdc_help_jobs", &[])?;
     let state = state_of(cdc, ctx)?;
     let (db, j) = {
@@ -689,13 +938,40 @@ fn help_jobs(cdc: &Cdc, ctx: &mut ProcContext<'_>, args: &ProcArgs, sink: &mut d
         (s.database.clone(), s.jobs.clone())
     };
     let rows = vec![
-        vec![Value::Null, tables::string(&format!("cdc.{db}_capture")), tables::string("capture"), Value::Int(j.maxtrans as i32), Value::Int(j.maxscans as i32), Value::Bit(j.continuous), Value::BigInt(j.pollinginterval), Value::BigInt(0), Value::BigInt(0)],
-        vec![Value::Null, tables::string(&format!("cdc.{db}_cleanup")), tables::string("cleanup"), Value::Int(0), Value::Int(0), Value::Bit(false), Value::BigInt(0), Value::BigInt(j.retention), Value::BigInt(j.threshold)],
+        vec![
+            Value::Null,
+            tables::string(&format!("cdc.{db}_capture")),
+            tables::string("capture"),
+            Value::Int(j.maxtrans as i32),
+            Value::Int(j.maxscans as i32),
+            Value::Bit(j.continuous),
+            Value::BigInt(j.pollinginterval),
+            Value::BigInt(0),
+            Value::BigInt(0),
+        ],
+        vec![
+            Value::Null,
+            tables::string(&format!("cdc.{db}_cleanup")),
+            tables::string("cleanup"),
+            Value::Int(0),
+            Value::Int(0),
+            Value::Bit(false),
+            Value::BigInt(0),
+            Value::BigInt(j.retention),
+            Value::BigInt(j.threshold),
+        ],
     ];
     let columns = [
         col("job_id", SqlType::UniqueIdentifier, true),
         col("job_name", sysname(), false),
-        col("job_type", SqlType::NVarChar { len: Some(20), collation: crate::types::Collation::SQL_LATIN1_GENERAL_CP1_CI_AS }, false),
+        col(
+            "job_type",
+            SqlType::NVarChar {
+                len: Some(20),
+                collation: crate::types::Collation::SQL_LATIN1_GENERAL_CP1_CI_AS,
+            },
+            false,
+        ),
         col("maxtrans", SqlType::Int, true),
         col("maxscans", SqlType::Int, true),
         col("continuous", SqlType::Bit, true),
@@ -707,12 +983,29 @@ fn help_jobs(cdc: &Cdc, ctx: &mut ProcContext<'_>, args: &ProcArgs, sink: &mut d
     Ok(0)
 }
 
-fn scan(cdc: &Cdc, ctx: &mut ProcContext<'_>, args: &ProcArgs, _sink: &mut dyn ResultSink) -> Result<i32, SqlError> {
-    check_params(args, "sys.sp_cdc_scan", &["maxtrans", "maxscans", "continuous", "pollinginterval"])?;
+fn scan(
+    cdc: &Cdc,
+    ctx: &mut ProcContext<'_>,
+    args: &ProcArgs,
+    _sink: &mut dyn ResultSink,
+) -> Result<i32, SqlError> {
+    check_params(
+        args,
+        "sys.sp_cdc_scan",
+        &["maxtrans", "maxscans", "continuous", "pollinginterval"],
+    )?;
     let state = state_of(cdc, ctx)?;
     let jobs = state.lock().jobs.clone();
-    let maxtrans = args.get("maxtrans", 0).and_then(as_i64).unwrap_or(jobs.maxtrans).max(1);
-    let maxscans = args.get("maxscans", 1).and_then(as_i64).unwrap_or(jobs.maxscans).max(1);
+    let maxtrans = args
+        .get("maxtrans", 0)
+        .and_then(as_i64)
+        .unwrap_or(jobs.maxtrans)
+        .max(1);
+    let maxscans = args
+        .get("maxscans", 1)
+        .and_then(as_i64)
+        .unwrap_or(jobs.maxscans)
+        .max(1);
     for _ in 0..maxscans {
         let outcome = capture::scan(ctx.engine(), &state, maxtrans as usize, false);
         if outcome.transactions < maxtrans as usize {
@@ -722,23 +1015,53 @@ fn scan(cdc: &Cdc, ctx: &mut ProcContext<'_>, args: &ProcArgs, _sink: &mut dyn R
     Ok(0)
 }
 
-fn cleanup_change_table(cdc: &Cdc, ctx: &mut ProcContext<'_>, args: &ProcArgs, _sink: &mut dyn ResultSink) -> Result<i32, SqlError> {
-    check_params(args, "sys.sp_cdc_cleanup_change_table", &["capture_instance", "low_water_mark", "threshold", "fcleanupfailed"])?;
+fn cleanup_change_table(
+    cdc: &Cdc,
+    ctx: &mut ProcContext<'_>,
+    args: &ProcArgs,
+    _sink: &mut dyn ResultSink,
+) -> Result<i32, SqlError> {
+    check_params(
+        args,
+        "sys.sp_cdc_cleanup_change_table",
+        &[
+            "capture_instance",
+            "low_water_mark",
+            "threshold",
+            "fcleanupfailed",
+        ],
+    )?;
     let state = state_of(cdc, ctx)?;
     let name = args.get_str("capture_instance", 0).unwrap_or_default();
     let entry = find_instance(&state, &name)?;
     let watermark = match args.get("low_water_mark", 1) {
         None | Some(Value::Null) => state.lock().max_lsn().unwrap_or(entry.start_lsn),
-        Some(v) => as_lsn(v).ok_or_else(|| err(22964, "The value of @low_water_mark must be a binary(10) LSN."))?,
+        Some(v) => as_lsn(v).ok_or_else(|| {
+            err(
+                22964,
+                "The value of @low_water_mark must be a binary(10) LSN.",
+            )
+        })?,
     };
-    capture::cleanup_instances(ctx.engine(), &state, Some(entry.def.name.as_str()), watermark, &cdc.config())?;
+    capture::cleanup_instances(
+        ctx.engine(),
+        &state,
+        Some(entry.def.name.as_str()),
+        watermark,
+        &cdc.config(),
+    )?;
     Ok(0)
 }
 
 /// `EXEC sys.sp_standin_cdc_control @action = N'scan' | N'heartbeat' | N'cleanup' | N'pause' |
 /// N'resume' | N'mode', @value = …` — the control API for out-of-process tests. Not a SQL
 /// Server procedure.
-fn standin_control(cdc: &Cdc, ctx: &mut ProcContext<'_>, args: &ProcArgs, sink: &mut dyn ResultSink) -> Result<i32, SqlError> {
+fn standin_control(
+    cdc: &Cdc,
+    ctx: &mut ProcContext<'_>,
+    args: &ProcArgs,
+    sink: &mut dyn ResultSink,
+) -> Result<i32, SqlError> {
     check_params(args, "sys.sp_standin_cdc_control", &["action", "value"])?;
     let db = ctx.database();
     let action = args.get_str("action", 0).unwrap_or_default().to_lowercase();
@@ -752,7 +1075,12 @@ fn standin_control(cdc: &Cdc, ctx: &mut ProcContext<'_>, args: &ProcArgs, sink: 
         "cleanup" => match &value {
             Value::Null => cdc.cleanup_by_retention(&db)?,
             v => {
-                let watermark = as_lsn(v).ok_or_else(|| err(22964, "@value must be a binary(10) LSN for action 'cleanup'."))?;
+                let watermark = as_lsn(v).ok_or_else(|| {
+                    err(
+                        22964,
+                        "@value must be a binary(10) LSN for action 'cleanup'.",
+                    )
+                })?;
                 cdc.cleanup_to_watermark(&db, None, watermark)?;
                 Some(watermark)
             }
@@ -766,17 +1094,34 @@ fn standin_control(cdc: &Cdc, ctx: &mut ProcContext<'_>, args: &ProcArgs, sink: 
             None
         }
         "mode" => {
-            let mode = match value {
-                Value::String(s) if s.eq_ignore_ascii_case("synchronous") => CaptureMode::Synchronous,
-                Value::String(s) if s.eq_ignore_ascii_case("agent") => CaptureMode::Agent,
-                Value::String(s) if s.eq_ignore_ascii_case("manual") => CaptureMode::Manual,
-                _ => return Err(err(50000, "@value must be N'synchronous', N'agent' or N'manual' for action 'mode'.")),
-            };
+            let mode =
+                match value {
+                    Value::String(s) if s.eq_ignore_ascii_case("synchronous") => {
+                        CaptureMode::Synchronous
+                    }
+                    Value::String(s) if s.eq_ignore_ascii_case("agent") => CaptureMode::Agent,
+                    Value::String(s) if s.eq_ignore_ascii_case("manual") => CaptureMode::Manual,
+                    _ => return Err(err(
+                        50000,
+                        "@value must be N'synchronous', N'agent' or N'manual' for action 'mode'.",
+                    )),
+                };
             cdc.set_mode(&db, mode)?;
             None
         }
-        other => return Err(err(50000, format!("Unknown @action '{other}': use scan, heartbeat, cleanup, pause, resume or mode."))),
+        other => {
+            return Err(err(
+                50000,
+                format!(
+                "Unknown @action '{other}': use scan, heartbeat, cleanup, pause, resume or mode."
+            ),
+            ))
+        }
     };
-    emit(sink, &[col("lsn", SqlType::Binary { len: 10 }, true)], &[vec![tables::opt_lsn_value(lsn)]])?;
+    emit(
+        sink,
+        &[col("lsn", SqlType::Binary { len: 10 }, true)],
+        &[vec![tables::opt_lsn_value(lsn)]],
+    )?;
     Ok(0)
 }

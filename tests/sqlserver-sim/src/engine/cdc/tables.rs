@@ -35,7 +35,13 @@ pub const ENABLE_DB_DDL: &[&str] = &[
 ];
 
 /// Tables dropped by `sys.sp_cdc_disable_db` (after the change tables).
-pub const METADATA_TABLES: &[&str] = &["change_tables", "captured_columns", "index_columns", "ddl_history", "lsn_time_mapping"];
+pub const METADATA_TABLES: &[&str] = &[
+    "change_tables",
+    "captured_columns",
+    "index_columns",
+    "ddl_history",
+    "lsn_time_mapping",
+];
 
 /// `msdb.dbo.cdc_jobs`, created on first use.
 pub const CDC_JOBS_DDL: &str = "CREATE TABLE dbo.cdc_jobs (database_id int NOT NULL, job_type nvarchar(20) NOT NULL, \
@@ -58,7 +64,11 @@ pub fn change_table_ddl(instance: &CaptureInstance) -> String {
         "[__$update_mask] varbinary(128) NULL".to_string(),
     ];
     for c in &instance.columns {
-        cols.push(format!("{} {} NULL", bracket(&c.name), crate::engine::value::type_name(&c.ct_type())));
+        cols.push(format!(
+            "{} {} NULL",
+            bracket(&c.name),
+            crate::engine::value::type_name(&c.ct_type())
+        ));
     }
     cols.push("[__$command_id] int NOT NULL".to_string());
     format!(
@@ -134,12 +144,24 @@ pub fn index_column_rows(d: &CaptureInstance) -> Vec<Vec<Value>> {
     d.index_columns
         .iter()
         .enumerate()
-        .map(|(i, (name, id))| vec![Value::Int(d.object_id), string(name), Value::TinyInt(i as u8 + 1), Value::Int(*id)])
+        .map(|(i, (name, id))| {
+            vec![
+                Value::Int(d.object_id),
+                string(name),
+                Value::TinyInt(i as u8 + 1),
+                Value::Int(*id),
+            ]
+        })
         .collect()
 }
 
 pub fn mapping_row(m: &LsnTimeRow) -> Vec<Value> {
-    vec![lsn_value(m.start_lsn), datetime_value(m.tran_begin_time), datetime_value(m.tran_end_time), binary(&m.tran_id)]
+    vec![
+        lsn_value(m.start_lsn),
+        datetime_value(m.tran_begin_time),
+        datetime_value(m.tran_end_time),
+        binary(&m.tran_id),
+    ]
 }
 
 /// Where a table's rows live in the committed store and how its storage key is formed.
@@ -150,9 +172,17 @@ pub struct TableHandle {
 }
 
 impl TableHandle {
-    pub fn lookup(engine: &Engine, database: &str, schema: &str, name: &str) -> Option<TableHandle> {
+    pub fn lookup(
+        engine: &Engine,
+        database: &str,
+        schema: &str,
+        name: &str,
+    ) -> Option<TableHandle> {
         let def = engine.table(database, schema, name)?;
-        Some(TableHandle { object_id: def.object_id, storage_key: Arc::from(def.storage_key.as_slice()) })
+        Some(TableHandle {
+            object_id: def.object_id,
+            storage_key: Arc::from(def.storage_key.as_slice()),
+        })
     }
 
     pub fn key(&self, row: &[Value]) -> Key {
@@ -163,12 +193,25 @@ impl TableHandle {
 /// A write applied straight to the committed store (system tables only: no locks, no
 /// change recording, no constraint checks beyond the storage key).
 pub enum DirectWrite {
-    Put { table: i32, key: Key, row: Row },
-    Delete { table: i32, key: Key },
+    Put {
+        table: i32,
+        key: Key,
+        row: Row,
+    },
+    Delete {
+        table: i32,
+        key: Key,
+    },
     /// Removes every row whose key sorts before `key` (a prefix of the storage key).
-    DeleteBefore { table: i32, key: Key },
+    DeleteBefore {
+        table: i32,
+        key: Key,
+    },
     /// Keeps only the rows for which `keep` returns true.
-    DeleteWhere { table: i32, keep: Box<dyn Fn(&[Value]) -> bool> },
+    DeleteWhere {
+        table: i32,
+        keep: Box<dyn Fn(&[Value]) -> bool>,
+    },
 }
 
 /// Installs `writes` as one new committed version. The caller must hold the engine's commit
@@ -201,7 +244,12 @@ pub fn install(engine: &Engine, writes: Vec<DirectWrite>) {
                     data.rows = rest;
                 }
                 DirectWrite::DeleteWhere { keep, .. } => {
-                    let doomed: Vec<Key> = data.rows.iter().filter(|(_, r)| !keep(&r.row)).map(|(k, _)| k.clone()).collect();
+                    let doomed: Vec<Key> = data
+                        .rows
+                        .iter()
+                        .filter(|(_, r)| !keep(&r.row))
+                        .map(|(k, _)| k.clone())
+                        .collect();
                     for k in doomed {
                         data.rows.remove(&k);
                     }
