@@ -28,8 +28,9 @@ pub struct TableMapping {
     pub source_table: String,
     pub target_schema: String,
     pub target_table: String,
-    /// Source column → target column; columns not listed use their lower-cased name.
+    /// Source column → target column; columns not listed follow `column_case`.
     pub column_renames: BTreeMap<String, String>,
+    pub column_case: Case,
     /// Source columns that are not synced.
     pub skip_columns: Vec<String>,
     /// Only source rows matching this T-SQL predicate are expected on the target.
@@ -46,6 +47,7 @@ impl TableMapping {
             target_schema: schema.to_lowercase(),
             target_table: table.to_lowercase(),
             column_renames: BTreeMap::new(),
+            column_case: Case::Lower,
             skip_columns: Vec::new(),
             source_filter: None,
         }
@@ -53,6 +55,24 @@ impl TableMapping {
 
     pub fn name(&self) -> String {
         format!("{}.{}.{}", self.source_database, self.source_schema, self.source_table)
+    }
+}
+
+/// The capitalization policy of target names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Case {
+    Lower,
+    Source,
+    Upper,
+}
+
+impl Case {
+    pub fn apply(self, name: &str) -> String {
+        match self {
+            Case::Lower => name.to_lowercase(),
+            Case::Source => name.to_string(),
+            Case::Upper => name.to_uppercase(),
+        }
     }
 }
 
@@ -268,7 +288,7 @@ async fn read_target_rows(target: &tokio_postgres::Client, mapping: &TableMappin
     let exprs: Vec<String> = columns
         .iter()
         .map(|c| {
-            let target_name = mapping.column_renames.get(&c.name).cloned().unwrap_or_else(|| c.name.to_lowercase());
+            let target_name = mapping.column_renames.get(&c.name).cloned().unwrap_or_else(|| mapping.column_case.apply(&c.name));
             pg_canonical_sql(&quote_ident(&target_name), &c.pg)
         })
         .collect();

@@ -2,9 +2,11 @@
 //! on 127.0.0.1 over its real protocol, and the helpers tests use to drive and check a task.
 
 pub mod compare;
+pub mod lag;
 pub mod service;
 pub mod standin;
 pub mod wait;
+pub mod workload;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -16,7 +18,8 @@ use dbsync_proto::v1::coordinator_service_client::CoordinatorServiceClient;
 use dbsync_sqlserver_sim::sample::{SAMPLE_DATABASE, SAMPLE_TABLES, UNSUPPORTED_TYPE_TABLES};
 use tonic::transport::Channel;
 
-pub use compare::{compare_tables, Comparison, TableComparison, TableMapping};
+pub use lag::{measure_lag, LagStats};
+pub use compare::{compare_tables, Case, Comparison, TableComparison, TableMapping};
 pub use service::{Service, ServiceKind};
 pub use standin::{CdcTiming, StandIn};
 pub use wait::wait_for;
@@ -30,11 +33,14 @@ pub struct EnvOptions {
     pub cdc: CdcTiming,
     /// Coordinator lease: how long a silent worker keeps its tables.
     pub lease_seconds: u32,
+    /// Run the services as child processes of the `dbsync-*` binaries in this directory
+    /// (per-service memory); `None`: in-process.
+    pub service_binaries: Option<std::path::PathBuf>,
 }
 
 impl Default for EnvOptions {
     fn default() -> Self {
-        EnvOptions { sample_rows: Some(200), appliers: 1, cdc: CdcTiming::Job(Duration::from_millis(100)), lease_seconds: 4 }
+        EnvOptions { sample_rows: Some(200), appliers: 1, cdc: CdcTiming::Job(Duration::from_millis(100)), lease_seconds: 4, service_binaries: None }
     }
 }
 
@@ -61,17 +67,23 @@ impl TestEnv {
         pg.create_database(&target_db).await.context("create the target database")?;
         let dir = tempfile::tempdir()?;
         let any: std::net::SocketAddr = "127.0.0.1:0".parse()?;
-        let coordinator = Service::start(
-            "coordinator",
-            ServiceKind::Coordinator { store: dir.path().join("coordinator.db"), lease_seconds: options.lease_seconds },
-            any,
-        )
-        .await?;
-        let capture = Service::start("capture", ServiceKind::Capture { coordinator: coordinator.url() }, any).await?;
+        let start = |name: String, kind: ServiceKind| {
+            let binaries = options.service_binaries.clone();
+            async move {
+                match binaries {
+                    Some(dir) => Service::start_process(name, kind, dir).await,
+                    None => Service::start(name, kind, any).await,
+                }
+            }
+        };
+        let store = dir.path().join("coordinator.db");
+        let coordinator =
+            start("coordinator".into(), ServiceKind::Coordinator { store, lease_seconds: options.lease_seconds }).await?;
+        let capture = start("capture".into(), ServiceKind::Capture { coordinator: coordinator.url() }).await?;
         let mut appliers = Vec::new();
         for n in 0..options.appliers.max(1) {
             let kind = ServiceKind::Apply { coordinator: coordinator.url(), worker_id: format!("apply-{}", n + 1) };
-            appliers.push(Service::start(format!("apply-{}", n + 1), kind, any).await?);
+            appliers.push(start(format!("apply-{}", n + 1), kind).await?);
         }
         let env = TestEnv { standin, pg, target_db, coordinator, capture, appliers, _dir: dir };
         env.wait_workers_registered().await?;
@@ -114,11 +126,18 @@ impl TestEnv {
 
     /// A task over every supported table of the sample database with the given phases.
     pub fn sample_task(&self, name: &str, full: bool, incremental: bool) -> String {
+        self.sample_task_with(name, full, incremental, "", "")
+    }
+
+    /// [`TestEnv::sample_task`] with more lines inside `objects:` (each indented by two
+    /// spaces, e.g. `"  tables:\n    shop.sales.orders: { where: \"status = 'paid'\" }\n"`)
+    /// and more top-level sections.
+    pub fn sample_task_with(&self, name: &str, full: bool, incremental: bool, objects: &str, extra: &str) -> String {
         format!(
             "{}sync: {{ schema: true, full: {full}, incremental: {incremental} }}\n\
              incremental: {{ mode: cdc-polling, poll_interval_ms: 100 }}\n\
-             objects:\n  databases: [{SAMPLE_DATABASE}]\n  exclude: [{}]\n\
-             chunk_rows: 1000\nparallel_chunks: 4\n",
+             objects:\n  databases: [{SAMPLE_DATABASE}]\n  exclude: [{}]\n{objects}\
+             chunk_rows: 1000\nparallel_chunks: 4\n{extra}",
             self.task_base(name),
             UNSUPPORTED_TYPE_TABLES.iter().map(|(s, t)| format!("\"{SAMPLE_DATABASE}.{s}.{t}\"")).collect::<Vec<_>>().join(", "),
         )

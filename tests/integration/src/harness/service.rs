@@ -25,10 +25,10 @@ pub enum ServiceKind {
     Apply { coordinator: String, worker_id: String },
 }
 
-struct Running {
-    runtime: tokio::runtime::Runtime,
-    token: CancellationToken,
-    done: oneshot::Receiver<anyhow::Result<()>>,
+enum Running {
+    InProcess { runtime: tokio::runtime::Runtime, token: CancellationToken, done: oneshot::Receiver<anyhow::Result<()>> },
+    /// The service's own binary as a child process (for per-service memory measurements).
+    Process(std::process::Child),
 }
 
 /// A service that can be started, killed and restarted on one address.
@@ -37,14 +37,30 @@ pub struct Service {
     pub kind: ServiceKind,
     addr: SocketAddr,
     running: Option<Running>,
+    /// Directory of the `dbsync-*` binaries when the service runs as a child process.
+    binaries: Option<PathBuf>,
 }
 
 impl Service {
     /// Starts the service on `addr` (port 0: a free port, kept for restarts).
     pub async fn start(name: impl Into<String>, kind: ServiceKind, addr: SocketAddr) -> anyhow::Result<Service> {
-        let mut service = Service { name: name.into(), kind, addr, running: None };
+        let mut service = Service { name: name.into(), kind, addr, running: None, binaries: None };
         service.launch().await?;
         Ok(service)
+    }
+
+    /// Starts the service as a child process running its binary from `binaries`.
+    pub async fn start_process(name: impl Into<String>, kind: ServiceKind, binaries: PathBuf) -> anyhow::Result<Service> {
+        let free = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+        let mut service = Service { name: name.into(), kind, addr: free, running: None, binaries: Some(binaries) };
+        service.launch().await?;
+        Ok(service)
+    }
+
+    /// Peak resident memory of a service running as a process (VmHWM), in bytes.
+    pub fn peak_rss_bytes(&self) -> Option<u64> {
+        let Some(Running::Process(child)) = &self.running else { return None };
+        peak_rss_of(&format!("/proc/{}/status", child.id()))
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -62,18 +78,33 @@ impl Service {
 
     /// Crash: every task of the service is dropped where it stands.
     pub fn kill(&mut self) {
-        if let Some(running) = self.running.take() {
-            running.token.cancel();
-            running.runtime.shutdown_background();
+        match self.running.take() {
+            Some(Running::InProcess { runtime, token, .. }) => {
+                token.cancel();
+                runtime.shutdown_background();
+            }
+            Some(Running::Process(mut child)) => {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            None => {}
         }
     }
 
     /// Graceful shutdown: cancel the token and wait (bounded) for `serve` to return.
     pub async fn stop(&mut self) -> anyhow::Result<()> {
-        let Some(running) = self.running.take() else { return Ok(()) };
-        running.token.cancel();
-        let result = tokio::time::timeout(Duration::from_secs(20), running.done).await;
-        running.runtime.shutdown_background();
+        let (runtime, token, done) = match self.running.take() {
+            Some(Running::InProcess { runtime, token, done }) => (runtime, token, done),
+            Some(other) => {
+                self.running = Some(other);
+                self.kill();
+                return Ok(());
+            }
+            None => return Ok(()),
+        };
+        token.cancel();
+        let result = tokio::time::timeout(Duration::from_secs(20), done).await;
+        runtime.shutdown_background();
         match result {
             Ok(Ok(served)) => served,
             Ok(Err(_)) => Ok(()),
@@ -88,6 +119,9 @@ impl Service {
     }
 
     async fn launch(&mut self) -> anyhow::Result<()> {
+        if let Some(binaries) = self.binaries.clone() {
+            return self.launch_process(&binaries).await;
+        }
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name(format!("{}-rt", self.name))
@@ -128,9 +162,62 @@ impl Service {
             }
         };
         self.addr = addr;
-        self.running = Some(Running { runtime, token, done });
+        self.running = Some(Running::InProcess { runtime, token, done });
         Ok(())
     }
+
+    async fn launch_process(&mut self, binaries: &std::path::Path) -> anyhow::Result<()> {
+        let addr = self.addr.to_string();
+        let (binary, args): (&str, Vec<String>) = match &self.kind {
+            ServiceKind::Coordinator { store, lease_seconds } => (
+                "dbsync-coordinator",
+                vec![
+                    "--listen".into(),
+                    addr.clone(),
+                    "--store".into(),
+                    store.to_string_lossy().into_owned(),
+                    "--lease-seconds".into(),
+                    lease_seconds.to_string(),
+                    "--tick-ms".into(),
+                    "200".into(),
+                ],
+            ),
+            ServiceKind::Capture { coordinator } => (
+                "dbsync-capture",
+                vec!["--listen".into(), addr.clone(), "--coordinator".into(), coordinator.clone(), "--advertise-address".into(), format!("http://{addr}")],
+            ),
+            ServiceKind::Apply { coordinator, worker_id } => (
+                "dbsync-apply",
+                vec!["--listen".into(), addr.clone(), "--coordinator".into(), coordinator.clone(), "--worker-id".into(), worker_id.clone(), "--advertise-address".into(), addr.clone()],
+            ),
+        };
+        let path = binaries.join(binary);
+        let child = std::process::Command::new(&path)
+            .args(&args)
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .with_context(|| format!("run {} (build it with cargo build --release --bins)", path.display()))?;
+        self.running = Some(Running::Process(child));
+        // Ready when it accepts connections.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while tokio::net::TcpStream::connect(self.addr).await.is_err() {
+            if Instant::now() > deadline {
+                self.kill();
+                return Err(anyhow!("{} did not start listening on {} within 30 s", self.name, self.addr));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(())
+    }
+}
+
+/// VmHWM of a `/proc/<pid>/status` file, in bytes.
+pub fn peak_rss_of(status_path: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(status_path).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
 }
 
 impl Drop for Service {
