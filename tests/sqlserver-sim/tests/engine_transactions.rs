@@ -262,3 +262,31 @@ fn commit_observer_sees_changes_in_commit_order_with_seqvals() {
     );
     assert!(ta.changes.windows(2).all(|w| w[0].seqval <= w[1].seqval));
 }
+
+#[test]
+fn savepoints_undo_only_later_work() {
+    let (e, mut a, mut b) = setup();
+    let rec = Arc::new(Recorder::default());
+    e.set_commit_observer(Some(rec.clone()));
+    e.set_record_changes("tx", true).unwrap();
+    a.run("BEGIN TRAN; INSERT INTO dbo.t VALUES (30, NULL, 30); SAVE TRANSACTION sp1; INSERT INTO dbo.t VALUES (31, NULL, 31); UPDATE dbo.t SET v = N'z' WHERE id = 1").unwrap();
+    a.run("ROLLBACK TRANSACTION sp1").unwrap();
+    assert_eq!(count(&mut a, "SELECT @@TRANCOUNT"), Value::Int(1));
+    a.run("INSERT INTO dbo.t VALUES (32, NULL, 31); COMMIT")
+        .unwrap();
+    let r = b
+        .run("SELECT id FROM dbo.t WHERE id >= 30 ORDER BY id")
+        .unwrap();
+    assert_eq!(r[0].rows, vec![vec![Value::Int(30)], vec![Value::Int(32)]]);
+    assert_eq!(
+        count(&mut b, "SELECT v FROM dbo.t WHERE id = 1"),
+        Value::String("one".into())
+    );
+    let txns = rec.0.lock().unwrap();
+    assert_eq!(txns.len(), 1);
+    assert_eq!(
+        txns[0].changes.len(),
+        2,
+        "only the surviving inserts are recorded"
+    );
+}

@@ -206,7 +206,33 @@ impl SessionCore {
     /// Undoes the current statement's writes (statement-level rollback inside a transaction).
     pub(crate) fn undo_statement(&mut self) {
         let Some(txn) = self.txn.as_mut() else { return };
-        while let Some(u) = txn.undo.pop() {
+        let mark = txn.stmt_undo_mark;
+        let changes = std::mem::take(&mut txn.changes_mark);
+        self.undo_to(mark, changes);
+    }
+
+    /// ROLLBACK TRANSACTION <savepoint>: undoes the writes made after SAVE TRANSACTION.
+    pub(crate) fn rollback_to_savepoint(&mut self, name: &str) -> bool {
+        let Some(txn) = self.txn.as_mut() else {
+            return false;
+        };
+        let Some(pos) = txn
+            .savepoints
+            .iter()
+            .rposition(|(n, ..)| n.eq_ignore_ascii_case(name))
+        else {
+            return false;
+        };
+        let (_, mark, changes) = txn.savepoints[pos].clone();
+        txn.savepoints.truncate(pos + 1);
+        self.undo_to(mark, changes);
+        true
+    }
+
+    fn undo_to(&mut self, mark: usize, changes_mark: std::collections::BTreeMap<i32, usize>) {
+        let Some(txn) = self.txn.as_mut() else { return };
+        while txn.undo.len() > mark {
+            let Some(u) = txn.undo.pop() else { break };
             match u {
                 Undo::Row {
                     object_id,
@@ -250,10 +276,8 @@ impl SessionCore {
                 }
             }
         }
-        for (db, n) in std::mem::take(&mut txn.changes_mark) {
-            if let Some(c) = txn.changes.get_mut(&db) {
-                c.truncate(n);
-            }
+        for (db, c) in txn.changes.iter_mut() {
+            c.truncate(changes_mark.get(db).copied().unwrap_or(0));
         }
     }
 

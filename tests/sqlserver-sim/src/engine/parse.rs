@@ -131,7 +131,7 @@ pub enum Stmt {
     RollbackTran {
         savepoint: Option<String>,
     },
-    SaveTran(#[allow(dead_code)] String),
+    SaveTran(String),
     Print(ast::Expr),
     RaisError {
         message: ast::Expr,

@@ -61,6 +61,10 @@ pub struct Txn {
     pub last_stmt_seq: u64,
     /// Overlay changes of the current statement (statement-level rollback).
     pub undo: Vec<super::dml::Undo>,
+    /// Undo-log length when the current statement began.
+    pub stmt_undo_mark: usize,
+    /// SAVE TRANSACTION points: name, undo-log length, change-list lengths.
+    pub savepoints: Vec<(String, usize, BTreeMap<i32, usize>)>,
     /// Length of each database's change list when the current statement began.
     pub changes_mark: BTreeMap<i32, usize>,
 }
@@ -572,6 +576,8 @@ impl SessionCore {
             first_lsn: BTreeMap::new(),
             last_stmt_seq: 0,
             undo: Vec::new(),
+            stmt_undo_mark: 0,
+            savepoints: Vec::new(),
             changes_mark: BTreeMap::new(),
         });
         Ok(())
@@ -728,7 +734,11 @@ impl SessionCore {
         );
         if !is_block {
             if let Some(t) = self.txn.as_mut() {
-                t.undo.clear();
+                // Without savepoints only the current statement can be undone.
+                if t.savepoints.is_empty() {
+                    t.undo.clear();
+                }
+                t.stmt_undo_mark = t.undo.len();
                 t.changes_mark = t.changes.iter().map(|(k, v)| (*k, v.len())).collect();
             }
         }
@@ -895,14 +905,21 @@ impl SessionCore {
                 Ok(Flow::Normal)
             }
             Stmt::RollbackTran { savepoint } => {
-                if savepoint.is_some() && self.txn.is_some() {
-                    return Err(value::unsupported("ROLLBACK to a savepoint").into());
+                if let Some(name) = savepoint {
+                    if self.rollback_to_savepoint(name) {
+                        self.done(sink, StatementKind::Other, None)?;
+                        return Ok(Flow::Normal);
+                    }
                 }
                 self.rollback_tran(sink)?;
                 self.done(sink, StatementKind::Other, None)?;
                 Ok(Flow::Normal)
             }
-            Stmt::SaveTran(_) => {
+            Stmt::SaveTran(name) => {
+                if let Some(t) = self.txn.as_mut() {
+                    let changes = t.changes.iter().map(|(k, v)| (*k, v.len())).collect();
+                    t.savepoints.push((name.clone(), t.undo.len(), changes));
+                }
                 if self.txn.is_none() {
                     return Err(err(
                         628,
@@ -2105,17 +2122,24 @@ impl Session for EngineSession {
                 self.core.begin_tran(sink)
             }
             TransactionRequest::Commit { .. } => self.core.commit_tran(sink),
-            TransactionRequest::Rollback { .. } => self.core.rollback_tran(sink),
-            TransactionRequest::Save { .. } => {
-                if self.core.txn.is_none() {
-                    Err(err(
-                        628,
-                        "Cannot issue SAVE TRANSACTION when there is no active transaction.",
-                    ))
-                } else {
+            TransactionRequest::Rollback { name } => {
+                if !name.is_empty() && self.core.rollback_to_savepoint(name) {
                     Ok(())
+                } else {
+                    self.core.rollback_tran(sink)
                 }
             }
+            TransactionRequest::Save { name } => match self.core.txn.as_mut() {
+                None => Err(err(
+                    628,
+                    "Cannot issue SAVE TRANSACTION when there is no active transaction.",
+                )),
+                Some(t) => {
+                    let changes = t.changes.iter().map(|(k, v)| (*k, v.len())).collect();
+                    t.savepoints.push((name.clone(), t.undo.len(), changes));
+                    Ok(())
+                }
+            },
         };
         if let Err(e) = r {
             let _ = sink.error(&e);
