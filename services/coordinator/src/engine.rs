@@ -1297,6 +1297,11 @@ impl Coordinator {
     pub async fn tick(&self) -> Result<()> {
         self.expire_leases().await?;
         let now = self.now();
+        let workers = self.store.workers()?;
+        for kind in ["capture", "apply"] {
+            let live = workers.iter().filter(|w| w.kind == kind && w.lease_expires_us > now).count();
+            metrics::gauge!(m::WORKERS, "kind" => kind).set(live as f64);
+        }
         for task in self.store.tasks()? {
             if task.state != TaskState::Running as i32 {
                 continue;
@@ -1346,60 +1351,41 @@ impl Coordinator {
 
     // ---- verification ----------------------------------------------------------------------
 
-    /// Compares exact row counts per table: source through capture (`ChecksumChunks` over one
-    /// unbounded chunk, with the table's filter applied by capture) and target with `count(*)`.
+    /// Verifies the task's tables with `dbsync-verify`: counts, per-range canonical
+    /// checksums, differing rows, optional repair. Incremental mode waits out the current lag.
     pub async fn verify(&self, request: pb::VerifyTaskRequest) -> Result<pb::VerifyReport> {
-        let started = std::time::Instant::now();
         let (row, spec) = self.load(&request.task_id)?;
-        let mut capture = self.capture(&spec).await?;
-        let target = spec.target_connection()?;
-        let client = target::connect(&target).await.map_err(|e| CoordinatorError::Capture {
-            address: format!("{}:{}", target.host, target.port),
-            operation: "connect to the target for verification",
-            message: e,
-            code: tonic::Code::Unavailable,
-        })?;
-        let mut report = pb::VerifyReport { equal: true, ..Default::default() };
+        let address = self.capture_address(&spec)?;
+        let now = self.now();
+        let mut plans = Vec::new();
+        let mut lag = 0.0f64;
         for t in self.store.tables(&row.id)? {
             if !request.tables.is_empty() && !request.tables.iter().any(|n| n.eq_ignore_ascii_case(&t.source_key)) {
                 continue;
             }
-            let Ok(plan) = pb::TablePlan::decode(t.plan.as_slice()) else { continue };
-            let Some(schema) = plan.source.clone() else { continue };
-            let database = schema.table.as_ref().map(|r| r.database.clone()).unwrap_or_default();
-            let sums = capture
-                .client
-                .checksum_chunks(pb::ChecksumChunksRequest {
-                    source: Some(spec.source_connection(&database)?),
-                    task_id: row.id.clone(),
-                    table: Some(schema.clone()),
-                    chunks: vec![pb::Chunk { index: 0, lower: None, upper: None, estimated_rows: 0 }],
-                    throttle: Some(spec.throttle.full_proto()),
-                    where_filter: plan.where_filter.clone(),
-                    ..Default::default()
-                })
-                .await
-                .map_err(|s| capture.error("count source rows", s))?
-                .into_inner();
-            let source_rows: u64 = sums.chunks.iter().map(|c| c.rows).sum();
-            let target_rows = target::count_rows(&client, &plan.target_schema, &plan.target_table)
-                .await
-                .map_err(|e| CoordinatorError::InvalidArgument(format!("count rows of {}: {e}", t.target)))?;
-            let equal = source_rows == target_rows;
-            report.equal &= equal;
-            report.tables.push(pb::TableVerification {
-                source: schema.table,
-                target: t.target.clone(),
-                source_rows,
-                target_rows,
-                rows_compared: source_rows.min(target_rows),
-                differences: Vec::new(),
-                repaired: 0,
-                equal,
-            });
+            lag = lag.max(table_lag_seconds(&t, now));
+            if let Ok(plan) = pb::TablePlan::decode(t.plan.as_slice()) {
+                plans.push(plan);
+            }
         }
-        report.seconds = started.elapsed().as_secs_f64();
-        Ok(report)
+        let database = spec.objects.databases.first().cloned().unwrap_or_default();
+        let lag = Duration::from_secs_f64(lag);
+        let fail = |e: dbsync_verify::VerifyError| {
+            let code = match dbsync_core::error::Classify::class(&e) {
+                dbsync_core::error::ErrorClass::Definite => tonic::Code::FailedPrecondition,
+                _ => tonic::Code::Unavailable,
+            };
+            let secrets = secrets_of(&spec);
+            let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
+            CoordinatorError::Capture { address: address.clone(), operation: "verify the task", message: redact(&e.to_string(), &secrets), code }
+        };
+        let mut verify = dbsync_verify::VerifyRequest::new(&row.id, spec.source_connection(&database)?, spec.target_connection()?, &address, plans);
+        verify.capture_token = self.settings.capture_token.clone();
+        verify.mode = dbsync_verify::Mode::parse(&request.mode, request.sample_percent, lag).map_err(fail)?;
+        verify.repair = request.repair;
+        verify.throttle = spec.throttle.full_proto();
+        let report = dbsync_verify::verify(verify, |_| {}).await.map_err(fail)?;
+        Ok(report.into())
     }
 }
 
