@@ -239,7 +239,7 @@ pub(crate) fn large_text(rng: &mut SampleRng, len: usize, unicode: bool) -> Stri
 /// Batches of INSERT statements for every table.
 pub(super) fn seed_batches(rows: usize) -> Vec<String> {
     let mut out = Vec::new();
-    let mut rng = SampleRng::new(0x5EED_0F_5A0B);
+    let mut rng = SampleRng::new(0x05EE_D0F5_A0B0);
     let rows = rows.max(1);
 
     {

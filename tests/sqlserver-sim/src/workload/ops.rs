@@ -290,7 +290,9 @@ impl WorkerState {
         let mut ops = Vec::new();
         let mut changes = Vec::new();
         if config.large_transaction_every > 0
-            && self.transactions % config.large_transaction_every == 0
+            && self
+                .transactions
+                .is_multiple_of(config.large_transaction_every)
         {
             let mut rows = Vec::with_capacity(config.large_transaction_rows);
             for _ in 0..config.large_transaction_rows {
@@ -452,7 +454,10 @@ impl WorkerState {
 
     /// The DDL statement due now, if any (worker 0 only).
     fn ddl(&mut self, config: &WorkloadConfig) -> Option<String> {
-        if self.worker != 0 || config.ddl_every == 0 || self.transactions % config.ddl_every != 0 {
+        if self.worker != 0
+            || config.ddl_every == 0
+            || !self.transactions.is_multiple_of(config.ddl_every)
+        {
             return None;
         }
         self.ddl_columns += 1;

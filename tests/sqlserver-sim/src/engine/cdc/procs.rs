@@ -682,15 +682,15 @@ fn get_captured_columns(
 
 /// (character_maximum_length, numeric_precision, radix, numeric_scale, datetime_precision)
 /// as INFORMATION_SCHEMA.COLUMNS shows them.
-fn type_facets(
-    ty: &SqlType,
-) -> (
+type TypeFacets = (
     Option<i32>,
     Option<u8>,
     Option<i16>,
     Option<i32>,
     Option<i16>,
-) {
+);
+
+fn type_facets(ty: &SqlType) -> TypeFacets {
     let len = |l: Option<u16>| Some(l.map_or(-1, i32::from));
     match ty {
         SqlType::Char { len: l, .. } | SqlType::Binary { len: l } => {

@@ -190,6 +190,9 @@ impl TableHandle {
     }
 }
 
+/// Decides per stored row (see [`DirectWrite::DeleteWhere`]).
+pub type RowPredicate = Box<dyn Fn(&[Value]) -> bool>;
+
 /// A write applied straight to the committed store (system tables only: no locks, no
 /// change recording, no constraint checks beyond the storage key).
 pub enum DirectWrite {
@@ -210,7 +213,7 @@ pub enum DirectWrite {
     /// Keeps only the rows for which `keep` returns true.
     DeleteWhere {
         table: i32,
-        keep: Box<dyn Fn(&[Value]) -> bool>,
+        keep: RowPredicate,
     },
 }
 
