@@ -47,6 +47,11 @@ async fn task_commands_drive_the_coordinator() {
     let err = dbsync(&with(&["task", "start", "sales-to-pg"])).await.unwrap_err();
     assert!(err.to_string().contains("Precheck of task 'sales-to-pg' failed"), "{err}");
     assert_eq!(dbsync(&with(&["task", "status", "sales-to-pg"])).await.unwrap(), ExitCode::SUCCESS);
+    // --watch follows the status stream and returns once the task is not running.
+    let watch_args = with(&["task", "status", "sales-to-pg", "--watch"]);
+    let watched = tokio::time::timeout(Duration::from_secs(10), dbsync(&watch_args));
+    assert_eq!(watched.await.expect("watch ends for a task that is not running").unwrap(), ExitCode::SUCCESS);
+    assert_eq!(dbsync(&with(&["workers"])).await.unwrap(), ExitCode::SUCCESS);
     assert_eq!(
         dbsync(&with(&["task", "modify", "sales-to-pg", "--full-rows-per-second", "1234", "--lag-alert-seconds", "90"])).await.unwrap(),
         ExitCode::SUCCESS

@@ -21,7 +21,7 @@ pub enum CoordinatorError {
     Capture { address: String, operation: &'static str, message: String, code: tonic::Code },
     #[error("Task '{task}' cannot be planned: {message}")]
     Plan { task: String, message: String },
-    #[error("Precheck of task '{task}' failed, fix these first: {items}")]
+    #[error("Precheck of task '{task}' failed, fix these first and run the precheck again: {items}")]
     PrecheckFailed { task: String, items: String },
     #[error("Unknown worker '{0}': register first")]
     UnknownWorker(String),
