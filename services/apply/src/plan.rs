@@ -119,6 +119,11 @@ impl TableTarget {
         })
     }
 
+    /// True when only rows matching `where_filter` are synced.
+    pub fn has_filter(&self) -> bool {
+        !self.where_filter.trim().is_empty()
+    }
+
     /// The target name of a source column, if it is written.
     pub fn target_column(&self, source_column: &str) -> Option<&TargetColumn> {
         self.columns

@@ -31,7 +31,7 @@ use crate::capture::CaptureClient;
 use crate::error::{ApplyError, Result};
 use crate::full::{run_full_sync, FullSyncContext, FullSyncTable};
 use crate::pg::catalog::{unique_index_count, ResolvedTable};
-use crate::pg::changes::{ApplyLimits, ChangeApplier, TableApply};
+use crate::pg::changes::{check_filter, ApplyLimits, ChangeApplier, TableApply};
 use crate::pg::checkpoint::{load_table_state, record_step, PgCheckpoints, TableStep};
 use crate::pg::ddl::alter_table_ddl;
 use crate::plan::TableTarget;
@@ -82,6 +82,7 @@ pub async fn run_stream(
         let state = load_table_state(&client, &ctx.task_id, &t.table.target.source_name)
             .await?
             .unwrap_or_default();
+        check_filter(&t.table)?;
         let mut apply = TableApply::new(
             Arc::clone(&t.table),
             state.snapshot_end_lsn,

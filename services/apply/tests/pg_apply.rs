@@ -783,3 +783,62 @@ async fn regrouped_statements_end_in_the_same_state_as_change_order() {
         .collect();
     assert_eq!(items(&client).await, expected);
 }
+
+#[tokio::test]
+async fn row_filters_insert_rows_entering_and_delete_rows_leaving() {
+    let (target, mut client) = fresh_db("filter").await;
+    let mut plan = items_plan();
+    plan.where_filter = "([qty]>=(10))".into();
+    let tables = create_tables(&mut client, &[plan], "precheck").await;
+    dbsync_apply::pg::changes::check_filter(&tables[0]).unwrap();
+    let mut a = applier(
+        &target,
+        vec![Some(TableApply::new(tables[0].clone(), None, false))],
+        ApplyLimits::default(),
+    )
+    .await;
+    a.apply_fragment(txn(
+        10,
+        vec![
+            change(Operation::Insert, 1, item(1, "low", null(), 5)),
+            change(Operation::Insert, 2, item(2, "high", null(), 20)),
+            change(Operation::Insert, 3, item(3, "high", null(), 30)),
+        ],
+    ))
+    .await
+    .unwrap();
+    a.flush().await.unwrap();
+    assert_eq!(
+        items(&client).await,
+        vec!["2|high|NULL|20", "3|high|NULL|30"]
+    );
+    a.apply_fragment(txn(
+        20,
+        vec![
+            // 1 enters the filter, 2 leaves it, 3 stays inside.
+            change(Operation::UpdateBefore, 4, item(1, "low", null(), 5)),
+            change(Operation::UpdateAfter, 4, item(1, "entered", null(), 15)),
+            change(Operation::UpdateBefore, 5, item(2, "high", null(), 20)),
+            change(Operation::UpdateAfter, 5, item(2, "left", null(), 2)),
+            change(Operation::UpdateBefore, 6, item(3, "high", null(), 30)),
+            change(Operation::UpdateAfter, 6, item(3, "still", null(), 31)),
+        ],
+    ))
+    .await
+    .unwrap();
+    a.flush().await.unwrap();
+    assert_eq!(
+        items(&client).await,
+        vec!["1|entered|NULL|15", "3|still|NULL|31"]
+    );
+    // A filter that does not translate is refused up front, naming the table.
+    let mut bad = items_plan();
+    bad.where_filter = "(dbo.f([qty])=(1))".into();
+    let mut t = (*tables[0]).clone();
+    t.target.where_filter = bad.where_filter.clone();
+    let err = dbsync_apply::pg::changes::check_filter(&t).unwrap_err();
+    assert!(
+        err.to_string().contains("shop.dbo.Items") && err.to_string().contains("row filter"),
+        "{err}"
+    );
+}

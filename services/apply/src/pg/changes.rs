@@ -63,12 +63,14 @@ pub enum StmtKind {
     Insert,
     Upsert,
     Update,
+    /// An update of a table with a row filter ([`filtered_update_sql`]).
+    UpdateFiltered,
     Delete,
 }
 
 /// `INSERT INTO t (cols) SELECT * FROM unnest($1::type[], …)`, with `ON CONFLICT (key) DO
 /// UPDATE` for an upsert. `cols` index `table.write`.
-pub fn insert_sql(t: &ResolvedTable, cols: &[usize], upsert: bool) -> String {
+pub fn insert_sql(t: &ResolvedTable, cols: &[usize], upsert: bool) -> Result<String> {
     let names: Vec<&str> = cols.iter().map(|c| t.write[*c].quoted.as_str()).collect();
     let arrays: Vec<String> = cols
         .iter()
@@ -81,7 +83,11 @@ pub fn insert_sql(t: &ResolvedTable, cols: &[usize], upsert: bool) -> String {
         names.join(", "),
         arrays.join(", ")
     );
-    if upsert {
+    if let Some(filter) = filter_sql(t, cols)? {
+        let aliases: Vec<String> = (1..=cols.len()).map(|i| format!("p{i}")).collect();
+        sql.push_str(&format!(" AS u({}) WHERE {filter}", aliases.join(", ")));
+    }
+    if upsert || t.target.has_filter() {
         let sets: Vec<String> = cols
             .iter()
             .filter(|c| !t.key.contains(c))
@@ -97,7 +103,91 @@ pub fn insert_sql(t: &ResolvedTable, cols: &[usize], upsert: bool) -> String {
             ));
         }
     }
-    sql
+    Ok(sql)
+}
+
+/// The table's row filter over the statement's `u.pN` columns (`cols` index `write`), as
+/// `coalesce((…), false)` so that NULL means "outside".
+fn filter_sql(t: &ResolvedTable, cols: &[usize]) -> Result<Option<String>> {
+    if !t.target.has_filter() {
+        return Ok(None);
+    }
+    let lookup = |name: &str| {
+        let pos = cols.iter().position(|c| {
+            t.target.columns[t.write[*c].source_index]
+                .source_name
+                .eq_ignore_ascii_case(name)
+        })?;
+        Some((
+            format!("u.p{}", pos + 1),
+            crate::pg::types::ColumnClass::Other,
+        ))
+    };
+    crate::pg::types::translate_expression(&t.target.where_filter, &lookup)
+        .map(|f| Some(format!("coalesce(({f}), false)")))
+        .map_err(|detail| ApplyError::InvalidPlan {
+            object: t.target.source_name.clone(),
+            detail: format!(
+                "the row filter {:?} cannot be applied to changes: {detail}",
+                t.target.where_filter
+            ),
+        })
+}
+
+/// Fails early (naming the table) when the table's row filter cannot be applied to changes.
+pub fn check_filter(t: &ResolvedTable) -> Result<()> {
+    let all: Vec<usize> = (0..t.write.len()).collect();
+    filter_sql(t, &all).map(|_| ())
+}
+
+/// An update of a filtered table: the new image is upserted when it matches the filter (a row
+/// entering the filter is inserted) and the row is deleted when it does not (a row leaving it).
+/// `cols` are the after image's present columns (keys included).
+pub fn filtered_update_sql(t: &ResolvedTable, cols: &[usize]) -> Result<String> {
+    let filter = filter_sql(t, cols)?.unwrap_or_else(|| "true".into());
+    let arrays: Vec<String> = cols
+        .iter()
+        .enumerate()
+        .map(|(i, c)| format!("${}::{}[]", i + 1, t.write[*c].base_type))
+        .collect();
+    let aliases: Vec<String> = (1..=cols.len()).map(|i| format!("p{i}")).collect();
+    let mut conds = Vec::new();
+    for k in &t.key {
+        let pos = cols
+            .iter()
+            .position(|c| c == k)
+            .ok_or_else(|| ApplyError::Protocol {
+                detail: format!("an update of {} lacks a key column", t.target.source_name),
+            })?;
+        conds.push(format!("t.{} = u.p{}", t.write[*k].quoted, pos + 1));
+    }
+    let names: Vec<&str> = cols.iter().map(|c| t.write[*c].quoted.as_str()).collect();
+    let sets: Vec<String> = cols
+        .iter()
+        .filter(|c| !t.key.contains(c))
+        .map(|c| format!("{0} = EXCLUDED.{0}", t.write[*c].quoted))
+        .collect();
+    let on_conflict = if sets.is_empty() {
+        format!("ON CONFLICT {} DO NOTHING", t.key_list())
+    } else {
+        format!(
+            "ON CONFLICT {} DO UPDATE SET {}",
+            t.key_list(),
+            sets.join(", ")
+        )
+    };
+    Ok(format!(
+        "WITH u AS (SELECT * FROM unnest({}) AS u({})), \
+         d AS (DELETE FROM {} AS t USING u WHERE {} AND NOT {filter}) \
+         INSERT INTO {} ({}) SELECT {} FROM u WHERE {filter} {on_conflict}",
+        arrays.join(", "),
+        aliases.join(", "),
+        t.target.qualified,
+        conds.join(" AND "),
+        t.target.qualified,
+        names.join(", "),
+        aliases.join(", "),
+    ))
 }
 
 /// `UPDATE t SET c = u.pN … FROM unnest(keys…, sets…) AS u(p1…) WHERE t.k = u.p1 …`.
@@ -484,14 +574,21 @@ impl ChangeApplier {
                 if cols.is_empty() {
                     return Ok(());
                 }
-                self.add(
-                    ti,
-                    StmtKind::Update,
-                    cols,
-                    &change.values,
-                    before.map(|b| b.key),
-                )
-                .await?;
+                if target.has_filter() {
+                    // The new image decides: inside the filter it is upserted, outside the
+                    // row is deleted.
+                    self.add(ti, StmtKind::UpdateFiltered, cols, &change.values, None)
+                        .await?;
+                } else {
+                    self.add(
+                        ti,
+                        StmtKind::Update,
+                        cols,
+                        &change.values,
+                        before.map(|b| b.key),
+                    )
+                    .await?;
+                }
             }
             Operation::Delete => {
                 self.add(ti, StmtKind::Delete, Vec::new(), &change.values, None)
@@ -573,7 +670,7 @@ impl ChangeApplier {
         };
         if pos.is_none() {
             let nparams = match kind {
-                StmtKind::Insert | StmtKind::Upsert => cols.len(),
+                StmtKind::Insert | StmtKind::Upsert | StmtKind::UpdateFiltered => cols.len(),
                 StmtKind::Update => table.key.len() + cols.len(),
                 StmtKind::Delete => table.key.len(),
             };
@@ -673,9 +770,10 @@ impl ChangeApplier {
         let key = (batch.table, batch.kind, batch.cols.clone());
         if !self.statements.contains_key(&key) {
             let sql = match batch.kind {
-                StmtKind::Insert => insert_sql(&table, &batch.cols, false),
-                StmtKind::Upsert => insert_sql(&table, &batch.cols, true),
+                StmtKind::Insert => insert_sql(&table, &batch.cols, false)?,
+                StmtKind::Upsert => insert_sql(&table, &batch.cols, true)?,
                 StmtKind::Update => update_sql(&table, &batch.cols),
+                StmtKind::UpdateFiltered => filtered_update_sql(&table, &batch.cols)?,
                 StmtKind::Delete => delete_sql(&table),
             };
             let stmt = self.client.prepare(&sql).await.map_err(|e| {
@@ -697,7 +795,7 @@ impl ChangeApplier {
         let action = match batch.kind {
             StmtKind::Insert => "inserting changed rows",
             StmtKind::Upsert => "upserting changed rows",
-            StmtKind::Update => "updating changed rows",
+            StmtKind::Update | StmtKind::UpdateFiltered => "updating changed rows",
             StmtKind::Delete => "deleting changed rows",
         };
         // Pipelining: the first poll sends the statement; its result is read later (before
@@ -929,11 +1027,11 @@ mod tests {
     fn change_statements_match_the_golden_text() {
         let t = table();
         assert_eq!(
-            insert_sql(&t, &[0, 1], false),
+            insert_sql(&t, &[0, 1], false).unwrap(),
             r#"INSERT INTO dbo.customers (customerid, name) SELECT * FROM unnest($1::integer[], $2::character varying[])"#
         );
         assert_eq!(
-            insert_sql(&t, &[0, 1], true),
+            insert_sql(&t, &[0, 1], true).unwrap(),
             r#"INSERT INTO dbo.customers (customerid, name) SELECT * FROM unnest($1::integer[], $2::character varying[]) ON CONFLICT (customerid) DO UPDATE SET name = EXCLUDED.name"#
         );
         assert_eq!(
