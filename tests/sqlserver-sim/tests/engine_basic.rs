@@ -531,3 +531,30 @@ fn catalog_views_describe_tables() {
     assert_eq!(r[0].rows[0][0], Value::Int(1));
     assert!(e.table("app", "sales", "orders").is_some());
 }
+
+#[test]
+fn update_and_delete_with_joins() {
+    let (_e, mut s) = setup();
+    s.run(
+        "CREATE TABLE dbo.prices (sku int NOT NULL PRIMARY KEY, price decimal(10,2) NOT NULL);
+         CREATE TABLE dbo.changes (sku int NOT NULL PRIMARY KEY, new_price decimal(10,2) NULL, drop_it bit NOT NULL DEFAULT 0);
+         INSERT INTO dbo.prices VALUES (1, 10), (2, 20), (3, 30);
+         INSERT INTO dbo.changes VALUES (1, 11, 0), (3, NULL, 1)",
+    )
+    .unwrap();
+    s.run("UPDATE p SET price = c.new_price FROM dbo.prices AS p INNER JOIN dbo.changes AS c ON c.sku = p.sku WHERE c.new_price IS NOT NULL").unwrap();
+    s.run("DELETE p FROM dbo.prices p JOIN dbo.changes c ON c.sku = p.sku WHERE c.drop_it = 1")
+        .unwrap();
+    let r = s
+        .run("SELECT sku, price FROM dbo.prices ORDER BY sku")
+        .unwrap();
+    assert_eq!(
+        r[0].rows,
+        vec![
+            vec![Value::Int(1), Value::Decimal(1100, 2)],
+            vec![Value::Int(2), Value::Decimal(2000, 2)]
+        ]
+    );
+    let r = s.run("UPDATE dbo.prices SET price = price * 2 FROM dbo.prices JOIN dbo.changes ON changes.sku = prices.sku; SELECT @@ROWCOUNT").unwrap();
+    assert_eq!(r[0].rows[0][0], Value::Int(1));
+}

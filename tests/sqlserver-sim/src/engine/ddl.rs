@@ -533,7 +533,7 @@ impl SessionCore {
     }
 
     fn add_column_def(
-        &self,
+        &mut self,
         def: &mut TableDef,
         c: &ColumnSpec,
         d: &DatabaseDef,
@@ -606,7 +606,7 @@ impl SessionCore {
             persisted: *persisted,
         });
         let ty = if computed.is_some() {
-            computed_type(def, c.computed.as_ref().map(|x| &x.0))?
+            computed_type(self, def, c.computed.as_ref().map(|x| &x.0))?
         } else {
             ty
         };
@@ -1464,14 +1464,15 @@ fn remap_positions(def: &mut TableDef, dropped: &[usize]) {
 }
 
 /// The type of a computed column's expression over the table's columns.
-fn computed_type(def: &TableDef, e: Option<&sqlparser::ast::Expr>) -> Result<SqlType, SqlError> {
+fn computed_type(
+    core: &mut SessionCore,
+    def: &TableDef,
+    e: Option<&sqlparser::ast::Expr>,
+) -> Result<SqlType, SqlError> {
     let Some(e) = e else { return Ok(SqlType::Int) };
-    // Type inference without a session: bind against the table scope with a scratch engine.
-    let engine = super::Engine::new(super::EngineConfig::default());
-    let mut s = engine.system_session("master");
     let scope = super::eval::Scope {
         cols: super::query::table_scope_cols(def, &def.name),
     };
-    let mut b = super::eval::Binder::new(&mut s.core, scope);
+    let mut b = super::eval::Binder::new(core, scope);
     Ok(b.bind(e)?.1)
 }

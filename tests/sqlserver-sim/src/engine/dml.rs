@@ -1045,9 +1045,147 @@ impl SessionCore {
         }
     }
 
+    /// UPDATE … SET … FROM <joins> / DELETE t FROM <joins>: the target is the FROM item named
+    /// (or aliased) like the statement's table; each target row is changed once (the first
+    /// joined row wins, SQL Server leaves the choice undefined).
+    fn joined_dml(
+        &mut self,
+        target: &[String],
+        from: &[ast::TableWithJoins],
+        sets: Option<&[ast::Assignment]>,
+        selection: Option<&ast::Expr>,
+    ) -> Result<u64, SqlError> {
+        let want = target.last().cloned().unwrap_or_default().to_lowercase();
+        let mut names = Vec::new();
+        for twj in from {
+            for rel in std::iter::once(&twj.relation).chain(twj.joins.iter().map(|j| &j.relation)) {
+                names.push(match rel {
+                    ast::TableFactor::Table { name, alias, .. } => (
+                        alias.as_ref().map(|a| a.name.value.to_lowercase()),
+                        object_name_parts(name)
+                            .last()
+                            .cloned()
+                            .unwrap_or_default()
+                            .to_lowercase(),
+                    ),
+                    _ => (None, String::new()),
+                });
+            }
+        }
+        let idx = names
+            .iter()
+            .position(|(a, _)| a.as_deref() == Some(want.as_str()))
+            .or_else(|| names.iter().position(|(a, n)| a.is_none() && *n == want))
+            .ok_or_else(|| {
+                err(
+                    4104,
+                    format!(
+                        "The multi-part identifier \"{}\" could not be bound.",
+                        target.join(".")
+                    ),
+                )
+            })?;
+        let (items, width, set_exprs, filter) = {
+            let mut b = Binder::new(self, Scope::default());
+            let (items, width) = query::plan_from(&mut b, from)?;
+            let mut set_exprs = Vec::new();
+            let def = match &items[idx].source {
+                query::Source::Table { def } => def.clone(),
+                _ => return Err(value::unsupported("UPDATE/DELETE of a derived table")),
+            };
+            for a in sets.unwrap_or(&[]) {
+                let ast::AssignmentTarget::ColumnName(n) = &a.target else {
+                    return Err(value::unsupported("tuple assignment"));
+                };
+                let name = object_name_parts(n).last().cloned().unwrap_or_default();
+                let i = def
+                    .column_index(&name)
+                    .ok_or_else(|| err(207, format!("Invalid column name '{name}'.")))?;
+                if def.columns[i].identity.is_some() {
+                    return Err(err(
+                        8102,
+                        format!("Cannot update identity column '{}'.", def.columns[i].name),
+                    ));
+                }
+                set_exprs.push((i, b.bind(&a.value)?.0));
+            }
+            let filter = selection.map(|e| b.bind_cond(e)).transpose()?;
+            (items, width, set_exprs, filter)
+        };
+        let (def, offset, w) = match &items[idx].source {
+            query::Source::Table { def } => (def.clone(), items[idx].offset, items[idx].width),
+            _ => return Err(value::unsupported("UPDATE/DELETE of a derived table")),
+        };
+        if def.is_heap() {
+            return Err(value::unsupported(
+                "UPDATE/DELETE with joins on a heap table",
+            ));
+        }
+        let mut targets: std::collections::BTreeMap<Key, Vec<(usize, Value)>> = Default::default();
+        {
+            let env = Env {
+                core: self,
+                outer: vec![],
+            };
+            query::for_each_joined_row(items, width, &env, &mut |row| {
+                if let Some(f) = &filter {
+                    if !eval_cond(f, row, &env)? {
+                        return Ok(true);
+                    }
+                }
+                let key = Key::from_row(&row[offset..offset + w], &def.storage_key);
+                if !targets.contains_key(&key) {
+                    let vals = set_exprs
+                        .iter()
+                        .map(|(i, e)| eval(e, row, &env).map(|v| (*i, v)))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    targets.insert(key, vals);
+                }
+                Ok(true)
+            })?;
+        }
+        let exprs = self.table_exprs(&def)?;
+        let mut assigned = vec![false; def.columns.len()];
+        for (i, _) in &set_exprs {
+            assigned[*i] = true;
+        }
+        let assigned: Arc<[bool]> = Arc::from(assigned);
+        let mut n = 0;
+        for (key, vals) in targets {
+            self.lock(def.object_id, 0, &key)?;
+            let Some(cur) = self.current_row(&def, &key, true)? else {
+                continue;
+            };
+            if sets.is_none() {
+                self.write_delete(&def, &key, cur, 0)?;
+            } else {
+                let mut new = cur.to_vec();
+                for (i, v) in vals {
+                    let c = &def.columns[i];
+                    value::check_fits(&v, &c.ty, &qualified(&def), &c.name)?;
+                    new[i] = value::convert(&v, &c.ty, 0)?;
+                }
+                self.fill_computed(&def, &exprs, &mut new)?;
+                self.write_update(&def, &key, cur, new, assigned.clone(), 0)?;
+            }
+            n += 1;
+        }
+        Ok(n)
+    }
+
     pub(crate) fn exec_update(&mut self, u: &ast::Update) -> Result<u64, SqlError> {
-        if u.output.is_some() || u.returning.is_some() || u.from.is_some() {
-            return Err(value::unsupported("UPDATE … FROM / OUTPUT"));
+        if u.output.is_some() || u.returning.is_some() {
+            return Err(value::unsupported("UPDATE … OUTPUT"));
+        }
+        if let Some(
+            ast::UpdateTableFromKind::AfterSet(from) | ast::UpdateTableFromKind::BeforeSet(from),
+        ) = &u.from
+        {
+            let target = match &u.table.relation {
+                ast::TableFactor::Table { name, .. } => object_name_parts(name),
+                _ => return Err(value::unsupported("this UPDATE target")),
+            };
+            return self.joined_dml(&target, from, Some(&u.assignments), u.selection.as_ref());
         }
         let (def, alias) = self.dml_target(&u.table)?;
         let scope = Scope {
@@ -1144,8 +1282,13 @@ impl SessionCore {
         let from = match &d.from {
             ast::FromTable::WithFromKeyword(f) | ast::FromTable::WithoutKeyword(f) => f,
         };
-        if !d.tables.is_empty() || from.len() != 1 {
-            return Err(value::unsupported("DELETE with joins"));
+        if !d.tables.is_empty() || from.len() != 1 || !from[0].joins.is_empty() {
+            let target = match (d.tables.first(), &from[0].relation) {
+                (Some(t), _) => object_name_parts(t),
+                (None, ast::TableFactor::Table { name, .. }) => object_name_parts(name),
+                _ => return Err(value::unsupported("this DELETE target")),
+            };
+            return self.joined_dml(&target, from, None, d.selection.as_ref());
         }
         let (def, alias) = self.dml_target(&from[0])?;
         let (filter, targets) = self.target_rows(&def, &alias, d.selection.as_ref())?;

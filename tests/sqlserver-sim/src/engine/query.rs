@@ -1070,6 +1070,34 @@ pub fn scan_table(
     Ok(())
 }
 
+/// The joined rows of a FROM clause (UPDATE/DELETE … FROM).
+pub fn for_each_joined_row(
+    from: Vec<FromItem>,
+    width: usize,
+    env: &Env,
+    f: &mut dyn FnMut(&[Value]) -> Result<bool, SqlError>,
+) -> Result<(), SqlError> {
+    let core = SelectCore {
+        from,
+        width,
+        filter: None,
+        range: KeyRange::default(),
+        group: None,
+        having: None,
+        projection: Vec::new(),
+        identity_projection: false,
+        distinct: false,
+        order: Vec::new(),
+        order_is_storage: false,
+        top: None,
+        top_percent: false,
+        offset: None,
+        fetch: None,
+        assign: None,
+    };
+    for_each_input(&core, env, f)
+}
+
 /// Produces the joined input rows of a SELECT core.
 fn for_each_input(
     core: &SelectCore,
