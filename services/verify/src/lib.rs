@@ -167,3 +167,25 @@ pub async fn verify(request: VerifyRequest, mut progress: impl FnMut(VerifyProgr
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Services spawn `verify` on a multi-threaded runtime: its future must be `Send`.
+    #[allow(dead_code)]
+    fn verify_future_is_send(request: VerifyRequest) {
+        fn send<T: Send>(_: T) {}
+        send(verify(request, |_| {}));
+    }
+
+    #[test]
+    fn modes_parse_with_clear_errors() {
+        assert_eq!(Mode::parse("", 0.0, Duration::ZERO).unwrap(), Mode::Full);
+        assert!(matches!(Mode::parse("sampled", 10.0, Duration::ZERO).unwrap(), Mode::Sampled { percent, .. } if percent == 10.0));
+        let lag = Duration::from_secs(3);
+        assert!(matches!(Mode::parse("incremental", 0.0, lag).unwrap(), Mode::Incremental { lag: l, .. } if l == lag));
+        assert!(Mode::parse("sampled", 0.0, lag).unwrap_err().to_string().contains("sample_percent"));
+        assert!(Mode::parse("quick", 0.0, lag).unwrap_err().to_string().contains("full, sampled or incremental"));
+    }
+}

@@ -365,20 +365,21 @@ impl Table<'_> {
         match &self.partitions {
             Partitions::Ranges(chunks) => {
                 let parallel = self.ctx.request.parallel.max(1);
-                let mut results = futures::stream::iter(selected.iter().enumerate().map(|(i, p)| async move {
-                    let chunk = &chunks[*p as usize];
+                // Collected first: a lazily mapped iterator makes the future lose `Send`.
+                let reads: Vec<_> = selected.iter().copied().enumerate().map(|(i, p)| async move {
+                    let chunk = &chunks[p as usize];
                     let mut hasher = RowHasher::new(&self.shape);
                     let mut source = Aggregate::default();
                     let read = self.read_source(chunk, |values| {
                         let (_, row) = hasher.digests(values);
                         source.add(&row);
                     });
-                    let one = [*p];
+                    let one = [p];
                     let (read, target) = tokio::join!(read, self.target_sums(self.pg(i), &one));
                     read?;
-                    Ok::<_, VerifyError>((*p, source, target?.remove(p).unwrap_or_default()))
-                }))
-                .buffer_unordered(parallel);
+                    Ok::<_, VerifyError>((p, source, target?.remove(&p).unwrap_or_default()))
+                }).collect();
+                let mut results = futures::stream::iter(reads).buffer_unordered(parallel);
                 let mut out = Vec::with_capacity(selected.len());
                 let mut rows = 0;
                 while let Some(r) = results.try_next().await? {

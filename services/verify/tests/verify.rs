@@ -362,3 +362,33 @@ async fn incremental_mode_rechecks_rows_in_flight_before_reporting_them() {
     assert_eq!(diffs(&report, "sales.customers"), [(("different".to_string(), "customer_id=2".to_string()), ["full_name".to_string()].into())].into());
     assert!(t.notes.iter().any(|n| n.contains("re-check")), "{:?}", t.notes);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn source_reads_follow_the_rows_per_second_throttle() {
+    let env = env(200).await;
+    let mut request = env.request();
+    request.tables.retain(|p| p.source.as_ref().and_then(|s| s.table.as_ref()).is_some_and(|t| t.name == "orders"));
+    let started = Instant::now();
+    assert!(env.run(request.clone()).await.equal);
+    let free = started.elapsed();
+    request.throttle.rows_per_second = 100.0;
+    request.task_id = "verify-throttled".into();
+    let started = Instant::now();
+    assert!(env.run(request).await.equal);
+    let throttled = started.elapsed();
+    // 200 rows at 100 rows/s with a burst of one second's worth: at least ~1 s.
+    assert!(throttled >= Duration::from_millis(800) && throttled > free, "throttled {throttled:?}, free {free:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_benchmark_hook_times_verify_next_to_plain_scans() {
+    let env = env(300).await;
+    let mut request = env.request();
+    request.tables.retain(|p| p.source.as_ref().and_then(|s| s.table.as_ref()).is_some_and(|t| t.name == "orders"));
+    request.chunk_rows = 0;
+    let result = dbsync_verify::bench::measure(request).await.unwrap();
+    eprintln!("{result}");
+    assert!(result.equal);
+    assert_eq!(result.rows, 300);
+    assert!(result.verify_rows_per_second > 0.0 && result.target_scan_seconds > 0.0 && result.source_scan_seconds > 0.0);
+}
