@@ -6,18 +6,139 @@ use std::net::SocketAddr;
 pub use tokio_util::sync::CancellationToken;
 
 /// Structured logs with `tracing`. `RUST_LOG` sets the filter (default `info`);
-/// `DBSYNC_LOG_FORMAT=json` switches to one JSON object per line. Safe to call twice.
+/// `DBSYNC_LOG_FORMAT=json` switches to one JSON object per line. When
+/// `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set, spans are
+/// also exported as OpenTelemetry traces over OTLP/HTTP (protobuf) to `<endpoint>/v1/traces`,
+/// with `service.name` = `service` unless `OTEL_SERVICE_NAME` says otherwise; the standard
+/// `OTEL_BSP_*` variables tune batching. Safe to call twice (the first call wins).
 pub fn init_tracing(service: &'static str) {
-    use tracing_subscriber::{fmt, EnvFilter};
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{fmt, EnvFilter, Layer};
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let json = std::env::var("DBSYNC_LOG_FORMAT").map(|v| v == "json").unwrap_or(false);
-    let result = if json {
-        fmt().with_env_filter(filter).json().with_current_span(false).try_init()
+    let logs = if json {
+        fmt::layer().json().with_current_span(false).boxed()
     } else {
-        fmt().with_env_filter(filter).with_target(true).try_init()
+        fmt::layer().with_target(true).boxed()
     };
+    let (traces, trace_error) = match otel::layer(service) {
+        Ok(layer) => (layer, None),
+        Err(e) => (None, Some(e)),
+    };
+    let result = tracing_subscriber::registry().with(traces).with(logs).with(filter).try_init();
     if result.is_ok() {
-        tracing::info!(service, "logging initialised");
+        tracing::info!(service, traces = otel::enabled(), "logging initialised");
+        if let Some(e) = trace_error {
+            tracing::warn!(error = %e, "OpenTelemetry traces are off: the OTLP exporter could not be built");
+        }
+    }
+}
+
+/// Sends every finished span still buffered to the OTLP endpoint (no-op without one). Call it
+/// before the process exits, and in tests before looking at the receiver.
+pub fn flush_traces() {
+    otel::flush();
+}
+
+/// The span of one gRPC request on a server: `Server::builder().trace_fn(grpc_request_span)`.
+/// Named after the method (`otel.name`), kind server, and continuing the caller's trace when
+/// the request carries a W3C `traceparent` header (see [`inject_trace_context`]).
+pub fn grpc_request_span(request: &tonic::codegen::http::Request<()>) -> tracing::Span {
+    let method = request.uri().path().trim_start_matches('/');
+    let span = tracing::info_span!("grpc", otel.name = %method, otel.kind = "server", rpc.system = "grpc");
+    otel::continue_trace(&span, request.headers());
+    span
+}
+
+/// Client side of trace propagation: adds the current span's W3C `traceparent` to outgoing
+/// gRPC metadata (use it in a client interceptor). No-op when traces are off.
+pub fn inject_trace_context(metadata: &mut tonic::metadata::MetadataMap) {
+    otel::inject(metadata);
+}
+
+/// The OpenTelemetry pieces: the tracer provider (kept for flushing) and W3C trace context.
+mod otel {
+    use std::sync::OnceLock;
+
+    use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
+    use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry_sdk::propagation::TraceContextPropagator;
+    use opentelemetry_sdk::trace::SdkTracerProvider;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+    static PROVIDER: OnceLock<SdkTracerProvider> = OnceLock::new();
+
+    pub fn enabled() -> bool {
+        PROVIDER.get().is_some()
+    }
+
+    fn endpoint_configured() -> bool {
+        ["OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"]
+            .iter()
+            .any(|v| std::env::var(v).is_ok_and(|s| !s.trim().is_empty()))
+    }
+
+    /// The tracing layer exporting spans, or `None` when no OTLP endpoint is configured.
+    pub fn layer<S>(service: &'static str) -> anyhow::Result<Option<tracing_opentelemetry::OpenTelemetryLayer<S, opentelemetry_sdk::trace::Tracer>>>
+    where
+        S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
+    {
+        if !endpoint_configured() || PROVIDER.get().is_some() {
+            return Ok(None);
+        }
+        let exporter = opentelemetry_otlp::SpanExporter::builder().with_http().build()?;
+        let name = std::env::var("OTEL_SERVICE_NAME").ok().filter(|s| !s.is_empty()).unwrap_or_else(|| service.to_string());
+        let provider = SdkTracerProvider::builder()
+            .with_batch_exporter(exporter)
+            .with_resource(opentelemetry_sdk::Resource::builder().with_service_name(name).build())
+            .build();
+        let tracer = provider.tracer("dbsync");
+        let _ = PROVIDER.set(provider);
+        Ok(Some(tracing_opentelemetry::layer().with_tracer(tracer)))
+    }
+
+    pub fn flush() {
+        if let Some(provider) = PROVIDER.get() {
+            if let Err(e) = provider.force_flush() {
+                tracing::warn!(error = %e, "flushing OpenTelemetry traces failed");
+            }
+        }
+    }
+
+    struct Headers<'a>(&'a tonic::codegen::http::HeaderMap);
+
+    impl Extractor for Headers<'_> {
+        fn get(&self, key: &str) -> Option<&str> {
+            self.0.get(key).and_then(|v| v.to_str().ok())
+        }
+        fn keys(&self) -> Vec<&str> {
+            self.0.keys().map(|k| k.as_str()).collect()
+        }
+    }
+
+    struct Metadata<'a>(&'a mut tonic::metadata::MetadataMap);
+
+    impl Injector for Metadata<'_> {
+        fn set(&mut self, key: &str, value: String) {
+            if let (Ok(key), Ok(value)) = (tonic::metadata::MetadataKey::from_bytes(key.as_bytes()), value.parse()) {
+                self.0.insert(key, value);
+            }
+        }
+    }
+
+    pub fn continue_trace(span: &tracing::Span, headers: &tonic::codegen::http::HeaderMap) {
+        if enabled() && headers.contains_key("traceparent") {
+            let parent = TraceContextPropagator::new().extract(&Headers(headers));
+            let _ = span.set_parent(parent);
+        }
+    }
+
+    pub fn inject(metadata: &mut tonic::metadata::MetadataMap) {
+        if enabled() {
+            let context = tracing::Span::current().context();
+            TraceContextPropagator::new().inject_context(&context, &mut Metadata(metadata));
+        }
     }
 }
 
