@@ -12,6 +12,10 @@
 //! Entry points: [`serve`] (from a [`CoordinatorConfig`]) and [`serve_engine`] (with a prepared
 //! [`Coordinator`], e.g. with a [`ManualClock`] in tests).
 
+// Protobuf literals end in `..Default::default()` even when complete, so that fields added to
+// the contracts later never break this crate.
+#![allow(clippy::needless_update)]
+
 pub mod alert;
 pub mod engine;
 pub mod error;
@@ -137,6 +141,7 @@ pub async fn serve_engine(
     let auth = BearerAuth(auth_token.map(Arc::new));
     tracing::info!(%local, auth = auth.0.is_some(), "coordinator serving");
     let result = tonic::transport::Server::builder()
+        .trace_fn(dbsync_telemetry::grpc_request_span)
         .add_service(health)
         .add_service(reflection)
         .add_service(reflection_v1alpha)
