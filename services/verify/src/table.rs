@@ -44,6 +44,8 @@ struct Candidate {
     partition: u32,
     /// Source key values (rows the source has).
     key: Option<Vec<Value>>,
+    /// Digest of the source row (None: the source has no such row).
+    source_row: Option<Digest16>,
     render: String,
 }
 
@@ -160,18 +162,38 @@ pub(crate) async fn verify_table(
     }
 
     // 3. Changes in flight: re-check after the delay plus the lag; keep what still differs.
+    // A row is confirmed when it still differs after a whole wait during which its source row
+    // did not change (apply had the time to deliver it); a row whose source keeps changing
+    // is re-checked again, and left unconfirmed when it never settles.
     if let Mode::Incremental { recheck_delay, attempts, lag } = &request.mode {
+        let wait = *recheck_delay + *lag;
+        let mut pending = if *attempts > 0 { std::mem::take(&mut candidates) } else { Vec::new() };
         let mut attempt = 0;
-        while !candidates.is_empty() && attempt < *attempts {
+        while !pending.is_empty() && attempt < *attempts {
             attempt += 1;
-            tick(Phase::Rechecking, u64::from(attempt), u64::from(*attempts), report.rows_compared, candidates.len() as u64);
-            tokio::time::sleep(*recheck_delay + *lag).await;
-            let parts: Vec<u32> = candidates.iter().map(|c| c.partition).collect::<HashSet<_>>().into_iter().collect();
-            let before: HashSet<Digest16> = candidates.iter().map(|c| c.key_digest).collect();
-            candidates = table.narrow(&parts).await?.into_iter().filter(|c| before.contains(&c.key_digest)).collect();
+            tick(Phase::Rechecking, u64::from(attempt), u64::from(*attempts), report.rows_compared, pending.len() as u64);
+            tokio::time::sleep(wait).await;
+            let parts: Vec<u32> = pending.iter().map(|c| c.partition).collect::<HashSet<_>>().into_iter().collect();
+            let before: HashMap<Digest16, Option<Digest16>> = pending.iter().map(|c| (c.key_digest, c.source_row)).collect();
+            let mut moving = Vec::new();
+            for c in table.narrow(&parts).await? {
+                match before.get(&c.key_digest) {
+                    // Differs now but not before: a newer change in flight, not ours to judge.
+                    None => {}
+                    Some(previous) if *previous == c.source_row => candidates.push(c),
+                    Some(_) => moving.push(c),
+                }
+            }
+            pending = moving;
         }
         if attempt > 0 {
-            report.notes.push(format!("{attempt} re-check(s) after {:.1} s each for changes in flight", (*recheck_delay + *lag).as_secs_f64()));
+            report.notes.push(format!("{attempt} re-check(s) after {:.1} s each for changes in flight", wait.as_secs_f64()));
+        }
+        if !pending.is_empty() {
+            report.notes.push(format!(
+                "{} row(s) changed on the source at every re-check and could not be confirmed; verify again when the load is lower",
+                pending.len()
+            ));
         }
     }
 
@@ -485,6 +507,7 @@ impl Table<'_> {
                     key_digest: key,
                     partition: partition_of(&key).unwrap_or(partitions[0]),
                     key: None,
+                    source_row: None,
                     render: truncate(render),
                 }),
                 Some(entry) => {
@@ -494,6 +517,7 @@ impl Table<'_> {
                             key_digest: key,
                             partition: entry.partition,
                             key: Some(entry.key.clone()),
+                            source_row: Some(entry.row),
                             render: truncate(render),
                         });
                     }
@@ -512,6 +536,7 @@ impl Table<'_> {
                     partition: entry.partition,
                     render: truncate(self.shape.render_key(&entry.key)),
                     key: Some(entry.key.clone()),
+                    source_row: Some(entry.row),
                 });
             }
         }

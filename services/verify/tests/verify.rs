@@ -356,9 +356,26 @@ async fn incremental_mode_rechecks_rows_in_flight_before_reporting_them() {
         client.batch_execute("UPDATE sales.customers SET full_name = 'in flight' WHERE customer_id = 1").await.unwrap();
         started.elapsed()
     });
+    // A row the source changes all the time (and the target never gets): never settled,
+    // so never confirmed.
+    let hot = CancellationToken::new();
+    let churn = {
+        let (engine, hot) = (env.engine.clone(), hot.clone());
+        tokio::spawn(async move {
+            let mut n = 0;
+            while !hot.is_cancelled() {
+                n += 1;
+                engine.run(SAMPLE_DATABASE, &format!("UPDATE sales.customers SET loyalty_points = {n} WHERE customer_id = 3")).unwrap();
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
     let report = env.run(request).await;
+    hot.cancel();
+    churn.await.unwrap();
     applied.await.unwrap();
     let t = table(&report, "sales.customers");
+    assert!(t.notes.iter().any(|n| n.starts_with("1 row(s) changed on the source at every re-check")), "{:?}", t.notes);
     assert_eq!(diffs(&report, "sales.customers"), [(("different".to_string(), "customer_id=2".to_string()), ["full_name".to_string()].into())].into());
     assert!(t.notes.iter().any(|n| n.contains("re-check")), "{:?}", t.notes);
 }
