@@ -1121,14 +1121,14 @@ fn date_add(part: &str, n: i64, v: &Value, ty: &SqlType) -> Result<Value, SqlErr
         "year" => add_months(n * 12)?,
         "quarter" => add_months(n * 3)?,
         "month" => add_months(n)?,
-        "dayofyear" | "day" | "weekday" => dt + Duration::days(n),
-        "week" => dt + Duration::days(n * 7),
-        "hour" => dt + Duration::hours(n),
-        "minute" => dt + Duration::minutes(n),
-        "second" => dt + Duration::seconds(n),
-        "millisecond" => dt + Duration::milliseconds(n),
-        "microsecond" => dt + Duration::microseconds(n),
-        "nanosecond" => dt + Duration::nanoseconds(n),
+        "dayofyear" | "day" | "weekday" => add_delta(dt, Duration::try_days(n))?,
+        "week" => add_delta(dt, n.checked_mul(7).and_then(Duration::try_days))?,
+        "hour" => add_delta(dt, Duration::try_hours(n))?,
+        "minute" => add_delta(dt, Duration::try_minutes(n))?,
+        "second" => add_delta(dt, Duration::try_seconds(n))?,
+        "millisecond" => add_delta(dt, Duration::try_milliseconds(n))?,
+        "microsecond" => add_delta(dt, Some(Duration::microseconds(n)))?,
+        "nanosecond" => add_delta(dt, Some(Duration::nanoseconds(n)))?,
         _ => return Err(err(9810, format!("The datepart {part} is not supported by date function dateadd for data type datetime."))),
     };
     let (d2, t2) = value::parts_from_naive(&out);
@@ -1138,6 +1138,20 @@ fn date_add(part: &str, n: i64, v: &Value, ty: &SqlType) -> Result<Value, SqlErr
         ty.clone()
     };
     value::datetime_from_parts(d2, t2, off, &target)
+}
+
+fn add_delta(
+    dt: chrono::NaiveDateTime,
+    d: Option<Duration>,
+) -> Result<chrono::NaiveDateTime, SqlError> {
+    d.and_then(|d| dt.checked_add_signed(d))
+        .filter(|x| x.year() >= 1 && x.year() <= 9999)
+        .ok_or_else(|| {
+            err(
+                517,
+                "Adding a value to a 'datetime' column caused an overflow.",
+            )
+        })
 }
 
 fn date_diff(part: &str, a: &Value, b: &Value) -> Result<i64, SqlError> {

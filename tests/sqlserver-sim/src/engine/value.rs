@@ -709,7 +709,9 @@ fn utc_ticks(v: &Value) -> Option<i128> {
 }
 
 pub fn naive_from_parts(days: i32, ticks: u64) -> NaiveDateTime {
-    let date = epoch0001() + chrono::Duration::days(days as i64);
+    let date = epoch0001()
+        .checked_add_signed(chrono::Duration::days(days.clamp(0, 3_652_058) as i64))
+        .unwrap_or_else(epoch0001);
     let secs = (ticks / 10_000_000) as u32;
     let nanos = ((ticks % 10_000_000) * 100) as u32;
     date.and_time(NaiveTime::from_num_seconds_from_midnight_opt(secs, nanos).unwrap_or_default())
