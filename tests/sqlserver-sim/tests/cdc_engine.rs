@@ -931,3 +931,42 @@ fn truncate_of_a_tracked_table_fails_with_4711() {
     assert_eq!(e.number, 4711, "{e}");
     assert_eq!(int(&scalar(&mut s, "SELECT COUNT(*) FROM dbo.t")), 1);
 }
+
+/// Paging through the all-changes TVF (TOP + keyset + ORDER BY in its natural order, as the
+/// capture service does) returns the same rows as one full read; other orders still sort.
+#[test]
+fn paging_the_change_function_matches_a_full_read() {
+    let f = fixture();
+    f.tracked_table("t", T_COLUMNS);
+    let mut s = f.session();
+    for i in 0..20 {
+        exec(&mut s, &format!("INSERT INTO dbo.t (id, a) VALUES ({i}, {i}); UPDATE dbo.t SET a = a + 1 WHERE id = {i}"));
+    }
+    let (from, to) = (hex(&f.min_lsn("dbo_t")), hex(&f.max_lsn()));
+    let full = f.all_changes("dbo_t", "all update old");
+    assert_eq!(full.len(), 60);
+    let order = "ORDER BY [__$start_lsn], [__$seqval], [__$operation]";
+    let mut paged: Vec<Vec<Value>> = Vec::new();
+    loop {
+        let keyset = match paged.last() {
+            None => String::new(),
+            Some(r) => format!(
+                " WHERE ([__$start_lsn] > {l} OR ([__$start_lsn] = {l} AND ([__$seqval] > {q} OR ([__$seqval] = {q} AND [__$operation] > {o}))))",
+                l = hex(&bytes(&r[0])),
+                q = hex(&bytes(&r[1])),
+                o = int(&r[2])
+            ),
+        };
+        let page = rows(&mut s, &format!("SELECT TOP (7) * FROM cdc.fn_cdc_get_all_changes_dbo_t({from}, {to}, N'all update old'){keyset} {order}"));
+        if page.is_empty() {
+            break;
+        }
+        paged.extend(page);
+    }
+    assert_eq!(paged, full);
+    let reversed = rows(&mut s, &format!("SELECT TOP (3) * FROM cdc.fn_cdc_get_all_changes_dbo_t({from}, {to}, N'all update old') ORDER BY [__$start_lsn] DESC, [__$seqval] DESC, [__$operation] DESC"));
+    assert_eq!(
+        reversed,
+        full.iter().rev().take(3).cloned().collect::<Vec<_>>()
+    );
+}

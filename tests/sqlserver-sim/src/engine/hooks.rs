@@ -214,10 +214,40 @@ pub struct TableResult {
     pub rows: Vec<Vec<Value>>,
 }
 
+/// Rows of a table-valued function produced on demand (see [`TableFunction::stream`]).
+pub trait RowStream: Send + Sync {
+    /// Calls `f` with each row in order until it returns false. May be called more than once
+    /// (each call yields the same rows).
+    fn for_each(
+        &self,
+        f: &mut dyn FnMut(&[Value]) -> Result<bool, SqlError>,
+    ) -> Result<(), SqlError>;
+}
+
+/// A streamed table-valued function result.
+#[derive(Clone)]
+pub struct StreamedTable {
+    pub columns: Vec<ResultColumn>,
+    pub rows: Arc<dyn RowStream>,
+    /// Column positions the rows are sorted by, ascending.
+    pub sorted_by: Vec<usize>,
+}
+
 /// A table-valued function (e.g. `cdc.fn_cdc_get_all_changes_dbo_t`). Arguments are
 /// evaluated before the call (they cannot reference columns of the query).
 pub trait TableFunction: Send + Sync {
     fn call(&self, ctx: &mut ProcContext<'_>, args: &[Value]) -> Result<TableResult, SqlError>;
+
+    /// The same rows produced on demand instead of materialised (added for the CDC change
+    /// functions, whose range can be large): the engine stops reading when a `TOP` is
+    /// satisfied and skips an `ORDER BY` on a prefix of `sorted_by`. `None` = use `call`.
+    fn stream(
+        &self,
+        _ctx: &mut ProcContext<'_>,
+        _args: &[Value],
+    ) -> Result<Option<StreamedTable>, SqlError> {
+        Ok(None)
+    }
 }
 
 /// Resolves table-valued functions whose names are data-dependent (one per capture

@@ -16,6 +16,7 @@ use super::catalog::TableDef;
 use super::eval::{
     eval, eval_cond, AggContext, AggKind, AggSpec, BExpr, Binder, CmpOp, Env, Scope, ScopeCol,
 };
+use super::hooks::RowStream;
 use super::parse::object_name_parts;
 use super::store::{Key, MergedScan};
 use super::value::{self, compare_total, err, ValueExt};
@@ -30,6 +31,11 @@ pub enum Source {
     },
     /// Materialised rows (catalog views, table-valued functions).
     Rows(Arc<Vec<Vec<Value>>>),
+    /// Rows of a streamed table-valued function, sorted by the `sorted_by` columns.
+    Stream {
+        rows: Arc<dyn RowStream>,
+        sorted_by: Arc<[usize]>,
+    },
     Derived(Arc<SelectPlan>),
 }
 
@@ -291,9 +297,21 @@ fn plan_factor(b: &mut Binder, f: &ast::TableFactor) -> Result<(Source, Vec<Scop
                         values.push(eval(x, &[], &env)?);
                     }
                 }
-                let result = b.core.call_table_function(&parts, &values)?;
-                let cols = result
-                    .columns
+                let (source, columns) = match b.core.stream_table_function(&parts, &values)? {
+                    // Streamed (CDC change functions): read lazily, in a known order.
+                    Some(st) => (
+                        Source::Stream {
+                            rows: st.rows,
+                            sorted_by: st.sorted_by.into(),
+                        },
+                        st.columns,
+                    ),
+                    None => {
+                        let result = b.core.call_table_function(&parts, &values)?;
+                        (Source::Rows(Arc::new(result.rows)), result.columns)
+                    }
+                };
+                let cols = columns
                     .iter()
                     .map(|c| ScopeCol {
                         qualifier: Some(qualifier.clone()),
@@ -307,7 +325,7 @@ fn plan_factor(b: &mut Binder, f: &ast::TableFactor) -> Result<(Source, Vec<Scop
                         hidden: false,
                     })
                     .collect();
-                return Ok((Source::Rows(Arc::new(result.rows)), cols));
+                return Ok((source, cols));
             }
             match b.core.resolve_relation(&parts)? {
                 Relation::Table(def) => {
@@ -713,6 +731,20 @@ fn plan_select(
         } else if !order.is_empty() {
             order_is_storage = false;
         }
+    } else if let [FromItem {
+        source: Source::Stream { sorted_by, .. },
+        ..
+    }] = from.as_slice()
+    {
+        // A streamed function's own order makes ORDER BY on a prefix of it a no-op.
+        order_is_storage = order.is_empty()
+            || (group.is_none()
+                && !distinct
+                && order.len() <= sorted_by.len()
+                && order
+                    .iter()
+                    .zip(sorted_by.iter())
+                    .all(|((e, desc), k)| !desc && matches!(e, BExpr::Col(c) if c == k)));
     } else if !order.is_empty() {
         order_is_storage = false;
     }
@@ -1252,6 +1284,7 @@ fn for_each_source_row(
             }
             Ok(())
         }
+        Source::Stream { rows, .. } => rows.for_each(f),
         Source::Derived(plan) => {
             execute_plan(plan, env, &mut |r| f(r))?;
             Ok(())

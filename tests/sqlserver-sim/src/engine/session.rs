@@ -9,7 +9,9 @@ use sqlparser::ast;
 
 use super::catalog::TableDef;
 use super::eval::{eval, eval_cond, Binder, Env, Scope};
-use super::hooks::{CommittedTransaction, ProcArg, ProcArgs, RowChange, TableResult};
+use super::hooks::{
+    CommittedTransaction, ProcArg, ProcArgs, RowChange, StreamedTable, TableFunction, TableResult,
+};
 use super::parse::{self, ExecArg, Parsed, Stmt};
 use super::query::{self, Relation};
 use super::store::{apply_writes, LockKey, Snapshot, TableWrites};
@@ -409,20 +411,47 @@ impl SessionCore {
         if schema.eq_ignore_ascii_case("sys") && name.eq_ignore_ascii_case("dm_db_log_stats") {
             return self.dm_db_log_stats(args);
         }
+        let Some(f) = self.resolve_table_function(&db, &schema, &name) else {
+            return Err(err(
+                208,
+                format!("Invalid object name '{}'.", parts.join(".")),
+            ));
+        };
+        let saved = std::mem::replace(&mut self.database, db);
+        let mut ctx = ProcContext { session: self };
+        let out = f.call(&mut ctx, args);
+        self.database = saved;
+        out
+    }
+
+    /// The streamed form of a registered table-valued function, when it offers one
+    /// ([`TableFunction::stream`]); `None` means: call [`Self::call_table_function`].
+    pub fn stream_table_function(
+        &mut self,
+        parts: &[String],
+        args: &[Value],
+    ) -> Result<Option<StreamedTable>, SqlError> {
+        let (db, schema, name) = parse::split_name(parts);
+        let db = db.unwrap_or_else(|| self.database.clone());
+        let schema = schema.unwrap_or_else(|| "dbo".into());
+        let Some(f) = self.resolve_table_function(&db, &schema, &name) else {
+            return Ok(None);
+        };
+        let saved = std::mem::replace(&mut self.database, db);
+        let mut ctx = ProcContext { session: self };
+        let out = f.stream(&mut ctx, args);
+        self.database = saved;
+        out
+    }
+
+    fn resolve_table_function(
+        &self,
+        db: &str,
+        schema: &str,
+        name: &str,
+    ) -> Option<Arc<dyn TableFunction>> {
         let resolvers = self.engine.inner.registry.read().tvf_resolvers.clone();
-        for r in resolvers {
-            if let Some(f) = r.resolve(&db, &schema, &name) {
-                let saved = std::mem::replace(&mut self.database, db.clone());
-                let mut ctx = ProcContext { session: self };
-                let out = f.call(&mut ctx, args);
-                self.database = saved;
-                return out;
-            }
-        }
-        Err(err(
-            208,
-            format!("Invalid object name '{}'.", parts.join(".")),
-        ))
+        resolvers.iter().find_map(|r| r.resolve(db, schema, name))
     }
 
     /// sys.dm_db_log_stats(database_id): the log end LSN in its `vlf:block:slot` hex text form.

@@ -12,10 +12,11 @@ use super::tables::{self, lsn_value, opt_lsn_value};
 use super::{Cdc, InstanceEntry};
 use crate::api::{ResultColumn, SqlError};
 use crate::engine::hooks::{
-    FunctionContext, ScalarFunction, TableFunction, TableFunctionResolver, TableResult,
+    FunctionContext, RowStream, ScalarFunction, StreamedTable, TableFunction,
+    TableFunctionResolver, TableResult,
 };
 use crate::engine::lsn::Lsn;
-use crate::engine::store::Key;
+use crate::engine::store::{Key, Snapshot};
 use crate::engine::value::{datetime_parts, err, naive_from_parts, parse_datetime_string};
 use crate::engine::{Engine, ProcContext};
 use crate::types::{SqlType, Value};
@@ -298,8 +299,18 @@ fn error_313(kind: Kind) -> SqlError {
     SqlError::new(313, 16, 3, format!("An insufficient number of arguments were supplied for the procedure or function {f} ... ."))
 }
 
-impl TableFunction for ChangeFunction {
-    fn call(&self, ctx: &mut ProcContext<'_>, args: &[Value]) -> Result<TableResult, SqlError> {
+/// A validated call: the instance, the closed LSN range and the row filter.
+struct ChangeRange {
+    engine: Engine,
+    entry: InstanceEntry,
+    from: Lsn,
+    to: Lsn,
+    filter: String,
+}
+
+impl ChangeFunction {
+    /// Checks the arguments as SQL Server does (313 for a bad range or filter).
+    fn prepare(&self, ctx: &ProcContext<'_>, args: &[Value]) -> Result<ChangeRange, SqlError> {
         let cdc = self.cdc.upgrade().ok_or_else(super::engine_gone)?;
         let engine = ctx.engine().clone();
         if args.len() != 3 {
@@ -337,25 +348,135 @@ impl TableFunction for ChangeFunction {
         if from > to || from < entry.start_lsn || to > max {
             return Err(error_313(self.kind));
         }
+        Ok(ChangeRange {
+            engine,
+            entry,
+            from,
+            to,
+            filter,
+        })
+    }
+
+    fn all_changes_stream(
+        &self,
+        range: ChangeRange,
+    ) -> Result<(Vec<ResultColumn>, AllChanges), SqlError> {
+        let update_old = match range.filter.as_str() {
+            "all" => false,
+            "all update old" => true,
+            _ => return Err(error_313(self.kind)),
+        };
+        let mut columns = vec![
+            ResultColumn::expr("__$start_lsn", BINARY10, false),
+            ResultColumn::expr("__$seqval", BINARY10, false),
+            ResultColumn::expr("__$operation", SqlType::Int, false),
+            ResultColumn::expr(
+                "__$update_mask",
+                SqlType::VarBinary { len: Some(128) },
+                true,
+            ),
+        ];
+        columns.extend(captured_columns(&range.entry));
+        let rows = AllChanges {
+            snapshot: range.engine.inner.store.snapshot(),
+            table: range.entry.def.object_id,
+            captured: range.entry.def.columns.len(),
+            from: range.from,
+            to: range.to,
+            update_old,
+        };
+        Ok((columns, rows))
+    }
+}
+
+impl TableFunction for ChangeFunction {
+    fn call(&self, ctx: &mut ProcContext<'_>, args: &[Value]) -> Result<TableResult, SqlError> {
+        let range = self.prepare(ctx, args)?;
         match self.kind {
             Kind::All => {
-                let update_old = match filter.as_str() {
-                    "all" => false,
-                    "all update old" => true,
-                    _ => return Err(error_313(self.kind)),
-                };
-                Ok(all_changes(&engine, &entry, from, to, update_old))
+                let (columns, stream) = self.all_changes_stream(range)?;
+                let mut rows = Vec::new();
+                stream.for_each(&mut |r| {
+                    rows.push(r.to_vec());
+                    Ok(true)
+                })?;
+                Ok(TableResult { columns, rows })
             }
             Kind::Net => {
-                let mode = match filter.as_str() {
+                let mode = match range.filter.as_str() {
                     "all" => NetMode::All,
                     "all with mask" => NetMode::WithMask,
                     "all with merge" => NetMode::WithMerge,
                     _ => return Err(error_313(self.kind)),
                 };
-                Ok(net_changes(&engine, &entry, from, to, mode))
+                Ok(net_changes(
+                    &range.engine,
+                    &range.entry,
+                    range.from,
+                    range.to,
+                    mode,
+                ))
             }
         }
+    }
+
+    /// All-changes rows come straight from the change table's clustered order, which is also
+    /// `(__$start_lsn, __$seqval, __$operation)` order: a paging `TOP … ORDER BY` stops early.
+    fn stream(
+        &self,
+        ctx: &mut ProcContext<'_>,
+        args: &[Value],
+    ) -> Result<Option<StreamedTable>, SqlError> {
+        if self.kind != Kind::All {
+            return Ok(None);
+        }
+        let range = self.prepare(ctx, args)?;
+        let (columns, rows) = self.all_changes_stream(range)?;
+        Ok(Some(StreamedTable {
+            columns,
+            rows: Arc::new(rows),
+            sorted_by: vec![0, 1, 2],
+        }))
+    }
+}
+
+/// The rows of `cdc.fn_cdc_get_all_changes_<ci>` over one committed snapshot.
+struct AllChanges {
+    snapshot: Snapshot,
+    table: i32,
+    captured: usize,
+    from: Lsn,
+    to: Lsn,
+    update_old: bool,
+}
+
+impl RowStream for AllChanges {
+    fn for_each(
+        &self,
+        f: &mut dyn FnMut(&[Value]) -> Result<bool, SqlError>,
+    ) -> Result<(), SqlError> {
+        let Some(data) = self.snapshot.table(self.table) else {
+            return Ok(());
+        };
+        let upper = self.to.to_bytes();
+        let n = self.captured;
+        let mut out = Vec::with_capacity(4 + n);
+        for (_, stored) in data.rows.range(Key::new(vec![lsn_value(self.from)])..) {
+            let r = &stored.row;
+            if matches!(&r[0], Value::Binary(b) if b.as_ref() > upper.as_slice()) {
+                break;
+            }
+            if !self.update_old && r[3] == Value::Int(3) {
+                continue;
+            }
+            out.clear();
+            out.extend([r[0].clone(), r[2].clone(), r[3].clone(), r[4].clone()]);
+            out.extend_from_slice(&r[5..5 + n]);
+            if !f(&out)? {
+                break;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -387,38 +508,6 @@ fn for_each_row(
         }
         f(&stored.row);
     }
-}
-
-fn all_changes(
-    engine: &Engine,
-    entry: &InstanceEntry,
-    from: Lsn,
-    to: Lsn,
-    update_old: bool,
-) -> TableResult {
-    let mut columns = vec![
-        ResultColumn::expr("__$start_lsn", BINARY10, false),
-        ResultColumn::expr("__$seqval", BINARY10, false),
-        ResultColumn::expr("__$operation", SqlType::Int, false),
-        ResultColumn::expr(
-            "__$update_mask",
-            SqlType::VarBinary { len: Some(128) },
-            true,
-        ),
-    ];
-    columns.extend(captured_columns(entry));
-    let n = entry.def.columns.len();
-    let mut rows = Vec::new();
-    for_each_row(engine, entry, from, to, |r| {
-        if !update_old && r[3] == Value::Int(3) {
-            return;
-        }
-        let mut out = Vec::with_capacity(4 + n);
-        out.extend([r[0].clone(), r[2].clone(), r[3].clone(), r[4].clone()]);
-        out.extend_from_slice(&r[5..5 + n]);
-        rows.push(out);
-    });
-    TableResult { columns, rows }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
