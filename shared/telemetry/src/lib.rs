@@ -3,6 +3,9 @@
 
 use std::net::SocketAddr;
 
+pub mod tls;
+pub use tls::{client_tls, client_tls_from_env, connect, connect_lazy, connect_with, incoming_tls, server_tls_from_env, ClientTls, ServerTls, TlsError};
+
 pub use tokio_util::sync::CancellationToken;
 
 /// Structured logs with `tracing`. `RUST_LOG` sets the filter (default `info`);
