@@ -287,7 +287,7 @@ impl Coordinator {
             })?
             .connect_timeout(Duration::from_secs(10))
             .timeout(self.settings.capture_timeout);
-        let channel = endpoint.connect().await.map_err(|e| CoordinatorError::Capture {
+        let channel = dbsync_telemetry::connect(endpoint).await.map_err(|e| CoordinatorError::Capture {
             address: address.clone(),
             operation: "connect",
             message: e.to_string(),

@@ -147,7 +147,7 @@ pub async fn serve_engine(
         .add_service(reflection_v1alpha)
         .add_service(CoordinatorServiceServer::with_interceptor(grpc::CoordinatorGrpc(coordinator.clone(), shutdown.clone()), auth.clone()))
         .add_service(WorkerServiceServer::with_interceptor(grpc::WorkerGrpc(coordinator), auth))
-        .serve_with_incoming_shutdown(dbsync_telemetry::incoming(listener), shutdown.cancelled())
+        .serve_with_incoming_shutdown(dbsync_telemetry::incoming_tls(listener, dbsync_telemetry::server_tls_from_env()?), shutdown.cancelled())
         .await;
     ticker.abort();
     tracing::info!("coordinator stopped");
