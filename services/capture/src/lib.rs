@@ -158,10 +158,11 @@ pub async fn serve(
     );
     tracing::info!(addr = %local, "capture service listening");
     tonic::transport::Server::builder()
+        .trace_fn(dbsync_telemetry::grpc_request_span)
         .add_service(health)
         .add_service(reflection)
         .add_service(service)
-        .serve_with_incoming_shutdown(dbsync_telemetry::incoming(listener), shutdown.cancelled_owned())
+        .serve_with_incoming_shutdown(dbsync_telemetry::incoming_tls(listener, dbsync_telemetry::server_tls_from_env()?), shutdown.cancelled_owned())
         .await?;
     tracing::info!("capture service stopped");
     Ok(())

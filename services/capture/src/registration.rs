@@ -61,7 +61,7 @@ pub async fn run(
             return;
         }
     };
-    let mut client = WorkerServiceClient::new(endpoint.connect_lazy());
+    let mut client = WorkerServiceClient::new(dbsync_telemetry::connect_lazy(endpoint));
     let mut worker_id: Option<String> = None;
     loop {
         let step = async {
