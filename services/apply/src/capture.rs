@@ -52,11 +52,12 @@ pub async fn connect_channel(address: &str) -> Result<Channel> {
         object: address.to_string(),
         detail: format!("not a valid gRPC address: {e}"),
     })?;
-    endpoint
-        .tcp_nodelay(true)
-        .connect_timeout(std::time::Duration::from_secs(10))
-        .connect()
-        .await
+    dbsync_telemetry::connect(
+        endpoint
+            .tcp_nodelay(true)
+            .connect_timeout(std::time::Duration::from_secs(10)),
+    )
+    .await
         .map_err(|e| ApplyError::CaptureUnavailable {
             address: address.to_string(),
             action: "connecting",

@@ -82,10 +82,11 @@ pub async fn serve(
         .await;
     let reflection = dbsync_telemetry::reflection_service()?;
     let server = tonic::transport::Server::builder()
+        .trace_fn(dbsync_telemetry::grpc_request_span)
         .add_service(health)
         .add_service(reflection)
         .serve_with_incoming_shutdown(
-            dbsync_telemetry::incoming(listener),
+            dbsync_telemetry::incoming_tls(listener, dbsync_telemetry::server_tls_from_env()?),
             shutdown.clone().cancelled_owned(),
         );
     tracing::info!(%local, coordinator = %config.coordinator, "apply service listening");
