@@ -58,11 +58,11 @@ pub async fn connect_channel(address: &str) -> Result<Channel> {
             .connect_timeout(std::time::Duration::from_secs(10)),
     )
     .await
-        .map_err(|e| ApplyError::CaptureUnavailable {
-            address: address.to_string(),
-            action: "connecting",
-            detail: e.to_string(),
-        })
+    .map_err(|e| ApplyError::CaptureUnavailable {
+        address: address.to_string(),
+        action: "connecting",
+        detail: e.to_string(),
+    })
 }
 
 pub async fn connect(address: &str, token: Option<&Secret>) -> Result<CaptureClient> {

@@ -84,7 +84,7 @@ pub fn insert_sql(t: &ResolvedTable, cols: &[usize], upsert: bool) -> Result<Str
         arrays.join(", ")
     );
     if let Some(filter) = filter_sql(t, cols)? {
-        let aliases: Vec<String> = (1..=cols.len()).map(|i| format!("p{i}")).collect();
+        let aliases: Vec<String> = (1..=cols.len()).map(|i| format!("dbsync_p{i}")).collect();
         sql.push_str(&format!(" AS u({}) WHERE {filter}", aliases.join(", ")));
     }
     if upsert || t.target.has_filter() {
@@ -106,29 +106,31 @@ pub fn insert_sql(t: &ResolvedTable, cols: &[usize], upsert: bool) -> Result<Str
     Ok(sql)
 }
 
-/// The table's row filter over the statement's `u.pN` columns (`cols` index `write`), as
+/// The table's row filter over the statement's `dbsync_pN` columns (`cols` index `write`), as
 /// `coalesce((…), false)` so that NULL means "outside".
 fn filter_sql(t: &ResolvedTable, cols: &[usize]) -> Result<Option<String>> {
+    use crate::pg::types::{expr_context, translate_expression, ExprUsage};
     if !t.target.has_filter() {
         return Ok(None);
     }
-    let lookup = |name: &str| {
-        let pos = cols.iter().position(|c| {
-            t.target.columns[t.write[*c].source_index]
-                .source_name
-                .eq_ignore_ascii_case(name)
-        })?;
-        Some((
-            format!("u.p{}", pos + 1),
-            crate::pg::types::ColumnClass::Other,
-        ))
-    };
-    crate::pg::types::translate_expression(&t.target.where_filter, &lookup)
+    // The filter's columns are the statement's unnest columns `dbsync_pN`.
+    let mut ctx = expr_context(&t.target, ExprUsage::Check);
+    ctx.columns.retain_mut(|c| {
+        let Some(pos) = cols
+            .iter()
+            .position(|w| t.target.columns[t.write[*w].source_index].source_name == c.source_name)
+        else {
+            return false;
+        };
+        c.target_name = format!("dbsync_p{}", pos + 1);
+        true
+    });
+    translate_expression(&t.target.where_filter, &ctx)
         .map(|f| Some(format!("coalesce(({f}), false)")))
-        .map_err(|detail| ApplyError::InvalidPlan {
+        .map_err(|e| ApplyError::InvalidPlan {
             object: t.target.source_name.clone(),
             detail: format!(
-                "the row filter {:?} cannot be applied to changes: {detail}",
+                "the row filter {:?} cannot be applied to changes: {e}",
                 t.target.where_filter
             ),
         })
@@ -150,7 +152,7 @@ pub fn filtered_update_sql(t: &ResolvedTable, cols: &[usize]) -> Result<String> 
         .enumerate()
         .map(|(i, c)| format!("${}::{}[]", i + 1, t.write[*c].base_type))
         .collect();
-    let aliases: Vec<String> = (1..=cols.len()).map(|i| format!("p{i}")).collect();
+    let aliases: Vec<String> = (1..=cols.len()).map(|i| format!("dbsync_p{i}")).collect();
     let mut conds = Vec::new();
     for k in &t.key {
         let pos = cols
@@ -159,7 +161,7 @@ pub fn filtered_update_sql(t: &ResolvedTable, cols: &[usize]) -> Result<String> 
             .ok_or_else(|| ApplyError::Protocol {
                 detail: format!("an update of {} lacks a key column", t.target.source_name),
             })?;
-        conds.push(format!("t.{} = u.p{}", t.write[*k].quoted, pos + 1));
+        conds.push(format!("t.{} = u.dbsync_p{}", t.write[*k].quoted, pos + 1));
     }
     let names: Vec<&str> = cols.iter().map(|c| t.write[*c].quoted.as_str()).collect();
     let sets: Vec<String> = cols
