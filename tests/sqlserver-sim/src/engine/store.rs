@@ -55,13 +55,32 @@ impl Ord for Key {
     }
 }
 impl std::hash::Hash for Key {
+    /// Consistent with the SQL equality of `Ord`: strings hash case-insensitively without
+    /// trailing spaces, numbers by value.
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        // Only the length: equal keys (CI) must hash equal; used in small lock maps.
         self.0.len().hash(state);
-        if let Some(Value::Int(i)) = self.0.first() {
-            i.hash(state);
-        } else if let Some(Value::BigInt(i)) = self.0.first() {
-            (*i as i32).hash(state);
+        for v in self.0.iter() {
+            match v {
+                Value::Null => 0u8.hash(state),
+                Value::String(s) => {
+                    for c in s
+                        .trim_end_matches(' ')
+                        .chars()
+                        .flat_map(|c| c.to_lowercase())
+                    {
+                        c.hash(state);
+                    }
+                }
+                Value::Binary(b) => b.hash(state),
+                Value::Guid(g) => g.hash(state),
+                other => match super::value::to_num(other) {
+                    Some(super::value::Num::Int(i)) => i.hash(state),
+                    Some(n) => super::value::num_to_f64(n).to_bits().hash(state),
+                    None => super::value::datetime_parts(other)
+                        .map(|(d, t, _)| (d, t))
+                        .hash(state),
+                },
+            }
         }
     }
 }
