@@ -28,3 +28,10 @@ if ! python3 -c 'import pymssql' >/dev/null 2>&1; then
   echo "install-deps: installing pymssql (independent TDS client for the stand-in tests)"
   python3 -m pip install -q pymssql >/dev/null 2>&1 || echo "install-deps: pymssql could not be installed; its test will say so"
 fi
+
+# Schema validators of the deployment files (tests/ops/tests/manifests.rs), schemas bundled:
+# kubernetes-validate (Kubernetes OpenAPI schemas) and check-jsonschema (Compose specification).
+if ! command -v kubernetes-validate >/dev/null 2>&1 || ! command -v check-jsonschema >/dev/null 2>&1; then
+  echo "install-deps: installing kubernetes-validate and check-jsonschema (deployment manifest validators)"
+  python3 -m pip install -q kubernetes-validate check-jsonschema >/dev/null 2>&1 || echo "install-deps: the manifest validators could not be installed; their test will say so"
+fi
