@@ -125,6 +125,7 @@ async fn run(
             &task_id,
             &assignment.conflict_mode,
             targets,
+            // The assignment carries no sequences yet; `create_objects` creates any it is given.
             &[],
             &opts,
             assignment.defer_foreign_keys,

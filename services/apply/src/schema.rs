@@ -102,8 +102,11 @@ pub async fn create_objects(
             .map_err(|e| ApplyError::target(&t.qualified, "creating the table", e))?;
     }
     // 3. Sequences (idempotent: IF NOT EXISTS, setval).
+    let capitalization = targets
+        .first()
+        .map_or("lower", |t| t.capitalization.as_str());
     for seq in sequences {
-        for sql in sequence_ddl(seq, "lower") {
+        for sql in sequence_ddl(seq, capitalization) {
             client
                 .batch_execute(&sql)
                 .await

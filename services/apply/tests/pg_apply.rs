@@ -122,9 +122,29 @@ async fn ddl_for_every_type_and_constraint_runs_on_postgres() {
         .map(|p| TableTarget::from_plan(p).unwrap())
         .collect();
     let opts = DdlOptions::default();
-    let notes = create_objects(&mut client, TASK, "precheck", &targets, &[], &opts, false)
-        .await
-        .unwrap();
+    let seq = SequenceSchema {
+        database: "shop".into(),
+        schema: "dbo".into(),
+        name: "OrderNo".into(),
+        type_name: "bigint".into(),
+        start_value: 1000,
+        increment: 10,
+        minimum_value: 1,
+        maximum_value: 1_000_000,
+        current_value: 1230,
+        ..Default::default()
+    };
+    let notes = create_objects(
+        &mut client,
+        TASK,
+        "precheck",
+        &targets,
+        &[seq],
+        &opts,
+        false,
+    )
+    .await
+    .unwrap();
     assert!(notes.iter().any(|n| n.contains("IX_Filtered")), "{notes:?}");
     let fk: (bool,) = client
         .query_one(
@@ -178,6 +198,13 @@ async fn ddl_for_every_type_and_constraint_runs_on_postgres() {
         .execute("INSERT INTO dbo.alltypes (c_smallint) VALUES (5)", &[])
         .await
         .is_err());
+    // The sequence continues after the source's current value.
+    let next: i64 = client
+        .query_one("SELECT nextval('dbo.orderno')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(next, 1240);
 }
 
 #[tokio::test]
