@@ -682,8 +682,8 @@ async fn replaying_the_change_stream_of_a_concurrent_workload_onto_the_snapshot_
         env.sim.addr,
         WorkloadConfig {
             password: env.source.password.clone(),
-            max_transactions: Some(300),
-            large_transaction_every: 40,
+            max_transactions: Some(200),
+            large_transaction_every: 25,
             large_transaction_rows: 300,
             ..Default::default()
         },
