@@ -23,9 +23,14 @@ impl Coordinator {
     }
 
     /// Starts a coordinator after `adjust` has changed its configuration.
-    pub async fn start_with(token: Option<&str>, adjust: impl FnOnce(&mut CoordinatorConfig)) -> Coordinator {
+    pub async fn start_with(
+        token: Option<&str>,
+        adjust: impl FnOnce(&mut CoordinatorConfig),
+    ) -> Coordinator {
         let dir = tempfile::tempdir().expect("temporary directory");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local address").to_string();
         let mut config = CoordinatorConfig {
             store: dir.path().join("coordinator.db").display().to_string(),
@@ -35,20 +40,34 @@ impl Coordinator {
         };
         adjust(&mut config);
         let shutdown = CancellationToken::new();
-        let handle = tokio::spawn(dbsync_coordinator::serve(config, listener, shutdown.clone()));
-        Coordinator { addr, shutdown, handle, _dir: dir }
+        let handle = tokio::spawn(dbsync_coordinator::serve(
+            config,
+            listener,
+            shutdown.clone(),
+        ));
+        Coordinator {
+            addr,
+            shutdown,
+            handle,
+            _dir: dir,
+        }
     }
 
     /// Cancels the shutdown token and waits for a clean stop.
     pub async fn stop(self) {
         self.shutdown.cancel();
-        self.handle.await.expect("coordinator task").expect("coordinator stopped cleanly");
+        self.handle
+            .await
+            .expect("coordinator task")
+            .expect("coordinator stopped cleanly");
     }
 }
 
 /// Path of a file in the repository, from this crate's directory.
 pub fn repo_path(relative: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").join(relative)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(relative)
 }
 
 /// Panics with the fix when an external tool the tests need is not on PATH.
@@ -62,7 +81,10 @@ pub fn require_tool(tool: &str, version_arg: &str) {
 pub async fn run_tool(program: &str, args: Vec<String>) -> (bool, String) {
     let program = program.to_string();
     tokio::task::spawn_blocking(move || {
-        let out = Command::new(&program).args(&args).output().unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+        let out = Command::new(&program)
+            .args(&args)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
         let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
         text.push_str(&String::from_utf8_lossy(&out.stderr));
         (out.status.success(), text)

@@ -17,10 +17,12 @@ use dbsync_ops_tests::{repo_path, require_tool, run_tool, Coordinator};
 const TOKEN: &str = "s3cret-grpcurl-token";
 const SHOWN_ADDR: &str = "localhost:50051";
 const SHOWN_TASK_ID: &str = "9f2c41d07a3e";
-const SPEC: &str = "{name: shop-to-pg, source: {host: mssql.internal, user: dbsync, password: Src-Pa55word!}, \
+const SPEC: &str =
+    "{name: shop-to-pg, source: {host: mssql.internal, user: dbsync, password: Src-Pa55word!}, \
 target: {host: pg.internal, user: dbsync, password: Tgt-Pa55word!, database: shop}, \
 capture_address: http://capture.internal:50061, objects: {databases: [shop]}}";
-const BAD_SPEC: &str = "{name: bad-retry, source: {host: mssql.internal, user: dbsync, password: x}, \
+const BAD_SPEC: &str =
+    "{name: bad-retry, source: {host: mssql.internal, user: dbsync, password: x}, \
 target: {host: pg.internal, user: dbsync, password: y, database: shop}, \
 capture_address: http://capture.internal:50061, objects: {databases: [shop]}, \
 retry: {connection_minutes: 5, other_minutes: 30}}";
@@ -40,12 +42,21 @@ struct Session {
 impl Session {
     /// Runs grpcurl with `args` (the address is inserted before the last `method` argument)
     /// and records the step; `token` adds the bearer header.
-    async fn call(&mut self, comment: &'static str, token: bool, data: Option<&str>, tail: &[&str]) -> (bool, String) {
+    async fn call(
+        &mut self,
+        comment: &'static str,
+        token: bool,
+        data: Option<&str>,
+        tail: &[&str],
+    ) -> (bool, String) {
         let mut args = vec!["-plaintext".to_string()];
         let mut shell = vec!["grpcurl".to_string(), "-plaintext".to_string()];
         if token {
             args.extend(["-H".into(), format!("authorization: Bearer {TOKEN}")]);
-            shell.extend(["-H".into(), "\"authorization: Bearer $DBSYNC_TOKEN\"".into()]);
+            shell.extend([
+                "-H".into(),
+                "\"authorization: Bearer $DBSYNC_TOKEN\"".into(),
+            ]);
         }
         if let Some(data) = data {
             args.extend(["-d".into(), data.to_string()]);
@@ -58,7 +69,11 @@ impl Session {
             shell.push(t.to_string());
         }
         let (ok, output) = run_tool("grpcurl", args).await;
-        self.steps.push(Step { comment, shell: shell.join(" "), output: output.clone() });
+        self.steps.push(Step {
+            comment,
+            shell: shell.join(" "),
+            output: output.clone(),
+        });
         (ok, output)
     }
 
@@ -79,7 +94,10 @@ impl Session {
             for (from, to) in replacements {
                 output = output.replace(from, to);
             }
-            doc.push_str(&format!("\n{}\n\n```sh\n$ {}\n{}", step.comment, step.shell, output));
+            doc.push_str(&format!(
+                "\n{}\n\n```sh\n$ {}\n{}",
+                step.comment, step.shell, output
+            ));
             if !output.ends_with('\n') {
                 doc.push('\n');
             }
@@ -90,84 +108,218 @@ impl Session {
 }
 
 fn json(output: &str) -> serde_json::Value {
-    serde_json::from_str(output).unwrap_or_else(|e| panic!("grpcurl printed no JSON ({e}): {output}"))
+    serde_json::from_str(output)
+        .unwrap_or_else(|e| panic!("grpcurl printed no JSON ({e}): {output}"))
 }
 
 #[tokio::test]
 async fn grpcurl_session_through_reflection_matches_grpcurl_md() {
     require_tool("grpcurl", "-version");
     let coordinator = Coordinator::start(Some(TOKEN)).await;
-    let mut s = Session { addr: coordinator.addr.clone(), steps: Vec::new() };
+    let mut s = Session {
+        addr: coordinator.addr.clone(),
+        steps: Vec::new(),
+    };
 
-    let (ok, out) = s.call("The services it serves:", false, None, &["list"]).await;
+    let (ok, out) = s
+        .call("The services it serves:", false, None, &["list"])
+        .await;
     assert!(ok, "{out}");
-    for service in ["dbsync.v1.CoordinatorService", "dbsync.v1.WorkerService", "grpc.health.v1.Health"] {
-        assert!(out.lines().any(|l| l == service), "list shows {service}: {out}");
+    for service in [
+        "dbsync.v1.CoordinatorService",
+        "dbsync.v1.WorkerService",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(
+            out.lines().any(|l| l == service),
+            "list shows {service}: {out}"
+        );
     }
-    let (ok, out) = s.call("The calls of the control-plane API:", false, None, &["list", "dbsync.v1.CoordinatorService"]).await;
+    let (ok, out) = s
+        .call(
+            "The calls of the control-plane API:",
+            false,
+            None,
+            &["list", "dbsync.v1.CoordinatorService"],
+        )
+        .await;
     assert!(ok, "{out}");
-    for rpc in ["CreateTask", "GetTask", "ListTasks", "GetTaskStatus", "StartTask", "WatchTaskStatus", "ModifyTask"] {
-        assert!(out.contains(&format!("dbsync.v1.CoordinatorService.{rpc}")), "{rpc} listed: {out}");
+    for rpc in [
+        "CreateTask",
+        "GetTask",
+        "ListTasks",
+        "GetTaskStatus",
+        "StartTask",
+        "WatchTaskStatus",
+        "ModifyTask",
+    ] {
+        assert!(
+            out.contains(&format!("dbsync.v1.CoordinatorService.{rpc}")),
+            "{rpc} listed: {out}"
+        );
     }
     let (ok, out) = s.call("What a call takes (the task definition is YAML or JSON text, as in `deploy/task.example.yaml`):", false, None, &["describe", "dbsync.v1.CreateTaskRequest"]).await;
-    assert!(ok && out.contains("message CreateTaskRequest") && out.contains("string spec = 1;"), "{out}");
-    let (ok, out) = s.call("", false, None, &["describe", "dbsync.v1.CoordinatorService.GetTaskStatus"]).await;
-    assert!(ok && out.contains("rpc GetTaskStatus ( .dbsync.v1.TaskRef ) returns ( .dbsync.v1.TaskStatus );"), "{out}");
+    assert!(
+        ok && out.contains("message CreateTaskRequest") && out.contains("string spec = 1;"),
+        "{out}"
+    );
+    let (ok, out) = s
+        .call(
+            "",
+            false,
+            None,
+            &["describe", "dbsync.v1.CoordinatorService.GetTaskStatus"],
+        )
+        .await;
+    assert!(
+        ok && out.contains(
+            "rpc GetTaskStatus ( .dbsync.v1.TaskRef ) returns ( .dbsync.v1.TaskStatus );"
+        ),
+        "{out}"
+    );
     s.steps.last_mut().unwrap().comment = "A call's request and response types:";
 
     let create = serde_json::json!({ "spec": SPEC }).to_string();
-    let (ok, out) = s.call("Without the token the API refuses the call:", false, Some(&create), &["dbsync.v1.CoordinatorService/CreateTask"]).await;
-    assert!(!ok && out.contains("Code: Unauthenticated") && out.contains("bearer token"), "calls without the token are refused: {out}");
+    let (ok, out) = s
+        .call(
+            "Without the token the API refuses the call:",
+            false,
+            Some(&create),
+            &["dbsync.v1.CoordinatorService/CreateTask"],
+        )
+        .await;
+    assert!(
+        !ok && out.contains("Code: Unauthenticated") && out.contains("bearer token"),
+        "calls without the token are refused: {out}"
+    );
 
-    let (ok, out) = s.call("With it, the task is created (passwords come back as `***`):", true, Some(&create), &["dbsync.v1.CoordinatorService/CreateTask"]).await;
+    let (ok, out) = s
+        .call(
+            "With it, the task is created (passwords come back as `***`):",
+            true,
+            Some(&create),
+            &["dbsync.v1.CoordinatorService/CreateTask"],
+        )
+        .await;
     assert!(ok, "{out}");
     let created = json(&out);
     assert_eq!(created["name"], "shop-to-pg");
     assert_eq!(created["state"], "TASK_STATE_CREATED");
-    assert!(created["specRedacted"].as_str().unwrap().contains("***"), "{out}");
+    assert!(
+        created["specRedacted"].as_str().unwrap().contains("***"),
+        "{out}"
+    );
     let task_id = created["taskId"].as_str().expect("taskId").to_string();
     assert_eq!(task_id.len(), 12, "{out}");
 
     let bad = serde_json::json!({ "spec": BAD_SPEC }).to_string();
     let (ok, out) = s.call("Out-of-range or contradictory values are refused, naming the field and the allowed range:", true, Some(&bad), &["dbsync.v1.CoordinatorService/CreateTask"]).await;
-    assert!(!ok && out.contains("Code: InvalidArgument") && out.contains("retry.connection_minutes"), "{out}");
+    assert!(
+        !ok && out.contains("Code: InvalidArgument") && out.contains("retry.connection_minutes"),
+        "{out}"
+    );
 
-    let (ok, out) = s.call("A task by name (or id):", true, Some(r#"{"taskId": "shop-to-pg"}"#), &["dbsync.v1.CoordinatorService/GetTask"]).await;
+    let (ok, out) = s
+        .call(
+            "A task by name (or id):",
+            true,
+            Some(r#"{"taskId": "shop-to-pg"}"#),
+            &["dbsync.v1.CoordinatorService/GetTask"],
+        )
+        .await;
     assert!(ok, "{out}");
     let got = json(&out);
     assert_eq!(got["taskId"], task_id.as_str());
     assert_eq!(got["specRedacted"], created["specRedacted"]);
     let by_id = format!(r#"{{"taskId": "{task_id}"}}"#);
-    let (ok, out2) = run_tool("grpcurl", vec!["-plaintext".into(), "-H".into(), format!("authorization: Bearer {TOKEN}"), "-d".into(), by_id, s.addr.clone(), "dbsync.v1.CoordinatorService/GetTask".into()]).await;
-    assert!(ok && json(&out2)["name"] == "shop-to-pg", "GetTask by id: {out2}");
+    let (ok, out2) = run_tool(
+        "grpcurl",
+        vec![
+            "-plaintext".into(),
+            "-H".into(),
+            format!("authorization: Bearer {TOKEN}"),
+            "-d".into(),
+            by_id,
+            s.addr.clone(),
+            "dbsync.v1.CoordinatorService/GetTask".into(),
+        ],
+    )
+    .await;
+    assert!(
+        ok && json(&out2)["name"] == "shop-to-pg",
+        "GetTask by id: {out2}"
+    );
 
-    let (ok, out) = s.call("Every task:", true, Some("{}"), &["dbsync.v1.CoordinatorService/ListTasks"]).await;
+    let (ok, out) = s
+        .call(
+            "Every task:",
+            true,
+            Some("{}"),
+            &["dbsync.v1.CoordinatorService/ListTasks"],
+        )
+        .await;
     assert!(ok, "{out}");
     let listed = json(&out);
     let tasks = listed["tasks"].as_array().expect("tasks");
-    assert_eq!(tasks.len(), 1, "the refused definition created nothing: {out}");
+    assert_eq!(
+        tasks.len(),
+        1,
+        "the refused definition created nothing: {out}"
+    );
     assert_eq!(tasks[0]["taskId"], task_id.as_str());
 
-    let (ok, out) = s.call("Its status (phase per task and table, progress, lag, last error):", true, Some(r#"{"taskId": "shop-to-pg"}"#), &["dbsync.v1.CoordinatorService/GetTaskStatus"]).await;
+    let (ok, out) = s
+        .call(
+            "Its status (phase per task and table, progress, lag, last error):",
+            true,
+            Some(r#"{"taskId": "shop-to-pg"}"#),
+            &["dbsync.v1.CoordinatorService/GetTaskStatus"],
+        )
+        .await;
     assert!(ok, "{out}");
     let status = json(&out);
     assert_eq!(status["task"]["taskId"], task_id.as_str());
     assert_eq!(status["task"]["state"], "TASK_STATE_CREATED");
 
-    let (ok, out) = s.call("A task that does not exist:", true, Some(r#"{"taskId": "no-such-task"}"#), &["dbsync.v1.CoordinatorService/GetTaskStatus"]).await;
-    assert!(!ok && out.contains("Code: NotFound") && out.contains("no-such-task"), "{out}");
+    let (ok, out) = s
+        .call(
+            "A task that does not exist:",
+            true,
+            Some(r#"{"taskId": "no-such-task"}"#),
+            &["dbsync.v1.CoordinatorService/GetTaskStatus"],
+        )
+        .await;
+    assert!(
+        !ok && out.contains("Code: NotFound") && out.contains("no-such-task"),
+        "{out}"
+    );
 
-    let (ok, out) = s.call("Health needs no token (for probes):", false, Some(r#"{"service": "dbsync.v1.CoordinatorService"}"#), &["grpc.health.v1.Health/Check"]).await;
+    let (ok, out) = s
+        .call(
+            "Health needs no token (for probes):",
+            false,
+            Some(r#"{"service": "dbsync.v1.CoordinatorService"}"#),
+            &["grpc.health.v1.Health/Check"],
+        )
+        .await;
     assert!(ok && out.contains("\"SERVING\""), "{out}");
 
     for step in &s.steps {
         for secret in ["Src-Pa55word!", "Tgt-Pa55word!", TOKEN] {
-            assert!(!step.output.contains(secret), "{secret} echoed by `{}`: {}", step.shell, step.output);
+            assert!(
+                !step.output.contains(secret),
+                "{secret} echoed by `{}`: {}",
+                step.shell,
+                step.output
+            );
         }
     }
 
     // Volatile values become fixed sample values in the document.
-    let mut replacements = vec![(coordinator.addr.clone(), SHOWN_ADDR.to_string()), (task_id.clone(), SHOWN_TASK_ID.to_string())];
+    let mut replacements = vec![
+        (coordinator.addr.clone(), SHOWN_ADDR.to_string()),
+        (task_id.clone(), SHOWN_TASK_ID.to_string()),
+    ];
     let mut micros = Vec::new();
     for v in [&created, &got, &status["task"], &tasks[0]] {
         for field in ["createdUnixMicros", "updatedUnixMicros"] {
@@ -179,7 +331,10 @@ async fn grpcurl_session_through_reflection_matches_grpcurl_md() {
     micros.sort();
     micros.dedup();
     for (i, m) in micros.iter().enumerate() {
-        replacements.push((format!("\"{m}\""), format!("\"{}\"", 1_764_000_000_000_000u64 + i as u64 * 1000)));
+        replacements.push((
+            format!("\"{m}\""),
+            format!("\"{}\"", 1_764_000_000_000_000u64 + i as u64 * 1000),
+        ));
     }
     let document = s.document(&replacements);
     let path = repo_path("tests/ops/GRPCURL.md");
@@ -188,7 +343,11 @@ async fn grpcurl_session_through_reflection_matches_grpcurl_md() {
     } else {
         let current = std::fs::read_to_string(&path).unwrap_or_default();
         if current != document {
-            let first = current.lines().zip(document.lines()).position(|(a, b)| a != b).unwrap_or(current.lines().count().min(document.lines().count()));
+            let first = current
+                .lines()
+                .zip(document.lines())
+                .position(|(a, b)| a != b)
+                .unwrap_or(current.lines().count().min(document.lines().count()));
             panic!(
                 "tests/ops/GRPCURL.md no longer shows what grpcurl prints (first difference at line {}: now {:?}); \
                  if the change is intended run `DBSYNC_BLESS=1 cargo test -p dbsync-ops-tests --test grpcurl`",

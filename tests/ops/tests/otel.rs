@@ -23,7 +23,9 @@ async fn otlp_receiver(received: Received) -> String {
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { return };
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
             let received = received.clone();
             tokio::spawn(async move {
                 let mut stream = BufReader::new(stream);
@@ -49,13 +51,20 @@ async fn otlp_receiver(received: Received) -> String {
                     let mut body = vec![0u8; length];
                     stream.read_exact(&mut body).await.unwrap();
                     let status = if request_line.starts_with("POST /v1/traces ") {
-                        received.lock().unwrap().push(ExportTraceServiceRequest::decode(body.as_slice()).expect("OTLP protobuf body"));
+                        received.lock().unwrap().push(
+                            ExportTraceServiceRequest::decode(body.as_slice())
+                                .expect("OTLP protobuf body"),
+                        );
                         "200 OK"
                     } else {
                         "404 Not Found"
                     };
                     let response = format!("HTTP/1.1 {status}\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n");
-                    stream.get_mut().write_all(response.as_bytes()).await.unwrap();
+                    stream
+                        .get_mut()
+                        .write_all(response.as_bytes())
+                        .await
+                        .unwrap();
                 }
             });
         }
@@ -73,54 +82,116 @@ async fn spans_of_a_service_call_reach_the_otlp_endpoint() {
     dbsync_telemetry::init_tracing("dbsync-ops-test");
 
     let coordinator = Coordinator::start(None).await;
-    let mut client = pb::coordinator_service_client::CoordinatorServiceClient::connect(format!("http://{}", coordinator.addr)).await.unwrap();
+    let mut client = pb::coordinator_service_client::CoordinatorServiceClient::connect(format!(
+        "http://{}",
+        coordinator.addr
+    ))
+    .await
+    .unwrap();
     // The caller's trace: the server span must continue it.
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
     let parent_span = "00f067aa0ba902b7";
     let mut request = tonic::Request::new(pb::ListTasksRequest {});
-    request.metadata_mut().insert("traceparent", format!("00-{trace_id}-{parent_span}-01").parse().unwrap());
+    request.metadata_mut().insert(
+        "traceparent",
+        format!("00-{trace_id}-{parent_span}-01").parse().unwrap(),
+    );
     client.list_tasks(request).await.unwrap();
 
     // A client span's context goes out as traceparent.
     let mut outgoing = tonic::metadata::MetadataMap::new();
     let client_span = tracing::info_span!("client_call");
     client_span.in_scope(|| dbsync_telemetry::inject_trace_context(&mut outgoing));
-    let injected = outgoing.get("traceparent").expect("traceparent injected").to_str().unwrap().to_string();
-    assert!(injected.starts_with("00-") && injected.len() == 55, "{injected}");
+    let injected = outgoing
+        .get("traceparent")
+        .expect("traceparent injected")
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        injected.starts_with("00-") && injected.len() == 55,
+        "{injected}"
+    );
     drop(client_span);
 
-    tokio::task::spawn_blocking(dbsync_telemetry::flush_traces).await.unwrap();
+    tokio::task::spawn_blocking(dbsync_telemetry::flush_traces)
+        .await
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     let (span, service_name) = loop {
-        let found = received.lock().unwrap().iter().flat_map(|r| &r.resource_spans).find_map(|rs| {
-            let service = rs.resource.as_ref()?.attributes.iter().find(|a| a.key == "service.name")?.value.clone()?;
-            let span = rs.scope_spans.iter().flat_map(|s| &s.spans).find(|s| s.name == "dbsync.v1.CoordinatorService/ListTasks")?.clone();
-            Some((span, service))
-        });
+        let found = received
+            .lock()
+            .unwrap()
+            .iter()
+            .flat_map(|r| &r.resource_spans)
+            .find_map(|rs| {
+                let service = rs
+                    .resource
+                    .as_ref()?
+                    .attributes
+                    .iter()
+                    .find(|a| a.key == "service.name")?
+                    .value
+                    .clone()?;
+                let span = rs
+                    .scope_spans
+                    .iter()
+                    .flat_map(|s| &s.spans)
+                    .find(|s| s.name == "dbsync.v1.CoordinatorService/ListTasks")?
+                    .clone();
+                Some((span, service))
+            });
         if let Some(found) = found {
             break found;
         }
-        assert!(Instant::now() < deadline, "no ListTasks span reached the OTLP receiver; got {} export requests", received.lock().unwrap().len());
+        assert!(
+            Instant::now() < deadline,
+            "no ListTasks span reached the OTLP receiver; got {} export requests",
+            received.lock().unwrap().len()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    assert_eq!(hex(&span.trace_id), trace_id, "the server span continues the caller's trace");
+    assert_eq!(
+        hex(&span.trace_id),
+        trace_id,
+        "the server span continues the caller's trace"
+    );
     assert_eq!(hex(&span.parent_span_id), parent_span);
-    assert_eq!(span.kind, opentelemetry_proto::tonic::trace::v1::span::SpanKind::Server as i32);
+    assert_eq!(
+        span.kind,
+        opentelemetry_proto::tonic::trace::v1::span::SpanKind::Server as i32
+    );
     assert!(span.end_time_unix_nano > span.start_time_unix_nano);
     assert_eq!(
         service_name.value,
-        Some(opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue("dbsync-ops-test".into()))
+        Some(
+            opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(
+                "dbsync-ops-test".into()
+            )
+        )
     );
     // The injected client context names the client span's trace, which was exported too.
     let client_trace = injected.split('-').nth(1).unwrap().to_string();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        tokio::task::spawn_blocking(dbsync_telemetry::flush_traces).await.unwrap();
-        let exported = received.lock().unwrap().iter().flat_map(|r| &r.resource_spans).flat_map(|rs| &rs.scope_spans).flat_map(|s| &s.spans).any(|s| s.name == "client_call" && hex(&s.trace_id) == client_trace);
+        tokio::task::spawn_blocking(dbsync_telemetry::flush_traces)
+            .await
+            .unwrap();
+        let exported = received
+            .lock()
+            .unwrap()
+            .iter()
+            .flat_map(|r| &r.resource_spans)
+            .flat_map(|rs| &rs.scope_spans)
+            .flat_map(|s| &s.spans)
+            .any(|s| s.name == "client_call" && hex(&s.trace_id) == client_trace);
         if exported {
             break;
         }
-        assert!(Instant::now() < deadline, "the client span was not exported");
+        assert!(
+            Instant::now() < deadline,
+            "the client span was not exported"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     coordinator.stop().await;

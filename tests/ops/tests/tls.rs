@@ -25,21 +25,33 @@ struct Pair {
 fn ca(name: &str) -> (Pair, Issuer<'static, KeyPair>) {
     let key = KeyPair::generate().unwrap();
     let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.distinguished_name.push(rcgen::DnType::CommonName, name);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     let cert = params.self_signed(&key).unwrap();
-    let pair = Pair { cert: cert.pem(), key: key.serialize_pem() };
+    let pair = Pair {
+        cert: cert.pem(),
+        key: key.serialize_pem(),
+    };
     (pair, Issuer::new(params, key))
 }
 
 fn leaf(names: &[&str], issuer: &Issuer<'static, KeyPair>) -> Pair {
     let key = KeyPair::generate().unwrap();
-    let params = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+    let params =
+        CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
     let cert = params.signed_by(&key, issuer).unwrap();
-    Pair { cert: cert.pem(), key: key.serialize_pem() }
+    Pair {
+        cert: cert.pem(),
+        key: key.serialize_pem(),
+    }
 }
 
-async fn until<T, F: std::future::Future<Output = Option<T>>>(what: &str, mut check: impl FnMut() -> F) -> T {
+async fn until<T, F: std::future::Future<Output = Option<T>>>(
+    what: &str,
+    mut check: impl FnMut() -> F,
+) -> T {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if let Some(v) = check().await {
@@ -52,7 +64,13 @@ async fn until<T, F: std::future::Future<Output = Option<T>>>(what: &str, mut ch
 
 async fn health(channel: tonic::transport::Channel) -> Result<i32, tonic::Status> {
     let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
-    Ok(client.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await?.into_inner().status)
+    Ok(client
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await?
+        .into_inner()
+        .status)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -84,29 +102,62 @@ async fn services_and_clients_speak_mutual_tls() {
     let https = format!("https://localhost:{port}");
 
     // The CLI's client, over TLS with the token.
-    let mut cli = until("the coordinator to accept TLS", || async { dbsync_cli::connect(&https, Some(TOKEN)).await.ok() }).await;
-    let tasks = cli.list_tasks(pb::ListTasksRequest {}).await.expect("ListTasks over TLS").into_inner();
+    let mut cli = until("the coordinator to accept TLS", || async {
+        dbsync_cli::connect(&https, Some(TOKEN)).await.ok()
+    })
+    .await;
+    let tasks = cli
+        .list_tasks(pb::ListTasksRequest {})
+        .await
+        .expect("ListTasks over TLS")
+        .into_inner();
     assert!(tasks.tasks.is_empty());
     // By IP address too (the certificate names 127.0.0.1).
-    let by_ip = dbsync_telemetry::connect(Endpoint::from_shared(format!("https://127.0.0.1:{port}")).unwrap()).await.expect("connect by IP");
-    assert_eq!(health(by_ip).await.expect("health by IP"), tonic_health::ServingStatus::Serving as i32);
+    let by_ip = dbsync_telemetry::connect(
+        Endpoint::from_shared(format!("https://127.0.0.1:{port}")).unwrap(),
+    )
+    .await
+    .expect("connect by IP");
+    assert_eq!(
+        health(by_ip).await.expect("health by IP"),
+        tonic_health::ServingStatus::Serving as i32
+    );
 
     // Refused: plaintext, a client trusting another CA, a client without a certificate.
-    let plain = Endpoint::from_shared(format!("http://{}", coordinator.addr)).unwrap().connect_timeout(Duration::from_secs(5));
+    let plain = Endpoint::from_shared(format!("http://{}", coordinator.addr))
+        .unwrap()
+        .connect_timeout(Duration::from_secs(5));
     let plain_result = match plain.connect().await {
         Ok(channel) => health(channel).await.map(|_| ()),
         Err(e) => Err(tonic::Status::unavailable(e.to_string())),
     };
-    assert!(plain_result.is_err(), "a plaintext client must not get an answer from a TLS server");
-    let rogue = dbsync_telemetry::client_tls(rogue_ca.cert.as_bytes(), Some((client.cert.as_bytes(), client.key.as_bytes()))).unwrap();
-    let err = dbsync_telemetry::connect_with(Endpoint::from_shared(https.clone()).unwrap(), &rogue).await.expect_err("a server certificate from an unknown CA is refused");
+    assert!(
+        plain_result.is_err(),
+        "a plaintext client must not get an answer from a TLS server"
+    );
+    let rogue = dbsync_telemetry::client_tls(
+        rogue_ca.cert.as_bytes(),
+        Some((client.cert.as_bytes(), client.key.as_bytes())),
+    )
+    .unwrap();
+    let err = dbsync_telemetry::connect_with(Endpoint::from_shared(https.clone()).unwrap(), &rogue)
+        .await
+        .expect_err("a server certificate from an unknown CA is refused");
     assert!(format!("{err:?}").contains("UnknownIssuer"), "{err:?}");
     let anonymous = dbsync_telemetry::client_tls(ca_pair.cert.as_bytes(), None).unwrap();
-    let anonymous_result = match dbsync_telemetry::connect_with(Endpoint::from_shared(https.clone()).unwrap(), &anonymous).await {
+    let anonymous_result = match dbsync_telemetry::connect_with(
+        Endpoint::from_shared(https.clone()).unwrap(),
+        &anonymous,
+    )
+    .await
+    {
         Ok(channel) => health(channel).await.map(|_| ()),
         Err(e) => Err(tonic::Status::unavailable(format!("{e:?}"))),
     };
-    assert!(anonymous_result.is_err(), "a client without a certificate is refused when DBSYNC_TLS_CLIENT_CA is set");
+    assert!(
+        anonymous_result.is_err(),
+        "a client without a certificate is refused when DBSYNC_TLS_CLIENT_CA is set"
+    );
 
     // Capture and apply serve TLS and register with the coordinator over TLS.
     let shutdown = dbsync_telemetry::CancellationToken::new();
@@ -118,7 +169,11 @@ async fn services_and_clients_speak_mutual_tls() {
         auth_token: Some(dbsync_core::Secret::new(TOKEN)),
         ..Default::default()
     };
-    let capture = tokio::spawn(dbsync_capture::serve(capture_config, capture_listener, shutdown.clone()));
+    let capture = tokio::spawn(dbsync_capture::serve(
+        capture_config,
+        capture_listener,
+        shutdown.clone(),
+    ));
     let apply_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let apply_port = apply_listener.local_addr().unwrap().port();
     let apply_config = dbsync_apply::ApplyConfig {
@@ -128,23 +183,44 @@ async fn services_and_clients_speak_mutual_tls() {
         heartbeat_interval: Duration::from_millis(200),
         ..Default::default()
     };
-    let apply = tokio::spawn(dbsync_apply::serve(apply_config, apply_listener, shutdown.clone()));
+    let apply = tokio::spawn(dbsync_apply::serve(
+        apply_config,
+        apply_listener,
+        shutdown.clone(),
+    ));
     let workers = until("capture and apply to register over TLS", || {
         let mut cli = cli.clone();
         async move {
-            let workers = cli.list_workers(pb::ListWorkersRequest {}).await.ok()?.into_inner().workers;
-            let kinds: Vec<&str> = workers.iter().filter(|w| w.alive).map(|w| w.kind.as_str()).collect();
+            let workers = cli
+                .list_workers(pb::ListWorkersRequest {})
+                .await
+                .ok()?
+                .into_inner()
+                .workers;
+            let kinds: Vec<&str> = workers
+                .iter()
+                .filter(|w| w.alive)
+                .map(|w| w.kind.as_str())
+                .collect();
             (kinds.contains(&"capture") && kinds.contains(&"apply")).then_some(workers)
         }
     })
     .await;
     assert_eq!(workers.len(), 2, "{workers:?}");
     for (what, port) in [("capture", capture_port), ("apply", apply_port)] {
-        let channel = dbsync_telemetry::connect(Endpoint::from_shared(format!("https://localhost:{port}")).unwrap())
-            .await
-            .unwrap_or_else(|e| panic!("{what} over TLS: {e:?}"));
-        assert_eq!(health(channel).await.unwrap(), tonic_health::ServingStatus::Serving as i32, "{what}");
-        let plain = Endpoint::from_shared(format!("http://127.0.0.1:{port}")).unwrap().connect_timeout(Duration::from_secs(5));
+        let channel = dbsync_telemetry::connect(
+            Endpoint::from_shared(format!("https://localhost:{port}")).unwrap(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{what} over TLS: {e:?}"));
+        assert_eq!(
+            health(channel).await.unwrap(),
+            tonic_health::ServingStatus::Serving as i32,
+            "{what}"
+        );
+        let plain = Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+            .unwrap()
+            .connect_timeout(Duration::from_secs(5));
         let plain_result = match plain.connect().await {
             Ok(channel) => health(channel).await.map(|_| ()),
             Err(e) => Err(tonic::Status::unavailable(e.to_string())),
@@ -160,14 +236,26 @@ async fn services_and_clients_speak_mutual_tls() {
 
 #[test]
 fn tls_configuration_errors_name_the_setting_and_the_fix() {
-    let err = dbsync_telemetry::ServerTls::from_pem(b"not pem", b"not pem", None).unwrap_err().to_string();
+    let err = dbsync_telemetry::ServerTls::from_pem(b"not pem", b"not pem", None)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("certificate") && err.contains("PEM"), "{err}");
     let (ca_pair, issuer) = ca("ca");
     let server = leaf(&["localhost"], &issuer);
     let other = leaf(&["localhost"], &issuer);
-    let err = dbsync_telemetry::ServerTls::from_pem(server.cert.as_bytes(), other.key.as_bytes(), None).unwrap_err().to_string();
+    let err =
+        dbsync_telemetry::ServerTls::from_pem(server.cert.as_bytes(), other.key.as_bytes(), None)
+            .unwrap_err()
+            .to_string();
     assert!(err.contains("do not fit"), "{err}");
-    assert!(dbsync_telemetry::ServerTls::from_pem(server.cert.as_bytes(), server.key.as_bytes(), Some(ca_pair.cert.as_bytes())).is_ok());
-    let err = dbsync_telemetry::client_tls(b"", None).unwrap_err().to_string();
+    assert!(dbsync_telemetry::ServerTls::from_pem(
+        server.cert.as_bytes(),
+        server.key.as_bytes(),
+        Some(ca_pair.cert.as_bytes())
+    )
+    .is_ok());
+    let err = dbsync_telemetry::client_tls(b"", None)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("DBSYNC_TLS_CA"), "{err}");
 }
