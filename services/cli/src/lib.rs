@@ -17,10 +17,19 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 #[derive(Parser, Debug)]
-#[command(name = "dbsync", version, about = "Sync SQL Server into PostgreSQL: schema, full and incremental sync")]
+#[command(
+    name = "dbsync",
+    version,
+    about = "Sync SQL Server into PostgreSQL: schema, full and incremental sync"
+)]
 pub struct Cli {
     /// Coordinator gRPC URL.
-    #[arg(long, global = true, env = "DBSYNC_COORDINATOR", default_value = "http://127.0.0.1:50051")]
+    #[arg(
+        long,
+        global = true,
+        env = "DBSYNC_COORDINATOR",
+        default_value = "http://127.0.0.1:50051"
+    )]
     pub coordinator: String,
     /// Bearer token for a coordinator that requires one.
     #[arg(long, global = true, env = "DBSYNC_TOKEN", hide_env_values = true)]
@@ -65,7 +74,9 @@ pub enum TaskCommand {
     /// List tasks.
     List,
     /// Show a task's definition (secrets shown as ***).
-    Get { task: String },
+    Get {
+        task: String,
+    },
     /// Run the prechecks; exits with 1 when an item fails.
     Precheck {
         task: String,
@@ -73,10 +84,18 @@ pub enum TaskCommand {
         #[arg(long = "ack")]
         acknowledge: Vec<String>,
     },
-    Start { task: String },
-    Pause { task: String },
-    Resume { task: String },
-    Stop { task: String },
+    Start {
+        task: String,
+    },
+    Pause {
+        task: String,
+    },
+    Resume {
+        task: String,
+    },
+    Stop {
+        task: String,
+    },
     /// Phase, progress, lag and errors per table.
     Status {
         task: String,
@@ -127,8 +146,15 @@ pub async fn connect(url: &str, token: Option<&str>) -> anyhow::Result<Client> {
         .connect_timeout(std::time::Duration::from_secs(10));
     let channel = dbsync_telemetry::connect(endpoint)
         .await
-        .with_context(|| format!("cannot reach the coordinator at {url} (set --coordinator or DBSYNC_COORDINATOR)"))?;
-    Ok(CoordinatorServiceClient::with_interceptor(channel, ClientToken(token.map(Secret::new))))
+        .with_context(|| {
+            format!(
+                "cannot reach the coordinator at {url} (set --coordinator or DBSYNC_COORDINATOR)"
+            )
+        })?;
+    Ok(CoordinatorServiceClient::with_interceptor(
+        channel,
+        ClientToken(token.map(Secret::new)),
+    ))
 }
 
 /// Turns a gRPC status into a one-line error for the terminal.
@@ -137,7 +163,9 @@ fn status_error(status: tonic::Status) -> anyhow::Error {
 }
 
 fn task_ref(task: &str) -> pb::TaskRef {
-    pb::TaskRef { task_id: task.to_string() }
+    pb::TaskRef {
+        task_id: task.to_string(),
+    }
 }
 
 /// Runs a parsed command line; the exit code says whether the outcome was clean.
@@ -150,12 +178,28 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Up(_) => unreachable!("handled above"),
         Command::Workers => {
-            let workers = client.list_workers(pb::ListWorkersRequest {}).await.map_err(status_error)?.into_inner();
+            let workers = client
+                .list_workers(pb::ListWorkersRequest {})
+                .await
+                .map_err(status_error)?
+                .into_inner();
             render::workers(out, &workers.workers)?;
         }
-        Command::Verify { task, mode, sample_percent, repair, tables } => {
+        Command::Verify {
+            task,
+            mode,
+            sample_percent,
+            repair,
+            tables,
+        } => {
             let report = client
-                .verify_task(pb::VerifyTaskRequest { task_id: task, mode, sample_percent, repair, tables })
+                .verify_task(pb::VerifyTaskRequest {
+                    task_id: task,
+                    mode,
+                    sample_percent,
+                    repair,
+                    tables,
+                })
                 .await
                 .map_err(status_error)?
                 .into_inner();
@@ -169,57 +213,104 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn task_command(client: &mut Client, command: TaskCommand, out: &mut std::io::Stdout) -> anyhow::Result<ExitCode> {
+async fn task_command(
+    client: &mut Client,
+    command: TaskCommand,
+    out: &mut std::io::Stdout,
+) -> anyhow::Result<ExitCode> {
     match command {
         TaskCommand::Create { file } => {
-            let spec = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
-            let info = client.create_task(pb::CreateTaskRequest { spec }).await.map_err(status_error)?.into_inner();
+            let spec = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let info = client
+                .create_task(pb::CreateTaskRequest { spec })
+                .await
+                .map_err(status_error)?
+                .into_inner();
             render::task_line(out, &info, "created")?;
         }
         TaskCommand::List => {
-            let tasks = client.list_tasks(pb::ListTasksRequest {}).await.map_err(status_error)?.into_inner();
+            let tasks = client
+                .list_tasks(pb::ListTasksRequest {})
+                .await
+                .map_err(status_error)?
+                .into_inner();
             render::tasks(out, &tasks.tasks)?;
         }
         TaskCommand::Get { task } => {
-            let info = client.get_task(task_ref(&task)).await.map_err(status_error)?.into_inner();
+            let info = client
+                .get_task(task_ref(&task))
+                .await
+                .map_err(status_error)?
+                .into_inner();
             render::task_line(out, &info, "")?;
             use std::io::Write;
             writeln!(out, "{}", info.spec_redacted)?;
         }
         TaskCommand::Precheck { task, acknowledge } => {
             let report = client
-                .precheck_task(pb::PrecheckTaskRequest { task_id: task, acknowledge })
+                .precheck_task(pb::PrecheckTaskRequest {
+                    task_id: task,
+                    acknowledge,
+                })
                 .await
                 .map_err(status_error)?
                 .into_inner();
             render::precheck(out, &report)?;
-            if report.items.iter().any(|i| i.status == pb::PrecheckStatus::Fail as i32) {
+            if report
+                .items
+                .iter()
+                .any(|i| i.status == pb::PrecheckStatus::Fail as i32)
+            {
                 return Ok(ExitCode::from(1));
             }
         }
         TaskCommand::Start { task } => {
-            let info = client.start_task(task_ref(&task)).await.map_err(status_error)?.into_inner();
+            let info = client
+                .start_task(task_ref(&task))
+                .await
+                .map_err(status_error)?
+                .into_inner();
             render::task_line(out, &info, "started")?;
         }
         TaskCommand::Pause { task } => {
-            let info = client.pause_task(task_ref(&task)).await.map_err(status_error)?.into_inner();
+            let info = client
+                .pause_task(task_ref(&task))
+                .await
+                .map_err(status_error)?
+                .into_inner();
             render::task_line(out, &info, "paused")?;
         }
         TaskCommand::Resume { task } => {
-            let info = client.resume_task(task_ref(&task)).await.map_err(status_error)?.into_inner();
+            let info = client
+                .resume_task(task_ref(&task))
+                .await
+                .map_err(status_error)?
+                .into_inner();
             render::task_line(out, &info, "resumed")?;
         }
         TaskCommand::Stop { task } => {
-            let info = client.stop_task(task_ref(&task)).await.map_err(status_error)?.into_inner();
+            let info = client
+                .stop_task(task_ref(&task))
+                .await
+                .map_err(status_error)?
+                .into_inner();
             render::task_line(out, &info, "stopped")?;
         }
         TaskCommand::Status { task, watch } => {
             if watch {
                 return render::watch(client, &task).await;
             }
-            let status = client.get_task_status(task_ref(&task)).await.map_err(status_error)?.into_inner();
+            let status = client
+                .get_task_status(task_ref(&task))
+                .await
+                .map_err(status_error)?
+                .into_inner();
             render::status(out, &status)?;
-            if status.task.is_some_and(|t| t.state == pb::TaskState::Failed as i32) {
+            if status
+                .task
+                .is_some_and(|t| t.state == pb::TaskState::Failed as i32)
+            {
                 return Ok(ExitCode::from(1));
             }
         }
@@ -236,23 +327,39 @@ async fn task_command(client: &mut Client, command: TaskCommand, out: &mut std::
             lag_alert_seconds,
         } => {
             // Throttles are replaced as a whole: start from the current values.
-            let info = client.get_task(task_ref(&task)).await.map_err(status_error)?.into_inner();
+            let info = client
+                .get_task(task_ref(&task))
+                .await
+                .map_err(status_error)?
+                .into_inner();
             let current: dbsync_coordinator::TaskSpec =
-                serde_yaml::from_str(&info.spec_redacted).context("cannot read the task's current definition")?;
-            let full = [full_queries_per_second, full_rows_per_second, full_mb_per_second].iter().any(Option::is_some).then(|| {
-                pb::Throttle {
-                    queries_per_second: full_queries_per_second.unwrap_or(current.throttle.full.queries_per_second),
-                    rows_per_second: full_rows_per_second.unwrap_or(current.throttle.full.rows_per_second),
-                    megabytes_per_second: full_mb_per_second.unwrap_or(current.throttle.full.mb_per_second),
-                }
+                serde_yaml::from_str(&info.spec_redacted)
+                    .context("cannot read the task's current definition")?;
+            let full = [
+                full_queries_per_second,
+                full_rows_per_second,
+                full_mb_per_second,
+            ]
+            .iter()
+            .any(Option::is_some)
+            .then(|| pb::Throttle {
+                queries_per_second: full_queries_per_second
+                    .unwrap_or(current.throttle.full.queries_per_second),
+                rows_per_second: full_rows_per_second
+                    .unwrap_or(current.throttle.full.rows_per_second),
+                megabytes_per_second: full_mb_per_second
+                    .unwrap_or(current.throttle.full.mb_per_second),
             });
-            let incremental = [incremental_rows_per_second, incremental_mb_per_second].iter().any(Option::is_some).then(|| {
-                pb::Throttle {
+            let incremental = [incremental_rows_per_second, incremental_mb_per_second]
+                .iter()
+                .any(Option::is_some)
+                .then(|| pb::Throttle {
                     queries_per_second: 0.0,
-                    rows_per_second: incremental_rows_per_second.unwrap_or(current.throttle.incremental.rows_per_second),
-                    megabytes_per_second: incremental_mb_per_second.unwrap_or(current.throttle.incremental.mb_per_second),
-                }
-            });
+                    rows_per_second: incremental_rows_per_second
+                        .unwrap_or(current.throttle.incremental.rows_per_second),
+                    megabytes_per_second: incremental_mb_per_second
+                        .unwrap_or(current.throttle.incremental.mb_per_second),
+                });
             let info = client
                 .modify_task(pb::ModifyTaskRequest {
                     task_id: info.task_id,
@@ -268,8 +375,17 @@ async fn task_command(client: &mut Client, command: TaskCommand, out: &mut std::
                 .into_inner();
             render::task_line(out, &info, "modified")?;
         }
-        TaskCommand::Delete { task, cleanup_source } => {
-            client.delete_task(pb::DeleteTaskRequest { task_id: task.clone(), cleanup_source }).await.map_err(status_error)?;
+        TaskCommand::Delete {
+            task,
+            cleanup_source,
+        } => {
+            client
+                .delete_task(pb::DeleteTaskRequest {
+                    task_id: task.clone(),
+                    cleanup_source,
+                })
+                .await
+                .map_err(status_error)?;
             use std::io::Write;
             writeln!(out, "task {task} deleted")?;
         }

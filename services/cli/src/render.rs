@@ -40,7 +40,9 @@ pub fn phase_name(phase: i32) -> &'static str {
 }
 
 fn source_name(t: &Option<pb::TableRef>) -> String {
-    t.as_ref().map(|r| format!("{}.{}.{}", r.database, r.schema, r.name)).unwrap_or_default()
+    t.as_ref()
+        .map(|r| format!("{}.{}.{}", r.database, r.schema, r.name))
+        .unwrap_or_default()
 }
 
 pub fn duration(seconds: f64) -> String {
@@ -56,8 +58,18 @@ pub fn duration(seconds: f64) -> String {
 }
 
 pub fn task_line(out: &mut impl Write, info: &pb::TaskInfo, verb: &str) -> std::io::Result<()> {
-    let verb = if verb.is_empty() { String::new() } else { format!("{verb}: ") };
-    writeln!(out, "{verb}task {} (id {}) is {}", info.name, info.task_id, state_name(info.state))?;
+    let verb = if verb.is_empty() {
+        String::new()
+    } else {
+        format!("{verb}: ")
+    };
+    writeln!(
+        out,
+        "{verb}task {} (id {}) is {}",
+        info.name,
+        info.task_id,
+        state_name(info.state)
+    )?;
     if !info.last_error.is_empty() {
         writeln!(out, "  last error: {}", info.last_error)?;
     }
@@ -65,15 +77,30 @@ pub fn task_line(out: &mut impl Write, info: &pb::TaskInfo, verb: &str) -> std::
 }
 
 pub fn tasks(out: &mut impl Write, tasks: &[pb::TaskInfo]) -> std::io::Result<()> {
-    writeln!(out, "{:<14} {:<28} {:<11} LAST ERROR", "ID", "NAME", "STATE")?;
+    writeln!(
+        out,
+        "{:<14} {:<28} {:<11} LAST ERROR",
+        "ID", "NAME", "STATE"
+    )?;
     for t in tasks {
-        writeln!(out, "{:<14} {:<28} {:<11} {}", t.task_id, t.name, state_name(t.state), t.last_error)?;
+        writeln!(
+            out,
+            "{:<14} {:<28} {:<11} {}",
+            t.task_id,
+            t.name,
+            state_name(t.state),
+            t.last_error
+        )?;
     }
     Ok(())
 }
 
 pub fn workers(out: &mut impl Write, workers: &[pb::WorkerInfo]) -> std::io::Result<()> {
-    writeln!(out, "{:<22} {:<8} {:<6} {:<28} GROUPS", "WORKER", "KIND", "ALIVE", "ADDRESS")?;
+    writeln!(
+        out,
+        "{:<22} {:<8} {:<6} {:<28} GROUPS",
+        "WORKER", "KIND", "ALIVE", "ADDRESS"
+    )?;
     for w in workers {
         writeln!(
             out,
@@ -120,7 +147,10 @@ pub fn precheck(out: &mut impl Write, report: &pb::PrecheckReport) -> std::io::R
     }
     writeln!(out, "{pass} passed, {warn} warnings, {fail} failed")?;
     if warn > 0 {
-        writeln!(out, "acknowledge a warning with: dbsync task precheck <task> --ack <id>")?;
+        writeln!(
+            out,
+            "acknowledge a warning with: dbsync task precheck <task> --ack <id>"
+        )?;
     }
     Ok(())
 }
@@ -129,7 +159,11 @@ pub fn status(out: &mut impl Write, s: &pb::TaskStatus) -> std::io::Result<()> {
     if let Some(t) = &s.task {
         task_line(out, t, "")?;
     }
-    let percent = if s.rows_total > 0 { 100.0 * s.rows_done as f64 / s.rows_total as f64 } else { 0.0 };
+    let percent = if s.rows_total > 0 {
+        100.0 * s.rows_done as f64 / s.rows_total as f64
+    } else {
+        0.0
+    };
     writeln!(
         out,
         "rows {}/{} ({percent:.1}%)  eta {}  lag {}",
@@ -144,7 +178,11 @@ pub fn status(out: &mut impl Write, s: &pb::TaskStatus) -> std::io::Result<()> {
         "SOURCE", "TARGET", "PHASE", "ROWS", "%", "CHANGES", "LAG", "WORKER"
     )?;
     for t in &s.tables {
-        let pct = if t.rows_total > 0 { format!("{:.0}", 100.0 * t.rows_done as f64 / t.rows_total as f64) } else { "-".into() };
+        let pct = if t.rows_total > 0 {
+            format!("{:.0}", 100.0 * t.rows_done as f64 / t.rows_total as f64)
+        } else {
+            "-".into()
+        };
         writeln!(
             out,
             "{:<36} {:<32} {:<12} {:>12} {:>6} {:>10} {:>8} {:<16} {}",
@@ -166,7 +204,11 @@ pub fn status(out: &mut impl Write, s: &pb::TaskStatus) -> std::io::Result<()> {
 }
 
 pub fn verify(out: &mut impl Write, r: &pb::VerifyReport) -> std::io::Result<()> {
-    writeln!(out, "{:<36} {:<32} {:>12} {:>12} RESULT", "SOURCE", "TARGET", "SOURCE ROWS", "TARGET ROWS")?;
+    writeln!(
+        out,
+        "{:<36} {:<32} {:>12} {:>12} RESULT",
+        "SOURCE", "TARGET", "SOURCE ROWS", "TARGET ROWS"
+    )?;
     for t in &r.tables {
         writeln!(
             out,
@@ -184,13 +226,24 @@ pub fn verify(out: &mut impl Write, r: &pb::VerifyReport) -> std::io::Result<()>
             writeln!(out, "    repaired {} rows", t.repaired)?;
         }
     }
-    writeln!(out, "{} in {:.1}s", if r.equal { "source and target are equal" } else { "source and target DIFFER" }, r.seconds)
+    writeln!(
+        out,
+        "{} in {:.1}s",
+        if r.equal {
+            "source and target are equal"
+        } else {
+            "source and target DIFFER"
+        },
+        r.seconds
+    )
 }
 
 /// Follows `WatchTaskStatus` with a bar per table until the task leaves running/paused.
 pub async fn watch(client: &mut Client, task: &str) -> anyhow::Result<ExitCode> {
     let mut stream = client
-        .watch_task_status(pb::TaskRef { task_id: task.to_string() })
+        .watch_task_status(pb::TaskRef {
+            task_id: task.to_string(),
+        })
         .await
         .map_err(|s| anyhow::anyhow!("{} ({:?})", s.message(), s.code()))?
         .into_inner();
@@ -207,7 +260,10 @@ pub async fn watch(client: &mut Client, task: &str) -> anyhow::Result<ExitCode> 
             m = stream.message() => m,
             _ = tokio::signal::ctrl_c() => break,
         };
-        let Some(status) = next.map_err(|s| anyhow::anyhow!("{} ({:?})", s.message(), s.code()))? else { break };
+        let Some(status) = next.map_err(|s| anyhow::anyhow!("{} ({:?})", s.message(), s.code()))?
+        else {
+            break;
+        };
         let info = status.task.clone().unwrap_or_default();
         last_state = info.state;
         header.set_message(format!(
@@ -231,14 +287,21 @@ pub async fn watch(client: &mut Client, task: &str) -> anyhow::Result<ExitCode> 
             bar.set_position(t.rows_done);
             let mut msg = phase_name(t.phase).to_string();
             if t.changes_applied > 0 || t.lag_seconds > 0.0 {
-                msg.push_str(&format!("  {} changes  lag {}", t.changes_applied, duration(t.lag_seconds)));
+                msg.push_str(&format!(
+                    "  {} changes  lag {}",
+                    t.changes_applied,
+                    duration(t.lag_seconds)
+                ));
             }
             if !t.last_error.is_empty() {
                 msg.push_str(&format!("  error: {}", t.last_error));
             }
             bar.set_message(msg);
         }
-        if !matches!(TaskState::try_from(info.state), Ok(TaskState::Running | TaskState::Paused)) {
+        if !matches!(
+            TaskState::try_from(info.state),
+            Ok(TaskState::Running | TaskState::Paused)
+        ) {
             break;
         }
     }
@@ -246,7 +309,11 @@ pub async fn watch(client: &mut Client, task: &str) -> anyhow::Result<ExitCode> 
         b.abandon();
     }
     header.abandon();
-    Ok(if last_state == TaskState::Failed as i32 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    Ok(if last_state == TaskState::Failed as i32 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 #[cfg(test)]
@@ -265,8 +332,18 @@ mod tests {
     fn precheck_output_shows_fixes_for_problems_only() {
         let report = pb::PrecheckReport {
             items: vec![
-                pb::PrecheckItem { id: "a.ok".into(), status: PrecheckStatus::Pass as i32, fix: "nothing".into(), ..Default::default() },
-                pb::PrecheckItem { id: "b.bad".into(), status: PrecheckStatus::Fail as i32, fix: "do this".into(), ..Default::default() },
+                pb::PrecheckItem {
+                    id: "a.ok".into(),
+                    status: PrecheckStatus::Pass as i32,
+                    fix: "nothing".into(),
+                    ..Default::default()
+                },
+                pb::PrecheckItem {
+                    id: "b.bad".into(),
+                    status: PrecheckStatus::Fail as i32,
+                    fix: "do this".into(),
+                    ..Default::default()
+                },
             ],
         };
         let mut out = Vec::new();

@@ -18,7 +18,11 @@ pub struct UpArgs {
     #[arg(long, default_value_t = 1)]
     pub appliers: usize,
     /// SQLite file of the coordinator's state.
-    #[arg(long, env = "DBSYNC_COORDINATOR_STORE", default_value = "dbsync-coordinator.db")]
+    #[arg(
+        long,
+        env = "DBSYNC_COORDINATOR_STORE",
+        default_value = "dbsync-coordinator.db"
+    )]
     pub store: String,
     /// Serve Prometheus /metrics here (one endpoint for all services of the process).
     #[arg(long)]
@@ -56,9 +60,15 @@ fn spawn_named(
 
 /// Binds every listener first (so address errors surface before anything runs), then starts
 /// coordinator, capture and appliers.
-pub async fn start(args: UpArgs, token: Option<Secret>, shutdown: CancellationToken) -> anyhow::Result<Services> {
+pub async fn start(
+    args: UpArgs,
+    token: Option<Secret>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Services> {
     let bind = |addr: SocketAddr, what: &'static str| async move {
-        tokio::net::TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("cannot listen on {addr} for the {what}: {e}"))
+        tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {addr} for the {what}: {e}"))
     };
     let coordinator_listener = bind(args.listen, "coordinator").await?;
     let capture_listener = bind(args.capture_listen, "capture service").await?;
@@ -74,7 +84,11 @@ pub async fn start(args: UpArgs, token: Option<Secret>, shutdown: CancellationTo
         metrics_listen: None,
         ..Default::default()
     };
-    spawn_named(&mut tasks, "coordinator".into(), dbsync_coordinator::serve(coordinator, coordinator_listener, shutdown.clone()));
+    spawn_named(
+        &mut tasks,
+        "coordinator".into(),
+        dbsync_coordinator::serve(coordinator, coordinator_listener, shutdown.clone()),
+    );
 
     let capture = dbsync_capture::CaptureConfig {
         listen: args.capture_listen,
@@ -83,7 +97,11 @@ pub async fn start(args: UpArgs, token: Option<Secret>, shutdown: CancellationTo
         metrics_listen: None,
         auth_token: token.clone(),
     };
-    spawn_named(&mut tasks, "capture".into(), dbsync_capture::serve(capture, capture_listener, shutdown.clone()));
+    spawn_named(
+        &mut tasks,
+        "capture".into(),
+        dbsync_capture::serve(capture, capture_listener, shutdown.clone()),
+    );
 
     for i in 0..args.appliers.max(1) {
         let listener = bind(SocketAddr::from(([127, 0, 0, 1], 0)), "apply worker").await?;
@@ -93,10 +111,18 @@ pub async fn start(args: UpArgs, token: Option<Secret>, shutdown: CancellationTo
             auth_token: token.clone(),
             ..Default::default()
         };
-        spawn_named(&mut tasks, format!("apply worker {}", i + 1), dbsync_apply::serve(apply, listener, shutdown.clone()));
+        spawn_named(
+            &mut tasks,
+            format!("apply worker {}", i + 1),
+            dbsync_apply::serve(apply, listener, shutdown.clone()),
+        );
     }
     tracing::info!(coordinator = %coordinator_url, capture = %capture_url, appliers = args.appliers.max(1), "dbsync up: all services started");
-    Ok(Services { coordinator_url, capture_url, tasks })
+    Ok(Services {
+        coordinator_url,
+        capture_url,
+        tasks,
+    })
 }
 
 impl Services {

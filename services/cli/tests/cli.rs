@@ -18,7 +18,11 @@ async fn coordinator(dir: &std::path::Path, token: Option<&str>) -> (String, Can
         ..Default::default()
     };
     let shutdown = CancellationToken::new();
-    tokio::spawn(dbsync_coordinator::serve(config, listener, shutdown.clone()));
+    tokio::spawn(dbsync_coordinator::serve(
+        config,
+        listener,
+        shutdown.clone(),
+    ));
     (url, shutdown)
 }
 
@@ -28,44 +32,124 @@ async fn dbsync(args: &[&str]) -> anyhow::Result<ExitCode> {
     run(Cli::try_parse_from(argv)?).await
 }
 
-const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/task.example.yaml");
+const EXAMPLE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../deploy/task.example.yaml"
+);
 
 #[tokio::test]
 async fn task_commands_drive_the_coordinator() {
     let dir = tempfile::tempdir().unwrap();
     let (url, shutdown) = coordinator(dir.path(), Some("cli-token")).await;
     let with = |rest: &[&'static str]| {
-        let mut v: Vec<&str> = vec!["--coordinator", Box::leak(url.clone().into_boxed_str()), "--token", "cli-token"];
+        let mut v: Vec<&str> = vec![
+            "--coordinator",
+            Box::leak(url.clone().into_boxed_str()),
+            "--token",
+            "cli-token",
+        ];
         v.extend_from_slice(rest);
         v
     };
-    assert_eq!(dbsync(&with(&["task", "create", "-f", EXAMPLE])).await.unwrap(), ExitCode::SUCCESS);
-    assert_eq!(dbsync(&with(&["task", "list"])).await.unwrap(), ExitCode::SUCCESS);
-    assert_eq!(dbsync(&with(&["task", "get", "sales-to-pg"])).await.unwrap(), ExitCode::SUCCESS);
+    assert_eq!(
+        dbsync(&with(&["task", "create", "-f", EXAMPLE]))
+            .await
+            .unwrap(),
+        ExitCode::SUCCESS
+    );
+    assert_eq!(
+        dbsync(&with(&["task", "list"])).await.unwrap(),
+        ExitCode::SUCCESS
+    );
+    assert_eq!(
+        dbsync(&with(&["task", "get", "sales-to-pg"]))
+            .await
+            .unwrap(),
+        ExitCode::SUCCESS
+    );
     // No capture service is reachable: the precheck reports a failure and exits 1.
-    assert_eq!(dbsync(&with(&["task", "precheck", "sales-to-pg"])).await.unwrap(), ExitCode::from(1));
-    let err = dbsync(&with(&["task", "start", "sales-to-pg"])).await.unwrap_err();
-    assert!(err.to_string().contains("Precheck of task 'sales-to-pg' failed"), "{err}");
-    assert_eq!(dbsync(&with(&["task", "status", "sales-to-pg"])).await.unwrap(), ExitCode::SUCCESS);
+    assert_eq!(
+        dbsync(&with(&["task", "precheck", "sales-to-pg"]))
+            .await
+            .unwrap(),
+        ExitCode::from(1)
+    );
+    let err = dbsync(&with(&["task", "start", "sales-to-pg"]))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("Precheck of task 'sales-to-pg' failed"),
+        "{err}"
+    );
+    assert_eq!(
+        dbsync(&with(&["task", "status", "sales-to-pg"]))
+            .await
+            .unwrap(),
+        ExitCode::SUCCESS
+    );
     // --watch follows the status stream and returns once the task is not running.
     let watch_args = with(&["task", "status", "sales-to-pg", "--watch"]);
     let watched = tokio::time::timeout(Duration::from_secs(10), dbsync(&watch_args));
-    assert_eq!(watched.await.expect("watch ends for a task that is not running").unwrap(), ExitCode::SUCCESS);
-    assert_eq!(dbsync(&with(&["workers"])).await.unwrap(), ExitCode::SUCCESS);
     assert_eq!(
-        dbsync(&with(&["task", "modify", "sales-to-pg", "--full-rows-per-second", "1234", "--lag-alert-seconds", "90"])).await.unwrap(),
+        watched
+            .await
+            .expect("watch ends for a task that is not running")
+            .unwrap(),
+        ExitCode::SUCCESS
+    );
+    assert_eq!(
+        dbsync(&with(&["workers"])).await.unwrap(),
+        ExitCode::SUCCESS
+    );
+    assert_eq!(
+        dbsync(&with(&[
+            "task",
+            "modify",
+            "sales-to-pg",
+            "--full-rows-per-second",
+            "1234",
+            "--lag-alert-seconds",
+            "90"
+        ]))
+        .await
+        .unwrap(),
         ExitCode::SUCCESS
     );
     let mut client = dbsync_cli::connect(&url, Some("cli-token")).await.unwrap();
-    let info = client.get_task(pb::TaskRef { task_id: "sales-to-pg".into() }).await.unwrap().into_inner();
-    assert!(info.spec_redacted.contains("rows_per_second: 1234"), "{}", info.spec_redacted);
-    assert!(info.spec_redacted.contains("queries_per_second: 50"), "unset throttle flags keep their value");
+    let info = client
+        .get_task(pb::TaskRef {
+            task_id: "sales-to-pg".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        info.spec_redacted.contains("rows_per_second: 1234"),
+        "{}",
+        info.spec_redacted
+    );
+    assert!(
+        info.spec_redacted.contains("queries_per_second: 50"),
+        "unset throttle flags keep their value"
+    );
     assert!(info.spec_redacted.contains("lag_seconds: 90"));
-    assert_eq!(dbsync(&with(&["task", "delete", "sales-to-pg"])).await.unwrap(), ExitCode::SUCCESS);
-    assert!(dbsync(&with(&["task", "get", "sales-to-pg"])).await.unwrap_err().to_string().contains("NotFound"));
+    assert_eq!(
+        dbsync(&with(&["task", "delete", "sales-to-pg"]))
+            .await
+            .unwrap(),
+        ExitCode::SUCCESS
+    );
+    assert!(dbsync(&with(&["task", "get", "sales-to-pg"]))
+        .await
+        .unwrap_err()
+        .to_string()
+        .contains("NotFound"));
 
     // Without the token the coordinator refuses.
-    let err = dbsync(&["--coordinator", &url, "task", "list"]).await.unwrap_err();
+    let err = dbsync(&["--coordinator", &url, "task", "list"])
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("Unauthenticated"), "{err}");
     shutdown.cancel();
 }
@@ -83,20 +167,45 @@ async fn up_runs_coordinator_capture_and_appliers_that_register() {
         lease_seconds: 15,
     };
     let shutdown = CancellationToken::new();
-    let services = dbsync_cli::up::start(args, Some(dbsync_core::Secret::new("up-token")), shutdown.clone()).await.unwrap();
-    let mut client = dbsync_cli::connect(&services.coordinator_url, Some("up-token")).await.unwrap();
+    let services = dbsync_cli::up::start(
+        args,
+        Some(dbsync_core::Secret::new("up-token")),
+        shutdown.clone(),
+    )
+    .await
+    .unwrap();
+    let mut client = dbsync_cli::connect(&services.coordinator_url, Some("up-token"))
+        .await
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let workers = client.list_workers(pb::ListWorkersRequest {}).await.unwrap().into_inner().workers;
-        let captures = workers.iter().filter(|w| w.kind == "capture" && w.alive).count();
-        let appliers = workers.iter().filter(|w| w.kind == "apply" && w.alive).count();
+        let workers = client
+            .list_workers(pb::ListWorkersRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .workers;
+        let captures = workers
+            .iter()
+            .filter(|w| w.kind == "capture" && w.alive)
+            .count();
+        let appliers = workers
+            .iter()
+            .filter(|w| w.kind == "apply" && w.alive)
+            .count();
         if captures == 1 && appliers == 2 {
             assert!(workers.iter().any(|w| w.address == services.capture_url));
             break;
         }
-        assert!(Instant::now() < deadline, "workers did not register: {workers:?}");
+        assert!(
+            Instant::now() < deadline,
+            "workers did not register: {workers:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(20), services.wait(shutdown)).await.expect("all services stop").unwrap();
+    tokio::time::timeout(Duration::from_secs(20), services.wait(shutdown))
+        .await
+        .expect("all services stop")
+        .unwrap();
 }

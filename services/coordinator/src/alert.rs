@@ -48,7 +48,8 @@ pub struct AlertPayload<'a> {
 
 /// POSTs `payload` as JSON; succeeds on any 2xx answer. Bounded by a 10 s timeout.
 pub async fn post_webhook(url: &str, payload: &AlertPayload<'_>) -> anyhow::Result<()> {
-    let url = parse_http_url(url).ok_or_else(|| anyhow::anyhow!("webhook URL is not an http:// URL"))?;
+    let url =
+        parse_http_url(url).ok_or_else(|| anyhow::anyhow!("webhook URL is not an http:// URL"))?;
     let body = serde_json::to_vec(payload)?;
     let work = async {
         let mut stream = tokio::net::TcpStream::connect((url.host.as_str(), url.port)).await?;
@@ -80,7 +81,10 @@ pub async fn post_webhook(url: &str, payload: &AlertPayload<'_>) -> anyhow::Resu
         if code.starts_with('2') {
             Ok(())
         } else {
-            Err(anyhow::anyhow!("webhook answered '{}'", status_line.lines().next().unwrap_or("")))
+            Err(anyhow::anyhow!(
+                "webhook answered '{}'",
+                status_line.lines().next().unwrap_or("")
+            ))
         }
     };
     tokio::time::timeout(Duration::from_secs(10), work)
@@ -96,7 +100,11 @@ mod tests {
     fn parses_http_urls_and_rejects_others() {
         assert_eq!(
             parse_http_url("http://hooks.local:8080/a/b"),
-            Some(HttpUrl { host: "hooks.local".into(), port: 8080, path: "/a/b".into() })
+            Some(HttpUrl {
+                host: "hooks.local".into(),
+                port: 8080,
+                path: "/a/b".into()
+            })
         );
         assert_eq!(parse_http_url("http://x").unwrap().port, 80);
         assert!(parse_http_url("https://x/y").is_none());
@@ -129,7 +137,9 @@ mod tests {
                     }
                 }
             }
-            s.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").await.unwrap();
+            s.write_all(b"HTTP/1.1 204 No Content\r\n\r\n")
+                .await
+                .unwrap();
             String::from_utf8(got).unwrap()
         });
         let payload = AlertPayload {
@@ -140,7 +150,9 @@ mod tests {
             message: "boom",
             unix_micros: 1,
         };
-        post_webhook(&format!("http://{addr}/hook"), &payload).await.unwrap();
+        post_webhook(&format!("http://{addr}/hook"), &payload)
+            .await
+            .unwrap();
         let request = server.await.unwrap();
         assert!(request.starts_with("POST /hook HTTP/1.1\r\n"));
         assert!(request.contains("\"kind\":\"task_failed\""));

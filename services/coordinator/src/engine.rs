@@ -40,7 +40,10 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now_us(&self) -> i64 {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros() as i64)
+            .unwrap_or(0)
     }
 }
 
@@ -81,7 +84,11 @@ pub struct EngineSettings {
 
 impl Default for EngineSettings {
     fn default() -> Self {
-        EngineSettings { lease_seconds: 15, capture_timeout: Duration::from_secs(300), capture_token: None }
+        EngineSettings {
+            lease_seconds: 15,
+            capture_timeout: Duration::from_secs(300),
+            capture_token: None,
+        }
     }
 }
 
@@ -126,11 +133,17 @@ fn normalize_address(address: &str) -> String {
 }
 
 fn lsn_text(bytes: &[u8]) -> String {
-    dbsync_core::Lsn::from_slice(bytes).map(|l| l.to_string()).unwrap_or_else(|| "(none)".into())
+    dbsync_core::Lsn::from_slice(bytes)
+        .map(|l| l.to_string())
+        .unwrap_or_else(|| "(none)".into())
 }
 
 impl Coordinator {
-    pub fn new(store: Arc<dyn TaskStore>, settings: EngineSettings, clock: Arc<dyn Clock>) -> Arc<Coordinator> {
+    pub fn new(
+        store: Arc<dyn TaskStore>,
+        settings: EngineSettings,
+        clock: Arc<dyn Clock>,
+    ) -> Arc<Coordinator> {
         let (changed, _) = tokio::sync::watch::channel(0);
         let coordinator = Arc::new(Coordinator {
             store,
@@ -174,13 +187,18 @@ impl Coordinator {
     }
 
     fn load(&self, task_ref: &str) -> Result<(TaskRow, TaskSpec)> {
-        let row = self.store.task(task_ref)?.ok_or_else(|| CoordinatorError::TaskNotFound(task_ref.to_string()))?;
+        let row = self
+            .store
+            .task(task_ref)?
+            .ok_or_else(|| CoordinatorError::TaskNotFound(task_ref.to_string()))?;
         let spec = TaskSpec::from_store_json(&row.spec_json)?;
         Ok((row, spec))
     }
 
     pub fn task_info(&self, row: &TaskRow) -> pb::TaskInfo {
-        let spec_redacted = TaskSpec::from_store_json(&row.spec_json).map(|s| s.to_redacted_yaml()).unwrap_or_default();
+        let spec_redacted = TaskSpec::from_store_json(&row.spec_json)
+            .map(|s| s.to_redacted_yaml())
+            .unwrap_or_default();
         pb::TaskInfo {
             task_id: row.id.clone(),
             name: row.name.clone(),
@@ -201,7 +219,12 @@ impl Coordinator {
         });
     }
 
-    fn set_state(&self, row: &mut TaskRow, state: TaskState, last_error: Option<String>) -> Result<()> {
+    fn set_state(
+        &self,
+        row: &mut TaskRow,
+        state: TaskState,
+        last_error: Option<String>,
+    ) -> Result<()> {
         let from = state_name(row.state);
         row.state = state as i32;
         if let Some(e) = last_error {
@@ -210,7 +233,11 @@ impl Coordinator {
         row.updated_us = self.now();
         self.store.update_task(row)?;
         tracing::info!(task = %row.name, from, to = state_name(row.state), "task state changed");
-        self.event(&row.id, "state", &format!("{from} -> {}", state_name(row.state)));
+        self.event(
+            &row.id,
+            "state",
+            &format!("{from} -> {}", state_name(row.state)),
+        );
         self.update_task_gauges();
         self.notify();
         Ok(())
@@ -221,7 +248,11 @@ impl Coordinator {
             task: row.name.clone(),
             state: state_name(row.state),
             action,
-            hint: if hint.is_empty() { String::new() } else { format!(": {hint}") },
+            hint: if hint.is_empty() {
+                String::new()
+            } else {
+                format!(": {hint}")
+            },
         }
     }
 
@@ -259,7 +290,12 @@ impl Coordinator {
     }
 
     pub fn list_tasks(&self) -> Result<Vec<pb::TaskInfo>> {
-        Ok(self.store.tasks()?.iter().map(|r| self.task_info(r)).collect())
+        Ok(self
+            .store
+            .tasks()?
+            .iter()
+            .map(|r| self.task_info(r))
+            .collect())
     }
 
     /// Address of the capture service for a task: its own, else the first live capture worker.
@@ -273,7 +309,9 @@ impl Coordinator {
             .into_iter()
             .find(|w| w.kind == "capture" && w.lease_expires_us > now)
             .map(|w| normalize_address(&w.address))
-            .ok_or_else(|| CoordinatorError::NoCapture { task: spec.name.clone() })
+            .ok_or_else(|| CoordinatorError::NoCapture {
+                task: spec.name.clone(),
+            })
     }
 
     async fn capture(&self, spec: &TaskSpec) -> Result<Capture> {
@@ -287,29 +325,51 @@ impl Coordinator {
             })?
             .connect_timeout(Duration::from_secs(10))
             .timeout(self.settings.capture_timeout);
-        let channel = dbsync_telemetry::connect(endpoint).await.map_err(|e| CoordinatorError::Capture {
-            address: address.clone(),
-            operation: "connect",
-            message: e.to_string(),
-            code: tonic::Code::Unavailable,
-        })?;
-        let secrets = [spec.source.password.resolve("source.password").ok(), spec.target.password.resolve("target.password").ok()]
-            .into_iter()
-            .flatten()
-            .map(|s| s.expose().to_string())
-            .collect();
-        let client = CaptureServiceClient::with_interceptor(channel, crate::ClientToken(self.settings.capture_token.clone()));
-        Ok(Capture { address, client, secrets })
+        let channel =
+            dbsync_telemetry::connect(endpoint)
+                .await
+                .map_err(|e| CoordinatorError::Capture {
+                    address: address.clone(),
+                    operation: "connect",
+                    message: e.to_string(),
+                    code: tonic::Code::Unavailable,
+                })?;
+        let secrets = [
+            spec.source.password.resolve("source.password").ok(),
+            spec.target.password.resolve("target.password").ok(),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|s| s.expose().to_string())
+        .collect();
+        let client = CaptureServiceClient::with_interceptor(
+            channel,
+            crate::ClientToken(self.settings.capture_token.clone()),
+        );
+        Ok(Capture {
+            address,
+            client,
+            secrets,
+        })
     }
 
     /// ReadSchema for the task's selection (or only `only` tables), planned.
-    async fn read_and_plan(&self, spec: &TaskSpec, capture: &mut Capture, only: Option<&[String]>) -> Result<Vec<PlannedTable>> {
+    async fn read_and_plan(
+        &self,
+        spec: &TaskSpec,
+        capture: &mut Capture,
+        only: Option<&[String]>,
+    ) -> Result<Vec<PlannedTable>> {
         let mut tables = Vec::new();
         for database in &spec.objects.databases {
             let include = match only {
                 Some(keys) => keys
                     .iter()
-                    .filter(|k| k.split('.').next().is_some_and(|d| d.eq_ignore_ascii_case(database)))
+                    .filter(|k| {
+                        k.split('.')
+                            .next()
+                            .is_some_and(|d| d.eq_ignore_ascii_case(database))
+                    })
                     .cloned()
                     .collect(),
                 None => spec.objects.include.clone(),
@@ -325,26 +385,52 @@ impl Coordinator {
                     exclude: spec.objects.exclude.clone(),
                 }),
             };
-            let response = capture.client.read_schema(request).await.map_err(|s| capture.error("read the schema", s))?;
+            let response = capture
+                .client
+                .read_schema(request)
+                .await
+                .map_err(|s| capture.error("read the schema", s))?;
             tables.extend(response.into_inner().tables);
         }
         if let Some(keys) = only {
-            tables.retain(|t| t.table.as_ref().is_some_and(|r| keys.iter().any(|k| k.eq_ignore_ascii_case(&source_key(r)))));
+            tables.retain(|t| {
+                t.table
+                    .as_ref()
+                    .is_some_and(|r| keys.iter().any(|k| k.eq_ignore_ascii_case(&source_key(r))))
+            });
         }
-        build_plans(spec, tables).map_err(|message| CoordinatorError::Plan { task: spec.name.clone(), message })
+        build_plans(spec, tables).map_err(|message| CoordinatorError::Plan {
+            task: spec.name.clone(),
+            message,
+        })
     }
 
-    pub async fn precheck(&self, task_ref: &str, acknowledge: &[String]) -> Result<pb::PrecheckReport> {
+    pub async fn precheck(
+        &self,
+        task_ref: &str,
+        acknowledge: &[String],
+    ) -> Result<pb::PrecheckReport> {
         let _guard = self.lifecycle.lock().await;
         let (mut row, spec) = self.load(task_ref)?;
-        if matches!(TaskState::try_from(row.state), Ok(TaskState::Running | TaskState::Paused)) {
-            return Err(Self::wrong_state(&row, "precheck", "prechecks run before start; stop the task first"));
+        if matches!(
+            TaskState::try_from(row.state),
+            Ok(TaskState::Running | TaskState::Paused)
+        ) {
+            return Err(Self::wrong_state(
+                &row,
+                "precheck",
+                "prechecks run before start; stop the task first",
+            ));
         }
         let previous = pb::PrecheckReport::decode(row.precheck.as_slice()).unwrap_or_default();
         let mut report = self.run_precheck(&spec).await?;
         let mut unknown_acks = Vec::new();
         for ack in acknowledge {
-            if !report.items.iter().any(|i| &i.id == ack && i.status == PrecheckStatus::Warn as i32) {
+            if !report
+                .items
+                .iter()
+                .any(|i| &i.id == ack && i.status == PrecheckStatus::Warn as i32)
+            {
                 unknown_acks.push(ack.clone());
             }
         }
@@ -354,18 +440,39 @@ impl Coordinator {
                 unknown_acks.join(", ")
             )));
         }
-        for item in report.items.iter_mut().filter(|i| i.status == PrecheckStatus::Warn as i32) {
-            let was_acked = previous.items.iter().any(|p| p.acknowledged && p.id == item.id && p.object == item.object);
+        for item in report
+            .items
+            .iter_mut()
+            .filter(|i| i.status == PrecheckStatus::Warn as i32)
+        {
+            let was_acked = previous
+                .items
+                .iter()
+                .any(|p| p.acknowledged && p.id == item.id && p.object == item.object);
             item.acknowledged = was_acked || acknowledge.contains(&item.id);
         }
-        row.defer_foreign_keys = report
+        row.defer_foreign_keys = report.items.iter().any(|i| {
+            i.id == "target.session_replication_role" && i.status != PrecheckStatus::Pass as i32
+        });
+        row.precheck = report.encode_to_vec();
+        let failed = report
             .items
             .iter()
-            .any(|i| i.id == "target.session_replication_role" && i.status != PrecheckStatus::Pass as i32);
-        row.precheck = report.encode_to_vec();
-        let failed = report.items.iter().filter(|i| i.status == PrecheckStatus::Fail as i32).count();
-        let warned = report.items.iter().filter(|i| i.status == PrecheckStatus::Warn as i32).count();
-        self.event(&row.id, "precheck", &format!("{} items, {failed} failed, {warned} warnings", report.items.len()));
+            .filter(|i| i.status == PrecheckStatus::Fail as i32)
+            .count();
+        let warned = report
+            .items
+            .iter()
+            .filter(|i| i.status == PrecheckStatus::Warn as i32)
+            .count();
+        self.event(
+            &row.id,
+            "precheck",
+            &format!(
+                "{} items, {failed} failed, {warned} warnings",
+                report.items.len()
+            ),
+        );
         let state = TaskState::try_from(row.state).unwrap_or(TaskState::Created);
         let next = match (state, failed) {
             (TaskState::Created | TaskState::Prechecked, 0) => TaskState::Prechecked,
@@ -460,7 +567,8 @@ impl Coordinator {
         }
         match spec.target_connection() {
             Ok(conn) => {
-                let (target_items, _) = target::precheck(&conn, &planned, spec.sync.schema, spec.conflict_mode).await;
+                let (target_items, _) =
+                    target::precheck(&conn, &planned, spec.sync.schema, spec.conflict_mode).await;
                 items.extend(target_items);
             }
             Err(e) => items.push(target::item(
@@ -479,8 +587,16 @@ impl Coordinator {
         let (row, _) = self.load(task_ref)?;
         let state = TaskState::try_from(row.state).unwrap_or(TaskState::Unspecified);
         match state {
-            TaskState::Running | TaskState::Paused => return Err(Self::wrong_state(&row, "start", "it has already started")),
-            TaskState::Completed => return Err(Self::wrong_state(&row, "start", "create a new task to sync again")),
+            TaskState::Running | TaskState::Paused => {
+                return Err(Self::wrong_state(&row, "start", "it has already started"))
+            }
+            TaskState::Completed => {
+                return Err(Self::wrong_state(
+                    &row,
+                    "start",
+                    "create a new task to sync again",
+                ))
+            }
             _ => {}
         }
         // A task that ran before keeps its plan and groups: restarting resumes from the
@@ -489,7 +605,11 @@ impl Coordinator {
             let _guard = self.lifecycle.lock().await;
             let (mut row, _) = self.load(&row.id)?;
             self.table_episodes_reset(&row.id)?;
-            self.runtime.lock().unwrap().task_error_since.remove(&row.id);
+            self.runtime
+                .lock()
+                .unwrap()
+                .task_error_since
+                .remove(&row.id);
             self.set_state(&mut row, TaskState::Running, Some(String::new()))?;
             self.bump_generations(&row.id)?;
             self.rebalance()?;
@@ -508,7 +628,10 @@ impl Coordinator {
             .map(|i| format!("{} ({}): {}", i.id, i.object, i.detail))
             .collect();
         if !failures.is_empty() {
-            return Err(CoordinatorError::PrecheckFailed { task: row.name.clone(), items: failures.join("; ") });
+            return Err(CoordinatorError::PrecheckFailed {
+                task: row.name.clone(),
+                items: failures.join("; "),
+            });
         }
         let mut capture = self.capture(&spec).await?;
         let planned = self.read_and_plan(&spec, &mut capture, None).await?;
@@ -518,7 +641,9 @@ impl Coordinator {
                 message: "no source table matches objects.databases/include/exclude".into(),
             });
         }
-        let start_lsns = self.prepare_incremental(&spec, &mut capture, &planned).await?;
+        let start_lsns = self
+            .prepare_incremental(&spec, &mut capture, &planned)
+            .await?;
         self.store_groups(&row, &planned, &start_lsns, 1)?;
         row.started_us = self.now();
         self.set_state(&mut row, TaskState::Running, Some(String::new()))?;
@@ -564,14 +689,18 @@ impl Coordinator {
                 tracing::info!(task = %spec.name, database, note = %note, "enable CDC");
             }
             let lsn = match spec.start_point() {
-                StartPoint::Lsn => dbsync_core::Lsn::parse_hex(spec.incremental.start_lsn.as_deref().unwrap_or_default())
-                    .map(|l| l.0.to_vec())
-                    .unwrap_or_default(),
+                StartPoint::Lsn => dbsync_core::Lsn::parse_hex(
+                    spec.incremental.start_lsn.as_deref().unwrap_or_default(),
+                )
+                .map(|l| l.0.to_vec())
+                .unwrap_or_default(),
                 point => {
                     let at = match point {
-                        StartPoint::Time => chrono::DateTime::parse_from_rfc3339(spec.incremental.start_time.as_deref().unwrap_or_default())
-                            .map(|t| t.timestamp_micros())
-                            .unwrap_or_default(),
+                        StartPoint::Time => chrono::DateTime::parse_from_rfc3339(
+                            spec.incremental.start_time.as_deref().unwrap_or_default(),
+                        )
+                        .map(|t| t.timestamp_micros())
+                        .unwrap_or_default(),
                         _ => 0,
                     };
                     let response = capture
@@ -591,7 +720,9 @@ impl Coordinator {
                         return Err(CoordinatorError::Capture {
                             address: capture.address.clone(),
                             operation: "map incremental.start_time to an LSN",
-                            message: "the capture service returned a position after the requested time".into(),
+                            message:
+                                "the capture service returned a position after the requested time"
+                                    .into(),
                             code: tonic::Code::FailedPrecondition,
                         });
                     }
@@ -599,7 +730,13 @@ impl Coordinator {
                 }
             };
             tracing::info!(task = %spec.name, database, start_lsn = %lsn_text(&lsn), "incremental start position recorded");
-            self.event_by_name(spec, &format!("{database}: incremental sync starts after {}", lsn_text(&lsn)));
+            self.event_by_name(
+                spec,
+                &format!(
+                    "{database}: incremental sync starts after {}",
+                    lsn_text(&lsn)
+                ),
+            );
             start.insert(database.to_string(), lsn);
         }
         Ok(start)
@@ -641,7 +778,12 @@ impl Coordinator {
                     plan: t.plan.encode_to_vec(),
                     target: t.target(),
                     phase: TablePhase::Pending as i32,
-                    rows_total: t.plan.source.as_ref().map(|s| s.approximate_rows.max(0) as u64).unwrap_or(0),
+                    rows_total: t
+                        .plan
+                        .source
+                        .as_ref()
+                        .map(|s| s.approximate_rows.max(0) as u64)
+                        .unwrap_or(0),
                     updated_us: now,
                     ..Default::default()
                 });
@@ -692,11 +834,25 @@ impl Coordinator {
     }
 
     pub async fn pause(&self, task_ref: &str) -> Result<pb::TaskInfo> {
-        self.transition(task_ref, "pause", &[TaskState::Running], TaskState::Paused, "only running tasks can be paused").await
+        self.transition(
+            task_ref,
+            "pause",
+            &[TaskState::Running],
+            TaskState::Paused,
+            "only running tasks can be paused",
+        )
+        .await
     }
 
     pub async fn resume(&self, task_ref: &str) -> Result<pb::TaskInfo> {
-        self.transition(task_ref, "resume", &[TaskState::Paused], TaskState::Running, "only paused tasks can be resumed").await
+        self.transition(
+            task_ref,
+            "resume",
+            &[TaskState::Paused],
+            TaskState::Running,
+            "only paused tasks can be resumed",
+        )
+        .await
     }
 
     pub async fn stop(&self, task_ref: &str) -> Result<pb::TaskInfo> {
@@ -716,14 +872,22 @@ impl Coordinator {
         let qualify = |names: &[String], field: &str| -> Result<Vec<String>> {
             names
                 .iter()
-                .map(|n| spec.qualify_table(n).map_err(|e| CoordinatorError::InvalidArgument(format!("{field}: {e}"))))
+                .map(|n| {
+                    spec.qualify_table(n)
+                        .map_err(|e| CoordinatorError::InvalidArgument(format!("{field}: {e}")))
+                })
                 .collect()
         };
         let add = qualify(&request.add_tables, "add_tables")?;
         let remove = qualify(&request.remove_tables, "remove_tables")?;
         for t in add.iter().chain(&remove) {
             let db = t.split('.').next().unwrap_or_default();
-            if !spec.objects.databases.iter().any(|d| d.eq_ignore_ascii_case(db)) {
+            if !spec
+                .objects
+                .databases
+                .iter()
+                .any(|d| d.eq_ignore_ascii_case(db))
+            {
                 return Err(CoordinatorError::InvalidArgument(format!(
                     "{t}: database {db} is not in objects.databases of task {}",
                     spec.name
@@ -748,12 +912,23 @@ impl Coordinator {
         // Keep the definition in step with the selection so a restart or a re-read agrees.
         for t in &add {
             spec.objects.exclude.retain(|p| !p.eq_ignore_ascii_case(t));
-            if !spec.objects.include.is_empty() && !spec.objects.include.iter().any(|p| crate::spec::glob_match(p, t)) {
+            if !spec.objects.include.is_empty()
+                && !spec
+                    .objects
+                    .include
+                    .iter()
+                    .any(|p| crate::spec::glob_match(p, t))
+            {
                 spec.objects.include.push(t.clone());
             }
         }
         for t in &remove {
-            if !spec.objects.exclude.iter().any(|p| p.eq_ignore_ascii_case(t)) {
+            if !spec
+                .objects
+                .exclude
+                .iter()
+                .any(|p| p.eq_ignore_ascii_case(t))
+            {
                 spec.objects.exclude.push(t.clone());
             }
         }
@@ -762,22 +937,42 @@ impl Coordinator {
         let mut new_tables = Vec::new();
         let mut start_lsns = BTreeMap::new();
         if started && !add.is_empty() {
-            let existing: Vec<String> = self.store.tables(&row.id)?.into_iter().map(|t| t.source_key.to_lowercase()).collect();
-            let fresh: Vec<String> = add.iter().filter(|k| !existing.contains(&k.to_lowercase())).cloned().collect();
+            let existing: Vec<String> = self
+                .store
+                .tables(&row.id)?
+                .into_iter()
+                .map(|t| t.source_key.to_lowercase())
+                .collect();
+            let fresh: Vec<String> = add
+                .iter()
+                .filter(|k| !existing.contains(&k.to_lowercase()))
+                .cloned()
+                .collect();
             if !fresh.is_empty() {
                 let mut capture = self.capture(&spec).await?;
-                new_tables = self.read_and_plan(&spec, &mut capture, Some(&fresh)).await?;
+                new_tables = self
+                    .read_and_plan(&spec, &mut capture, Some(&fresh))
+                    .await?;
                 let found: Vec<String> = new_tables.iter().map(|t| t.key.to_lowercase()).collect();
-                let missing: Vec<&String> = fresh.iter().filter(|k| !found.contains(&k.to_lowercase())).collect();
+                let missing: Vec<&String> = fresh
+                    .iter()
+                    .filter(|k| !found.contains(&k.to_lowercase()))
+                    .collect();
                 if !missing.is_empty() {
                     return Err(CoordinatorError::InvalidArgument(format!(
                         "add_tables: no such source table: {}",
-                        missing.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                        missing
+                            .iter()
+                            .map(|s| s.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     )));
                 }
                 // Added tables get schema + full sync, then join incremental sync from a
                 // position recorded before their snapshot.
-                start_lsns = self.prepare_incremental(&spec, &mut capture, &new_tables).await?;
+                start_lsns = self
+                    .prepare_incremental(&spec, &mut capture, &new_tables)
+                    .await?;
             }
         }
 
@@ -790,7 +985,11 @@ impl Coordinator {
                     .store
                     .groups(Some(&row.id))?
                     .iter()
-                    .filter_map(|g| g.group_id.strip_prefix('g').and_then(|n| n.parse::<usize>().ok()))
+                    .filter_map(|g| {
+                        g.group_id
+                            .strip_prefix('g')
+                            .and_then(|n| n.parse::<usize>().ok())
+                    })
                     .max()
                     .unwrap_or(0)
                     + 1;
@@ -798,7 +997,10 @@ impl Coordinator {
             }
             let tables = self.store.tables(&row.id)?;
             for key in &remove {
-                if let Some(t) = tables.iter().find(|t| t.source_key.eq_ignore_ascii_case(key)) {
+                if let Some(t) = tables
+                    .iter()
+                    .find(|t| t.source_key.eq_ignore_ascii_case(key))
+                {
                     self.store.delete_table(&row.id, &t.source_key)?;
                 }
             }
@@ -815,7 +1017,11 @@ impl Coordinator {
         self.event(
             &row.id,
             "modify",
-            &format!("added {} table(s), removed {}; throttles and alerts updated", add.len(), remove.len()),
+            &format!(
+                "added {} table(s), removed {}; throttles and alerts updated",
+                add.len(),
+                remove.len()
+            ),
         );
         if row.state == TaskState::Running as i32 {
             self.rebalance()?;
@@ -870,18 +1076,26 @@ impl Coordinator {
     pub fn status(&self, task_ref: &str) -> Result<pb::TaskStatus> {
         let (row, _) = self.load(task_ref)?;
         let now = self.now();
-        let groups: HashMap<String, GroupRow> =
-            self.store.groups(Some(&row.id))?.into_iter().map(|g| (g.group_id.clone(), g)).collect();
+        let groups: HashMap<String, GroupRow> = self
+            .store
+            .groups(Some(&row.id))?
+            .into_iter()
+            .map(|g| (g.group_id.clone(), g))
+            .collect();
         let mut tables = Vec::new();
         let (mut rows_done, mut rows_total, mut lag) = (0u64, 0u64, 0f64);
         let mut applied_lsn: Vec<u8> = Vec::new();
         for t in self.store.tables(&row.id)? {
-            let source = pb::TablePlan::decode(t.plan.as_slice()).ok().and_then(|p| p.source).and_then(|s| s.table);
+            let source = pb::TablePlan::decode(t.plan.as_slice())
+                .ok()
+                .and_then(|p| p.source)
+                .and_then(|s| s.table);
             let table_lag = table_lag_seconds(&t, now);
             lag = lag.max(table_lag);
             rows_done += t.rows_done;
             rows_total += t.rows_total.max(t.rows_done);
-            if !t.applied_lsn.is_empty() && (applied_lsn.is_empty() || t.applied_lsn < applied_lsn) {
+            if !t.applied_lsn.is_empty() && (applied_lsn.is_empty() || t.applied_lsn < applied_lsn)
+            {
                 applied_lsn = t.applied_lsn.clone();
             }
             tables.push(pb::TableStatus {
@@ -896,7 +1110,10 @@ impl Coordinator {
                 changes_applied: t.changes_applied,
                 lag_seconds: table_lag,
                 last_error: t.last_error.clone(),
-                worker_id: groups.get(&t.group_id).map(|g| g.worker_id.clone()).unwrap_or_default(),
+                worker_id: groups
+                    .get(&t.group_id)
+                    .map(|g| g.worker_id.clone())
+                    .unwrap_or_default(),
             });
         }
         let eta_seconds = {
@@ -963,12 +1180,20 @@ impl Coordinator {
         }
         let _guard = self.lifecycle.lock().await;
         let worker_id = if request.worker_id.is_empty() {
-            format!("{}-{}", request.kind, &uuid::Uuid::new_v4().simple().to_string()[..8])
+            format!(
+                "{}-{}",
+                request.kind,
+                &uuid::Uuid::new_v4().simple().to_string()[..8]
+            )
         } else {
             request.worker_id.clone()
         };
         let now = self.now();
-        let registered_us = self.store.worker(&worker_id)?.map(|w| w.registered_us).unwrap_or(now);
+        let registered_us = self
+            .store
+            .worker(&worker_id)?
+            .map(|w| w.registered_us)
+            .unwrap_or(now);
         self.store.upsert_worker(&WorkerRow {
             worker_id: worker_id.clone(),
             kind: request.kind.clone(),
@@ -981,12 +1206,18 @@ impl Coordinator {
             self.rebalance()?;
         }
         self.notify();
-        Ok(pb::RegisterResponse { worker_id, lease_seconds: self.settings.lease_seconds })
+        Ok(pb::RegisterResponse {
+            worker_id,
+            lease_seconds: self.settings.lease_seconds,
+        })
     }
 
     pub async fn heartbeat(&self, worker_id: &str) -> Result<pb::HeartbeatResponse> {
         let Some(mut worker) = self.store.worker(worker_id)? else {
-            return Ok(pb::HeartbeatResponse { reregister: true, ..Default::default() });
+            return Ok(pb::HeartbeatResponse {
+                reregister: true,
+                ..Default::default()
+            });
         };
         let now = self.now();
         let was_expired = worker.lease_expires_us <= now;
@@ -998,11 +1229,25 @@ impl Coordinator {
             self.rebalance()?;
         }
         let mut response = pb::HeartbeatResponse::default();
-        let tasks: HashMap<String, TaskRow> = self.store.tasks()?.into_iter().map(|t| (t.id.clone(), t)).collect();
-        let active = |t: &TaskRow| t.state == TaskState::Running as i32 || t.state == TaskState::Paused as i32;
+        let tasks: HashMap<String, TaskRow> = self
+            .store
+            .tasks()?
+            .into_iter()
+            .map(|t| (t.id.clone(), t))
+            .collect();
+        let active = |t: &TaskRow| {
+            t.state == TaskState::Running as i32 || t.state == TaskState::Paused as i32
+        };
         if worker.kind == "apply" {
-            for group in self.store.groups(None)?.into_iter().filter(|g| g.worker_id == worker.worker_id) {
-                let Some(task) = tasks.get(&group.task_id).filter(|t| active(t)) else { continue };
+            for group in self
+                .store
+                .groups(None)?
+                .into_iter()
+                .filter(|g| g.worker_id == worker.worker_id)
+            {
+                let Some(task) = tasks.get(&group.task_id).filter(|t| active(t)) else {
+                    continue;
+                };
                 match self.assignment(task, &group) {
                     Ok(a) => response.assignments.push(a),
                     Err(e) => {
@@ -1013,9 +1258,12 @@ impl Coordinator {
             }
         } else {
             for task in tasks.values().filter(|t| active(t)) {
-                let Ok(spec) = TaskSpec::from_store_json(&task.spec_json) else { continue };
+                let Ok(spec) = TaskSpec::from_store_json(&task.spec_json) else {
+                    continue;
+                };
                 if !spec.capture_address.is_empty()
-                    && normalize_address(&spec.capture_address) != normalize_address(&worker.address)
+                    && normalize_address(&spec.capture_address)
+                        != normalize_address(&worker.address)
                 {
                     continue;
                 }
@@ -1038,10 +1286,7 @@ impl Coordinator {
             .filter(|t| t.group_id == group.group_id)
             .filter_map(|t| pb::TablePlan::decode(t.plan.as_slice()).ok())
             .collect();
-        let capture_address = match self.capture_address(&spec) {
-            Ok(a) => a,
-            Err(_) => String::new(),
-        };
+        let capture_address = self.capture_address(&spec).unwrap_or_default();
         Ok(pb::Assignment {
             task_id: task.id.clone(),
             generation: group.generation,
@@ -1085,8 +1330,12 @@ impl Coordinator {
             .filter(|t| t.state == TaskState::Running as i32 || t.state == TaskState::Paused as i32)
             .map(|t| t.id)
             .collect();
-        let mut groups: Vec<GroupRow> =
-            self.store.groups(None)?.into_iter().filter(|g| active.contains(&g.task_id)).collect();
+        let mut groups: Vec<GroupRow> = self
+            .store
+            .groups(None)?
+            .into_iter()
+            .filter(|g| active.contains(&g.task_id))
+            .collect();
         if live.is_empty() {
             return Ok(());
         }
@@ -1097,10 +1346,15 @@ impl Coordinator {
             }
         }
         let mut changed = false;
-        let unowned: Vec<usize> = (0..groups.len()).filter(|i| !load.contains_key(&groups[*i].worker_id)).collect();
+        let unowned: Vec<usize> = (0..groups.len())
+            .filter(|i| !load.contains_key(&groups[*i].worker_id))
+            .collect();
         for i in unowned {
             let g = &mut groups[i];
-            let (idlest, _) = load.iter().min_by_key(|(w, n)| (**n, (*w).clone())).expect("live appliers");
+            let (idlest, _) = load
+                .iter()
+                .min_by_key(|(w, n)| (**n, (*w).clone()))
+                .expect("live appliers");
             let idlest = idlest.clone();
             tracing::info!(task = %g.task_id, group = %g.group_id, worker = %idlest, "group assigned");
             g.worker_id = idlest.clone();
@@ -1110,12 +1364,22 @@ impl Coordinator {
             changed = true;
         }
         loop {
-            let (busiest, most) = load.iter().max_by_key(|(w, n)| (**n, std::cmp::Reverse((*w).clone()))).map(|(w, n)| (w.clone(), *n)).expect("live");
-            let (idlest, least) = load.iter().min_by_key(|(w, n)| (**n, (*w).clone())).map(|(w, n)| (w.clone(), *n)).expect("live");
+            let (busiest, most) = load
+                .iter()
+                .max_by_key(|(w, n)| (**n, std::cmp::Reverse((*w).clone())))
+                .map(|(w, n)| (w.clone(), *n))
+                .expect("live");
+            let (idlest, least) = load
+                .iter()
+                .min_by_key(|(w, n)| (**n, (*w).clone()))
+                .map(|(w, n)| (w.clone(), *n))
+                .expect("live");
             if most <= least + 1 {
                 break;
             }
-            let Some(g) = groups.iter_mut().rev().find(|g| g.worker_id == busiest) else { break };
+            let Some(g) = groups.iter_mut().rev().find(|g| g.worker_id == busiest) else {
+                break;
+            };
             tracing::info!(task = %g.task_id, group = %g.group_id, from = %busiest, to = %idlest, "group moved to even out appliers");
             g.worker_id = idlest.clone();
             g.generation += 1;
@@ -1134,12 +1398,28 @@ impl Coordinator {
     pub async fn expire_leases(&self) -> Result<()> {
         let _guard = self.lifecycle.lock().await;
         let now = self.now();
-        let expired: Vec<WorkerRow> =
-            self.store.workers()?.into_iter().filter(|w| w.kind == "apply" && w.lease_expires_us <= now).collect();
+        let expired: Vec<WorkerRow> = self
+            .store
+            .workers()?
+            .into_iter()
+            .filter(|w| w.kind == "apply" && w.lease_expires_us <= now)
+            .collect();
         for w in &expired {
-            for mut g in self.store.groups(None)?.into_iter().filter(|g| g.worker_id == w.worker_id) {
+            for mut g in self
+                .store
+                .groups(None)?
+                .into_iter()
+                .filter(|g| g.worker_id == w.worker_id)
+            {
                 tracing::warn!(worker = %w.worker_id, task = %g.task_id, group = %g.group_id, "applier lease expired; moving its group");
-                self.event(&g.task_id, "worker", &format!("applier {} lease expired; group {} moves", w.worker_id, g.group_id));
+                self.event(
+                    &g.task_id,
+                    "worker",
+                    &format!(
+                        "applier {} lease expired; group {} moves",
+                        w.worker_id, g.group_id
+                    ),
+                );
                 g.worker_id.clear();
                 g.generation += 1;
                 self.store.upsert_group(&g)?;
@@ -1151,28 +1431,52 @@ impl Coordinator {
     // ---- progress, retry windows and alerts -----------------------------------------------
 
     pub async fn report_progress(&self, request: pb::ReportProgressRequest) -> Result<()> {
-        let worker =
-            self.store.worker(&request.worker_id)?.ok_or_else(|| CoordinatorError::UnknownWorker(request.worker_id.clone()))?;
+        let worker = self
+            .store
+            .worker(&request.worker_id)?
+            .ok_or_else(|| CoordinatorError::UnknownWorker(request.worker_id.clone()))?;
         let (task, spec) = self.load(&request.task_id)?;
-        let groups: HashMap<String, GroupRow> =
-            self.store.groups(Some(&task.id))?.into_iter().map(|g| (g.group_id.clone(), g)).collect();
-        let mut tables: HashMap<String, TableRow> =
-            self.store.tables(&task.id)?.into_iter().map(|t| (t.source_key.to_lowercase(), t)).collect();
+        let groups: HashMap<String, GroupRow> = self
+            .store
+            .groups(Some(&task.id))?
+            .into_iter()
+            .map(|g| (g.group_id.clone(), g))
+            .collect();
+        let mut tables: HashMap<String, TableRow> = self
+            .store
+            .tables(&task.id)?
+            .into_iter()
+            .map(|t| (t.source_key.to_lowercase(), t))
+            .collect();
         let now = self.now();
         let mut updated = Vec::with_capacity(request.tables.len());
         let mut to_fail: Option<String> = None;
         for p in &request.tables {
             let key = p.source.as_ref().map(source_key).unwrap_or_default();
             let Some(t) = tables.get_mut(&key.to_lowercase()) else {
-                return Err(CoordinatorError::InvalidArgument(format!("task {} has no table {key}", task.name)));
+                return Err(CoordinatorError::InvalidArgument(format!(
+                    "task {} has no table {key}",
+                    task.name
+                )));
             };
-            let owner = groups.get(&t.group_id).map(|g| g.worker_id.as_str()).unwrap_or_default();
+            let owner = groups
+                .get(&t.group_id)
+                .map(|g| g.worker_id.as_str())
+                .unwrap_or_default();
             if owner != worker.worker_id {
-                return Err(CoordinatorError::NotOwner { worker: worker.worker_id.clone(), task: task.name.clone(), table: key });
+                return Err(CoordinatorError::NotOwner {
+                    worker: worker.worker_id.clone(),
+                    task: task.name.clone(),
+                    table: key,
+                });
             }
             t.phase = p.phase;
             t.rows_done = p.rows_done;
-            t.rows_total = if p.rows_total > 0 { p.rows_total } else { t.rows_total };
+            t.rows_total = if p.rows_total > 0 {
+                p.rows_total
+            } else {
+                t.rows_total
+            };
             t.bytes_done = p.bytes_done;
             t.chunks_done = p.chunks_done;
             t.chunks_total = p.chunks_total;
@@ -1190,18 +1494,28 @@ impl Coordinator {
                 t.error_since_us = 0;
             } else {
                 let class = error_class(&p.error_class, p.error_transient);
-                t.last_error = redact(&p.error, &secrets.iter().map(String::as_str).collect::<Vec<_>>());
+                t.last_error = redact(
+                    &p.error,
+                    &secrets.iter().map(String::as_str).collect::<Vec<_>>(),
+                );
                 metrics::counter!(m::ERRORS, "task" => task.name.clone(), "table" => key.clone(), "class" => class.clone()).increment(1);
                 if class == "definite" {
                     t.phase = TablePhase::Failed as i32;
                     t.error_class = class;
-                    self.alert(&task, &spec, "table_failed", &format!("table {key} failed: {}", t.last_error));
+                    self.alert(
+                        &task,
+                        &spec,
+                        "table_failed",
+                        &format!("table {key} failed: {}", t.last_error),
+                    );
                 } else {
                     if t.error_class != class || t.error_since_us == 0 {
                         t.error_class = class;
                         t.error_since_us = now;
                     }
-                    if let Some(reason) = window_exceeded(&spec, &t.error_class, t.error_since_us, now) {
+                    if let Some(reason) =
+                        window_exceeded(&spec, &t.error_class, t.error_since_us, now)
+                    {
                         to_fail = Some(format!("table {key}: {reason}: {}", t.last_error));
                     }
                 }
@@ -1217,16 +1531,27 @@ impl Coordinator {
         {
             let mut rt = self.runtime.lock().unwrap();
             let done: u64 = tables.values().map(|t| t.rows_done).sum();
-            rt.rate_samples.entry(task.id.clone()).or_insert((now, done));
+            rt.rate_samples
+                .entry(task.id.clone())
+                .or_insert((now, done));
             if request.task_error.is_empty() {
                 rt.task_error_since.remove(&task.id);
             } else {
                 let class = error_class(&request.task_error_class, request.task_error_transient);
-                let message = redact(&request.task_error, &secrets_of(&spec).iter().map(String::as_str).collect::<Vec<_>>());
+                let message = redact(
+                    &request.task_error,
+                    &secrets_of(&spec)
+                        .iter()
+                        .map(String::as_str)
+                        .collect::<Vec<_>>(),
+                );
                 if class == "definite" {
                     to_fail = Some(message);
                 } else {
-                    let entry = rt.task_error_since.entry(task.id.clone()).or_insert((class.clone(), now));
+                    let entry = rt
+                        .task_error_since
+                        .entry(task.id.clone())
+                        .or_insert((class.clone(), now));
                     if entry.0 != class {
                         *entry = (class.clone(), now);
                     }
@@ -1262,20 +1587,31 @@ impl Coordinator {
         self.set_state(&mut row, TaskState::Failed, Some(reason.to_string()))?;
         self.bump_generations(&row.id)?;
         if spec.alerts.on_failure {
-            self.alert(&row, &spec, "task_failed", &format!("task {} failed: {reason}", row.name));
+            self.alert(
+                &row,
+                &spec,
+                "task_failed",
+                &format!("task {} failed: {reason}", row.name),
+            );
         }
         Ok(())
     }
 
     fn alert(&self, task: &TaskRow, spec: &TaskSpec, kind: &str, message: &str) {
         self.event(&task.id, "alert", message);
-        metrics::counter!(m::ALERTS, "task" => task.name.clone(), "kind" => kind.to_string()).increment(1);
+        metrics::counter!(m::ALERTS, "task" => task.name.clone(), "kind" => kind.to_string())
+            .increment(1);
         if spec.alerts.log {
             tracing::warn!(target: "dbsync_alert", task = %task.name, environment = %spec.environment, kind, "{message}");
         }
         if let Some(url) = spec.alerts.webhook_url.clone() {
-            let (task_id, name, environment, kind, message) =
-                (task.id.clone(), task.name.clone(), spec.environment.clone(), kind.to_string(), message.to_string());
+            let (task_id, name, environment, kind, message) = (
+                task.id.clone(),
+                task.name.clone(),
+                spec.environment.clone(),
+                kind.to_string(),
+                message.to_string(),
+            );
             let at = self.now();
             tokio::spawn(async move {
                 let payload = AlertPayload {
@@ -1299,33 +1635,73 @@ impl Coordinator {
         let now = self.now();
         let workers = self.store.workers()?;
         for kind in ["capture", "apply"] {
-            let live = workers.iter().filter(|w| w.kind == kind && w.lease_expires_us > now).count();
+            let live = workers
+                .iter()
+                .filter(|w| w.kind == kind && w.lease_expires_us > now)
+                .count();
             metrics::gauge!(m::WORKERS, "kind" => kind).set(live as f64);
         }
         for task in self.store.tasks()? {
             if task.state != TaskState::Running as i32 {
                 continue;
             }
-            let Ok(spec) = TaskSpec::from_store_json(&task.spec_json) else { continue };
+            let Ok(spec) = TaskSpec::from_store_json(&task.spec_json) else {
+                continue;
+            };
             let tables = self.store.tables(&task.id)?;
-            if let Some((t, reason)) = tables
-                .iter()
-                .filter(|t| t.error_since_us > 0)
-                .find_map(|t| window_exceeded(&spec, &t.error_class, t.error_since_us, now).map(|r| (t, r)))
+            if let Some((t, reason)) =
+                tables
+                    .iter()
+                    .filter(|t| t.error_since_us > 0)
+                    .find_map(|t| {
+                        window_exceeded(&spec, &t.error_class, t.error_since_us, now)
+                            .map(|r| (t, r))
+                    })
             {
                 let _guard = self.lifecycle.lock().await;
-                self.fail_task(&task.id, &format!("table {}: {reason}: {}", t.source_key, t.last_error))?;
+                self.fail_task(
+                    &task.id,
+                    &format!("table {}: {reason}: {}", t.source_key, t.last_error),
+                )?;
                 continue;
             }
             if let Some(threshold) = spec.alerts.lag_seconds {
-                let lag = tables.iter().map(|t| table_lag_seconds(t, now)).fold(0.0, f64::max);
-                let was = self.runtime.lock().unwrap().lag_alerted.get(&task.id).copied().unwrap_or(false);
+                let lag = tables
+                    .iter()
+                    .map(|t| table_lag_seconds(t, now))
+                    .fold(0.0, f64::max);
+                let was = self
+                    .runtime
+                    .lock()
+                    .unwrap()
+                    .lag_alerted
+                    .get(&task.id)
+                    .copied()
+                    .unwrap_or(false);
                 if !was && lag > threshold as f64 {
-                    self.runtime.lock().unwrap().lag_alerted.insert(task.id.clone(), true);
-                    self.alert(&task, &spec, "lag_exceeded", &format!("task {} lag {lag:.1} s exceeds {threshold} s", task.name));
+                    self.runtime
+                        .lock()
+                        .unwrap()
+                        .lag_alerted
+                        .insert(task.id.clone(), true);
+                    self.alert(
+                        &task,
+                        &spec,
+                        "lag_exceeded",
+                        &format!("task {} lag {lag:.1} s exceeds {threshold} s", task.name),
+                    );
                 } else if was && lag <= threshold as f64 {
-                    self.runtime.lock().unwrap().lag_alerted.insert(task.id.clone(), false);
-                    self.alert(&task, &spec, "lag_recovered", &format!("task {} lag back to {lag:.1} s", task.name));
+                    self.runtime
+                        .lock()
+                        .unwrap()
+                        .lag_alerted
+                        .insert(task.id.clone(), false);
+                    self.alert(
+                        &task,
+                        &spec,
+                        "lag_recovered",
+                        &format!("task {} lag back to {lag:.1} s", task.name),
+                    );
                 }
                 metrics::gauge!(m::TASK_LAG, "task" => task.name.clone()).set(lag);
             }
@@ -1334,7 +1710,9 @@ impl Coordinator {
     }
 
     fn update_task_gauges(&self) {
-        let Ok(tasks) = self.store.tasks() else { return };
+        let Ok(tasks) = self.store.tasks() else {
+            return;
+        };
         for state in [
             TaskState::Created,
             TaskState::Prechecked,
@@ -1360,7 +1738,12 @@ impl Coordinator {
         let mut plans = Vec::new();
         let mut lag = 0.0f64;
         for t in self.store.tables(&row.id)? {
-            if !request.tables.is_empty() && !request.tables.iter().any(|n| n.eq_ignore_ascii_case(&t.source_key)) {
+            if !request.tables.is_empty()
+                && !request
+                    .tables
+                    .iter()
+                    .any(|n| n.eq_ignore_ascii_case(&t.source_key))
+            {
                 continue;
             }
             lag = lag.max(table_lag_seconds(&t, now));
@@ -1377,11 +1760,23 @@ impl Coordinator {
             };
             let secrets = secrets_of(&spec);
             let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
-            CoordinatorError::Capture { address: address.clone(), operation: "verify the task", message: redact(&e.to_string(), &secrets), code }
+            CoordinatorError::Capture {
+                address: address.clone(),
+                operation: "verify the task",
+                message: redact(&e.to_string(), &secrets),
+                code,
+            }
         };
-        let mut verify = dbsync_verify::VerifyRequest::new(&row.id, spec.source_connection(&database)?, spec.target_connection()?, &address, plans);
+        let mut verify = dbsync_verify::VerifyRequest::new(
+            &row.id,
+            spec.source_connection(&database)?,
+            spec.target_connection()?,
+            &address,
+            plans,
+        );
         verify.capture_token = self.settings.capture_token.clone();
-        verify.mode = dbsync_verify::Mode::parse(&request.mode, request.sample_percent, lag).map_err(fail)?;
+        verify.mode =
+            dbsync_verify::Mode::parse(&request.mode, request.sample_percent, lag).map_err(fail)?;
         verify.repair = request.repair;
         verify.throttle = spec.throttle.full_proto();
         let report = dbsync_verify::verify(verify, |_| {}).await.map_err(fail)?;
@@ -1409,11 +1804,14 @@ impl Capture {
 }
 
 fn secrets_of(spec: &TaskSpec) -> Vec<String> {
-    [spec.source.password.resolve("s").ok(), spec.target.password.resolve("t").ok()]
-        .into_iter()
-        .flatten()
-        .map(|s| s.expose().to_string())
-        .collect()
+    [
+        spec.source.password.resolve("s").ok(),
+        spec.target.password.resolve("t").ok(),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|s| s.expose().to_string())
+    .collect()
 }
 
 fn error_class(explicit: &str, transient: bool) -> String {
@@ -1432,12 +1830,14 @@ fn window_exceeded(spec: &TaskSpec, class: &str, since_us: i64, now_us: i64) -> 
         _ => return None,
     };
     let elapsed = now_us - since_us;
-    (since_us > 0 && elapsed > i64::from(minutes) * 60_000_000)
-        .then(|| format!("{what} kept recurring for more than {minutes} minutes (the retry window)"))
+    (since_us > 0 && elapsed > i64::from(minutes) * 60_000_000).then(|| {
+        format!("{what} kept recurring for more than {minutes} minutes (the retry window)")
+    })
 }
 
 fn table_lag_seconds(t: &TableRow, now_us: i64) -> f64 {
-    let incremental = t.phase == TablePhase::CatchingUp as i32 || t.phase == TablePhase::Streaming as i32;
+    let incremental =
+        t.phase == TablePhase::CatchingUp as i32 || t.phase == TablePhase::Streaming as i32;
     if incremental && t.applied_source_time_us > 0 {
         ((now_us - t.applied_source_time_us) as f64 / 1e6).max(0.0)
     } else {

@@ -14,19 +14,35 @@ pub enum CoordinatorError {
     #[error("A task named '{0}' already exists: choose another name or delete it first")]
     TaskExists(String),
     #[error("Task '{task}' is {state}: cannot {action}{hint}")]
-    WrongState { task: String, state: &'static str, action: &'static str, hint: String },
+    WrongState {
+        task: String,
+        state: &'static str,
+        action: &'static str,
+        hint: String,
+    },
     #[error("No capture service is available for task '{task}': set capture_address in the task or start a capture worker that registers with this coordinator")]
     NoCapture { task: String },
     #[error("Capture service at {address} failed to {operation}: {message}")]
-    Capture { address: String, operation: &'static str, message: String, code: tonic::Code },
+    Capture {
+        address: String,
+        operation: &'static str,
+        message: String,
+        code: tonic::Code,
+    },
     #[error("Task '{task}' cannot be planned: {message}")]
     Plan { task: String, message: String },
-    #[error("Precheck of task '{task}' failed, fix these first and run the precheck again: {items}")]
+    #[error(
+        "Precheck of task '{task}' failed, fix these first and run the precheck again: {items}"
+    )]
     PrecheckFailed { task: String, items: String },
     #[error("Unknown worker '{0}': register first")]
     UnknownWorker(String),
     #[error("Worker '{worker}' does not own table {table} of task '{task}' (the group moved to another applier): stop working on it")]
-    NotOwner { worker: String, task: String, table: String },
+    NotOwner {
+        worker: String,
+        task: String,
+        table: String,
+    },
     #[error("{0}")]
     InvalidArgument(String),
     #[error(transparent)]
@@ -52,10 +68,12 @@ impl From<CoordinatorError> for tonic::Status {
     fn from(e: CoordinatorError) -> tonic::Status {
         let message = e.to_string();
         match &e {
-            CoordinatorError::InvalidSpec(_) | CoordinatorError::InvalidArgument(_) | CoordinatorError::Plan { .. } => {
-                tonic::Status::invalid_argument(message)
+            CoordinatorError::InvalidSpec(_)
+            | CoordinatorError::InvalidArgument(_)
+            | CoordinatorError::Plan { .. } => tonic::Status::invalid_argument(message),
+            CoordinatorError::TaskNotFound(_) | CoordinatorError::UnknownWorker(_) => {
+                tonic::Status::not_found(message)
             }
-            CoordinatorError::TaskNotFound(_) | CoordinatorError::UnknownWorker(_) => tonic::Status::not_found(message),
             CoordinatorError::TaskExists(_) => tonic::Status::already_exists(message),
             CoordinatorError::WrongState { .. }
             | CoordinatorError::PrecheckFailed { .. }

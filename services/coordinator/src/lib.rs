@@ -44,13 +44,25 @@ pub use store::{SqliteStore, TaskStore};
 #[derive(Debug, Clone, clap::Args)]
 pub struct CoordinatorConfig {
     /// Address the gRPC server listens on (used by the binary; `serve` takes a bound listener).
-    #[arg(long = "listen", env = "DBSYNC_COORDINATOR_LISTEN", default_value = "0.0.0.0:50051")]
+    #[arg(
+        long = "listen",
+        env = "DBSYNC_COORDINATOR_LISTEN",
+        default_value = "0.0.0.0:50051"
+    )]
     pub listen: SocketAddr,
     /// Path of the SQLite store (created if missing).
-    #[arg(long = "store", env = "DBSYNC_COORDINATOR_STORE", default_value = "dbsync-coordinator.db")]
+    #[arg(
+        long = "store",
+        env = "DBSYNC_COORDINATOR_STORE",
+        default_value = "dbsync-coordinator.db"
+    )]
     pub store: String,
     /// Seconds a worker's lease lasts without a heartbeat; workers heartbeat about every third of it.
-    #[arg(long = "lease-seconds", env = "DBSYNC_LEASE_SECONDS", default_value_t = 15)]
+    #[arg(
+        long = "lease-seconds",
+        env = "DBSYNC_LEASE_SECONDS",
+        default_value_t = 15
+    )]
     pub lease_seconds: u32,
     /// Bearer token required on CoordinatorService and WorkerService calls (none: open); also
     /// sent to capture services, which share it.
@@ -60,7 +72,11 @@ pub struct CoordinatorConfig {
     #[arg(long = "metrics-listen", env = "DBSYNC_COORDINATOR_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
     /// How often leases, retry windows and lag alerts are checked, in milliseconds.
-    #[arg(long = "tick-ms", env = "DBSYNC_COORDINATOR_TICK_MS", default_value_t = 1000)]
+    #[arg(
+        long = "tick-ms",
+        env = "DBSYNC_COORDINATOR_TICK_MS",
+        default_value_t = 1000
+    )]
     pub tick_ms: u64,
 }
 
@@ -103,7 +119,14 @@ pub async fn serve(
     };
     let coordinator = Coordinator::new(Arc::new(store), settings, Arc::new(SystemClock));
     tracing::info!(store = %config.store, "coordinator store opened");
-    serve_engine(coordinator, config.auth_token, Duration::from_millis(config.tick_ms.max(10)), listener, shutdown).await
+    serve_engine(
+        coordinator,
+        config.auth_token,
+        Duration::from_millis(config.tick_ms.max(10)),
+        listener,
+        shutdown,
+    )
+    .await
 }
 
 /// Serves a prepared coordinator: both services, health, reflection, and the periodic tick.
@@ -134,8 +157,12 @@ pub async fn serve_engine(
         })
     };
     let (health_reporter, health) = dbsync_telemetry::health_service();
-    health_reporter.set_serving::<CoordinatorServiceServer<grpc::CoordinatorGrpc>>().await;
-    health_reporter.set_serving::<WorkerServiceServer<grpc::WorkerGrpc>>().await;
+    health_reporter
+        .set_serving::<CoordinatorServiceServer<grpc::CoordinatorGrpc>>()
+        .await;
+    health_reporter
+        .set_serving::<WorkerServiceServer<grpc::WorkerGrpc>>()
+        .await;
     let reflection = dbsync_telemetry::reflection_service()?;
     let reflection_v1alpha = dbsync_telemetry::reflection_service_v1alpha()?;
     let auth = BearerAuth(auth_token.map(Arc::new));
@@ -145,9 +172,18 @@ pub async fn serve_engine(
         .add_service(health)
         .add_service(reflection)
         .add_service(reflection_v1alpha)
-        .add_service(CoordinatorServiceServer::with_interceptor(grpc::CoordinatorGrpc(coordinator.clone(), shutdown.clone()), auth.clone()))
-        .add_service(WorkerServiceServer::with_interceptor(grpc::WorkerGrpc(coordinator), auth))
-        .serve_with_incoming_shutdown(dbsync_telemetry::incoming_tls(listener, dbsync_telemetry::server_tls_from_env()?), shutdown.cancelled())
+        .add_service(CoordinatorServiceServer::with_interceptor(
+            grpc::CoordinatorGrpc(coordinator.clone(), shutdown.clone()),
+            auth.clone(),
+        ))
+        .add_service(WorkerServiceServer::with_interceptor(
+            grpc::WorkerGrpc(coordinator),
+            auth,
+        ))
+        .serve_with_incoming_shutdown(
+            dbsync_telemetry::incoming_tls(listener, dbsync_telemetry::server_tls_from_env()?),
+            shutdown.cancelled(),
+        )
         .await;
     ticker.abort();
     tracing::info!("coordinator stopped");
@@ -160,7 +196,9 @@ pub struct BearerAuth(Option<Arc<Secret>>);
 
 impl tonic::service::Interceptor for BearerAuth {
     fn call(&mut self, request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        let Some(token) = &self.0 else { return Ok(request) };
+        let Some(token) = &self.0 else {
+            return Ok(request);
+        };
         let given = request
             .metadata()
             .get("authorization")
@@ -182,11 +220,16 @@ impl tonic::service::Interceptor for BearerAuth {
 pub struct ClientToken(pub Option<Secret>);
 
 impl tonic::service::Interceptor for ClientToken {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
         if let Some(token) = &self.0 {
-            let value = format!("Bearer {}", token.expose())
-                .parse()
-                .map_err(|_| tonic::Status::invalid_argument("the token contains characters not allowed in a header"))?;
+            let value = format!("Bearer {}", token.expose()).parse().map_err(|_| {
+                tonic::Status::invalid_argument(
+                    "the token contains characters not allowed in a header",
+                )
+            })?;
             request.metadata_mut().insert("authorization", value);
         }
         Ok(request)

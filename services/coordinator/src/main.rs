@@ -2,7 +2,11 @@
 use clap::Parser;
 
 #[derive(Parser)]
-#[command(name = "dbsync-coordinator", version, about = "dbsync control plane: tasks, prechecks, assignments, progress")]
+#[command(
+    name = "dbsync-coordinator",
+    version,
+    about = "dbsync control plane: tasks, prechecks, assignments, progress"
+)]
 struct Cli {
     #[command(flatten)]
     config: dbsync_coordinator::CoordinatorConfig,

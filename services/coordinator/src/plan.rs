@@ -58,20 +58,29 @@ pub fn build_plans(spec: &TaskSpec, tables: Vec<TableSchema>) -> Result<Vec<Plan
     let mut problems = Vec::new();
     let mut planned = Vec::new();
     let mut used_options = vec![false; spec.objects.tables.len()];
-    let option_keys: Vec<String> =
-        spec.objects.tables.keys().map(|k| spec.qualify_table(k).unwrap_or_else(|_| k.clone())).collect();
+    let option_keys: Vec<String> = spec
+        .objects
+        .tables
+        .keys()
+        .map(|k| spec.qualify_table(k).unwrap_or_else(|_| k.clone()))
+        .collect();
 
     for schema in tables {
-        let Some(t) = schema.table.clone() else { continue };
+        let Some(t) = schema.table.clone() else {
+            continue;
+        };
         if !spec.objects.selects(&t.database, &t.schema, &t.name) {
             continue;
         }
         let key = source_key(&t);
-        let option_index = option_keys.iter().position(|k| k.eq_ignore_ascii_case(&key));
+        let option_index = option_keys
+            .iter()
+            .position(|k| k.eq_ignore_ascii_case(&key));
         if let Some(i) = option_index {
             used_options[i] = true;
         }
-        let options = option_index.map(|i| spec.objects.tables.values().nth(i).expect("index in range"));
+        let options =
+            option_index.map(|i| spec.objects.tables.values().nth(i).expect("index in range"));
         let schema_key = format!("{}.{}", t.database, t.schema);
         let target_schema = spec
             .objects
@@ -80,21 +89,29 @@ pub fn build_plans(spec: &TaskSpec, tables: Vec<TableSchema>) -> Result<Vec<Plan
             .find(|(k, _)| k.eq_ignore_ascii_case(&schema_key))
             .map(|(_, v)| v.clone())
             .unwrap_or_else(|| cap.apply(&t.schema));
-        let target_table = options.and_then(|o| o.rename.clone()).unwrap_or_else(|| cap.apply(&t.name));
+        let target_table = options
+            .and_then(|o| o.rename.clone())
+            .unwrap_or_else(|| cap.apply(&t.name));
 
         let mut columns = Vec::with_capacity(schema.columns.len());
         let mut seen_targets: HashMap<String, String> = HashMap::new();
         let mut used_columns = BTreeMap::new();
         for c in &schema.columns {
             let col_opts = options.and_then(|o| {
-                o.columns.iter().find(|(k, _)| k.eq_ignore_ascii_case(&c.name)).map(|(k, v)| {
-                    used_columns.insert(k.clone(), ());
-                    v
-                })
+                o.columns
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case(&c.name))
+                    .map(|(k, v)| {
+                        used_columns.insert(k.clone(), ());
+                        v
+                    })
             });
             let skip = col_opts.map(|o| o.skip).unwrap_or(false);
-            let target_name =
-                shorten_identifier(&col_opts.and_then(|o| o.rename.clone()).unwrap_or_else(|| cap.apply(&c.name)));
+            let target_name = shorten_identifier(
+                &col_opts
+                    .and_then(|o| o.rename.clone())
+                    .unwrap_or_else(|| cap.apply(&c.name)),
+            );
             if !skip {
                 if let Some(other) = seen_targets.insert(target_name.clone(), c.name.clone()) {
                     problems.push(format!(
@@ -106,17 +123,23 @@ pub fn build_plans(spec: &TaskSpec, tables: Vec<TableSchema>) -> Result<Vec<Plan
             columns.push(ColumnPlan {
                 source_name: c.name.clone(),
                 target_name,
-                expression: col_opts.and_then(|o| o.expression.clone()).unwrap_or_default(),
+                expression: col_opts
+                    .and_then(|o| o.expression.clone())
+                    .unwrap_or_default(),
                 skip,
             });
         }
         if let Some(o) = options {
             for name in o.columns.keys().filter(|k| !used_columns.contains_key(*k)) {
-                problems.push(format!("objects.tables.{key}.columns.{name}: the source table has no such column"));
+                problems.push(format!(
+                    "objects.tables.{key}.columns.{name}: the source table has no such column"
+                ));
             }
         }
         if !columns.iter().any(|c| !c.skip) {
-            problems.push(format!("{key}: every column is skipped: sync at least one or exclude the table"));
+            problems.push(format!(
+                "{key}: every column is skipped: sync at least one or exclude the table"
+            ));
         }
         let ops = options.and_then(|o| o.operations.clone());
         let has = |op| ops.as_ref().map(|v| v.contains(&op)).unwrap_or(true);
@@ -128,7 +151,9 @@ pub fn build_plans(spec: &TaskSpec, tables: Vec<TableSchema>) -> Result<Vec<Plan
                 target_schema: shorten_identifier(&target_schema),
                 target_table: shorten_identifier(&target_table),
                 columns,
-                where_filter: options.and_then(|o| o.where_filter.clone()).unwrap_or_default(),
+                where_filter: options
+                    .and_then(|o| o.where_filter.clone())
+                    .unwrap_or_default(),
                 sync_inserts: has(DmlOperation::Insert),
                 sync_updates: has(DmlOperation::Update),
                 sync_deletes: has(DmlOperation::Delete),
@@ -164,7 +189,11 @@ pub fn build_plans(spec: &TaskSpec, tables: Vec<TableSchema>) -> Result<Vec<Plan
 /// Splits tables into FK-connected groups (indices into `tables`), each within one database.
 /// Deterministic: groups are ordered by their first table, tables keep their input order.
 pub fn group_tables(tables: &[PlannedTable]) -> Vec<Vec<usize>> {
-    let index: HashMap<String, usize> = tables.iter().enumerate().map(|(i, t)| (t.key.to_lowercase(), i)).collect();
+    let index: HashMap<String, usize> = tables
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.key.to_lowercase(), i))
+        .collect();
     let mut parent: Vec<usize> = (0..tables.len()).collect();
     fn find(parent: &mut [usize], mut x: usize) -> usize {
         while parent[x] != x {
@@ -174,10 +203,18 @@ pub fn group_tables(tables: &[PlannedTable]) -> Vec<Vec<usize>> {
         x
     }
     for (i, t) in tables.iter().enumerate() {
-        let Some(schema) = &t.plan.source else { continue };
+        let Some(schema) = &t.plan.source else {
+            continue;
+        };
         for fk in &schema.foreign_keys {
-            let Some(r) = &fk.referenced_table else { continue };
-            let db = if r.database.is_empty() { &t.database } else { &r.database };
+            let Some(r) = &fk.referenced_table else {
+                continue;
+            };
+            let db = if r.database.is_empty() {
+                &t.database
+            } else {
+                &r.database
+            };
             let key = format!("{db}.{}.{}", r.schema, r.name).to_lowercase();
             if let Some(&j) = index.get(&key) {
                 let (a, b) = (find(&mut parent, i), find(&mut parent, j));
@@ -202,12 +239,26 @@ mod tests {
 
     fn table(db: &str, schema: &str, name: &str, cols: &[&str], fks: &[&str]) -> TableSchema {
         TableSchema {
-            table: Some(TableRef { database: db.into(), schema: schema.into(), name: name.into() }),
-            columns: cols.iter().map(|c| ColumnSchema { name: c.to_string(), ..Default::default() }).collect(),
+            table: Some(TableRef {
+                database: db.into(),
+                schema: schema.into(),
+                name: name.into(),
+            }),
+            columns: cols
+                .iter()
+                .map(|c| ColumnSchema {
+                    name: c.to_string(),
+                    ..Default::default()
+                })
+                .collect(),
             foreign_keys: fks
                 .iter()
                 .map(|r| ForeignKeySchema {
-                    referenced_table: Some(TableRef { database: String::new(), schema: "dbo".into(), name: r.to_string() }),
+                    referenced_table: Some(TableRef {
+                        database: String::new(),
+                        schema: "dbo".into(),
+                        name: r.to_string(),
+                    }),
                     ..Default::default()
                 })
                 .collect(),
@@ -237,46 +288,97 @@ mod tests {
         )
         .unwrap();
         let orders = &plans[0].plan;
-        assert_eq!((orders.target_schema.as_str(), orders.target_table.as_str()), ("Public_X", "OrdersPG"));
+        assert_eq!(
+            (orders.target_schema.as_str(), orders.target_table.as_str()),
+            ("Public_X", "OrdersPG")
+        );
         assert_eq!(orders.where_filter, "Id > 5");
         assert!(orders.sync_inserts && !orders.sync_updates && !orders.sync_deletes);
         assert_eq!(orders.columns[0].target_name, "id");
-        assert_eq!((orders.columns[1].target_name.as_str(), orders.columns[1].expression.as_str()), ("TotalPG", "Total*2"));
+        assert_eq!(
+            (
+                orders.columns[1].target_name.as_str(),
+                orders.columns[1].expression.as_str()
+            ),
+            ("TotalPG", "Total*2")
+        );
         assert!(orders.columns[2].skip);
         let items = &plans[1].plan;
-        assert_eq!((items.target_schema.as_str(), items.target_table.as_str()), ("sales", "items"));
+        assert_eq!(
+            (items.target_schema.as_str(), items.target_table.as_str()),
+            ("sales", "items")
+        );
         let shortened = &items.columns[1].target_name;
         assert_eq!(shortened.len(), 63);
         assert!(shortened.starts_with("ccccc"));
-        assert_eq!(shortened, &shorten_identifier(&long.to_lowercase()), "stable");
-        assert_ne!(shorten_identifier(&format!("{long}a")), shorten_identifier(&format!("{long}b")));
+        assert_eq!(
+            shortened,
+            &shorten_identifier(&long.to_lowercase()),
+            "stable"
+        );
+        assert_ne!(
+            shorten_identifier(&format!("{long}a")),
+            shorten_identifier(&format!("{long}b"))
+        );
         // Multi-byte characters are never cut in half.
         assert!(shorten_identifier(&"é".repeat(40)).len() <= 63);
     }
 
     #[test]
     fn upper_and_source_capitalization() {
-        let plans =
-            build_plans(&spec("{ databases: [db], capitalization: upper }"), vec![table("db", "dbo", "Ab", &["cD"], &[])])
-                .unwrap();
-        assert_eq!((plans[0].plan.target_table.as_str(), plans[0].plan.columns[0].target_name.as_str()), ("AB", "CD"));
-        let plans =
-            build_plans(&spec("{ databases: [db], capitalization: source }"), vec![table("db", "dbo", "Ab", &["cD"], &[])])
-                .unwrap();
+        let plans = build_plans(
+            &spec("{ databases: [db], capitalization: upper }"),
+            vec![table("db", "dbo", "Ab", &["cD"], &[])],
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                plans[0].plan.target_table.as_str(),
+                plans[0].plan.columns[0].target_name.as_str()
+            ),
+            ("AB", "CD")
+        );
+        let plans = build_plans(
+            &spec("{ databases: [db], capitalization: source }"),
+            vec![table("db", "dbo", "Ab", &["cD"], &[])],
+        )
+        .unwrap();
         assert_eq!(plans[0].plan.target_table, "Ab");
     }
 
     #[test]
     fn selection_and_bad_options_are_reported() {
         let s = spec("{ databases: [db], exclude: ['db.dbo.tmp*'], tables: { 'dbo.missing': {}, 'dbo.a': { columns: { nope: { skip: true } } } } }");
-        let err = build_plans(&s, vec![table("db", "dbo", "a", &["x"], &[]), table("db", "dbo", "tmp1", &["x"], &[])])
-            .unwrap_err();
-        assert!(err.contains("objects.tables.db.dbo.missing: no selected source table"), "{err}");
-        assert!(err.contains("objects.tables.db.dbo.a.columns.nope"), "{err}");
-        let err = build_plans(&spec("{ databases: [db] }"), vec![table("db", "dbo", "a", &["X", "x"], &[])]).unwrap_err();
+        let err = build_plans(
+            &s,
+            vec![
+                table("db", "dbo", "a", &["x"], &[]),
+                table("db", "dbo", "tmp1", &["x"], &[]),
+            ],
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("objects.tables.db.dbo.missing: no selected source table"),
+            "{err}"
+        );
+        assert!(
+            err.contains("objects.tables.db.dbo.a.columns.nope"),
+            "{err}"
+        );
+        let err = build_plans(
+            &spec("{ databases: [db] }"),
+            vec![table("db", "dbo", "a", &["X", "x"], &[])],
+        )
+        .unwrap_err();
         assert!(err.contains("both map to target column x"), "{err}");
-        let err = build_plans(&spec("{ databases: [db] }"), vec![table("db", "dbo", "A", &["x"], &[]), table("db", "dbo", "a", &["x"], &[])])
-            .unwrap_err();
+        let err = build_plans(
+            &spec("{ databases: [db] }"),
+            vec![
+                table("db", "dbo", "A", &["x"], &[]),
+                table("db", "dbo", "a", &["x"], &[]),
+            ],
+        )
+        .unwrap_err();
         assert!(err.contains("both map to target table dbo.a"), "{err}");
     }
 
@@ -296,8 +398,21 @@ mod tests {
         )
         .unwrap();
         let groups = group_tables(&plans);
-        let names: Vec<Vec<&str>> =
-            groups.iter().map(|g| g.iter().map(|i| plans[*i].plan.target_table.as_str()).collect()).collect();
-        assert_eq!(names, vec![vec!["customers", "orders", "lines", "products"], vec!["audit"], vec!["notes"]]);
+        let names: Vec<Vec<&str>> = groups
+            .iter()
+            .map(|g| {
+                g.iter()
+                    .map(|i| plans[*i].plan.target_table.as_str())
+                    .collect()
+            })
+            .collect();
+        assert_eq!(
+            names,
+            vec![
+                vec!["customers", "orders", "lines", "products"],
+                vec!["audit"],
+                vec!["notes"]
+            ]
+        );
     }
 }

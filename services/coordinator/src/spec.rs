@@ -31,7 +31,10 @@ pub struct SpecError(pub Vec<FieldError>);
 
 impl SpecError {
     fn one(field: impl Into<String>, message: impl Into<String>) -> SpecError {
-        SpecError(vec![FieldError { field: field.into(), message: message.into() }])
+        SpecError(vec![FieldError {
+            field: field.into(),
+            message: message.into(),
+        }])
     }
 }
 
@@ -103,7 +106,11 @@ mod defaults {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct PasswordSpec {
-    #[serde(default, with = "secret_serde", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "secret_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub password: Option<Secret>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_env: Option<String>,
@@ -122,7 +129,9 @@ impl PasswordSpec {
             return std::env::var(var).map(Secret::new).map_err(|_| {
                 SpecError::one(
                     format!("{field}.password_env"),
-                    format!("environment variable {var} is not set in the coordinator's environment"),
+                    format!(
+                        "environment variable {var} is not set in the coordinator's environment"
+                    ),
                 )
             });
         }
@@ -130,17 +139,27 @@ impl PasswordSpec {
             return std::fs::read_to_string(path)
                 .map(|s| Secret::new(s.trim_end_matches(['\r', '\n'])))
                 .map_err(|e| {
-                    SpecError::one(format!("{field}.password_file"), format!("cannot read {path}: {e}"))
+                    SpecError::one(
+                        format!("{field}.password_file"),
+                        format!("cannot read {path}: {e}"),
+                    )
                 });
         }
-        Err(SpecError::one(field, "no password: set password, password_env or password_file"))
+        Err(SpecError::one(
+            field,
+            "no password: set password, password_env or password_file",
+        ))
     }
 
     fn validate(&self, field: &str, errors: &mut Vec<FieldError>) {
-        let given = [self.password.is_some(), self.password_env.is_some(), self.password_file.is_some()]
-            .iter()
-            .filter(|g| **g)
-            .count();
+        let given = [
+            self.password.is_some(),
+            self.password_env.is_some(),
+            self.password_file.is_some(),
+        ]
+        .iter()
+        .filter(|g| **g)
+        .count();
         if given != 1 {
             push(
                 errors,
@@ -219,7 +238,11 @@ pub struct SyncSpec {
 
 impl Default for SyncSpec {
     fn default() -> Self {
-        SyncSpec { schema: true, full: true, incremental: true }
+        SyncSpec {
+            schema: true,
+            full: true,
+            incremental: true,
+        }
     }
 }
 
@@ -405,7 +428,10 @@ pub struct RetrySpec {
 
 impl Default for RetrySpec {
     fn default() -> Self {
-        RetrySpec { connection_minutes: defaults::connection_minutes(), other_minutes: defaults::other_minutes() }
+        RetrySpec {
+            connection_minutes: defaults::connection_minutes(),
+            other_minutes: defaults::other_minutes(),
+        }
     }
 }
 
@@ -475,7 +501,12 @@ pub struct AlertSpec {
 
 impl Default for AlertSpec {
     fn default() -> Self {
-        AlertSpec { on_failure: true, lag_seconds: None, webhook_url: None, log: true }
+        AlertSpec {
+            on_failure: true,
+            lag_seconds: None,
+            webhook_url: None,
+            log: true,
+        }
     }
 }
 
@@ -498,7 +529,10 @@ mod secret_serde {
 }
 
 fn push(errors: &mut Vec<FieldError>, field: impl Into<String>, message: impl Into<String>) {
-    errors.push(FieldError { field: field.into(), message: message.into() });
+    errors.push(FieldError {
+        field: field.into(),
+        message: message.into(),
+    });
 }
 
 fn check_range<T: PartialOrd + std::fmt::Display + Copy>(
@@ -509,13 +543,21 @@ fn check_range<T: PartialOrd + std::fmt::Display + Copy>(
     max: T,
 ) {
     if value < min || value > max {
-        push(errors, field, format!("{value} is out of range: allowed {min} to {max}"));
+        push(
+            errors,
+            field,
+            format!("{value} is out of range: allowed {min} to {max}"),
+        );
     }
 }
 
 fn check_rate(errors: &mut Vec<FieldError>, field: &str, value: f64) {
     if !value.is_finite() || value < 0.0 {
-        push(errors, field, format!("{value} is not allowed: use a rate >= 0 (0 = unlimited)"));
+        push(
+            errors,
+            field,
+            format!("{value} is not allowed: use a rate >= 0 (0 = unlimited)"),
+        );
     }
 }
 
@@ -542,9 +584,16 @@ impl TaskSpec {
         let e = &mut errors;
         if self.name.is_empty()
             || self.name.len() > 63
-            || !self.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+            || !self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
         {
-            push(e, "name", "use 1 to 63 characters from a-z, 0-9, '-' and '_'");
+            push(
+                e,
+                "name",
+                "use 1 to 63 characters from a-z, 0-9, '-' and '_'",
+            );
         }
         if self.source.host.trim().is_empty() {
             push(e, "source.host", "must not be empty");
@@ -566,17 +615,31 @@ impl TaskSpec {
             push(e, "target.user", "must not be empty");
         }
         if self.target.database.trim().is_empty() {
-            push(e, "target.database", "must not be empty: name the PostgreSQL database to write to");
+            push(
+                e,
+                "target.database",
+                "must not be empty: name the PostgreSQL database to write to",
+            );
         }
         self.target.password.validate("target.password", e);
-        if !self.capture_address.is_empty()
-            && !(self.capture_address.starts_with("http://") || self.capture_address.starts_with("https://"))
+        let address = &self.capture_address;
+        if !(address.is_empty()
+            || address.starts_with("http://")
+            || address.starts_with("https://"))
         {
-            push(e, "capture_address", "must be an http:// or https:// gRPC address, e.g. http://capture:50051");
+            push(
+                e,
+                "capture_address",
+                "must be an http:// or https:// gRPC address, e.g. http://capture:50051",
+            );
         }
 
         if !(self.sync.schema || self.sync.full || self.sync.incremental) {
-            push(e, "sync", "enable at least one of schema, full, incremental");
+            push(
+                e,
+                "sync",
+                "enable at least one of schema, full, incremental",
+            );
         }
         if !self.sync.schema && self.conflict_mode == ConflictMode::Precheck {
             push(
@@ -588,7 +651,13 @@ impl TaskSpec {
         self.validate_incremental(e);
         self.validate_objects(e);
 
-        check_range(e, "retry.connection_minutes", self.retry.connection_minutes, 10, 1440);
+        check_range(
+            e,
+            "retry.connection_minutes",
+            self.retry.connection_minutes,
+            10,
+            1440,
+        );
         check_range(e, "retry.other_minutes", self.retry.other_minutes, 1, 1440);
         if self.retry.other_minutes >= self.retry.connection_minutes {
             push(
@@ -600,11 +669,31 @@ impl TaskSpec {
                 ),
             );
         }
-        check_rate(e, "throttle.full.queries_per_second", self.throttle.full.queries_per_second);
-        check_rate(e, "throttle.full.rows_per_second", self.throttle.full.rows_per_second);
-        check_rate(e, "throttle.full.mb_per_second", self.throttle.full.mb_per_second);
-        check_rate(e, "throttle.incremental.rows_per_second", self.throttle.incremental.rows_per_second);
-        check_rate(e, "throttle.incremental.mb_per_second", self.throttle.incremental.mb_per_second);
+        check_rate(
+            e,
+            "throttle.full.queries_per_second",
+            self.throttle.full.queries_per_second,
+        );
+        check_rate(
+            e,
+            "throttle.full.rows_per_second",
+            self.throttle.full.rows_per_second,
+        );
+        check_rate(
+            e,
+            "throttle.full.mb_per_second",
+            self.throttle.full.mb_per_second,
+        );
+        check_rate(
+            e,
+            "throttle.incremental.rows_per_second",
+            self.throttle.incremental.rows_per_second,
+        );
+        check_rate(
+            e,
+            "throttle.incremental.mb_per_second",
+            self.throttle.incremental.mb_per_second,
+        );
         self.alerts.validate(e);
         check_range(e, "chunk_rows", self.chunk_rows, 1_000, 10_000_000);
         check_range(e, "parallel_chunks", self.parallel_chunks, 1, 64);
@@ -617,8 +706,20 @@ impl TaskSpec {
 
     fn validate_incremental(&self, e: &mut Vec<FieldError>) {
         let inc = &self.incremental;
-        check_range(e, "incremental.poll_interval_ms", inc.poll_interval_ms, 50, 60_000);
-        check_range(e, "incremental.max_cdc_tables", inc.max_cdc_tables, 1, 100_000);
+        check_range(
+            e,
+            "incremental.poll_interval_ms",
+            inc.poll_interval_ms,
+            50,
+            60_000,
+        );
+        check_range(
+            e,
+            "incremental.max_cdc_tables",
+            inc.max_cdc_tables,
+            1,
+            100_000,
+        );
         match self.start_point() {
             StartPoint::L0 if !self.sync.full => push(
                 e,
@@ -635,7 +736,13 @@ impl TaskSpec {
             },
             _ => {}
         }
-        if self.sync.full && self.sync.incremental && matches!(self.start_point(), StartPoint::Lsn | StartPoint::Time | StartPoint::Now) {
+        if self.sync.full
+            && self.sync.incremental
+            && matches!(
+                self.start_point(),
+                StartPoint::Lsn | StartPoint::Time | StartPoint::Now
+            )
+        {
             push(
                 e,
                 "incremental.start",
@@ -650,7 +757,10 @@ impl TaskSpec {
             push(
                 e,
                 "objects.databases",
-                format!("{} databases given: allowed 1 to {MAX_DATABASES}", o.databases.len()),
+                format!(
+                    "{} databases given: allowed 1 to {MAX_DATABASES}",
+                    o.databases.len()
+                ),
             );
         }
         for (i, db) in o.databases.iter().enumerate() {
@@ -658,10 +768,17 @@ impl TaskSpec {
                 push(e, format!("objects.databases[{i}]"), "must not be empty");
             }
         }
-        for (list, name) in [(&o.include, "objects.include"), (&o.exclude, "objects.exclude")] {
+        for (list, name) in [
+            (&o.include, "objects.include"),
+            (&o.exclude, "objects.exclude"),
+        ] {
             for (i, p) in list.iter().enumerate() {
                 if p.split('.').count() != 3 || p.split('.').any(str::is_empty) {
-                    push(e, format!("{name}[{i}]"), format!("'{p}' must be a db.schema.table pattern (* and ? allowed)"));
+                    push(
+                        e,
+                        format!("{name}[{i}]"),
+                        format!("'{p}' must be a db.schema.table pattern (* and ? allowed)"),
+                    );
                 }
             }
         }
@@ -670,7 +787,11 @@ impl TaskSpec {
                 push(e, format!("objects.schemas.{key}"), "key must be db.schema");
             }
             if target.is_empty() {
-                push(e, format!("objects.schemas.{key}"), "target schema name must not be empty");
+                push(
+                    e,
+                    format!("objects.schemas.{key}"),
+                    "target schema name must not be empty",
+                );
             }
         }
         for (key, table) in &o.tables {
@@ -688,7 +809,11 @@ impl TaskSpec {
             }
             if let Some(ops) = &table.operations {
                 if ops.is_empty() {
-                    push(e, format!("{field}.operations"), "list at least one of insert, update, delete (or remove the table)");
+                    push(
+                        e,
+                        format!("{field}.operations"),
+                        "list at least one of insert, update, delete (or remove the table)",
+                    );
                 }
             }
             for (col, c) in &table.columns {
@@ -708,7 +833,11 @@ impl TaskSpec {
 
     /// Where incremental sync starts, with its default applied.
     pub fn start_point(&self) -> StartPoint {
-        self.incremental.start.unwrap_or(if self.sync.full { StartPoint::L0 } else { StartPoint::Now })
+        self.incremental.start.unwrap_or(if self.sync.full {
+            StartPoint::L0
+        } else {
+            StartPoint::Now
+        })
     }
 
     /// `schema.table` → `db.schema.table` when the task has one database.
@@ -716,8 +845,12 @@ impl TaskSpec {
         let parts: Vec<&str> = name.split('.').collect();
         match parts.len() {
             3 if parts.iter().all(|p| !p.is_empty()) => Ok(name.to_string()),
-            2 if self.objects.databases.len() == 1 => Ok(format!("{}.{name}", self.objects.databases[0])),
-            2 => Err(format!("'{name}' is ambiguous with several databases: write db.schema.table")),
+            2 if self.objects.databases.len() == 1 => {
+                Ok(format!("{}.{name}", self.objects.databases[0]))
+            }
+            2 => Err(format!(
+                "'{name}' is ambiguous with several databases: write db.schema.table"
+            )),
             _ => Err(format!("'{name}' must be db.schema.table")),
         }
     }
@@ -726,7 +859,10 @@ impl TaskSpec {
     pub fn table_options(&self, database: &str, schema: &str, table: &str) -> Option<&TableSpec> {
         let full = format!("{database}.{schema}.{table}");
         self.objects.tables.iter().find_map(|(k, v)| {
-            self.qualify_table(k).ok().filter(|q| q.eq_ignore_ascii_case(&full)).map(|_| v)
+            self.qualify_table(k)
+                .ok()
+                .filter(|q| q.eq_ignore_ascii_case(&full))
+                .map(|_| v)
         })
     }
 
@@ -753,12 +889,20 @@ impl TaskSpec {
     }
 
     /// The source connection with its password resolved now.
-    pub fn source_connection(&self, database: &str) -> Result<dbsync_proto::v1::SourceConnection, SpecError> {
+    pub fn source_connection(
+        &self,
+        database: &str,
+    ) -> Result<dbsync_proto::v1::SourceConnection, SpecError> {
         Ok(dbsync_proto::v1::SourceConnection {
             host: self.source.host.clone(),
             port: u32::from(self.source.port),
             user: self.source.user.clone(),
-            password: self.source.password.resolve("source.password")?.expose().to_string(),
+            password: self
+                .source
+                .password
+                .resolve("source.password")?
+                .expose()
+                .to_string(),
             database: database.to_string(),
             encrypt: self.source.encrypt,
             trust_server_certificate: self.source.trust_server_certificate,
@@ -772,7 +916,12 @@ impl TaskSpec {
             host: self.target.host.clone(),
             port: u32::from(self.target.port),
             user: self.target.user.clone(),
-            password: self.target.password.resolve("target.password")?.expose().to_string(),
+            password: self
+                .target
+                .password
+                .resolve("target.password")?
+                .expose()
+                .to_string(),
             database: self.target.database.clone(),
             sslmode: self.target.sslmode.as_str().to_string(),
         })
@@ -806,17 +955,25 @@ pub fn parse_tsql_predicate(text: &str) -> Result<(), String> {
     let mut parser = Parser::new(&MsSqlDialect {})
         .try_with_sql(text)
         .map_err(|e| format!("does not parse as a T-SQL predicate: {e}"))?;
-    parser.parse_expr().map_err(|e| format!("does not parse as a T-SQL predicate: {e}"))?;
+    parser
+        .parse_expr()
+        .map_err(|e| format!("does not parse as a T-SQL predicate: {e}"))?;
     match parser.peek_token().token {
         sqlparser::tokenizer::Token::EOF => Ok(()),
-        t => Err(format!("does not parse as a T-SQL predicate: unexpected '{t}' after the expression")),
+        t => Err(format!(
+            "does not parse as a T-SQL predicate: unexpected '{t}' after the expression"
+        )),
     }
 }
 
 /// serde_yaml errors quote the offending scalar; a misplaced password must not be echoed.
 fn strip_secret_echo(message: &str) -> String {
     if message.contains("password") {
-        message.split(": ").next().unwrap_or("malformed task definition").to_string()
+        message
+            .split(": ")
+            .next()
+            .unwrap_or("malformed task definition")
+            .to_string()
     } else {
         message.to_string()
     }
@@ -851,7 +1008,9 @@ impl ObjectsSpec {
     /// Whether `db.schema.table` is selected by the databases, include and exclude lists.
     pub fn selects(&self, database: &str, schema: &str, table: &str) -> bool {
         let full = format!("{database}.{schema}.{table}");
-        self.databases.iter().any(|d| d.eq_ignore_ascii_case(database))
+        self.databases
+            .iter()
+            .any(|d| d.eq_ignore_ascii_case(database))
             && (self.include.is_empty() || self.include.iter().any(|p| glob_match(p, &full)))
             && !self.exclude.iter().any(|p| glob_match(p, &full))
     }

@@ -203,15 +203,25 @@ impl SqliteStore {
     /// Opens (creating if needed) the store at `path`; `:memory:` gives a private in-memory store.
     pub fn open(path: impl AsRef<Path>) -> StoreResult<SqliteStore> {
         let conn = Connection::open(path).map_err(err("open"))?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(err("enable WAL"))?;
-        conn.pragma_update(None, "synchronous", "NORMAL").map_err(err("set synchronous"))?;
-        conn.pragma_update(None, "foreign_keys", "ON").map_err(err("enable foreign keys"))?;
-        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(err("set busy timeout"))?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(err("enable WAL"))?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(err("set synchronous"))?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(err("enable foreign keys"))?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(err("set busy timeout"))?;
         conn.execute_batch(SCHEMA).map_err(err("create schema"))?;
-        Ok(SqliteStore { conn: Mutex::new(conn) })
+        Ok(SqliteStore {
+            conn: Mutex::new(conn),
+        })
     }
 
-    fn with<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>, operation: &'static str) -> StoreResult<T> {
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+        operation: &'static str,
+    ) -> StoreResult<T> {
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut conn).map_err(err(operation))
     }
@@ -349,7 +359,9 @@ impl TaskStore for SqliteStore {
     fn tasks(&self) -> StoreResult<Vec<TaskRow>> {
         self.with(
             |c| {
-                let mut stmt = c.prepare(&format!("SELECT {TASK_COLUMNS} FROM tasks ORDER BY created_us, id"))?;
+                let mut stmt = c.prepare(&format!(
+                    "SELECT {TASK_COLUMNS} FROM tasks ORDER BY created_us, id"
+                ))?;
                 let rows = stmt.query_map([], task_from)?.collect();
                 rows
             },
@@ -358,7 +370,13 @@ impl TaskStore for SqliteStore {
     }
 
     fn delete_task(&self, id: &str) -> StoreResult<()> {
-        self.with(|c| c.execute("DELETE FROM tasks WHERE id = ?1", params![id]).map(|_| ()), "delete task")
+        self.with(
+            |c| {
+                c.execute("DELETE FROM tasks WHERE id = ?1", params![id])
+                    .map(|_| ())
+            },
+            "delete task",
+        )
     }
 
     fn upsert_tables(&self, tables: &[TableRow]) -> StoreResult<()> {
@@ -456,8 +474,11 @@ impl TaskStore for SqliteStore {
     fn delete_group(&self, task_id: &str, group_id: &str) -> StoreResult<()> {
         self.with(
             |c| {
-                c.execute("DELETE FROM task_groups WHERE task_id = ?1 AND group_id = ?2", params![task_id, group_id])
-                    .map(|_| ())
+                c.execute(
+                    "DELETE FROM task_groups WHERE task_id = ?1 AND group_id = ?2",
+                    params![task_id, group_id],
+                )
+                .map(|_| ())
             },
             "delete group",
         )
@@ -505,7 +526,16 @@ impl TaskStore for SqliteStore {
     }
 
     fn delete_worker(&self, worker_id: &str) -> StoreResult<()> {
-        self.with(|c| c.execute("DELETE FROM workers WHERE worker_id = ?1", params![worker_id]).map(|_| ()), "delete worker")
+        self.with(
+            |c| {
+                c.execute(
+                    "DELETE FROM workers WHERE worker_id = ?1",
+                    params![worker_id],
+                )
+                .map(|_| ())
+            },
+            "delete worker",
+        )
     }
 
     fn add_event(&self, e: &EventRow) -> StoreResult<()> {
@@ -582,8 +612,19 @@ mod tests {
                 ..Default::default()
             })
             .unwrap();
-            s.upsert_worker(&WorkerRow { worker_id: "w1".into(), kind: "apply".into(), ..Default::default() }).unwrap();
-            s.add_event(&EventRow { task_id: "t1".into(), at_us: 5, kind: "alert".into(), message: "m".into() }).unwrap();
+            s.upsert_worker(&WorkerRow {
+                worker_id: "w1".into(),
+                kind: "apply".into(),
+                ..Default::default()
+            })
+            .unwrap();
+            s.add_event(&EventRow {
+                task_id: "t1".into(),
+                at_us: 5,
+                kind: "alert".into(),
+                message: "m".into(),
+            })
+            .unwrap();
         }
         let s = SqliteStore::open(&path).unwrap();
         assert_eq!(s.task("orders").unwrap().unwrap().id, "t1");
@@ -594,7 +635,10 @@ mod tests {
         assert_eq!(s.events("t1", 10).unwrap().len(), 1);
         s.delete_task("t1").unwrap();
         assert!(s.task("t1").unwrap().is_none());
-        assert!(s.tables("t1").unwrap().is_empty(), "tables go with their task");
+        assert!(
+            s.tables("t1").unwrap().is_empty(),
+            "tables go with their task"
+        );
         assert!(s.groups(Some("t1")).unwrap().is_empty());
     }
 

@@ -13,7 +13,14 @@ use dbsync_proto::v1::{PrecheckItem, PrecheckStatus, TargetConnection};
 use crate::plan::PlannedTable;
 use crate::spec::ConflictMode;
 
-pub fn item(id: &str, title: &str, status: PrecheckStatus, object: &str, detail: String, fix: &str) -> PrecheckItem {
+pub fn item(
+    id: &str,
+    title: &str,
+    status: PrecheckStatus,
+    object: &str,
+    detail: String,
+    fix: &str,
+) -> PrecheckItem {
     PrecheckItem {
         id: id.to_string(),
         title: title.to_string(),
@@ -83,9 +90,22 @@ pub async fn precheck(
             return (items, false);
         }
     };
-    items.push(item("target.connect", "Connect to PostgreSQL", Pass, &object, String::new(), ""));
+    items.push(item(
+        "target.connect",
+        "Connect to PostgreSQL",
+        Pass,
+        &object,
+        String::new(),
+        "",
+    ));
 
-    match client.query_one("SELECT current_setting('server_version_num')::int, version()", &[]).await {
+    match client
+        .query_one(
+            "SELECT current_setting('server_version_num')::int, version()",
+            &[],
+        )
+        .await
+    {
         Ok(row) => {
             let num: i32 = row.get(0);
             let text: String = row.get(1);
@@ -94,21 +114,47 @@ pub async fn precheck(
             } else if num >= 100_000 {
                 (Warn, "PostgreSQL 12 or later is recommended")
             } else {
-                (Fail, "use PostgreSQL 10 or later (identity columns need it)")
+                (
+                    Fail,
+                    "use PostgreSQL 10 or later (identity columns need it)",
+                )
             };
-            items.push(item("target.version", "PostgreSQL version", status, &object, text, fix));
+            items.push(item(
+                "target.version",
+                "PostgreSQL version",
+                status,
+                &object,
+                text,
+                fix,
+            ));
         }
-        Err(e) => items.push(item("target.version", "PostgreSQL version", Warn, &object, error_text(&e), "")),
+        Err(e) => items.push(item(
+            "target.version",
+            "PostgreSQL version",
+            Warn,
+            &object,
+            error_text(&e),
+            "",
+        )),
     }
 
     if schema_sync {
         let ok = client
-            .query_one("SELECT has_database_privilege(current_database(), 'CREATE')", &[])
+            .query_one(
+                "SELECT has_database_privilege(current_database(), 'CREATE')",
+                &[],
+            )
             .await
             .map(|r| r.get::<_, bool>(0));
         let (status, detail) = match ok {
             Ok(true) => (Pass, String::new()),
-            Ok(false) => (Fail, format!("role {} has no CREATE privilege on database {}", target.user, target.database)),
+            Ok(false) => (
+                Fail,
+                format!(
+                    "role {} has no CREATE privilege on database {}",
+                    target.user, target.database
+                ),
+            ),
             Err(e) => (Fail, error_text(&e)),
         };
         items.push(item(
@@ -119,7 +165,10 @@ pub async fn precheck(
             detail,
             "GRANT CREATE ON DATABASE <db> TO <user>, or make the user the database owner",
         ));
-        let mut schemas: Vec<&str> = tables.iter().map(|t| t.plan.target_schema.as_str()).collect();
+        let mut schemas: Vec<&str> = tables
+            .iter()
+            .map(|t| t.plan.target_schema.as_str())
+            .collect();
         schemas.sort_unstable();
         schemas.dedup();
         for schema in schemas {
@@ -163,7 +212,10 @@ pub async fn precheck(
                 "Target table exists (schema sync is off)",
                 Fail,
                 &target_name,
-                format!("sync.schema is false but {target_name} (for {}) does not exist", t.key),
+                format!(
+                    "sync.schema is false but {target_name} (for {}) does not exist",
+                    t.key
+                ),
                 "create the table, or enable sync.schema",
             ));
         } else if schema_sync && exists {
@@ -185,7 +237,9 @@ pub async fn precheck(
     }
 
     // Apply turns FK checks off per session; without the right, FKs wait for cut-over.
-    let replica = client.batch_execute("BEGIN; SET LOCAL session_replication_role = replica; ROLLBACK").await;
+    let replica = client
+        .batch_execute("BEGIN; SET LOCAL session_replication_role = replica; ROLLBACK")
+        .await;
     let defer_foreign_keys = match replica {
         Ok(()) => {
             items.push(item(
@@ -215,9 +269,21 @@ pub async fn precheck(
 }
 
 /// Exact row count of a target table (for verification).
-pub async fn count_rows(client: &tokio_postgres::Client, schema: &str, table: &str) -> Result<u64, String> {
-    let sql = format!("SELECT count(*) FROM {}.{}", quote_ident(schema), quote_ident(table));
-    client.query_one(&sql, &[]).await.map(|r| r.get::<_, i64>(0) as u64).map_err(|e| error_text(&e))
+pub async fn count_rows(
+    client: &tokio_postgres::Client,
+    schema: &str,
+    table: &str,
+) -> Result<u64, String> {
+    let sql = format!(
+        "SELECT count(*) FROM {}.{}",
+        quote_ident(schema),
+        quote_ident(table)
+    );
+    client
+        .query_one(&sql, &[])
+        .await
+        .map(|r| r.get::<_, i64>(0) as u64)
+        .map_err(|e| error_text(&e))
 }
 
 pub fn quote_ident(name: &str) -> String {

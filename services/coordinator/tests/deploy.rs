@@ -15,7 +15,10 @@ fn deploy() -> PathBuf {
 
 fn docs(path: &std::path::Path) -> Vec<Value> {
     let text = std::fs::read_to_string(path).unwrap();
-    serde_yaml::Deserializer::from_str(&text).map(|d| Value::deserialize(d).unwrap()).filter(|v| !v.is_null()).collect()
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|d| Value::deserialize(d).unwrap())
+        .filter(|v| !v.is_null())
+        .collect()
 }
 
 use serde::Deserialize;
@@ -25,13 +28,16 @@ fn s<'a>(v: &'a Value, path: &[&str]) -> &'a str {
     for p in path {
         cur = &cur[*p];
     }
-    cur.as_str().unwrap_or_else(|| panic!("missing string at {path:?} in {v:?}"))
+    cur.as_str()
+        .unwrap_or_else(|| panic!("missing string at {path:?} in {v:?}"))
 }
 
 /// The coordinator accepts exactly these flags.
 fn coordinator_flags_parse(args: &[String]) {
-    let cmd = dbsync_coordinator::CoordinatorConfig::augment_args(Command::new("dbsync-coordinator"));
-    cmd.try_get_matches_from(args).unwrap_or_else(|e| panic!("coordinator flags {args:?} do not parse: {e}"));
+    let cmd =
+        dbsync_coordinator::CoordinatorConfig::augment_args(Command::new("dbsync-coordinator"));
+    cmd.try_get_matches_from(args)
+        .unwrap_or_else(|e| panic!("coordinator flags {args:?} do not parse: {e}"));
 }
 
 #[test]
@@ -41,7 +47,11 @@ fn kubernetes_manifests_are_well_formed_and_consistent() {
     let mut all = Vec::new();
     for r in kustomization["resources"].as_sequence().unwrap() {
         let file = dir.join(r.as_str().unwrap());
-        assert!(file.exists(), "kustomization names a missing file {}", file.display());
+        assert!(
+            file.exists(),
+            "kustomization names a missing file {}",
+            file.display()
+        );
         all.extend(docs(&file));
     }
     let mut secrets = BTreeSet::new();
@@ -52,7 +62,12 @@ fn kubernetes_manifests_are_well_formed_and_consistent() {
         assert!(!s(d, &["apiVersion"]).is_empty());
         assert!(!s(d, &["metadata", "name"]).is_empty());
         if kind != "Namespace" {
-            assert_eq!(s(d, &["metadata", "namespace"]), "dbsync", "{kind} {}", s(d, &["metadata", "name"]));
+            assert_eq!(
+                s(d, &["metadata", "namespace"]),
+                "dbsync",
+                "{kind} {}",
+                s(d, &["metadata", "name"])
+            );
         }
         match kind {
             "Secret" => {
@@ -65,48 +80,102 @@ fn kubernetes_manifests_are_well_formed_and_consistent() {
         }
         kinds.push(kind.to_string());
     }
-    for k in ["Namespace", "Secret", "ConfigMap", "StatefulSet", "Deployment", "Service"] {
+    for k in [
+        "Namespace",
+        "Secret",
+        "ConfigMap",
+        "StatefulSet",
+        "Deployment",
+        "Service",
+    ] {
         assert!(kinds.iter().any(|x| x == k), "no {k}");
     }
-    let workloads: Vec<&Value> = all.iter().filter(|d| matches!(s(d, &["kind"]), "Deployment" | "StatefulSet")).collect();
+    let workloads: Vec<&Value> = all
+        .iter()
+        .filter(|d| matches!(s(d, &["kind"]), "Deployment" | "StatefulSet"))
+        .collect();
     assert_eq!(workloads.len(), 3, "coordinator, capture, apply");
     for w in &workloads {
         let name = s(w, &["metadata", "name"]);
-        assert_eq!(w["spec"]["selector"]["matchLabels"], w["spec"]["template"]["metadata"]["labels"], "{name}: selector must match the pod labels");
-        let containers = w["spec"]["template"]["spec"]["containers"].as_sequence().unwrap();
+        assert_eq!(
+            w["spec"]["selector"]["matchLabels"], w["spec"]["template"]["metadata"]["labels"],
+            "{name}: selector must match the pod labels"
+        );
+        let containers = w["spec"]["template"]["spec"]["containers"]
+            .as_sequence()
+            .unwrap();
         for c in containers {
-            let args: Vec<String> = c["args"].as_sequence().unwrap().iter().map(|a| a.as_str().unwrap().to_string()).collect();
-            assert!(["dbsync-coordinator", "dbsync-capture", "dbsync-apply"].contains(&args[0].as_str()), "{name}: {args:?}");
+            let args: Vec<String> = c["args"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .map(|a| a.as_str().unwrap().to_string())
+                .collect();
+            assert!(
+                ["dbsync-coordinator", "dbsync-capture", "dbsync-apply"]
+                    .contains(&args[0].as_str()),
+                "{name}: {args:?}"
+            );
             if args[0] == "dbsync-coordinator" {
                 coordinator_flags_parse(&args);
             }
             for env in c["env"].as_sequence().into_iter().flatten() {
                 if let Some(secret) = env["valueFrom"]["secretKeyRef"]["name"].as_str() {
-                    assert!(secrets.contains(secret), "{name} uses unknown secret {secret}");
+                    assert!(
+                        secrets.contains(secret),
+                        "{name} uses unknown secret {secret}"
+                    );
                 }
             }
-            let ports: BTreeSet<&str> = c["ports"].as_sequence().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+            let ports: BTreeSet<&str> = c["ports"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .map(|p| p["name"].as_str().unwrap())
+                .collect();
             // A Service selecting this workload must target ports it names.
             for svc in all.iter().filter(|d| s(d, &["kind"]) == "Service") {
                 if svc["spec"]["selector"] == w["spec"]["selector"]["matchLabels"] {
                     for p in svc["spec"]["ports"].as_sequence().unwrap() {
                         let target = p["targetPort"].as_str().unwrap();
-                        assert!(ports.contains(target), "service {} targets unknown port {target}", s(svc, &["metadata", "name"]));
+                        assert!(
+                            ports.contains(target),
+                            "service {} targets unknown port {target}",
+                            s(svc, &["metadata", "name"])
+                        );
                     }
                 }
             }
         }
-        for v in w["spec"]["template"]["spec"]["volumes"].as_sequence().into_iter().flatten() {
+        for v in w["spec"]["template"]["spec"]["volumes"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+        {
             if let Some(secret) = v["secret"]["secretName"].as_str() {
-                assert!(secrets.contains(secret), "{name} mounts unknown secret {secret}");
+                assert!(
+                    secrets.contains(secret),
+                    "{name} mounts unknown secret {secret}"
+                );
             }
             if let Some(cm) = v["configMap"]["name"].as_str() {
-                assert!(configmaps.contains(cm), "{name} mounts unknown config map {cm}");
+                assert!(
+                    configmaps.contains(cm),
+                    "{name} mounts unknown config map {cm}"
+                );
             }
         }
     }
-    let coordinator = workloads.iter().find(|w| s(w, &["kind"]) == "StatefulSet").unwrap();
-    assert!(coordinator["spec"]["volumeClaimTemplates"].as_sequence().is_some_and(|v| !v.is_empty()), "the store needs a PVC");
+    let coordinator = workloads
+        .iter()
+        .find(|w| s(w, &["kind"]) == "StatefulSet")
+        .unwrap();
+    assert!(
+        coordinator["spec"]["volumeClaimTemplates"]
+            .as_sequence()
+            .is_some_and(|v| !v.is_empty()),
+        "the store needs a PVC"
+    );
     // The task in the ConfigMap is a valid task definition.
     let cm = all.iter().find(|d| s(d, &["kind"]) == "ConfigMap").unwrap();
     dbsync_coordinator::TaskSpec::parse(s(cm, &["data", "task.yaml"])).unwrap();
@@ -119,17 +188,36 @@ fn compose_file_is_consistent() {
     for name in ["coordinator", "capture", "apply"] {
         assert!(services.contains_key(name), "service {name}");
     }
-    let command: Vec<String> =
-        compose["services"]["coordinator"]["command"].as_sequence().unwrap().iter().map(|a| a.as_str().unwrap().to_string()).collect();
+    let command: Vec<String> = compose["services"]["coordinator"]["command"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .collect();
     assert_eq!(command[0], "dbsync-coordinator");
     coordinator_flags_parse(&command);
-    let declared: BTreeSet<String> = compose["secrets"].as_mapping().unwrap().keys().map(|k| k.as_str().unwrap().to_string()).collect();
-    for s in compose["services"]["coordinator"]["secrets"].as_sequence().unwrap() {
+    let declared: BTreeSet<String> = compose["secrets"]
+        .as_mapping()
+        .unwrap()
+        .keys()
+        .map(|k| k.as_str().unwrap().to_string())
+        .collect();
+    for s in compose["services"]["coordinator"]["secrets"]
+        .as_sequence()
+        .unwrap()
+    {
         assert!(declared.contains(s.as_str().unwrap()));
     }
-    assert!(compose["volumes"].as_mapping().unwrap().contains_key("coordinator-state"));
+    assert!(compose["volumes"]
+        .as_mapping()
+        .unwrap()
+        .contains_key("coordinator-state"));
     for name in ["capture", "apply"] {
         let cmd = compose["services"][name]["command"].as_sequence().unwrap();
-        assert!(cmd.iter().any(|a| a.as_str() == Some("--coordinator=http://coordinator:50051")), "{name} points at the coordinator");
+        assert!(
+            cmd.iter()
+                .any(|a| a.as_str() == Some("--coordinator=http://coordinator:50051")),
+            "{name} points at the coordinator"
+        );
     }
 }

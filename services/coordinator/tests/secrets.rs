@@ -43,7 +43,9 @@ async fn no_password_in_logs_status_reports_or_errors() {
     let capture = FakeCapture::new();
     let cap_shutdown = dbsync_telemetry::CancellationToken::new();
     let capture_url = capture.serve(cap_shutdown.clone()).await;
-    let pg = tokio::task::spawn_blocking(PgCluster::shared).await.unwrap();
+    let pg = tokio::task::spawn_blocking(PgCluster::shared)
+        .await
+        .unwrap();
     pg.create_database("secrets_db").await.unwrap();
     let mut c = server.client().await;
     let mut w = server.workers().await;
@@ -53,14 +55,27 @@ async fn no_password_in_logs_status_reports_or_errors() {
     let spec = spec_for("echo", &capture_url, pg, "secrets_db", "")
         .replace("Src-Pa55word!", SOURCE_SECRET)
         .replace("Tgt-Pa55word!", TARGET_SECRET);
-    let info = c.create_task(pb::CreateTaskRequest { spec }).await.unwrap().into_inner();
-    seen.push(format!("{info:?}"));
-    let report = c
-        .precheck_task(pb::PrecheckTaskRequest { task_id: "echo".into(), acknowledge: vec![] })
+    let info = c
+        .create_task(pb::CreateTaskRequest { spec })
         .await
         .unwrap()
         .into_inner();
-    assert!(report.items.iter().any(|i| i.id == "source.schema" && i.detail.contains("Login failed")), "{report:#?}");
+    seen.push(format!("{info:?}"));
+    let report = c
+        .precheck_task(pb::PrecheckTaskRequest {
+            task_id: "echo".into(),
+            acknowledge: vec![],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        report
+            .items
+            .iter()
+            .any(|i| i.id == "source.schema" && i.detail.contains("Login failed")),
+        "{report:#?}"
+    );
     seen.push(format!("{report:?}"));
     let err = c.start_task(task_ref("echo")).await.unwrap_err();
     seen.push(format!("{err:?}"));
@@ -73,7 +88,11 @@ async fn no_password_in_logs_status_reports_or_errors() {
     let a = register(&mut w, "apply", "a:1").await;
     c.start_task(task_ref("run")).await.unwrap();
     let hb = heartbeat(&mut w, &a).await;
-    assert_eq!(hb.assignments[0].source.as_ref().unwrap().password, SOURCE_OK_SECRET, "workers need the real secret");
+    assert_eq!(
+        hb.assignments[0].source.as_ref().unwrap().password,
+        SOURCE_OK_SECRET,
+        "workers need the real secret"
+    );
     w.report_progress(pb::ReportProgressRequest {
         worker_id: a.clone(),
         task_id: "run".into(),
@@ -97,22 +116,49 @@ async fn no_password_in_logs_status_reports_or_errors() {
     })
     .await
     .unwrap();
-    let status = c.get_task_status(task_ref("run")).await.unwrap().into_inner();
-    assert_eq!(status.task.as_ref().unwrap().state, pb::TaskState::Failed as i32);
-    assert!(status.task.as_ref().unwrap().last_error.contains("fatal: login with *** rejected"));
+    let status = c
+        .get_task_status(task_ref("run"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        status.task.as_ref().unwrap().state,
+        pb::TaskState::Failed as i32
+    );
+    assert!(status
+        .task
+        .as_ref()
+        .unwrap()
+        .last_error
+        .contains("fatal: login with *** rejected"));
     assert!(!status.alerts.is_empty());
     seen.push(format!("{status:?}"));
-    for t in c.list_tasks(pb::ListTasksRequest {}).await.unwrap().into_inner().tasks {
+    for t in c
+        .list_tasks(pb::ListTasksRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .tasks
+    {
         seen.push(format!("{t:?}"));
     }
     cap_shutdown.cancel();
     server.stop().await;
 
     let log_text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
-    assert!(log_text.contains("task state changed"), "the subscriber captured the coordinator's logs");
-    assert!(log_text.contains("dbsync_alert"), "the failure alert was logged");
+    assert!(
+        log_text.contains("task state changed"),
+        "the subscriber captured the coordinator's logs"
+    );
+    assert!(
+        log_text.contains("dbsync_alert"),
+        "the failure alert was logged"
+    );
     for secret in [SOURCE_SECRET, SOURCE_OK_SECRET, TARGET_SECRET] {
-        assert!(!log_text.contains(secret), "a log line contains a password:\n{log_text}");
+        assert!(
+            !log_text.contains(secret),
+            "a log line contains a password:\n{log_text}"
+        );
         for s in &seen {
             assert!(!s.contains(secret), "a response contains a password: {s}");
         }

@@ -16,13 +16,18 @@ use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn pg(db: &str) -> &'static PgCluster {
-    let pg = tokio::task::spawn_blocking(PgCluster::shared).await.unwrap();
+    let pg = tokio::task::spawn_blocking(PgCluster::shared)
+        .await
+        .unwrap();
     pg.create_database(db).await.unwrap();
     pg
 }
 
 /// Group count per live applier, from their heartbeats.
-async fn spread(w: &mut dbsync_proto::v1::worker_service_client::WorkerServiceClient<tonic::transport::Channel>, ids: &[&str]) -> Vec<usize> {
+async fn spread(
+    w: &mut dbsync_proto::v1::worker_service_client::WorkerServiceClient<tonic::transport::Channel>,
+    ids: &[&str],
+) -> Vec<usize> {
     let mut out = Vec::new();
     for id in ids {
         out.push(heartbeat(w, id).await.assignments.len());
@@ -42,7 +47,11 @@ async fn groups_move_when_a_lease_expires_and_spread_when_an_applier_joins() {
     let mut c = server.client().await;
     let mut w = server.workers().await;
     // customers+orders, products, audit: three groups.
-    c.create_task(pb::CreateTaskRequest { spec: spec_for("leases", &capture_url, pg, "workers_leases", "") }).await.unwrap();
+    c.create_task(pb::CreateTaskRequest {
+        spec: spec_for("leases", &capture_url, pg, "workers_leases", ""),
+    })
+    .await
+    .unwrap();
     let a1 = register(&mut w, "apply", "a1:1").await;
     let a2 = register(&mut w, "apply", "a2:1").await;
     c.start_task(task_ref("leases")).await.unwrap();
@@ -67,18 +76,33 @@ async fn groups_move_when_a_lease_expires_and_spread_when_an_applier_joins() {
     .await;
     for g in &a2_groups {
         let now = moved.iter().find(|a| a.group_id == g.group_id).unwrap();
-        assert!(now.generation > g.generation, "a moved group gets a new generation");
+        assert!(
+            now.generation > g.generation,
+            "a moved group gets a new generation"
+        );
     }
-    let workers = c.list_workers(pb::ListWorkersRequest {}).await.unwrap().into_inner().workers;
+    let workers = c
+        .list_workers(pb::ListWorkersRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .workers;
     assert!(!workers.iter().find(|x| x.worker_id == a2).unwrap().alive);
-    let status = c.get_task_status(task_ref("leases")).await.unwrap().into_inner();
+    let status = c
+        .get_task_status(task_ref("leases"))
+        .await
+        .unwrap()
+        .into_inner();
     assert!(status.tables.iter().all(|t| t.worker_id == a1));
     // The old owner is refused if it still reports.
     let err = w
         .report_progress(pb::ReportProgressRequest {
             worker_id: a2.clone(),
             task_id: "leases".into(),
-            tables: vec![pb::TableProgress { source: Some(table_ref("shop", "dbo", "audit")), ..Default::default() }],
+            tables: vec![pb::TableProgress {
+                source: Some(table_ref("shop", "dbo", "audit")),
+                ..Default::default()
+            }],
             ..Default::default()
         })
         .await
@@ -105,7 +129,11 @@ async fn a_coordinator_restart_keeps_tasks_groups_and_leases() {
     let server = Server::start(&store, None, Arc::new(ManualClock::new())).await;
     let mut c = server.client().await;
     let mut w = server.workers().await;
-    c.create_task(pb::CreateTaskRequest { spec: spec_for("keep", &capture_url, pg, "workers_restart", "") }).await.unwrap();
+    c.create_task(pb::CreateTaskRequest {
+        spec: spec_for("keep", &capture_url, pg, "workers_restart", ""),
+    })
+    .await
+    .unwrap();
     let a1 = register(&mut w, "apply", "a1:1").await;
     c.start_task(task_ref("keep")).await.unwrap();
     let before = heartbeat(&mut w, &a1).await.assignments;
@@ -121,9 +149,20 @@ async fn a_coordinator_restart_keeps_tasks_groups_and_leases() {
     let info = c.get_task(task_ref("keep")).await.unwrap().into_inner();
     assert_eq!(info.state, TaskState::Running as i32);
     let after = heartbeat(&mut w, &a1).await;
-    assert!(!after.reregister, "a known worker keeps going without registering again");
-    let gens = |v: &[pb::Assignment]| v.iter().map(|a| (a.group_id.clone(), a.generation)).collect::<Vec<_>>();
-    assert_eq!(gens(&after.assignments), gens(&before), "running data paths are not disturbed");
+    assert!(
+        !after.reregister,
+        "a known worker keeps going without registering again"
+    );
+    let gens = |v: &[pb::Assignment]| {
+        v.iter()
+            .map(|a| (a.group_id.clone(), a.generation))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        gens(&after.assignments),
+        gens(&before),
+        "running data paths are not disturbed"
+    );
     // An unknown worker is asked to register.
     assert!(heartbeat(&mut w, "apply-unknown").await.reregister);
     cap_shutdown.cancel();
@@ -143,10 +182,17 @@ async fn webhook_receiver() -> (String, tokio::task::JoinHandle<String>) {
             got.extend_from_slice(&buf[..n]);
             let text = String::from_utf8_lossy(&got).to_string();
             if let Some(i) = text.find("\r\n\r\n") {
-                let len: usize =
-                    text.lines().find_map(|l| l.strip_prefix("Content-Length: ")).unwrap().trim().parse().unwrap();
+                let len: usize = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Content-Length: "))
+                    .unwrap()
+                    .trim()
+                    .parse()
+                    .unwrap();
                 if got.len() >= i + 4 + len {
-                    s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").await.unwrap();
+                    s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                        .await
+                        .unwrap();
                     return text[i + 4..].to_string();
                 }
             }
@@ -156,6 +202,24 @@ async fn webhook_receiver() -> (String, tokio::task::JoinHandle<String>) {
         }
     });
     (url, handle)
+}
+
+/// Moves the clock forward in steps shorter than the lease, heartbeating after each step, so
+/// the worker keeps its lease while time passes.
+async fn advance_alive(
+    clock: &ManualClock,
+    w: &mut dbsync_proto::v1::worker_service_client::WorkerServiceClient<tonic::transport::Channel>,
+    worker: &str,
+    by: Duration,
+) {
+    let step = Duration::from_secs(u64::from(LEASE_SECONDS) / 2);
+    let mut left = by;
+    while !left.is_zero() {
+        let d = left.min(step);
+        clock.advance(d);
+        heartbeat(w, worker).await;
+        left -= d;
+    }
 }
 
 fn error_report(worker: &str, task: &str, class: &str, error: &str) -> pb::ReportProgressRequest {
@@ -189,35 +253,62 @@ async fn retry_windows_tolerate_then_fail_the_task_with_an_alert() {
     let extra = format!(
         "objects: {{ databases: [shop], include: ['shop.dbo.audit'] }}\nretry: {{ connection_minutes: 10, other_minutes: 2 }}\nalerts: {{ webhook_url: '{hook}' }}"
     );
-    let spec = spec_for("retry", &capture_url, pg, "workers_retry", &extra).replace("objects: { databases: [shop] }\n", "");
+    let spec = spec_for("retry", &capture_url, pg, "workers_retry", &extra)
+        .replace("objects: { databases: [shop] }\n", "");
     c.create_task(pb::CreateTaskRequest { spec }).await.unwrap();
     let a = register(&mut w, "apply", "a:1").await;
     c.start_task(task_ref("retry")).await.unwrap();
     heartbeat(&mut w, &a).await;
-    let state = |c: &mut pb::coordinator_service_client::CoordinatorServiceClient<tonic::transport::Channel>| {
+    let state = |c: &mut pb::coordinator_service_client::CoordinatorServiceClient<
+        tonic::transport::Channel,
+    >| {
         let mut c = c.clone();
         async move { c.get_task(task_ref("retry")).await.unwrap().into_inner() }
     };
 
     // "Other" failures: tolerated for 2 minutes; recovery resets the episode.
-    w.report_progress(error_report(&a, "retry", "transient", "deadlock victim")).await.unwrap();
-    clock.advance(Duration::from_secs(100));
-    w.report_progress(error_report(&a, "retry", "transient", "deadlock victim")).await.unwrap();
+    w.report_progress(error_report(&a, "retry", "transient", "deadlock victim"))
+        .await
+        .unwrap();
+    advance_alive(&clock, &mut w, &a, Duration::from_secs(100)).await;
+    w.report_progress(error_report(&a, "retry", "transient", "deadlock victim"))
+        .await
+        .unwrap();
     assert_eq!(state(&mut c).await.state, TaskState::Running as i32);
-    w.report_progress(error_report(&a, "retry", "", "")).await.unwrap();
-    clock.advance(Duration::from_secs(100));
-    w.report_progress(error_report(&a, "retry", "transient", "deadlock victim")).await.unwrap();
-    assert_eq!(state(&mut c).await.state, TaskState::Running as i32, "a success in between starts a new window");
+    w.report_progress(error_report(&a, "retry", "", ""))
+        .await
+        .unwrap();
+    advance_alive(&clock, &mut w, &a, Duration::from_secs(100)).await;
+    w.report_progress(error_report(&a, "retry", "transient", "deadlock victim"))
+        .await
+        .unwrap();
+    assert_eq!(
+        state(&mut c).await.state,
+        TaskState::Running as i32,
+        "a success in between starts a new window"
+    );
 
     // Connection failures have their own, longer window: 9 minutes are fine...
-    w.report_progress(error_report(&a, "retry", "connection", "connection refused")).await.unwrap();
-    clock.advance(Duration::from_secs(9 * 60));
-    heartbeat(&mut w, &a).await;
-    w.report_progress(error_report(&a, "retry", "connection", "connection refused")).await.unwrap();
+    w.report_progress(error_report(
+        &a,
+        "retry",
+        "connection",
+        "connection refused",
+    ))
+    .await
+    .unwrap();
+    advance_alive(&clock, &mut w, &a, Duration::from_secs(9 * 60)).await;
+    w.report_progress(error_report(
+        &a,
+        "retry",
+        "connection",
+        "connection refused",
+    ))
+    .await
+    .unwrap();
     assert_eq!(state(&mut c).await.state, TaskState::Running as i32);
     // ...past 10 minutes the task fails even if the worker goes quiet (the tick checks too).
-    clock.advance(Duration::from_secs(61 + 60));
-    heartbeat(&mut w, &a).await;
+    advance_alive(&clock, &mut w, &a, Duration::from_secs(61 + 60)).await;
     let failed = eventually("the task to fail", || {
         let mut c = c.clone();
         async move {
@@ -226,15 +317,45 @@ async fn retry_windows_tolerate_then_fail_the_task_with_an_alert() {
         }
     })
     .await;
-    assert!(failed.last_error.contains("connection failures kept recurring for more than 10 minutes"), "{}", failed.last_error);
+    assert!(
+        failed
+            .last_error
+            .contains("connection failures kept recurring for more than 10 minutes"),
+        "{}",
+        failed.last_error
+    );
     assert!(failed.last_error.contains("connection refused"));
-    let status = c.get_task_status(task_ref("retry")).await.unwrap().into_inner();
-    assert!(status.alerts.iter().any(|a| a.contains("task retry failed")), "{:?}", status.alerts);
-    let body = tokio::time::timeout(Duration::from_secs(10), received).await.unwrap().unwrap();
-    assert!(body.contains("\"kind\":\"task_failed\"") && body.contains("\"task_name\":\"retry\""), "{body}");
+    let status = c
+        .get_task_status(task_ref("retry"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        status
+            .alerts
+            .iter()
+            .any(|a| a.contains("task retry failed")),
+        "{:?}",
+        status.alerts
+    );
+    let body = tokio::time::timeout(Duration::from_secs(10), received)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        body.contains("\"kind\":\"task_failed\"") && body.contains("\"task_name\":\"retry\""),
+        "{body}"
+    );
     // A failed task hands out nothing; start resumes it.
     assert!(heartbeat(&mut w, &a).await.assignments.is_empty());
-    assert_eq!(c.start_task(task_ref("retry")).await.unwrap().into_inner().state, TaskState::Running as i32);
+    assert_eq!(
+        c.start_task(task_ref("retry"))
+            .await
+            .unwrap()
+            .into_inner()
+            .state,
+        TaskState::Running as i32
+    );
     assert_eq!(heartbeat(&mut w, &a).await.assignments.len(), 1);
 
     // A definite task error fails the task at once.
@@ -290,16 +411,32 @@ async fn lag_over_the_threshold_raises_an_alert_and_recovers() {
         ..Default::default()
     };
     let now_us = || dbsync_coordinator::Clock::now_us(clock.as_ref());
-    w.report_progress(streaming(now_us() - 5_000_000)).await.unwrap();
-    let status = c.get_task_status(task_ref("lag")).await.unwrap().into_inner();
-    assert!((status.lag_seconds - 5.0).abs() < 0.5, "{}", status.lag_seconds);
-    clock.advance(Duration::from_secs(60));
-    heartbeat(&mut w, &a).await;
+    w.report_progress(streaming(now_us() - 5_000_000))
+        .await
+        .unwrap();
+    let status = c
+        .get_task_status(task_ref("lag"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        (status.lag_seconds - 5.0).abs() < 0.5,
+        "{}",
+        status.lag_seconds
+    );
+    advance_alive(&clock, &mut w, &a, Duration::from_secs(60)).await;
     eventually("a lag alert", || {
         let mut c = c.clone();
         async move {
-            let s = c.get_task_status(task_ref("lag")).await.unwrap().into_inner();
-            s.alerts.iter().any(|a| a.contains("exceeds 30 s")).then_some(())
+            let s = c
+                .get_task_status(task_ref("lag"))
+                .await
+                .unwrap()
+                .into_inner();
+            s.alerts
+                .iter()
+                .any(|a| a.contains("exceeds 30 s"))
+                .then_some(())
         }
     })
     .await;
@@ -307,8 +444,15 @@ async fn lag_over_the_threshold_raises_an_alert_and_recovers() {
     eventually("the lag recovery notice", || {
         let mut c = c.clone();
         async move {
-            let s = c.get_task_status(task_ref("lag")).await.unwrap().into_inner();
-            s.alerts.iter().any(|a| a.contains("lag back to")).then_some(())
+            let s = c
+                .get_task_status(task_ref("lag"))
+                .await
+                .unwrap()
+                .into_inner();
+            s.alerts
+                .iter()
+                .any(|a| a.contains("lag back to"))
+                .then_some(())
         }
     })
     .await;
@@ -319,31 +463,60 @@ async fn lag_over_the_threshold_raises_an_alert_and_recovers() {
 #[tokio::test]
 async fn calls_without_the_token_are_rejected_and_health_stays_open() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&dir.path().join("c.db"), Some("s3cr3t-token"), Arc::new(ManualClock::new())).await;
+    let server = Server::start(
+        &dir.path().join("c.db"),
+        Some("s3cr3t-token"),
+        Arc::new(ManualClock::new()),
+    )
+    .await;
     let mut c = server.client().await;
     let err = c.list_tasks(pb::ListTasksRequest {}).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unauthenticated);
     let mut wrong = tonic::Request::new(pb::ListTasksRequest {});
-    wrong.metadata_mut().insert("authorization", "Bearer nope".parse().unwrap());
-    assert_eq!(c.list_tasks(wrong).await.unwrap_err().code(), tonic::Code::Unauthenticated);
+    wrong
+        .metadata_mut()
+        .insert("authorization", "Bearer nope".parse().unwrap());
+    assert_eq!(
+        c.list_tasks(wrong).await.unwrap_err().code(),
+        tonic::Code::Unauthenticated
+    );
     let mut right = tonic::Request::new(pb::ListTasksRequest {});
-    right.metadata_mut().insert("authorization", "Bearer s3cr3t-token".parse().unwrap());
+    right
+        .metadata_mut()
+        .insert("authorization", "Bearer s3cr3t-token".parse().unwrap());
     c.list_tasks(right).await.unwrap();
 
     let mut w = server.workers().await;
     let err = w
-        .register(pb::RegisterRequest { kind: "apply".into(), address: "a:1".into(), worker_id: String::new() })
+        .register(pb::RegisterRequest {
+            kind: "apply".into(),
+            address: "a:1".into(),
+            worker_id: String::new(),
+        })
         .await
         .unwrap_err();
-    assert_eq!(err.code(), tonic::Code::Unauthenticated, "assignments carry passwords: workers authenticate too");
+    assert_eq!(
+        err.code(),
+        tonic::Code::Unauthenticated,
+        "assignments carry passwords: workers authenticate too"
+    );
 
-    let channel = tonic::transport::Channel::from_shared(server.url.clone()).unwrap().connect().await.unwrap();
+    let channel = tonic::transport::Channel::from_shared(server.url.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
     let served = health
-        .check(tonic_health::pb::HealthCheckRequest { service: "dbsync.v1.CoordinatorService".into() })
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "dbsync.v1.CoordinatorService".into(),
+        })
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(served.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+    assert_eq!(
+        served.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
     server.stop().await;
 }

@@ -26,11 +26,19 @@ pub struct Server {
 
 impl Server {
     /// Serves a coordinator on the store file `store` (reopened across restarts).
-    pub async fn start(store: &std::path::Path, token: Option<&str>, clock: Arc<ManualClock>) -> Server {
+    pub async fn start(
+        store: &std::path::Path,
+        token: Option<&str>,
+        clock: Arc<ManualClock>,
+    ) -> Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let store = SqliteStore::open(store).unwrap();
-        let settings = EngineSettings { lease_seconds: LEASE_SECONDS, capture_timeout: Duration::from_secs(20), capture_token: None };
+        let settings = EngineSettings {
+            lease_seconds: LEASE_SECONDS,
+            capture_timeout: Duration::from_secs(20),
+            capture_token: None,
+        };
         let coordinator = Coordinator::new(Arc::new(store), settings, clock.clone());
         let shutdown = CancellationToken::new();
         let handle = tokio::spawn(dbsync_coordinator::serve_engine(
@@ -40,7 +48,12 @@ impl Server {
             listener,
             shutdown.clone(),
         ));
-        Server { url, clock, shutdown, handle }
+        Server {
+            url,
+            clock,
+            shutdown,
+            handle,
+        }
     }
 
     pub async fn stop(self) {
@@ -49,11 +62,15 @@ impl Server {
     }
 
     pub async fn client(&self) -> CoordinatorServiceClient<Channel> {
-        CoordinatorServiceClient::connect(self.url.clone()).await.unwrap()
+        CoordinatorServiceClient::connect(self.url.clone())
+            .await
+            .unwrap()
     }
 
     pub async fn workers(&self) -> WorkerServiceClient<Channel> {
-        WorkerServiceClient::connect(self.url.clone()).await.unwrap()
+        WorkerServiceClient::connect(self.url.clone())
+            .await
+            .unwrap()
     }
 }
 
@@ -74,15 +91,29 @@ where
 }
 
 pub fn table_ref(db: &str, schema: &str, name: &str) -> pb::TableRef {
-    pb::TableRef { database: db.into(), schema: schema.into(), name: name.into() }
+    pb::TableRef {
+        database: db.into(),
+        schema: schema.into(),
+        name: name.into(),
+    }
 }
 
 pub fn table(db: &str, name: &str, fk_to: &[&str]) -> pb::TableSchema {
     pb::TableSchema {
         table: Some(table_ref(db, "dbo", name)),
         columns: vec![
-            pb::ColumnSchema { name: "Id".into(), column_id: 1, type_name: "int".into(), ..Default::default() },
-            pb::ColumnSchema { name: "Name".into(), column_id: 2, type_name: "nvarchar".into(), ..Default::default() },
+            pb::ColumnSchema {
+                name: "Id".into(),
+                column_id: 1,
+                type_name: "int".into(),
+                ..Default::default()
+            },
+            pb::ColumnSchema {
+                name: "Name".into(),
+                column_id: 2,
+                type_name: "nvarchar".into(),
+                ..Default::default()
+            },
         ],
         foreign_keys: fk_to
             .iter()
@@ -141,7 +172,10 @@ impl FakeCapture {
         tokio::spawn(async move {
             tonic::transport::Server::builder()
                 .add_service(service)
-                .serve_with_incoming_shutdown(dbsync_telemetry::incoming(listener), shutdown.cancelled())
+                .serve_with_incoming_shutdown(
+                    dbsync_telemetry::incoming(listener),
+                    shutdown.cancelled(),
+                )
                 .await
                 .unwrap();
         });
@@ -162,21 +196,34 @@ impl FakeCapture {
 }
 
 type Rows = std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::RowBatch, Status>> + Send>>;
-type Changes = std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::ChangeMessage, Status>> + Send>>;
+type Changes =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::ChangeMessage, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl CaptureService for FakeCapture {
-    async fn get_source_info(&self, r: Request<pb::GetSourceInfoRequest>) -> Result<Response<pb::SourceInfo>, Status> {
+    async fn get_source_info(
+        &self,
+        r: Request<pb::GetSourceInfoRequest>,
+    ) -> Result<Response<pb::SourceInfo>, Status> {
         self.record("GetSourceInfo", &r.get_ref().source);
-        Ok(Response::new(pb::SourceInfo { databases: vec!["shop".into()], ..Default::default() }))
+        Ok(Response::new(pb::SourceInfo {
+            databases: vec!["shop".into()],
+            ..Default::default()
+        }))
     }
 
-    async fn read_schema(&self, r: Request<pb::ReadSchemaRequest>) -> Result<Response<pb::ReadSchemaResponse>, Status> {
+    async fn read_schema(
+        &self,
+        r: Request<pb::ReadSchemaRequest>,
+    ) -> Result<Response<pb::ReadSchemaResponse>, Status> {
         let r = r.into_inner();
         self.record("ReadSchema", &r.source);
         if let Some(s) = r.source.as_ref().filter(|s| s.password.starts_with("Echo")) {
             // Real drivers sometimes echo connection details; the coordinator must scrub them.
-            return Err(Status::unavailable(format!("Login failed for user 'sa' with password '{}'", s.password)));
+            return Err(Status::unavailable(format!(
+                "Login failed for user 'sa' with password '{}'",
+                s.password
+            )));
         }
         let selection = r.selection.unwrap_or_default();
         let tables = self
@@ -185,15 +232,30 @@ impl CaptureService for FakeCapture {
             .unwrap()
             .iter()
             .filter(|t| {
-                let key = format!("{}.{}.{}", t.table.as_ref().unwrap().database, t.table.as_ref().unwrap().schema, t.table.as_ref().unwrap().name);
-                selection.include.is_empty() || selection.include.iter().any(|p| dbsync_coordinator::spec::glob_match(p, &key))
+                let key = format!(
+                    "{}.{}.{}",
+                    t.table.as_ref().unwrap().database,
+                    t.table.as_ref().unwrap().schema,
+                    t.table.as_ref().unwrap().name
+                );
+                selection.include.is_empty()
+                    || selection
+                        .include
+                        .iter()
+                        .any(|p| dbsync_coordinator::spec::glob_match(p, &key))
             })
             .cloned()
             .collect();
-        Ok(Response::new(pb::ReadSchemaResponse { tables, sequences: vec![] }))
+        Ok(Response::new(pb::ReadSchemaResponse {
+            tables,
+            sequences: vec![],
+        }))
     }
 
-    async fn precheck(&self, r: Request<pb::SourcePrecheckRequest>) -> Result<Response<pb::PrecheckReport>, Status> {
+    async fn precheck(
+        &self,
+        r: Request<pb::SourcePrecheckRequest>,
+    ) -> Result<Response<pb::PrecheckReport>, Status> {
         let r = r.into_inner();
         self.record("Precheck", &r.source);
         Ok(Response::new(pb::PrecheckReport {
@@ -211,41 +273,65 @@ impl CaptureService for FakeCapture {
                     status: pb::PrecheckStatus::Warn as i32,
                     object: "shop".into(),
                     detail: "pollinginterval is 5 s".into(),
-                    fix: "EXEC sys.sp_cdc_change_job @job_type = 'capture', @pollinginterval = 1".into(),
+                    fix: "EXEC sys.sp_cdc_change_job @job_type = 'capture', @pollinginterval = 1"
+                        .into(),
                     acknowledged: false,
                 },
             ],
         }))
     }
 
-    async fn get_max_lsn(&self, r: Request<pb::GetMaxLsnRequest>) -> Result<Response<pb::GetMaxLsnResponse>, Status> {
+    async fn get_max_lsn(
+        &self,
+        r: Request<pb::GetMaxLsnRequest>,
+    ) -> Result<Response<pb::GetMaxLsnResponse>, Status> {
         self.record("GetMaxLsn", &r.get_ref().source);
-        Ok(Response::new(pb::GetMaxLsnResponse { lsn: L0.to_vec(), source_time_unix_micros: 1 }))
+        Ok(Response::new(pb::GetMaxLsnResponse {
+            lsn: L0.to_vec(),
+            source_time_unix_micros: 1,
+        }))
     }
 
-    async fn enable_cdc(&self, r: Request<pb::EnableCdcRequest>) -> Result<Response<pb::EnableCdcResponse>, Status> {
+    async fn enable_cdc(
+        &self,
+        r: Request<pb::EnableCdcRequest>,
+    ) -> Result<Response<pb::EnableCdcResponse>, Status> {
         let r = r.into_inner();
         self.record(&format!("EnableCdc:{}", r.tables.len()), &r.source);
         Ok(Response::new(pb::EnableCdcResponse::default()))
     }
 
-    async fn cleanup_source(&self, r: Request<pb::CleanupSourceRequest>) -> Result<Response<pb::CleanupSourceResponse>, Status> {
+    async fn cleanup_source(
+        &self,
+        r: Request<pb::CleanupSourceRequest>,
+    ) -> Result<Response<pb::CleanupSourceResponse>, Status> {
         let r = r.into_inner();
         self.record(&format!("CleanupSource:{}", r.tables.len()), &r.source);
-        Ok(Response::new(pb::CleanupSourceResponse { removed: vec!["capture instances".into()] }))
+        Ok(Response::new(pb::CleanupSourceResponse {
+            removed: vec!["capture instances".into()],
+        }))
     }
 
-    async fn plan_chunks(&self, _r: Request<pb::PlanChunksRequest>) -> Result<Response<pb::PlanChunksResponse>, Status> {
+    async fn plan_chunks(
+        &self,
+        _r: Request<pb::PlanChunksRequest>,
+    ) -> Result<Response<pb::PlanChunksResponse>, Status> {
         Err(Status::unimplemented("not part of this double"))
     }
 
     type ReadChunkStream = Rows;
-    async fn read_chunk(&self, _r: Request<pb::ReadChunkRequest>) -> Result<Response<Rows>, Status> {
+    async fn read_chunk(
+        &self,
+        _r: Request<pb::ReadChunkRequest>,
+    ) -> Result<Response<Rows>, Status> {
         Err(Status::unimplemented("not part of this double"))
     }
 
     type StreamChangesStream = Changes;
-    async fn stream_changes(&self, _r: Request<pb::StreamChangesRequest>) -> Result<Response<Changes>, Status> {
+    async fn stream_changes(
+        &self,
+        _r: Request<pb::StreamChangesRequest>,
+    ) -> Result<Response<Changes>, Status> {
         Err(Status::unimplemented("not part of this double"))
     }
 
@@ -254,27 +340,63 @@ impl CaptureService for FakeCapture {
         Err(Status::unimplemented("not part of this double"))
     }
 
-    async fn checksum_chunks(&self, r: Request<pb::ChecksumChunksRequest>) -> Result<Response<pb::ChecksumChunksResponse>, Status> {
+    async fn checksum_chunks(
+        &self,
+        r: Request<pb::ChecksumChunksRequest>,
+    ) -> Result<Response<pb::ChecksumChunksResponse>, Status> {
         let r = r.into_inner();
         self.record("ChecksumChunks", &r.source);
-        let name = r.table.and_then(|t| t.table).map(|t| t.name).unwrap_or_default();
-        let rows = self.source_rows.lock().unwrap().get(&name).copied().unwrap_or(0);
-        Ok(Response::new(pb::ChecksumChunksResponse { chunks: vec![pb::ChunkChecksum { index: 0, rows, checksum: vec![] }] }))
+        let name = r
+            .table
+            .and_then(|t| t.table)
+            .map(|t| t.name)
+            .unwrap_or_default();
+        let rows = self
+            .source_rows
+            .lock()
+            .unwrap()
+            .get(&name)
+            .copied()
+            .unwrap_or(0);
+        Ok(Response::new(pb::ChecksumChunksResponse {
+            chunks: vec![pb::ChunkChecksum {
+                index: 0,
+                rows,
+                checksum: vec![],
+            }],
+        }))
     }
 }
 
 /// Registers a fake worker and returns its id.
-pub async fn register(workers: &mut WorkerServiceClient<Channel>, kind: &str, address: &str) -> String {
+pub async fn register(
+    workers: &mut WorkerServiceClient<Channel>,
+    kind: &str,
+    address: &str,
+) -> String {
     workers
-        .register(pb::RegisterRequest { kind: kind.into(), address: address.into(), worker_id: String::new() })
+        .register(pb::RegisterRequest {
+            kind: kind.into(),
+            address: address.into(),
+            worker_id: String::new(),
+        })
         .await
         .unwrap()
         .into_inner()
         .worker_id
 }
 
-pub async fn heartbeat(workers: &mut WorkerServiceClient<Channel>, id: &str) -> pb::HeartbeatResponse {
-    workers.heartbeat(pb::HeartbeatRequest { worker_id: id.into() }).await.unwrap().into_inner()
+pub async fn heartbeat(
+    workers: &mut WorkerServiceClient<Channel>,
+    id: &str,
+) -> pb::HeartbeatResponse {
+    workers
+        .heartbeat(pb::HeartbeatRequest {
+            worker_id: id.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
 }
 
 pub fn task_ref(id: &str) -> pb::TaskRef {
@@ -282,7 +404,13 @@ pub fn task_ref(id: &str) -> pb::TaskRef {
 }
 
 /// A task definition writing to database `db` of the shared test PostgreSQL.
-pub fn spec_for(name: &str, capture_url: &str, pg: &dbsync_pgtest::PgCluster, db: &str, extra: &str) -> String {
+pub fn spec_for(
+    name: &str,
+    capture_url: &str,
+    pg: &dbsync_pgtest::PgCluster,
+    db: &str,
+    extra: &str,
+) -> String {
     format!(
         r#"
 name: {name}
