@@ -4,9 +4,10 @@
 //! `DBSYNC_TLS_CLIENT_CA`, the clients `DBSYNC_TLS_CA`/`DBSYNC_TLS_CLIENT_CERT`/
 //! `DBSYNC_TLS_CLIENT_KEY`, exactly as deployed. One test per process: the environment is global.
 //!
-//! Shown working: the coordinator serving TLS to the CLI's client; capture and apply registering
-//! with it over TLS (their coordinator clients) and serving health over TLS themselves. Shown
-//! refused: a plaintext client, a client trusting another CA, a client without a certificate.
+//! Shown working: the coordinator serving TLS to the CLI's client and calling capture over TLS;
+//! capture and apply registering with it over TLS (their coordinator clients) and serving health
+//! over TLS themselves. Shown refused: a plaintext client, a client trusting another CA, a
+//! client without a certificate.
 
 use std::time::{Duration, Instant};
 
@@ -227,6 +228,46 @@ async fn services_and_clients_speak_mutual_tls() {
         };
         assert!(plain_result.is_err(), "{what} refuses plaintext");
     }
+
+    // The coordinator calls capture over TLS (an https:// capture address). The source and
+    // target are addresses nothing listens on: capture answers with the source's connection
+    // error, which shows that the call went through.
+    let spec = format!(
+        "{{name: over-tls, source: {{host: 127.0.0.1, port: 1, user: sa, password: Src-Pa55word!}}, \
+         target: {{host: 127.0.0.1, port: 1, user: u, password: p, database: d}}, \
+         capture_address: 'https://localhost:{capture_port}', objects: {{databases: [shop]}}}}"
+    );
+    cli.create_task(pb::CreateTaskRequest { spec })
+        .await
+        .expect("create");
+    let report = cli
+        .precheck_task(pb::PrecheckTaskRequest {
+            task_id: "over-tls".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("precheck")
+        .into_inner();
+    let item = |id: &str| {
+        report
+            .items
+            .iter()
+            .find(|i| i.id == id)
+            .unwrap_or_else(|| panic!("no {id} item: {report:#?}"))
+    };
+    assert_eq!(
+        item("capture.available").status,
+        pb::PrecheckStatus::Pass as i32,
+        "{report:#?}"
+    );
+    let schema = item("source.schema");
+    assert!(
+        !schema.detail.contains("transport error")
+            && schema
+                .detail
+                .contains("Cannot connect to SQL Server at 127.0.0.1:1"),
+        "capture's own answer: {report:#?}"
+    );
 
     shutdown.cancel();
     capture.await.unwrap().unwrap();
