@@ -205,14 +205,14 @@ async fn supervise(
     cancel: CancellationToken,
 ) {
     let board = Arc::new(ProgressBoard::default());
-    let reporter = tokio::spawn(report_loop(
-        Arc::clone(&board),
+    let reporter = Reporter {
+        board: Arc::clone(&board),
         client,
         worker_id,
-        assignment.task_id.clone(),
-        assignment.generation,
-        cancel.clone(),
-    ));
+        task_id: assignment.task_id.clone(),
+        generation: assignment.generation,
+    };
+    let reporting = tokio::spawn(reporter.clone().run(cancel.clone()));
     let options = RunOptions {
         max_parallel_chunks: config.max_parallel_chunks,
         auth_token: config.auth_token.clone(),
@@ -238,39 +238,50 @@ async fn supervise(
             }
         }
     }
-    // Let the reporter send the final state, then stop it.
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    reporter.abort();
+    // The final state (done, or the error) is always reported.
+    reporting.abort();
+    reporter.clone().send().await;
 }
 
-async fn report_loop(
+/// Sends an assignment's progress to the coordinator.
+#[derive(Clone)]
+struct Reporter {
     board: Arc<ProgressBoard>,
-    mut client: WorkerClient,
+    client: WorkerClient,
     worker_id: String,
     task_id: String,
     generation: u64,
-    cancel: CancellationToken,
-) {
-    loop {
-        let error = board.task_error();
+}
+
+impl Reporter {
+    async fn send(mut self) -> Self {
+        let error = self.board.task_error();
         let request = ReportProgressRequest {
-            worker_id: worker_id.clone(),
-            task_id: task_id.clone(),
-            generation,
-            tables: board.snapshot(),
+            worker_id: self.worker_id.clone(),
+            task_id: self.task_id.clone(),
+            generation: self.generation,
+            tables: self.board.snapshot(),
             task_error: error.as_ref().map(|e| e.0.clone()).unwrap_or_default(),
             task_error_transient: error.as_ref().map(|e| e.1.is_retryable()).unwrap_or(false),
             task_error_class: error
                 .map(|e| crate::progress::class_name(e.1).to_string())
                 .unwrap_or_default(),
         };
-        if let Err(status) = client.report_progress(request).await {
+        if let Err(status) = self.client.report_progress(request).await {
             tracing::debug!(error = %status.message(), "progress report failed");
         }
-        tokio::select! {
-            _ = board.changed() => tokio::time::sleep(Duration::from_millis(200)).await,
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            _ = cancel.cancelled() => return,
+        self
+    }
+
+    /// Every second, and shortly after each change.
+    async fn run(mut self, cancel: CancellationToken) {
+        loop {
+            self = self.send().await;
+            tokio::select! {
+                _ = self.board.changed() => tokio::time::sleep(Duration::from_millis(200)).await,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = cancel.cancelled() => return,
+            }
         }
     }
 }
