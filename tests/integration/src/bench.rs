@@ -119,6 +119,60 @@ pub async fn raw_copy(pg: &tokio_postgres::Client, table: &str, range: std::ops:
     Ok(sink.finish().await?)
 }
 
+/// Runs `transactions` source transactions on dbo.bench7 of database `bench` (rows `0..base`
+/// loaded), one every `every`: each inserts `per_txn` new rows, updates `per_txn` existing
+/// rows, and deletes a fifth of the rows it inserted (inside the same transaction). Stops early
+/// when `stop` is cancelled; returns the row changes committed.
+pub async fn drive_bench_changes(
+    standin: &StandIn,
+    base: u64,
+    transactions: u64,
+    per_txn: u64,
+    every: Duration,
+    stop: CancellationToken,
+) -> anyhow::Result<u64> {
+    let mut client = standin.connect(BENCH_DB).await?;
+    let mut ticker = tokio::time::interval(every);
+    let mut next_id = 10_000_000_000i64;
+    let mut changes = 0;
+    for t in 0..transactions {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stop.cancelled() => break,
+        }
+        let mut sql = String::from("BEGIN TRANSACTION; INSERT INTO dbo.bench7 VALUES ");
+        for k in 0..per_txn as i64 {
+            let i = next_id + k;
+            if k > 0 {
+                sql.push(',');
+            }
+            write!(sql, "({i}, {}, 'label {i}', {}.25, '2024-05-01T10:00:00.1234567', 1, N'name {i}')", i % 977, i % 1000)?;
+        }
+        let lo = (t * per_txn) % base.max(1);
+        let deleted = per_txn / 5;
+        write!(
+            sql,
+            "; UPDATE dbo.bench7 SET qty = qty + 1, label = 'changed {t}' WHERE id >= {lo} AND id < {};              DELETE FROM dbo.bench7 WHERE id >= {next_id} AND id < {}; COMMIT;",
+            lo + per_txn,
+            next_id + deleted as i64
+        )?;
+        client.simple_query(sql).await?.into_results().await?;
+        next_id += per_txn as i64;
+        changes += per_txn + per_txn.min(base) + deleted;
+    }
+    Ok(changes)
+}
+
+/// The task file of a benchmark-table task.
+pub fn bench_task(env: &TestEnv, name: &str, full: bool, incremental: bool, chunk_rows: u64) -> String {
+    format!(
+        "{}sync: {{ schema: true, full: {full}, incremental: {incremental} }}\n\
+         incremental: {{ mode: cdc-polling, poll_interval_ms: 100 }}\n\
+         objects: {{ databases: [{BENCH_DB}] }}\nchunk_rows: {chunk_rows}\nparallel_chunks: 4\n",
+        env.task_base(name)
+    )
+}
+
 /// Sizes and options of a run.
 #[derive(Clone, Debug)]
 pub struct BenchOptions {

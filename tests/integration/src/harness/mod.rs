@@ -234,7 +234,7 @@ impl TestEnv {
 
     /// Compares source and target of `mappings` row by row.
     pub async fn compare(&self, mappings: &[TableMapping]) -> anyhow::Result<Comparison> {
-        let mut source = self.standin.connect(SAMPLE_DATABASE).await?;
+        let mut source = self.standin.connect("master").await?;
         let target = self.target().await?;
         compare_tables(&mut source, &target, mappings).await
     }
