@@ -11,7 +11,7 @@
 
 use std::time::{Duration, Instant};
 
-use dbsync_ops_tests::Coordinator;
+use dbsync_ops_tests::{require_tool, run_tool, Coordinator};
 use dbsync_proto::v1 as pb;
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use tonic::transport::Endpoint;
@@ -113,6 +113,46 @@ async fn services_and_clients_speak_mutual_tls() {
         .expect("ListTasks over TLS")
         .into_inner();
     assert!(tasks.tasks.is_empty());
+    // grpcurl, an independent client, with the same files.
+    require_tool("grpcurl", "-version");
+    let file = |name: &str| dir.path().join(name).display().to_string();
+    let (ok, out) = run_tool(
+        "grpcurl",
+        vec![
+            "-cacert".into(),
+            file("ca.pem"),
+            "-cert".into(),
+            file("client.pem"),
+            "-key".into(),
+            file("client.key"),
+            "-H".into(),
+            format!("authorization: Bearer {TOKEN}"),
+            "-d".into(),
+            "{}".into(),
+            format!("localhost:{port}"),
+            "dbsync.v1.CoordinatorService/ListTasks".into(),
+        ],
+    )
+    .await;
+    assert!(
+        ok && serde_json::from_str::<serde_json::Value>(&out).ok() == Some(serde_json::json!({})),
+        "grpcurl over mutual TLS: {out}"
+    );
+    let (ok, out) = run_tool(
+        "grpcurl",
+        vec![
+            "-plaintext".into(),
+            "-connect-timeout".into(),
+            "2".into(),
+            format!("localhost:{port}"),
+            "list".into(),
+        ],
+    )
+    .await;
+    assert!(
+        !ok,
+        "grpcurl -plaintext against the TLS port must fail: {out}"
+    );
     // By IP address too (the certificate names 127.0.0.1).
     let by_ip = dbsync_telemetry::connect(
         Endpoint::from_shared(format!("https://127.0.0.1:{port}")).unwrap(),
