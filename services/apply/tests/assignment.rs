@@ -502,3 +502,75 @@ async fn a_value_postgresql_cannot_store_fails_its_table_with_a_definite_error()
         p.error
     );
 }
+
+#[tokio::test]
+async fn deferred_foreign_keys_are_created_after_a_full_load_without_the_replication_role() {
+    let (target, client) = fresh_db("deferred_fk").await;
+    let (fake, addr) = FakeCapture::start().await;
+    // orders(id, item_id → items.id); rows arrive children first, which only works without
+    // the FK during the load.
+    let mut orders = table_plan(
+        "Orders",
+        vec![
+            col("id", "int", 4, 10, 0, false),
+            col("item_id", "int", 4, 10, 0, true),
+        ],
+        &["id"],
+    );
+    orders
+        .source
+        .as_mut()
+        .unwrap()
+        .foreign_keys
+        .push(ForeignKeySchema {
+            name: "FK_Orders_Items".into(),
+            columns: vec!["item_id".into()],
+            referenced_table: items_plan().source.unwrap().table,
+            referenced_columns: vec!["id".into()],
+            ..Default::default()
+        });
+    fake.rows.lock().unwrap().insert(
+        "Orders".into(),
+        (0..30)
+            .map(|i| Row {
+                values: vec![int(i), int(i)],
+            })
+            .collect(),
+    );
+    fake.rows.lock().unwrap().insert(
+        "Items".into(),
+        (0..30).map(|i| item_row(i, "n", i)).collect(),
+    );
+    let mut a = assignment(&target, &addr, vec![orders, items_plan()], false);
+    a.defer_foreign_keys = true;
+    run_assignment(
+        a,
+        &RunOptions::default(),
+        Arc::new(ProgressBoard::default()),
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    let validated: bool = client
+        .query_one(
+            "SELECT convalidated FROM pg_constraint WHERE conname = 'fk_orders_items'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(validated);
+    let orders: i64 = client
+        .query_one("SELECT count(*) FROM dbo.orders", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(orders, 30);
+    assert!(
+        client
+            .execute("INSERT INTO dbo.orders VALUES (100, 999)", &[])
+            .await
+            .is_err(),
+        "the FK is enforced"
+    );
+}
