@@ -232,6 +232,7 @@ impl tonic::service::Interceptor for ClientToken {
             })?;
             request.metadata_mut().insert("authorization", value);
         }
+        dbsync_telemetry::inject_trace_context(request.metadata_mut());
         Ok(request)
     }
 }
