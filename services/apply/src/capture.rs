@@ -31,6 +31,7 @@ impl Interceptor for AuthInterceptor {
         if let Some(v) = &self.0 {
             request.metadata_mut().insert("authorization", v.clone());
         }
+        dbsync_telemetry::inject_trace_context(request.metadata_mut());
         Ok(request)
     }
 }
