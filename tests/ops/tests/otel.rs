@@ -12,6 +12,7 @@ use dbsync_proto::v1 as pb;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tracing::Instrument;
 
 /// Bodies of the POST /v1/traces requests received, decoded.
 type Received = Arc<Mutex<Vec<ExportTraceServiceRequest>>>;
@@ -191,6 +192,52 @@ async fn spans_of_a_service_call_reach_the_otlp_endpoint() {
         assert!(
             Instant::now() < deadline,
             "the client span was not exported"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The CLI's client carries its caller's trace to the coordinator (its interceptor injects
+    // traceparent): the server span is a child of the span the call ran in.
+    let mut cli = dbsync_cli::connect(&format!("http://{}", coordinator.addr), None)
+        .await
+        .unwrap();
+    let cli_span = tracing::info_span!("cli_call");
+    let mut probe = tonic::metadata::MetadataMap::new();
+    cli_span.in_scope(|| dbsync_telemetry::inject_trace_context(&mut probe));
+    let probe = probe
+        .get("traceparent")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    let (cli_trace, cli_span_id) = (probe[3..35].to_string(), probe[36..52].to_string());
+    cli.list_tasks(pb::ListTasksRequest {})
+        .instrument(cli_span)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        tokio::task::spawn_blocking(dbsync_telemetry::flush_traces)
+            .await
+            .unwrap();
+        let continued = received
+            .lock()
+            .unwrap()
+            .iter()
+            .flat_map(|r| &r.resource_spans)
+            .flat_map(|rs| &rs.scope_spans)
+            .flat_map(|s| &s.spans)
+            .any(|s| {
+                s.name == "dbsync.v1.CoordinatorService/ListTasks"
+                    && hex(&s.trace_id) == cli_trace
+                    && hex(&s.parent_span_id) == cli_span_id
+            });
+        if continued {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no server span continues the CLI call's trace {cli_trace}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
