@@ -945,6 +945,15 @@ impl SessionCore {
                                     continue;
                                 }
                             }
+                            // Literals (the bulk of multi-row VALUES) skip binding.
+                            if let ast::Expr::Value(v) = e {
+                                if let (BExpr::Const(c), _, _) =
+                                    super::eval::bind_literal(&v.value)?
+                                {
+                                    vals.push(Some(c));
+                                    continue;
+                                }
+                            }
                             vals.push(Some(self.eval_expr(e)?.0));
                         }
                         source_rows.push(vals);
