@@ -257,6 +257,42 @@ pub fn reflection_service_v1alpha() -> anyhow::Result<
         .build_v1alpha()?)
 }
 
+/// Reflection under both names (`grpc.reflection.v1` and the older `v1alpha` that grpcurl
+/// before 1.9 asks for) advertising only what a server serves: `served` (fully qualified, e.g.
+/// `dbsync.v1.CoordinatorService`), health and reflection. Add both returned services.
+#[allow(clippy::type_complexity)]
+pub fn reflection_services(
+    served: &[&str],
+) -> anyhow::Result<(
+    tonic_reflection::server::v1::ServerReflectionServer<
+        impl tonic_reflection::server::v1::ServerReflection,
+    >,
+    tonic_reflection::server::v1alpha::ServerReflectionServer<
+        impl tonic_reflection::server::v1alpha::ServerReflection,
+    >,
+)> {
+    let builder = || {
+        let mut builder = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(dbsync_proto::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(
+                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+            )
+            .include_reflection_service(false);
+        let always = [
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1.ServerReflection",
+            "grpc.reflection.v1alpha.ServerReflection",
+        ];
+        for name in served.iter().chain(always.iter()) {
+            builder = builder.with_service_name(*name);
+        }
+        builder
+    };
+    Ok((builder().build_v1()?, builder().build_v1alpha()?))
+}
+
 /// The standard gRPC health service; the reporter marks services serving or not.
 pub fn health_service() -> (
     tonic_health::server::HealthReporter,
