@@ -163,8 +163,7 @@ pub async fn serve_engine(
     health_reporter
         .set_serving::<WorkerServiceServer<grpc::WorkerGrpc>>()
         .await;
-    let reflection = dbsync_telemetry::reflection_service()?;
-    let reflection_v1alpha = dbsync_telemetry::reflection_service_v1alpha()?;
+    let (reflection, reflection_v1alpha) = dbsync_telemetry::reflection_services(&["dbsync.v1.CoordinatorService", "dbsync.v1.WorkerService"])?;
     let auth = BearerAuth(auth_token.map(Arc::new));
     tracing::info!(%local, auth = auth.0.is_some(), "coordinator serving");
     let result = tonic::transport::Server::builder()
