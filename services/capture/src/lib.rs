@@ -139,7 +139,7 @@ pub async fn serve(
     let state = Arc::new(CaptureState::default());
     let (health_reporter, health) = dbsync_telemetry::health_service();
     health_reporter.set_serving::<CaptureServiceServer<CaptureGrpc>>().await;
-    let reflection = dbsync_telemetry::reflection_service()?;
+    let (reflection, reflection_v1alpha) = dbsync_telemetry::reflection_services(&["dbsync.v1.CaptureService"])?;
 
     if let Some(coordinator) = config.coordinator.clone() {
         let advertise = config.advertise_address.clone().unwrap_or_else(|| registration::default_advertise(local));
@@ -161,6 +161,7 @@ pub async fn serve(
         .trace_fn(dbsync_telemetry::grpc_request_span)
         .add_service(health)
         .add_service(reflection)
+        .add_service(reflection_v1alpha)
         .add_service(service)
         .serve_with_incoming_shutdown(dbsync_telemetry::incoming_tls(listener, dbsync_telemetry::server_tls_from_env()?), shutdown.cancelled_owned())
         .await?;
