@@ -80,11 +80,12 @@ pub async fn serve(
     health_reporter
         .set_service_status("", tonic_health::ServingStatus::Serving)
         .await;
-    let reflection = dbsync_telemetry::reflection_service()?;
+    let (reflection, reflection_v1alpha) = dbsync_telemetry::reflection_services(&[])?;
     let server = tonic::transport::Server::builder()
         .trace_fn(dbsync_telemetry::grpc_request_span)
         .add_service(health)
         .add_service(reflection)
+        .add_service(reflection_v1alpha)
         .serve_with_incoming_shutdown(
             dbsync_telemetry::incoming_tls(listener, dbsync_telemetry::server_tls_from_env()?),
             shutdown.clone().cancelled_owned(),
