@@ -358,3 +358,74 @@ async fn grpcurl_session_through_reflection_matches_grpcurl_md() {
     }
     coordinator.stop().await;
 }
+
+/// Every service serves health and reflection, and reflection lists only what it serves.
+#[tokio::test]
+async fn grpcurl_lists_what_capture_and_apply_serve() {
+    require_tool("grpcurl", "-version");
+    let shutdown = dbsync_telemetry::CancellationToken::new();
+    let capture_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let capture_addr = capture_listener.local_addr().unwrap().to_string();
+    let capture = tokio::spawn(dbsync_capture::serve(
+        Default::default(),
+        capture_listener,
+        shutdown.clone(),
+    ));
+    let apply_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let apply_addr = apply_listener.local_addr().unwrap().to_string();
+    // No coordinator listens there: the worker keeps retrying while the server answers.
+    let apply_config = dbsync_apply::ApplyConfig {
+        coordinator: "http://127.0.0.1:1".into(),
+        ..Default::default()
+    };
+    let apply = tokio::spawn(dbsync_apply::serve(
+        apply_config,
+        apply_listener,
+        shutdown.clone(),
+    ));
+
+    let always = [
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+    ];
+    for (addr, served) in [
+        (&capture_addr, vec!["dbsync.v1.CaptureService"]),
+        (&apply_addr, vec![]),
+    ] {
+        let (ok, out) = run_tool(
+            "grpcurl",
+            vec!["-plaintext".into(), addr.clone(), "list".into()],
+        )
+        .await;
+        assert!(ok, "{out}");
+        let mut expected: Vec<&str> = served.into_iter().chain(always).collect();
+        expected.sort();
+        assert_eq!(out.lines().collect::<Vec<_>>(), expected, "{addr}");
+        let (ok, out) = run_tool(
+            "grpcurl",
+            vec![
+                "-plaintext".into(),
+                addr.clone(),
+                "grpc.health.v1.Health/Check".into(),
+            ],
+        )
+        .await;
+        assert!(ok && out.contains("\"SERVING\""), "{addr}: {out}");
+    }
+    let (ok, out) = run_tool(
+        "grpcurl",
+        vec![
+            "-plaintext".into(),
+            capture_addr.clone(),
+            "describe".into(),
+            "dbsync.v1.CaptureService".into(),
+        ],
+    )
+    .await;
+    assert!(ok && out.contains("rpc StreamChanges"), "{out}");
+
+    shutdown.cancel();
+    capture.await.unwrap().unwrap();
+    apply.await.unwrap().unwrap();
+}
