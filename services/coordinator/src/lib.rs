@@ -163,7 +163,10 @@ pub async fn serve_engine(
     health_reporter
         .set_serving::<WorkerServiceServer<grpc::WorkerGrpc>>()
         .await;
-    let (reflection, reflection_v1alpha) = dbsync_telemetry::reflection_services(&["dbsync.v1.CoordinatorService", "dbsync.v1.WorkerService"])?;
+    let (reflection, reflection_v1alpha) = dbsync_telemetry::reflection_services(&[
+        "dbsync.v1.CoordinatorService",
+        "dbsync.v1.WorkerService",
+    ])?;
     let auth = BearerAuth(auth_token.map(Arc::new));
     tracing::info!(%local, auth = auth.0.is_some(), "coordinator serving");
     let result = tonic::transport::Server::builder()
