@@ -144,13 +144,9 @@ pub async fn connect(url: &str, token: Option<&str>) -> anyhow::Result<Client> {
     let endpoint = tonic::transport::Endpoint::from_shared(url.to_string())
         .with_context(|| format!("'{url}' is not a valid coordinator URL"))?
         .connect_timeout(std::time::Duration::from_secs(10));
-    let channel = dbsync_telemetry::connect(endpoint)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot reach the coordinator at {url} (set --coordinator or DBSYNC_COORDINATOR)"
-            )
-        })?;
+    let channel = dbsync_telemetry::connect(endpoint).await.with_context(|| {
+        format!("cannot reach the coordinator at {url} (set --coordinator or DBSYNC_COORDINATOR)")
+    })?;
     Ok(CoordinatorServiceClient::with_interceptor(
         channel,
         ClientToken(token.map(Secret::new)),
