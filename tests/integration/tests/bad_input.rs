@@ -68,7 +68,7 @@ async fn bad_input_is_refused_with_a_clear_error_and_writes_nothing() {
     assert!(error.contains("colour"), "unknown field not named: {error}");
 
     // A filter that does not parse.
-    let spec = env.sample_task_with("bad-filter", true, false, "  tables:\n    shop.sales.orders: { where: \"status = = 'paid' AND\" }\n", "");
+    let spec = env.sample_task_with("bad-filter", true, false, &[], "  tables:\n    shop.sales.orders: { where: \"status = = 'paid' AND\" }\n", "");
     let error = failing_task(&env, &spec).await;
     assert!(error.contains("orders") && error.to_lowercase().contains("where"), "bad filter: {error}");
 

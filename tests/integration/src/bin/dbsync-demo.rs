@@ -8,7 +8,7 @@ use clap::Parser;
 use dbsync_proto::v1 as pb;
 use dbsync_sqlserver_sim::sample::SAMPLE_DATABASE;
 use dbsync_sqlserver_sim::workload::{run_workload, WorkloadConfig};
-use dbsync_testkit::harness::{describe_tables, measure_lag, CdcTiming};
+use dbsync_testkit::harness::{describe_tables, measure_lag, CdcTiming, KEYLESS_SAMPLE_TABLES};
 use dbsync_testkit::{EnvOptions, TestEnv};
 use tokio_util::sync::CancellationToken;
 
@@ -63,7 +63,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     }
 
     step("creating and starting a task: schema + full + incremental (cdc-polling)");
-    let task = env.run_task(&env.sample_task("demo", true, true)).await?;
+    let task = env.run_task(&env.sample_task_with("demo", true, true, KEYLESS_SAMPLE_TABLES, "", "")).await?;
 
     step(&format!("running the workload on the source for {} s at {} transactions/s while the task runs", args.seconds, args.tps));
     let workload_stop = CancellationToken::new();
