@@ -102,11 +102,20 @@ async fn services_and_clients_speak_mutual_tls() {
     let port = coordinator.addr.rsplit(':').next().unwrap().to_string();
     let https = format!("https://localhost:{port}");
 
+    // A client that connects and never starts its handshake does not hold up the others.
+    let _stalled = tokio::net::TcpStream::connect(&coordinator.addr)
+        .await
+        .unwrap();
+
     // The CLI's client, over TLS with the token.
-    let mut cli = until("the coordinator to accept TLS", || async {
-        dbsync_cli::connect(&https, Some(TOKEN)).await.ok()
-    })
-    .await;
+    let started = Instant::now();
+    let mut cli = dbsync_cli::connect(&https, Some(TOKEN))
+        .await
+        .expect("the CLI connects over TLS");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "a stalled handshake held up the accept loop"
+    );
     let tasks = cli
         .list_tasks(pb::ListTasksRequest {})
         .await
