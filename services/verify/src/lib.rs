@@ -160,7 +160,8 @@ pub async fn verify(request: VerifyRequest, mut progress: impl FnMut(VerifyProgr
     let ctx = table::Context { request: &request, capture, pg };
     let mut report = VerifyReport { mode: request.mode.name().to_string(), repair: request.repair, equal: true, ..Default::default() };
     for (index, plan) in request.tables.iter().enumerate() {
-        let t = table::verify_table(&ctx, plan, index, &mut progress).await?;
+        // Boxed: the per-table future is large, and callers' stacks are not.
+        let t = Box::pin(table::verify_table(&ctx, plan, index, &mut progress)).await?;
         report.equal &= t.equal;
         report.tables.push(t);
     }
