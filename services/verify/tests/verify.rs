@@ -47,16 +47,21 @@ async fn env(rows: usize) -> Env {
 /// [`env`]; with `incremental`, CDC is enabled first and apply keeps streaming changes in the
 /// background (until the Env is dropped) once every table streams.
 async fn env_with(rows: usize, incremental: bool) -> Env {
+    env_for(SAMPLE_DATABASE, |engine| load_sample(engine, rows).expect("load the sample"), incremental).await
+}
+
+/// The tables of `database`, created on the stand-in by `setup`, synced to a fresh target.
+async fn env_for(database: &str, setup: impl FnOnce(&Engine), incremental: bool) -> Env {
     let engine = Engine::new(EngineConfig::default());
     Cdc::install(&engine, CdcConfig::default());
-    load_sample(&engine, rows).expect("load the sample");
+    setup(&engine);
     let sim = Server::start("127.0.0.1:0".parse().unwrap(), Arc::new(engine.clone())).await.unwrap();
     let source = SourceConnection {
         host: "127.0.0.1".into(),
         port: u32::from(sim.addr.port()),
         user: "sa".into(),
         password: engine.config().sa_password.clone(),
-        database: SAMPLE_DATABASE.into(),
+        database: database.into(),
         ..Default::default()
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -73,7 +78,7 @@ async fn env_with(rows: usize, incremental: bool) -> Env {
     let tables = client
         .read_schema(ReadSchemaRequest {
             source: Some(source.clone()),
-            selection: Some(ObjectSelection { databases: vec![SAMPLE_DATABASE.into()], ..Default::default() }),
+            selection: Some(ObjectSelection { databases: vec![database.into()], ..Default::default() }),
         })
         .await
         .unwrap()
@@ -117,7 +122,7 @@ async fn env_with(rows: usize, incremental: bool) -> Env {
             .await
             .unwrap();
         start_lsn = client
-            .get_max_lsn(GetMaxLsnRequest { source: Some(source.clone()), database: SAMPLE_DATABASE.into(), ..Default::default() })
+            .get_max_lsn(GetMaxLsnRequest { source: Some(source.clone()), database: database.into(), ..Default::default() })
             .await
             .unwrap()
             .into_inner()
@@ -138,7 +143,7 @@ async fn env_with(rows: usize, incremental: bool) -> Env {
         tables: plans.clone(),
         conflict_mode: "precheck".into(),
         parallel_chunks: 2,
-        chunk_rows: 50,
+        chunk_rows: if database == SAMPLE_DATABASE { 50 } else { 50_000 },
         group_id: "all".into(),
         ..Default::default()
     };
@@ -525,4 +530,53 @@ async fn under_load() {
     if !settled.equal {
         eprintln!("real divergence left by incremental sync (not verify's):\n{}", settled.to_text());
     }
+}
+
+/// `cargo test --release -p dbsync-verify --test verify -- --ignored --nocapture throughput`
+/// (VERIFY_BENCH_ROWS rows, default 200 000): verify's rows/s next to count(*) + a full scan
+/// of each side, on a seven-column table.
+#[test]
+#[ignore]
+fn throughput() {
+    use dbsync_sqlserver_sim::types::Value as SimValue;
+    let rows: i64 = std::env::var("VERIFY_BENCH_ROWS").ok().and_then(|v| v.parse().ok()).unwrap_or(200_000);
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).thread_stack_size(16 << 20).enable_all().build().unwrap();
+    runtime.block_on(async {
+        let setup = |engine: &Engine| {
+            engine.run("master", "CREATE DATABASE bench").unwrap();
+            engine
+                .run(
+                    "bench",
+                    "CREATE TABLE dbo.bench7 (id bigint NOT NULL PRIMARY KEY, qty int NOT NULL, label varchar(100) NULL, \
+                     amount numeric(12, 2) NULL, created datetime2(7) NULL, flag bit NULL, name nvarchar(200) NULL)",
+                )
+                .unwrap();
+            let mut lo = 0;
+            while lo < rows {
+                let hi = (lo + 50_000).min(rows);
+                let batch = (lo..hi)
+                    .map(|i| {
+                        vec![
+                            SimValue::BigInt(i),
+                            SimValue::Int((i * 7 % 100_000) as i32),
+                            SimValue::String(Arc::from(format!("label {i}"))),
+                            SimValue::Decimal(i128::from(i * 37 % 10_000_000_000), 2),
+                            SimValue::DateTime2 { days: 738_885 + (i % 1000) as i32, ticks: (i as u64 * 12_345_671) % 864_000_000_000 },
+                            SimValue::Bit(i % 2 == 0),
+                            SimValue::String(Arc::from(format!("name {i} · a customer with a longer display name"))),
+                        ]
+                    })
+                    .collect();
+                engine.insert_rows("bench", "dbo", "bench7", batch).unwrap();
+                lo = hi;
+            }
+        };
+        let env = env_for("bench", setup, false).await;
+        let mut request = env.request();
+        request.chunk_rows = 50_000;
+        let result = dbsync_verify::bench::measure(request).await.unwrap();
+        eprintln!("{result}");
+        assert!(result.equal);
+        assert_eq!(result.rows, rows as u64);
+    });
 }
