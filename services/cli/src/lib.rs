@@ -188,6 +188,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             repair,
             tables,
         } => {
+            // The rpc answers once at the end: a spinner on stderr shows that it works.
+            let spinner = indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr_with_hz(4));
+            spinner.set_message(format!("verifying {task} ({mode})"));
+            spinner.enable_steady_tick(std::time::Duration::from_millis(250));
             let report = client
                 .verify_task(pb::VerifyTaskRequest {
                     task_id: task,
@@ -196,9 +200,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     repair,
                     tables,
                 })
-                .await
-                .map_err(status_error)?
-                .into_inner();
+                .await;
+            spinner.finish_and_clear();
+            let report = report.map_err(status_error)?.into_inner();
             render::verify(out, &report)?;
             if !report.equal {
                 return Ok(ExitCode::from(1));
