@@ -120,17 +120,27 @@ async fn run(
 
     if assignment.schema_sync {
         trackers.iter().for_each(|t| t.phase(TablePhase::Schema));
+        // Sequences come with the first schema run of the group (not on restarts, which
+        // would move them back).
+        let mut first_run = false;
+        for t in targets {
+            first_run |= !load_table_state(&control, &task_id, &t.source_name)
+                .await?
+                .is_some_and(|s| s.schema_done);
+        }
         create_objects(
             &mut control,
             &task_id,
             &assignment.conflict_mode,
             targets,
-            // The assignment carries no sequences yet; `create_objects` creates any it is given.
             &[],
             &opts,
             assignment.defer_foreign_keys,
         )
         .await?;
+        if first_run && !assignment.capture_address.is_empty() {
+            sync_sequences(&assignment, targets, options, &control).await;
+        }
     }
     let mut resolved = Vec::with_capacity(targets.len());
     for t in targets {
@@ -233,4 +243,60 @@ async fn run(
         .collect();
     run_stream(&stream_ctx, tables, shutdown).await?;
     Ok(AssignmentOutcome::Completed)
+}
+
+/// Creates the source databases' sequences with their current values. The assignment carries
+/// no sequences, so they are read from capture (`ReadSchema` of each database of the group);
+/// creation is idempotent, so several groups of one database may do it. A failure here is
+/// reported, not fatal: sequences hold no row data.
+async fn sync_sequences(
+    assignment: &Assignment,
+    targets: &[TableTarget],
+    options: &RunOptions,
+    control: &tokio_postgres::Client,
+) {
+    let mut databases: Vec<String> = targets
+        .iter()
+        .filter_map(|t| t.source.table.as_ref().map(|r| r.database.clone()))
+        .collect();
+    databases.sort();
+    databases.dedup();
+    let capitalization = targets
+        .first()
+        .map_or("lower", |t| t.capitalization.as_str());
+    let result: Result<usize> = async {
+        let mut capture =
+            crate::capture::connect(&assignment.capture_address, options.auth_token.as_ref())
+                .await?;
+        let mut sequences = Vec::new();
+        for database in databases {
+            let response = capture
+                .read_schema(dbsync_proto::v1::ReadSchemaRequest {
+                    source: assignment.source.clone(),
+                    selection: Some(dbsync_proto::v1::ObjectSelection {
+                        databases: vec![database.clone()],
+                        ..Default::default()
+                    }),
+                })
+                .await
+                .map_err(|s| {
+                    ApplyError::capture_status(
+                        &assignment.capture_address,
+                        &database,
+                        "reading sequences",
+                        s,
+                    )
+                })?;
+            sequences.extend(response.into_inner().sequences);
+        }
+        crate::schema::create_sequences(control, &sequences, capitalization).await?;
+        Ok(sequences.len())
+    }
+    .await;
+    match result {
+        Ok(n) => tracing::info!(task_id = %assignment.task_id, sequences = n, "sequences created"),
+        Err(e) => {
+            tracing::warn!(task_id = %assignment.task_id, error = %e, "sequences were not synced")
+        }
+    }
 }

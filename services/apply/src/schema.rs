@@ -105,14 +105,7 @@ pub async fn create_objects(
     let capitalization = targets
         .first()
         .map_or("lower", |t| t.capitalization.as_str());
-    for seq in sequences {
-        for sql in sequence_ddl(seq, capitalization) {
-            client
-                .batch_execute(&sql)
-                .await
-                .map_err(|e| ApplyError::target(&seq.name, "creating a sequence", e))?;
-        }
-    }
+    create_sequences(client, sequences, capitalization).await?;
     // 4. Foreign keys NOT VALID, once every table of the group exists; when the target role
     //    may not switch FK checks off, they wait for the end of the data phases.
     if defer_foreign_keys {
@@ -208,6 +201,27 @@ pub async fn post_load(
             TableStep::PostLoadDone,
         )
         .await?;
+    }
+    Ok(())
+}
+
+/// Creates sequences with their current values; an existing one (another group, a restart)
+/// is kept.
+pub async fn create_sequences(
+    client: &Client,
+    sequences: &[SequenceSchema],
+    capitalization: &str,
+) -> Result<()> {
+    for seq in sequences {
+        for sql in sequence_ddl(seq, capitalization) {
+            if let Err(e) = client.batch_execute(&sql).await {
+                // A concurrent CREATE of the same sequence by another group.
+                if matches!(e.code().map(|c| c.code()), Some("42P07" | "23505")) {
+                    continue;
+                }
+                return Err(ApplyError::target(&seq.name, "creating a sequence", e));
+            }
+        }
     }
     Ok(())
 }
