@@ -642,6 +642,7 @@ impl Table<'_> {
             .map_err(|e| VerifyError::target(qualified, "deleting differing rows", e))?;
         let columns: Vec<&str> = self.shape.columns.iter().map(|c| c.quoted.as_str()).collect();
         let rows: Vec<&Vec<Value>> = source.values().collect();
+        // OVERRIDING SYSTEM VALUE: identity columns keep the source's values, as in full sync.
         for batch in rows.chunks(500) {
             let mut tuples = Vec::with_capacity(batch.len());
             for values in batch {
@@ -655,7 +656,7 @@ impl Table<'_> {
                 }
                 tuples.push(format!("({})", literals.join(", ")));
             }
-            tx.batch_execute(&format!("INSERT INTO {qualified} ({}) VALUES {}", columns.join(", "), tuples.join(", ")))
+            tx.batch_execute(&format!("INSERT INTO {qualified} ({}) OVERRIDING SYSTEM VALUE VALUES {}", columns.join(", "), tuples.join(", ")))
                 .await
                 .map_err(|e| VerifyError::target(qualified, "re-copying rows", e))?;
         }
