@@ -53,6 +53,10 @@ pub struct WorkloadConfig {
     /// Worker 0 runs ADD COLUMN / DROP COLUMN on the heap table every n-th transaction
     /// (0 = no DDL).
     pub ddl_every: u64,
+    /// `SET LOCK_TIMEOUT` of the worker connections in milliseconds (-1 = wait forever): a
+    /// statement that waits longer fails with 1222, its transaction is rolled back and
+    /// counted in `failed`, so an unexpected lock wait never stalls the workload.
+    pub lock_timeout_ms: i64,
 }
 
 impl Default for WorkloadConfig {
@@ -70,6 +74,7 @@ impl Default for WorkloadConfig {
             large_transaction_rows: 1000,
             rollback_percent: 5,
             ddl_every: 0,
+            lock_timeout_ms: 10_000,
         }
     }
 }
@@ -253,6 +258,10 @@ pub async fn run_workload(
         tasks.push(tokio::spawn(async move {
             let mut a = connect(addr, &config.database, &config.user, &config.password).await?;
             let mut b = connect(addr, &config.database, &config.user, &config.password).await?;
+            for client in [&mut a, &mut b] {
+                let sql = format!("SET LOCK_TIMEOUT {}", config.lock_timeout_ms);
+                client.simple_query(sql).await?.into_results().await?;
+            }
             let seed = config.seed ^ (worker as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
             let mut state = WorkerState::new(worker, workers, bounds, SampleRng::new(seed));
             let mut stats = WorkloadStats::default();
