@@ -10,6 +10,9 @@ use crate::pg::checkpoint::{load_table_state, record_step, TableStep};
 use crate::pg::ddl::{foreign_keys, sequence_ddl, table_ddl, DdlOptions};
 use crate::plan::TableTarget;
 
+/// Serializes apply's DDL transactions across table groups and appliers (released at commit).
+const DDL_LOCK: &str = "SELECT pg_advisory_xact_lock(7262696713854)";
+
 /// Conflict mode `ignore` keeps existing tables; anything else (`precheck`, the default)
 /// refuses them before anything is written.
 pub fn keeps_existing(conflict_mode: &str) -> bool {
@@ -75,6 +78,11 @@ pub async fn create_objects(
             .transaction()
             .await
             .map_err(|e| ApplyError::target(&t.qualified, "opening a transaction", e))?;
+        // Table groups run in parallel and share schemas: `CREATE SCHEMA IF NOT EXISTS` is not
+        // safe against a concurrent creator, so DDL transactions take one advisory lock.
+        tx.batch_execute(DDL_LOCK)
+            .await
+            .map_err(|e| ApplyError::target(&t.qualified, "waiting for the DDL lock", e))?;
         for sql in [
             Some(&ddl.create_schema),
             Some(&ddl.create_table),

@@ -869,3 +869,35 @@ async fn row_filters_insert_rows_entering_and_delete_rows_leaving() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn parallel_groups_create_tables_in_one_schema_without_racing() {
+    let (target, _client) = fresh_db("ddl_race").await;
+    // Eight groups, each one table in schema dbo, created at the same moment.
+    let mut runs = Vec::new();
+    for i in 0..8 {
+        let target = target.clone();
+        runs.push(tokio::spawn(async move {
+            let mut client = dbsync_apply::pg::connect_plain(&target).await.unwrap();
+            let plan = table_plan(
+                &format!("T{i}"),
+                vec![col("id", "int", 4, 10, 0, false)],
+                &["id"],
+            );
+            let t = TableTarget::from_plan(&plan).unwrap();
+            create_objects(
+                &mut client,
+                TASK,
+                "precheck",
+                &[t],
+                &[],
+                &DdlOptions::default(),
+                false,
+            )
+            .await
+        }));
+    }
+    for r in runs {
+        r.await.unwrap().unwrap();
+    }
+}
