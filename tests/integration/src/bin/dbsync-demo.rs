@@ -82,6 +82,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             large_transaction_rows: 500,
             rollback_percent: 5,
             ddl_every: 0,
+            ..Default::default()
         },
         workload_stop.clone(),
     ));
@@ -96,6 +97,12 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         let mut last_line = String::new();
         while !workload.is_finished() {
             if let Ok(status) = env.status(&task).await {
+                let info = status.task.clone().unwrap_or_default();
+                if info.state == pb::TaskState::Failed as i32 {
+                    workload_stop.cancel();
+                    lag_stop.cancel();
+                    anyhow::bail!("the task failed: {}\n{}", info.last_error, describe_tables(&status));
+                }
                 let line = phase_line(&status);
                 if line != last_line {
                     println!("    [{:>5.1}s] {line}", started.elapsed().as_secs_f64());
@@ -116,9 +123,12 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     );
 
     step("waiting until the target has caught up");
-    let status = env.wait_caught_up(&task, SAMPLE_DATABASE, Duration::from_secs(120)).await;
-    if let Err(e) = &status {
-        println!("    not caught up by LSN: {e:#}");
+    if let Err(e) = env.wait_caught_up(&task, SAMPLE_DATABASE, Duration::from_secs(120)).await {
+        let status = env.status(&task).await?;
+        if status.task.as_ref().is_some_and(|t| t.state == pb::TaskState::Failed as i32) {
+            anyhow::bail!("{e:#}\n{}", describe_tables(&status));
+        }
+        println!("    not caught up by LSN within 120 s ({e}); comparing anyway");
     }
 
     step("verifying: every table, source vs target, row by row");

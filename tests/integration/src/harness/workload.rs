@@ -25,6 +25,7 @@ pub fn sample_workload(standin: &StandIn, seed: u64, transactions: u64, per_seco
         large_transaction_rows: 1500,
         rollback_percent: 5,
         ddl_every: 0,
+        ..Default::default()
     }
 }
 
