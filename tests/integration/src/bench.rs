@@ -11,7 +11,10 @@ use bytes::BytesMut;
 use dbsync_proto::v1 as pb;
 use dbsync_proto::v1::{value::Kind, ColumnSchema, Value};
 use dbsync_sqlserver_sim::types::Value as SimValue;
-use dbsync_typemap::{begin_row, copy_header, copy_trailer, decimal_from_parts, encode_value, map_column, MappingOptions, PgColumnType};
+use dbsync_typemap::{
+    begin_row, copy_header, copy_trailer, decimal_from_parts, encode_value, map_column,
+    MappingOptions, PgColumnType,
+};
 use futures_util::{SinkExt, TryStreamExt};
 use tokio_util::sync::CancellationToken;
 
@@ -43,9 +46,14 @@ pub fn sim_row(i: i64) -> Vec<SimValue> {
         SimValue::Int((i * 7 % 100_000) as i32),
         SimValue::String(Arc::from(format!("label {i}"))),
         SimValue::Decimal(i128::from(i * 37 % 10_000_000_000), 2),
-        SimValue::DateTime2 { days: DAYS_2024 + (i % 1000) as i32, ticks: (i as u64 * 12_345_671) % TICKS_PER_DAY },
+        SimValue::DateTime2 {
+            days: DAYS_2024 + (i % 1000) as i32,
+            ticks: (i as u64 * 12_345_671) % TICKS_PER_DAY,
+        },
         SimValue::Bit(i % 2 == 0),
-        SimValue::String(Arc::from(format!("name {i} · a customer with a longer display name"))),
+        SimValue::String(Arc::from(format!(
+            "name {i} · a customer with a longer display name"
+        ))),
     ]
 }
 
@@ -57,10 +65,17 @@ pub fn wire_row(i: i64) -> Vec<Value> {
         v(Kind::Int(i)),
         v(Kind::Int(i * 7 % 100_000)),
         v(Kind::Text(format!("label {i}"))),
-        v(Kind::Decimal(decimal_from_parts(i128::from(i * 37 % 10_000_000_000), 2))),
-        v(Kind::Datetime(days * TICKS_PER_DAY as i64 + ((i as u64 * 12_345_671) % TICKS_PER_DAY) as i64)),
+        v(Kind::Decimal(decimal_from_parts(
+            i128::from(i * 37 % 10_000_000_000),
+            2,
+        ))),
+        v(Kind::Datetime(
+            days * TICKS_PER_DAY as i64 + ((i as u64 * 12_345_671) % TICKS_PER_DAY) as i64,
+        )),
         v(Kind::Bool(i % 2 == 0)),
-        v(Kind::Text(format!("name {i} · a customer with a longer display name"))),
+        v(Kind::Text(format!(
+            "name {i} · a customer with a longer display name"
+        ))),
     ]
 }
 
@@ -68,7 +83,14 @@ fn pg_types() -> anyhow::Result<Vec<PgColumnType>> {
     COLUMNS
         .iter()
         .map(|(name, ty, len, p, s)| {
-            let c = ColumnSchema { name: (*name).into(), type_name: (*ty).into(), max_length: *len, precision: *p, scale: *s, ..Default::default() };
+            let c = ColumnSchema {
+                name: (*name).into(),
+                type_name: (*ty).into(),
+                max_length: *len,
+                precision: *p,
+                scale: *s,
+                ..Default::default()
+            };
             map_column(&c, &MappingOptions::default()).map_err(|e| anyhow!("map {name}: {e}"))
         })
         .collect()
@@ -76,8 +98,15 @@ fn pg_types() -> anyhow::Result<Vec<PgColumnType>> {
 
 fn pg_table_ddl(table: &str) -> anyhow::Result<String> {
     let types = pg_types()?;
-    let cols: Vec<String> = COLUMNS.iter().zip(&types).map(|((n, ..), t)| format!("{n} {}", t.ddl())).collect();
-    Ok(format!("CREATE TABLE {table} ({}, PRIMARY KEY (id))", cols.join(", ")))
+    let cols: Vec<String> = COLUMNS
+        .iter()
+        .zip(&types)
+        .map(|((n, ..), t)| format!("{n} {}", t.ddl()))
+        .collect();
+    Ok(format!(
+        "CREATE TABLE {table} ({}, PRIMARY KEY (id))",
+        cols.join(", ")
+    ))
 }
 
 /// Creates database `bench` with `rows` rows in dbo.bench7, prepared for dbsync.
@@ -89,7 +118,9 @@ pub async fn load_source(standin: &StandIn, rows: u64) -> anyhow::Result<()> {
         let batch = 50_000i64;
         for lo in (0..rows as i64).step_by(batch as usize) {
             let hi = (lo + batch).min(rows as i64);
-            engine.insert_rows(BENCH_DB, "dbo", "bench7", (lo..hi).map(sim_row).collect()).map_err(|e| anyhow!("load bench rows: {e:?}"))?;
+            engine
+                .insert_rows(BENCH_DB, "dbo", "bench7", (lo..hi).map(sim_row).collect())
+                .map_err(|e| anyhow!("load bench rows: {e:?}"))?;
         }
         prepare_database(&engine, BENCH_DB)
     })
@@ -98,9 +129,16 @@ pub async fn load_source(standin: &StandIn, rows: u64) -> anyhow::Result<()> {
 }
 
 /// Binary COPY of rows `range` into `table` (one COPY, 8 MB flushes): the ceiling.
-pub async fn raw_copy(pg: &tokio_postgres::Client, table: &str, range: std::ops::Range<i64>, wire: impl Fn(i64) -> Vec<Value>) -> anyhow::Result<u64> {
+pub async fn raw_copy(
+    pg: &tokio_postgres::Client,
+    table: &str,
+    range: std::ops::Range<i64>,
+    wire: impl Fn(i64) -> Vec<Value>,
+) -> anyhow::Result<u64> {
     let types = pg_types()?;
-    let sink = pg.copy_in(&format!("COPY {table} FROM STDIN (FORMAT binary)")).await?;
+    let sink = pg
+        .copy_in(&format!("COPY {table} FROM STDIN (FORMAT binary)"))
+        .await?;
     futures_util::pin_mut!(sink);
     let mut buf = BytesMut::with_capacity(9 << 20);
     copy_header(&mut buf);
@@ -146,7 +184,12 @@ pub async fn drive_bench_changes(
             if k > 0 {
                 sql.push(',');
             }
-            write!(sql, "({i}, {}, 'label {i}', {}.25, '2024-05-01T10:00:00.1234567', 1, N'name {i}')", i % 977, i % 1000)?;
+            write!(
+                sql,
+                "({i}, {}, 'label {i}', {}.25, '2024-05-01T10:00:00.1234567', 1, N'name {i}')",
+                i % 977,
+                i % 1000
+            )?;
         }
         let lo = (t * per_txn) % base.max(1);
         let deleted = per_txn / 5;
@@ -164,7 +207,13 @@ pub async fn drive_bench_changes(
 }
 
 /// The task file of a benchmark-table task.
-pub fn bench_task(env: &TestEnv, name: &str, full: bool, incremental: bool, chunk_rows: u64) -> String {
+pub fn bench_task(
+    env: &TestEnv,
+    name: &str,
+    full: bool,
+    incremental: bool,
+    chunk_rows: u64,
+) -> String {
     format!(
         "{}sync: {{ schema: true, full: {full}, incremental: {incremental} }}\n\
          incremental: {{ mode: cdc-polling, poll_interval_ms: 100 }}\n\
@@ -206,7 +255,11 @@ pub async fn bench_full(o: &BenchOptions) -> anyhow::Result<String> {
     let pg = env.target().await?;
 
     // Ceiling: the same rows from memory straight into an identical table.
-    pg.batch_execute(&format!("CREATE SCHEMA ceiling; {}", pg_table_ddl("ceiling.bench7")?)).await?;
+    pg.batch_execute(&format!(
+        "CREATE SCHEMA ceiling; {}",
+        pg_table_ddl("ceiling.bench7")?
+    ))
+    .await?;
     let started = Instant::now();
     raw_copy(&pg, "ceiling.bench7", 0..o.rows as i64, wire_row).await?;
     let ceiling = started.elapsed();
@@ -218,9 +271,14 @@ pub async fn bench_full(o: &BenchOptions) -> anyhow::Result<String> {
     );
     let started = Instant::now();
     let task = env.run_task(&spec).await?;
-    let status = env.wait_task_state(&task, pb::TaskState::Completed, Duration::from_secs(3600)).await?;
+    let status = env
+        .wait_task_state(&task, pb::TaskState::Completed, Duration::from_secs(3600))
+        .await?;
     let elapsed = started.elapsed();
-    let copied: i64 = pg.query_one("SELECT count(*) FROM dbo.bench7", &[]).await?.get(0);
+    let copied: i64 = pg
+        .query_one("SELECT count(*) FROM dbo.bench7", &[])
+        .await?
+        .get(0);
     if copied as u64 != o.rows {
         return Err(anyhow!("full sync copied {copied} rows of {}", o.rows));
     }
@@ -229,9 +287,24 @@ pub async fn bench_full(o: &BenchOptions) -> anyhow::Result<String> {
     let ceiling_rate = rate(o.rows, ceiling);
     let mut out = String::new();
     writeln!(out, "(a) full sync of {} rows x 7 columns (bigint, int, varchar(100), numeric(12,2), datetime2(7), bit, nvarchar(200))", o.rows)?;
-    writeln!(out, "    dbsync (stand-in → capture → apply → PG)  {:>10.0} rows/s  {:>7.1} MB/s  {:.1} s", dbsync_rate, mb(bytes) / elapsed.as_secs_f64(), elapsed.as_secs_f64())?;
-    writeln!(out, "    ceiling: raw binary COPY from memory       {:>10.0} rows/s  {:.1} s", ceiling_rate, ceiling.as_secs_f64())?;
-    writeln!(out, "    ratio {:.0}% of ceiling (target ≥ 60%)", 100.0 * dbsync_rate / ceiling_rate)?;
+    writeln!(
+        out,
+        "    dbsync (stand-in → capture → apply → PG)  {:>10.0} rows/s  {:>7.1} MB/s  {:.1} s",
+        dbsync_rate,
+        mb(bytes) / elapsed.as_secs_f64(),
+        elapsed.as_secs_f64()
+    )?;
+    writeln!(
+        out,
+        "    ceiling: raw binary COPY from memory       {:>10.0} rows/s  {:.1} s",
+        ceiling_rate,
+        ceiling.as_secs_f64()
+    )?;
+    writeln!(
+        out,
+        "    ratio {:.0}% of ceiling (target ≥ 60%)",
+        100.0 * dbsync_rate / ceiling_rate
+    )?;
     writeln!(out, "{}", memory_report(&env))?;
     if o.rows > 0 {
         writeln!(out, "{}", bench_verify_on(&env, &task, o.rows).await?)?;
@@ -240,10 +313,19 @@ pub async fn bench_full(o: &BenchOptions) -> anyhow::Result<String> {
 }
 
 fn memory_report(env: &TestEnv) -> String {
-    let services = std::iter::once(&env.coordinator).chain(std::iter::once(&env.capture)).chain(env.appliers.iter());
-    let per: Vec<String> = services.filter_map(|s| s.peak_rss_bytes().map(|b| format!("{} {:.0} MB", s.name, mb(b)))).collect();
+    let services = std::iter::once(&env.coordinator)
+        .chain(std::iter::once(&env.capture))
+        .chain(env.appliers.iter());
+    let per: Vec<String> = services
+        .filter_map(|s| {
+            s.peak_rss_bytes()
+                .map(|b| format!("{} {:.0} MB", s.name, mb(b)))
+        })
+        .collect();
     if per.is_empty() {
-        let own = crate::harness::service::peak_rss_of("/proc/self/status").map(mb).unwrap_or(0.0);
+        let own = crate::harness::service::peak_rss_of("/proc/self/status")
+            .map(mb)
+            .unwrap_or(0.0);
         format!("    peak memory: services in-process; whole process (incl. stand-in data) {own:.0} MB — run `make bench` for per-service numbers")
     } else {
         format!("    peak memory per service (VmHWM): {}", per.join(", "))
@@ -255,13 +337,26 @@ async fn bench_verify_on(env: &TestEnv, task: &str, rows: u64) -> anyhow::Result
     let mut out = String::new();
     let mut client = env.client().await?;
     let started = Instant::now();
-    let verify = client.verify_task(pb::VerifyTaskRequest { task_id: task.into(), mode: "full".into(), ..Default::default() }).await;
+    let verify = client
+        .verify_task(pb::VerifyTaskRequest {
+            task_id: task.into(),
+            mode: "full".into(),
+            ..Default::default()
+        })
+        .await;
     let verify_time = started.elapsed();
     // Ceiling: count(*) and a full scan of each side.
     let started = Instant::now();
     let mut source = env.standin.connect(BENCH_DB).await?;
-    source.simple_query("SELECT count(*) FROM dbo.bench7").await?.into_row().await?;
-    let mut stream = source.simple_query("SELECT * FROM dbo.bench7").await?.into_row_stream();
+    source
+        .simple_query("SELECT count(*) FROM dbo.bench7")
+        .await?
+        .into_row()
+        .await?;
+    let mut stream = source
+        .simple_query("SELECT * FROM dbo.bench7")
+        .await?
+        .into_row_stream();
     let mut scanned = 0u64;
     while stream.try_next().await?.is_some() {
         scanned += 1;
@@ -269,7 +364,9 @@ async fn bench_verify_on(env: &TestEnv, task: &str, rows: u64) -> anyhow::Result
     drop(stream);
     let pg = env.target().await?;
     pg.query_one("SELECT count(*) FROM dbo.bench7", &[]).await?;
-    let copy = pg.copy_out("COPY dbo.bench7 TO STDOUT (FORMAT binary)").await?;
+    let copy = pg
+        .copy_out("COPY dbo.bench7 TO STDOUT (FORMAT binary)")
+        .await?;
     futures_util::pin_mut!(copy);
     while copy.try_next().await?.is_some() {}
     let scan_time = started.elapsed();
@@ -279,7 +376,11 @@ async fn bench_verify_on(env: &TestEnv, task: &str, rows: u64) -> anyhow::Result
             let report = report.into_inner();
             writeln!(out, "    dbsync verify                              {:>10.0} rows/s  {:.1} s  result: {}", rate(rows, verify_time), verify_time.as_secs_f64(), if report.equal { "equal" } else { "DIFFERENT" })?;
         }
-        Err(status) => writeln!(out, "    dbsync verify: not available ({})", status.message())?,
+        Err(status) => writeln!(
+            out,
+            "    dbsync verify: not available ({})",
+            status.message()
+        )?,
     }
     write!(out, "    ceiling: count(*) + full scan of both sides {:>9.0} rows/s  {:.1} s ({scanned} source rows scanned)", rate(rows, scan_time), scan_time.as_secs_f64())?;
     Ok(out)
@@ -291,7 +392,10 @@ pub async fn bench_standin(o: &BenchOptions) -> anyhow::Result<String> {
     load_source(&standin, o.rows).await?;
     let mut client = standin.connect(BENCH_DB).await?;
     let started = Instant::now();
-    let mut stream = client.simple_query("SELECT id, qty, label, amount, created, flag, name FROM dbo.bench7").await?.into_row_stream();
+    let mut stream = client
+        .simple_query("SELECT id, qty, label, amount, created, flag, name FROM dbo.bench7")
+        .await?
+        .into_row_stream();
     let mut n = 0u64;
     while stream.try_next().await?.is_some() {
         n += 1;
@@ -313,7 +417,12 @@ pub async fn bench_standin(o: &BenchOptions) -> anyhow::Result<String> {
             if i > id {
                 sql.push(',');
             }
-            write!(sql, "({i}, {}, 'label {i}', {}.25, '2024-05-01T10:00:00.1234567', 1, N'name {i}')", i % 977, i % 1000)?;
+            write!(
+                sql,
+                "({i}, {}, 'label {i}', {}.25, '2024-05-01T10:00:00.1234567', 1, N'name {i}')",
+                i % 977,
+                i % 1000
+            )?;
         }
         sql.push_str("; COMMIT;");
         client.simple_query(sql).await?.into_results().await?;
@@ -329,7 +438,11 @@ pub async fn bench_standin(o: &BenchOptions) -> anyhow::Result<String> {
     let change_time = started.elapsed();
     let mut out = String::new();
     writeln!(out, "(b) SQL Server stand-in")?;
-    writeln!(out, "    SELECT {n} rows x 7 columns to tiberius   {:>10.0} rows/s (target 250k+)", rate(n, select_time))?;
+    writeln!(
+        out,
+        "    SELECT {n} rows x 7 columns to tiberius   {:>10.0} rows/s (target 250k+)",
+        rate(n, select_time)
+    )?;
     write!(out, "    row changes accepted with CDC on, over TDS {:>9.0} changes/s (target 50k+; {} inserts + {} updates)", rate(2 * changes, change_time), changes, changes)?;
     standin.shutdown();
     Ok(out)
@@ -353,8 +466,19 @@ pub async fn bench_incremental(o: &BenchOptions) -> anyhow::Result<String> {
         env.task_base("bench-incremental")
     );
     let task = env.run_task(&spec).await?;
-    env.wait_phases(&task, &[pb::TablePhase::Streaming], Duration::from_secs(600)).await?;
-    let applied_before: u64 = env.status(&task).await?.tables.iter().map(|t| t.changes_applied).sum();
+    env.wait_phases(
+        &task,
+        &[pb::TablePhase::Streaming],
+        Duration::from_secs(600),
+    )
+    .await?;
+    let applied_before: u64 = env
+        .status(&task)
+        .await?
+        .tables
+        .iter()
+        .map(|t| t.changes_applied)
+        .sum();
 
     // Offered load: every 20 ms one transaction of rate/50 changes (half inserts, half updates).
     let per_txn = (o.rate / 50).max(2);
@@ -377,11 +501,20 @@ pub async fn bench_incremental(o: &BenchOptions) -> anyhow::Result<String> {
                 if k > 0 {
                     sql.push(',');
                 }
-                write!(sql, "({i}, {}, 'label {i}', {}.25, '2024-05-01T10:00:00.1234567', 1, N'name {i}')", i % 977, i % 1000)?;
+                write!(
+                    sql,
+                    "({i}, {}, 'label {i}', {}.25, '2024-05-01T10:00:00.1234567', 1, N'name {i}')",
+                    i % 977,
+                    i % 1000
+                )?;
             }
             next_id += inserts as i64;
             let lo = (t * (per_txn - inserts)) % base;
-            write!(sql, "; UPDATE dbo.bench7 SET qty = qty + 1 WHERE id >= {lo} AND id < {}; COMMIT;", lo + (per_txn - inserts))?;
+            write!(
+                sql,
+                "; UPDATE dbo.bench7 SET qty = qty + 1 WHERE id >= {lo} AND id < {}; COMMIT;",
+                lo + (per_txn - inserts)
+            )?;
             client.simple_query(sql).await?.into_results().await?;
             offered += per_txn;
         }
@@ -389,20 +522,43 @@ pub async fn bench_incremental(o: &BenchOptions) -> anyhow::Result<String> {
         lag_stop.cancel();
         anyhow::Ok((offered, offered_time))
     };
-    let lag = measure_lag(&env, &task, BENCH_DB, Duration::from_millis(20), Duration::from_secs(120), stop.clone());
+    let lag = measure_lag(
+        &env,
+        &task,
+        BENCH_DB,
+        Duration::from_millis(20),
+        Duration::from_secs(120),
+        stop.clone(),
+    );
     let started = Instant::now();
     let (driven, lag) = tokio::join!(driver, lag);
     let (offered, offered_time) = driven?;
-    env.wait_caught_up(&task, BENCH_DB, Duration::from_secs(300)).await?;
+    env.wait_caught_up(&task, BENCH_DB, Duration::from_secs(300))
+        .await?;
     let apply_time = started.elapsed();
-    let applied: u64 = env.status(&task).await?.tables.iter().map(|t| t.changes_applied).sum::<u64>() - applied_before;
+    let applied: u64 = env
+        .status(&task)
+        .await?
+        .tables
+        .iter()
+        .map(|t| t.changes_applied)
+        .sum::<u64>()
+        - applied_before;
 
     // Ceiling: the same row images via staged binary COPY + one merge.
     let pg = env.target().await?;
-    pg.batch_execute(&format!("CREATE SCHEMA ceiling; {}; {}", pg_table_ddl("ceiling.bench7")?, pg_table_ddl("ceiling.stage")?.replace(", PRIMARY KEY (id)", ""))).await?;
+    pg.batch_execute(&format!(
+        "CREATE SCHEMA ceiling; {}; {}",
+        pg_table_ddl("ceiling.bench7")?,
+        pg_table_ddl("ceiling.stage")?.replace(", PRIMARY KEY (id)", "")
+    ))
+    .await?;
     raw_copy(&pg, "ceiling.bench7", 0..base as i64, wire_row).await?;
     let started = Instant::now();
-    raw_copy(&pg, "ceiling.stage", 0..offered as i64, |i| wire_row(i % (base as i64 + offered as i64 / 2))).await?;
+    raw_copy(&pg, "ceiling.stage", 0..offered as i64, |i| {
+        wire_row(i % (base as i64 + offered as i64 / 2))
+    })
+    .await?;
     pg.batch_execute(
         "INSERT INTO ceiling.bench7 SELECT DISTINCT ON (id) * FROM ceiling.stage ORDER BY id \
          ON CONFLICT (id) DO UPDATE SET qty = EXCLUDED.qty, label = EXCLUDED.label, amount = EXCLUDED.amount, \
@@ -415,7 +571,15 @@ pub async fn bench_incremental(o: &BenchOptions) -> anyhow::Result<String> {
     let mut out = String::new();
     writeln!(out, "(c) incremental (cdc-polling), offered {} changes/s for {} s ({offered} changes in {:.1} s)", o.rate, o.seconds, offered_time.as_secs_f64())?;
     writeln!(out, "    dbsync applied                             {:>10.0} changes/s ({applied} changes reported)", rate(offered, apply_time))?;
-    writeln!(out, "    end-to-end lag (commit → applied)          {}", lag.summary())?;
-    write!(out, "    ceiling: staged binary COPY + merge        {:>10.0} changes/s", rate(offered, ceiling_time))?;
+    writeln!(
+        out,
+        "    end-to-end lag (commit → applied)          {}",
+        lag.summary()
+    )?;
+    write!(
+        out,
+        "    ceiling: staged binary COPY + merge        {:>10.0} changes/s",
+        rate(offered, ceiling_time)
+    )?;
     Ok(out)
 }

@@ -26,17 +26,27 @@ async fn assert_nothing_written(env: &TestEnv) {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert!(tables.is_empty(), "bad input wrote to the target: {tables:?}");
+    assert!(
+        tables.is_empty(),
+        "bad input wrote to the target: {tables:?}"
+    );
 }
 
 fn tasks_with(env: &TestEnv, name: &str, replace: (&str, &str), extra: &str) -> String {
-    let spec = env.sample_task(name, true, false).replace(replace.0, replace.1);
+    let spec = env
+        .sample_task(name, true, false)
+        .replace(replace.0, replace.1);
     format!("{spec}{extra}")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_refused_with_a_clear_error_and_writes_nothing() {
-    let env = TestEnv::start(EnvOptions { sample_rows: Some(20), ..Default::default() }).await.unwrap();
+    let env = TestEnv::start(EnvOptions {
+        sample_rows: Some(20),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     let password = env.standin.password.clone();
 
     // An unreachable source: a port nobody listens on.
@@ -44,33 +54,86 @@ async fn bad_input_is_refused_with_a_clear_error_and_writes_nothing() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let spec = tasks_with(&env, "unreachable", (&format!("port: {}", env.standin.addr.port()), &format!("port: {closed_port}")), "");
+    let spec = tasks_with(
+        &env,
+        "unreachable",
+        (
+            &format!("port: {}", env.standin.addr.port()),
+            &format!("port: {closed_port}"),
+        ),
+        "",
+    );
     let error = failing_task(&env, &spec).await;
-    assert!(error.contains(&closed_port.to_string()) || error.to_lowercase().contains("connect"), "unreachable source: {error}");
-    assert!(!error.contains(&password), "error leaks the password: {error}");
+    assert!(
+        error.contains(&closed_port.to_string()) || error.to_lowercase().contains("connect"),
+        "unreachable source: {error}"
+    );
+    assert!(
+        !error.contains(&password),
+        "error leaks the password: {error}"
+    );
 
     // A wrong password.
-    let spec = tasks_with(&env, "wrong-password", (&format!("password: \"{password}\""), "password: \"Wr0ng-Passw0rd\""), "");
+    let spec = tasks_with(
+        &env,
+        "wrong-password",
+        (
+            &format!("password: \"{password}\""),
+            "password: \"Wr0ng-Passw0rd\"",
+        ),
+        "",
+    );
     let error = failing_task(&env, &spec).await;
     let lower = error.to_lowercase();
-    assert!(lower.contains("login") || lower.contains("password") || lower.contains("18456"), "wrong password: {error}");
-    assert!(!error.contains("Wr0ng-Passw0rd"), "error leaks the password: {error}");
+    assert!(
+        lower.contains("login") || lower.contains("password") || lower.contains("18456"),
+        "wrong password: {error}"
+    );
+    assert!(
+        !error.contains("Wr0ng-Passw0rd"),
+        "error leaks the password: {error}"
+    );
 
     // A missing target database.
-    let spec = tasks_with(&env, "missing-target", (&format!("database: {}", env.target_db), "database: no_such_database"), "");
+    let spec = tasks_with(
+        &env,
+        "missing-target",
+        (
+            &format!("database: {}", env.target_db),
+            "database: no_such_database",
+        ),
+        "",
+    );
     let error = failing_task(&env, &spec).await;
-    assert!(error.contains("no_such_database"), "missing target database: {error}");
+    assert!(
+        error.contains("no_such_database"),
+        "missing target database: {error}"
+    );
 
     // A malformed task file.
     let error = failing_task(&env, "name: broken\nsource: [unclosed\n").await;
     assert!(!error.is_empty(), "malformed task file accepted");
-    let error = failing_task(&env, &format!("{}colour: blue\n", env.sample_task("typo", true, false))).await;
+    let error = failing_task(
+        &env,
+        &format!("{}colour: blue\n", env.sample_task("typo", true, false)),
+    )
+    .await;
     assert!(error.contains("colour"), "unknown field not named: {error}");
 
     // A filter that does not parse.
-    let spec = env.sample_task_with("bad-filter", true, false, &[], "  tables:\n    shop.sales.orders: { where: \"status = = 'paid' AND\" }\n", "");
+    let spec = env.sample_task_with(
+        "bad-filter",
+        true,
+        false,
+        &[],
+        "  tables:\n    shop.sales.orders: { where: \"status = = 'paid' AND\" }\n",
+        "",
+    );
     let error = failing_task(&env, &spec).await;
-    assert!(error.contains("orders") && error.to_lowercase().contains("where"), "bad filter: {error}");
+    assert!(
+        error.contains("orders") && error.to_lowercase().contains("where"),
+        "bad filter: {error}"
+    );
 
     assert_nothing_written(&env).await;
 }

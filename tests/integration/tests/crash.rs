@@ -14,9 +14,15 @@ use rand::{Rng, SeedableRng};
 use tokio_util::sync::CancellationToken;
 
 fn seed() -> u64 {
-    let seed = std::env::var("DBSYNC_CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
-    });
+    let seed = std::env::var("DBSYNC_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis() as u64
+        });
     eprintln!("crash test seed: DBSYNC_CRASH_SEED={seed}");
     seed
 }
@@ -38,7 +44,12 @@ async fn crash_once(rng: &mut StdRng, victim: Victim, service: &mut Service) {
     service.restart().await.unwrap();
 }
 
-fn pick<'a>(victim: Victim, capture: &'a mut Service, apply: &'a mut Service, coordinator: &'a mut Service) -> &'a mut Service {
+fn pick<'a>(
+    victim: Victim,
+    capture: &'a mut Service,
+    apply: &'a mut Service,
+    coordinator: &'a mut Service,
+) -> &'a mut Service {
     match victim {
         Victim::Capture => capture,
         Victim::Apply => apply,
@@ -53,70 +64,182 @@ fn bench_table() -> Vec<TableMapping> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_and_resume_during_full_sync_gives_the_exact_result() {
     let mut rng = StdRng::seed_from_u64(seed());
-    let mut env = TestEnv::start(EnvOptions { sample_rows: None, ..Default::default() }).await.unwrap();
+    let mut env = TestEnv::start(EnvOptions {
+        sample_rows: None,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     load_source(&env.standin, 200_000).await.unwrap();
-    let task = env.run_task(&bench_task(&env, "crash-full", true, false, 5_000)).await.unwrap();
+    let task = env
+        .run_task(&bench_task(&env, "crash-full", true, false, 5_000))
+        .await
+        .unwrap();
     let mut points = 0;
-    for victim in [Victim::Apply, Victim::Capture, Victim::Apply, Victim::Coordinator, Victim::Capture, Victim::Apply] {
+    for victim in [
+        Victim::Apply,
+        Victim::Capture,
+        Victim::Apply,
+        Victim::Coordinator,
+        Victim::Capture,
+        Victim::Apply,
+    ] {
         let status = env.status(&task).await;
-        if status.is_ok_and(|s| s.task.is_some_and(|t| t.state == pb::TaskState::Completed as i32)) {
+        if status.is_ok_and(|s| {
+            s.task
+                .is_some_and(|t| t.state == pb::TaskState::Completed as i32)
+        }) {
             break;
         }
-        let TestEnv { capture, appliers, coordinator, .. } = &mut env;
-        crash_once(&mut rng, victim, pick(victim, capture, &mut appliers[0], coordinator)).await;
+        let TestEnv {
+            capture,
+            appliers,
+            coordinator,
+            ..
+        } = &mut env;
+        crash_once(
+            &mut rng,
+            victim,
+            pick(victim, capture, &mut appliers[0], coordinator),
+        )
+        .await;
         points += 1;
     }
     eprintln!("{points} crash points during full sync");
-    env.wait_task_state(&task, pb::TaskState::Completed, Duration::from_secs(300)).await.unwrap();
+    env.wait_task_state(&task, pb::TaskState::Completed, Duration::from_secs(300))
+        .await
+        .unwrap();
     let comparison = env.compare(&bench_table()).await.unwrap();
     assert!(comparison.equal(), "{}", comparison.report());
-    assert!(points >= 3, "the full sync finished before enough crash points: {points}");
+    assert!(
+        points >= 3,
+        "the full sync finished before enough crash points: {points}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_any_service_during_incremental_sync_loses_and_repeats_nothing() {
     let mut rng = StdRng::seed_from_u64(seed());
-    let mut env = TestEnv::start(EnvOptions { sample_rows: None, ..Default::default() }).await.unwrap();
+    let mut env = TestEnv::start(EnvOptions {
+        sample_rows: None,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     load_source(&env.standin, 5_000).await.unwrap();
-    let task = env.run_task(&bench_task(&env, "crash-incremental", true, true, 1_000)).await.unwrap();
-    env.wait_phases(&task, &[pb::TablePhase::Streaming], Duration::from_secs(120)).await.unwrap();
+    let task = env
+        .run_task(&bench_task(&env, "crash-incremental", true, true, 1_000))
+        .await
+        .unwrap();
+    env.wait_phases(
+        &task,
+        &[pb::TablePhase::Streaming],
+        Duration::from_secs(120),
+    )
+    .await
+    .unwrap();
     let stop = CancellationToken::new();
     let victims = [Victim::Capture, Victim::Apply, Victim::Coordinator];
-    let schedule: Vec<Victim> = (0..16).map(|n| victims[if n < 3 { n } else { rng.random_range(0..victims.len()) }]).collect();
-    let TestEnv { standin, capture, appliers, coordinator, .. } = &mut env;
-    let driver = drive_bench_changes(standin, 5_000, 1_000_000, 20, Duration::from_millis(20), stop.clone());
+    let schedule: Vec<Victim> = (0..16)
+        .map(|n| {
+            victims[if n < 3 {
+                n
+            } else {
+                rng.random_range(0..victims.len())
+            }]
+        })
+        .collect();
+    let TestEnv {
+        standin,
+        capture,
+        appliers,
+        coordinator,
+        ..
+    } = &mut env;
+    let driver = drive_bench_changes(
+        standin,
+        5_000,
+        1_000_000,
+        20,
+        Duration::from_millis(20),
+        stop.clone(),
+    );
     let crashes = async {
         for victim in schedule {
-            crash_once(&mut rng, victim, pick(victim, capture, &mut appliers[0], coordinator)).await;
+            crash_once(
+                &mut rng,
+                victim,
+                pick(victim, capture, &mut appliers[0], coordinator),
+            )
+            .await;
         }
         stop.cancel();
     };
     let (changes, ()) = tokio::join!(driver, crashes);
     let changes = changes.unwrap();
     assert!(changes > 1_000, "the driver made only {changes} changes");
-    env.wait_equal(&bench_table(), Duration::from_secs(180)).await.unwrap();
+    env.wait_equal(&bench_table(), Duration::from_secs(180))
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tables_of_a_dead_applier_move_to_another() {
-    let mut env = TestEnv::start(EnvOptions { sample_rows: None, appliers: 2, ..Default::default() }).await.unwrap();
+    let mut env = TestEnv::start(EnvOptions {
+        sample_rows: None,
+        appliers: 2,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     load_source(&env.standin, 5_000).await.unwrap();
-    let task = env.run_task(&bench_task(&env, "failover", true, true, 1_000)).await.unwrap();
-    let status = env.wait_phases(&task, &[pb::TablePhase::Streaming], Duration::from_secs(120)).await.unwrap();
+    let task = env
+        .run_task(&bench_task(&env, "failover", true, true, 1_000))
+        .await
+        .unwrap();
+    let status = env
+        .wait_phases(
+            &task,
+            &[pb::TablePhase::Streaming],
+            Duration::from_secs(120),
+        )
+        .await
+        .unwrap();
     let owner = status.tables[0].worker_id.clone();
-    let index = env.appliers.iter().position(|a| a.name == owner).unwrap_or_else(|| panic!("owner {owner:?}"));
+    let index = env
+        .appliers
+        .iter()
+        .position(|a| a.name == owner)
+        .unwrap_or_else(|| panic!("owner {owner:?}"));
     let survivor = env.appliers[1 - index].name.clone();
     env.appliers[index].kill();
 
     let stop = CancellationToken::new();
-    let driver = drive_bench_changes(&env.standin, 5_000, 150, 20, Duration::from_millis(20), stop.clone());
-    let moved = wait_for("the table to move to the surviving applier", Duration::from_secs(60), || async {
-        let status = env.status(&task).await?;
-        let moved = status.tables.iter().all(|t| t.worker_id == survivor);
-        Ok(if moved { Ok(()) } else { Err(describe_tables(&status)) })
-    });
+    let driver = drive_bench_changes(
+        &env.standin,
+        5_000,
+        150,
+        20,
+        Duration::from_millis(20),
+        stop.clone(),
+    );
+    let moved = wait_for(
+        "the table to move to the surviving applier",
+        Duration::from_secs(60),
+        || async {
+            let status = env.status(&task).await?;
+            let moved = status.tables.iter().all(|t| t.worker_id == survivor);
+            Ok(if moved {
+                Ok(())
+            } else {
+                Err(describe_tables(&status))
+            })
+        },
+    );
     let (changes, moved) = tokio::join!(driver, moved);
     moved.unwrap();
     assert!(changes.unwrap() > 0);
-    env.wait_equal(&bench_table(), Duration::from_secs(120)).await.unwrap();
+    env.wait_equal(&bench_table(), Duration::from_secs(120))
+        .await
+        .unwrap();
 }

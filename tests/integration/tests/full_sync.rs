@@ -10,18 +10,42 @@ use dbsync_testkit::{EnvOptions, TestEnv};
 #[ignore = "blocked by GAPS.md #2: apply races on CREATE SCHEMA across parallel table groups"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_sync_of_every_type_equals_the_source_with_every_schema_object() {
-    let env = TestEnv::start(EnvOptions { sample_rows: Some(300), ..Default::default() }).await.unwrap();
-    let task = env.run_task(&env.sample_task("full", true, false)).await.unwrap();
-    env.wait_task_state(&task, pb::TaskState::Completed, Duration::from_secs(180)).await.unwrap();
+    let env = TestEnv::start(EnvOptions {
+        sample_rows: Some(300),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let task = env
+        .run_task(&env.sample_task("full", true, false))
+        .await
+        .unwrap();
+    env.wait_task_state(&task, pb::TaskState::Completed, Duration::from_secs(180))
+        .await
+        .unwrap();
 
     let mappings = env.task_mappings(&task).await.unwrap();
-    let planned: Vec<String> = mappings.iter().map(|m| format!("{}.{}", m.source_schema, m.source_table)).collect();
+    let planned: Vec<String> = mappings
+        .iter()
+        .map(|m| format!("{}.{}", m.source_schema, m.source_table))
+        .collect();
     for (schema, table) in supported_sample_tables() {
-        assert!(planned.contains(&format!("{schema}.{table}")), "{schema}.{table} was not planned: {planned:?}");
+        assert!(
+            planned.contains(&format!("{schema}.{table}")),
+            "{schema}.{table} was not planned: {planned:?}"
+        );
     }
     let comparison = env.compare(&mappings).await.unwrap();
-    assert!(comparison.equal(), "target differs from source:\n{}", comparison.report());
-    assert!(comparison.source_rows() > 1000, "sample too small: {}", comparison.report());
+    assert!(
+        comparison.equal(),
+        "target differs from source:\n{}",
+        comparison.report()
+    );
+    assert!(
+        comparison.source_rows() > 1000,
+        "sample too small: {}",
+        comparison.report()
+    );
 
     let pg = env.target().await.unwrap();
     let constraints = |table: &'static str, kind: &'static str| {
@@ -35,15 +59,36 @@ async fn full_sync_of_every_type_equals_the_source_with_every_schema_object() {
                 )
                 .await
                 .unwrap();
-            rows.iter().map(|r| (r.get::<_, String>(0), r.get::<_, bool>(1), r.get::<_, String>(2))).collect::<Vec<_>>()
+            rows.iter()
+                .map(|r| {
+                    (
+                        r.get::<_, String>(0),
+                        r.get::<_, bool>(1),
+                        r.get::<_, String>(2),
+                    )
+                })
+                .collect::<Vec<_>>()
         }
     };
     // Primary keys, including composite ones.
-    for table in ["sales.customers", "sales.orders", "sales.order_lines", "inventory.stock", "sales.payments"] {
-        assert_eq!(constraints(table, "p").await.len(), 1, "{table} has no primary key");
+    for table in [
+        "sales.customers",
+        "sales.orders",
+        "sales.order_lines",
+        "inventory.stock",
+        "sales.payments",
+    ] {
+        assert_eq!(
+            constraints(table, "p").await.len(),
+            1,
+            "{table} has no primary key"
+        );
     }
     let stock_pk = constraints("inventory.stock", "p").await;
-    assert!(stock_pk[0].2.contains("warehouse_code") && stock_pk[0].2.contains("product_id"), "{stock_pk:?}");
+    assert!(
+        stock_pk[0].2.contains("warehouse_code") && stock_pk[0].2.contains("product_id"),
+        "{stock_pk:?}"
+    );
     // Unique constraint (or unique index) on customers.email and the unique index of the table without PK.
     let unique_indexes: i64 = pg
         .query_one(
@@ -57,29 +102,56 @@ async fn full_sync_of_every_type_equals_the_source_with_every_schema_object() {
     assert!(unique_indexes >= 3, "unique keys missing: {unique_indexes}");
     // The filtered index became a partial index; the plain one exists too.
     let order_indexes: Vec<String> = pg
-        .query("SELECT indexdef FROM pg_indexes WHERE schemaname = 'sales' AND tablename = 'orders'", &[])
+        .query(
+            "SELECT indexdef FROM pg_indexes WHERE schemaname = 'sales' AND tablename = 'orders'",
+            &[],
+        )
         .await
         .unwrap()
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert!(order_indexes.iter().any(|d| d.contains("WHERE") && d.contains("status")), "no partial index: {order_indexes:?}");
-    assert!(order_indexes.iter().any(|d| d.contains("customer_id") && d.contains("order_date")), "no (customer_id, order_date) index: {order_indexes:?}");
+    assert!(
+        order_indexes
+            .iter()
+            .any(|d| d.contains("WHERE") && d.contains("status")),
+        "no partial index: {order_indexes:?}"
+    );
+    assert!(
+        order_indexes
+            .iter()
+            .any(|d| d.contains("customer_id") && d.contains("order_date")),
+        "no (customer_id, order_date) index: {order_indexes:?}"
+    );
     // Every FK exists and was validated after the full sync.
     let fks: Vec<(String, bool)> = pg
-        .query("SELECT conname::text, convalidated FROM pg_constraint WHERE contype = 'f' ORDER BY 1", &[])
+        .query(
+            "SELECT conname::text, convalidated FROM pg_constraint WHERE contype = 'f' ORDER BY 1",
+            &[],
+        )
         .await
         .unwrap()
         .iter()
         .map(|r| (r.get(0), r.get(1)))
         .collect();
     assert_eq!(fks.len(), 7, "foreign keys: {fks:?}");
-    assert!(fks.iter().all(|(_, valid)| *valid), "FKs not validated: {fks:?}");
+    assert!(
+        fks.iter().all(|(_, valid)| *valid),
+        "FKs not validated: {fks:?}"
+    );
     let cascade = constraints("sales.orders", "f").await;
-    assert!(cascade.iter().any(|c| c.2.contains("ON DELETE CASCADE")), "{cascade:?}");
+    assert!(
+        cascade.iter().any(|c| c.2.contains("ON DELETE CASCADE")),
+        "{cascade:?}"
+    );
     // CHECK constraints.
     let checks = constraints("sales.orders", "c").await;
-    assert!(checks.iter().any(|c| c.2.contains("new") && c.2.contains("cancelled")), "status CHECK missing: {checks:?}");
+    assert!(
+        checks
+            .iter()
+            .any(|c| c.2.contains("new") && c.2.contains("cancelled")),
+        "status CHECK missing: {checks:?}"
+    );
     // Defaults.
     let defaults: Vec<(String, Option<String>)> = pg
         .query(
@@ -92,11 +164,26 @@ async fn full_sync_of_every_type_equals_the_source_with_every_schema_object() {
         .iter()
         .map(|r| (r.get(0), r.get(1)))
         .collect();
-    let default_of = |c: &str| defaults.iter().find(|(n, _)| n == c).and_then(|(_, d)| d.clone()).unwrap_or_default();
-    assert!(default_of("status").contains("new"), "orders.status default: {defaults:?}");
-    assert!(!default_of("created_at").is_empty(), "customers.created_at default: {defaults:?}");
+    let default_of = |c: &str| {
+        defaults
+            .iter()
+            .find(|(n, _)| n == c)
+            .and_then(|(_, d)| d.clone())
+            .unwrap_or_default()
+    };
+    assert!(
+        default_of("status").contains("new"),
+        "orders.status default: {defaults:?}"
+    );
+    assert!(
+        !default_of("created_at").is_empty(),
+        "customers.created_at default: {defaults:?}"
+    );
     // Identity restarted above the source's current value: the next generated key is new.
-    for (table, column) in [("sales.customers", "customer_id"), ("sales.orders", "order_id")] {
+    for (table, column) in [
+        ("sales.customers", "customer_id"),
+        ("sales.orders", "order_id"),
+    ] {
         let identity: String = pg
             .query_one(
                 "SELECT attidentity::text FROM pg_attribute WHERE attrelid = $1::text::regclass AND attname = $2",
@@ -105,14 +192,27 @@ async fn full_sync_of_every_type_equals_the_source_with_every_schema_object() {
             .await
             .unwrap()
             .get(0);
-        assert_eq!(identity, "d", "{table}.{column} is not GENERATED BY DEFAULT AS IDENTITY");
-        let max: i64 = pg.query_one(&format!("SELECT max({column})::bigint FROM {table}"), &[]).await.unwrap().get(0);
-        let next: i64 = pg
-            .query_one("SELECT nextval(pg_get_serial_sequence($1, $2))", &[&table, &column])
+        assert_eq!(
+            identity, "d",
+            "{table}.{column} is not GENERATED BY DEFAULT AS IDENTITY"
+        );
+        let max: i64 = pg
+            .query_one(&format!("SELECT max({column})::bigint FROM {table}"), &[])
             .await
             .unwrap()
             .get(0);
-        assert!(next > max, "{table}.{column}: next identity {next} is not above the copied maximum {max}");
+        let next: i64 = pg
+            .query_one(
+                "SELECT nextval(pg_get_serial_sequence($1, $2))",
+                &[&table, &column],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert!(
+            next > max,
+            "{table}.{column}: next identity {next} is not above the copied maximum {max}"
+        );
     }
     // The sequence came over.
     let sequences: i64 = pg

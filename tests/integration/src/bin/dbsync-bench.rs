@@ -37,21 +37,41 @@ enum Which {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let binaries = std::env::current_exe()?.parent().map(|p| p.to_path_buf()).filter(|dir| {
-        ["dbsync-coordinator", "dbsync-capture", "dbsync-apply"].iter().all(|b| dir.join(b).exists())
-    });
+    let binaries = std::env::current_exe()?
+        .parent()
+        .map(|p| p.to_path_buf())
+        .filter(|dir| {
+            ["dbsync-coordinator", "dbsync-capture", "dbsync-apply"]
+                .iter()
+                .all(|b| dir.join(b).exists())
+        });
     let binaries = if args.in_process { None } else { binaries };
     let run = |which: Which| args.which == Which::All || args.which == which;
     if run(Which::Full) {
-        let o = BenchOptions { rows: args.rows.unwrap_or(2_000_000), rate: args.rate, seconds: args.seconds, binaries: binaries.clone() };
+        let o = BenchOptions {
+            rows: args.rows.unwrap_or(2_000_000),
+            rate: args.rate,
+            seconds: args.seconds,
+            binaries: binaries.clone(),
+        };
         println!("{}", bench_full(&o).await?);
     }
     if run(Which::Standin) {
-        let o = BenchOptions { rows: args.rows.unwrap_or(1_000_000), rate: args.rate, seconds: args.seconds, binaries: None };
+        let o = BenchOptions {
+            rows: args.rows.unwrap_or(1_000_000),
+            rate: args.rate,
+            seconds: args.seconds,
+            binaries: None,
+        };
         println!("{}", bench_standin(&o).await?);
     }
     if run(Which::Incremental) {
-        let o = BenchOptions { rows: args.rows.unwrap_or(200_000), rate: args.rate, seconds: args.seconds, binaries };
+        let o = BenchOptions {
+            rows: args.rows.unwrap_or(200_000),
+            rate: args.rate,
+            seconds: args.seconds,
+            binaries,
+        };
         println!("{}", bench_incremental(&o).await?);
     }
     Ok(())

@@ -55,7 +55,12 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     })
     .await?;
     println!("    SQL Server stand-in  {}", env.standin.addr);
-    println!("    PostgreSQL           {}:{} database {}", env.pg.host(), env.pg.port(), env.target_db);
+    println!(
+        "    PostgreSQL           {}:{} database {}",
+        env.pg.host(),
+        env.pg.port(),
+        env.target_db
+    );
     println!("    coordinator          {}", env.coordinator.url());
     println!("    capture              {}", env.capture.url());
     for a in &env.appliers {
@@ -63,9 +68,14 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     }
 
     step("creating and starting a task: schema + full + incremental (cdc-polling)");
-    let task = env.run_task(&env.sample_task_with("demo", true, true, KEYLESS_SAMPLE_TABLES, "", "")).await?;
+    let task = env
+        .run_task(&env.sample_task_with("demo", true, true, KEYLESS_SAMPLE_TABLES, "", ""))
+        .await?;
 
-    step(&format!("running the workload on the source for {} s at {} transactions/s while the task runs", args.seconds, args.tps));
+    step(&format!(
+        "running the workload on the source for {} s at {} transactions/s while the task runs",
+        args.seconds, args.tps
+    ));
     let workload_stop = CancellationToken::new();
     let workload = tokio::spawn(run_workload(
         env.standin.addr,
@@ -91,7 +101,17 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         let stop = lag_stop.clone();
         let env = &env;
         let task = task.clone();
-        async move { measure_lag(env, &task, SAMPLE_DATABASE, Duration::from_millis(50), Duration::from_secs(30), stop).await }
+        async move {
+            measure_lag(
+                env,
+                &task,
+                SAMPLE_DATABASE,
+                Duration::from_millis(50),
+                Duration::from_secs(30),
+                stop,
+            )
+            .await
+        }
     };
     let progress = async {
         let mut last_line = String::new();
@@ -101,7 +121,11 @@ async fn run(args: Args) -> anyhow::Result<bool> {
                 if info.state == pb::TaskState::Failed as i32 {
                     workload_stop.cancel();
                     lag_stop.cancel();
-                    anyhow::bail!("the task failed: {}\n{}", info.last_error, describe_tables(&status));
+                    anyhow::bail!(
+                        "the task failed: {}\n{}",
+                        info.last_error,
+                        describe_tables(&status)
+                    );
                 }
                 let line = phase_line(&status);
                 if line != last_line {
@@ -123,9 +147,16 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     );
 
     step("waiting until the target has caught up");
-    if let Err(e) = env.wait_caught_up(&task, SAMPLE_DATABASE, Duration::from_secs(120)).await {
+    if let Err(e) = env
+        .wait_caught_up(&task, SAMPLE_DATABASE, Duration::from_secs(120))
+        .await
+    {
         let status = env.status(&task).await?;
-        if status.task.as_ref().is_some_and(|t| t.state == pb::TaskState::Failed as i32) {
+        if status
+            .task
+            .as_ref()
+            .is_some_and(|t| t.state == pb::TaskState::Failed as i32)
+        {
             anyhow::bail!("{e:#}\n{}", describe_tables(&status));
         }
         println!("    not caught up by LSN within 120 s ({e}); comparing anyway");
@@ -144,9 +175,16 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     println!();
     println!("Summary");
     println!("-------");
-    println!("{:<32} {:>10} {:>10} {:>10} {:>9}  {}", "table", "source", "target", "changes", "phase", "rows equal");
+    println!(
+        "{:<32} {:>10} {:>10} {:>10} {:>9}  rows equal",
+        "table", "source", "target", "changes", "phase"
+    );
     for t in &comparison.tables {
-        let st = status.tables.iter().find(|s| s.source.as_ref().is_some_and(|r| format!("{}.{}.{}", r.database, r.schema, r.name) == t.table));
+        let st = status.tables.iter().find(|s| {
+            s.source
+                .as_ref()
+                .is_some_and(|r| format!("{}.{}.{}", r.database, r.schema, r.name) == t.table)
+        });
         let changes = st.map(|s| s.changes_applied).unwrap_or(0);
         let phase = st.map(|s| phase_name(s.phase)).unwrap_or("?");
         println!(
@@ -156,20 +194,34 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             t.target_rows,
             changes,
             phase,
-            if t.equal() { "yes".to_string() } else { format!("NO ({} missing, {} extra)", t.missing_count, t.extra_count) }
+            if t.equal() {
+                "yes".to_string()
+            } else {
+                format!("NO ({} missing, {} extra)", t.missing_count, t.extra_count)
+            }
         );
     }
     let applied: u64 = status.tables.iter().map(|t| t.changes_applied).sum();
     println!();
     println!("rows compared       {}", comparison.source_rows());
-    println!("changes applied     {applied} (source: {} row changes committed)", stats.row_changes());
+    println!(
+        "changes applied     {applied} (source: {} row changes committed)",
+        stats.row_changes()
+    );
     println!("end-to-end lag      {}", lag.summary());
     println!("verify API          {verify_api}");
-    println!("elapsed             {:.1} s", started.elapsed().as_secs_f64());
+    println!(
+        "elapsed             {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     let equal = comparison.equal();
     println!();
     if equal {
-        println!("RESULT: target equals source ({} tables, {} rows)", comparison.tables.len(), comparison.source_rows());
+        println!(
+            "RESULT: target equals source ({} tables, {} rows)",
+            comparison.tables.len(),
+            comparison.source_rows()
+        );
     } else {
         println!("RESULT: DIFFERENCES FOUND\n{}", comparison.report());
         println!("{}", describe_tables(&status));
@@ -183,12 +235,21 @@ async fn verify_with_api(env: &TestEnv, task: &str) -> String {
         Ok(c) => c,
         Err(e) => return format!("unavailable: {e}"),
     };
-    let request = pb::VerifyTaskRequest { task_id: task.into(), mode: "full".into(), ..Default::default() };
+    let request = pb::VerifyTaskRequest {
+        task_id: task.into(),
+        mode: "full".into(),
+        ..Default::default()
+    };
     match client.verify_task(request).await {
         Ok(r) => {
             let r = r.into_inner();
             let rows: u64 = r.tables.iter().map(|t| t.rows_compared).sum();
-            format!("{} ({} tables, {rows} rows compared in {:.1} s)", if r.equal { "equal" } else { "DIFFERENT" }, r.tables.len(), r.seconds)
+            format!(
+                "{} ({} tables, {rows} rows compared in {:.1} s)",
+                if r.equal { "equal" } else { "DIFFERENT" },
+                r.tables.len(),
+                r.seconds
+            )
         }
         Err(s) => format!("not available: {}", s.message()),
     }
@@ -209,7 +270,14 @@ fn phase_line(status: &pb::TaskStatus) -> String {
     }
     let phases: Vec<String> = counts.iter().map(|(n, c)| format!("{c} {n}")).collect();
     let changes: u64 = status.tables.iter().map(|t| t.changes_applied).sum();
-    format!("tables: {} | rows {}/{} | changes applied {} | lag {:.2} s", phases.join(", "), status.rows_done, status.rows_total, changes, status.lag_seconds)
+    format!(
+        "tables: {} | rows {}/{} | changes applied {} | lag {:.2} s",
+        phases.join(", "),
+        status.rows_done,
+        status.rows_total,
+        changes,
+        status.lag_seconds
+    )
 }
 
 fn phase_name(phase: i32) -> &'static str {

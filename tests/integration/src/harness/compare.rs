@@ -12,11 +12,12 @@ use std::fmt;
 
 use anyhow::{anyhow, Context};
 use dbsync_proto::v1::{value::Kind, ColumnSchema, Value};
-use dbsync_typemap::{
-    canonical_bytes, datetime2_from_sql, datetime_from_sql, datetimeoffset_from_sql, decimal_from_parts, map_column,
-    pg_canonical_sql, quote_ident, smalldatetime_from_sql, time_from_sql, MappingOptions, PgColumnType,
-};
 use dbsync_sqlserver_sim::workload::SqlClient;
+use dbsync_typemap::{
+    canonical_bytes, datetime2_from_sql, datetime_from_sql, datetimeoffset_from_sql,
+    decimal_from_parts, map_column, pg_canonical_sql, quote_ident, smalldatetime_from_sql,
+    time_from_sql, MappingOptions, PgColumnType,
+};
 use futures_util::TryStreamExt;
 use tiberius::ColumnData;
 
@@ -54,7 +55,10 @@ impl TableMapping {
     }
 
     pub fn name(&self) -> String {
-        format!("{}.{}.{}", self.source_database, self.source_schema, self.source_table)
+        format!(
+            "{}.{}.{}",
+            self.source_database, self.source_schema, self.source_table
+        )
     }
 }
 
@@ -98,9 +102,17 @@ impl TableComparison {
 
 impl fmt::Display for TableComparison {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: source {} rows, target {} rows", self.table, self.source_rows, self.target_rows)?;
+        write!(
+            f,
+            "{}: source {} rows, target {} rows",
+            self.table, self.source_rows, self.target_rows
+        )?;
         if !self.equal() {
-            write!(f, ", {} rows only on the source, {} only on the target", self.missing_count, self.extra_count)?;
+            write!(
+                f,
+                ", {} rows only on the source, {} only on the target",
+                self.missing_count, self.extra_count
+            )?;
             for row in &self.missing {
                 write!(f, "\n    source only: {}", truncate(row))?;
             }
@@ -139,7 +151,11 @@ impl Comparison {
     pub fn report(&self) -> String {
         let mut tables: Vec<&TableComparison> = self.tables.iter().collect();
         tables.sort_by_key(|t| t.equal());
-        tables.iter().map(|t| t.to_string()).collect::<Vec<_>>().join("\n")
+        tables
+            .iter()
+            .map(|t| t.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     pub fn source_rows(&self) -> usize {
@@ -162,7 +178,11 @@ pub async fn compare_tables(
 ) -> anyhow::Result<Comparison> {
     let mut out = Comparison::default();
     for mapping in mappings {
-        out.tables.push(compare_table(source, target, mapping).await.with_context(|| format!("compare {}", mapping.name()))?);
+        out.tables.push(
+            compare_table(source, target, mapping)
+                .await
+                .with_context(|| format!("compare {}", mapping.name()))?,
+        );
     }
     Ok(out)
 }
@@ -216,25 +236,43 @@ pub async fn compare_table(
     Ok(result)
 }
 
-async fn source_columns(source: &mut SqlClient, mapping: &TableMapping) -> anyhow::Result<Vec<SourceColumn>> {
-    source.execute(format!("USE [{}]", mapping.source_database), &[]).await?;
+async fn source_columns(
+    source: &mut SqlClient,
+    mapping: &TableMapping,
+) -> anyhow::Result<Vec<SourceColumn>> {
+    source
+        .execute(format!("USE [{}]", mapping.source_database), &[])
+        .await?;
     let sql = "SELECT c.name, t.name, CAST(c.max_length AS int), CAST(c.precision AS int), CAST(c.scale AS int) \
                FROM sys.columns c JOIN sys.tables tb ON tb.object_id = c.object_id \
                JOIN sys.schemas s ON s.schema_id = tb.schema_id \
                JOIN sys.types t ON t.user_type_id = c.system_type_id \
                WHERE s.name = @P1 AND tb.name = @P2 ORDER BY c.column_id";
     let rows = source
-        .query(sql, &[&mapping.source_schema.as_str(), &mapping.source_table.as_str()])
+        .query(
+            sql,
+            &[
+                &mapping.source_schema.as_str(),
+                &mapping.source_table.as_str(),
+            ],
+        )
         .await?
         .into_first_result()
         .await?;
     if rows.is_empty() {
-        return Err(anyhow!("source table {} has no columns (does it exist?)", mapping.name()));
+        return Err(anyhow!(
+            "source table {} has no columns (does it exist?)",
+            mapping.name()
+        ));
     }
     let mut columns = Vec::new();
     for row in rows {
         let name: &str = row.get(0).unwrap_or_default();
-        if mapping.skip_columns.iter().any(|s| s.eq_ignore_ascii_case(name)) {
+        if mapping
+            .skip_columns
+            .iter()
+            .any(|s| s.eq_ignore_ascii_case(name))
+        {
             continue;
         }
         let type_name: &str = row.get(1).unwrap_or_default();
@@ -246,7 +284,8 @@ async fn source_columns(source: &mut SqlClient, mapping: &TableMapping) -> anyho
             scale: row.get::<i32, _>(4).unwrap_or_default(),
             ..Default::default()
         };
-        let pg = map_column(&schema, &MappingOptions::default()).map_err(|e| anyhow!("map {}: {e}", name))?;
+        let pg = map_column(&schema, &MappingOptions::default())
+            .map_err(|e| anyhow!("map {}: {e}", name))?;
         let quoted = format!("[{}]", name.replace(']', "]]"));
         // tiberius decodes money as f64, which loses the low digits: read it as its exact decimal.
         let select = match type_name.to_ascii_lowercase().as_str() {
@@ -254,12 +293,20 @@ async fn source_columns(source: &mut SqlClient, mapping: &TableMapping) -> anyho
             "smallmoney" => format!("CAST({quoted} AS decimal(10, 4))"),
             _ => quoted,
         };
-        columns.push(SourceColumn { name: name.to_string(), select, pg });
+        columns.push(SourceColumn {
+            name: name.to_string(),
+            select,
+            pg,
+        });
     }
     Ok(columns)
 }
 
-async fn read_source_rows(source: &mut SqlClient, mapping: &TableMapping, columns: &[SourceColumn]) -> anyhow::Result<Vec<String>> {
+async fn read_source_rows(
+    source: &mut SqlClient,
+    mapping: &TableMapping,
+    columns: &[SourceColumn],
+) -> anyhow::Result<Vec<String>> {
     let list: Vec<&str> = columns.iter().map(|c| c.select.as_str()).collect();
     let mut sql = format!(
         "SELECT {} FROM [{}].[{}]",
@@ -276,7 +323,8 @@ async fn read_source_rows(source: &mut SqlClient, mapping: &TableMapping, column
     while let Some(row) = stream.try_next().await? {
         buf.clear();
         for (data, column) in row.into_iter().zip(columns) {
-            let value = value_from_tiberius(data).with_context(|| format!("column {}", column.name))?;
+            let value =
+                value_from_tiberius(data).with_context(|| format!("column {}", column.name))?;
             canonical_bytes(&value, &column.pg, &mut buf);
         }
         rows.push(String::from_utf8_lossy(&buf).into_owned());
@@ -284,11 +332,19 @@ async fn read_source_rows(source: &mut SqlClient, mapping: &TableMapping, column
     Ok(rows)
 }
 
-async fn read_target_rows(target: &tokio_postgres::Client, mapping: &TableMapping, columns: &[SourceColumn]) -> anyhow::Result<Vec<String>> {
+async fn read_target_rows(
+    target: &tokio_postgres::Client,
+    mapping: &TableMapping,
+    columns: &[SourceColumn],
+) -> anyhow::Result<Vec<String>> {
     let exprs: Vec<String> = columns
         .iter()
         .map(|c| {
-            let target_name = mapping.column_renames.get(&c.name).cloned().unwrap_or_else(|| mapping.column_case.apply(&c.name));
+            let target_name = mapping
+                .column_renames
+                .get(&c.name)
+                .cloned()
+                .unwrap_or_else(|| mapping.column_case.apply(&c.name));
             pg_canonical_sql(&quote_ident(&target_name), &c.pg)
         })
         .collect();
@@ -298,7 +354,12 @@ async fn read_target_rows(target: &tokio_postgres::Client, mapping: &TableMappin
         quote_ident(&mapping.target_schema),
         quote_ident(&mapping.target_table)
     );
-    let rows = target.query(&sql, &[]).await.with_context(|| format!("read target {}.{}", mapping.target_schema, mapping.target_table))?;
+    let rows = target.query(&sql, &[]).await.with_context(|| {
+        format!(
+            "read target {}.{}",
+            mapping.target_schema, mapping.target_table
+        )
+    })?;
     Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
 }
 
@@ -315,18 +376,33 @@ fn value_from_tiberius(data: ColumnData<'static>) -> anyhow::Result<Value> {
         ColumnData::String(v) => v.map(|s| Kind::Text(s.into_owned())),
         ColumnData::Guid(v) => v.map(|g| Kind::Uuid(g.as_bytes().to_vec())),
         ColumnData::Binary(v) => v.map(|b| Kind::Binary(b.into_owned())),
-        ColumnData::Numeric(v) => v.map(|n| Kind::Decimal(decimal_from_parts(n.value(), u32::from(n.scale())))),
+        ColumnData::Numeric(v) => {
+            v.map(|n| Kind::Decimal(decimal_from_parts(n.value(), u32::from(n.scale()))))
+        }
         ColumnData::Xml(v) => v.map(|x| Kind::Text(x.into_owned().into_string())),
-        ColumnData::DateTime(v) => v.map(|d| Kind::Datetime(datetime_from_sql(d.days(), d.seconds_fragments()))),
-        ColumnData::SmallDateTime(v) => v.map(|d| Kind::Datetime(smalldatetime_from_sql(d.days(), d.seconds_fragments()))),
+        ColumnData::DateTime(v) => {
+            v.map(|d| Kind::Datetime(datetime_from_sql(d.days(), d.seconds_fragments())))
+        }
+        ColumnData::SmallDateTime(v) => {
+            v.map(|d| Kind::Datetime(smalldatetime_from_sql(d.days(), d.seconds_fragments())))
+        }
         ColumnData::Time(v) => v.map(|t| Kind::Time(time_from_sql(t.increments(), t.scale()))),
         ColumnData::Date(v) => v.map(|d| Kind::Date(d.days() as i32)),
-        ColumnData::DateTime2(v) => {
-            v.map(|d| Kind::Datetime(datetime2_from_sql(d.date().days(), d.time().increments(), d.time().scale())))
-        }
+        ColumnData::DateTime2(v) => v.map(|d| {
+            Kind::Datetime(datetime2_from_sql(
+                d.date().days(),
+                d.time().increments(),
+                d.time().scale(),
+            ))
+        }),
         ColumnData::DateTimeOffset(v) => v.map(|d| {
             let dt = d.datetime2();
-            Kind::Datetimeoffset(datetimeoffset_from_sql(dt.date().days(), dt.time().increments(), dt.time().scale(), d.offset()))
+            Kind::Datetimeoffset(datetimeoffset_from_sql(
+                dt.date().days(),
+                dt.time().increments(),
+                dt.time().scale(),
+                d.offset(),
+            ))
         }),
     };
     Ok(Value { kind })

@@ -31,7 +31,10 @@ impl LagStats {
 
     pub fn summary(&self) -> String {
         match (self.percentile(50.0), self.percentile(99.0)) {
-            (Some(p50), Some(p99)) => format!("p50 {p50:.0} ms, p99 {p99:.0} ms ({} samples)", self.samples_ms.len()),
+            (Some(p50), Some(p99)) => format!(
+                "p50 {p50:.0} ms, p99 {p99:.0} ms ({} samples)",
+                self.samples_ms.len()
+            ),
             _ => "no samples".to_string(),
         }
     }
@@ -39,7 +42,14 @@ impl LagStats {
 
 /// Samples lag until `stop` is cancelled, then keeps going (up to `drain`) until every noted
 /// position that CDC captured has been applied.
-pub async fn measure_lag(env: &TestEnv, task: &str, database: &str, interval: Duration, drain: Duration, stop: CancellationToken) -> LagStats {
+pub async fn measure_lag(
+    env: &TestEnv,
+    task: &str,
+    database: &str,
+    interval: Duration,
+    drain: Duration,
+    stop: CancellationToken,
+) -> LagStats {
     let mut pending: VecDeque<(Vec<u8>, Instant)> = VecDeque::new();
     let mut stats = LagStats::default();
     let mut last_noted: Vec<u8> = Vec::new();
@@ -61,9 +71,14 @@ pub async fn measure_lag(env: &TestEnv, task: &str, database: &str, interval: Du
         if let Ok(status) = env.status(task).await {
             let applied = status.applied_lsn;
             let now = Instant::now();
-            while pending.front().is_some_and(|(lsn, _)| !applied.is_empty() && *lsn <= applied) {
+            while pending
+                .front()
+                .is_some_and(|(lsn, _)| !applied.is_empty() && *lsn <= applied)
+            {
                 let (_, seen) = pending.pop_front().expect("front exists");
-                stats.samples_ms.push(now.duration_since(seen).as_secs_f64() * 1000.0);
+                stats
+                    .samples_ms
+                    .push(now.duration_since(seen).as_secs_f64() * 1000.0);
             }
         }
         if stopping {

@@ -18,8 +18,8 @@ use dbsync_proto::v1::coordinator_service_client::CoordinatorServiceClient;
 use dbsync_sqlserver_sim::sample::{SAMPLE_DATABASE, SAMPLE_TABLES, UNSUPPORTED_TYPE_TABLES};
 use tonic::transport::Channel;
 
-pub use lag::{measure_lag, LagStats};
 pub use compare::{compare_tables, Case, Comparison, TableComparison, TableMapping};
+pub use lag::{measure_lag, LagStats};
 pub use service::{Service, ServiceKind};
 pub use standin::{CdcTiming, StandIn};
 pub use wait::wait_for;
@@ -40,7 +40,13 @@ pub struct EnvOptions {
 
 impl Default for EnvOptions {
     fn default() -> Self {
-        EnvOptions { sample_rows: Some(200), appliers: 1, cdc: CdcTiming::Job(Duration::from_millis(100)), lease_seconds: 4, service_binaries: None }
+        EnvOptions {
+            sample_rows: Some(200),
+            appliers: 1,
+            cdc: CdcTiming::Job(Duration::from_millis(100)),
+            lease_seconds: 4,
+            service_binaries: None,
+        }
     }
 }
 
@@ -63,8 +69,14 @@ impl TestEnv {
         init_tracing();
         let standin = StandIn::start(options.sample_rows, options.cdc).await?;
         let pg = tokio::task::spawn_blocking(PgCluster::shared).await?;
-        let target_db = format!("target_{}_{}", std::process::id(), NEXT_DB.fetch_add(1, Ordering::SeqCst));
-        pg.create_database(&target_db).await.context("create the target database")?;
+        let target_db = format!(
+            "target_{}_{}",
+            std::process::id(),
+            NEXT_DB.fetch_add(1, Ordering::SeqCst)
+        );
+        pg.create_database(&target_db)
+            .await
+            .context("create the target database")?;
         let dir = tempfile::tempdir()?;
         let any: std::net::SocketAddr = "127.0.0.1:0".parse()?;
         let start = |name: String, kind: ServiceKind| {
@@ -77,15 +89,38 @@ impl TestEnv {
             }
         };
         let store = dir.path().join("coordinator.db");
-        let coordinator =
-            start("coordinator".into(), ServiceKind::Coordinator { store, lease_seconds: options.lease_seconds }).await?;
-        let capture = start("capture".into(), ServiceKind::Capture { coordinator: coordinator.url() }).await?;
+        let coordinator = start(
+            "coordinator".into(),
+            ServiceKind::Coordinator {
+                store,
+                lease_seconds: options.lease_seconds,
+            },
+        )
+        .await?;
+        let capture = start(
+            "capture".into(),
+            ServiceKind::Capture {
+                coordinator: coordinator.url(),
+            },
+        )
+        .await?;
         let mut appliers = Vec::new();
         for n in 0..options.appliers.max(1) {
-            let kind = ServiceKind::Apply { coordinator: coordinator.url(), worker_id: format!("apply-{}", n + 1) };
+            let kind = ServiceKind::Apply {
+                coordinator: coordinator.url(),
+                worker_id: format!("apply-{}", n + 1),
+            };
             appliers.push(start(format!("apply-{}", n + 1), kind).await?);
         }
-        let env = TestEnv { standin, pg, target_db, coordinator, capture, appliers, _dir: dir };
+        let env = TestEnv {
+            standin,
+            pg,
+            target_db,
+            coordinator,
+            capture,
+            appliers,
+            _dir: dir,
+        };
         env.wait_workers_registered().await?;
         Ok(env)
     }
@@ -133,7 +168,15 @@ impl TestEnv {
     /// inside `objects:` (each indented by two
     /// spaces, e.g. `"  tables:\n    shop.sales.orders: { where: \"status = 'paid'\" }\n"`)
     /// and more top-level sections.
-    pub fn sample_task_with(&self, name: &str, full: bool, incremental: bool, exclude: &[&str], objects: &str, extra: &str) -> String {
+    pub fn sample_task_with(
+        &self,
+        name: &str,
+        full: bool,
+        incremental: bool,
+        exclude: &[&str],
+        objects: &str,
+        extra: &str,
+    ) -> String {
         let excluded: Vec<String> = UNSUPPORTED_TYPE_TABLES
             .iter()
             .map(|(s, t)| format!("\"{SAMPLE_DATABASE}.{s}.{t}\""))
@@ -151,29 +194,60 @@ impl TestEnv {
 
     /// Creates a task from its YAML text.
     pub async fn create_task(&self, spec: &str) -> Result<pb::TaskInfo, tonic::Status> {
-        let mut client = self.client().await.map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-        client.create_task(pb::CreateTaskRequest { spec: spec.to_string() }).await.map(|r| r.into_inner())
+        let mut client = self
+            .client()
+            .await
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        client
+            .create_task(pb::CreateTaskRequest {
+                spec: spec.to_string(),
+            })
+            .await
+            .map(|r| r.into_inner())
     }
 
     pub async fn start_task(&self, task: &str) -> Result<pb::TaskInfo, tonic::Status> {
-        let mut client = self.client().await.map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-        client.start_task(pb::TaskRef { task_id: task.into() }).await.map(|r| r.into_inner())
+        let mut client = self
+            .client()
+            .await
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        client
+            .start_task(pb::TaskRef {
+                task_id: task.into(),
+            })
+            .await
+            .map(|r| r.into_inner())
     }
 
     /// Creates and starts a task; returns its id.
     pub async fn run_task(&self, spec: &str) -> anyhow::Result<String> {
-        let info = self.create_task(spec).await.map_err(|s| anyhow!("create task: {}", s.message()))?;
-        self.start_task(&info.task_id).await.map_err(|s| anyhow!("start task: {}", s.message()))?;
+        let info = self
+            .create_task(spec)
+            .await
+            .map_err(|s| anyhow!("create task: {}", s.message()))?;
+        self.start_task(&info.task_id)
+            .await
+            .map_err(|s| anyhow!("start task: {}", s.message()))?;
         Ok(info.task_id)
     }
 
     pub async fn status(&self, task: &str) -> anyhow::Result<pb::TaskStatus> {
         let mut client = self.client().await?;
-        Ok(client.get_task_status(pb::TaskRef { task_id: task.into() }).await?.into_inner())
+        Ok(client
+            .get_task_status(pb::TaskRef {
+                task_id: task.into(),
+            })
+            .await?
+            .into_inner())
     }
 
     /// Waits until the task is in `state`; fails at once if it fails instead.
-    pub async fn wait_task_state(&self, task: &str, state: pb::TaskState, timeout: Duration) -> anyhow::Result<pb::TaskStatus> {
+    pub async fn wait_task_state(
+        &self,
+        task: &str,
+        state: pb::TaskState,
+        timeout: Duration,
+    ) -> anyhow::Result<pb::TaskStatus> {
         wait_for(&format!("task {task} to be {state:?}"), timeout, || async {
             let status = self.status(task).await?;
             let info = status.task.clone().unwrap_or_default();
@@ -181,43 +255,92 @@ impl TestEnv {
                 return Ok(Ok(status));
             }
             if info.state == pb::TaskState::Failed as i32 && state != pb::TaskState::Failed {
-                return Err(anyhow!("task {task} failed: {}\n{}", info.last_error, describe_tables(&status)));
+                return Err(anyhow!(
+                    "task {task} failed: {}\n{}",
+                    info.last_error,
+                    describe_tables(&status)
+                ));
             }
-            Ok(Err(format!("state {:?}, error {:?}\n{}", pb::TaskState::try_from(info.state), info.last_error, describe_tables(&status))))
+            Ok(Err(format!(
+                "state {:?}, error {:?}\n{}",
+                pb::TaskState::try_from(info.state),
+                info.last_error,
+                describe_tables(&status)
+            )))
         })
         .await
     }
 
     /// Waits until every table of the task is in one of `phases`.
-    pub async fn wait_phases(&self, task: &str, phases: &[pb::TablePhase], timeout: Duration) -> anyhow::Result<pb::TaskStatus> {
-        wait_for(&format!("every table of {task} in {phases:?}"), timeout, || async {
-            let status = self.status(task).await?;
-            let info = status.task.clone().unwrap_or_default();
-            if info.state == pb::TaskState::Failed as i32 {
-                return Err(anyhow!("task {task} failed: {}\n{}", info.last_error, describe_tables(&status)));
-            }
-            let done = !status.tables.is_empty() && status.tables.iter().all(|t| phases.iter().any(|p| *p as i32 == t.phase));
-            Ok(if done { Ok(status) } else { Err(describe_tables(&status)) })
-        })
+    pub async fn wait_phases(
+        &self,
+        task: &str,
+        phases: &[pb::TablePhase],
+        timeout: Duration,
+    ) -> anyhow::Result<pb::TaskStatus> {
+        wait_for(
+            &format!("every table of {task} in {phases:?}"),
+            timeout,
+            || async {
+                let status = self.status(task).await?;
+                let info = status.task.clone().unwrap_or_default();
+                if info.state == pb::TaskState::Failed as i32 {
+                    return Err(anyhow!(
+                        "task {task} failed: {}\n{}",
+                        info.last_error,
+                        describe_tables(&status)
+                    ));
+                }
+                let done = !status.tables.is_empty()
+                    && status
+                        .tables
+                        .iter()
+                        .all(|t| phases.iter().any(|p| *p as i32 == t.phase));
+                Ok(if done {
+                    Ok(status)
+                } else {
+                    Err(describe_tables(&status))
+                })
+            },
+        )
         .await
     }
 
     /// Waits until the applied position of every table reached the source's max LSN now.
-    pub async fn wait_caught_up(&self, task: &str, database: &str, timeout: Duration) -> anyhow::Result<pb::TaskStatus> {
+    pub async fn wait_caught_up(
+        &self,
+        task: &str,
+        database: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<pb::TaskStatus> {
         let goal = self.standin.max_lsn(database).unwrap_or_default();
-        wait_for(&format!("task {task} to apply up to the source max LSN"), timeout, || async {
-            let status = self.status(task).await?;
-            let info = status.task.clone().unwrap_or_default();
-            if info.state == pb::TaskState::Failed as i32 {
-                return Err(anyhow!("task {task} failed: {}", info.last_error));
-            }
-            let streaming = status.tables.iter().all(|t| t.phase == pb::TablePhase::Streaming as i32);
-            Ok(if streaming && !status.applied_lsn.is_empty() && status.applied_lsn >= goal {
-                Ok(status)
-            } else {
-                Err(format!("applied {} < {}\n{}", hex(&status.applied_lsn), hex(&goal), describe_tables(&status)))
-            })
-        })
+        wait_for(
+            &format!("task {task} to apply up to the source max LSN"),
+            timeout,
+            || async {
+                let status = self.status(task).await?;
+                let info = status.task.clone().unwrap_or_default();
+                if info.state == pb::TaskState::Failed as i32 {
+                    return Err(anyhow!("task {task} failed: {}", info.last_error));
+                }
+                let streaming = status
+                    .tables
+                    .iter()
+                    .all(|t| t.phase == pb::TablePhase::Streaming as i32);
+                Ok(
+                    if streaming && !status.applied_lsn.is_empty() && status.applied_lsn >= goal {
+                        Ok(status)
+                    } else {
+                        Err(format!(
+                            "applied {} < {}\n{}",
+                            hex(&status.applied_lsn),
+                            hex(&goal),
+                            describe_tables(&status)
+                        ))
+                    },
+                )
+            },
+        )
         .await
     }
 
@@ -227,8 +350,14 @@ impl TestEnv {
         let status = self.status(task).await?;
         let mut mappings = Vec::new();
         for t in &status.tables {
-            let source = t.source.clone().ok_or_else(|| anyhow!("table status without source"))?;
-            let (schema, table) = t.target.split_once('.').ok_or_else(|| anyhow!("target {} is not schema.table", t.target))?;
+            let source = t
+                .source
+                .clone()
+                .ok_or_else(|| anyhow!("table status without source"))?;
+            let (schema, table) = t
+                .target
+                .split_once('.')
+                .ok_or_else(|| anyhow!("target {} is not schema.table", t.target))?;
             let mut m = TableMapping::lower(&source.database, &source.schema, &source.name);
             m.target_schema = schema.trim_matches('"').to_string();
             m.target_table = table.trim_matches('"').to_string();
@@ -247,10 +376,18 @@ impl TestEnv {
 
     /// Polls the comparison until source and target are equal (changes still flowing in are
     /// expected to converge) or the deadline passes; the error carries the last report.
-    pub async fn wait_equal(&self, mappings: &[TableMapping], timeout: Duration) -> anyhow::Result<Comparison> {
+    pub async fn wait_equal(
+        &self,
+        mappings: &[TableMapping],
+        timeout: Duration,
+    ) -> anyhow::Result<Comparison> {
         wait_for("target to equal source row by row", timeout, || async {
             let comparison = self.compare(mappings).await?;
-            Ok(if comparison.equal() { Ok(comparison) } else { Err(comparison.report()) })
+            Ok(if comparison.equal() {
+                Ok(comparison)
+            } else {
+                Err(comparison.report())
+            })
         })
         .await
     }
@@ -258,12 +395,24 @@ impl TestEnv {
     /// Waits until the coordinator lists the capture and every applier as alive.
     pub async fn wait_workers_registered(&self) -> anyhow::Result<()> {
         let wanted = 1 + self.appliers.iter().filter(|a| a.is_running()).count();
-        wait_for("capture and appliers to register", Duration::from_secs(30), || async {
-            let mut client = self.client().await?;
-            let workers = client.list_workers(pb::ListWorkersRequest {}).await?.into_inner().workers;
-            let alive = workers.iter().filter(|w| w.alive).count();
-            Ok(if alive >= wanted { Ok(()) } else { Err(format!("{alive} of {wanted} alive: {workers:?}")) })
-        })
+        wait_for(
+            "capture and appliers to register",
+            Duration::from_secs(30),
+            || async {
+                let mut client = self.client().await?;
+                let workers = client
+                    .list_workers(pb::ListWorkersRequest {})
+                    .await?
+                    .into_inner()
+                    .workers;
+                let alive = workers.iter().filter(|w| w.alive).count();
+                Ok(if alive >= wanted {
+                    Ok(())
+                } else {
+                    Err(format!("{alive} of {wanted} alive: {workers:?}"))
+                })
+            },
+        )
         .await
     }
 }
@@ -274,7 +423,11 @@ pub const KEYLESS_SAMPLE_TABLES: &[&str] = &["shop.sales.audit_log"];
 
 /// The sample tables dbsync supports, as `(schema, table)`.
 pub fn supported_sample_tables() -> Vec<(&'static str, &'static str)> {
-    SAMPLE_TABLES.iter().copied().filter(|t| !UNSUPPORTED_TYPE_TABLES.contains(t)).collect()
+    SAMPLE_TABLES
+        .iter()
+        .copied()
+        .filter(|t| !UNSUPPORTED_TYPE_TABLES.contains(t))
+        .collect()
 }
 
 /// One line per table: phase, rows, changes, worker, error.
@@ -311,7 +464,11 @@ pub fn hex(bytes: &[u8]) -> String {
 pub fn init_tracing() {
     static INIT: std::sync::Once = std::sync::Once::new();
     INIT.call_once(|| {
-        let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
-        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+        let filter =
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_test_writer()
+            .try_init();
     });
 }

@@ -20,13 +20,25 @@ use tokio_util::sync::CancellationToken;
 /// What a service is, with the settings it needs to start again.
 #[derive(Clone, Debug)]
 pub enum ServiceKind {
-    Coordinator { store: PathBuf, lease_seconds: u32 },
-    Capture { coordinator: String },
-    Apply { coordinator: String, worker_id: String },
+    Coordinator {
+        store: PathBuf,
+        lease_seconds: u32,
+    },
+    Capture {
+        coordinator: String,
+    },
+    Apply {
+        coordinator: String,
+        worker_id: String,
+    },
 }
 
 enum Running {
-    InProcess { runtime: tokio::runtime::Runtime, token: CancellationToken, done: oneshot::Receiver<anyhow::Result<()>> },
+    InProcess {
+        runtime: tokio::runtime::Runtime,
+        token: CancellationToken,
+        done: oneshot::Receiver<anyhow::Result<()>>,
+    },
     /// The service's own binary as a child process (for per-service memory measurements).
     Process(std::process::Child),
 }
@@ -43,23 +55,45 @@ pub struct Service {
 
 impl Service {
     /// Starts the service on `addr` (port 0: a free port, kept for restarts).
-    pub async fn start(name: impl Into<String>, kind: ServiceKind, addr: SocketAddr) -> anyhow::Result<Service> {
-        let mut service = Service { name: name.into(), kind, addr, running: None, binaries: None };
+    pub async fn start(
+        name: impl Into<String>,
+        kind: ServiceKind,
+        addr: SocketAddr,
+    ) -> anyhow::Result<Service> {
+        let mut service = Service {
+            name: name.into(),
+            kind,
+            addr,
+            running: None,
+            binaries: None,
+        };
         service.launch().await?;
         Ok(service)
     }
 
     /// Starts the service as a child process running its binary from `binaries`.
-    pub async fn start_process(name: impl Into<String>, kind: ServiceKind, binaries: PathBuf) -> anyhow::Result<Service> {
+    pub async fn start_process(
+        name: impl Into<String>,
+        kind: ServiceKind,
+        binaries: PathBuf,
+    ) -> anyhow::Result<Service> {
         let free = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
-        let mut service = Service { name: name.into(), kind, addr: free, running: None, binaries: Some(binaries) };
+        let mut service = Service {
+            name: name.into(),
+            kind,
+            addr: free,
+            running: None,
+            binaries: Some(binaries),
+        };
         service.launch().await?;
         Ok(service)
     }
 
     /// Peak resident memory of a service running as a process (VmHWM), in bytes.
     pub fn peak_rss_bytes(&self) -> Option<u64> {
-        let Some(Running::Process(child)) = &self.running else { return None };
+        let Some(Running::Process(child)) = &self.running else {
+            return None;
+        };
         peak_rss_of(&format!("/proc/{}/status", child.id()))
     }
 
@@ -94,7 +128,11 @@ impl Service {
     /// Graceful shutdown: cancel the token and wait (bounded) for `serve` to return.
     pub async fn stop(&mut self) -> anyhow::Result<()> {
         let (runtime, token, done) = match self.running.take() {
-            Some(Running::InProcess { runtime, token, done }) => (runtime, token, done),
+            Some(Running::InProcess {
+                runtime,
+                token,
+                done,
+            }) => (runtime, token, done),
             Some(other) => {
                 self.running = Some(other);
                 self.kill();
@@ -108,7 +146,10 @@ impl Service {
         match result {
             Ok(Ok(served)) => served,
             Ok(Err(_)) => Ok(()),
-            Err(_) => Err(anyhow!("{} did not stop within 20 s of cancellation", self.name)),
+            Err(_) => Err(anyhow!(
+                "{} did not stop within 20 s of cancellation",
+                self.name
+            )),
         }
     }
 
@@ -142,7 +183,9 @@ impl Service {
                     return;
                 }
             };
-            let addr = listener.local_addr().expect("bound listener has an address");
+            let addr = listener
+                .local_addr()
+                .expect("bound listener has an address");
             let _ = bound_tx.send(Ok(addr));
             let served = serve(kind, addr, listener, shutdown).await;
             if let Err(e) = &served {
@@ -162,14 +205,21 @@ impl Service {
             }
         };
         self.addr = addr;
-        self.running = Some(Running::InProcess { runtime, token, done });
+        self.running = Some(Running::InProcess {
+            runtime,
+            token,
+            done,
+        });
         Ok(())
     }
 
     async fn launch_process(&mut self, binaries: &std::path::Path) -> anyhow::Result<()> {
         let addr = self.addr.to_string();
         let (binary, args): (&str, Vec<String>) = match &self.kind {
-            ServiceKind::Coordinator { store, lease_seconds } => (
+            ServiceKind::Coordinator {
+                store,
+                lease_seconds,
+            } => (
                 "dbsync-coordinator",
                 vec![
                     "--listen".into(),
@@ -184,27 +234,58 @@ impl Service {
             ),
             ServiceKind::Capture { coordinator } => (
                 "dbsync-capture",
-                vec!["--listen".into(), addr.clone(), "--coordinator".into(), coordinator.clone(), "--advertise-address".into(), format!("http://{addr}")],
+                vec![
+                    "--listen".into(),
+                    addr.clone(),
+                    "--coordinator".into(),
+                    coordinator.clone(),
+                    "--advertise-address".into(),
+                    format!("http://{addr}"),
+                ],
             ),
-            ServiceKind::Apply { coordinator, worker_id } => (
+            ServiceKind::Apply {
+                coordinator,
+                worker_id,
+            } => (
                 "dbsync-apply",
-                vec!["--listen".into(), addr.clone(), "--coordinator".into(), coordinator.clone(), "--worker-id".into(), worker_id.clone(), "--advertise-address".into(), addr.clone()],
+                vec![
+                    "--listen".into(),
+                    addr.clone(),
+                    "--coordinator".into(),
+                    coordinator.clone(),
+                    "--worker-id".into(),
+                    worker_id.clone(),
+                    "--advertise-address".into(),
+                    addr.clone(),
+                ],
             ),
         };
         let path = binaries.join(binary);
         let child = std::process::Command::new(&path)
             .args(&args)
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(std::process::Stdio::null())
             .spawn()
-            .with_context(|| format!("run {} (build it with cargo build --release --bins)", path.display()))?;
+            .with_context(|| {
+                format!(
+                    "run {} (build it with cargo build --release --bins)",
+                    path.display()
+                )
+            })?;
         self.running = Some(Running::Process(child));
         // Ready when it accepts connections.
         let deadline = Instant::now() + Duration::from_secs(30);
         while tokio::net::TcpStream::connect(self.addr).await.is_err() {
             if Instant::now() > deadline {
                 self.kill();
-                return Err(anyhow!("{} did not start listening on {} within 30 s", self.name, self.addr));
+                return Err(anyhow!(
+                    "{} did not start listening on {} within 30 s",
+                    self.name,
+                    self.addr
+                ));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -233,7 +314,10 @@ fn serve(
     shutdown: CancellationToken,
 ) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>> {
     match kind {
-        ServiceKind::Coordinator { store, lease_seconds } => {
+        ServiceKind::Coordinator {
+            store,
+            lease_seconds,
+        } => {
             let config = dbsync_coordinator::CoordinatorConfig {
                 listen: addr,
                 store: store.to_string_lossy().into_owned(),
@@ -252,7 +336,10 @@ fn serve(
             };
             Box::pin(dbsync_capture::serve(config, listener, shutdown))
         }
-        ServiceKind::Apply { coordinator, worker_id } => {
+        ServiceKind::Apply {
+            coordinator,
+            worker_id,
+        } => {
             let config = dbsync_apply::ApplyConfig {
                 coordinator,
                 worker_id: Some(worker_id),
@@ -271,7 +358,11 @@ async fn bind_with_retry(addr: SocketAddr) -> anyhow::Result<TcpListener> {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let attempt = (|| {
-            let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+            let socket = if addr.is_ipv4() {
+                TcpSocket::new_v4()?
+            } else {
+                TcpSocket::new_v6()?
+            };
             socket.set_reuseaddr(true)?;
             socket.bind(addr)?;
             socket.listen(1024)

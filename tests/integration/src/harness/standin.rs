@@ -39,27 +39,47 @@ impl StandIn {
         let password = config.sa_password.clone();
         let engine = Engine::new(config);
         let cdc_config = match timing {
-            CdcTiming::AtCommit => CdcConfig { mode: CaptureMode::Synchronous, ..Default::default() },
-            CdcTiming::Job(every) => CdcConfig { mode: CaptureMode::Agent, agent_poll_override: Some(every), ..Default::default() },
+            CdcTiming::AtCommit => CdcConfig {
+                mode: CaptureMode::Synchronous,
+                ..Default::default()
+            },
+            CdcTiming::Job(every) => CdcConfig {
+                mode: CaptureMode::Agent,
+                agent_poll_override: Some(every),
+                ..Default::default()
+            },
         };
         let cdc = Cdc::install(&engine, cdc_config);
         if let Some(rows) = sample_rows {
             let engine = engine.clone();
             tokio::task::spawn_blocking(move || load_sample(&engine, rows)).await??;
         }
-        let server = Server::start("127.0.0.1:0".parse()?, Arc::new(engine.clone())).await.context("start the TDS server")?;
-        Ok(StandIn { engine, cdc, addr: server.addr, user: "sa".into(), password, server })
+        let server = Server::start("127.0.0.1:0".parse()?, Arc::new(engine.clone()))
+            .await
+            .context("start the TDS server")?;
+        Ok(StandIn {
+            engine,
+            cdc,
+            addr: server.addr,
+            user: "sa".into(),
+            password,
+            server,
+        })
     }
 
     /// Runs a T-SQL script (batches separated by `GO` lines are not supported: one batch per call).
     pub fn run(&self, database: &str, sql: &str) -> anyhow::Result<()> {
-        self.engine.run(database, sql).map_err(|e| anyhow::anyhow!("stand-in: {e:?}"))?;
+        self.engine
+            .run(database, sql)
+            .map_err(|e| anyhow::anyhow!("stand-in: {e:?}"))?;
         Ok(())
     }
 
     /// A tiberius connection to `database` as `sa`.
     pub async fn connect(&self, database: &str) -> anyhow::Result<SqlClient> {
-        workload::connect(self.addr, database, &self.user, &self.password).await.map_err(|e| anyhow::anyhow!("connect to the stand-in: {e}"))
+        workload::connect(self.addr, database, &self.user, &self.password)
+            .await
+            .map_err(|e| anyhow::anyhow!("connect to the stand-in: {e}"))
     }
 
     /// The highest LSN in `cdc.lsn_time_mapping` of `database` (what `fn_cdc_get_max_lsn` returns).
@@ -75,7 +95,9 @@ impl StandIn {
 fn load_sample(engine: &Engine, rows: usize) -> anyhow::Result<()> {
     let mut session = engine.system_session("master");
     for batch in sample_batches(rows) {
-        session.run(&batch).map_err(|e| anyhow::anyhow!("sample database batch failed: {e:?}"))?;
+        session
+            .run(&batch)
+            .map_err(|e| anyhow::anyhow!("sample database batch failed: {e:?}"))?;
     }
     prepare_database(engine, SAMPLE_DATABASE)
 }
@@ -90,7 +112,9 @@ pub fn prepare_database(engine: &Engine, database: &str) -> anyhow::Result<()> {
         format!("BACKUP DATABASE [{database}] TO DISK = N'/dev/null'"),
         format!("BACKUP LOG [{database}] TO DISK = N'/dev/null'"),
     ] {
-        session.run(&sql).map_err(|e| anyhow::anyhow!("{sql}: {e:?}"))?;
+        session
+            .run(&sql)
+            .map_err(|e| anyhow::anyhow!("{sql}: {e:?}"))?;
     }
     Ok(())
 }

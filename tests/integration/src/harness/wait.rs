@@ -23,7 +23,9 @@ where
             Err(e) => return Err(e.context(format!("while waiting for {what}"))),
         }
         if Instant::now() >= deadline {
-            return Err(anyhow!("timed out after {timeout:?} waiting for {what}; last state:\n{last}"));
+            return Err(anyhow!(
+                "timed out after {timeout:?} waiting for {what}; last state:\n{last}"
+            ));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -32,7 +34,8 @@ where
 /// Connection errors while a service restarts are part of what tests exercise.
 fn is_transient(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
-        c.downcast_ref::<tonic::Status>().is_some_and(|s| s.code() == tonic::Code::Unavailable)
+        c.downcast_ref::<tonic::Status>()
+            .is_some_and(|s| s.code() == tonic::Code::Unavailable)
             || c.downcast_ref::<tonic::transport::Error>().is_some()
     })
 }

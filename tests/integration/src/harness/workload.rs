@@ -11,7 +11,12 @@ use super::StandIn;
 
 /// A workload over the sample database: `transactions` transactions at `per_second`
 /// (`None`: as fast as it goes), with a large transaction every 40 and 5% rollbacks.
-pub fn sample_workload(standin: &StandIn, seed: u64, transactions: u64, per_second: Option<f64>) -> WorkloadConfig {
+pub fn sample_workload(
+    standin: &StandIn,
+    seed: u64,
+    transactions: u64,
+    per_second: Option<f64>,
+) -> WorkloadConfig {
     WorkloadConfig {
         seed,
         database: SAMPLE_DATABASE.into(),
@@ -30,12 +35,22 @@ pub fn sample_workload(standin: &StandIn, seed: u64, transactions: u64, per_seco
 }
 
 /// Runs `config` in the background until done or `stop`.
-pub fn spawn_workload(standin: &StandIn, config: WorkloadConfig, stop: CancellationToken) -> JoinHandle<WorkloadStats> {
+pub fn spawn_workload(
+    standin: &StandIn,
+    config: WorkloadConfig,
+    stop: CancellationToken,
+) -> JoinHandle<WorkloadStats> {
     let addr = standin.addr;
     tokio::spawn(async move { run_workload(addr, config, stop).await.expect("workload") })
 }
 
 /// Waits (bounded) for a background workload.
-pub async fn finish_workload(handle: JoinHandle<WorkloadStats>, timeout: Duration) -> WorkloadStats {
-    tokio::time::timeout(timeout, handle).await.expect("workload did not finish in time").expect("workload task")
+pub async fn finish_workload(
+    handle: JoinHandle<WorkloadStats>,
+    timeout: Duration,
+) -> WorkloadStats {
+    tokio::time::timeout(timeout, handle)
+        .await
+        .expect("workload did not finish in time")
+        .expect("workload task")
 }
