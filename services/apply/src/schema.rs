@@ -12,6 +12,8 @@ use crate::plan::TableTarget;
 
 /// Serializes apply's DDL transactions across table groups and appliers (released at commit).
 const DDL_LOCK: &str = "SELECT pg_advisory_xact_lock(7262696713854)";
+const DDL_SESSION_LOCK: &str = "SELECT pg_advisory_lock(7262696713854)";
+const DDL_SESSION_UNLOCK: &str = "SELECT pg_advisory_unlock(7262696713854)";
 
 /// Conflict mode `ignore` keeps existing tables; anything else (`precheck`, the default)
 /// refuses them before anything is written.
@@ -220,10 +222,30 @@ pub async fn create_sequences(
     sequences: &[SequenceSchema],
     capitalization: &str,
 ) -> Result<()> {
+    if sequences.is_empty() {
+        return Ok(());
+    }
+    // Sequence DDL creates schemas too: it must not race the table groups' DDL transactions,
+    // so it holds the same advisory lock (a session lock here, released right after).
+    client
+        .batch_execute(DDL_SESSION_LOCK)
+        .await
+        .map_err(|e| ApplyError::target("sequences", "waiting for the DDL lock", e))?;
+    let result = create_sequences_locked(client, sequences, capitalization).await;
+    let unlocked = client.batch_execute(DDL_SESSION_UNLOCK).await;
+    result?;
+    unlocked.map_err(|e| ApplyError::target("sequences", "releasing the DDL lock", e))
+}
+
+async fn create_sequences_locked(
+    client: &Client,
+    sequences: &[SequenceSchema],
+    capitalization: &str,
+) -> Result<()> {
     for seq in sequences {
         for sql in sequence_ddl(seq, capitalization) {
             if let Err(e) = client.batch_execute(&sql).await {
-                // A concurrent CREATE of the same sequence by another group.
+                // A concurrent CREATE of the same sequence by another applier.
                 if matches!(e.code().map(|c| c.code()), Some("42P07" | "23505")) {
                     continue;
                 }
