@@ -491,6 +491,7 @@ async fn under_load() {
         large_transaction_rows: 300,
         rollback_percent: 5,
         ddl_every: 0,
+        ..Default::default()
     };
     let addr: SocketAddr = format!("127.0.0.1:{}", env.source.port).parse().unwrap();
     let workload = tokio::spawn(run_workload(addr, config, stop.clone()));
