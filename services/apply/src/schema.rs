@@ -10,8 +10,7 @@ use crate::pg::checkpoint::{load_table_state, record_step, TableStep};
 use crate::pg::ddl::{foreign_keys, sequence_ddl, table_ddl, DdlOptions};
 use crate::plan::TableTarget;
 
-/// Serializes apply's DDL transactions across table groups and appliers (released at commit).
-const DDL_LOCK: &str = "SELECT pg_advisory_xact_lock(7262696713854)";
+/// Serializes apply's DDL across table groups and appliers (see `create_objects`).
 const DDL_SESSION_LOCK: &str = "SELECT pg_advisory_lock(7262696713854)";
 const DDL_SESSION_UNLOCK: &str = "SELECT pg_advisory_unlock(7262696713854)";
 
@@ -69,8 +68,59 @@ pub async fn create_objects(
             tables: conflicts.join(", "),
         });
     }
-    // 2. Tables, each with its checkpoint in one transaction.
-    for t in &to_create {
+    // 2. + 3. Table groups run in parallel and share schemas, and `CREATE SCHEMA IF NOT
+    //    EXISTS` is not safe against a concurrent creator. One advisory lock serializes apply's
+    //    DDL; it is a session lock taken BEFORE each transaction begins, because a transaction
+    //    that waits for a lock inside itself can keep a stale catalog cache and still collide.
+    client
+        .batch_execute(DDL_SESSION_LOCK)
+        .await
+        .map_err(|e| ApplyError::target("schema", "waiting for the DDL lock", e))?;
+    let created = create_tables_and_sequences(
+        client, task_id, &to_create, sequences, opts, targets, &mut notes,
+    )
+    .await;
+    let unlocked = client.batch_execute(DDL_SESSION_UNLOCK).await;
+    created?;
+    unlocked.map_err(|e| ApplyError::target("schema", "releasing the DDL lock", e))?;
+    // 4. Foreign keys NOT VALID, once every table of the group exists; when the target role
+    //    may not switch FK checks off, they wait for the end of the data phases.
+    if defer_foreign_keys {
+        notes.push(
+            "foreign keys are deferred: the target role may not set session_replication_role"
+                .into(),
+        );
+    }
+    for t in to_create.iter().filter(|_| !defer_foreign_keys) {
+        let (fks, fk_notes) = foreign_keys(t, targets);
+        notes.extend(fk_notes.iter().map(|n| format!("{}: {n}", t.source_name)));
+        for fk in fks {
+            if !constraint_exists(client, t, &fk.name).await? {
+                client
+                    .batch_execute(&fk.create)
+                    .await
+                    .map_err(|e| ApplyError::target(&t.qualified, "creating a foreign key", e))?;
+            }
+        }
+    }
+    for n in &notes {
+        tracing::warn!(task_id, "{n}");
+    }
+    Ok(notes)
+}
+
+/// Steps 2 and 3 of [`create_objects`]; the caller holds the DDL lock.
+async fn create_tables_and_sequences(
+    client: &mut Client,
+    task_id: &str,
+    to_create: &[&TableTarget],
+    sequences: &[SequenceSchema],
+    opts: &DdlOptions,
+    targets: &[TableTarget],
+    notes: &mut Vec<String>,
+) -> Result<()> {
+    // Tables, each with its checkpoint in one transaction.
+    for t in to_create {
         let ddl = table_ddl(t, opts).map_err(|detail| ApplyError::InvalidPlan {
             object: t.source_name.clone(),
             detail,
@@ -80,11 +130,6 @@ pub async fn create_objects(
             .transaction()
             .await
             .map_err(|e| ApplyError::target(&t.qualified, "opening a transaction", e))?;
-        // Table groups run in parallel and share schemas: `CREATE SCHEMA IF NOT EXISTS` is not
-        // safe against a concurrent creator, so DDL transactions take one advisory lock.
-        tx.batch_execute(DDL_LOCK)
-            .await
-            .map_err(|e| ApplyError::target(&t.qualified, "waiting for the DDL lock", e))?;
         for sql in [
             Some(&ddl.create_schema),
             Some(&ddl.create_table),
@@ -111,35 +156,11 @@ pub async fn create_objects(
             .await
             .map_err(|e| ApplyError::target(&t.qualified, "creating the table", e))?;
     }
-    // 3. Sequences (idempotent: IF NOT EXISTS, setval).
+    // Sequences (idempotent: IF NOT EXISTS, setval).
     let capitalization = targets
         .first()
         .map_or("lower", |t| t.capitalization.as_str());
-    create_sequences(client, sequences, capitalization).await?;
-    // 4. Foreign keys NOT VALID, once every table of the group exists; when the target role
-    //    may not switch FK checks off, they wait for the end of the data phases.
-    if defer_foreign_keys {
-        notes.push(
-            "foreign keys are deferred: the target role may not set session_replication_role"
-                .into(),
-        );
-    }
-    for t in to_create.iter().filter(|_| !defer_foreign_keys) {
-        let (fks, fk_notes) = foreign_keys(t, targets);
-        notes.extend(fk_notes.iter().map(|n| format!("{}: {n}", t.source_name)));
-        for fk in fks {
-            if !constraint_exists(client, t, &fk.name).await? {
-                client
-                    .batch_execute(&fk.create)
-                    .await
-                    .map_err(|e| ApplyError::target(&t.qualified, "creating a foreign key", e))?;
-            }
-        }
-    }
-    for n in &notes {
-        tracing::warn!(task_id, "{n}");
-    }
-    Ok(notes)
+    create_sequences_locked(client, sequences, capitalization).await
 }
 
 async fn constraint_exists(client: &Client, t: &TableTarget, name: &str) -> Result<bool> {
