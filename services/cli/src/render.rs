@@ -145,7 +145,7 @@ pub fn precheck(out: &mut impl Write, report: &pb::PrecheckReport) -> std::io::R
             writeln!(out, "     fix: {}", i.fix)?;
         }
     }
-    writeln!(out, "{pass} passed, {warn} warnings, {fail} failed")?;
+    writeln!(out, "{fail} failed, {warn} warnings, {pass} passed")?;
     if warn > 0 {
         writeln!(
             out,
@@ -351,6 +351,6 @@ mod tests {
         let text = String::from_utf8(out).unwrap();
         assert!(text.contains("FAIL b.bad") && text.contains("fix: do this"));
         assert!(!text.contains("fix: nothing"));
-        assert!(text.contains("1 passed, 0 warnings, 1 failed"));
+        assert!(text.contains("1 failed, 0 warnings, 1 passed"));
     }
 }
