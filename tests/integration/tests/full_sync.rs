@@ -7,7 +7,6 @@ use dbsync_proto::v1 as pb;
 use dbsync_testkit::harness::supported_sample_tables;
 use dbsync_testkit::{EnvOptions, TestEnv};
 
-#[ignore = "blocked by GAPS.md #2: apply races on CREATE SCHEMA across parallel table groups"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_sync_of_every_type_equals_the_source_with_every_schema_object() {
     let env = TestEnv::start(EnvOptions {

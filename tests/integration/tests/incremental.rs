@@ -10,7 +10,7 @@ use dbsync_testkit::harness::KEYLESS_SAMPLE_TABLES;
 use dbsync_testkit::{EnvOptions, TestEnv};
 use tokio_util::sync::CancellationToken;
 
-#[ignore = "blocked by GAPS.md #2: apply races on CREATE SCHEMA across parallel table groups"]
+#[ignore = "GAPS.md #3: about 1 in 5 updates of inventory.stock never reach the target under the concurrent workload"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changes_during_and_after_full_sync_converge_exactly() {
     let env = TestEnv::start(EnvOptions {

@@ -24,7 +24,6 @@ async fn target_tables(env: &TestEnv) -> Vec<String> {
     tables
 }
 
-#[ignore = "blocked by GAPS.md #2: apply races on CREATE SCHEMA across parallel table groups"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn selection_renames_capitalization_filter_and_skipped_columns() {
     let env = TestEnv::start(EnvOptions {
