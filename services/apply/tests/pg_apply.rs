@@ -901,3 +901,53 @@ async fn parallel_groups_create_tables_in_one_schema_without_racing() {
         r.await.unwrap().unwrap();
     }
 }
+
+#[tokio::test]
+async fn char_keys_are_matched_in_full_by_updates_and_deletes() {
+    let (target, mut client) = fresh_db("char_key").await;
+    let plan = table_plan(
+        "Stock",
+        vec![
+            col("wh", "char", 4, 0, 0, false),
+            col("id", "int", 4, 10, 0, false),
+            col("qty", "int", 4, 10, 0, true),
+        ],
+        &["wh", "id"],
+    );
+    let tables = create_tables(&mut client, &[plan], "precheck").await;
+    let row = |wh: &str, id: i64, q: i64| vec![text(wh), int(id), int(q)];
+    let mut a = applier(
+        &target,
+        vec![Some(TableApply::new(tables[0].clone(), None, false))],
+        ApplyLimits::default(),
+    )
+    .await;
+    a.apply_fragment(txn(
+        10,
+        vec![
+            change(Operation::Insert, 1, row("AMS1", 1, 5)),
+            change(Operation::Insert, 2, row("AMS2", 1, 6)),
+        ],
+    ))
+    .await
+    .unwrap();
+    a.apply_fragment(txn(
+        20,
+        vec![
+            change(Operation::UpdateBefore, 3, row("AMS1", 1, 5)),
+            change(Operation::UpdateAfter, 3, row("AMS1", 1, 50)),
+            change(Operation::Delete, 4, row("AMS2", 1, 6)),
+        ],
+    ))
+    .await
+    .unwrap();
+    a.flush().await.unwrap();
+    let rows: Vec<(String, i32)> = client
+        .query("SELECT wh::text, qty FROM dbo.stock ORDER BY wh", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(rows, vec![("AMS1".to_string(), 50)]);
+}

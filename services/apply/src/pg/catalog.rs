@@ -112,7 +112,13 @@ impl ResolvedTable {
                 source_index,
                 quoted: quote_ident(&col.name),
                 ty,
-                base_type: row.get(2),
+                // `character` alone means char(1): a cast to it would cut char(n) keys to one
+                // character, so bpchar is named without its SQL spelling.
+                base_type: if oid == 1042 {
+                    "bpchar".to_string()
+                } else {
+                    row.get(2)
+                },
             });
         }
         if key.contains(&usize::MAX) {
