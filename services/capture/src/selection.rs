@@ -6,34 +6,7 @@
 
 use dbsync_proto::v1::ObjectSelection;
 
-/// Does `pattern` (with `*` and `?`) match `text`, ignoring case?
-pub fn wildcard_match(pattern: &str, text: &str) -> bool {
-    let p: Vec<char> = pattern.chars().flat_map(char::to_lowercase).collect();
-    let t: Vec<char> = text.chars().flat_map(char::to_lowercase).collect();
-    // Iterative matcher with backtracking to the last '*'.
-    let (mut pi, mut ti) = (0, 0);
-    let (mut star, mut star_t) = (None, 0);
-    while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some(pi);
-            star_t = ti;
-            pi += 1;
-        } else if let Some(s) = star {
-            pi = s + 1;
-            star_t += 1;
-            ti = star_t;
-        } else {
-            return false;
-        }
-    }
-    while pi < p.len() && p[pi] == '*' {
-        pi += 1;
-    }
-    pi == p.len()
-}
+use dbsync_core::pattern::glob_match as wildcard_match;
 
 /// Does one pattern match the table `database.schema.table`?
 pub fn pattern_matches(pattern: &str, database: &str, schema: &str, table: &str) -> bool {
@@ -60,18 +33,6 @@ pub fn is_selected(selection: &ObjectSelection, database: &str, schema: &str, ta
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn wildcards_match_like_shell_globs_ignoring_case() {
-        assert!(wildcard_match("ord*", "Orders"));
-        assert!(wildcard_match("*", ""));
-        assert!(wildcard_match("o?ders", "orders"));
-        assert!(!wildcard_match("o?ders", "oders"));
-        assert!(wildcard_match("*_log_*", "app_log_2024"));
-        assert!(!wildcard_match("*_log", "app_log_2024"));
-        assert!(wildcard_match("a*b*c", "aXXbYYc"));
-        assert!(!wildcard_match("a*b*c", "aXXbYY"));
-    }
 
     #[test]
     fn patterns_match_from_the_right() {

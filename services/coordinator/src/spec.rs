@@ -979,30 +979,7 @@ fn strip_secret_echo(message: &str) -> String {
     }
 }
 
-/// Case-insensitive glob with `*` (any run) and `?` (one character), as SQL Server's default
-/// collations compare names case-insensitively.
-pub fn glob_match(pattern: &str, text: &str) -> bool {
-    let p: Vec<char> = pattern.to_lowercase().chars().collect();
-    let t: Vec<char> = text.to_lowercase().chars().collect();
-    let (mut pi, mut ti, mut star, mut mark) = (0, 0, None, 0);
-    while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some(pi);
-            mark = ti;
-            pi += 1;
-        } else if let Some(s) = star {
-            pi = s + 1;
-            mark += 1;
-            ti = mark;
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|c| *c == '*')
-}
+pub use dbsync_core::pattern::glob_match;
 
 impl ObjectsSpec {
     /// Whether `db.schema.table` is selected by the databases, include and exclude lists.

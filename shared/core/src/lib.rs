@@ -3,6 +3,7 @@
 
 pub mod error;
 pub mod lsn;
+pub mod pattern;
 pub mod secret;
 pub mod sink;
 pub mod source;
