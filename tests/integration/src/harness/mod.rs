@@ -51,14 +51,16 @@ impl Default for EnvOptions {
 }
 
 /// Everything one end-to-end test runs against. Dropping it kills the services.
+// Fields drop in declaration order: appliers go before the capture service they stream
+// from, so a finished environment does not log appliers losing their capture.
 pub struct TestEnv {
+    pub appliers: Vec<Service>,
+    pub capture: Service,
+    pub coordinator: Service,
     pub standin: StandIn,
     pub pg: &'static PgCluster,
     /// The (fresh, empty) target database of this environment.
     pub target_db: String,
-    pub coordinator: Service,
-    pub capture: Service,
-    pub appliers: Vec<Service>,
     _dir: tempfile::TempDir,
 }
 
