@@ -100,6 +100,8 @@ struct RuntimeState {
     lag_alerted: HashMap<String, bool>,
     /// task -> (class, start of the failure episode) for task-level errors.
     task_error_since: HashMap<String, (String, i64)>,
+    /// tasks whose verification after full sync has started since this process started.
+    verified_after_full: std::collections::HashSet<String>,
 }
 
 pub struct Coordinator {
@@ -1731,6 +1733,86 @@ impl Coordinator {
 
     /// Verifies the task's tables with `dbsync-verify`: counts, per-range canonical
     /// checksums, differing rows, optional repair. Incremental mode waits out the current lag.
+    /// Tasks with `sync.verify_after_full` whose every table has finished its full sync and
+    /// whose verification has not started yet; they are marked as started. (After a
+    /// coordinator restart a task is verified once more.)
+    pub fn due_verifications(&self) -> Result<Vec<String>> {
+        let mut due = Vec::new();
+        for task in self.store.tasks()? {
+            let running = task.state == TaskState::Running as i32
+                || task.state == TaskState::Completed as i32;
+            if !running
+                || self
+                    .runtime
+                    .lock()
+                    .unwrap()
+                    .verified_after_full
+                    .contains(&task.id)
+            {
+                continue;
+            }
+            let (_, spec) = self.load(&task.id)?;
+            if !(spec.sync.full && spec.sync.verify_after_full) {
+                continue;
+            }
+            let tables = self.store.tables(&task.id)?;
+            let loaded = |p: i32| p == TablePhase::Streaming as i32 || p == TablePhase::Done as i32;
+            if !tables.is_empty() && tables.iter().all(|t| loaded(t.phase)) {
+                self.runtime
+                    .lock()
+                    .unwrap()
+                    .verified_after_full
+                    .insert(task.id.clone());
+                due.push(task.id);
+            }
+        }
+        Ok(due)
+    }
+
+    /// Runs the verification after full sync of one task and records its result in the task's
+    /// status (an alert when rows differ or verification could not run).
+    pub async fn verify_after_full_sync(&self, task_id: &str) {
+        let Ok((row, spec)) = self.load(task_id) else {
+            return;
+        };
+        let mode = if spec.sync.incremental { "incremental" } else { "full" };
+        let request = pb::VerifyTaskRequest {
+            task_id: task_id.to_string(),
+            mode: mode.to_string(),
+            ..Default::default()
+        };
+        match self.verify(request).await {
+            Ok(report) if report.equal => {
+                let rows: u64 = report.tables.iter().map(|t| t.rows_compared).sum();
+                let message = format!(
+                    "verification after full sync: equal ({} tables, {rows} rows compared)",
+                    report.tables.len()
+                );
+                tracing::info!(task = %row.name, "{message}");
+                self.event(&row.id, "alert", &message);
+            }
+            Ok(report) => {
+                let differing: Vec<String> = report
+                    .tables
+                    .iter()
+                    .filter(|t| !t.equal)
+                    .map(|t| format!("{} ({} differences)", t.target, t.differences.len()))
+                    .collect();
+                let message = format!(
+                    "verification after full sync: rows differ in {}; run `dbsync verify {}` for the rows",
+                    differing.join(", "),
+                    row.name
+                );
+                self.alert(&row, &spec, "verify_mismatch", &message);
+            }
+            Err(e) => {
+                let message = format!("verification after full sync could not run: {e}");
+                self.alert(&row, &spec, "verify_failed", &message);
+            }
+        }
+        self.notify();
+    }
+
     pub async fn verify(&self, request: pb::VerifyTaskRequest) -> Result<pb::VerifyReport> {
         let (row, spec) = self.load(&request.task_id)?;
         let address = self.capture_address(&spec)?;

@@ -151,6 +151,17 @@ pub async fn serve_engine(
                         if let Err(e) = coordinator.tick().await {
                             tracing::warn!(error = %e, "coordinator tick failed");
                         }
+                        match coordinator.due_verifications() {
+                            Ok(due) => {
+                                for task_id in due {
+                                    let coordinator = coordinator.clone();
+                                    tokio::spawn(async move {
+                                        coordinator.verify_after_full_sync(&task_id).await;
+                                    });
+                                }
+                            }
+                            Err(e) => tracing::warn!(error = %e, "cannot look for due verifications"),
+                        }
                     }
                 }
             }

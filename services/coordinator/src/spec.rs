@@ -234,6 +234,10 @@ pub struct SyncSpec {
     pub full: bool,
     #[serde(default = "defaults::yes")]
     pub incremental: bool,
+    /// Verify source against target once every table has finished its full sync (the result
+    /// shows in the task status; a mismatch raises an alert).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub verify_after_full: bool,
 }
 
 impl Default for SyncSpec {
@@ -242,6 +246,7 @@ impl Default for SyncSpec {
             schema: true,
             full: true,
             incremental: true,
+            verify_after_full: false,
         }
     }
 }
@@ -639,6 +644,13 @@ impl TaskSpec {
                 e,
                 "sync",
                 "enable at least one of schema, full, incremental",
+            );
+        }
+        if self.sync.verify_after_full && !self.sync.full {
+            push(
+                e,
+                "sync.verify_after_full",
+                "verifies after the full sync, so it needs sync.full: true",
             );
         }
         if !self.sync.schema && self.conflict_mode == ConflictMode::Precheck {

@@ -221,3 +221,41 @@ async fn full_sync_of_every_type_equals_the_source_with_every_schema_object() {
         .get(0);
     assert_eq!(sequences, 1, "sequence sales.invoice_numbers missing");
 }
+
+/// `sync.verify_after_full`: the coordinator verifies source against target by itself once
+/// every table has loaded, and the task's status says the result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verification_after_full_sync_runs_by_itself_and_reports_in_status() {
+    let env = TestEnv::start(EnvOptions {
+        sample_rows: Some(100),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let spec = env.sample_task("verify-after-full", true, false).replace(
+        "incremental: false }",
+        "incremental: false, verify_after_full: true }",
+    );
+    assert!(spec.contains("verify_after_full: true"), "{spec}");
+    let task = env.run_task(&spec).await.unwrap();
+    let message = dbsync_testkit::harness::wait_for(
+        "the verification after full sync in the task status",
+        Duration::from_secs(180),
+        || async {
+            let status = env.status(&task).await?;
+            Ok(status
+                .alerts
+                .iter()
+                .find(|a| a.starts_with("verification after full sync"))
+                .cloned()
+                .ok_or_else(|| format!("alerts so far: {:?}", status.alerts)))
+        },
+    )
+    .await
+    .unwrap();
+    assert!(
+        message.starts_with("verification after full sync: equal"),
+        "{message}"
+    );
+    assert!(!message.contains(" 0 rows compared"), "{message}");
+}

@@ -478,3 +478,15 @@ fn glob_and_selection() {
     assert!(!spec.objects.selects("sales", "audit", "orders"));
     assert!(!spec.objects.selects("hr", "dbo", "orders"));
 }
+
+#[test]
+fn verify_after_full_needs_full_sync() {
+    assert_field_error(
+        &with("sync: { full: false, verify_after_full: true }\nincremental: { start: now }\n"),
+        "sync.verify_after_full",
+        "needs sync.full",
+    );
+    let spec = TaskSpec::parse(&with("sync: { verify_after_full: true }\n")).unwrap();
+    assert!(spec.sync.verify_after_full && spec.sync.full);
+    assert!(!TaskSpec::parse(MINIMAL).unwrap().sync.verify_after_full);
+}
