@@ -57,6 +57,9 @@ pub enum Command {
         /// Only these tables (db.schema.table); default all.
         #[arg(long = "table")]
         tables: Vec<String>,
+        /// Print the report as JSON instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// List registered capture and apply workers.
     Workers,
@@ -187,9 +190,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             sample_percent,
             repair,
             tables,
+            json,
         } => {
             // The rpc answers once at the end: a spinner on stderr shows that it works.
-            let spinner = indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr_with_hz(4));
+            let spinner = indicatif::ProgressBar::with_draw_target(
+                None,
+                indicatif::ProgressDrawTarget::stderr_with_hz(4),
+            );
             spinner.set_message(format!("verifying {task} ({mode})"));
             spinner.enable_steady_tick(std::time::Duration::from_millis(250));
             let report = client
@@ -203,7 +210,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .await;
             spinner.finish_and_clear();
             let report = report.map_err(status_error)?.into_inner();
-            render::verify(out, &report)?;
+            if json {
+                std::io::Write::write_all(
+                    out,
+                    format!("{:#}\n", render::verify_json(&report)).as_bytes(),
+                )?;
+            } else {
+                render::verify(out, &report)?;
+            }
             if !report.equal {
                 return Ok(ExitCode::from(1));
             }

@@ -238,6 +238,31 @@ pub fn verify(out: &mut impl Write, r: &pb::VerifyReport) -> std::io::Result<()>
     )
 }
 
+/// The verification report as one JSON document (for scripts and CI pipelines).
+pub fn verify_json(r: &pb::VerifyReport) -> serde_json::Value {
+    let tables: Vec<serde_json::Value> = r
+        .tables
+        .iter()
+        .map(|t| {
+            serde_json::json!({
+                "source": source_name(&t.source),
+                "target": t.target,
+                "source_rows": t.source_rows,
+                "target_rows": t.target_rows,
+                "rows_compared": t.rows_compared,
+                "equal": t.equal,
+                "repaired": t.repaired,
+                "differences": t.differences.iter().map(|d| serde_json::json!({
+                    "kind": d.kind,
+                    "key": d.key,
+                    "columns": d.columns,
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    serde_json::json!({ "equal": r.equal, "seconds": r.seconds, "tables": tables })
+}
+
 /// Follows `WatchTaskStatus` with a bar per table until the task leaves running/paused.
 pub async fn watch(client: &mut Client, task: &str) -> anyhow::Result<ExitCode> {
     let mut stream = client
@@ -352,5 +377,29 @@ mod tests {
         assert!(text.contains("FAIL b.bad") && text.contains("fix: do this"));
         assert!(!text.contains("fix: nothing"));
         assert!(text.contains("1 failed, 0 warnings, 1 passed"));
+    }
+
+    #[test]
+    fn verify_report_renders_as_json() {
+        let report = pb::VerifyReport {
+            equal: false,
+            seconds: 1.5,
+            tables: vec![pb::TableVerification {
+                target: "sales.orders".into(),
+                source_rows: 3,
+                target_rows: 2,
+                differences: vec![pb::RowDifference {
+                    kind: "missing".into(),
+                    key: "id=7".into(),
+                    columns: vec![],
+                }],
+                ..Default::default()
+            }],
+        };
+        let json = verify_json(&report);
+        assert_eq!(json["equal"], false);
+        assert_eq!(json["tables"][0]["target"], "sales.orders");
+        assert_eq!(json["tables"][0]["differences"][0]["kind"], "missing");
+        assert_eq!(json["tables"][0]["source_rows"], 3);
     }
 }
