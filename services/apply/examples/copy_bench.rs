@@ -183,7 +183,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let natives: Vec<Native> = (0..BATCH).map(native).collect();
     let mut batch = RowBatch {
         rows: natives.iter().map(proto_row).collect(),
-        bytes: 0,
+        ..Default::default()
     };
     let bytes_per_row = batch
         .rows

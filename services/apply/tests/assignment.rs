@@ -128,7 +128,7 @@ impl CaptureService for FakeCapture {
             .map(|c| {
                 Ok(RowBatch {
                     rows: c.to_vec(),
-                    bytes: 0,
+                    ..Default::default()
                 })
             })
             .collect();

@@ -333,6 +333,7 @@ impl Table<'_> {
                 max_batch_rows: 0,
                 max_batch_bytes: 0,
                 throttle: Some(request.throttle),
+                packed_rows: false,
             })
             .await
             .map_err(|s| VerifyError::capture(&self.name, "reading a chunk", s))?
