@@ -7,6 +7,8 @@
 //!   column is reused instead. A table can have at most two instances.
 //! - The number of CDC-tracked tables is limited (`max_cdc_tables`, default 1000).
 //! - Running it twice changes nothing the second time.
+//! - Hybrid mode also installs the DDL trigger, the DDL history table and the heartbeat table
+//!   ([`crate::mssql::hybrid`]); cleanup removes them with the last dbsync capture instance.
 //!
 //! Docs: <https://learn.microsoft.com/sql/relational-databases/system-stored-procedures/sys-sp-cdc-enable-table-transact-sql>
 
@@ -17,6 +19,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{CaptureError, Result};
 use crate::mssql::client::Pools;
+use crate::mssql::hybrid::{self, HybridObjects};
 use crate::mssql::inspect;
 use crate::sql::{self, quote_string};
 
@@ -58,33 +61,6 @@ pub fn disable_table_statement(schema: &str, table: &str, capture_instance: &str
         quote_string(table),
         quote_string(capture_instance)
     )
-}
-
-/// The hybrid-mode heartbeat table, `[dbo].[<prefix>heartbeat]`: the change stream updates
-/// its one row while the source is idle, so the CDC high-water mark (and lag) keeps moving.
-pub fn heartbeat_table(prefix: &str) -> TableRef {
-    TableRef { database: String::new(), schema: "dbo".into(), name: format!("{prefix}heartbeat") }
-}
-
-/// The statement the change stream runs as a heartbeat.
-pub fn heartbeat_statement(prefix: &str) -> String {
-    format!("UPDATE {} SET beat = SYSUTCDATETIME() WHERE id = 1", sql::table_name(&heartbeat_table(prefix)))
-}
-
-/// Creates the heartbeat table with its row and enables CDC on it (hybrid mode). Returns
-/// notes; does nothing when it exists.
-async fn install_heartbeat(client: &mut crate::mssql::client::SqlClient, database: &str, prefix: &str, existing: &[inspect::TableRow]) -> Result<Vec<String>> {
-    let table = heartbeat_table(prefix);
-    if existing.iter().any(|t| t.schema.eq_ignore_ascii_case(&table.schema) && t.name.eq_ignore_ascii_case(&table.name)) {
-        return Ok(Vec::new());
-    }
-    let name = sql::table_name(&table);
-    let context = format!("creating {database}.{}.{}", table.schema, table.name);
-    inspect::batch(client, &context, &format!("CREATE TABLE {name} (id int NOT NULL PRIMARY KEY, beat datetime2(7) NOT NULL)")).await?;
-    inspect::batch(client, &context, &format!("INSERT INTO {name} (id, beat) VALUES (1, SYSUTCDATETIME())")).await?;
-    let instance = capture_instance_name(prefix, &table.schema, &table.name);
-    inspect::batch(client, &context, &enable_table_statement(&table, &instance)).await?;
-    Ok(vec![format!("Created the heartbeat table {database}.{}.{} (CDC instance {instance}); dbsync updates its row while the source is idle", table.schema, table.name)])
 }
 
 fn by_database(tables: &[TableRef], default_db: &str) -> BTreeMap<String, Vec<TableRef>> {
@@ -166,7 +142,7 @@ pub async fn enable_cdc(pools: &Pools, req: &EnableCdcRequest) -> Result<EnableC
             response.tables.push(EnabledTable { table: Some(table_ref), capture_instance: name, created: true });
         }
         if req.incremental_mode == "hybrid" {
-            response.notes.extend(install_heartbeat(client, &database, prefix, &existing_tables).await?);
+            response.notes.extend(hybrid::install(client, &database, prefix, &existing_tables).await?);
         }
         if let Ok(jobs) = inspect::cdc_jobs(client).await {
             if let Some(p) = jobs.polling_interval_seconds {
@@ -208,15 +184,15 @@ pub async fn cleanup_source(pools: &Pools, req: &CleanupSourceRequest) -> Result
             inspect::batch(client, &format!("disabling capture instance {}", i.name), &statement).await?;
             response.removed.push(format!("capture instance {} on {database}.{}.{}", i.name, i.schema, i.table));
         }
-        let heartbeat = heartbeat_table(&prefix);
-        let exists = inspect::tables(client)
+        // The hybrid objects serve every task of the database with this prefix: they go
+        // when no capture instance of dbsync's is left on a user table.
+        let objects = HybridObjects::new(&prefix);
+        let in_use = inspect::capture_instances(client)
             .await?
             .iter()
-            .any(|t| t.schema.eq_ignore_ascii_case(&heartbeat.schema) && t.name.eq_ignore_ascii_case(&heartbeat.name));
-        if tables.is_empty() && exists {
-            let statement = format!("DROP TABLE {}", sql::table_name(&heartbeat));
-            inspect::batch(client, "dropping the heartbeat table", &statement).await?;
-            response.removed.push(format!("table {database}.{}.{}", heartbeat.schema, heartbeat.name));
+            .any(|i| i.name.to_ascii_lowercase().starts_with(&prefix) && !objects.owns(&i.schema, &i.table));
+        if !in_use {
+            response.removed.extend(hybrid::remove(client, &database, &prefix).await?);
         }
         conn.mark_clean();
     }

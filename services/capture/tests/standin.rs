@@ -181,7 +181,7 @@ async fn read_rows_returns_exactly_the_requested_keys() {
     let key = |i: i64| KeyBound { values: vec![Value { kind: Some(Kind::Int(i)) }] };
     let mut s = env
         .client
-        .read_rows(ReadRowsRequest { source: Some(env.source.clone()), table: Some(table), keys: vec![key(4), key(2), key(9)] })
+        .read_rows(ReadRowsRequest { source: Some(env.source.clone()), table: Some(table), keys: vec![key(4), key(2), key(9)], ..Default::default() })
         .await
         .unwrap()
         .into_inner();
@@ -436,9 +436,13 @@ async fn hybrid_mode_follows_an_added_column_with_a_new_capture_instance() {
     let tables = env.schema("shop").await;
     let enabled = enable(&mut env, &tables, "hybrid", 0).await.unwrap();
     assert!(enabled.notes.iter().any(|n| n.contains("heartbeat")), "{:?}", enabled.notes);
+    assert!(enabled.notes.iter().any(|n| n.contains("DDL trigger")), "{:?}", enabled.notes);
     let l0 = max_lsn(&mut env, "shop").await;
     env.sql("shop", "INSERT INTO dbo.t (id, v) VALUES (1, 10)");
     env.sql("shop", "ALTER TABLE dbo.t ADD w nvarchar(20) NULL");
+    // Written after the DDL but before dbsync's new instance exists: the old instance has it
+    // without w; it must still arrive in the new shape.
+    env.sql("shop", "INSERT INTO dbo.t (id, v, w) VALUES (3, 30, N'gap')");
     let req = StreamChangesRequest {
         source: Some(env.source.clone()),
         task_id: "t".into(),
@@ -457,12 +461,12 @@ async fn hybrid_mode_follows_an_added_column_with_a_new_capture_instance() {
         let m = tokio::time::timeout_at(deadline.into(), s.message()).await.expect("messages in time").unwrap().unwrap();
         if !inserted && matches!(m.kind, Some(Msg::Progress(_))) {
             let instances = env.engine.run("shop", "SELECT capture_instance FROM cdc.change_tables").unwrap();
-            if instances[0].rows.len() == 3 {
+            if instances[0].rows.len() == 4 {
                 env.sql("shop", "INSERT INTO dbo.t (id, v, w) VALUES (2, 20, N'new')");
                 inserted = true;
             }
         }
-        let done = matches!(&m.kind, Some(Msg::Transaction(f)) if f.changes.iter().any(|c| c.values.len() == 3));
+        let done = matches!(&m.kind, Some(Msg::Transaction(f)) if f.changes.iter().any(|c| c.values.get(2).is_some_and(|v| v.kind == Some(Kind::Text("new".into())))));
         seen.push(m);
         if done {
             break;
@@ -477,12 +481,21 @@ async fn hybrid_mode_follows_an_added_column_with_a_new_capture_instance() {
             _ => None,
         })
         .collect();
-    assert_eq!(kinds, vec!["columns", "transaction", "schema", "columns", "transaction"]);
+    assert_eq!(kinds, vec!["columns", "transaction", "schema", "columns", "transaction", "columns", "transaction"]);
     let change = seen.iter().find_map(|m| match &m.kind { Some(Msg::SchemaChange(c)) => Some(c), _ => None }).unwrap();
     assert!(change.ddl_command.to_ascii_uppercase().contains("ADD"), "{}", change.ddl_command);
     let cols: Vec<_> = change.new_schema.as_ref().unwrap().columns.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(cols, vec!["id", "v", "w"]);
-    let last = fragments(&seen).last().unwrap().clone();
+    let txs = fragments(&seen);
+    let gap = &txs[1].changes[0];
+    assert_eq!((int(&gap.values[0]), gap.values.len()), (3, 3));
+    assert_eq!(gap.values[2].kind, Some(Kind::Text("gap".into())), "the added column is read from the row");
+    let columns: Vec<Vec<String>> =
+        seen.iter().filter_map(|m| match &m.kind { Some(Msg::Columns(c)) => Some(c.columns.clone()), _ => None }).collect();
+    assert_eq!(columns[1], vec!["id", "v", "w"], "old instance's rows after the DDL carry the new column");
+    let schema_at = seen.iter().find_map(|m| match &m.kind { Some(Msg::SchemaChange(c)) => Some(c.lsn.clone()), _ => None }).unwrap();
+    assert!(schema_at <= txs[1].commit_lsn && schema_at > txs[0].commit_lsn, "the change is placed at the DDL's LSN");
+    let last = txs.last().unwrap().clone();
     assert_eq!(last.changes[0].values[2].kind, Some(Kind::Text("new".into())));
     drop(s);
 
@@ -500,8 +513,25 @@ async fn hybrid_mode_follows_an_added_column_with_a_new_capture_instance() {
     let _ = s.message().await.unwrap().unwrap();
     let left = env.engine.run("shop", "SELECT capture_instance FROM cdc.change_tables").unwrap();
     let names: Vec<String> = left[0].rows.iter().map(|r| format!("{:?}", r[0])).collect();
-    assert_eq!(names.len(), 2, "heartbeat + the new instance: {names:?}");
+    assert_eq!(names.len(), 3, "heartbeat, DDL history and the new instance: {names:?}");
     assert!(!names.iter().any(|n| n.contains("\"dbsync_dbo_t\"")), "{names:?}");
+    drop(s);
+
+    // Removing dbsync removes everything it installed; later DDL still works.
+    let removed = env
+        .client
+        .cleanup_source(dbsync_proto::v1::CleanupSourceRequest { source: Some(env.source.clone()), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner()
+        .removed;
+    assert!(removed.iter().any(|r| r.contains("trigger dbsync_ddl_trigger")), "{removed:?}");
+    assert!(removed.iter().any(|r| r.contains("dbsync_ddl_history")) && removed.iter().any(|r| r.contains("dbsync_heartbeat")), "{removed:?}");
+    let left = env.engine.run("shop", "SELECT name FROM sys.triggers UNION ALL SELECT capture_instance FROM cdc.change_tables").unwrap();
+    assert!(left[0].rows.is_empty(), "{:?}", left[0].rows);
+    env.sql("shop", "ALTER TABLE dbo.t ADD z int NULL");
+    let tables = env.engine.run("shop", "SELECT name FROM sys.tables WHERE name LIKE 'dbsync%'").unwrap();
+    assert!(tables[0].rows.is_empty(), "{:?}", tables[0].rows);
 }
 
 #[tokio::test]

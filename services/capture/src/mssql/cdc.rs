@@ -53,6 +53,7 @@ use tiberius::ColumnData;
 
 use crate::error::{CaptureError, Result};
 use crate::mssql::client::{Pools, SourcePool, SqlClient};
+use crate::mssql::hybrid::{self, DdlEvent, HybridObjects};
 use crate::mssql::inspect::{self, CaptureInstance, CapturedColumn};
 use crate::mssql::decode;
 use crate::sql::{self, quote_ident};
@@ -85,15 +86,21 @@ struct TableState {
     schema: TableSchema,
     /// Sorted by start_lsn; at most two.
     instances: Vec<InstanceState>,
-    /// The instance whose ChangeTableColumns were sent last.
-    columns_sent: Option<String>,
+    /// The shape whose ChangeTableColumns were sent last: instance name and the number of
+    /// schema changes after its start the values are translated over (hybrid mode).
+    columns_sent: Option<(String, usize)>,
     /// Left the stream (needs a new snapshot).
     stopped: bool,
     /// Instances in `cdc.change_tables`, including ones the capture process has not started.
     listed_instances: usize,
-    /// The DDL that made dbsync create the newest instance (hybrid mode), reported with the
-    /// switch to it.
-    pending_ddl: Option<String>,
+    listed_names: Vec<String>,
+    /// Hybrid mode: column-changing DDL events of the table (LSN order) that an instance still
+    /// read predates, and how many of them were announced with a [`SchemaChange`].
+    events: Vec<DdlEvent>,
+    announced: usize,
+    /// Hybrid mode: columns of the current source schema that the instance being read lacks
+    /// (added after it started); their values are read from the source row.
+    extra: Vec<dbsync_proto::v1::ColumnSchema>,
 }
 
 /// One decoded change row of a cursor.
@@ -232,6 +239,11 @@ pub struct CdcStream {
     /// Hybrid mode: follow DDL by creating new capture instances, and write heartbeats.
     hybrid: bool,
     prefix: String,
+    objects: HybridObjects,
+    /// The DDL history table's capture instance and its start.
+    history: Option<(String, Lsn)>,
+    /// DDL events are read from here on (None: from the history instance's start).
+    ddl_read_from: Option<Lsn>,
     warned_heartbeat: bool,
 }
 
@@ -253,7 +265,10 @@ impl CdcStream {
                 columns_sent: None,
                 stopped: false,
                 listed_instances: 0,
-                pending_ddl: None,
+                listed_names: Vec::new(),
+                events: Vec::new(),
+                announced: 0,
+                extra: Vec::new(),
             });
         }
         let database = tables[0].table.database.clone();
@@ -289,6 +304,7 @@ impl CdcStream {
                 .ok_or_else(|| CaptureError::InvalidRequest(format!("from_seqval has {} bytes; an LSN has 10", req.from_seqval.len())))?;
             Position { commit_lsn: from_lsn, seqval, operation: req.from_operation }
         };
+        let prefix = if req.object_prefix.is_empty() { setup::DEFAULT_PREFIX.to_string() } else { req.object_prefix.clone() };
         let ms = |v: u32, d: Duration| if v == 0 { d } else { Duration::from_millis(u64::from(v)) };
         let mut stream = CdcStream {
             pool,
@@ -312,12 +328,22 @@ impl CdcStream {
             utc_now_ticks: 0,
             warned_null_max: false,
             hybrid: req.incremental_mode.eq_ignore_ascii_case("hybrid"),
-            prefix: if req.object_prefix.is_empty() { setup::DEFAULT_PREFIX.to_string() } else { req.object_prefix.clone() },
+            objects: HybridObjects::new(&prefix),
+            prefix,
+            history: None,
+            ddl_read_from: None,
             warned_heartbeat: false,
         };
         stream.refresh_instances().await?;
         if stream.hybrid {
             stream.retire_old_instances().await?;
+            // Events before the resume position were announced before; an instance still
+            // read that predates them gets its rows translated to the new shape.
+            if let Some(max) = inspect::max_lsn(stream.client().await?).await?.lsn {
+                let lower = stream.lower_bound();
+                stream.follow_ddl(lower, max).await?;
+                stream.refresh_instances().await?;
+            }
         }
         if let Some(t) = stream.tables.iter().find(|t| t.instances.is_empty()) {
             return Err(CaptureError::Precondition(format!(
@@ -359,6 +385,8 @@ impl CdcStream {
             let cols = inspect::captured_columns(client).await;
             self.captured = self.checked(cols)?;
         }
+        let history_name = self.objects.history_instance(&self.prefix);
+        self.history = listed.iter().find(|i| i.name.eq_ignore_ascii_case(&history_name)).and_then(|i| Some((i.name.clone(), i.start_lsn?)));
         for t in &mut self.tables {
             let mut mine: Vec<&CaptureInstance> = listed
                 .iter()
@@ -366,6 +394,7 @@ impl CdcStream {
                 .collect();
             mine.sort_by_key(|i| (i.start_lsn, i.create_ticks));
             t.listed_instances = mine.len();
+            t.listed_names = mine.iter().map(|i| i.name.clone()).collect();
             t.instances = mine
                 .into_iter()
                 // An instance without start_lsn has not been reached by the capture process.
@@ -439,10 +468,10 @@ impl CdcStream {
         self.warned_null_max = false;
         metrics::gauge!("dbsync_capture_source_max_lsn").set(abbreviate(max) as f64);
         let lower = self.lower_bound();
-        // Hybrid mode looks for DDL on every poll, also beyond the high-water mark: a DDL alone
-        // may not move it, and the sooner the new instance exists the fewer changes arrive
-        // in the old shape.
-        if self.hybrid && self.follow_ddl(lower, Lsn::MAX).await? {
+        // Hybrid mode reads dbsync's DDL history on every poll: each event carries the commit
+        // LSN of its DDL, and the sooner the new instance exists the shorter the stretch whose
+        // rows are translated from the old shape.
+        if self.hybrid && self.follow_ddl(lower, max).await? {
             self.refresh_instances().await?;
         }
         if lower > max {
@@ -450,6 +479,7 @@ impl CdcStream {
             return Ok(());
         }
         self.refresh_instances().await?;
+        self.prune_events();
         let after = (self.position != Position::end_of(self.position.commit_lsn)).then_some(self.position);
         self.cursors.clear();
         for ti in 0..self.tables.len() {
@@ -577,8 +607,7 @@ impl CdcStream {
                 .filter_map(|(i, c)| c.buffer.front().map(|r| (r.key(), i)))
                 .min();
             let Some((_, ci)) = best else {
-                self.finish_window().await;
-                return Ok(());
+                return self.finish_window().await;
             };
             let row = self.cursors[ci].buffer.pop_front().expect("head checked above");
             self.add_change(row).await?;
@@ -597,9 +626,13 @@ impl CdcStream {
         self.cursors.retain(|c| !tables[c.table].stopped && !(c.exhausted && c.buffer.is_empty()));
     }
 
-    async fn add_change(&mut self, row: ChangeRow) -> Result<()> {
+    async fn add_change(&mut self, mut row: ChangeRow) -> Result<()> {
         if self.fragment.as_ref().is_some_and(|f| f.commit_lsn != row.commit_lsn) {
             self.flush_fragment(true).await;
+        }
+        if self.fragment.is_none() {
+            // A transaction starts: schema changes committed before it go first.
+            self.announce_ddl(row.commit_lsn).await?;
         }
         if self
             .fragment
@@ -609,23 +642,10 @@ impl CdcStream {
             self.flush_fragment(false).await;
         }
         let ti = row.table_index as usize;
-        let instance = &self.tables[ti].instances[row.instance];
-        if self.tables[ti].columns_sent.as_deref() != Some(instance.name.as_str()) {
-            let name = instance.name.clone();
-            if self.tables[ti].columns_sent.is_some() {
-                let start_lsn = instance.start_lsn;
-                self.schema_change(ti, start_lsn).await?;
-            }
-            let instance = &self.tables[ti].instances[row.instance];
-            self.pending.push_back(ChangeMessage {
-                kind: Some(change_message::Kind::Columns(ChangeTableColumns {
-                    table_index: row.table_index,
-                    capture_instance: name.clone(),
-                    columns: instance.columns.iter().map(|c| c.name.clone()).collect(),
-                    start_lsn: instance.start_lsn.as_bytes().to_vec(),
-                })),
-            });
-            self.tables[ti].columns_sent = Some(name);
+        self.send_columns(ti, row.instance, row.commit_lsn).await?;
+        if !self.tables[ti].extra.is_empty() {
+            let extra = self.refetch(ti, &row).await?;
+            row.values.extend(extra);
         }
         if self.fragment.is_none() {
             self.ensure_commit_time(row.commit_lsn).await?;
@@ -653,34 +673,176 @@ impl CdcStream {
         Ok(())
     }
 
-    /// Hybrid mode: a column change on a table with one capture instance gets a second
-    /// instance with the new column set; the stream switches to it at its start LSN. Returns
-    /// whether an instance was created.
-    async fn follow_ddl(&mut self, from: Lsn, to: Lsn) -> Result<bool> {
+    /// Hybrid mode: reads dbsync's DDL history up to `max`. A column change of a stream
+    /// table gets a second capture instance with the new column set (named after the DDL's
+    /// LSN, so a restart sees it was created); the stream switches to it at its start LSN.
+    /// Events at or after `lower` are announced in stream order; earlier ones were announced
+    /// before a restart. Returns whether an instance was created.
+    async fn follow_ddl(&mut self, lower: Lsn, max: Lsn) -> Result<bool> {
+        let Some((history, history_start)) = self.history.clone() else { return Ok(false) };
+        let from = self.ddl_read_from.unwrap_or(history_start).max(history_start);
+        if from > max {
+            return Ok(false);
+        }
         let client = self.client().await?;
-        let history = inspect::ddl_history(client, from, to).await;
-        let history = self.checked(history)?;
+        let events = hybrid::read_events(client, &history, from, max).await;
+        let events = self.checked(events)?;
+        self.ddl_read_from = Some(max.increment());
         let mut created = false;
-        for (instance, command, lsn) in history {
-            let Some(ti) = self.tables.iter().position(|t| !t.stopped && t.instances.iter().any(|i| i.name == instance)) else {
+        for event in events {
+            if !event.changes_columns() {
+                continue;
+            }
+            let Some(ti) = self.tables.iter().position(|t| {
+                !t.stopped && t.table.schema.eq_ignore_ascii_case(&event.schema) && t.table.name.eq_ignore_ascii_case(&event.table)
+            }) else {
                 continue;
             };
-            if self.tables[ti].listed_instances >= 2 || !changes_columns(&command) {
+            if self.tables[ti].events.iter().any(|e| e.lsn == event.lsn) {
                 continue;
             }
             let t = &self.tables[ti].table;
-            let name = setup::capture_instance_name(&self.prefix, &t.schema, &format!("{}_{}", t.name, &lsn.to_hex()[12..]));
-            let statement = setup::enable_table_statement(t, &name);
+            let name = setup::capture_instance_name(&self.prefix, &t.schema, &format!("{}_{}", t.name, &event.lsn.to_hex()[12..]));
+            let state = &self.tables[ti];
+            let covered = state.listed_names.iter().any(|n| n.eq_ignore_ascii_case(&name))
+                || state.instances.iter().any(|i| i.start_lsn > event.lsn);
             let table_name = sql::display_name(t);
-            tracing::info!(table = %table_name, %command, capture_instance = %name, "schema change: creating a new capture instance");
-            let client = self.client().await?;
-            let r = inspect::batch(client, &format!("creating capture instance {name} for {table_name}"), &statement).await;
-            self.checked(r)?;
-            self.tables[ti].listed_instances += 1;
-            self.tables[ti].pending_ddl = Some(command);
-            created = true;
+            if !covered && state.listed_instances >= 2 {
+                tracing::warn!(table = %table_name, command = %event.command,
+                    "schema change on a table that already has two capture instances: a new one can be created once \
+                     the stream has passed the newer one (restart the stream); until then the new columns are read from the table");
+            } else if !covered {
+                let statement = setup::enable_table_statement(t, &name);
+                tracing::info!(table = %table_name, command = %event.command, lsn = %event.lsn, capture_instance = %name,
+                    "schema change: creating a new capture instance");
+                let client = self.client().await?;
+                let r = inspect::batch(client, &format!("creating capture instance {name} for {table_name}"), &statement).await;
+                self.checked(r)?;
+                self.tables[ti].listed_instances += 1;
+                self.tables[ti].listed_names.push(name);
+                created = true;
+            }
+            let state = &mut self.tables[ti];
+            if event.lsn < lower {
+                state.announced += 1;
+            }
+            state.events.push(event);
         }
         Ok(created)
+    }
+
+    /// Hybrid mode: announces (with a [`SchemaChange`]) every schema change committed at or
+    /// before `upto`, so apply alters the target before any later change.
+    async fn announce_ddl(&mut self, upto: Lsn) -> Result<()> {
+        for ti in 0..self.tables.len() {
+            while let Some(event) = self.tables[ti].events.get(self.tables[ti].announced) {
+                if event.lsn > upto || self.tables[ti].stopped {
+                    break;
+                }
+                let (lsn, command) = (event.lsn, event.command.clone());
+                self.tables[ti].announced += 1;
+                self.schema_change(ti, lsn, command).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends the column list of the rows that follow, when it changed: the instance's
+    /// captured columns, renamed as later DDL renamed them, plus the columns added after the
+    /// instance started (read from the source row, [`Self::refetch`]). Rows of an old
+    /// instance written after a DDL thus arrive in the new shape.
+    async fn send_columns(&mut self, ti: usize, instance: usize, commit_lsn: Lsn) -> Result<()> {
+        let inst = &self.tables[ti].instances[instance];
+        let after_ddl: Vec<&DdlEvent> =
+            self.tables[ti].events.iter().filter(|e| e.lsn >= inst.start_lsn && e.lsn <= commit_lsn).collect();
+        let shape = (inst.name.clone(), after_ddl.len());
+        let renames: Vec<(String, String)> = after_ddl.iter().filter_map(|e| e.renamed_column.clone()).collect();
+        if self.tables[ti].columns_sent.as_ref() == Some(&shape) {
+            return Ok(());
+        }
+        let mut columns: Vec<String> = inst.columns.iter().map(|c| c.name.clone()).collect();
+        for (old, new) in &renames {
+            columns.iter_mut().filter(|c| c.eq_ignore_ascii_case(old)).for_each(|c| *c = new.clone());
+        }
+        let switching = self.tables[ti].columns_sent.as_ref().is_some_and(|(name, _)| *name != shape.0);
+        let announced_by_ddl = self.tables[ti].events.iter().any(|e| e.lsn <= inst.start_lsn);
+        let (name, start_lsn) = (inst.name.clone(), inst.start_lsn);
+        if switching && !announced_by_ddl {
+            // A new instance without a DDL event (created by someone else, or cdc-polling).
+            self.schema_change(ti, start_lsn, String::new()).await?;
+        }
+        let extra: Vec<dbsync_proto::v1::ColumnSchema> = if shape.1 == 0 {
+            Vec::new()
+        } else {
+            self.tables[ti]
+                .schema
+                .columns
+                .iter()
+                .filter(|c| c.computed_definition.is_empty() && !columns.iter().any(|n| n.eq_ignore_ascii_case(&c.name)))
+                .cloned()
+                .collect()
+        };
+        columns.extend(extra.iter().map(|c| c.name.clone()));
+        self.tables[ti].extra = extra;
+        self.pending.push_back(ChangeMessage {
+            kind: Some(change_message::Kind::Columns(ChangeTableColumns {
+                table_index: u32::try_from(ti).unwrap_or(u32::MAX),
+                capture_instance: name,
+                columns,
+                start_lsn: start_lsn.as_bytes().to_vec(),
+            })),
+        });
+        self.tables[ti].columns_sent = Some(shape);
+        Ok(())
+    }
+
+    /// Values of the columns an old instance lacks, read from the source row by its key: the
+    /// row's current values, which later changes in the stream overwrite in order, so the
+    /// target converges. Deletes and before images get NULLs (only their key is used); an
+    /// after image whose row is gone, or a table without a key, leaves them unchanged (an
+    /// insert writes NULL).
+    async fn refetch(&mut self, ti: usize, row: &ChangeRow) -> Result<Vec<Value>> {
+        let state = &self.tables[ti];
+        let unknown = |op: i32| {
+            let kind = (op == 4).then_some(Kind::Unchanged(true));
+            vec![Value { kind }; state.extra.len()]
+        };
+        if row.operation != 2 && row.operation != 4 {
+            return Ok(vec![Value::default(); state.extra.len()]);
+        }
+        let names: Vec<&str> = state.instances[row.instance].columns.iter().map(|c| c.name.as_str()).collect();
+        let mut params = sql::Params::default();
+        let mut conditions = Vec::new();
+        for key in &state.schema.key_columns {
+            let column = state.schema.columns.iter().find(|c| c.name.eq_ignore_ascii_case(key));
+            let position = names.iter().position(|n| n.eq_ignore_ascii_case(key));
+            let (Some(column), Some(position)) = (column, position) else { return Ok(unknown(row.operation)) };
+            conditions.push(format!("{} = {}", quote_ident(key), params.typed(&row.values[position], column)?));
+        }
+        if conditions.is_empty() {
+            return Ok(unknown(row.operation));
+        }
+        let select: Vec<String> = state.extra.iter().map(|c| sql::select_expression(&c.name, &c.type_name)).collect();
+        let query = format!("SELECT {} FROM {} WHERE {}", select.join(", "), sql::table_name(&state.table), conditions.join(" AND "));
+        let context = format!("reading new columns of {}", sql::display_name(&state.table));
+        let fallback = unknown(row.operation);
+        let client = self.client().await?;
+        let rows = inspect::query_rows(client, &context, &query, &params.values()).await;
+        let rows = self.checked(rows)?;
+        Ok(match rows.into_iter().next() {
+            Some(r) => r.into_iter().map(decode::to_value).collect(),
+            None => fallback,
+        })
+    }
+
+    /// Drops DDL events that no instance still read predates.
+    fn prune_events(&mut self) {
+        for t in &mut self.tables {
+            let Some(oldest) = t.instances.first().map(|i| i.start_lsn) else { continue };
+            let gone = t.events.iter().take(t.announced).take_while(|e| e.lsn < oldest).count();
+            t.events.drain(..gone);
+            t.announced -= gone;
+        }
     }
 
     /// Hybrid mode, at open: the resume position is the applier's durable checkpoint, so an
@@ -714,8 +876,9 @@ impl CdcStream {
         Ok(())
     }
 
-    /// Announces a table's switch to a newer capture instance with its current schema.
-    async fn schema_change(&mut self, ti: usize, lsn: Lsn) -> Result<()> {
+    /// Announces a schema change of a table (or its switch to a newer capture instance) with
+    /// its current schema read from the source.
+    async fn schema_change(&mut self, ti: usize, lsn: Lsn, ddl_command: String) -> Result<()> {
         let table = self.tables[ti].table.clone();
         let selection = dbsync_proto::v1::ObjectSelection {
             databases: vec![],
@@ -729,11 +892,13 @@ impl CdcStream {
         if let Some(s) = &new_schema {
             self.tables[ti].schema = s.clone();
         }
+        // The column list is sent again after the change (apply re-reads the table).
+        self.tables[ti].columns_sent = None;
         self.pending.push_back(ChangeMessage {
             kind: Some(change_message::Kind::SchemaChange(SchemaChange {
                 table_index: u32::try_from(ti).unwrap_or(u32::MAX),
                 lsn: lsn.as_bytes().to_vec(),
-                ddl_command: self.tables[ti].pending_ddl.take().unwrap_or_default(),
+                ddl_command,
                 new_schema,
             })),
         });
@@ -788,9 +953,10 @@ impl CdcStream {
     }
 
     /// Poll step 6: the window is delivered; report progress.
-    async fn finish_window(&mut self) {
+    async fn finish_window(&mut self) -> Result<()> {
         self.flush_fragment(true).await;
-        let Some(max) = self.window_max.take() else { return };
+        let Some(max) = self.window_max.take() else { return Ok(()) };
+        self.announce_ddl(max).await?;
         self.cursors.clear();
         self.commit_times.clear();
         if max > self.position.commit_lsn || self.position != Position::end_of(self.position.commit_lsn) {
@@ -813,6 +979,7 @@ impl CdcStream {
                 })),
             });
         }
+        Ok(())
     }
 }
 
@@ -820,7 +987,7 @@ impl CdcStream {
     /// Hybrid mode: touch the heartbeat row so the capture job records a transaction and the
     /// high-water mark keeps moving on an idle source. Failures are logged once, not fatal.
     async fn heartbeat(&mut self) {
-        let statement = setup::heartbeat_statement(&self.prefix);
+        let statement = self.objects.heartbeat_sql();
         let result = match self.client().await {
             Ok(client) => inspect::batch(client, "updating the heartbeat row", &statement).await,
             Err(e) => Err(e),
@@ -832,14 +999,6 @@ impl CdcStream {
             }
         }
     }
-}
-
-/// Does a DDL statement change a table's columns (so a new capture instance is needed)?
-pub fn changes_columns(command: &str) -> bool {
-    let c = command.to_ascii_uppercase();
-    let words: Vec<&str> = c.split(|ch: char| !ch.is_ascii_alphanumeric() && ch != '_').filter(|w| !w.is_empty()).collect();
-    let has = |a: &str, b: &str| words.windows(2).any(|w| w[0] == a && w[1] == b);
-    has("ALTER", "TABLE") && (words.contains(&"ADD") || has("DROP", "COLUMN") || has("ALTER", "COLUMN"))
 }
 
 /// The 8 high bytes of an LSN as an ordered number (for gauges).
@@ -943,15 +1102,6 @@ mod tests {
         assert!(changes_query(&inst, true).contains(
             "N'all update old') WHERE ([__$start_lsn] > @P4 OR ([__$start_lsn] = @P4 AND ([__$seqval] > @P5 OR ([__$seqval] = @P5 AND [__$operation] > @P6)))) ORDER BY"
         ));
-    }
-
-    #[test]
-    fn only_column_changes_need_a_new_instance() {
-        assert!(changes_columns("ALTER TABLE dbo.t ADD c int NULL"));
-        assert!(changes_columns("alter table [dbo].[t] drop column c"));
-        assert!(changes_columns("ALTER TABLE dbo.t ALTER COLUMN c bigint"));
-        assert!(!changes_columns("ALTER TABLE dbo.t ENABLE TRIGGER tr"));
-        assert!(!changes_columns("CREATE INDEX ix ON dbo.t (c)"));
     }
 
     fn row(commit: u128, seq: u128, op: i32, table: u32) -> ChangeRow {

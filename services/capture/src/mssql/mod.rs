@@ -4,4 +4,5 @@
 pub mod cdc;
 pub mod client;
 pub mod decode;
+pub mod hybrid;
 pub mod inspect;
