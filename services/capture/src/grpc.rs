@@ -20,7 +20,7 @@ use crate::error::{CaptureError, Result};
 use crate::mssql::cdc::CdcStream;
 use crate::mssql::{decode, inspect};
 use crate::throttle::Phase;
-use crate::{precheck, setup, snapshot, CaptureState};
+use crate::{digests, precheck, setup, snapshot, CaptureState};
 
 /// Row batches in flight per streaming call.
 const STREAM_BUFFER: usize = 4;
@@ -218,9 +218,12 @@ impl CaptureService for CaptureGrpc {
 
     async fn read_rows(&self, req: Request<ReadRowsRequest>) -> std::result::Result<Response<Self::ReadRowsStream>, Status> {
         let req = req.into_inner();
-        let throttle = self.state.throttles.for_task("", Phase::Full, None);
+        // The task's full-sync budget: reads for verification and repair must not hurt the
+        // source more than full sync may.
+        let throttle = self.state.throttles.for_task(&req.task_id, Phase::Full, req.throttle);
         let state = Arc::clone(&self.state);
-        Ok(Response::new(spawn_stream(tracing::info_span!("read_rows"), move |tx| async move {
+        let span = tracing::info_span!("read_rows", task_id = %req.task_id);
+        Ok(Response::new(spawn_stream(span, move |tx| async move {
             snapshot::read_rows(&state.pools, &req, &throttle, &tx).await
         })))
     }
@@ -233,7 +236,11 @@ impl CaptureService for CaptureGrpc {
         let req = req.into_inner();
         let table = req.table.clone().ok_or_else(|| CaptureError::InvalidRequest("The request has no table".into()))?;
         let throttle = self.state.throttles.for_task(&req.task_id, Phase::Full, req.throttle);
-        let chunks = snapshot::checksum_chunks(&self.state.pools, &req.source, &table, &req.chunks, &req.where_filter, &throttle).await?;
+        let chunks = if req.columns.is_empty() {
+            snapshot::checksum_chunks(&self.state.pools, &req.source, &table, &req.chunks, &req.where_filter, &throttle).await?
+        } else {
+            digests::digest_sums(&self.state.pools, &req, &table, &throttle).await?
+        };
         Ok(Response::new(ChecksumChunksResponse { chunks }))
     }
 }

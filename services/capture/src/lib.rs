@@ -15,6 +15,7 @@
 //! | [`throttle`] | per-task token buckets |
 //! | [`registration`] | registering with the coordinator and heartbeats |
 
+pub mod digests;
 pub mod error;
 pub mod grpc;
 pub mod mssql;

@@ -161,6 +161,35 @@ fn status_error(status: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{} ({:?})", status.message(), status.code())
 }
 
+/// Runs a verification through `VerifyTaskStream`, handing every progress event to
+/// `on_progress`, and returns the report (the stream's last event). A coordinator without the
+/// streaming rpc is asked with `VerifyTask` (no progress then).
+pub async fn follow_verify(
+    client: &mut Client,
+    request: pb::VerifyTaskRequest,
+    mut on_progress: impl FnMut(&pb::VerifyTableProgress),
+) -> anyhow::Result<pb::VerifyReport> {
+    let mut stream = match client.verify_task_stream(request.clone()).await {
+        Ok(response) => response.into_inner(),
+        Err(status) if status.code() == tonic::Code::Unimplemented => {
+            return Ok(client
+                .verify_task(request)
+                .await
+                .map_err(status_error)?
+                .into_inner());
+        }
+        Err(status) => return Err(status_error(status)),
+    };
+    while let Some(event) = stream.message().await.map_err(status_error)? {
+        match event.event {
+            Some(pb::verify_event::Event::Progress(p)) => on_progress(&p),
+            Some(pb::verify_event::Event::Report(report)) => return Ok(report),
+            None => {}
+        }
+    }
+    anyhow::bail!("the coordinator ended the verification without a report")
+}
+
 fn task_ref(task: &str) -> pb::TaskRef {
     pb::TaskRef {
         task_id: task.to_string(),
@@ -192,24 +221,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             tables,
             json,
         } => {
-            // The rpc answers once at the end: a spinner on stderr shows that it works.
-            let spinner = indicatif::ProgressBar::with_draw_target(
-                None,
-                indicatif::ProgressDrawTarget::stderr_with_hz(4),
-            );
-            spinner.set_message(format!("verifying {task} ({mode})"));
-            spinner.enable_steady_tick(std::time::Duration::from_millis(250));
-            let report = client
-                .verify_task(pb::VerifyTaskRequest {
-                    task_id: task,
-                    mode,
-                    sample_percent,
-                    repair,
-                    tables,
-                })
-                .await;
-            spinner.finish_and_clear();
-            let report = report.map_err(status_error)?.into_inner();
+            let request = pb::VerifyTaskRequest {
+                task_id: task,
+                mode,
+                sample_percent,
+                repair,
+                tables,
+            };
+            // With --json the output is the document alone: no bars.
+            let report = if json {
+                follow_verify(&mut client, request, |_| {}).await?
+            } else {
+                let mut bars = render::VerifyBars::new();
+                let report = follow_verify(&mut client, request, |p| bars.update(p)).await;
+                bars.finish();
+                report?
+            };
             if json {
                 std::io::Write::write_all(
                     out,

@@ -238,6 +238,60 @@ pub fn verify(out: &mut impl Write, r: &pb::VerifyReport) -> std::io::Result<()>
     )
 }
 
+/// One progress bar per table while a verification runs (on stderr, so stdout keeps only the
+/// report): rows verified of the source's estimate, with the phase, chunks and mismatches.
+pub struct VerifyBars {
+    multi: MultiProgress,
+    style: ProgressStyle,
+    bars: HashMap<u32, ProgressBar>,
+}
+
+impl Default for VerifyBars {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl VerifyBars {
+    pub fn new() -> VerifyBars {
+        VerifyBars {
+            multi: MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(4)),
+            style: ProgressStyle::with_template("{prefix:<40} [{bar:30}] {pos:>10}/{len:<10} {msg}")
+                .expect("valid template")
+                .progress_chars("=> "),
+            bars: Default::default(),
+        }
+    }
+
+    pub fn update(&mut self, p: &pb::VerifyTableProgress) {
+        let bar = self.bars.entry(p.table_index).or_insert_with(|| {
+            let b = self.multi.add(ProgressBar::new(p.rows_total.max(1)));
+            b.set_style(self.style.clone());
+            b.set_prefix(format!("{} ({}/{})", p.table, p.table_index + 1, p.tables_total));
+            b
+        });
+        bar.set_length(p.rows_total.max(p.rows_verified).max(1));
+        bar.set_position(p.rows_verified);
+        let mut msg = format!("{}  chunks {}/{}", p.phase, p.chunks_done, p.chunks_total);
+        if p.mismatches > 0 {
+            msg.push_str(&format!("  mismatches {}", p.mismatches));
+        }
+        if p.phase == "done" {
+            bar.set_length(p.rows_verified.max(1));
+            bar.finish_with_message(msg);
+        } else {
+            bar.set_message(msg);
+        }
+    }
+
+    /// Leaves the bars on screen as they are (the report follows on stdout).
+    pub fn finish(&self) {
+        for b in self.bars.values() {
+            b.abandon();
+        }
+    }
+}
+
 /// The verification report as one JSON document (for scripts and CI pipelines).
 pub fn verify_json(r: &pb::VerifyReport) -> serde_json::Value {
     let tables: Vec<serde_json::Value> = r

@@ -1814,6 +1814,15 @@ impl Coordinator {
     }
 
     pub async fn verify(&self, request: pb::VerifyTaskRequest) -> Result<pb::VerifyReport> {
+        self.verify_with_progress(request, |_| {}).await
+    }
+
+    /// [`Coordinator::verify`], telling `progress` where it is (the streaming rpc's events).
+    pub async fn verify_with_progress(
+        &self,
+        request: pb::VerifyTaskRequest,
+        progress: impl FnMut(dbsync_verify::VerifyProgress) + Send,
+    ) -> Result<pb::VerifyReport> {
         let (row, spec) = self.load(&request.task_id)?;
         let address = self.capture_address(&spec)?;
         let now = self.now();
@@ -1861,7 +1870,7 @@ impl Coordinator {
             dbsync_verify::Mode::parse(&request.mode, request.sample_percent, lag).map_err(fail)?;
         verify.repair = request.repair;
         verify.throttle = spec.throttle.full_proto();
-        let report = dbsync_verify::verify(verify, |_| {}).await.map_err(fail)?;
+        let report = dbsync_verify::verify(verify, progress).await.map_err(fail)?;
         Ok(report.into())
     }
 }

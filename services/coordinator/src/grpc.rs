@@ -159,6 +159,17 @@ impl CoordinatorService for CoordinatorGrpc {
         Ok(Response::new(self.0.verify(req.into_inner()).await?))
     }
 
+    type VerifyTaskStreamStream = crate::verify_stream::VerifyEventStream;
+
+    #[tracing::instrument(skip_all, fields(task = %req.get_ref().task_id))]
+    async fn verify_task_stream(
+        &self,
+        req: Request<pb::VerifyTaskRequest>,
+    ) -> Result<Response<Self::VerifyTaskStreamStream>, Status> {
+        let events = crate::verify_stream::verify_events(self.0.clone(), req.into_inner());
+        Ok(Response::new(events))
+    }
+
     async fn list_workers(
         &self,
         _req: Request<pb::ListWorkersRequest>,

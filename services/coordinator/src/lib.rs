@@ -25,6 +25,7 @@ pub mod plan;
 pub mod spec;
 pub mod store;
 pub mod target;
+pub mod verify_stream;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -1,4 +1,5 @@
-//! Benchmark hook: verification throughput next to the plain work of reading both sides.
+//! Benchmark hook: verification throughput (source rows hashed by capture, and for comparison
+//! hashed here after crossing gRPC) next to the plain work of reading both sides.
 
 use std::time::Instant;
 
@@ -13,6 +14,9 @@ pub struct BenchResult {
     pub rows: u64,
     pub verify_seconds: f64,
     pub verify_rows_per_second: f64,
+    /// The same verification with every source row streamed over gRPC and hashed in the
+    /// verifier (`source_checksums: false`, how verify worked before capture hashed rows).
+    pub verify_rows_over_grpc_seconds: f64,
     /// `SELECT count(*)` plus a full scan of the target table.
     pub target_scan_seconds: f64,
     /// Every row of every chunk streamed from capture (`ReadChunk`), not hashed.
@@ -25,11 +29,13 @@ impl std::fmt::Display for BenchResult {
         let rate = |s: f64| if s > 0.0 { self.rows as f64 / s } else { 0.0 };
         write!(
             f,
-            "verify: {} rows in {:.2} s = {:.0} rows/s (equal: {}); count(*) + full scan: target {:.2} s = {:.0} rows/s, source via capture {:.2} s = {:.0} rows/s",
+            "verify: {} rows in {:.2} s = {:.0} rows/s (equal: {}; with rows hashed after crossing gRPC: {:.2} s = {:.0} rows/s); count(*) + full scan: target {:.2} s = {:.0} rows/s, source via capture {:.2} s = {:.0} rows/s",
             self.rows,
             self.verify_seconds,
             self.verify_rows_per_second,
             self.equal,
+            self.verify_rows_over_grpc_seconds,
+            rate(self.verify_rows_over_grpc_seconds),
             self.target_scan_seconds,
             rate(self.target_scan_seconds),
             self.source_scan_seconds,
@@ -48,6 +54,15 @@ pub async fn measure(request: VerifyRequest) -> Result<BenchResult> {
     let report = verify(request.clone(), |_| {}).await?;
     let verify_seconds = started.elapsed().as_secs_f64();
     let rows = report.tables.first().map(|t| t.rows_compared).unwrap_or(0);
+    let started = Instant::now();
+    let over_grpc = verify(VerifyRequest { source_checksums: false, ..request.clone() }, |_| {}).await?;
+    let verify_rows_over_grpc_seconds = started.elapsed().as_secs_f64();
+    if over_grpc.equal != report.equal {
+        return Err(VerifyError::InvalidRequest {
+            object: "benchmark".into(),
+            detail: "the two ways of hashing source rows disagree".into(),
+        });
+    }
 
     let target = dbsync_apply::pg::connect_plain(&request.target).await?;
     let resolved = dbsync_apply::plan::TableTarget::from_plan(&plan)?;
@@ -95,6 +110,7 @@ pub async fn measure(request: VerifyRequest) -> Result<BenchResult> {
         rows,
         verify_seconds,
         verify_rows_per_second: if verify_seconds > 0.0 { rows as f64 / verify_seconds } else { 0.0 },
+        verify_rows_over_grpc_seconds,
         target_scan_seconds,
         source_scan_seconds,
         equal: report.equal,

@@ -10,47 +10,10 @@
 //! XOR a duplicated row does not cancel out.
 
 use dbsync_apply::pg::catalog::ResolvedTable;
-use dbsync_proto::v1::Value;
+use dbsync_proto::v1::{CanonicalColumn, Value};
+pub use dbsync_typemap::digest::{bucket_of, Aggregate, Digest16};
+use dbsync_typemap::digest::{canonical_column, RowDigester};
 use dbsync_typemap::{canonical_bytes, canonical_text, pg_canonical_sql, pg_canonical_text_sql, quote_literal, PgColumnType};
-use md5::{Digest, Md5};
-
-pub type Digest16 = [u8; 16];
-
-/// Count and digest sums of a set of rows.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Aggregate {
-    pub rows: u64,
-    pub high: i128,
-    pub low: i128,
-}
-
-impl Aggregate {
-    pub fn add(&mut self, digest: &Digest16) {
-        let (high, low) = lanes(digest);
-        self.rows += 1;
-        self.high += i128::from(high);
-        self.low += i128::from(low);
-    }
-
-    pub fn merge(&mut self, other: &Aggregate) {
-        self.rows += other.rows;
-        self.high += other.high;
-        self.low += other.low;
-    }
-}
-
-fn lanes(d: &Digest16) -> (i64, i64) {
-    let mut high = [0u8; 8];
-    let mut low = [0u8; 8];
-    high.copy_from_slice(&d[..8]);
-    low.copy_from_slice(&d[8..]);
-    (i64::from_be_bytes(high), i64::from_be_bytes(low))
-}
-
-/// The bucket of a key digest among `buckets` (first 32 bits, big-endian, modulo).
-pub fn bucket_of(key: &Digest16, buckets: u32) -> u32 {
-    u32::from_be_bytes([key[0], key[1], key[2], key[3]]) % buckets.max(1)
-}
 
 /// A written column as verification sees it.
 #[derive(Clone, Debug)]
@@ -90,6 +53,20 @@ impl Shape {
         let keyed = !table.key.is_empty();
         let key = if keyed { table.key.clone() } else { (0..columns.len()).collect() };
         Shape { columns, key, keyed, qualified: table.target.qualified.clone() }
+    }
+
+    /// Computes the source side's digests as [`Shape::row_digest_sql`] and
+    /// [`Shape::key_digest_sql`] do on the target.
+    pub fn digester(&self) -> RowDigester {
+        let columns = self.columns.iter().map(|c| (c.source_index, c.ty.clone())).collect();
+        RowDigester::new(columns, if self.keyed { self.key.clone() } else { Vec::new() })
+    }
+
+    /// The written columns and key for capture's `ChecksumChunks` (digests next to the source).
+    pub fn wire(&self) -> (Vec<CanonicalColumn>, Vec<u32>) {
+        let columns = self.columns.iter().map(|c| canonical_column(c.source_index, c.ty.kind)).collect();
+        let key = if self.keyed { self.key.iter().map(|k| *k as u32).collect() } else { Vec::new() };
+        (columns, key)
     }
 
     /// `md5(<framed canonical text of every written column>)`.
@@ -153,37 +130,17 @@ fn digest_sql(parts: impl Iterator<Item = String>) -> String {
 /// Digests of source rows, reusing one buffer (no allocation per row).
 pub struct RowHasher<'a> {
     shape: &'a Shape,
-    buf: Vec<u8>,
-    /// Start offset of each column's form in `buf`.
-    starts: Vec<usize>,
+    digester: RowDigester,
 }
 
 impl<'a> RowHasher<'a> {
     pub fn new(shape: &'a Shape) -> RowHasher<'a> {
-        RowHasher { shape, buf: Vec::with_capacity(512), starts: Vec::with_capacity(shape.columns.len() + 1) }
+        RowHasher { shape, digester: shape.digester() }
     }
 
     /// `(key digest, row digest)` of a source row (values in source column order).
     pub fn digests(&mut self, values: &[Value]) -> (Digest16, Digest16) {
-        self.buf.clear();
-        self.starts.clear();
-        for c in &self.shape.columns {
-            self.starts.push(self.buf.len());
-            match values.get(c.source_index) {
-                Some(v) => canonical_bytes(v, &c.ty, &mut self.buf),
-                None => self.buf.extend_from_slice(b"N;"),
-            }
-        }
-        self.starts.push(self.buf.len());
-        let row: Digest16 = Md5::digest(&self.buf).into();
-        if !self.shape.keyed {
-            return (row, row);
-        }
-        let mut key = Md5::new();
-        for k in &self.shape.key {
-            key.update(&self.buf[self.starts[*k]..self.starts[*k + 1]]);
-        }
-        (key.finalize().into(), row)
+        self.digester.digests(values)
     }
 
     /// The framed canonical form of each written column of a source row.
@@ -213,36 +170,4 @@ pub fn parse_digest(hex_text: &str) -> Option<Digest16> {
     let mut out = [0u8; 16];
     hex::decode_to_slice(hex_text, &mut out).ok()?;
     Some(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn aggregates_do_not_depend_on_order_and_count_duplicates() {
-        let a: Digest16 = Md5::digest(b"a").into();
-        let b: Digest16 = Md5::digest(b"b").into();
-        let mut x = Aggregate::default();
-        x.add(&a);
-        x.add(&b);
-        let mut y = Aggregate::default();
-        y.add(&b);
-        y.add(&a);
-        assert_eq!(x, y);
-        let mut z = y;
-        z.add(&a);
-        z.add(&a);
-        assert_ne!(y, z, "a duplicated pair must not cancel out");
-    }
-
-    #[test]
-    fn buckets_take_the_first_32_bits() {
-        let mut d = [0u8; 16];
-        d[3] = 7;
-        assert_eq!(bucket_of(&d, 5), 2);
-        d[0] = 0xff;
-        assert_eq!(bucket_of(&d, 1), 0);
-        assert_eq!(bucket_of(&d, 1000), (0xff00_0007u32 % 1000));
-    }
 }

@@ -103,6 +103,10 @@ pub struct VerifyRequest {
     pub parallel: usize,
     /// Differences kept per table (all are counted; repair needs them all kept).
     pub max_differences: usize,
+    /// Capture hashes the source rows next to the source and sends only sums per range
+    /// (`ChecksumChunks`); false streams every row over gRPC and hashes it here (the
+    /// benchmark compares both).
+    pub source_checksums: bool,
 }
 
 impl VerifyRequest {
@@ -121,6 +125,7 @@ impl VerifyRequest {
             chunk_rows: 0,
             parallel: 2,
             max_differences: 10_000,
+            source_checksums: true,
         }
     }
 }
@@ -136,7 +141,25 @@ pub struct VerifyProgress {
     pub partitions_done: u64,
     pub partitions_total: u64,
     pub rows_verified: u64,
+    /// The source's row estimate (statistics), known once the table's chunks are planned.
+    pub rows_total: u64,
     pub differences: u64,
+}
+
+impl From<VerifyProgress> for dbsync_proto::v1::VerifyTableProgress {
+    fn from(p: VerifyProgress) -> Self {
+        dbsync_proto::v1::VerifyTableProgress {
+            table: p.table,
+            table_index: u32::try_from(p.table_index).unwrap_or(u32::MAX),
+            tables_total: u32::try_from(p.tables_total).unwrap_or(u32::MAX),
+            phase: p.phase.name().to_string(),
+            rows_verified: p.rows_verified,
+            rows_total: p.rows_total,
+            chunks_done: p.partitions_done,
+            chunks_total: p.partitions_total,
+            mismatches: p.differences,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -147,6 +170,19 @@ pub enum Phase {
     Rechecking,
     Repairing,
     Done,
+}
+
+impl Phase {
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Counting => "counting",
+            Phase::Checksumming => "checksumming",
+            Phase::Narrowing => "narrowing",
+            Phase::Rechecking => "rechecking",
+            Phase::Repairing => "repairing",
+            Phase::Done => "done",
+        }
+    }
 }
 
 /// Verifies (and with `repair`, repairs) every table of the request, in order.

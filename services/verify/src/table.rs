@@ -1,12 +1,15 @@
 //! Verification of one table: counts, partition sums, narrowing, re-checks and repair.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use dbsync_apply::capture::CaptureClient;
 use dbsync_apply::pg::catalog::ResolvedTable;
 use dbsync_apply::plan::TableTarget;
 use dbsync_apply::ApplyError;
-use dbsync_proto::v1::{Chunk, KeyBound, PlanChunksRequest, ReadChunkRequest, ReadRowsRequest, TablePlan, TableSchema, Value};
+use dbsync_proto::v1::{
+    CanonicalColumn, ChecksumChunksRequest, Chunk, KeyBound, PlanChunksRequest, ReadChunkRequest, ReadRowsRequest, TablePlan, TableSchema, Value,
+};
 use dbsync_typemap::render_literal;
 use futures::{StreamExt, TryStreamExt};
 use rand::{rngs::StdRng, SeedableRng};
@@ -62,6 +65,8 @@ struct Table<'a> {
     name: String,
     where_filter: String,
     shape: Shape,
+    /// `shape` as capture's `ChecksumChunks` takes it.
+    wire: (Vec<CanonicalColumn>, Vec<u32>),
     partitions: Partitions,
 }
 
@@ -90,6 +95,8 @@ pub(crate) async fn verify_table(
         equal: true,
         ..Default::default()
     };
+    // Known once the chunks are planned; read by every tick.
+    let rows_total = AtomicU64::new(0);
     let mut tick = |phase: Phase, done: u64, total: u64, rows: u64, differences: u64| {
         progress(VerifyProgress {
             table: name.clone(),
@@ -99,6 +106,7 @@ pub(crate) async fn verify_table(
             partitions_done: done,
             partitions_total: total,
             rows_verified: rows,
+            rows_total: rows_total.load(Ordering::Relaxed),
             differences,
         })
     };
@@ -136,11 +144,19 @@ pub(crate) async fn verify_table(
         let count = u32::try_from(chunks.len()).unwrap_or(u32::MAX).max(1);
         Partitions::Buckets { count, chunks }
     };
-    let table = Table { ctx, schema, name: name.clone(), where_filter: resolved.target.where_filter.clone(), shape, partitions };
+    let wire = shape.wire();
+    let table = Table { ctx, schema, name: name.clone(), where_filter: resolved.target.where_filter.clone(), shape, wire, partitions };
     let total = table.partition_count();
     report.partitions_total = u64::from(total);
     let selected = select_partitions(total, &request.mode);
     report.partitions_compared = selected.len() as u64;
+    rows_total.store(
+        match &table.partitions {
+            Partitions::Ranges(chunks) => selected.iter().map(|p| chunks[*p as usize].estimated_rows).sum(),
+            Partitions::Buckets { .. } => planned_rows,
+        },
+        Ordering::Relaxed,
+    );
 
     // 1. Sums per partition on both sides.
     tick(Phase::Checksumming, 0, selected.len() as u64, 0, 0);
@@ -317,6 +333,68 @@ impl Table<'_> {
         Ok(format!("({})", conds.join(" AND ")))
     }
 
+    /// Sums computed by capture next to the source (only the sums cross gRPC): per chunk, or
+    /// with `buckets`, per bucket of the key digest.
+    async fn source_sums(&self, chunk: &Chunk, buckets: u32) -> Result<HashMap<u32, Aggregate>> {
+        let request = self.ctx.request;
+        let (columns, key) = self.wire.clone();
+        let response = self
+            .ctx
+            .capture
+            .clone()
+            .checksum_chunks(ChecksumChunksRequest {
+                source: Some(request.source.clone()),
+                task_id: request.task_id.clone(),
+                table: Some(self.schema.clone()),
+                chunks: vec![chunk.clone()],
+                throttle: Some(request.throttle),
+                where_filter: self.where_filter.clone(),
+                columns,
+                key,
+                buckets,
+            })
+            .await
+            .map_err(|s| VerifyError::capture(&self.name, "summing a chunk", s))?
+            .into_inner();
+        let mut out = HashMap::with_capacity(response.chunks.len());
+        for c in response.chunks {
+            let sums = Aggregate::from_sums_bytes(c.rows, &c.high_sum, &c.low_sum).ok_or_else(|| VerifyError::Capture {
+                table: self.name.clone(),
+                action: "summing a chunk",
+                code: tonic::Code::Internal,
+                message: "the answer has no digest sums (is the capture service older than this verifier?)".into(),
+            })?;
+            out.insert(c.index, sums);
+        }
+        Ok(out)
+    }
+
+    /// The source sums of one key range.
+    async fn range_source_sums(&self, chunk: &Chunk) -> Result<Aggregate> {
+        if self.ctx.request.source_checksums {
+            return Ok(self.source_sums(chunk, 0).await?.into_values().next().unwrap_or_default());
+        }
+        let mut hasher = RowHasher::new(&self.shape);
+        let mut sums = Aggregate::default();
+        self.read_source(chunk, |values| sums.add(&hasher.digests(values).1)).await?;
+        Ok(sums)
+    }
+
+    /// The source sums per key-digest bucket of the rows of one chunk.
+    async fn bucket_source_sums(&self, chunk: &Chunk, buckets: u32) -> Result<HashMap<u32, Aggregate>> {
+        if self.ctx.request.source_checksums {
+            return self.source_sums(chunk, buckets).await;
+        }
+        let mut hasher = RowHasher::new(&self.shape);
+        let mut out: HashMap<u32, Aggregate> = HashMap::new();
+        self.read_source(chunk, |values| {
+            let (key, row) = hasher.digests(values);
+            out.entry(bucket_of(&key, buckets)).or_default().add(&row);
+        })
+        .await?;
+        Ok(out)
+    }
+
     /// Streams the source rows of `chunk` to `f`.
     async fn read_source(&self, chunk: &Chunk, mut f: impl FnMut(&[Value])) -> Result<u64> {
         let request = self.ctx.request;
@@ -390,17 +468,9 @@ impl Table<'_> {
                 let parallel = self.ctx.request.parallel.max(1);
                 // Collected first: a lazily mapped iterator makes the future lose `Send`.
                 let reads: Vec<_> = selected.iter().copied().enumerate().map(|(i, p)| async move {
-                    let chunk = &chunks[p as usize];
-                    let mut hasher = RowHasher::new(&self.shape);
-                    let mut source = Aggregate::default();
-                    let read = self.read_source(chunk, |values| {
-                        let (_, row) = hasher.digests(values);
-                        source.add(&row);
-                    });
                     let one = [p];
-                    let (read, target) = tokio::join!(read, self.target_sums(self.pg(i), &one));
-                    read?;
-                    Ok::<_, VerifyError>((p, source, target?.remove(&p).unwrap_or_default()))
+                    let (source, target) = tokio::join!(self.range_source_sums(&chunks[p as usize]), self.target_sums(self.pg(i), &one));
+                    Ok::<_, VerifyError>((p, source?, target?.remove(&p).unwrap_or_default()))
                 }).collect();
                 let mut results = futures::stream::iter(reads).buffer_unordered(parallel);
                 let mut out = Vec::with_capacity(selected.len());
@@ -416,20 +486,20 @@ impl Table<'_> {
             Partitions::Buckets { count, chunks } => {
                 let wanted: HashSet<u32> = selected.iter().copied().collect();
                 let mut source: HashMap<u32, Aggregate> = HashMap::new();
-                let mut hasher = RowHasher::new(&self.shape);
+                let parallel = self.ctx.request.parallel.max(1);
                 let read = async {
-                    let mut rows = 0;
-                    for (i, chunk) in chunks.iter().enumerate() {
-                        rows += self
-                            .read_source(chunk, |values| {
-                                let (key, row) = hasher.digests(values);
-                                let b = bucket_of(&key, *count);
-                                if wanted.contains(&b) {
-                                    source.entry(b).or_default().add(&row);
-                                }
-                            })
-                            .await?;
-                        tick(i as u64 + 1, rows);
+                    let reads: Vec<_> = chunks.iter().map(|chunk| self.bucket_source_sums(chunk, *count)).collect();
+                    let mut results = futures::stream::iter(reads).buffer_unordered(parallel);
+                    let (mut rows, mut done) = (0, 0);
+                    while let Some(sums) = results.try_next().await? {
+                        for (b, s) in sums {
+                            rows += s.rows;
+                            if wanted.contains(&b) {
+                                source.entry(b).or_default().merge(&s);
+                            }
+                        }
+                        done += 1;
+                        tick(done, rows);
                     }
                     Ok::<_, VerifyError>(rows)
                 };
@@ -556,7 +626,13 @@ impl Table<'_> {
             .ctx
             .capture
             .clone()
-            .read_rows(ReadRowsRequest { source: Some(self.ctx.request.source.clone()), table: Some(self.schema.clone()), keys })
+            .read_rows(ReadRowsRequest {
+                source: Some(self.ctx.request.source.clone()),
+                table: Some(self.schema.clone()),
+                keys,
+                task_id: self.ctx.request.task_id.clone(),
+                throttle: Some(self.ctx.request.throttle),
+            })
             .await
             .map_err(|s| VerifyError::capture(&self.name, "reading rows by key", s))?
             .into_inner();

@@ -17,6 +17,7 @@
 pub mod canonical;
 mod choices;
 pub mod copy;
+pub mod digest;
 mod error;
 pub mod expr;
 pub mod ident;

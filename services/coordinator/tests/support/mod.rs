@@ -363,6 +363,7 @@ impl CaptureService for FakeCapture {
                 index: 0,
                 rows,
                 checksum: vec![],
+                ..Default::default()
             }],
         }))
     }
