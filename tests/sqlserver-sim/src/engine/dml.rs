@@ -892,28 +892,12 @@ impl SessionCore {
             return Err(value::unsupported("INSERT … OUTPUT"));
         }
         let def = self.insert_target(&ins.table)?;
-        let cols: Vec<usize> = if ins.columns.is_empty() {
-            def.columns
-                .iter()
-                .enumerate()
-                .filter(|(_, c)| {
-                    c.computed.is_none()
-                        && !matches!(c.ty, SqlType::RowVersion)
-                        && (c.identity.is_none()
-                            || self.opts.identity_insert == Some(def.object_id))
-                })
-                .map(|(i, _)| i)
-                .collect()
-        } else {
-            ins.columns
-                .iter()
-                .map(|c| {
-                    let name = object_name_parts(c).last().cloned().unwrap_or_default();
-                    def.column_index(&name)
-                        .ok_or_else(|| err(207, format!("Invalid column name '{name}'.")))
-                })
-                .collect::<Result<_, _>>()?
-        };
+        let names: Vec<String> = ins
+            .columns
+            .iter()
+            .map(|c| object_name_parts(c).last().cloned().unwrap_or_default())
+            .collect();
+        let cols = self.insert_columns(&def, &names)?;
         // Source rows (materialised before writing: the source may read the target).
         let mut source_rows: Vec<Vec<Option<Value>>> = Vec::new();
         match &ins.source {
@@ -921,20 +905,7 @@ impl SessionCore {
             Some(q) => match q.body.as_ref() {
                 ast::SetExpr::Values(v) => {
                     for r in &v.rows {
-                        if r.content.len() != cols.len() {
-                            return Err(err(
-                                if r.content.len() > cols.len() {
-                                    110
-                                } else {
-                                    109
-                                },
-                                if r.content.len() > cols.len() {
-                                    "There are more columns in the INSERT statement than values specified in the VALUES clause. The number of values in the VALUES clause must match the number of columns specified in the INSERT statement.".to_string()
-                                } else {
-                                    "There are fewer columns in the INSERT statement than values specified in the VALUES clause. The number of values in the VALUES clause must match the number of columns specified in the INSERT statement.".to_string()
-                                },
-                            ));
-                        }
+                        values_count_matches(r.content.len(), cols.len())?;
                         let mut vals = Vec::with_capacity(cols.len());
                         for e in &r.content {
                             if let ast::Expr::Identifier(id) = e {
@@ -981,15 +952,62 @@ impl SessionCore {
         if ins.source.is_none() && !ins.columns.is_empty() {
             return Err(err(102, "Incorrect syntax near 'DEFAULT'."));
         }
-        let mut n = 0;
-        for r in source_rows {
-            let explicit: Vec<(usize, Value)> = cols
+        self.insert_source_rows(&def, &cols, source_rows.into_iter())
+    }
+
+    /// INSERT … VALUES with constants only (the parser's fast path): the same checks and
+    /// writes as `exec_insert` without binding expressions.
+    pub(crate) fn exec_insert_values(
+        &mut self,
+        ins: &super::parse::InsertValues,
+    ) -> Result<u64, SqlError> {
+        let def = self.resolve_table(&ins.table)?.1;
+        let cols = self.insert_columns(&def, &ins.columns)?;
+        for r in &ins.rows {
+            values_count_matches(r.len(), cols.len())?;
+        }
+        self.insert_source_rows(&def, &cols, ins.rows.iter().cloned())
+    }
+
+    /// Positions of the INSERT's target columns: the named ones, or every insertable column.
+    fn insert_columns(&self, def: &TableDef, names: &[String]) -> Result<Vec<usize>, SqlError> {
+        if names.is_empty() {
+            return Ok(def
+                .columns
                 .iter()
-                .zip(r)
-                .filter_map(|(c, v)| v.map(|v| (*c, v)))
-                .collect();
-            let row = self.build_insert_row(&def, &explicit)?;
-            self.write_insert(&def, row, true)?;
+                .enumerate()
+                .filter(|(_, c)| {
+                    c.computed.is_none()
+                        && !matches!(c.ty, SqlType::RowVersion)
+                        && (c.identity.is_none()
+                            || self.opts.identity_insert == Some(def.object_id))
+                })
+                .map(|(i, _)| i)
+                .collect());
+        }
+        names
+            .iter()
+            .map(|name| {
+                def.column_index(name)
+                    .ok_or_else(|| err(207, format!("Invalid column name '{name}'.")))
+            })
+            .collect()
+    }
+
+    /// Writes INSERT source rows (values of `cols`, None = DEFAULT); returns the row count.
+    fn insert_source_rows(
+        &mut self,
+        def: &Arc<TableDef>,
+        cols: &[usize],
+        source_rows: impl Iterator<Item = Vec<Option<Value>>>,
+    ) -> Result<u64, SqlError> {
+        let mut n = 0;
+        let mut explicit: Vec<(usize, Value)> = Vec::with_capacity(cols.len());
+        for r in source_rows {
+            explicit.clear();
+            explicit.extend(cols.iter().zip(r).filter_map(|(c, v)| v.map(|v| (*c, v))));
+            let row = self.build_insert_row(def, &explicit)?;
+            self.write_insert(def, row, true)?;
             n += 1;
         }
         Ok(n)
@@ -1425,6 +1443,19 @@ pub enum Undo {
 }
 
 static ROWVERSION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0x7D1);
+
+/// Errors 109/110: a VALUES row with fewer or more values than INSERT columns.
+fn values_count_matches(values: usize, columns: usize) -> Result<(), SqlError> {
+    if values == columns {
+        return Ok(());
+    }
+    // SQL Server's texts: 110 when the VALUES row is longer than the column list.
+    Err(if values > columns {
+        err(110, "There are fewer columns in the INSERT statement than values specified in the VALUES clause. The number of values in the VALUES clause must match the number of columns specified in the INSERT statement.")
+    } else {
+        err(109, "There are more columns in the INSERT statement than values specified in the VALUES clause. The number of values in the VALUES clause must match the number of columns specified in the INSERT statement.")
+    })
+}
 
 fn same_value(a: &Value, b: &Value) -> bool {
     match (a, b) {

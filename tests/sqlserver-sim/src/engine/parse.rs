@@ -5,6 +5,10 @@
 //! sequences, alias types, triggers, procedures, SAVE TRAN, BACKUP, INSERT BULK, control
 //! flow, SET options, EXEC) are parsed here from the same token stream.
 
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock};
+
+use parking_lot::Mutex;
 use sqlparser::ast;
 use sqlparser::dialect::MsSqlDialect;
 use sqlparser::keywords::Keyword;
@@ -13,6 +17,9 @@ use sqlparser::tokenizer::{Location, Token, TokenWithSpan, Tokenizer, Word};
 
 use super::value::err;
 use crate::api::SqlError;
+use crate::types::Value;
+
+mod fast;
 
 /// A multi-part object name (1–4 parts), unquoted.
 pub type ObjName = Vec<String>;
@@ -93,10 +100,22 @@ pub struct ExecArg {
     pub output: bool,
 }
 
+/// `INSERT INTO table [(columns)] VALUES …` whose values are all constants, read by the fast
+/// path (`parse/fast.rs`) without sqlparser.
+#[derive(Debug, Clone)]
+pub struct InsertValues {
+    pub table: ObjName,
+    /// Empty: the table's insertable columns.
+    pub columns: Vec<String>,
+    /// One entry per VALUES row; None = DEFAULT.
+    pub rows: Vec<Vec<Option<Value>>>,
+}
+
 #[derive(Debug, Clone)]
 pub enum Stmt {
     /// A statement sqlparser parsed (SELECT, INSERT, UPDATE, DELETE, MERGE …).
     Std(Box<ast::Statement>),
+    InsertValues(Box<InsertValues>),
     Block(Vec<Parsed>),
     TryCatch(Vec<Parsed>, Vec<Parsed>),
     If {
@@ -253,8 +272,37 @@ fn perr(e: ParserError, sql: &str) -> SqlError {
     err(102, format!("Incorrect syntax near '{near}'."))
 }
 
+/// Texts longer than this are not cached (multi-row INSERTs rarely repeat).
+const CACHED_TEXT_MAX: usize = 16 * 1024;
+const CACHE_ENTRIES_MAX: usize = 512;
+
+/// Recently parsed batch texts (parsing depends on the text alone).
+static PARSED_CACHE: LazyLock<Mutex<HashMap<Box<str>, Arc<[Parsed]>>>> =
+    LazyLock::new(Default::default);
+
+/// Parses a batch, reusing the statements of a recent identical text: clients send the same
+/// sp_executesql text with new parameter values, and the same batches over and over.
+pub fn parse_batch_cached(sql: &str) -> Result<Arc<[Parsed]>, SqlError> {
+    if sql.len() > CACHED_TEXT_MAX {
+        return parse_batch(sql).map(Arc::from);
+    }
+    if let Some(hit) = PARSED_CACHE.lock().get(sql) {
+        return Ok(hit.clone());
+    }
+    let parsed: Arc<[Parsed]> = parse_batch(sql)?.into();
+    let mut cache = PARSED_CACHE.lock();
+    if cache.len() >= CACHE_ENTRIES_MAX {
+        cache.clear();
+    }
+    cache.insert(sql.into(), parsed.clone());
+    Ok(parsed)
+}
+
 /// Parses a batch into statements.
 pub fn parse_batch(sql: &str) -> Result<Vec<Parsed>, SqlError> {
+    if let Some(stmts) = fast::simple_batch(sql) {
+        return Ok(stmts);
+    }
     let dialect = MsSqlDialect {};
     let tokens = Tokenizer::new(&dialect, sql)
         .tokenize_with_location()

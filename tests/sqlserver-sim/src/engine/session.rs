@@ -816,6 +816,12 @@ impl SessionCore {
                 self.exec_std(s, sink)?;
                 Ok(Flow::Normal)
             }
+            Stmt::InsertValues(ins) => {
+                let n = self.exec_insert_values(ins)?;
+                self.rowcount = n;
+                self.done(sink, StatementKind::Insert, Some(n))?;
+                Ok(Flow::Normal)
+            }
             Stmt::Block(list) => self.exec_block(list, sink),
             Stmt::TryCatch(t, c) => match self.exec_block(t, sink) {
                 Ok(f) => Ok(f),
@@ -1651,11 +1657,11 @@ impl SessionCore {
             };
             frame.insert(name.clone(), (ty.clone(), v));
         }
-        let stmts = parse::parse_batch(sql)?;
+        let stmts = parse::parse_batch_cached(sql)?;
         self.frames.push(frame);
         self.proc_depth += 1;
         let mut result = Ok(());
-        for s in &stmts {
+        for s in stmts.iter() {
             match self.exec(s, sink) {
                 Ok(Flow::Return(_)) => break,
                 Ok(_) => {}
@@ -2034,7 +2040,7 @@ impl Session for EngineSession {
     }
 
     fn execute_batch(&mut self, sql: &str, sink: &mut dyn ResultSink) {
-        let stmts = match parse::parse_batch(sql) {
+        let stmts = match parse::parse_batch_cached(sql) {
             Ok(s) => s,
             Err(e) => {
                 let _ = sink.error(&e);
@@ -2043,7 +2049,7 @@ impl Session for EngineSession {
         };
         self.core.frames = vec![HashMap::new()];
         self.core.proc_depth = 0;
-        for s in &stmts {
+        for s in stmts.iter() {
             match self.core.exec(s, sink) {
                 Ok(Flow::Return(_)) => break,
                 Ok(_) => {}

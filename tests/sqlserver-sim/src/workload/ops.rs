@@ -15,6 +15,8 @@ use crate::sample::{large_text, SampleRng, WAREHOUSE_CODES};
 
 /// Rows per multi-row INSERT in a large transaction.
 const ROWS_PER_INSERT: usize = 500;
+/// `sales.text_samples.v_nvarchar` is nvarchar(50): 50 UTF-16 code units.
+const SAMPLE_TEXT_UNITS: usize = 50;
 /// Line numbers the workload uses for its own order lines (the sample uses 1..=3).
 const FIRST_LINE_NO: i16 = 100;
 const LAST_LINE_NO: i16 = 32_000;
@@ -156,6 +158,18 @@ impl Op {
         client.execute(sql, &params).await?;
         Ok(())
     }
+}
+
+/// The longest prefix of `text` that fits nvarchar(`units`): SQL Server counts UTF-16 code
+/// units, so a character outside the BMP (an emoji) takes two.
+fn fit_nvarchar(text: &str, units: usize) -> String {
+    let mut used = 0;
+    text.chars()
+        .take_while(|c| {
+            used += c.len_utf16();
+            used <= units
+        })
+        .collect()
 }
 
 /// A change to a lane's bookkeeping, undone when the transaction does not commit.
@@ -426,7 +440,7 @@ impl WorkerState {
                     ops.push(Op::InsertSample {
                         id,
                         label: format!("wl-{}", self.worker),
-                        text: text.chars().take(50).collect(),
+                        text: fit_nvarchar(&text, SAMPLE_TEXT_UNITS),
                     });
                     // Half of them are deleted again by the same transaction.
                     if self.rng.chance(50) {
@@ -655,6 +669,24 @@ mod tests {
         (0..40)
             .map(|i| format!("{:?}", state.plan(i % 2, &config).0))
             .collect()
+    }
+
+    #[test]
+    fn sample_texts_fit_their_nvarchar_50_column() {
+        assert_eq!(fit_nvarchar("ab😀c", 3), "ab");
+        assert_eq!(fit_nvarchar("ab😀c", 4), "ab😀");
+        let config = WorkloadConfig::default();
+        let mut state = WorkerState::new(1, 3, bounds(), SampleRng::new(5));
+        let mut samples = 0;
+        for i in 0..2_000 {
+            for op in state.plan(i % 2, &config).0 {
+                if let Op::InsertSample { text, .. } = op {
+                    samples += 1;
+                    assert!(text.encode_utf16().count() <= SAMPLE_TEXT_UNITS, "{text}");
+                }
+            }
+        }
+        assert!(samples > 0, "the plans hold no sample inserts");
     }
 
     #[test]
