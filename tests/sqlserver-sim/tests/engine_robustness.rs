@@ -89,7 +89,7 @@ fn odd_statements_fail_cleanly() {
     }
     // Unsupported features say so with 50999.
     assert_eq!(
-        s.run("WITH c AS (SELECT 1 AS a) SELECT a FROM c")
+        s.run("WITH c (a) AS (SELECT 1 UNION ALL SELECT a + 1 FROM c WHERE a < 3) SELECT a FROM c")
             .unwrap_err()
             .number,
         50999

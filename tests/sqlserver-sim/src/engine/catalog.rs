@@ -301,6 +301,25 @@ pub struct DatabaseDef {
     pub ddl_triggers: Vec<Arc<DdlTriggerDef>>,
     /// Stored procedures created with CREATE PROCEDURE: lower-cased `schema.name` → body.
     pub procedures: BTreeMap<String, Arc<ProcedureDef>>,
+    /// Views created with CREATE VIEW: lower-cased `schema.name` → definition.
+    pub views: BTreeMap<String, Arc<ViewDef>>,
+}
+
+/// A view: a stored SELECT, planned again each time it is referenced.
+#[derive(Debug, Clone)]
+pub struct ViewDef {
+    pub object_id: i32,
+    pub schema_id: i32,
+    pub schema: String,
+    pub name: String,
+    /// Column names given in `CREATE VIEW v (a, b) AS …` (empty: the SELECT's names).
+    pub columns: Vec<String>,
+    /// The SELECT after `AS` (without WITH CHECK OPTION).
+    pub query: String,
+    pub check_option: bool,
+    /// The whole CREATE VIEW statement (sys.sql_modules.definition).
+    pub definition: String,
+    pub created: NaiveDateTime,
 }
 
 #[derive(Debug, Clone)]

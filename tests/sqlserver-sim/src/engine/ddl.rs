@@ -391,6 +391,14 @@ impl SessionCore {
                     Ok(())
                 })
             }
+            Stmt::CreateView {
+                name,
+                columns,
+                query,
+                definition,
+                check_option,
+                or_alter,
+            } => self.create_view(name, columns, query, definition, *check_option, *or_alter),
             Stmt::Backup { database, log } => self.backup(database, *log),
             other => Err(value::unsupported(format!(
                 "{:?}",
@@ -1240,6 +1248,79 @@ impl SessionCore {
         self.fire_ddl(DdlEventType::CreateIndex, &db, Some(def), Some(nd), None)
     }
 
+    /// CREATE [OR ALTER] VIEW: the SELECT is planned once here so that a view over missing
+    /// objects or columns fails now (208/207), as in SQL Server, then stored as text.
+    fn create_view(
+        &mut self,
+        name: &[String],
+        columns: &[String],
+        query: &str,
+        definition: &str,
+        check_option: bool,
+        or_alter: bool,
+    ) -> Result<(), SqlError> {
+        let (db, schema, n) = self.db_for(name);
+        if !db.eq_ignore_ascii_case(&self.database) {
+            return Err(err(
+                166,
+                "'CREATE VIEW' does not allow specifying the database name as a prefix to the object name.",
+            ));
+        }
+        let q = super::query::parse_view_query(query)?;
+        let unordered = q.limit_clause.is_none()
+            && q.fetch.is_none()
+            && !matches!(q.body.as_ref(), sqlparser::ast::SetExpr::Select(sel) if sel.top.is_some());
+        if q.order_by.is_some() && unordered {
+            return Err(err(1033, "The ORDER BY clause is invalid in views, inline functions, derived tables, subqueries, and common table expressions, unless TOP, OFFSET or FOR XML is also specified."));
+        }
+        let plan = {
+            let mut b = super::eval::Binder::new(self, super::eval::Scope::default());
+            super::query::plan_query(&mut b, &q)?
+        };
+        if !columns.is_empty() && columns.len() != plan.columns.len() {
+            let (num, what) = if columns.len() > plan.columns.len() {
+                (8159, "fewer")
+            } else {
+                (8158, "more")
+            };
+            return Err(err(num, format!("'{n}' has {what} columns than were specified in the column list.")));
+        }
+        if columns.is_empty() {
+            if let Some(i) = plan.columns.iter().position(|c| c.name.is_empty()) {
+                return Err(err(4511, format!("Create View or Function failed because no column name was specified for column {}.", i + 1)));
+            }
+        }
+        let id = self.engine.new_object_id();
+        let now = self.engine.clock().now_local();
+        self.with_db(&db, |d| {
+            let sid = d.schema(&schema).ok_or_else(|| err(2760, format!("The specified schema name \"{schema}\" either does not exist or you do not have permission to use it.")))?.schema_id;
+            let key = object_key(&schema, &n);
+            let existing = d.views.get(&key).cloned();
+            if (existing.is_some() && !or_alter)
+                || d.tables.contains_key(&key)
+                || d.procedures.contains_key(&key)
+                || d.sequences.contains_key(&key)
+            {
+                return Err(err(2714, format!("There is already an object named '{n}' in the database.")));
+            }
+            d.views.insert(
+                key,
+                Arc::new(ViewDef {
+                    object_id: existing.as_ref().map(|v| v.object_id).unwrap_or(id),
+                    schema_id: sid,
+                    schema: d.schema_by_id(sid).map(|s| s.name.clone()).unwrap_or(schema.clone()),
+                    name: n.clone(),
+                    columns: columns.to_vec(),
+                    query: query.to_string(),
+                    check_option,
+                    definition: definition.to_string(),
+                    created: existing.as_ref().map(|v| v.created).unwrap_or(now),
+                }),
+            );
+            Ok(())
+        })
+    }
+
     fn drop_objects(
         &mut self,
         kind: &str,
@@ -1306,10 +1387,11 @@ impl SessionCore {
                         return Err(err(3701, format!("Cannot drop the schema '{n}', because it does not exist or you do not have permission.")));
                     }
                 }
-                "SEQUENCE" | "TYPE" | "PROCEDURE" | "TRIGGER" => {
+                "SEQUENCE" | "TYPE" | "PROCEDURE" | "TRIGGER" | "VIEW" => {
                     let removed = self.with_db(&db, |d| {
                         let key = object_key(&schema, &n);
                         Ok(match kind {
+                            "VIEW" => d.views.remove(&key).is_some(),
                             "SEQUENCE" => d.sequences.remove(&key).is_some(),
                             "TYPE" => d.alias_types.remove(&key).is_some(),
                             "PROCEDURE" => d.procedures.remove(&key).is_some(),

@@ -150,6 +150,8 @@ pub struct Binder<'a> {
     pub agg: Option<AggContext>,
     /// Output aliases usable in ORDER BY (name, expression).
     pub aliases: Vec<(String, BExpr, SqlType, bool)>,
+    /// Common table expressions in scope (innermost last).
+    pub ctes: Vec<query::Cte>,
 }
 
 pub type Bound = (BExpr, SqlType, bool);
@@ -165,6 +167,7 @@ impl<'a> Binder<'a> {
             scopes: vec![scope],
             agg: None,
             aliases: Vec::new(),
+            ctes: Vec::new(),
         }
     }
 
@@ -280,7 +283,7 @@ impl<'a> Binder<'a> {
                         if let BExpr::Const(v) = &x {
                             // Fold negative literals (so -2147483648 is an int).
                             if let Value::Decimal(m, s) = v {
-                                if *s == 0 && -*m >= i32::MIN as i128 {
+                                if *s == 0 && (0..=-(i32::MIN as i128)).contains(m) {
                                     return Ok((
                                         BExpr::Const(Value::Int(-*m as i32)),
                                         SqlType::Int,
@@ -288,13 +291,7 @@ impl<'a> Binder<'a> {
                                     ));
                                 }
                             }
-                            let neg = value::arithmetic(
-                                '-',
-                                &Value::Int(0),
-                                v,
-                                &value::arithmetic_type('-', &SqlType::Int, &ty)?,
-                            )?;
-                            let neg = value::convert(&neg, &ty, 0).unwrap_or(neg);
+                            let neg = value::negate(v, &ty)?;
                             return Ok((BExpr::Const(neg), ty, n));
                         }
                         Ok((BExpr::Neg(Box::new(x), ty.clone()), ty, n))
@@ -1068,8 +1065,7 @@ pub fn eval(e: &BExpr, row: &[Value], env: &Env) -> Result<Value, SqlError> {
             if v.is_null_value() {
                 Value::Null
             } else {
-                let zero = value::convert(&Value::Int(0), ty, 0).unwrap_or(Value::Int(0));
-                value::arithmetic('-', &zero, &v, ty)?
+                value::negate(&v, ty)?
             }
         }
         BExpr::BitNot(x, ty) => match eval(x, row, env)? {

@@ -440,6 +440,10 @@ pub fn bind_builtin(name: &str, args: Vec<Bound>, _binder: &mut Binder) -> Resul
             ));
         }
     };
+    if matches!(f, Checksum | BinaryChecksum) {
+        let exprs = checksum_args(f, args)?;
+        return Ok((BExpr::Func(f, exprs, ty.clone()), ty, nullable));
+    }
     let mut exprs: Vec<BExpr> = Vec::with_capacity(args.len());
     for (idx, (e, t, _)) in args.into_iter().enumerate() {
         // varchar data is hashed/measured as code-page bytes, nvarchar as UTF-16LE: turn
@@ -1000,34 +1004,166 @@ fn hash_input(v: &Value, _env: &Env) -> Vec<u8> {
     }
 }
 
-/// CHECKSUM / BINARY_CHECKSUM: rotate-xor over each value's bytes (see ENGINE.md: not
-/// bit-identical to SQL Server's undocumented algorithm; CHECKSUM is case-insensitive for
-/// strings as SQL Server's is under a CI collation).
-fn checksum(a: &[Value], case_insensitive: bool) -> i32 {
+/// How CHECKSUM / BINARY_CHECKSUM hash one argument; decided at bind time from its type and
+/// passed to the evaluator as an int constant in front of the argument.
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[repr(i32)]
+enum ChecksumKind {
+    /// A NULL literal without type: left out of the hash (SQL Server folds it away).
+    Skip = 0,
+    /// char/varchar: code-page bytes (BINARY_CHECKSUM) or collation weights (CHECKSUM).
+    NonUnicode = 1,
+    /// nchar/nvarchar: UTF-16LE bytes (BINARY_CHECKSUM) or weights (CHECKSUM).
+    Unicode = 2,
+    /// bit, tinyint, smallint, int: the value itself.
+    Integer = 3,
+    /// bigint: low word xor high word.
+    BigInt = 4,
+    /// Anything else: the bytes of its binary conversion.
+    Bytes = 5,
+}
+
+/// CHECKSUM(*) / BINARY_CHECKSUM(...) argument list: `[kind, expr, kind, expr, …]`.
+/// BINARY_CHECKSUM ignores noncomparable types (text, ntext, image, xml, CLR types);
+/// CHECKSUM rejects them with 8116, as documented.
+fn checksum_args(f: Func, args: Vec<(BExpr, SqlType, bool)>) -> Result<Vec<BExpr>, SqlError> {
+    let mut out = Vec::with_capacity(args.len() * 2);
+    for (idx, (e, t, _)) in args.into_iter().enumerate() {
+        let kind = match &t {
+            SqlType::Text { .. }
+            | SqlType::NText { .. }
+            | SqlType::Image
+            | SqlType::Xml
+            | SqlType::HierarchyId
+            | SqlType::Geometry
+            | SqlType::Geography => {
+                if f == Func::BinaryChecksum {
+                    continue;
+                }
+                return Err(err(
+                    8116,
+                    format!(
+                        "Argument data type {} is invalid for argument {} of checksum function.",
+                        value::type_name(&t),
+                        idx + 1
+                    ),
+                ));
+            }
+            SqlType::Null => ChecksumKind::Skip,
+            SqlType::Char { .. } | SqlType::VarChar { .. } => ChecksumKind::NonUnicode,
+            SqlType::NChar { .. } | SqlType::NVarChar { .. } => ChecksumKind::Unicode,
+            SqlType::Bit | SqlType::TinyInt | SqlType::SmallInt | SqlType::Int => ChecksumKind::Integer,
+            SqlType::BigInt => ChecksumKind::BigInt,
+            _ => ChecksumKind::Bytes,
+        };
+        out.push(BExpr::Const(Value::Int(kind as i32)));
+        out.push(e);
+    }
+    Ok(out)
+}
+
+/// CHECKSUM / BINARY_CHECKSUM (ENGINE.md "CHECKSUM and BINARY_CHECKSUM"): each argument is
+/// hashed to 32 bits and the list is combined as `h = rotl4(h) ^ item`. Strings hash as a
+/// rotate-left-4/xor fold over their bytes (BINARY_CHECKSUM) or over the
+/// SQL_Latin1_General_CP1_CI_AS weights of their characters (CHECKSUM); trailing spaces are
+/// ignored; integers hash to their value; a typed NULL hashes to 0x7FFFFFFF.
+fn checksum(a: &[Value], collation_weights: bool) -> i32 {
     let mut h: u32 = 0;
-    for v in a {
-        let bytes: Vec<u8> = match v {
-            Value::Null => vec![],
+    for pair in a.chunks(2) {
+        let [kind, v] = pair else { continue };
+        let kind = match kind {
+            Value::Int(k) => *k,
+            _ => ChecksumKind::Bytes as i32,
+        };
+        if kind == ChecksumKind::Skip as i32 {
+            continue;
+        }
+        let item: u32 = match v {
+            Value::Null => 0x7FFF_FFFF,
             Value::String(x) => {
                 let t = x.trim_end_matches(' ');
-                if case_insensitive {
-                    value::varchar_bytes(&t.to_uppercase())
-                } else {
-                    value::varchar_bytes(t)
+                let unicode = kind == ChecksumKind::Unicode as i32;
+                match (collation_weights, unicode) {
+                    (true, _) => fold_weights(t),
+                    (false, false) => fold_bytes(0, &value::varchar_bytes(t)),
+                    (false, true) => fold_bytes(0, &value::utf16le_bytes(t)),
                 }
             }
+            Value::Bit(b) => u32::from(*b),
+            Value::TinyInt(x) => u32::from(*x),
+            Value::SmallInt(x) => *x as i32 as u32,
+            Value::Int(x) => *x as u32,
+            Value::BigInt(x) => (*x as u64 as u32) ^ ((*x as u64 >> 32) as u32),
             other => match value::convert(other, &SqlType::VarBinary { len: None }, 0) {
-                Ok(Value::Binary(b)) => b.to_vec(),
-                _ => vec![],
+                Ok(Value::Binary(b)) => fold_bytes(0, &b),
+                _ => 0,
             },
         };
-        let mut c: u32 = 0;
-        for b in bytes {
-            c = c.rotate_left(4) ^ b as u32;
-        }
-        h = h.rotate_left(4) ^ c;
+        h = h.rotate_left(4) ^ item;
     }
     h as i32
+}
+
+fn fold_bytes(mut h: u32, bytes: &[u8]) -> u32 {
+    for &b in bytes {
+        h = h.rotate_left(4) ^ u32::from(b);
+    }
+    h
+}
+
+/// CHECKSUM over character data: a rotate-left-4/xor fold over the collation weight of each
+/// character (upper and lower case share a weight, accents add a secondary part, Æ and ß
+/// expand to two weights). Characters outside Windows-1252 use their code point.
+fn fold_weights(s: &str) -> u32 {
+    let mut h: u32 = 0;
+    let mut buf = [0u8; 4];
+    for ch in s.chars() {
+        let (bytes, _, unmappable) = encoding_rs::WINDOWS_1252.encode(ch.encode_utf8(&mut buf));
+        let byte = match (unmappable, bytes.first()) {
+            (false, Some(&b)) if bytes.len() == 1 => b,
+            _ => {
+                h = h.rotate_left(4) ^ ch as u32;
+                continue;
+            }
+        };
+        let (first, second) = cp1252_weight(byte);
+        if let Some(w) = first {
+            h = h.rotate_left(4) ^ w;
+        }
+        if let Some(w) = second {
+            h = h.rotate_left(4) ^ w;
+        }
+    }
+    h
+}
+
+/// Weights of SQL_Latin1_General_CP1_CI_AS for one Windows-1252 byte, as CHECKSUM uses them.
+/// Derived from CHECKSUM values of every two-character string measured on SQL Server
+/// (tsql-checksum-javascript, data/pairs.csv); CHAR(0) is ignored.
+fn cp1252_weight(b: u8) -> (Option<u32>, Option<u32>) {
+    const ACCENTED: [u16; 64] = [
+        0x28E, 0x38E, 0x48E, 0x58E, 0x68E, 0x78E, 0, 0x190, 0x292, 0x392, 0x492, 0x592, 0x196,
+        0x296, 0x396, 0x496, 0x0A8, 0x19B, 0x19C, 0x29C, 0x39C, 0x49C, 0x59C, 0x082, 0x69C, 0x1A2,
+        0x2A2, 0x3A2, 0x4A2, 0x1A6, 0x0A9, 0, 0x28E, 0x38E, 0x48E, 0x58E, 0x68E, 0x78E, 0, 0x190,
+        0x292, 0x392, 0x492, 0x592, 0x196, 0x296, 0x396, 0x496, 0x0A8, 0x19B, 0x19C, 0x29C, 0x39C,
+        0x49C, 0x59C, 0x083, 0x69C, 0x1A2, 0x2A2, 0x3A2, 0x4A2, 0x1A6, 0x0A9, 0x2A6,
+    ];
+    let b32 = u32::from(b);
+    let w = match b {
+        0 => return (None, None),
+        1..=47 => b32,
+        b'0'..=b'9' => b32 + 84,
+        58..=64 => b32 - 10,
+        b'A'..=b'Z' => b32 + 77,
+        91..=96 => b32 - 36,
+        b'a'..=b'z' => b32 + 45,
+        123..=191 => b32 - 62,
+        // Æ, æ: A then E with a secondary mark; ß: s then s.
+        198 | 230 => return (Some(0x8E), Some(0x1192)),
+        223 => return (Some(0xA0), Some(0x11A0)),
+        192..=255 => u32::from(ACCENTED[usize::from(b - 192)]),
+    };
+    (Some(w), None)
 }
 
 fn part_name(p: &str) -> Result<&'static str, SqlError> {

@@ -342,6 +342,7 @@ impl Engine {
                 alias_types: BTreeMap::new(),
                 ddl_triggers: Vec::new(),
                 procedures: BTreeMap::new(),
+                views: BTreeMap::new(),
             },
         );
         self.inner.runtimes.write().insert(

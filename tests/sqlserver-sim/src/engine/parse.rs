@@ -225,6 +225,15 @@ pub enum Stmt {
         params: Vec<(String, String, Option<ast::Expr>, bool)>,
         body: String,
     },
+    /// CREATE [OR ALTER] VIEW name [(columns)] [WITH …] AS select.
+    CreateView {
+        name: ObjName,
+        columns: Vec<String>,
+        query: String,
+        definition: String,
+        check_option: bool,
+        or_alter: bool,
+    },
     Backup {
         database: String,
         log: bool,
@@ -1190,8 +1199,16 @@ impl<'a> BatchParser<'a> {
 
     fn create_statement(&mut self) -> Result<Stmt, SqlError> {
         self.p.next_token();
+        if self.is_word(0, "OR") && self.is_word(1, "ALTER") && self.is_word(2, "VIEW") {
+            self.p.next_token();
+            self.p.next_token();
+            return self.create_view(true);
+        }
         if self.is_word(0, "OR") {
             return Err(unsupported_stmt("CREATE OR ALTER"));
+        }
+        if self.is_word(0, "VIEW") {
+            return self.create_view(false);
         }
         let mut unique = false;
         let mut clustered = None;
@@ -1377,6 +1394,48 @@ impl<'a> BatchParser<'a> {
             "VIEW" | "FUNCTION" => Err(unsupported_stmt(&format!("CREATE {kind}"))),
             _ => Err(unsupported_stmt(&format!("CREATE {kind}"))),
         }
+    }
+
+    /// After CREATE [OR ALTER]: `VIEW name [(columns)] [WITH attributes] AS select`. The
+    /// SELECT is the rest of the batch (CREATE VIEW must be alone in its batch).
+    fn create_view(&mut self, or_alter: bool) -> Result<Stmt, SqlError> {
+        self.expect_word("VIEW")?;
+        let name = self.object_name()?;
+        let mut columns = Vec::new();
+        if self.p.consume_token(&Token::LParen) {
+            loop {
+                columns.push(self.ident()?);
+                if !self.p.consume_token(&Token::Comma) {
+                    break;
+                }
+            }
+            self.expect(Token::RParen)?;
+        }
+        if self.eat_word("WITH") {
+            // SCHEMABINDING, ENCRYPTION, VIEW_METADATA: accepted, no effect.
+            loop {
+                self.ident()?;
+                if !self.p.consume_token(&Token::Comma) {
+                    break;
+                }
+            }
+        }
+        self.expect_word("AS")?;
+        let query = self.body_text_to_end();
+        let mut query = query.trim_end_matches(';').trim_end().to_string();
+        let check_option = query.to_ascii_uppercase().ends_with("WITH CHECK OPTION");
+        if check_option {
+            query.truncate(query.len() - "WITH CHECK OPTION".len());
+            query = query.trim_end().to_string();
+        }
+        Ok(Stmt::CreateView {
+            name,
+            columns,
+            definition: self.sql.trim().to_string(),
+            query,
+            check_option,
+            or_alter,
+        })
     }
 
     fn signed_number(&mut self) -> Result<i128, SqlError> {

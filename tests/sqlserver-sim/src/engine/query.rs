@@ -18,7 +18,8 @@ use super::eval::{
 };
 use super::hooks::RowStream;
 use super::parse::object_name_parts;
-use super::store::{Key, MergedScan};
+use super::session::Isolation;
+use super::store::{range_lock_key, Key, MergedScan};
 use super::value::{self, compare_total, err, ValueExt};
 use crate::api::{ResultColumn, SqlError};
 use crate::types::{SqlType, Value};
@@ -118,13 +119,95 @@ fn result_col(name: &str, ty: &SqlType, nullable: bool) -> ResultColumn {
 
 /// Plans a query in the binder's current context (a new scope level is pushed for it).
 pub fn plan_query(b: &mut Binder, q: &ast::Query) -> Result<SelectPlan, SqlError> {
-    if q.with.is_some() {
-        return Err(value::unsupported("common table expressions (WITH)"));
+    let ctes_before = b.ctes.len();
+    if let Some(with) = &q.with {
+        for cte in &with.cte_tables {
+            b.ctes.push(Cte {
+                name: cte.alias.name.value.to_lowercase(),
+                columns: cte.alias.columns.iter().map(|c| c.name.value.clone()).collect(),
+                query: Some(Arc::new((*cte.query).clone())),
+            });
+        }
     }
     b.scopes.push(Scope::default());
     let r = plan_query_inner(b, q);
     b.scopes.pop();
+    b.ctes.truncate(ctes_before);
     r
+}
+
+/// A common table expression in scope. `query` is None while its own definition is planned:
+/// a reference then would make it recursive, which the stand-in does not support.
+#[derive(Clone)]
+pub struct Cte {
+    pub name: String,
+    pub columns: Vec<String>,
+    pub query: Option<Arc<ast::Query>>,
+}
+
+/// Parses the stored SELECT of a view.
+pub fn parse_view_query(sql: &str) -> Result<ast::Query, SqlError> {
+    let dialect = sqlparser::dialect::MsSqlDialect {};
+    let mut stmts = sqlparser::parser::Parser::parse_sql(&dialect, sql)
+        .map_err(|e| err(102, format!("Incorrect syntax in the view definition: {e}.")))?;
+    match (stmts.pop(), stmts.is_empty()) {
+        (Some(ast::Statement::Query(q)), true) => Ok(*q),
+        _ => Err(err(
+            156,
+            "Incorrect syntax: a view is defined by a single SELECT statement.",
+        )),
+    }
+}
+
+/// The view named by a FROM item, if it names one.
+fn lookup_view(b: &Binder, parts: &[String]) -> Option<Arc<super::catalog::ViewDef>> {
+    let (db, schema, name) = super::parse::split_name(parts);
+    let db = db.unwrap_or_else(|| b.core.database.clone());
+    let schema = schema.unwrap_or_else(|| "dbo".into());
+    let cat = b.core.engine.inner.catalog.read();
+    cat.get(&db.to_lowercase())?
+        .views
+        .get(&super::catalog::object_key(&schema, &name))
+        .cloned()
+}
+
+/// Scope columns of a derived table, CTE or view: the plan's columns under `qualifier`,
+/// renamed by an explicit column list. Every column needs a name (8155).
+fn derived_cols(
+    plan: &SelectPlan,
+    qualifier: Option<String>,
+    schema: Option<String>,
+    renames: &[String],
+    source_name: &str,
+) -> Result<Vec<ScopeCol>, SqlError> {
+    if !renames.is_empty() && renames.len() != plan.columns.len() {
+        return Err(err(
+            8158,
+            format!("'{source_name}' has more columns than were specified in the column list."),
+        ));
+    }
+    let mut cols = Vec::with_capacity(plan.columns.len());
+    for (i, c) in plan.columns.iter().enumerate() {
+        let name = renames.get(i).cloned().unwrap_or_else(|| c.name.clone());
+        if name.is_empty() {
+            return Err(err(
+                8155,
+                format!("No column name was specified for column {} of '{source_name}'.", i + 1),
+            ));
+        }
+        cols.push(ScopeCol {
+            qualifier: qualifier.clone(),
+            schema: schema.clone(),
+            name,
+            ty: c.ty.clone(),
+            nullable: c.nullable,
+            identity: false,
+            computed: false,
+            updateable: false,
+            hidden: false,
+        });
+    }
+    Ok(cols)
 }
 
 fn plan_query_inner(b: &mut Binder, q: &ast::Query) -> Result<SelectPlan, SqlError> {
@@ -327,6 +410,40 @@ fn plan_factor(b: &mut Binder, f: &ast::TableFactor) -> Result<(Source, Vec<Scop
                     .collect();
                 return Ok((source, cols));
             }
+            if parts.len() == 1 {
+                let lname = parts[0].to_lowercase();
+                if let Some(pos) = b.ctes.iter().rposition(|c| c.name == lname) {
+                    let cte = b.ctes[pos].clone();
+                    let Some(q) = cte.query.clone() else {
+                        return Err(value::unsupported("recursive common table expressions"));
+                    };
+                    // Only the CTEs defined before this one are visible in its body.
+                    let saved = b.ctes.split_off(pos);
+                    b.ctes.push(Cte { query: None, ..cte.clone() });
+                    let plan = b.bind_subquery(&q);
+                    b.ctes.truncate(pos);
+                    b.ctes.extend(saved);
+                    let plan = plan?;
+                    let cols = derived_cols(&plan, Some(qualifier), None, &cte.columns, &parts[0])?;
+                    return Ok((Source::Derived(plan), cols));
+                }
+            }
+            if let Some(view) = lookup_view(b, &parts) {
+                let q = parse_view_query(&view.query)?;
+                // The view's body sees no CTE of the query that references it.
+                let saved = std::mem::take(&mut b.ctes);
+                let plan = b.bind_subquery(&q);
+                b.ctes = saved;
+                let plan = plan?;
+                let cols = derived_cols(
+                    &plan,
+                    Some(qualifier),
+                    Some(view.schema.to_lowercase()),
+                    &view.columns,
+                    &view.name,
+                )?;
+                return Ok((Source::Derived(plan), cols));
+            }
             match b.core.resolve_relation(&parts)? {
                 Relation::Table(def) => {
                     let cols = table_scope_cols(&def, &qualifier);
@@ -360,33 +477,13 @@ fn plan_factor(b: &mut Binder, f: &ast::TableFactor) -> Result<(Source, Vec<Scop
                 .as_ref()
                 .map(|a| a.columns.iter().map(|c| c.name.value.clone()).collect())
                 .unwrap_or_default();
-            let cols = plan
-                .columns
-                .iter()
-                .enumerate()
-                .map(|(i, c)| ScopeCol {
-                    qualifier: qualifier.clone(),
-                    schema: None,
-                    name: renames.get(i).cloned().unwrap_or_else(|| c.name.clone()),
-                    ty: c.ty.clone(),
-                    nullable: c.nullable,
-                    identity: false,
-                    computed: false,
-                    updateable: false,
-                    hidden: false,
-                })
-                .collect();
-            for c in &plan.columns {
-                if c.name.is_empty() {
-                    return Err(err(
-                        8155,
-                        format!(
-                            "No column name was specified for column of '{}'.",
-                            alias_name(alias).unwrap_or_default()
-                        ),
-                    ));
-                }
-            }
+            let cols = derived_cols(
+                &plan,
+                qualifier,
+                None,
+                &renames,
+                &alias_name(alias).unwrap_or_default(),
+            )?;
             Ok((Source::Derived(plan), cols))
         }
         ast::TableFactor::NestedJoin { .. } => Err(value::unsupported("parenthesized joins")),
@@ -1065,35 +1162,56 @@ pub fn scan_table(
     from: RangeBound<Key>,
     f: &mut KeyRowFn,
 ) -> Result<(), SqlError> {
-    let snap = env.core.read_snapshot();
-    let overlay = env.core.overlay(def.object_id);
-    let base = snap.table(def.object_id);
     let store = &env.core.engine.inner.store;
-    // Locking READ COMMITTED: a row another transaction has locked is read after that
-    // transaction ends (its latest committed version).
-    let wait = env.core.reads_wait_for_writers(def.database_id)
-        && store.locks.table_has_locks(def.object_id);
     let me = env
         .core
         .txn
         .as_ref()
         .map(|t| t.id)
         .unwrap_or(u64::MAX - env.core.spid as u64);
+    let timeout = env.core.opts.lock_timeout;
+    // REPEATABLE READ / SERIALIZABLE inside a transaction: shared locks held to its end
+    // (ENGINE.md "Storage and transactions"). SERIALIZABLE locks the table's key range once;
+    // if it had to wait for a writer, it reads the data that writer committed.
+    let (row_locks, range_waited) = match env.core.opts.isolation {
+        _ if env.core.txn.is_none() || env.core.nolock => (false, false),
+        Isolation::RepeatableRead => (true, false),
+        Isolation::Serializable => (
+            false,
+            store
+                .locks
+                .acquire_shared(me, &range_lock_key(def.object_id), timeout)?,
+        ),
+        _ => (false, false),
+    };
+    let snap = if range_waited {
+        store.snapshot()
+    } else {
+        env.core.read_snapshot()
+    };
+    let overlay = env.core.overlay(def.object_id);
+    let base = snap.table(def.object_id);
+    // Locking READ COMMITTED: a row another transaction has locked is read after that
+    // transaction ends (its latest committed version).
+    let wait = row_locks
+        || (env.core.reads_wait_for_writers(def.database_id)
+            && store.locks.table_has_locks(def.object_id));
     for (k, row) in MergedScan::new(base, overlay, from) {
-        if wait
-            && !overlay.is_some_and(|o| o.rows.contains_key(k))
-            && store.locks.wait_until_unlocked(
-                me,
-                &(def.object_id, 0, k.clone()),
-                env.core.opts.lock_timeout,
-            )?
-        {
-            if let Some(latest) = store.latest_row(def.object_id, k) {
-                if !f(k, &latest.row)? {
-                    break;
+        if wait && !overlay.is_some_and(|o| o.rows.contains_key(k)) {
+            let lock = (def.object_id, 0, k.clone());
+            let waited = if row_locks {
+                store.locks.acquire_shared(me, &lock, timeout)?
+            } else {
+                store.locks.wait_until_unlocked(me, &lock, timeout)?
+            };
+            if waited {
+                if let Some(latest) = store.latest_row(def.object_id, k) {
+                    if !f(k, &latest.row)? {
+                        break;
+                    }
                 }
+                continue;
             }
-            continue;
         }
         if !f(k, row)? {
             break;

@@ -200,6 +200,16 @@ impl SessionCore {
     /// Whether reads wait for other transactions' row locks: locking READ COMMITTED (and the
     /// stricter levels) in a database with READ_COMMITTED_SNAPSHOT OFF, unless NOLOCK.
     pub fn reads_wait_for_writers(&self, database_id: i32) -> bool {
+        // REPEATABLE READ and SERIALIZABLE always lock (READ_COMMITTED_SNAPSHOT does not
+        // apply to them).
+        if !self.nolock
+            && matches!(
+                self.opts.isolation,
+                Isolation::RepeatableRead | Isolation::Serializable
+            )
+        {
+            return true;
+        }
         if !self.engine.inner.config.locking_read_committed
             || self.nolock
             || !matches!(
@@ -265,6 +275,11 @@ impl SessionCore {
         if want("P") {
             if let Some(p) = d.procedures.get(&key) {
                 return Some(p.object_id);
+            }
+        }
+        if want("V") {
+            if let Some(v) = d.views.get(&key) {
+                return Some(v.object_id);
             }
         }
         if want("TR") {

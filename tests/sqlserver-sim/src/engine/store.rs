@@ -124,18 +124,89 @@ pub struct TableWrites {
     pub truncated: bool,
 }
 
-/// Lock resource: (object_id, index_id, key). index_id 0 = storage key (row lock).
+/// Lock resource: (object_id, index_id, key). index_id 0 = storage key (row lock);
+/// [`RANGE_LOCK_INDEX`] with an empty key = the table's key range (SERIALIZABLE).
 pub type LockKey = (i32, i32, Key);
+
+/// index_id of the shared lock a SERIALIZABLE reader takes on a whole table's key range.
+pub const RANGE_LOCK_INDEX: i32 = -1;
+
+/// The range lock resource of a table.
+pub fn range_lock_key(object_id: i32) -> LockKey {
+    (object_id, RANGE_LOCK_INDEX, Key(Arc::from(Vec::new())))
+}
 
 #[derive(Default)]
 struct LockState {
+    /// Exclusive (X) locks: resource → owner.
     owners: HashMap<LockKey, u64>,
+    /// Shared (S) locks of REPEATABLE READ / SERIALIZABLE readers: resource → holders.
+    shared: HashMap<LockKey, Vec<u64>>,
+    /// Shared locks per transaction (readers hold no `&mut` of their transaction, so the
+    /// manager remembers them; `release_all` drops them).
+    shared_by_txn: HashMap<u64, Vec<LockKey>>,
     waits_for: HashMap<u64, u64>,
     /// Locks held per table (lets readers skip per-row checks on unlocked tables).
     per_table: HashMap<i32, usize>,
 }
 
-/// Exclusive key locks held until commit/rollback, with LOCK_TIMEOUT and deadlock detection.
+impl LockState {
+    /// Another transaction whose lock conflicts with `txn` taking `key` in the given mode.
+    fn blocker(&self, txn: u64, key: &LockKey, exclusive: bool) -> Option<u64> {
+        if key.1 == RANGE_LOCK_INDEX {
+            // S on the key range conflicts with any other transaction's X on the table.
+            if self.per_table.contains_key(&key.0) {
+                if let Some((_, &t)) = self
+                    .owners
+                    .iter()
+                    .find(|((o, _, _), t)| *o == key.0 && **t != txn)
+                {
+                    return Some(t);
+                }
+            }
+        } else if let Some(&owner) = self.owners.get(key) {
+            if owner != txn {
+                return Some(owner);
+            }
+        }
+        if exclusive && !self.shared.is_empty() {
+            let other = |k: &LockKey| {
+                self.shared
+                    .get(k)
+                    .and_then(|holders| holders.iter().copied().find(|&t| t != txn))
+            };
+            return other(key).or_else(|| other(&range_lock_key(key.0)));
+        }
+        None
+    }
+
+    fn deadlocked(&self, txn: u64, blocker: u64) -> bool {
+        let mut cur = blocker;
+        let mut seen = HashSet::new();
+        while let Some(&next) = self.waits_for.get(&cur) {
+            if next == txn {
+                return true;
+            }
+            if !seen.insert(next) {
+                break;
+            }
+            cur = next;
+        }
+        false
+    }
+}
+
+fn deadlock_victim(txn: u64) -> SqlError {
+    SqlError::new(
+        1205,
+        13,
+        51,
+        format!("Transaction (Process ID {txn}) was deadlocked on lock resources with another process and has been chosen as the deadlock victim. Rerun the transaction."),
+    )
+}
+
+/// Key locks held until commit/rollback — exclusive for writers, shared for REPEATABLE READ
+/// and SERIALIZABLE readers — with LOCK_TIMEOUT (1222) and deadlock detection (1205).
 #[derive(Default)]
 pub struct LockManager {
     state: Mutex<LockState>,
@@ -143,8 +214,47 @@ pub struct LockManager {
 }
 
 impl LockManager {
-    /// Takes the lock for `txn`. Returns true when newly taken (false: already held).
-    /// `timeout_ms < 0` waits forever (unless a deadlock is found: error 1205).
+    /// Waits until `key` can be taken in the given mode (or fails with 1205/1222), then
+    /// calls `take` under the state lock. Returns whether it had to wait.
+    fn wait_for_grant(
+        &self,
+        txn: u64,
+        key: &LockKey,
+        exclusive: bool,
+        timeout_ms: i64,
+        cancelled: &dyn Fn() -> bool,
+        take: impl FnOnce(&mut LockState),
+    ) -> Result<bool, SqlError> {
+        let deadline =
+            (timeout_ms >= 0).then(|| Instant::now() + Duration::from_millis(timeout_ms as u64));
+        let mut st = self.state.lock();
+        let mut waited = false;
+        loop {
+            let Some(owner) = st.blocker(txn, key, exclusive) else {
+                st.waits_for.remove(&txn);
+                take(&mut st);
+                return Ok(waited);
+            };
+            if st.deadlocked(txn, owner) {
+                st.waits_for.remove(&txn);
+                return Err(deadlock_victim(txn));
+            }
+            if timeout_ms == 0 || deadline.is_some_and(|d| Instant::now() >= d) || cancelled() {
+                st.waits_for.remove(&txn);
+                return Err(err(1222, "Lock request time out period exceeded."));
+            }
+            waited = true;
+            st.waits_for.insert(txn, owner);
+            let wait = deadline
+                .map(|d| d.saturating_duration_since(Instant::now()))
+                .unwrap_or(Duration::from_millis(200));
+            self.released
+                .wait_for(&mut st, wait.min(Duration::from_millis(200)));
+        }
+    }
+
+    /// Takes the exclusive lock for `txn`. Returns true when newly taken (false: already
+    /// held). `timeout_ms < 0` waits forever (unless a deadlock is found: error 1205).
     pub fn acquire(
         &self,
         txn: u64,
@@ -152,63 +262,42 @@ impl LockManager {
         timeout_ms: i64,
         cancelled: &dyn Fn() -> bool,
     ) -> Result<bool, SqlError> {
-        let deadline =
-            (timeout_ms >= 0).then(|| Instant::now() + Duration::from_millis(timeout_ms as u64));
-        let mut st = self.state.lock();
-        loop {
-            match st.owners.get(key) {
-                None => {
-                    st.owners.insert(key.clone(), txn);
-                    st.waits_for.remove(&txn);
-                    *st.per_table.entry(key.0).or_default() += 1;
-                    return Ok(true);
-                }
-                Some(&owner) if owner == txn => {
-                    st.waits_for.remove(&txn);
-                    return Ok(false);
-                }
-                Some(&owner) => {
-                    // Deadlock: does the owner (transitively) wait for us?
-                    let mut cur = owner;
-                    let mut seen = HashSet::new();
-                    while let Some(&next) = st.waits_for.get(&cur) {
-                        if next == txn {
-                            st.waits_for.remove(&txn);
-                            return Err(SqlError::new(
-                                1205,
-                                13,
-                                51,
-                                format!("Transaction (Process ID {txn}) was deadlocked on lock resources with another process and has been chosen as the deadlock victim. Rerun the transaction."),
-                            ));
-                        }
-                        if !seen.insert(next) {
-                            break;
-                        }
-                        cur = next;
-                    }
-                    if timeout_ms == 0
-                        || deadline.is_some_and(|d| Instant::now() >= d)
-                        || cancelled()
-                    {
-                        st.waits_for.remove(&txn);
-                        return Err(err(1222, "Lock request time out period exceeded."));
-                    }
-                    st.waits_for.insert(txn, owner);
-                    let wait = deadline
-                        .map(|d| d.saturating_duration_since(Instant::now()))
-                        .unwrap_or(Duration::from_millis(200));
-                    self.released
-                        .wait_for(&mut st, wait.min(Duration::from_millis(200)));
-                }
+        {
+            let st = self.state.lock();
+            if st.owners.get(key) == Some(&txn) {
+                return Ok(false);
             }
         }
+        self.wait_for_grant(txn, key, true, timeout_ms, cancelled, |st| {
+            st.owners.insert(key.clone(), txn);
+            *st.per_table.entry(key.0).or_default() += 1;
+        })?;
+        Ok(true)
     }
 
+    /// Takes a shared lock held to the end of the transaction (REPEATABLE READ row locks,
+    /// SERIALIZABLE range locks). Returns whether it had to wait for a writer.
+    pub fn acquire_shared(&self, txn: u64, key: &LockKey, timeout_ms: i64) -> Result<bool, SqlError> {
+        {
+            let st = self.state.lock();
+            if st.owners.get(key) == Some(&txn)
+                || st.shared.get(key).is_some_and(|h| h.contains(&txn))
+            {
+                return Ok(false);
+            }
+        }
+        self.wait_for_grant(txn, key, false, timeout_ms, &|| false, |st| {
+            st.shared.entry(key.clone()).or_default().push(txn);
+            st.shared_by_txn.entry(txn).or_default().push(key.clone());
+        })
+    }
+
+    /// Releases the exclusive locks `keys` and every shared lock of `txn`.
     pub fn release_all(&self, txn: u64, keys: &[LockKey]) {
-        if keys.is_empty() {
+        let mut st = self.state.lock();
+        if keys.is_empty() && st.shared_by_txn.is_empty() {
             return;
         }
-        let mut st = self.state.lock();
         for k in keys {
             if st.owners.get(k) == Some(&txn) {
                 st.owners.remove(k);
@@ -217,6 +306,14 @@ impl LockManager {
                     if *n == 0 {
                         st.per_table.remove(&k.0);
                     }
+                }
+            }
+        }
+        for k in st.shared_by_txn.remove(&txn).unwrap_or_default() {
+            if let Some(holders) = st.shared.get_mut(&k) {
+                holders.retain(|&t| t != txn);
+                if holders.is_empty() {
+                    st.shared.remove(&k);
                 }
             }
         }
@@ -238,57 +335,19 @@ impl LockManager {
         key: &LockKey,
         timeout_ms: i64,
     ) -> Result<bool, SqlError> {
-        let deadline =
-            (timeout_ms >= 0).then(|| Instant::now() + Duration::from_millis(timeout_ms as u64));
-        let mut st = self.state.lock();
-        let mut waited = false;
-        loop {
-            match st.owners.get(key) {
-                Some(&owner) if owner != txn => {
-                    let mut cur = owner;
-                    let mut seen = HashSet::new();
-                    while let Some(&next) = st.waits_for.get(&cur) {
-                        if next == txn {
-                            st.waits_for.remove(&txn);
-                            return Err(SqlError::new(
-                                1205,
-                                13,
-                                51,
-                                format!("Transaction (Process ID {txn}) was deadlocked on lock resources with another process and has been chosen as the deadlock victim. Rerun the transaction."),
-                            ));
-                        }
-                        if !seen.insert(next) {
-                            break;
-                        }
-                        cur = next;
-                    }
-                    if timeout_ms == 0 || deadline.is_some_and(|d| Instant::now() >= d) {
-                        st.waits_for.remove(&txn);
-                        return Err(err(1222, "Lock request time out period exceeded."));
-                    }
-                    waited = true;
-                    st.waits_for.insert(txn, owner);
-                    let wait = deadline
-                        .map(|d| d.saturating_duration_since(Instant::now()))
-                        .unwrap_or(Duration::from_millis(200));
-                    self.released
-                        .wait_for(&mut st, wait.min(Duration::from_millis(200)));
-                }
-                _ => {
-                    st.waits_for.remove(&txn);
-                    return Ok(waited);
-                }
-            }
-        }
+        self.wait_for_grant(txn, key, false, timeout_ms, &|| false, |_| {})
     }
 
     /// Whether some transaction other than `txn` holds a lock on the table.
     pub fn table_locked_by_other(&self, object_id: i32, txn: u64) -> bool {
-        self.state
-            .lock()
-            .owners
+        let st = self.state.lock();
+        st.owners
             .iter()
             .any(|((o, _, _), t)| *o == object_id && *t != txn)
+            || st
+                .shared
+                .iter()
+                .any(|((o, _, _), h)| *o == object_id && h.iter().any(|&t| t != txn))
     }
 }
 

@@ -312,7 +312,16 @@ fn all_objects(db: &DatabaseDef) -> Vec<Vec<Value>> {
             false,
         ));
     }
+    for w in db.views.values() {
+        out.push(view_object_row(w));
+    }
     out
+}
+
+fn view_object_row(w: &super::catalog::ViewDef) -> Vec<Value> {
+    object_row(
+        &w.name, w.object_id, w.schema_id, 0, "V", "VIEW", &w.created, &w.created, false,
+    )
 }
 
 fn row_count(core: &SessionCore, t: &TableDef) -> i64 {
@@ -488,6 +497,41 @@ pub fn view(
                     s("NON_TEMPORAL_TABLE"),
                     b(false),
                     b(false),
+                    b(false),
+                ]);
+                v.push(r);
+            }
+            v.done()
+        }
+        "views" | "all_views" => {
+            let mut cols = object_cols();
+            cols.extend([
+                ("is_replicated", SqlType::Bit, T),
+                ("has_replication_filter", SqlType::Bit, T),
+                ("has_opaque_metadata", SqlType::Bit, F),
+                ("has_unchecked_assembly_data", SqlType::Bit, F),
+                ("with_check_option", SqlType::Bit, F),
+                ("is_date_correlation_view", SqlType::Bit, F),
+                ("is_tracked_by_cdc", SqlType::Bit, T),
+                ("has_snapshot", SqlType::Bit, T),
+                ("ledger_view_type", SqlType::TinyInt, T),
+                ("ledger_view_type_desc", nvarchar(Some(60)), T),
+                ("is_dropped_ledger_view", SqlType::Bit, T),
+            ]);
+            let mut v = V::new(&cols);
+            for w in db.views.values() {
+                let mut r = view_object_row(w);
+                r.extend([
+                    b(false),
+                    b(false),
+                    b(false),
+                    b(false),
+                    b(w.check_option),
+                    b(false),
+                    b(false),
+                    b(false),
+                    ti(0),
+                    s("NON_LEDGER_VIEW"),
                     b(false),
                 ]);
                 v.push(r);
@@ -1232,6 +1276,9 @@ pub fn view(
             for p in db.procedures.values() {
                 v.push(vec![i(p.object_id), s(&p.body)]);
             }
+            for w in db.views.values() {
+                v.push(vec![i(w.object_id), s(&w.definition)]);
+            }
             v.done()
         }
         "configurations" => {
@@ -1336,6 +1383,36 @@ fn information_schema(core: &SessionCore, db: &DatabaseDef, name: &str) -> Optio
             ]);
             for t in db.tables.values() {
                 v.push(vec![s(&db.name), s(&t.schema), s(&t.name), s("BASE TABLE")]);
+            }
+            for w in db.views.values() {
+                v.push(vec![s(&db.name), s(&w.schema), s(&w.name), s("VIEW")]);
+            }
+            v.done()
+        }
+        "views" => {
+            let mut v = V::new(&[
+                ("TABLE_CATALOG", n128.clone(), T),
+                ("TABLE_SCHEMA", n128.clone(), T),
+                ("TABLE_NAME", sysname(), F),
+                ("VIEW_DEFINITION", nvarchar(Some(4000)), T),
+                ("CHECK_OPTION", varchar(Some(7)), T),
+                ("IS_UPDATABLE", varchar(Some(2)), T),
+            ]);
+            for w in db.views.values() {
+                let check = if w.check_option {
+                    "CASCADE"
+                } else {
+                    "NONE"
+                };
+                let text: String = w.definition.chars().take(4000).collect();
+                v.push(vec![
+                    s(&db.name),
+                    s(&w.schema),
+                    s(&w.name),
+                    s(&text),
+                    s(check),
+                    s("NO"),
+                ]);
             }
             v.done()
         }

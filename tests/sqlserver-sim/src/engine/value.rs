@@ -2014,6 +2014,24 @@ fn op_name(op: char) -> &'static str {
 }
 
 /// Evaluates an arithmetic operator; `ty` is the result type from `arithmetic_type`.
+/// Unary minus. Exact for decimal and money (`0 - x` would widen decimal(38,s) past 38 digits
+/// and lose scale); other types go through subtraction from zero of the same type.
+pub fn negate(v: &Value, ty: &SqlType) -> Result<Value, SqlError> {
+    Ok(match v {
+        Value::Null => Value::Null,
+        Value::Decimal(m, s) => Value::Decimal(-*m, *s),
+        Value::Float(x) => Value::Float(-*x),
+        Value::Real(x) => Value::Real(-*x),
+        Value::Money(x) => Value::Money(x.checked_neg().ok_or_else(|| {
+            err(8115, "Arithmetic overflow error converting expression to data type money.")
+        })?),
+        other => {
+            let zero = convert(&Value::Int(0), ty, 0).unwrap_or(Value::Int(0));
+            arithmetic('-', &zero, other, ty)?
+        }
+    })
+}
+
 pub fn arithmetic(op: char, a: &Value, b: &Value, ty: &SqlType) -> Result<Value, SqlError> {
     if a.is_null_value() || b.is_null_value() {
         return Ok(Value::Null);

@@ -194,6 +194,9 @@ fn enable_db(
     let handles = lookup_handles(&engine, &db).ok_or_else(|| err(22830, format!("Could not update the metadata that indicates database {db} is enabled for Change Data Capture.")))?;
     engine.set_record_changes(&db, true)?;
     engine.set_cdc_enabled(&db, true)?;
+    // msdb.dbo.cdc_jobs exists from here on (empty until the first table brings the jobs),
+    // so readers of the job settings get no rows rather than error 208.
+    ensure_jobs_table(&engine);
     let mode = cdc.config().mode;
     let state = DbState {
         database: def.name.clone(),
