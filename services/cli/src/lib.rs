@@ -198,11 +198,18 @@ fn task_ref(task: &str) -> pb::TaskRef {
 
 /// Runs a parsed command line; the exit code says whether the outcome was clean.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    run_with_output(cli, &mut std::io::stdout()).await
+}
+
+/// [`run`] writing what it prints on stdout to `out` (progress bars stay on stderr).
+pub async fn run_with_output(
+    cli: Cli,
+    out: &mut (impl std::io::Write + Send),
+) -> anyhow::Result<ExitCode> {
     if let Command::Up(args) = cli.command {
         return up::run(args, cli.token).await.map(|_| ExitCode::SUCCESS);
     }
     let mut client = connect(&cli.coordinator, cli.token.as_deref()).await?;
-    let out = &mut std::io::stdout();
     match cli.command {
         Command::Up(_) => unreachable!("handled above"),
         Command::Workers => {
@@ -257,7 +264,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 async fn task_command(
     client: &mut Client,
     command: TaskCommand,
-    out: &mut std::io::Stdout,
+    out: &mut (impl std::io::Write + Send),
 ) -> anyhow::Result<ExitCode> {
     match command {
         TaskCommand::Create { file } => {
@@ -285,7 +292,6 @@ async fn task_command(
                 .map_err(status_error)?
                 .into_inner();
             render::task_line(out, &info, "")?;
-            use std::io::Write;
             writeln!(out, "{}", info.spec_redacted)?;
         }
         TaskCommand::Precheck { task, acknowledge } => {
@@ -427,7 +433,6 @@ async fn task_command(
                 })
                 .await
                 .map_err(status_error)?;
-            use std::io::Write;
             writeln!(out, "task {task} deleted")?;
         }
     }
