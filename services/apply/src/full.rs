@@ -220,6 +220,7 @@ async fn load_chunk(
             max_batch_rows: 10_000,
             max_batch_bytes: 8 << 20,
             throttle: ctx.throttle,
+            packed_rows: true,
         })
         .await
         .map_err(|s| ApplyError::capture_status(&ctx.capture_address, name, "reading a chunk", s))?
@@ -237,10 +238,7 @@ async fn load_chunk(
         .await
         .map_err(|s| ApplyError::capture_status(&ctx.capture_address, name, "reading a chunk", s))?
     {
-        for row in &batch.rows {
-            writer.put_row(&row.values)?;
-            writer.maybe_flush().await?;
-        }
+        writer.write_batch_rows(&batch).await?;
     }
     let (rows, bytes) = writer.commit().await?;
     metrics::counter!("dbsync_apply_rows_written_total").increment(rows);

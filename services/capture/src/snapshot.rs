@@ -17,7 +17,7 @@ use dbsync_proto::v1::{
     SourceConnection, TableSchema, Value,
 };
 use futures_util::TryStreamExt;
-use dbsync_typemap::{MappingOptions, PgColumnType};
+use dbsync_typemap::{MappingOptions, PackedWriter, PgColumnType};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
@@ -113,49 +113,77 @@ pub fn chunks_from_bounds(bounds: Vec<Vec<Value>>, total_rows: u64, target: u64)
     chunks
 }
 
-/// Batches rows under a row and byte cap.
+/// Batches rows under a row and byte cap, as `RowBatch.rows` or, when the client asked for it,
+/// in the packed row format (`RowBatch.packed_rows`: no message or allocation per value).
 struct Batcher {
     batch: RowBatch,
+    rows: usize,
     bytes: u64,
     max_rows: usize,
     max_bytes: u64,
+    packed: bool,
 }
 
 impl Batcher {
-    fn new(max_rows: u32, max_bytes: u64) -> Batcher {
+    fn new(max_rows: u32, max_bytes: u64, packed: bool) -> Batcher {
         Batcher {
             batch: RowBatch::default(),
+            rows: 0,
             bytes: 0,
             max_rows: if max_rows == 0 { DEFAULT_BATCH_ROWS } else { max_rows as usize },
             max_bytes: if max_bytes == 0 { DEFAULT_BATCH_BYTES } else { max_bytes },
+            packed,
         }
     }
 
     /// Adds a row; returns a full batch when a cap is reached.
     fn push(&mut self, row: tiberius::Row) -> Option<RowBatch> {
-        let values: Vec<Value> = row.into_iter().map(decode::to_value).collect();
-        self.bytes += values.iter().map(|v| decode::value_size(v) as u64).sum::<u64>();
-        self.batch.rows.push(PbRow { values });
-        (self.batch.rows.len() >= self.max_rows || self.bytes >= self.max_bytes).then(|| self.take())
+        if self.packed {
+            let start = self.batch.packed_rows.len();
+            let mut w = PackedWriter(&mut self.batch.packed_rows);
+            w.begin_row(row.len());
+            for cell in row {
+                decode::pack_cell(cell, &mut w);
+            }
+            self.bytes += (self.batch.packed_rows.len() - start) as u64;
+        } else {
+            let values: Vec<Value> = row.into_iter().map(decode::to_value).collect();
+            self.bytes += values.iter().map(|v| decode::value_size(v) as u64).sum::<u64>();
+            self.batch.rows.push(PbRow { values });
+        }
+        self.rows += 1;
+        (self.rows >= self.max_rows || self.bytes >= self.max_bytes).then(|| self.take())
     }
 
     fn take(&mut self) -> RowBatch {
-        let mut b = std::mem::take(&mut self.batch);
+        // The next batch will be about as large: reserve that once instead of growing.
+        let next = RowBatch { packed_rows: Vec::with_capacity(self.batch.packed_rows.len()), ..Default::default() };
+        let mut b = std::mem::replace(&mut self.batch, next);
+        if self.packed {
+            b.packed_row_count = u32::try_from(self.rows).unwrap_or(u32::MAX);
+        }
         b.bytes = std::mem::take(&mut self.bytes);
+        self.rows = 0;
         b
     }
 
     fn is_empty(&self) -> bool {
-        self.batch.rows.is_empty()
+        self.rows == 0
     }
+}
+
+/// Rows in a batch of either form.
+fn row_count(batch: &RowBatch) -> u64 {
+    batch.rows.len() as u64 + u64::from(batch.packed_row_count)
 }
 
 /// Where row batches go; `false` from `send` means the client went away.
 pub type BatchSender = mpsc::Sender<std::result::Result<RowBatch, tonic::Status>>;
 
 async fn send(tx: &BatchSender, throttle: &TaskThrottle, batch: RowBatch) -> bool {
-    throttle.rows_and_bytes(batch.rows.len() as u64, batch.bytes).await;
-    metrics::counter!("dbsync_capture_rows_read_total").increment(batch.rows.len() as u64);
+    let rows = row_count(&batch);
+    throttle.rows_and_bytes(rows, batch.bytes).await;
+    metrics::counter!("dbsync_capture_rows_read_total").increment(rows);
     metrics::counter!("dbsync_capture_bytes_read_total").increment(batch.bytes);
     tx.send(Ok(batch)).await.is_ok()
 }
@@ -177,7 +205,7 @@ async fn stream_rows(
     let mut rows = client.query(query, &values).await.map_err(|e| CaptureError::from_tiberius(context, e))?.into_row_stream();
     while let Some(row) = rows.try_next().await.map_err(|e| CaptureError::from_tiberius(context, e))? {
         if let Some(batch) = batcher.push(row) {
-            sent += batch.rows.len() as u64;
+            sent += row_count(&batch);
             if !send(tx, throttle, batch).await {
                 return Ok(None);
             }
@@ -204,7 +232,7 @@ pub async fn read_chunk(pools: &Pools, req: &ReadChunkRequest, throttle: &TaskTh
     if db.snapshot_isolation_on {
         inspect::batch(conn.client(), &context, "SET TRANSACTION ISOLATION LEVEL SNAPSHOT").await?;
     }
-    let mut batcher = Batcher::new(req.max_batch_rows, req.max_batch_bytes);
+    let mut batcher = Batcher::new(req.max_batch_rows, req.max_batch_bytes, req.packed_rows);
     let done = stream_rows(&mut conn, &context, &query, &params, &mut batcher, tx, throttle).await?;
     if done.is_none() {
         return Ok(());
@@ -225,7 +253,7 @@ pub async fn read_rows(pools: &Pools, req: &ReadRowsRequest, throttle: &TaskThro
     let name = table.table.as_ref().map(sql::display_name).unwrap_or_default();
     let context = format!("reading rows by key from {name}");
     let mut conn = connection(pools, &req.source, table).await?;
-    let mut batcher = Batcher::new(0, 0);
+    let mut batcher = Batcher::new(0, 0, false);
     for group in req.keys.chunks(KEYS_PER_QUERY) {
         let tuples: Vec<&[Value]> = group.iter().map(|k| k.values.as_slice()).collect();
         let mut params = Params::default();
@@ -307,7 +335,7 @@ pub async fn checksum_chunks(
             }
         }
         throttle.rows_and_bytes(rows % 1000, bytes).await;
-        out.push(ChunkChecksum { index: chunk.index, rows, checksum: hasher.finalize().to_vec() });
+        out.push(ChunkChecksum { index: chunk.index, rows, checksum: hasher.finalize().to_vec(), ..Default::default() });
     }
     conn.mark_clean();
     Ok(out)

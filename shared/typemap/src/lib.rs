@@ -24,6 +24,7 @@ pub mod ident;
 pub mod literal;
 pub mod mapping;
 pub mod numeric;
+pub mod packed;
 pub mod schema;
 pub mod sqlvalue;
 pub mod temporal;
@@ -35,6 +36,7 @@ pub use error::{EncodeError, MappingError, TypemapError, Untranslatable};
 pub use expr::{translate_expression, ExprColumn, ExprContext, ExprUsage};
 pub use ident::{pg_identifier, quote_ident, shorten_identifier, Capitalization};
 pub use literal::{quote_literal, render_literal};
+pub use packed::{PackedReader, PackedWriter};
 pub use mapping::{
     map_column, BitAs, ColumnCheck, DatetimePrecision, HierarchyidAs, MappingOptions, PgColumnType,
     PgKind, RowversionAs, SpatialAs, XmlAs,

@@ -59,12 +59,23 @@ pub fn write_pg_numeric(buf: &mut impl BufMut, unscaled: i128, scale: u32) -> us
     let mut count = 0;
     let partial = scale % 4;
     let mut rest = magnitude;
+    // 128-bit division is a library call: use 64 bits whenever the rest fits.
     if partial != 0 {
         let p = POW10[partial as usize];
-        groups[0] = ((rest % p) * POW10[4 - partial as usize]) as u16;
-        rest /= p;
+        let (quotient, remainder) = match u64::try_from(rest) {
+            Ok(small) => (u128::from(small / p as u64), u128::from(small % p as u64)),
+            Err(_) => (rest / p, rest % p),
+        };
+        groups[0] = (remainder * POW10[4 - partial as usize]) as u16;
+        rest = quotient;
         count = 1;
     }
+    while rest > u128::from(u64::MAX) {
+        groups[count] = (rest % 10_000) as u16;
+        rest /= 10_000;
+        count += 1;
+    }
+    let mut rest = rest as u64;
     while rest != 0 {
         groups[count] = (rest % 10_000) as u16;
         rest /= 10_000;
@@ -146,6 +157,39 @@ mod tests {
         // 10000: group 1 at weight 1, trailing zero group dropped.
         assert_eq!(encode(10000, 0), vec![0, 1, 0, 1, 0, 0, 0, 0, 0, 1]);
         assert_eq!(encode(0, 3), vec![0, 0, 0, 0, 0, 0, 0, 3]);
+    }
+
+    /// Reads a binary numeric body back as decimal text (the test's independent decoder).
+    fn numeric_text(b: &[u8]) -> String {
+        let word = |i: usize| u16::from_be_bytes([b[2 * i], b[2 * i + 1]]);
+        let (ndigits, weight, sign, dscale) = (word(0) as usize, word(1) as i16 as i32, word(2), word(3) as usize);
+        let digits: Vec<u16> = (0..ndigits).map(|i| word(4 + i)).collect();
+        let group = |w: i32| -> u16 { usize::try_from(weight - w).ok().and_then(|i| digits.get(i).copied()).unwrap_or(0) };
+        let mut int = String::new();
+        for w in (0..=weight.max(0)).rev() {
+            int.push_str(&format!("{:04}", group(w)));
+        }
+        let int = int.trim_start_matches('0');
+        let mut frac = String::new();
+        for w in 1..=(dscale as i32 + 3) / 4 {
+            frac.push_str(&format!("{:04}", group(-w)));
+        }
+        frac.truncate(dscale);
+        let sign = if sign == 0x4000 { "-" } else { "" };
+        let int = if int.is_empty() { "0" } else { int };
+        if dscale == 0 { format!("{sign}{int}") } else { format!("{sign}{int}.{frac}") }
+    }
+
+    #[test]
+    fn numeric_body_matches_decimal_text_across_the_64_bit_boundary() {
+        let edge = i128::from(u64::MAX);
+        for unscaled in [1, 9_999, 10_000, 123_456_789_012, edge - 1, edge, edge + 1, -edge - 1, i128::MAX, -(10_i128.pow(38) - 1)] {
+            for scale in [0, 1, 2, 3, 4, 5, 7, 18, 38] {
+                let mut text = String::new();
+                write_decimal_text(&mut text, unscaled, scale).unwrap();
+                assert_eq!(numeric_text(&encode(unscaled, scale)), text, "{unscaled} scale {scale}");
+            }
+        }
     }
 
     #[test]

@@ -77,18 +77,7 @@ pub fn smallmoney_from_sql(scaled: i32) -> Decimal {
 /// decimal/numeric as (unscaled i128, scale), e.g. tiberius `Numeric::value()`/`scale()`.
 /// The unscaled value is stored as the shortest sign-extended little-endian two's complement.
 pub fn decimal_from_parts(unscaled: i128, scale: u32) -> Decimal {
-    let bytes = unscaled.to_le_bytes();
-    let mut len = 16;
-    // Drop high bytes that are pure sign extension of the byte below them.
-    while len > 1 {
-        let top = bytes[len - 1];
-        let below_negative = bytes[len - 2] & 0x80 != 0;
-        if (top == 0x00 && !below_negative) || (top == 0xff && below_negative) {
-            len -= 1;
-        } else {
-            break;
-        }
-    }
+    let (bytes, len) = crate::packed::shortest_le_bytes(unscaled);
     Decimal {
         unscaled: bytes[..len].to_vec(),
         scale,

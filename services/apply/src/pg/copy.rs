@@ -14,7 +14,7 @@ use std::pin::Pin;
 use bytes::{Bytes, BytesMut};
 use dbsync_core::sink::ChunkSink;
 use dbsync_proto::v1::{RowBatch, Value};
-use dbsync_typemap::{begin_row, copy_header, copy_trailer, encode_value};
+use dbsync_typemap::{begin_row, copy_header, copy_trailer, encode_value, PackedReader};
 use futures::SinkExt;
 use tokio_postgres::{Client, CopyInSink, Transaction};
 
@@ -46,6 +46,8 @@ pub struct ChunkWriter<'a> {
     keep_existing: bool,
     rows: u64,
     bytes: u64,
+    /// The current row of a packed batch, its strings and byte vectors reused row after row.
+    scratch: Vec<Value>,
 }
 
 impl<'a> ChunkWriter<'a> {
@@ -90,6 +92,7 @@ impl<'a> ChunkWriter<'a> {
             keep_existing,
             rows: 0,
             bytes: 0,
+            scratch: Vec::new(),
         })
     }
 
@@ -118,6 +121,38 @@ impl<'a> ChunkWriter<'a> {
             })?;
         }
         self.rows += 1;
+        Ok(())
+    }
+
+    /// Writes a batch of either form (`rows`, or `packed_rows` decoded into a reused row),
+    /// sending the buffer whenever it fills. Every row goes through [`Self::put_row`].
+    pub async fn write_batch_rows(&mut self, batch: &RowBatch) -> Result<()> {
+        for row in &batch.rows {
+            self.put_row(&row.values)?;
+            self.maybe_flush().await?;
+        }
+        if batch.packed_rows.is_empty() {
+            return Ok(());
+        }
+        let malformed = |detail: String, t: &ResolvedTable| ApplyError::Protocol {
+            detail: format!("a packed row batch of {}: {detail}", t.target.source_name),
+        };
+        let mut reader = PackedReader::new(&batch.packed_rows);
+        let mut row = std::mem::take(&mut self.scratch);
+        for _ in 0..batch.packed_row_count {
+            reader
+                .next_row(&mut row)
+                .map_err(|e| malformed(e.to_string(), self.table))?;
+            self.put_row(&row)?;
+            self.maybe_flush().await?;
+        }
+        self.scratch = row;
+        if !reader.is_empty() {
+            return Err(malformed(
+                format!("bytes left after {} rows", batch.packed_row_count),
+                self.table,
+            ));
+        }
         Ok(())
     }
 
@@ -187,11 +222,7 @@ impl ChunkSink for ChunkWriter<'_> {
     type Error = ApplyError;
 
     async fn write_batch(&mut self, batch: &RowBatch) -> Result<()> {
-        for row in &batch.rows {
-            self.put_row(&row.values)?;
-            self.maybe_flush().await?;
-        }
-        Ok(())
+        self.write_batch_rows(batch).await
     }
 
     async fn finish(self) -> Result<u64> {

@@ -69,6 +69,28 @@ pub fn to_value(data: ColumnData<'static>) -> Value {
     Value { kind: k }
 }
 
+/// Appends one cell in the packed row format (`dbsync_typemap::packed`), exactly as
+/// [`to_value`] would convert it but without building a [`Value`]: the cheap path of snapshot
+/// reads. Rare types go through [`to_value`] so each rule stays in one place.
+#[inline]
+pub fn pack_cell(data: ColumnData<'static>, w: &mut typemap::PackedWriter<'_>) {
+    match data {
+        ColumnData::U8(Some(v)) => w.int(i64::from(v)),
+        ColumnData::I16(Some(v)) => w.int(i64::from(v)),
+        ColumnData::I32(Some(v)) => w.int(i64::from(v)),
+        ColumnData::I64(Some(v)) => w.int(v),
+        ColumnData::F32(Some(v)) => w.float32(v),
+        ColumnData::F64(Some(v)) => w.float64(v),
+        ColumnData::Bit(Some(v)) => w.bool(v),
+        ColumnData::String(Some(s)) => w.text(&s),
+        ColumnData::Binary(Some(b)) => w.binary(&b),
+        ColumnData::Guid(Some(g)) => w.uuid(g.as_bytes()),
+        ColumnData::Numeric(Some(n)) => w.decimal(n.value(), u32::from(n.scale())),
+        ColumnData::DateTime2(Some(d)) => w.datetime(datetime2_ticks(d)),
+        other => w.value(&to_value(other)),
+    }
+}
+
 fn datetime2_ticks(d: DateTime2) -> i64 {
     typemap::datetime2_from_sql(d.date().days(), d.time().increments(), d.time().scale())
 }
@@ -198,6 +220,42 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn packed_cells_unpack_to_the_values_of_to_value() {
+        use tiberius::time::DateTime;
+        let cells = || {
+            vec![
+                ColumnData::U8(Some(255)),
+                ColumnData::I16(Some(-3)),
+                ColumnData::I32(None),
+                ColumnData::I64(Some(i64::MIN)),
+                ColumnData::F32(Some(1.5)),
+                ColumnData::F64(Some(-2.25)),
+                ColumnData::Bit(Some(true)),
+                ColumnData::String(Some(Cow::Owned("ü 𝄞".to_string()))),
+                ColumnData::String(None),
+                ColumnData::Binary(Some(Cow::Owned(vec![0, 1, 255]))),
+                ColumnData::Guid(Some(uuid_from_bytes([7; 16]))),
+                ColumnData::Numeric(Some(Numeric::new_with_scale(-1_234_567, 2))),
+                ColumnData::Numeric(Some(Numeric::new_with_scale(10_i128.pow(38) - 1, 38))),
+                ColumnData::DateTime2(Some(DateTime2::new(Date::new(738_885), Time::new(123_456_789, 7)))),
+                ColumnData::DateTime(Some(DateTime::new(5, 7))),
+                ColumnData::Date(Some(Date::new(9))),
+                ColumnData::DateTimeOffset(Some(DateTimeOffset::new(DateTime2::new(Date::new(10), Time::new(7, 3)), 60))),
+            ]
+        };
+        let mut buf = Vec::new();
+        let mut w = typemap::PackedWriter(&mut buf);
+        w.begin_row(cells().len());
+        for c in cells() {
+            pack_cell(c, &mut w);
+        }
+        let mut row = Vec::new();
+        typemap::PackedReader::new(&buf).next_row(&mut row).unwrap();
+        let expected: Vec<Value> = cells().into_iter().map(to_value).collect();
+        assert_eq!(row, expected);
     }
 
     #[test]
