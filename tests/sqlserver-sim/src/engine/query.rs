@@ -121,7 +121,18 @@ fn result_col(name: &str, ty: &SqlType, nullable: bool) -> ResultColumn {
 pub fn plan_query(b: &mut Binder, q: &ast::Query) -> Result<SelectPlan, SqlError> {
     let ctes_before = b.ctes.len();
     if let Some(with) = &q.with {
-        for cte in &with.cte_tables {
+        for (i, cte) in with.cte_tables.iter().enumerate() {
+            let name = &cte.alias.name.value;
+            if with.cte_tables[..i]
+                .iter()
+                .any(|c| c.alias.name.value.eq_ignore_ascii_case(name))
+            {
+                b.ctes.truncate(ctes_before);
+                return Err(err(
+                    239,
+                    format!("Duplicate common table expression name '{name}' was specified."),
+                ));
+            }
             b.ctes.push(Cte {
                 name: cte.alias.name.value.to_lowercase(),
                 columns: cte.alias.columns.iter().map(|c| c.name.value.clone()).collect(),

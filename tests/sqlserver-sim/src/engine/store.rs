@@ -214,26 +214,35 @@ pub struct LockManager {
 }
 
 impl LockManager {
-    /// Waits until `key` can be taken in the given mode (or fails with 1205/1222), then
-    /// calls `take` under the state lock. Returns whether it had to wait.
-    fn wait_for_grant(
+    /// Takes `key` in the given mode for `txn`, waiting while another transaction's lock
+    /// conflicts (1205 on a wait cycle, 1222 after LOCK_TIMEOUT). `held` says whether `txn`
+    /// already has it (then nothing is taken: `Ok(None)`); `take` records the grant.
+    /// Returns whether it had to wait. One state lock in the uncontended case.
+    #[allow(clippy::too_many_arguments)]
+    fn lock_key(
         &self,
         txn: u64,
         key: &LockKey,
         exclusive: bool,
         timeout_ms: i64,
         cancelled: &dyn Fn() -> bool,
+        held: impl Fn(&LockState) -> bool,
         take: impl FnOnce(&mut LockState),
-    ) -> Result<bool, SqlError> {
+    ) -> Result<Option<bool>, SqlError> {
+        let mut st = self.state.lock();
+        if held(&st) {
+            return Ok(None);
+        }
         let deadline =
             (timeout_ms >= 0).then(|| Instant::now() + Duration::from_millis(timeout_ms as u64));
-        let mut st = self.state.lock();
         let mut waited = false;
         loop {
             let Some(owner) = st.blocker(txn, key, exclusive) else {
-                st.waits_for.remove(&txn);
+                if waited {
+                    st.waits_for.remove(&txn);
+                }
                 take(&mut st);
-                return Ok(waited);
+                return Ok(Some(waited));
             };
             if st.deadlocked(txn, owner) {
                 st.waits_for.remove(&txn);
@@ -262,34 +271,40 @@ impl LockManager {
         timeout_ms: i64,
         cancelled: &dyn Fn() -> bool,
     ) -> Result<bool, SqlError> {
-        {
-            let st = self.state.lock();
-            if st.owners.get(key) == Some(&txn) {
-                return Ok(false);
-            }
-        }
-        self.wait_for_grant(txn, key, true, timeout_ms, cancelled, |st| {
-            st.owners.insert(key.clone(), txn);
-            *st.per_table.entry(key.0).or_default() += 1;
-        })?;
-        Ok(true)
+        let taken = self.lock_key(
+            txn,
+            key,
+            true,
+            timeout_ms,
+            cancelled,
+            |st| st.owners.get(key) == Some(&txn),
+            |st| {
+                st.owners.insert(key.clone(), txn);
+                *st.per_table.entry(key.0).or_default() += 1;
+            },
+        )?;
+        Ok(taken.is_some())
     }
 
     /// Takes a shared lock held to the end of the transaction (REPEATABLE READ row locks,
     /// SERIALIZABLE range locks). Returns whether it had to wait for a writer.
     pub fn acquire_shared(&self, txn: u64, key: &LockKey, timeout_ms: i64) -> Result<bool, SqlError> {
-        {
-            let st = self.state.lock();
-            if st.owners.get(key) == Some(&txn)
-                || st.shared.get(key).is_some_and(|h| h.contains(&txn))
-            {
-                return Ok(false);
-            }
-        }
-        self.wait_for_grant(txn, key, false, timeout_ms, &|| false, |st| {
-            st.shared.entry(key.clone()).or_default().push(txn);
-            st.shared_by_txn.entry(txn).or_default().push(key.clone());
-        })
+        let waited = self.lock_key(
+            txn,
+            key,
+            false,
+            timeout_ms,
+            &|| false,
+            |st| {
+                st.owners.get(key) == Some(&txn)
+                    || st.shared.get(key).is_some_and(|h| h.contains(&txn))
+            },
+            |st| {
+                st.shared.entry(key.clone()).or_default().push(txn);
+                st.shared_by_txn.entry(txn).or_default().push(key.clone());
+            },
+        )?;
+        Ok(waited.unwrap_or(false))
     }
 
     /// Releases the exclusive locks `keys` and every shared lock of `txn`.
@@ -335,7 +350,8 @@ impl LockManager {
         key: &LockKey,
         timeout_ms: i64,
     ) -> Result<bool, SqlError> {
-        self.wait_for_grant(txn, key, false, timeout_ms, &|| false, |_| {})
+        let waited = self.lock_key(txn, key, false, timeout_ms, &|| false, |_| false, |_| {})?;
+        Ok(waited.unwrap_or(false))
     }
 
     /// Whether some transaction other than `txn` holds a lock on the table.

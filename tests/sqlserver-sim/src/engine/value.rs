@@ -43,7 +43,21 @@ pub fn decimal(p: u8, s: u8) -> SqlType {
 // ---------------------------------------------------------------------------------------
 
 pub fn err(number: i32, message: impl Into<String>) -> SqlError {
-    SqlError::new(number, 16, 1, message)
+    SqlError::new(number, documented_severity(number), 1, message)
+}
+
+/// The severity SQL Server documents for an error number ("Database engine events and
+/// errors"), for the numbers the stand-in raises whose severity is not 16.
+fn documented_severity(number: i32) -> u8 {
+    match number {
+        // Syntax and compile errors 101–199 are severity 15, except these.
+        106 | 130 | 165 | 184 | 187 | 192 => 16,
+        101..=199 => 15,
+        8154..=8159 => 15,
+        2601 | 2627 => 14,
+        3701 => 11,
+        _ => 16,
+    }
 }
 
 pub fn unsupported(what: impl std::fmt::Display) -> SqlError {

@@ -166,7 +166,7 @@ pub fn parse_column_list(list: &str) -> Result<Vec<String>, SqlError> {
 }
 
 fn bad_list(list: &str) -> SqlError {
-    err(22918, format!("The captured column list '{list}' could not be parsed. Separate column names with commas and quote names that contain commas with [] or \"\"."))
+    err(22942, format!("Columns specified in the captured column list could not be mapped to columns in source table. Verify that the columns specified in the parameter @captured_column_list ('{list}') are delimited properly and match columns in the source table."))
 }
 
 /// Columns captured by a new instance: all columns of `table` (in column order) or the named
@@ -188,12 +188,12 @@ pub fn select_columns(
             let names = parse_column_list(l)?;
             for n in &names {
                 if RESERVED.iter().any(|r| r.eq_ignore_ascii_case(n)) {
-                    return Err(err(22920, format!("The column '{n}' in the captured column list is reserved by Change Data Capture and cannot be captured.")));
+                    return Err(err(22975, format!("Source table '{}' contains one of the following reserved column names: __$start_lsn, __$end_lsn, __$seqval, __$operation, and __$update_mask. To enable Change Data Capture for this table, specify a captured column list and ensure that these columns are excluded from the list.", table.name)));
                 }
                 if table.column_index(n).is_none() {
                     return Err(err(
-                        22905,
-                        format!("Column '{n}' in the captured column list could not be found in source table '{}.{}'. Verify that the column exists and that the name is spelled correctly.", table.schema, table.name),
+                        22930,
+                        format!("Could not locate '{n}' as a column of source table '{}.{}'. Specify a valid column name.", table.schema, table.name),
                     ));
                 }
             }

@@ -177,7 +177,7 @@ fn enable_db(
     require_sysadmin(ctx)?;
     let db = ctx.database();
     if is_system_database(&db) {
-        return Err(err(22988, format!("This instance of SQL Server does not support Change Data Capture on system database '{db}'. Change data capture is not supported on system databases or on a distribution database.")));
+        return Err(err(22989, format!("Could not enable Change Data Capture for database '{db}'. Change data capture is not supported on system databases, or on a distribution database.")));
     }
     let engine = ctx.engine().clone();
     if cdc.state_by_name(&engine, &db).is_some() {
@@ -185,7 +185,7 @@ fn enable_db(
     }
     let def = engine.database(&db).ok_or_else(|| not_enabled(&db))?;
     if def.schema("cdc").is_some() {
-        return Err(err(22939, format!("The database '{db}' cannot be enabled for Change Data Capture because a database user named 'cdc' or a schema named 'cdc' already exists in the current database. These objects are required exclusively by Change Data Capture. Drop or rename the user or schema and retry the operation.")));
+        return Err(err(22906, format!("The database '{db}' cannot be enabled for Change Data Capture because a database user named 'cdc' or a schema named 'cdc' already exists in the current database. These objects are required exclusively by Change Data Capture. Drop or rename the user or schema and retry the operation.")));
     }
     ctx.run("CREATE SCHEMA cdc", &[])?;
     for ddl in tables::ENABLE_DB_DDL {
@@ -194,9 +194,6 @@ fn enable_db(
     let handles = lookup_handles(&engine, &db).ok_or_else(|| err(22830, format!("Could not update the metadata that indicates database {db} is enabled for Change Data Capture.")))?;
     engine.set_record_changes(&db, true)?;
     engine.set_cdc_enabled(&db, true)?;
-    // msdb.dbo.cdc_jobs exists from here on (empty until the first table brings the jobs),
-    // so readers of the job settings get no rows rather than error 208.
-    ensure_jobs_table(&engine);
     let mode = cdc.config().mode;
     let state = DbState {
         database: def.name.clone(),
@@ -356,7 +353,7 @@ fn enable_table(
         .get_str("role_name", 2)
         .map(|r| r.trim_end().to_string());
     if schema.eq_ignore_ascii_case("cdc") {
-        return Err(err(22909, format!("Could not enable Change Data Capture for source table '{schema}.{name}'. Tables in the cdc schema cannot be enabled for Change Data Capture.")));
+        return Err(err(22974, format!("Tables contained in the cdc schema cannot be enabled for Change Data Capture.")));
     }
     let table = engine.table(&db, &schema, &name).ok_or_else(|| {
         err(22931, format!("Source table '{schema}.{name}' does not exist in the current database. Ensure that the correct database context is set. Specify a valid schema and table name for the database."))
@@ -366,15 +363,15 @@ fn enable_table(
         .map(|c| c.trim_end().to_string())
         .unwrap_or_else(|| format!("{}_{}", table.schema, table.name));
     if instance_name.is_empty() || instance_name.chars().count() > 100 {
-        return Err(err(22930, format!("The capture instance name '{instance_name}' is not valid. It must be 1 to 100 characters long.")));
+        return Err(err(22927, format!("Capture instance name '{instance_name}' exceeds the length limit of 100 characters. Specify a name that satisfies the length constraint.")));
     }
     let index = match args.get_str("index_name", 5) {
         Some(ix) => {
             let found = table.indexes.iter().find(|i| i.name.eq_ignore_ascii_case(&ix)).ok_or_else(|| {
-                err(22910, format!("The specified index '{ix}' does not exist on source table '{schema}.{name}'. Specify a valid unique index for the source table."))
+                err(22928, format!("Index name '{ix}' is not an index for table '{schema}.{name}'. Specify a valid index name for the table."))
             })?;
             if !found.is_unique {
-                return Err(err(22911, format!("Index '{ix}' on source table '{schema}.{name}' is not a unique index. Specify a unique index or the primary key for @index_name.")));
+                return Err(err(22929, format!("Index '{ix}' must be either a primary key or a unique index for table '{schema}.{name}'. Specify an index that meets at least one of these requirements.")));
             }
             Some(found.clone())
         }
@@ -385,15 +382,15 @@ fn enable_table(
         .filter(|v| **v != Value::Null)
     {
         Some(v) => as_bool(v)
-            .ok_or_else(|| err(22912, "The value of @supports_net_changes must be 0 or 1."))?,
+            .ok_or_else(|| err(22844, "The 'supports_net_changes' option must be either 1 or 0."))?,
         None => index.is_some(),
     };
     if net && index.is_none() {
-        return Err(err(22938, format!("Could not enable Change Data Capture for source table '{schema}.{name}' because it does not have a primary key and no unique index was specified with @index_name. Net changes need a row identifier: add a primary key, pass @index_name, or set @supports_net_changes = 0.")));
+        return Err(err(22939, format!("The parameter @supports_net_changes is set to 1, but the source table does not have a primary key defined and no alternate unique index has been specified.")));
     }
     if let Some(fg) = args.get_str("filegroup_name", 7) {
         if !fg.eq_ignore_ascii_case("PRIMARY") {
-            return Err(err(22927, format!("The filegroup '{fg}' specified for @filegroup_name does not exist. Specify PRIMARY or NULL.")));
+            return Err(err(22973, format!("The specified filegroup '{fg}' is not a valid filegroup for database '{db}'. Specify a valid existing filegroup or create the named filegroup, and retry the operation.")));
         }
     }
     if args.get("allow_partition_switch", 8).and_then(as_bool) == Some(false) {
@@ -413,7 +410,7 @@ fn enable_table(
         .unwrap_or_default();
     for (c, _) in &index_columns {
         if !columns.iter().any(|cc| cc.name.eq_ignore_ascii_case(c)) {
-            return Err(err(22945, format!("Could not create the capture instance because the captured column list does not include column '{c}' of the row identifier (primary key or @index_name) of source table '{schema}.{name}'. Add it to @captured_column_list.")));
+            return Err(err(22943, format!("Columns used to uniquely identify a row for net change tracking must be included in the list of captured columns. Add either the primary key columns of the source table, or the columns defined for the index specified in the parameter @index_name to the list of captured columns and retry the operation.")));
         }
     }
     {
@@ -542,7 +539,7 @@ fn disable_table(
         .map(|i| i.def.name.clone())
         .collect();
     if names.is_empty() {
-        return Err(err(22963, format!("Parameter @capture_instance = '{which}' does not name a capture instance of source table '{schema}.{name}'. Specify a valid capture instance or 'all'.")));
+        return Err(err(22960, format!("Change data capture instance '{which}' has not been enabled for the source table '{schema}.{name}'. Use sys.sp_cdc_help_change_data_capture to verify the capture instance name and retry the operation.")));
     }
     for n in names {
         drop_instance(ctx, &state, &n)?;
@@ -566,8 +563,8 @@ fn help_change_data_capture(
     let name = args.get_str("source_name", 1);
     if schema.is_some() != name.is_some() {
         return Err(err(
-            22999,
-            "Both @source_schema and @source_name must be supplied, or neither.",
+            22972,
+            "When calling stored procedure [sys].sp_cdc_help_change_data capture, if either @source_schema or @source_name is non-null and non-empty, the other parameter must also be non-null and non-empty.",
         ));
     }
     let instances: Vec<InstanceEntry> = state.lock().instances.clone();
@@ -625,7 +622,8 @@ fn help_change_data_capture(
 
 fn find_instance(state: &Mutex<DbState>, name: &str) -> Result<InstanceEntry, SqlError> {
     state.lock().instance(name).cloned().ok_or_else(|| {
-        err(22985, format!("Could not find capture instance '{name}' in the current database. Verify the capture instance name and retry the operation."))
+        let database = state.lock().database.clone();
+        err(22920, format!("The named capture instance {name} does not exist for database {database}."))
     })
 }
 
@@ -780,7 +778,7 @@ fn job_type(args: &ProcArgs, position: usize) -> Result<&'static str, SqlError> 
     match args.get_str("job_type", position).map(|s| s.trim().to_lowercase()).as_deref() {
         None | Some("capture") => Ok("capture"),
         Some("cleanup") => Ok("cleanup"),
-        Some(other) => Err(err(22992, format!("The specified @job_type, '{other}', is not a valid job type. Specify 'capture' or 'cleanup'."))),
+        Some(other) => Err(err(22992, format!("The specified @job_type, {other}, is not supported. The value specified for the parameter @job_type must be N'capture' to indicate a capture job, or N'cleanup' to indicate a cleanup job."))),
     }
 }
 
@@ -840,16 +838,18 @@ fn change_job(
     let get = |name: &str| args.get(name, usize::MAX).filter(|v| **v != Value::Null);
     let capture_only = ["maxtrans", "maxscans", "continuous", "pollinginterval"];
     let cleanup_only = ["retention", "threshold"];
-    let wrong = if kind == "capture" {
-        &cleanup_only[..]
-    } else {
-        &capture_only[..]
-    };
-    if let Some(bad) = wrong.iter().copied().find(|&n| get(n).is_some()) {
-        return Err(err(
-            22996,
-            format!("The parameter @{bad} is not valid for job type '{kind}'."),
-        ));
+    if kind == "capture" {
+        if let Some(bad) = ["retention", "threshold"].into_iter().find(|&n| get(n).is_some()) {
+            return Err(err(22995, format!("A value for the parameter @{bad} cannot be specified when the job type is 'capture'. Specify NULL for the parameter, or omit the parameter from the statement.")));
+        }
+    } else if ["maxtrans", "maxscans", "continuous", "pollinginterval"]
+        .into_iter()
+        .any(|n| get(n).is_some())
+    {
+        return Err(err(22996, "When adding or modifying the CDC cleanup job, @pollinginterval, @maxtrans, @maxscans, and @continuous may not be assigned non-null values."));
+    }
+    if !state.lock().jobs_created {
+        return Err(err(22997, format!("The Change Data Capture '{kind}' job does not exist in the system table 'msdb.dbo.cdc_jobs'. Use the stored procedure 'sys.sp_cdc_add_job' to add the Change Data Capture job.")));
     }
     let number = |name: &str| -> Result<Option<i64>, SqlError> {
         get(name)
@@ -868,13 +868,13 @@ fn change_job(
         let mut jobs = s.jobs.clone();
         if let Some(v) = number("maxtrans")? {
             if v <= 0 {
-                return Err(err(22995, "The value of @maxtrans must be greater than 0."));
+                return Err(err(22991, "The value specified for the parameter @maxtrans must be greater than 0."));
             }
             jobs.maxtrans = v;
         }
         if let Some(v) = number("maxscans")? {
             if v <= 0 {
-                return Err(err(22995, "The value of @maxscans must be greater than 0."));
+                return Err(err(22970, "The value for parameter @maxscans specified for the Change Data Capture job must be greater than 0."));
             }
             jobs.maxscans = v;
         }
@@ -882,16 +882,22 @@ fn change_job(
             jobs.continuous = as_bool(v).unwrap_or(true);
         }
         if let Some(v) = number("pollinginterval")? {
-            jobs.pollinginterval = v.max(0);
+            if !(0..=86_400).contains(&v) {
+                return Err(err(22990, "The value specified for the parameter @pollinginterval cannot exceed 24 hours or be less than 0. Specify a polling interval (in seconds) that is less than or equal to 24 hours (86,400 seconds)."));
+            }
+            jobs.pollinginterval = v;
         }
         if let Some(v) = number("retention")? {
             if !(1..=52_494_800).contains(&v) {
-                return Err(err(22994, "The retention value specified for the Change Data Capture cleanup process must be greater than 0 and less than or equal to 52494800."));
+                return Err(err(22994, "The retention value specified for the Change Data Capture cleanup process must be greater than 0 and less than or equal to 52594800. When creating or modifying the cleanup job, specify a retention value (in minutes) that is within that range."));
             }
             jobs.retention = v;
         }
         if let Some(v) = number("threshold")? {
-            jobs.threshold = v.max(1);
+            if v <= 0 {
+                return Err(err(22850, "The threshold value specified for the Change Data Capture cleanup process must be greater than 0. When creating or modifying the cleanup job, specify a positive threshold value."));
+            }
+            jobs.threshold = v;
         }
         s.jobs = jobs.clone();
         (s.database_id, jobs)
