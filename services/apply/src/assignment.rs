@@ -138,8 +138,8 @@ async fn run(
             assignment.defer_foreign_keys,
         )
         .await?;
-        if first_run && !assignment.capture_address.is_empty() {
-            sync_sequences(&assignment, targets, options, &control).await;
+        if first_run {
+            sync_sequences(&assignment, &control).await;
         }
     }
     let mut resolved = Vec::with_capacity(targets.len());
@@ -245,56 +245,18 @@ async fn run(
     Ok(AssignmentOutcome::Completed)
 }
 
-/// Creates the source databases' sequences with their current values. The assignment carries
-/// no sequences, so they are read from capture (`ReadSchema` of each database of the group);
-/// creation is idempotent, so several groups of one database may do it. A failure here is
+/// Creates the group's sequences with their source's current values. The coordinator hands
+/// them out already selected and named for the target (schema renames and capitalization
+/// applied), so they are created as named. Creation is idempotent. A failure here is
 /// reported, not fatal: sequences hold no row data.
-async fn sync_sequences(
-    assignment: &Assignment,
-    targets: &[TableTarget],
-    options: &RunOptions,
-    control: &tokio_postgres::Client,
-) {
-    let mut databases: Vec<String> = targets
-        .iter()
-        .filter_map(|t| t.source.table.as_ref().map(|r| r.database.clone()))
-        .collect();
-    databases.sort();
-    databases.dedup();
-    let capitalization = targets
-        .first()
-        .map_or("lower", |t| t.capitalization.as_str());
-    let result: Result<usize> = async {
-        let mut capture =
-            crate::capture::connect(&assignment.capture_address, options.auth_token.as_ref())
-                .await?;
-        let mut sequences = Vec::new();
-        for database in databases {
-            let response = capture
-                .read_schema(dbsync_proto::v1::ReadSchemaRequest {
-                    source: assignment.source.clone(),
-                    selection: Some(dbsync_proto::v1::ObjectSelection {
-                        databases: vec![database.clone()],
-                        ..Default::default()
-                    }),
-                })
-                .await
-                .map_err(|s| {
-                    ApplyError::capture_status(
-                        &assignment.capture_address,
-                        &database,
-                        "reading sequences",
-                        s,
-                    )
-                })?;
-            sequences.extend(response.into_inner().sequences);
-        }
-        crate::schema::create_sequences(control, &sequences, capitalization).await?;
-        Ok(sequences.len())
+async fn sync_sequences(assignment: &Assignment, control: &tokio_postgres::Client) {
+    if assignment.sequences.is_empty() {
+        return;
     }
-    .await;
-    match result {
-        Ok(n) => tracing::info!(task_id = %assignment.task_id, sequences = n, "sequences created"),
+    match crate::schema::create_sequences(control, &assignment.sequences, "source").await {
+        Ok(()) => {
+            tracing::info!(task_id = %assignment.task_id, sequences = assignment.sequences.len(), "sequences created")
+        }
         Err(e) => {
             tracing::warn!(task_id = %assignment.task_id, error = %e, "sequences were not synced")
         }

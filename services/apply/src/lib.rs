@@ -9,6 +9,7 @@
 
 pub mod assignment;
 pub mod capture;
+pub mod cli;
 pub mod error;
 pub mod full;
 pub mod pg;

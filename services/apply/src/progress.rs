@@ -54,6 +54,12 @@ impl ProgressBoard {
         self.task_error.lock().expect("progress lock").clone()
     }
 
+    /// The assignment works again: no failure to report any more.
+    pub fn clear_task_error(&self) {
+        *self.task_error.lock().expect("progress lock") = None;
+        self.changed.notify_waiters();
+    }
+
     /// Waits for the next update.
     pub async fn changed(&self) {
         self.changed.notified().await

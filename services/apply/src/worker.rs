@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
-use crate::assignment::{run_assignment, RunOptions};
+use crate::assignment::{run_assignment, AssignmentOutcome, RunOptions};
 use crate::capture::{connect_channel, AuthInterceptor};
 use crate::error::ApplyError;
 use crate::progress::ProgressBoard;
@@ -218,12 +218,18 @@ async fn supervise(
         auth_token: config.auth_token.clone(),
     };
     let mut backoff = Duration::from_secs(1);
+    let mut failing = false;
     loop {
-        let result =
-            run_assignment(assignment.clone(), &options, board.clone(), cancel.clone()).await;
+        let attempt = run_assignment(assignment.clone(), &options, board.clone(), cancel.clone());
+        let result = if failing {
+            recover_or_fail(attempt, &board).await
+        } else {
+            attempt.await
+        };
         match result {
             Ok(outcome) => {
                 tracing::info!(task_id = %assignment.task_id, ?outcome, "assignment finished");
+                board.clear_task_error();
                 break;
             }
             Err(ApplyError::Cancelled) => break,
@@ -231,6 +237,7 @@ async fn supervise(
                 let class = e.class();
                 tracing::error!(task_id = %assignment.task_id, error = %e, ?class, "assignment failed");
                 crate::progress::ProgressSink::task_error(&*board, e.to_string(), class);
+                failing = true;
                 if !class.is_retryable() || sleep_or_cancel(backoff, &cancel).await {
                     break;
                 }
@@ -241,6 +248,52 @@ async fn supervise(
     // The final state (done, or the error) is always reported.
     reporting.abort();
     reporter.clone().send().await;
+}
+
+/// Awaits a retry of a failed assignment. The error stays reported (so the coordinator keeps
+/// counting the failure episode against its retry window) until the retry shows that the
+/// whole data path works again: a table of this attempt reaches catch-up, streaming or done,
+/// or loads more rows than before. Then the error is cleared and the episode ends.
+async fn recover_or_fail(
+    attempt: impl std::future::Future<Output = Result<AssignmentOutcome, ApplyError>>,
+    board: &ProgressBoard,
+) -> Result<AssignmentOutcome, ApplyError> {
+    use dbsync_proto::v1::TablePhase;
+    let rows_before: HashMap<String, u64> = board
+        .snapshot()
+        .into_iter()
+        .map(|p| (table_key(&p), p.rows_done))
+        .collect();
+    let recovered = || {
+        board.snapshot().iter().any(|p| {
+            let phase = TablePhase::try_from(p.phase).unwrap_or(TablePhase::Unspecified);
+            p.error.is_empty()
+                && (matches!(
+                    phase,
+                    TablePhase::CatchingUp | TablePhase::Streaming | TablePhase::Done
+                ) || p.rows_done > rows_before.get(&table_key(p)).copied().unwrap_or(0))
+        })
+    };
+    tokio::pin!(attempt);
+    loop {
+        tokio::select! {
+            result = &mut attempt => return result,
+            _ = board.changed() => {
+                if recovered() {
+                    tracing::info!("assignment recovered; clearing its error");
+                    board.clear_task_error();
+                    return attempt.await;
+                }
+            }
+        }
+    }
+}
+
+fn table_key(p: &dbsync_proto::v1::TableProgress) -> String {
+    p.source
+        .as_ref()
+        .map(crate::plan::source_name)
+        .unwrap_or_default()
 }
 
 /// Sends an assignment's progress to the coordinator.

@@ -1,9 +1,9 @@
-//! `dbsync-capture`: parses flags and environment, then serves until Ctrl-C or SIGTERM.
+//! `dbsync-capture`: parses flags, environment and `--config`, then serves until Ctrl-C or
+//! SIGTERM.
 
-use clap::Parser;
 use dbsync_capture::CaptureConfig;
 
-#[derive(Parser)]
+#[derive(clap::Parser)]
 #[command(name = "dbsync-capture", about = "dbsync capture service: SQL Server catalog, snapshots and CDC over gRPC")]
 struct Cli {
     #[command(flatten)]
@@ -13,7 +13,7 @@ struct Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     dbsync_telemetry::init_tracing("dbsync-capture");
-    let config = Cli::parse().config;
+    let config = dbsync_config::parse::<Cli>().config;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;

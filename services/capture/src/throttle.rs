@@ -117,19 +117,22 @@ pub enum Phase {
 /// All task throttles of the process.
 #[derive(Default)]
 pub struct Throttles {
-    tasks: Mutex<HashMap<(String, Phase), TaskThrottle>>,
+    /// The throttle of each task and phase, and whether the coordinator has set it.
+    tasks: Mutex<HashMap<(String, Phase), (TaskThrottle, bool)>>,
 }
 
 impl Throttles {
-    /// The task's throttle, created with `settings` or updated to them when they are set
-    /// (a request with no limits keeps the coordinator's current ones).
+    /// The task's throttle, created with `settings` or updated to them when they are set —
+    /// unless the coordinator has set this task's limits: its heartbeats are the authority,
+    /// since an applier's request may carry limits from before a ModifyTask (a request with
+    /// no limits keeps the current ones too).
     pub fn for_task(&self, task_id: &str, phase: Phase, settings: Option<Throttle>) -> TaskThrottle {
         let mut tasks = self.tasks.lock();
-        let t = tasks
+        let (t, from_coordinator) = tasks
             .entry((task_id.to_string(), phase))
-            .or_insert_with(|| TaskThrottle::new(settings.unwrap_or_default()))
+            .or_insert_with(|| (TaskThrottle::new(settings.unwrap_or_default()), false))
             .clone();
-        if let Some(s) = settings.filter(|s| *s != Throttle::default()) {
+        if let Some(s) = settings.filter(|s| *s != Throttle::default() && !from_coordinator) {
             t.set(s);
         }
         t
@@ -137,7 +140,12 @@ impl Throttles {
 
     /// New settings from the coordinator.
     pub fn update(&self, task_id: &str, phase: Phase, settings: Throttle) {
-        self.for_task(task_id, phase, None).set(settings);
+        let mut tasks = self.tasks.lock();
+        let entry = tasks
+            .entry((task_id.to_string(), phase))
+            .or_insert_with(|| (TaskThrottle::new(settings), true));
+        entry.1 = true;
+        entry.0.set(settings);
     }
 }
 
@@ -171,5 +179,18 @@ mod tests {
         assert_eq!(t.settings().queries_per_second, 5.0);
         let same = throttles.for_task("t1", Phase::Full, None);
         assert_eq!(same.settings().queries_per_second, 5.0);
+    }
+
+    #[tokio::test]
+    async fn the_coordinator_s_limits_beat_older_limits_in_requests() {
+        let throttles = Throttles::default();
+        let old = Throttle { rows_per_second: 10.0, ..Default::default() };
+        // Before any heartbeat, a request's limits apply.
+        assert_eq!(throttles.for_task("t1", Phase::Incremental, Some(old)).settings(), old);
+        // A ModifyTask raised the limit; the applier's next request still carries the old one.
+        let new = Throttle { rows_per_second: 5000.0, ..Default::default() };
+        throttles.update("t1", Phase::Incremental, new);
+        let t = throttles.for_task("t1", Phase::Incremental, Some(old));
+        assert_eq!(t.settings(), new);
     }
 }

@@ -7,9 +7,10 @@
 //! of truth; in memory there is only what may be lost on restart (rate samples for ETAs,
 //! lag-alert hysteresis, task-level failure episodes).
 //!
-//! Assignments: a group is owned by at most one applier. Its `generation` bumps whenever
-//! anything in its assignment changes (owner, tables, pause, throttles), so an applier can use
-//! it as a fencing token for its checkpoints and knows when to reload.
+//! Assignments: a group is owned by at most one applier. Its `generation` bumps whenever its
+//! data path must restart (owner, tables, pause, state), so an applier can use it as a fencing
+//! token for its checkpoints and knows when to reload. Throttles and alert settings change
+//! without a bump: heartbeat responses carry them to running captures and appliers.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -26,7 +27,7 @@ use tonic::transport::Channel;
 
 use crate::alert::{post_webhook, AlertPayload};
 use crate::error::{CoordinatorError, Result};
-use crate::plan::{build_plans, group_tables, source_key, PlannedTable};
+use crate::plan::{build_plans, group_tables, plan_sequences, source_key, PlannedTable};
 use crate::spec::{StartPoint, TaskSpec};
 use crate::store::{EventRow, GroupRow, TableRow, TaskRow, TaskStore, WorkerRow};
 use crate::{metrics as m, target};
@@ -146,17 +147,35 @@ impl Coordinator {
         settings: EngineSettings,
         clock: Arc<dyn Clock>,
     ) -> Arc<Coordinator> {
+        let coordinator = Coordinator::new_standby(store, settings, clock);
+        coordinator.after_restart();
+        coordinator
+    }
+
+    /// A coordinator that does not drive anything until [`Coordinator::take_over`] (a standby
+    /// on a shared store: it must not touch the leader's leases).
+    pub fn new_standby(
+        store: Arc<dyn TaskStore>,
+        settings: EngineSettings,
+        clock: Arc<dyn Clock>,
+    ) -> Arc<Coordinator> {
         let (changed, _) = tokio::sync::watch::channel(0);
-        let coordinator = Arc::new(Coordinator {
+        Arc::new(Coordinator {
             store,
             settings,
             clock,
             lifecycle: tokio::sync::Mutex::new(()),
             changed,
             runtime: Mutex::new(RuntimeState::default()),
-        });
-        coordinator.after_restart();
-        coordinator
+        })
+    }
+
+    /// Becomes the driving coordinator of its store (a standby whose leader went away): state
+    /// comes from the store, in-memory samples start afresh, workers get fresh leases.
+    pub fn take_over(&self) {
+        *self.runtime.lock().unwrap_or_else(|p| p.into_inner()) = RuntimeState::default();
+        self.after_restart();
+        self.notify();
     }
 
     /// Workers could not heartbeat while the coordinator was down: give every known worker a
@@ -362,7 +381,18 @@ impl Coordinator {
         capture: &mut Capture,
         only: Option<&[String]>,
     ) -> Result<Vec<PlannedTable>> {
+        Ok(self.read_and_plan_all(spec, capture, only).await?.0)
+    }
+
+    /// [`Self::read_and_plan`], also giving the selected sequences named for the target.
+    async fn read_and_plan_all(
+        &self,
+        spec: &TaskSpec,
+        capture: &mut Capture,
+        only: Option<&[String]>,
+    ) -> Result<(Vec<PlannedTable>, Vec<pb::SequenceSchema>)> {
         let mut tables = Vec::new();
+        let mut sequences = Vec::new();
         for database in &spec.objects.databases {
             let include = match only {
                 Some(keys) => keys
@@ -391,8 +421,10 @@ impl Coordinator {
                 .client
                 .read_schema(request)
                 .await
-                .map_err(|s| capture.error("read the schema", s))?;
-            tables.extend(response.into_inner().tables);
+                .map_err(|s| capture.error("read the schema", s))?
+                .into_inner();
+            tables.extend(response.tables);
+            sequences.extend(response.sequences);
         }
         if let Some(keys) = only {
             tables.retain(|t| {
@@ -401,10 +433,12 @@ impl Coordinator {
                     .is_some_and(|r| keys.iter().any(|k| k.eq_ignore_ascii_case(&source_key(r))))
             });
         }
-        build_plans(spec, tables).map_err(|message| CoordinatorError::Plan {
+        let planned = build_plans(spec, tables).map_err(|message| CoordinatorError::Plan {
             task: spec.name.clone(),
             message,
-        })
+        })?;
+        let sequences = plan_sequences(spec, sequences, &planned);
+        Ok((planned, sequences))
     }
 
     pub async fn precheck(
@@ -636,7 +670,7 @@ impl Coordinator {
             });
         }
         let mut capture = self.capture(&spec).await?;
-        let planned = self.read_and_plan(&spec, &mut capture, None).await?;
+        let (planned, sequences) = self.read_and_plan_all(&spec, &mut capture, None).await?;
         if planned.is_empty() {
             return Err(CoordinatorError::Plan {
                 task: row.name.clone(),
@@ -646,7 +680,7 @@ impl Coordinator {
         let start_lsns = self
             .prepare_incremental(&spec, &mut capture, &planned)
             .await?;
-        self.store_groups(&row, &planned, &start_lsns, 1)?;
+        self.store_groups(&row, &planned, &sequences, &start_lsns, 1)?;
         row.started_us = self.now();
         self.set_state(&mut row, TaskState::Running, Some(String::new()))?;
         self.rebalance()?;
@@ -750,20 +784,41 @@ impl Coordinator {
         }
     }
 
-    /// Writes planned tables as new groups numbered from `first_group`.
+    /// Writes planned tables as new groups numbered from `first_group`. Each database's
+    /// sequences go to its first group (one applier creates them, once).
     fn store_groups(
         &self,
         row: &TaskRow,
         planned: &[PlannedTable],
+        sequences: &[pb::SequenceSchema],
         start_lsns: &BTreeMap<String, Vec<u8>>,
         first_group: usize,
     ) -> Result<()> {
         let now = self.now();
         let mut rows = Vec::with_capacity(planned.len());
+        let mut databases_with_sequences = std::collections::HashSet::new();
         for (n, members) in group_tables(planned).into_iter().enumerate() {
             let group_id = format!("g{}", first_group + n);
             let database = planned[members[0]].database.clone();
+            let own: Vec<pb::SequenceSchema> = if databases_with_sequences.insert(database.to_lowercase()) {
+                sequences
+                    .iter()
+                    .filter(|q| q.database.eq_ignore_ascii_case(&database))
+                    .cloned()
+                    .collect()
+            } else {
+                Vec::new()
+            };
             self.store.upsert_group(&GroupRow {
+                sequences: if own.is_empty() {
+                    Vec::new()
+                } else {
+                    pb::ReadSchemaResponse {
+                        sequences: own,
+                        ..Default::default()
+                    }
+                    .encode_to_vec()
+                },
                 task_id: row.id.clone(),
                 group_id: group_id.clone(),
                 start_lsn: start_lsns.get(&database).cloned().unwrap_or_default(),
@@ -995,15 +1050,18 @@ impl Coordinator {
                     .max()
                     .unwrap_or(0)
                     + 1;
-                self.store_groups(&row, &new_tables, &start_lsns, next_group)?;
+                // The task's sequences came with its first groups.
+                self.store_groups(&row, &new_tables, &[], &start_lsns, next_group)?;
             }
             let tables = self.store.tables(&row.id)?;
+            let mut removed = 0;
             for key in &remove {
                 if let Some(t) = tables
                     .iter()
                     .find(|t| t.source_key.eq_ignore_ascii_case(key))
                 {
                     self.store.delete_table(&row.id, &t.source_key)?;
+                    removed += 1;
                 }
             }
             let remaining = self.store.tables(&row.id)?;
@@ -1012,7 +1070,13 @@ impl Coordinator {
                     self.store.delete_group(&row.id, &g.group_id)?;
                 }
             }
-            self.bump_generations(&row.id)?;
+            // Only a change of the table set restarts the appliers' data paths. Throttles and
+            // alert settings travel in heartbeat responses (captures enforce throttles live,
+            // appliers see them in the unchanged-generation assignment), so a running stream
+            // keeps going.
+            if !new_tables.is_empty() || removed > 0 {
+                self.bump_generations(&row.id)?;
+            }
         }
         row.updated_us = self.now();
         self.store.update_task(&row)?;
@@ -1310,6 +1374,9 @@ impl Coordinator {
             group_id: group.group_id.clone(),
             defer_foreign_keys: task.defer_foreign_keys,
             poll_interval_ms: spec.incremental.poll_interval_ms,
+            sequences: pb::ReadSchemaResponse::decode(group.sequences.as_slice())
+                .map(|r| r.sequences)
+                .unwrap_or_default(),
         })
     }
 

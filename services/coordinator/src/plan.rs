@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use dbsync_proto::v1::{ColumnPlan, TablePlan, TableRef, TableSchema};
+use dbsync_proto::v1::{ColumnPlan, SequenceSchema, TablePlan, TableRef, TableSchema};
 
 use crate::spec::{DmlOperation, TaskSpec};
 
@@ -52,6 +52,64 @@ impl PlannedTable {
     }
 }
 
+/// The target schema of source schema `database.schema`: its rename in `objects.schemas`,
+/// else the name after the capitalization policy; within PostgreSQL's identifier limit.
+fn target_schema_name(spec: &TaskSpec, database: &str, schema: &str) -> String {
+    let schema_key = format!("{database}.{schema}");
+    shorten_identifier(
+        &spec
+            .objects
+            .schemas
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(&schema_key))
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| spec.objects.capitalization.apply(schema)),
+    )
+}
+
+/// The source sequences the task creates on the target, named for it (schema renames and the
+/// capitalization policy, as for tables). A sequence is selected when its database is, no
+/// exclude pattern matches `db.schema.sequence`, and either an include pattern matches it or
+/// a selected table lives in its schema (so `include: [shop.dbo.*]` brings dbo's sequences).
+pub fn plan_sequences(
+    spec: &TaskSpec,
+    sequences: Vec<SequenceSchema>,
+    tables: &[PlannedTable],
+) -> Vec<SequenceSchema> {
+    let objects = &spec.objects;
+    sequences
+        .into_iter()
+        .filter(|q| {
+            let full = format!("{}.{}.{}", q.database, q.schema, q.name);
+            let same_schema = |t: &PlannedTable| {
+                t.plan.source.as_ref().and_then(|s| s.table.as_ref()).is_some_and(|r| {
+                    r.database.eq_ignore_ascii_case(&q.database)
+                        && r.schema.eq_ignore_ascii_case(&q.schema)
+                })
+            };
+            objects
+                .databases
+                .iter()
+                .any(|d| d.eq_ignore_ascii_case(&q.database))
+                && !objects
+                    .exclude
+                    .iter()
+                    .any(|p| crate::spec::glob_match(p, &full))
+                && (objects.include.is_empty()
+                    || objects
+                        .include
+                        .iter()
+                        .any(|p| crate::spec::glob_match(p, &full))
+                    || tables.iter().any(same_schema))
+        })
+        .map(|mut q| {
+            q.schema = target_schema_name(spec, &q.database, &q.schema);
+            q.name = shorten_identifier(&objects.capitalization.apply(&q.name));
+            q
+        })
+        .collect()
+}
+
 /// Builds plans for the selected tables. Errors name the option or table and the fix.
 pub fn build_plans(spec: &TaskSpec, tables: Vec<TableSchema>) -> Result<Vec<PlannedTable>, String> {
     let cap = spec.objects.capitalization;
@@ -81,14 +139,7 @@ pub fn build_plans(spec: &TaskSpec, tables: Vec<TableSchema>) -> Result<Vec<Plan
         }
         let options =
             option_index.map(|i| spec.objects.tables.values().nth(i).expect("index in range"));
-        let schema_key = format!("{}.{}", t.database, t.schema);
-        let target_schema = spec
-            .objects
-            .schemas
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(&schema_key))
-            .map(|(_, v)| v.clone())
-            .unwrap_or_else(|| cap.apply(&t.schema));
+        let target_schema = target_schema_name(spec, &t.database, &t.schema);
         let target_table = options
             .and_then(|o| o.rename.clone())
             .unwrap_or_else(|| cap.apply(&t.name));
@@ -148,7 +199,7 @@ pub fn build_plans(spec: &TaskSpec, tables: Vec<TableSchema>) -> Result<Vec<Plan
             database: t.database.clone(),
             plan: TablePlan {
                 source: Some(schema),
-                target_schema: shorten_identifier(&target_schema),
+                target_schema,
                 target_table: shorten_identifier(&target_table),
                 columns,
                 where_filter: options
@@ -380,6 +431,42 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.contains("both map to target table dbo.a"), "{err}");
+    }
+
+    #[test]
+    fn sequences_follow_selection_schema_renames_and_capitalization() {
+        let seq = |db: &str, schema: &str, name: &str| SequenceSchema {
+            database: db.into(),
+            schema: schema.into(),
+            name: name.into(),
+            ..Default::default()
+        };
+        let s = spec("{ databases: [Shop], include: ['Shop.Sales.*', 'Shop.dbo.InvoiceNo'], exclude: ['Shop.Sales.Tmp*'], schemas: { Shop.Sales: Sales_PG }, capitalization: upper }");
+        let tables = build_plans(&s, vec![table("Shop", "Sales", "Orders", &["x"], &[])]).unwrap();
+        let planned = plan_sequences(
+            &s,
+            vec![
+                seq("Shop", "Sales", "OrderNo"),
+                seq("Shop", "Sales", "TmpNo"),
+                seq("Shop", "dbo", "InvoiceNo"),
+                seq("Shop", "dbo", "Other"),
+                seq("Archive", "Sales", "OrderNo"),
+            ],
+            &tables,
+        );
+        let names: Vec<String> = planned
+            .iter()
+            .map(|q| format!("{}.{}", q.schema, q.name))
+            .collect();
+        assert_eq!(names, ["Sales_PG.ORDERNO", "DBO.INVOICENO"]);
+        // Without include patterns every sequence of a selected database comes along.
+        let all = plan_sequences(
+            &spec("{ databases: [Shop] }"),
+            vec![seq("Shop", "dbo", "Other")],
+            &[],
+        );
+        assert_eq!(all[0].schema, "dbo");
+        assert_eq!(all[0].name, "other");
     }
 
     #[test]

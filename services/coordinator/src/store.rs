@@ -20,6 +20,22 @@ pub enum StoreError {
         #[source]
         source: rusqlite::Error,
     },
+    /// A PostgreSQL store failed; `detail` has the server's message, never the store URL.
+    #[error("Store error in {operation}: {detail}")]
+    Postgres {
+        operation: &'static str,
+        detail: String,
+    },
+}
+
+/// Opens the store named by `store`: a `postgres://` / `postgresql://` URL gives a
+/// [`PgStore`](crate::pg_store::PgStore), anything else is the path of a SQLite file.
+pub fn open_store(store: &str) -> StoreResult<std::sync::Arc<dyn TaskStore>> {
+    if crate::pg_store::is_postgres_url(store) {
+        Ok(std::sync::Arc::new(crate::pg_store::PgStore::open(store)?))
+    } else {
+        Ok(std::sync::Arc::new(SqliteStore::open(store)?))
+    }
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -84,6 +100,9 @@ pub struct GroupRow {
     /// The applier running the group; empty while unassigned.
     pub worker_id: String,
     pub generation: u64,
+    /// Encoded `ReadSchemaResponse` holding only the sequences this group creates (already
+    /// selected and named for the target); empty: none.
+    pub sequences: Vec<u8>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -180,6 +199,7 @@ CREATE TABLE IF NOT EXISTS task_groups (
     start_lsn BLOB NOT NULL,
     worker_id TEXT NOT NULL DEFAULT '',
     generation INTEGER NOT NULL,
+    sequences BLOB NOT NULL DEFAULT x'',
     PRIMARY KEY (task_id, group_id)
 );
 CREATE TABLE IF NOT EXISTS workers (
@@ -212,6 +232,18 @@ impl SqliteStore {
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(err("set busy timeout"))?;
         conn.execute_batch(SCHEMA).map_err(err("create schema"))?;
+        // Stores written before groups carried sequences.
+        let has_sequences: bool = conn
+            .query_row(
+                "SELECT count(*) > 0 FROM pragma_table_info('task_groups') WHERE name = 'sequences'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(err("read the store schema"))?;
+        if !has_sequences {
+            conn.execute_batch("ALTER TABLE task_groups ADD COLUMN sequences BLOB NOT NULL DEFAULT x''")
+                .map_err(err("add task_groups.sequences"))?;
+        }
         Ok(SqliteStore {
             conn: Mutex::new(conn),
         })
@@ -280,6 +312,7 @@ fn group_from(r: &Row<'_>) -> rusqlite::Result<GroupRow> {
         start_lsn: r.get(3)?,
         worker_id: r.get(4)?,
         generation: r.get::<_, i64>(5)? as u64,
+        sequences: r.get(6)?,
     })
 }
 
@@ -447,9 +480,9 @@ impl TaskStore for SqliteStore {
         self.with(
             |c| {
                 c.execute(
-                    "INSERT OR REPLACE INTO task_groups (task_id, group_id, database, start_lsn, worker_id, generation) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                    params![g.task_id, g.group_id, g.database, g.start_lsn, g.worker_id, g.generation as i64],
+                    "INSERT OR REPLACE INTO task_groups (task_id, group_id, database, start_lsn, worker_id, generation, sequences) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    params![g.task_id, g.group_id, g.database, g.start_lsn, g.worker_id, g.generation as i64, g.sequences],
                 )
                 .map(|_| ())
             },
@@ -461,7 +494,7 @@ impl TaskStore for SqliteStore {
         self.with(
             |c| {
                 let mut stmt = c.prepare_cached(
-                    "SELECT task_id, group_id, database, start_lsn, worker_id, generation FROM task_groups \
+                    "SELECT task_id, group_id, database, start_lsn, worker_id, generation, sequences FROM task_groups \
                      WHERE ?1 IS NULL OR task_id = ?1 ORDER BY task_id, group_id",
                 )?;
                 let rows = stmt.query_map(params![task_id], group_from)?.collect();
@@ -556,7 +589,7 @@ impl TaskStore for SqliteStore {
             |c| {
                 let mut stmt = c.prepare_cached(
                     "SELECT task_id, at_us, kind, message FROM (SELECT * FROM events WHERE task_id = ?1 \
-                     ORDER BY id DESC LIMIT ?2) ORDER BY at_us, kind",
+                     ORDER BY id DESC LIMIT ?2) ORDER BY at_us, kind, id",
                 )?;
                 let rows = stmt
                     .query_map(params![task_id, limit as i64], |r| {
@@ -572,7 +605,10 @@ impl TaskStore for SqliteStore {
 
 #[cfg(test)]
 mod tests {
+    //! One suite, run against both backends: SQLite (a file in a temp dir) and PostgreSQL (a
+    //! fresh database on the shared ephemeral cluster).
     use super::*;
+    use std::sync::Arc;
 
     fn task(id: &str, name: &str) -> TaskRow {
         TaskRow {
@@ -589,26 +625,54 @@ mod tests {
         }
     }
 
-    #[test]
-    fn state_survives_reopening_the_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("c.db");
+    /// A store URL of a fresh PostgreSQL database.
+    fn pg_url() -> String {
+        let pg = dbsync_pgtest::PgCluster::shared();
+        let db = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(pg.fresh_database("coord_store"))
+            .unwrap();
+        format!(
+            "postgres://{}@{}:{}/{db}",
+            pg.superuser(),
+            pg.host(),
+            pg.port()
+        )
+    }
+
+    /// Writes every kind of row, reopens the store, reads them back, deletes the task.
+    fn state_survives_reopening(open: impl Fn() -> Arc<dyn TaskStore>) {
         {
-            let s = SqliteStore::open(&path).unwrap();
+            let s = open();
             s.insert_task(&task("t1", "orders")).unwrap();
-            s.upsert_tables(&[TableRow {
-                task_id: "t1".into(),
-                source_key: "db.dbo.a".into(),
-                group_id: "g1".into(),
-                rows_done: 42,
-                ..Default::default()
-            }])
+            s.upsert_tables(&[
+                TableRow {
+                    task_id: "t1".into(),
+                    source_key: "db.dbo.b".into(),
+                    group_id: "g1".into(),
+                    rows_done: 7,
+                    ..Default::default()
+                },
+                TableRow {
+                    task_id: "t1".into(),
+                    source_key: "db.dbo.a".into(),
+                    group_id: "g1".into(),
+                    rows_done: 42,
+                    plan: vec![1, 2, 3],
+                    applied_lsn: vec![0, 0, 0, 0x2A],
+                    chunks_total: 9,
+                    ..Default::default()
+                },
+            ])
             .unwrap();
             s.upsert_group(&GroupRow {
                 task_id: "t1".into(),
                 group_id: "g1".into(),
                 worker_id: "w1".into(),
                 generation: 3,
+                sequences: vec![9, 9],
                 ..Default::default()
             })
             .unwrap();
@@ -618,34 +682,104 @@ mod tests {
                 ..Default::default()
             })
             .unwrap();
-            s.add_event(&EventRow {
-                task_id: "t1".into(),
-                at_us: 5,
-                kind: "alert".into(),
-                message: "m".into(),
-            })
-            .unwrap();
+            for (at, message) in [(5, "first"), (6, "second"), (7, "third")] {
+                s.add_event(&EventRow {
+                    task_id: "t1".into(),
+                    at_us: at,
+                    kind: "alert".into(),
+                    message: message.into(),
+                })
+                .unwrap();
+            }
         }
-        let s = SqliteStore::open(&path).unwrap();
+        let s = open();
         assert_eq!(s.task("orders").unwrap().unwrap().id, "t1");
         assert_eq!(s.task("t1").unwrap().unwrap().name, "orders");
-        assert_eq!(s.tables("t1").unwrap()[0].rows_done, 42);
-        assert_eq!(s.groups(None).unwrap()[0].generation, 3);
+        let tables = s.tables("t1").unwrap();
+        assert_eq!(
+            tables.iter().map(|t| t.source_key.as_str()).collect::<Vec<_>>(),
+            ["db.dbo.a", "db.dbo.b"]
+        );
+        assert_eq!(tables[0].rows_done, 42);
+        assert_eq!(tables[0].plan, [1, 2, 3]);
+        assert_eq!(tables[0].applied_lsn, [0, 0, 0, 0x2A]);
+        assert_eq!(tables[0].chunks_total, 9);
+        // An upsert replaces the row.
+        let mut a = tables[0].clone();
+        a.rows_done = 43;
+        s.upsert_tables(&[a]).unwrap();
+        assert_eq!(s.tables("t1").unwrap()[0].rows_done, 43);
+        let g = &s.groups(None).unwrap()[0];
+        assert_eq!((g.generation, g.sequences.as_slice()), (3, &[9u8, 9][..]));
         assert_eq!(s.worker("w1").unwrap().unwrap().kind, "apply");
-        assert_eq!(s.events("t1", 10).unwrap().len(), 1);
+        let newest: Vec<String> = s.events("t1", 2).unwrap().into_iter().map(|e| e.message).collect();
+        assert_eq!(newest, ["second", "third"]);
         s.delete_task("t1").unwrap();
         assert!(s.task("t1").unwrap().is_none());
-        assert!(
-            s.tables("t1").unwrap().is_empty(),
-            "tables go with their task"
-        );
+        assert!(s.tables("t1").unwrap().is_empty(), "tables go with their task");
         assert!(s.groups(Some("t1")).unwrap().is_empty());
+        assert!(s.events("t1", 10).unwrap().is_empty());
+        s.delete_worker("w1").unwrap();
+        assert!(s.workers().unwrap().is_empty());
+    }
+
+    fn task_names_are_unique(s: Arc<dyn TaskStore>) {
+        s.insert_task(&task("t1", "orders")).unwrap();
+        assert!(s.insert_task(&task("t2", "orders")).is_err());
+        let mut t = s.task("orders").unwrap().unwrap();
+        t.state = 3;
+        t.defer_foreign_keys = true;
+        s.update_task(&t).unwrap();
+        let back = s.task("t1").unwrap().unwrap();
+        assert_eq!((back.state, back.defer_foreign_keys), (3, true));
+        assert_eq!(s.tasks().unwrap().len(), 1);
     }
 
     #[test]
-    fn task_names_are_unique() {
-        let s = SqliteStore::open(":memory:").unwrap();
+    fn sqlite_state_survives_reopening_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.db");
+        state_survives_reopening(|| Arc::new(SqliteStore::open(&path).unwrap()));
+    }
+
+    #[test]
+    fn sqlite_task_names_are_unique() {
+        task_names_are_unique(Arc::new(SqliteStore::open(":memory:").unwrap()));
+    }
+
+    #[test]
+    fn postgres_state_survives_reconnecting() {
+        let url = pg_url();
+        state_survives_reopening(|| open_store(&url).unwrap());
+    }
+
+    #[test]
+    fn postgres_task_names_are_unique() {
+        task_names_are_unique(open_store(&pg_url()).unwrap());
+    }
+
+    #[test]
+    fn sqlite_files_from_before_group_sequences_are_upgraded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(
+                "CREATE TABLE task_groups (task_id TEXT NOT NULL, group_id TEXT NOT NULL, \
+                 database TEXT NOT NULL, start_lsn BLOB NOT NULL, worker_id TEXT NOT NULL DEFAULT '', \
+                 generation INTEGER NOT NULL, PRIMARY KEY (task_id, group_id))",
+            )
+            .unwrap();
+        }
+        let s = SqliteStore::open(&path).unwrap();
         s.insert_task(&task("t1", "orders")).unwrap();
-        assert!(s.insert_task(&task("t2", "orders")).is_err());
+        s.upsert_group(&GroupRow {
+            task_id: "t1".into(),
+            group_id: "g1".into(),
+            sequences: vec![1],
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(s.groups(None).unwrap()[0].sequences, [1]);
     }
 }

@@ -122,15 +122,31 @@ async fn groups_move_when_a_lease_expires_and_spread_when_an_applier_joins() {
 async fn a_coordinator_restart_keeps_tasks_groups_and_leases() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("c.db");
+    restart_keeps_tasks_groups_and_leases(&store.to_string_lossy(), "workers_restart").await;
+}
+
+#[tokio::test]
+async fn a_coordinator_restart_on_a_postgres_store_keeps_tasks_groups_and_leases() {
+    let pg = pg("workers_restart_pg_store").await;
+    let store = format!(
+        "postgres://{}@{}:{}/workers_restart_pg_store",
+        pg.superuser(),
+        pg.host(),
+        pg.port()
+    );
+    restart_keeps_tasks_groups_and_leases(&store, "workers_restart_pg").await;
+}
+
+async fn restart_keeps_tasks_groups_and_leases(store: &str, target_db: &str) {
     let capture = FakeCapture::new();
     let cap_shutdown = dbsync_telemetry::CancellationToken::new();
     let capture_url = capture.serve(cap_shutdown.clone()).await;
-    let pg = pg("workers_restart").await;
-    let server = Server::start(&store, None, Arc::new(ManualClock::new())).await;
+    let pg = pg(target_db).await;
+    let server = Server::start_on(store, None, Arc::new(ManualClock::new())).await;
     let mut c = server.client().await;
     let mut w = server.workers().await;
     c.create_task(pb::CreateTaskRequest {
-        spec: spec_for("keep", &capture_url, pg, "workers_restart", ""),
+        spec: spec_for("keep", &capture_url, pg, target_db, ""),
     })
     .await
     .unwrap();
@@ -143,7 +159,7 @@ async fn a_coordinator_restart_keeps_tasks_groups_and_leases() {
     // Restart on the same store, later in time than the old lease would have lasted.
     let clock = Arc::new(ManualClock::new());
     clock.advance(Duration::from_secs(u64::from(LEASE_SECONDS) * 3));
-    let server = Server::start(&store, None, clock).await;
+    let server = Server::start_on(store, None, clock).await;
     let mut c = server.client().await;
     let mut w = server.workers().await;
     let info = c.get_task(task_ref("keep")).await.unwrap().into_inner();
@@ -518,5 +534,139 @@ async fn calls_without_the_token_are_rejected_and_health_stays_open() {
         served.status,
         tonic_health::pb::health_check_response::ServingStatus::Serving as i32
     );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn modifying_throttles_and_alerts_keeps_generations_and_reaches_running_workers() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new());
+    let server = Server::start(&dir.path().join("c.db"), None, clock).await;
+    let capture = FakeCapture::new();
+    let cap_shutdown = dbsync_telemetry::CancellationToken::new();
+    let capture_url = capture.serve(cap_shutdown.clone()).await;
+    let pg = pg("workers_live_throttle").await;
+    let mut c = server.client().await;
+    let mut w = server.workers().await;
+    c.create_task(pb::CreateTaskRequest {
+        spec: spec_for(
+            "live",
+            &capture_url,
+            pg,
+            "workers_live_throttle",
+            "throttle: { incremental: { rows_per_second: 100 } }",
+        ),
+    })
+    .await
+    .unwrap();
+    let a1 = register(&mut w, "apply", "a1:1").await;
+    let cap = register(&mut w, "capture", &capture_url).await;
+    let task_id = c.start_task(task_ref("live")).await.unwrap().into_inner().task_id;
+    let before = heartbeat(&mut w, &a1).await.assignments;
+    assert_eq!(before.len(), 3);
+    assert_eq!(
+        before[0].incremental_throttle.unwrap().rows_per_second,
+        100.0
+    );
+
+    c.modify_task(pb::ModifyTaskRequest {
+        task_id: "live".into(),
+        full_throttle: Some(pb::Throttle {
+            queries_per_second: 3.0,
+            ..Default::default()
+        }),
+        incremental_throttle: Some(pb::Throttle {
+            rows_per_second: 2500.0,
+            megabytes_per_second: 4.0,
+            ..Default::default()
+        }),
+        lag_alert_seconds: Some(30),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+
+    // The applier's assignments keep their generations (its data paths keep running) and
+    // carry the new limits; the capture service gets them in its heartbeat and enforces them.
+    let after = heartbeat(&mut w, &a1).await.assignments;
+    let gens = |v: &[pb::Assignment]| {
+        v.iter()
+            .map(|a| (a.group_id.clone(), a.generation))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(gens(&after), gens(&before), "a throttle change restarts nothing");
+    for a in &after {
+        let inc = a.incremental_throttle.unwrap();
+        assert_eq!((inc.rows_per_second, inc.megabytes_per_second), (2500.0, 4.0));
+        assert_eq!(a.full_throttle.unwrap().queries_per_second, 3.0);
+    }
+    let throttles = heartbeat(&mut w, &cap).await.throttles;
+    let t = throttles.iter().find(|t| t.task_id == task_id).unwrap();
+    assert_eq!(t.incremental.unwrap().rows_per_second, 2500.0);
+    assert_eq!(t.full.unwrap().queries_per_second, 3.0);
+
+    // Changing the table set does restart the group data paths.
+    c.modify_task(pb::ModifyTaskRequest {
+        task_id: "live".into(),
+        remove_tables: vec!["shop.dbo.audit".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let removed = heartbeat(&mut w, &a1).await.assignments;
+    assert_eq!(removed.len(), 2);
+    for a in &removed {
+        let old = before.iter().find(|b| b.group_id == a.group_id).unwrap();
+        assert!(a.generation > old.generation, "{} keeps generation {}", a.group_id, a.generation);
+    }
+    cap_shutdown.cancel();
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn assignments_carry_the_selected_sequences_named_for_the_target() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("c.db"), None, Arc::new(ManualClock::new())).await;
+    let capture = FakeCapture::new();
+    let seq = |schema: &str, name: &str, current: i64| pb::SequenceSchema {
+        database: "shop".into(),
+        schema: schema.into(),
+        name: name.into(),
+        type_name: "bigint".into(),
+        increment: 1,
+        current_value: current,
+        ..Default::default()
+    };
+    *capture.sequences.lock().unwrap() = vec![
+        seq("dbo", "InvoiceNo", 41),
+        seq("dbo", "TmpCounter", 7),
+        seq("Audit", "EventNo", 9),
+    ];
+    let cap_shutdown = dbsync_telemetry::CancellationToken::new();
+    let capture_url = capture.serve(cap_shutdown.clone()).await;
+    let pg = pg("workers_sequences").await;
+    let mut c = server.client().await;
+    let mut w = server.workers().await;
+    // Selection by table patterns plus one sequence pattern; dbo renamed; upper case.
+    let spec = spec_for("seqs", &capture_url, pg, "workers_sequences", "")
+        .replace(
+            "objects: { databases: [shop] }",
+            "objects: { databases: [shop], include: ['shop.dbo.*'], exclude: ['shop.dbo.Tmp*'], schemas: { shop.dbo: Sales }, capitalization: upper }",
+        );
+    c.create_task(pb::CreateTaskRequest { spec }).await.unwrap();
+    let a1 = register(&mut w, "apply", "a1:1").await;
+    c.start_task(task_ref("seqs")).await.unwrap();
+    let assignments = heartbeat(&mut w, &a1).await.assignments;
+    assert_eq!(assignments.len(), 3);
+    let carrying: Vec<&pb::Assignment> =
+        assignments.iter().filter(|a| !a.sequences.is_empty()).collect();
+    assert_eq!(carrying.len(), 1, "one group of the database creates its sequences");
+    let names: Vec<(String, String, i64)> = carrying[0]
+        .sequences
+        .iter()
+        .map(|q| (q.schema.clone(), q.name.clone(), q.current_value))
+        .collect();
+    assert_eq!(names, [("Sales".to_string(), "INVOICENO".to_string(), 41)]);
+    cap_shutdown.cancel();
     server.stop().await;
 }

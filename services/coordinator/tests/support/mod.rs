@@ -6,7 +6,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use dbsync_coordinator::{Coordinator, EngineSettings, ManualClock, SqliteStore};
+use dbsync_coordinator::{Coordinator, EngineSettings, ManualClock};
 use dbsync_proto::v1 as pb;
 use dbsync_proto::v1::capture_service_server::{CaptureService, CaptureServiceServer};
 use dbsync_proto::v1::coordinator_service_client::CoordinatorServiceClient;
@@ -31,15 +31,26 @@ impl Server {
         token: Option<&str>,
         clock: Arc<ManualClock>,
     ) -> Server {
+        Server::start_on(&store.to_string_lossy(), token, clock).await
+    }
+
+    /// Serves a coordinator on `store`: a SQLite path or a PostgreSQL URL.
+    pub async fn start_on(store: &str, token: Option<&str>, clock: Arc<ManualClock>) -> Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        let store = SqliteStore::open(store).unwrap();
+        let store = {
+            let store = store.to_string();
+            tokio::task::spawn_blocking(move || dbsync_coordinator::open_store(&store))
+                .await
+                .unwrap()
+                .unwrap()
+        };
         let settings = EngineSettings {
             lease_seconds: LEASE_SECONDS,
             capture_timeout: Duration::from_secs(20),
             capture_token: None,
         };
-        let coordinator = Coordinator::new(Arc::new(store), settings, clock.clone());
+        let coordinator = Coordinator::new(store, settings, clock.clone());
         let shutdown = CancellationToken::new();
         let handle = tokio::spawn(dbsync_coordinator::serve_engine(
             coordinator,
@@ -146,6 +157,8 @@ pub struct FakeCapture {
     pub tables: Arc<Mutex<Vec<pb::TableSchema>>>,
     /// Rows ChecksumChunks reports per table name.
     pub source_rows: Arc<Mutex<std::collections::HashMap<String, u64>>>,
+    /// Sequences ReadSchema reports (of every database asked for).
+    pub sequences: Arc<Mutex<Vec<pb::SequenceSchema>>>,
 }
 
 pub const L0: [u8; 10] = [0, 0, 0, 0x2A, 0, 0, 0x01, 0xF8, 0, 3];
@@ -161,6 +174,7 @@ impl FakeCapture {
                 table("shop", "audit", &[]),
             ])),
             source_rows: Default::default(),
+            sequences: Default::default(),
         }
     }
 
@@ -246,10 +260,15 @@ impl CaptureService for FakeCapture {
             })
             .cloned()
             .collect();
-        Ok(Response::new(pb::ReadSchemaResponse {
-            tables,
-            sequences: vec![],
-        }))
+        let sequences = self
+            .sequences
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|q| selection.databases.iter().any(|d| d.eq_ignore_ascii_case(&q.database)))
+            .cloned()
+            .collect();
+        Ok(Response::new(pb::ReadSchemaResponse { tables, sequences }))
     }
 
     async fn precheck(
