@@ -226,6 +226,18 @@ pub fn rows_by_keys_query(table: &TableSchema, keys_values: &[&[Value]], params:
         )));
     }
     let t = table.table.as_ref().ok_or_else(|| CaptureError::InvalidRequest("Table without name".into()))?;
+    if let ([key], true) = (keys.as_slice(), keys_values.iter().all(|tuple| tuple.len() == 1)) {
+        // One key column: a flat IN list (a chain of ORs nests as deep as it has keys).
+        let list = keys_values.iter().map(|tuple| params.typed(&tuple[0], key)).collect::<Result<Vec<_>>>()?;
+        return Ok(format!(
+            "SELECT {} FROM {} WHERE {} IN ({}){}",
+            select_list(&table.columns),
+            table_name(t),
+            quote_ident(&key.name),
+            list.join(", "),
+            order_by(&keys)
+        ));
+    }
     let mut branches = Vec::with_capacity(keys_values.len());
     for tuple in keys_values {
         if tuple.len() != keys.len() {
@@ -345,5 +357,8 @@ mod tests {
             "WHERE ([a] = CAST(@P1 AS int) AND [b] = CAST(@P2 AS varchar(20))) OR ([a] = CAST(@P3 AS int) AND [b] = CAST(@P4 AS varchar(20))) ORDER BY [a], [b]"
         ), "{q}");
         assert!(rows_by_keys_query(&table(&[]), &[&k1], &mut Params::default()).is_err());
+        let single = table(&["a"]);
+        let q = rows_by_keys_query(&single, &[&[int(1)], &[int(2)]], &mut Params::default()).unwrap();
+        assert!(q.ends_with("WHERE [a] IN (CAST(@P1 AS int), CAST(@P2 AS int)) ORDER BY [a]"), "{q}");
     }
 }

@@ -9,9 +9,10 @@ use std::time::{Duration, Instant};
 use dbsync_apply::{run_assignment, ProgressBoard, RunOptions};
 use dbsync_pgtest::PgCluster;
 use dbsync_proto::v1::capture_service_client::CaptureServiceClient;
+use dbsync_proto::v1::value::Kind;
 use dbsync_proto::v1::{
-    Assignment, EnableCdcRequest, GetMaxLsnRequest, ObjectSelection, ReadSchemaRequest, SourceConnection, TablePhase, TablePlan,
-    TargetConnection,
+    Assignment, EnableCdcRequest, GetMaxLsnRequest, KeyBound, ObjectSelection, ReadRowsRequest, ReadSchemaRequest, SourceConnection,
+    TablePhase, TablePlan, TargetConnection, Throttle, Value,
 };
 use dbsync_sqlserver_sim::engine::cdc::{Cdc, CdcConfig};
 use dbsync_sqlserver_sim::engine::{Engine, EngineConfig};
@@ -431,21 +432,61 @@ async fn incremental_mode_rechecks_rows_in_flight_before_reporting_them() {
     assert!(t.notes.iter().any(|n| n.contains("re-check")), "{:?}", t.notes);
 }
 
+/// Every source read of a verification takes the task's full-sync throttle: the sums computed
+/// by capture, the chunks read to narrow, and the rows read by key for repair. A token bucket
+/// lets one second's worth through at once, so reading `n` rows at `rate` rows/s takes at least
+/// `(n - rate) / rate` seconds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn source_reads_follow_the_rows_per_second_throttle() {
-    let env = env(200).await;
+    const RATE: f64 = 100.0;
+    let at_least = |rows: u64| Duration::from_secs_f64((rows as f64 - RATE).max(0.0) / RATE);
+    let env = env(300).await;
     let mut request = env.request();
     request.tables.retain(|p| p.source.as_ref().and_then(|s| s.table.as_ref()).is_some_and(|t| t.name == "orders"));
-    let started = Instant::now();
-    assert!(env.run(request.clone()).await.equal);
-    let free = started.elapsed();
-    request.throttle.rows_per_second = 100.0;
+
+    // Rows by key (ReadRows), straight from capture, on the task's budget.
+    let orders = request.tables[0].source.clone().unwrap();
+    let ids: Vec<i64> = env.pg.query("SELECT order_id FROM sales.orders", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
+    assert!(ids.len() >= 250, "{}", ids.len());
+    let keys: Vec<KeyBound> = ids.iter().map(|id| KeyBound { values: vec![Value { kind: Some(Kind::Int(*id)) }] }).collect();
+    let mut capture = CaptureServiceClient::connect(env.capture_address.clone()).await.unwrap();
+    let read_rows = |task: &str, rows_per_second: f64| ReadRowsRequest {
+        source: Some(env.source.clone()),
+        table: Some(orders.clone()),
+        keys: keys.clone(),
+        task_id: task.into(),
+        throttle: Some(Throttle { rows_per_second, ..Default::default() }),
+    };
+    for (task, rate) in [("read-rows-free", 0.0), ("read-rows-throttled", RATE)] {
+        let started = Instant::now();
+        let mut stream = capture.read_rows(read_rows(task, rate)).await.unwrap().into_inner();
+        let mut rows = 0;
+        while let Some(batch) = stream.message().await.unwrap() {
+            rows += batch.rows.len();
+        }
+        let elapsed = started.elapsed();
+        assert_eq!(rows, ids.len());
+        if rate > 0.0 {
+            assert!(elapsed >= at_least(rows as u64), "{rows} rows by key at {rate} rows/s in {elapsed:?}");
+        } else {
+            assert!(elapsed < at_least(rows as u64), "unthrottled: {elapsed:?}");
+        }
+    }
+
+    // A whole verification with narrowing and repair: two rows missing on the target.
+    env.pg("SET session_replication_role = replica; DELETE FROM sales.orders WHERE order_id IN (SELECT min(order_id) FROM sales.orders UNION SELECT max(order_id) FROM sales.orders)").await;
+    request.repair = true;
+    request.throttle.rows_per_second = RATE;
     request.task_id = "verify-throttled".into();
     let started = Instant::now();
-    assert!(env.run(request).await.equal);
-    let throttled = started.elapsed();
-    // 200 rows at 100 rows/s with a burst of one second's worth: at least ~1 s.
-    assert!(throttled >= Duration::from_millis(800) && throttled > free, "throttled {throttled:?}, free {free:?}");
+    let report = env.run(request).await;
+    let elapsed = started.elapsed();
+    let t = table(&report, "sales.orders");
+    assert_eq!((t.differences_total, t.repaired), (2, 2), "{}", report.to_text());
+    // At least: every source row summed, the two narrowed ranges' rows, the two repaired rows.
+    let read = t.source_rows + 2 * 2;
+    assert!(elapsed >= at_least(read), "{read}+ rows at {RATE} rows/s in {elapsed:?}");
+    assert!(env.run(env.request()).await.equal, "repaired");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
