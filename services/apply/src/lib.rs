@@ -11,6 +11,7 @@ pub mod assignment;
 pub mod capture;
 pub mod cli;
 pub mod error;
+pub mod etl;
 pub mod full;
 pub mod pg;
 pub mod plan;

@@ -1,9 +1,12 @@
 //! One assigned table as apply sees it: source columns mapped to target columns, the key,
 //! and the options that change how rows are written.
 
+use std::sync::Arc;
+
 use dbsync_proto::v1::{TablePlan, TableRef, TableSchema};
 
 use crate::error::{ApplyError, Result};
+use crate::etl::TableEtl;
 use crate::pg::types::{capitalize, quote_ident, shorten_identifier};
 
 /// A source column and where it goes.
@@ -34,6 +37,8 @@ pub struct TableTarget {
     pub sync_updates: bool,
     pub sync_deletes: bool,
     pub capitalization: String,
+    /// ETL column expressions, compiled; `None` when the table has none.
+    pub etl: Option<Arc<TableEtl>>,
 }
 
 pub fn source_name(t: &TableRef) -> String {
@@ -65,15 +70,11 @@ impl TableTarget {
         };
         let (schema, table) = (shorten_identifier(&schema), shorten_identifier(&table));
         let mut columns = Vec::with_capacity(source.columns.len());
+        let mut expressions = Vec::new();
         for c in &source.columns {
             let planned = plan.columns.iter().find(|p| p.source_name == c.name);
-            if let Some(p) = planned {
-                if !p.expression.is_empty() {
-                    return Err(ApplyError::InvalidPlan {
-                        object: format!("{source_name}.{}", c.name),
-                        detail: "column expressions are not supported by this applier yet; remove the expression or skip the column".into(),
-                    });
-                }
+            if let Some(p) = planned.filter(|p| !p.expression.trim().is_empty() && !p.skip) {
+                expressions.push((columns.len(), p.expression.as_str()));
             }
             let name = match planned {
                 Some(p) if !p.target_name.is_empty() => p.target_name.clone(),
@@ -103,7 +104,8 @@ impl TableTarget {
             }
             key.push(idx);
         }
-        Ok(TableTarget {
+        let etl = TableEtl::compile(&source_name, &source, &expressions)?;
+        let target = TableTarget {
             qualified: format!("{}.{}", quote_ident(&schema), quote_ident(&table)),
             source,
             source_name,
@@ -116,7 +118,10 @@ impl TableTarget {
             sync_updates: plan.sync_updates,
             sync_deletes: plan.sync_deletes,
             capitalization: policy.to_string(),
-        })
+            etl,
+        };
+        crate::etl::check_filter(&target)?;
+        Ok(target)
     }
 
     /// True when only rows matching `where_filter` are synced.

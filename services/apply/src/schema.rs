@@ -130,14 +130,14 @@ async fn create_tables_and_sequences(
             .transaction()
             .await
             .map_err(|e| ApplyError::target(&t.qualified, "opening a transaction", e))?;
-        for sql in [
-            Some(&ddl.create_schema),
-            Some(&ddl.create_table),
-            ddl.key_index.as_ref(),
-        ]
-        .into_iter()
-        .flatten()
-        {
+        // Collated columns need their collations first (idempotent, once per database).
+        let statements: Vec<&String> = ddl
+            .collations
+            .iter()
+            .chain([&ddl.create_schema, &ddl.create_table])
+            .chain(ddl.key_index.as_ref())
+            .collect();
+        for sql in statements {
             tx.batch_execute(sql)
                 .await
                 .map_err(|e| ApplyError::target(&t.qualified, "creating the table", e))?;

@@ -199,6 +199,12 @@ pub enum SslMode {
     #[default]
     Prefer,
     Require,
+    /// TLS; the certificate must be signed by the CA in `PGSSLROOTCERT` (on apply and coordinator).
+    #[serde(rename = "verify-ca")]
+    VerifyCa,
+    /// `verify-ca`, and the certificate must name the host.
+    #[serde(rename = "verify-full")]
+    VerifyFull,
 }
 
 impl SslMode {
@@ -207,6 +213,8 @@ impl SslMode {
             SslMode::Disable => "disable",
             SslMode::Prefer => "prefer",
             SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::VerifyFull => "verify-full",
         }
     }
 }

@@ -2,12 +2,12 @@
 //! needs, conflicting tables, and whether `session_replication_role` may be set (without it,
 //! foreign keys are added at cut-over instead of `NOT VALID` up front).
 //!
-//! The coordinator connects without TLS support: with `sslmode: require` the connectivity
-//! item says so, the other items are skipped, and apply (which speaks TLS) does the real work.
+//! TLS follows the target's `sslmode` like apply ([`dbsync_telemetry::pg_tls`]).
 
 use std::time::Duration;
 
 use dbsync_core::secret::redact;
+use dbsync_telemetry::pg_tls::{error_chain, sslmode_hint, PgTls};
 use dbsync_proto::v1::{PrecheckItem, PrecheckStatus, TargetConnection};
 
 use crate::plan::PlannedTable;
@@ -42,16 +42,19 @@ pub async fn connect(target: &TargetConnection) -> Result<tokio_postgres::Client
         .dbname(&target.database)
         .application_name("dbsync-coordinator")
         .connect_timeout(Duration::from_secs(10));
-    config.ssl_mode(match target.sslmode.as_str() {
-        "require" => tokio_postgres::config::SslMode::Require,
-        "disable" => tokio_postgres::config::SslMode::Disable,
-        _ => tokio_postgres::config::SslMode::Prefer,
-    });
-    let connecting = config.connect(tokio_postgres::NoTls);
+    let (ssl_mode, tls) = PgTls::from_env(&target.sslmode).map_err(|e| e.to_string())?;
+    config.ssl_mode(ssl_mode);
+    let connecting = config.connect(tls);
     let (client, connection) = tokio::time::timeout(Duration::from_secs(15), connecting)
         .await
         .map_err(|_| "connection timed out after 15 s".to_string())?
-        .map_err(|e| redact(&error_text(&e), &[&target.password]))?;
+        .map_err(|e| {
+            let text = redact(&error_text(&e), &[&target.password]);
+            match sslmode_hint(&target.sslmode, &text) {
+                Some(hint) => format!("{text}; {hint}"),
+                None => text,
+            }
+        })?;
     tokio::spawn(async move {
         let _ = connection.await;
     });
@@ -62,7 +65,7 @@ pub async fn connect(target: &TargetConnection) -> Result<tokio_postgres::Client
 fn error_text(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => format!("{}: {}", db.code().code(), db.message()),
-        None => e.to_string(),
+        None => error_chain(e),
     }
 }
 

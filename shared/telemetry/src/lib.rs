@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 
+pub mod pg_tls;
 pub mod tls;
 pub use tls::{
     client_tls, client_tls_from_env, connect, connect_lazy, connect_with, incoming_tls,

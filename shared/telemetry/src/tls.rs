@@ -65,7 +65,7 @@ impl dbsync_core::error::Classify for TlsError {
     }
 }
 
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
@@ -102,7 +102,11 @@ fn private_key(pem: &[u8], origin: &str) -> Result<PrivateKeyDer<'static>, TlsEr
     })
 }
 
-fn roots(pem: &[u8], what: &'static str, origin: &str) -> Result<rustls::RootCertStore, TlsError> {
+pub(crate) fn roots(
+    pem: &[u8],
+    what: &'static str,
+    origin: &str,
+) -> Result<rustls::RootCertStore, TlsError> {
     let mut store = rustls::RootCertStore::empty();
     for cert in certificates(pem, what, origin)? {
         store.add(cert).map_err(|e| TlsError::Pem {
@@ -115,7 +119,11 @@ fn roots(pem: &[u8], what: &'static str, origin: &str) -> Result<rustls::RootCer
     Ok(store)
 }
 
-fn read(variable: &'static str, what: &'static str) -> Result<Option<(Vec<u8>, String)>, TlsError> {
+/// The PEM file named by `variable`, with its origin for messages; `None` when unset.
+pub(crate) fn read_pem_file(
+    variable: &'static str,
+    what: &'static str,
+) -> Result<Option<(Vec<u8>, String)>, TlsError> {
     let Some(path) = std::env::var_os(variable).filter(|p| !p.is_empty()) else {
         return Ok(None);
     };
@@ -205,8 +213,8 @@ impl ServerTls {
 /// The server TLS settings from `DBSYNC_TLS_CERT`, `DBSYNC_TLS_KEY` and optionally
 /// `DBSYNC_TLS_CLIENT_CA`; `None` (plaintext) when `DBSYNC_TLS_CERT` is unset.
 pub fn server_tls_from_env() -> Result<Option<ServerTls>, TlsError> {
-    let cert = read("DBSYNC_TLS_CERT", "certificate")?;
-    let key = read("DBSYNC_TLS_KEY", "key")?;
+    let cert = read_pem_file("DBSYNC_TLS_CERT", "certificate")?;
+    let key = read_pem_file("DBSYNC_TLS_KEY", "key")?;
     let (cert, key) = match (cert, key) {
         (None, None) => return Ok(None),
         (Some(_), None) => {
@@ -223,7 +231,7 @@ pub fn server_tls_from_env() -> Result<Option<ServerTls>, TlsError> {
         }
         (Some(c), Some(k)) => (c, k),
     };
-    let ca = read("DBSYNC_TLS_CLIENT_CA", "client CA")?;
+    let ca = read_pem_file("DBSYNC_TLS_CLIENT_CA", "client CA")?;
     ServerTls::from_pem(&cert.0, &key.0, ca.as_ref().map(|c| c.0.as_slice())).map(Some)
 }
 
@@ -278,11 +286,11 @@ impl ClientTls {
 /// Client TLS settings from `DBSYNC_TLS_CA`, optionally `DBSYNC_TLS_CLIENT_CERT` and
 /// `DBSYNC_TLS_CLIENT_KEY`, and `DBSYNC_TLS_SERVER_NAME`; `None` when `DBSYNC_TLS_CA` is unset.
 pub fn client_tls_from_env() -> Result<Option<ClientTls>, TlsError> {
-    let Some((ca, _)) = read("DBSYNC_TLS_CA", "CA")? else {
+    let Some((ca, _)) = read_pem_file("DBSYNC_TLS_CA", "CA")? else {
         return Ok(None);
     };
-    let cert = read("DBSYNC_TLS_CLIENT_CERT", "client certificate")?;
-    let key = read("DBSYNC_TLS_CLIENT_KEY", "client key")?;
+    let cert = read_pem_file("DBSYNC_TLS_CLIENT_CERT", "client certificate")?;
+    let key = read_pem_file("DBSYNC_TLS_CLIENT_KEY", "client key")?;
     let identity = match (&cert, &key) {
         (None, None) => None,
         (Some(c), Some(k)) => Some((c.0.as_slice(), k.0.as_slice())),

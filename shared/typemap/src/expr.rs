@@ -34,7 +34,9 @@
 //!
 //! Known semantic differences that remain: PostgreSQL drops `char(n)` padding when
 //! concatenating (SQL Server keeps it), and LIKE/`=` on case-insensitive source collations are
-//! case-sensitive unless the column gets a nondeterministic collation ([`crate::pg_collation`]).
+//! case-sensitive unless the column gets a nondeterministic collation ([`crate::pg_collation`]);
+//! LIKE stays case-sensitive even then (it is translated as `x COLLATE "default" LIKE p`,
+//! because PostgreSQL before 18 refuses LIKE on nondeterministic collations).
 
 use dbsync_proto::v1::ColumnSchema;
 
@@ -87,11 +89,30 @@ impl ExprContext {
         capitalization: Capitalization,
         mapping: &MappingOptions,
     ) -> ExprContext {
+        ExprContext::for_columns(
+            usage,
+            columns
+                .iter()
+                .map(|c| (c, pg_identifier(&c.name, capitalization))),
+            capitalization,
+            mapping,
+        )
+    }
+
+    /// Context over the given (source column, target name) pairs: each column mapped with
+    /// `mapping` (columns whose type cannot be mapped are still referable, as text-less
+    /// unknowns).
+    pub fn for_columns<'c>(
+        usage: ExprUsage,
+        columns: impl IntoIterator<Item = (&'c ColumnSchema, String)>,
+        capitalization: Capitalization,
+        mapping: &MappingOptions,
+    ) -> ExprContext {
         let columns = columns
-            .iter()
-            .map(|c| ExprColumn {
+            .into_iter()
+            .map(|(c, target_name)| ExprColumn {
                 source_name: c.name.clone(),
-                target_name: pg_identifier(&c.name, capitalization),
+                target_name,
                 kind: map_column(c, mapping)
                     .map(|t| t.kind)
                     .unwrap_or(PgKind::Bytea),
@@ -152,8 +173,9 @@ pub fn translate_expression(tsql: &str, ctx: &ExprContext) -> Result<String, Typ
     Ok(out.sql)
 }
 
+/// A T-SQL token (shared with apply's ETL evaluator, so both read one expression language).
 #[derive(Debug, Clone, PartialEq)]
-enum Token {
+pub enum Token {
     Number(String),
     Str(String),
     Binary(String),
@@ -163,7 +185,7 @@ enum Token {
 }
 
 impl Token {
-    fn describe(&self) -> String {
+    pub fn describe(&self) -> String {
         match self {
             Token::Number(n) => format!("number {n}"),
             Token::Str(s) => format!("string '{s}'"),
@@ -174,7 +196,7 @@ impl Token {
         }
     }
 
-    fn is_word(&self, word: &str) -> bool {
+    pub fn is_word(&self, word: &str) -> bool {
         matches!(self, Token::Word(w) if w.eq_ignore_ascii_case(word))
     }
 }
@@ -184,7 +206,8 @@ const OPERATORS: &[&str] = &[
     "|", "^", "~", ".",
 ];
 
-fn tokenize(text: &str) -> Result<Vec<Token>, String> {
+/// Splits a T-SQL expression into tokens: literals, names, `[quoted]` names, operators.
+pub fn tokenize(text: &str) -> Result<Vec<Token>, String> {
     let chars: Vec<char> = text.chars().collect();
     let mut tokens = Vec::new();
     let mut i = 0;
@@ -539,8 +562,11 @@ impl Parser<'_> {
             if self.peek_word("ESCAPE") {
                 return Err("LIKE ... ESCAPE is not supported".into());
             }
+            // Before PostgreSQL 18, LIKE raises an error on a nondeterministic collation (the
+            // ICU collations of case-insensitive columns): match under the default collation.
+            let collate = if left.ty == Ty::Text { " COLLATE \"default\"" } else { "" };
             return Ok(Out::compound(
-                format!("{} {not}LIKE {}", left.operand(), pattern.sql),
+                format!("{}{collate} {not}LIKE {}", left.operand(), pattern.sql),
                 Ty::Bool,
             ));
         }

@@ -512,6 +512,7 @@ impl ChangeApplier {
         if t.paused {
             return Ok(());
         }
+        let change = &*crate::etl::transform_change(t, change)?;
         let target = &t.table.target;
         let op = Operation::try_from(change.operation).unwrap_or(Operation::Unspecified);
         let wanted = match op {

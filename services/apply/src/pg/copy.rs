@@ -110,6 +110,7 @@ impl<'a> ChunkWriter<'a> {
                 ),
             });
         }
+        let values = &*crate::etl::transform_row(&t.target, values)?;
         begin_row(&mut self.buf, t.write.len() as u16);
         for c in &t.write {
             encode_value(&values[c.source_index], &c.ty, &mut self.buf).map_err(|e| {

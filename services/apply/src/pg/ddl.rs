@@ -15,11 +15,11 @@
 
 use dbsync_proto::v1::{IndexSchema, SequenceSchema};
 
-use dbsync_typemap::{identity_clause, identity_setval};
+use dbsync_typemap::{identity_clause, identity_setval, pg_collation};
 
 use crate::pg::types::{
     capitalize, expr_context, map_column, map_column_type, quote_ident, quote_literal,
-    shorten_identifier, translate_expression, ExprUsage, MappingOptions,
+    shorten_identifier, translate_expression, ExprUsage, MappingOptions, PgKind,
 };
 use crate::plan::TableTarget;
 
@@ -27,12 +27,17 @@ use crate::plan::TableTarget;
 pub struct DdlOptions {
     /// `server_version_num` of the target (e.g. 150004); decides `NULLS NOT DISTINCT`.
     pub server_version_num: u32,
+    /// Character columns with a case-insensitive SQL Server collation (`*_CI_*`) get a
+    /// nondeterministic ICU collation ([`pg_collation`]), so unique keys and `=` stay
+    /// case-insensitive as on the source. Off: the database default (case-sensitive).
+    pub ci_collations: bool,
 }
 
 impl Default for DdlOptions {
     fn default() -> Self {
         DdlOptions {
             server_version_num: 150000,
+            ci_collations: true,
         }
     }
 }
@@ -47,6 +52,8 @@ pub struct TableDdl {
     pub post_load: Vec<String>,
     /// What was not created as on the source, and why.
     pub notes: Vec<String>,
+    /// `CREATE COLLATION IF NOT EXISTS` statements the table's columns need, run first.
+    pub collations: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -81,6 +88,19 @@ pub fn table_ddl(t: &TableTarget, opts: &DdlOptions) -> Result<TableDdl, String>
         }
         let mapped = map_column(c, &MappingOptions::default()).map_err(|e| e.to_string())?;
         let mut def = format!("{} {}", quote_ident(&tc.name), mapped.ddl());
+        if let Some(collation) = pg_collation(&c.collation).filter(|_| {
+            opts.ci_collations
+                && matches!(
+                    mapped.kind,
+                    PgKind::Char { .. } | PgKind::Varchar { .. } | PgKind::Text
+                )
+        }) {
+            def.push_str(" COLLATE ");
+            def.push_str(collation.name);
+            if !ddl.collations.iter().any(|s| s == collation.create_sql) {
+                ddl.collations.push(collation.create_sql.to_string());
+            }
+        }
         if !c.computed_definition.is_empty() {
             match translate_expression(&c.computed_definition, &ctx.clone().with_target(ExprUsage::Computed, &mapped)) {
                 Ok(expr) => def.push_str(&format!(" GENERATED ALWAYS AS ({expr}) STORED")),

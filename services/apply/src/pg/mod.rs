@@ -9,7 +9,8 @@ pub mod ddl;
 pub mod types;
 
 use dbsync_proto::v1::TargetConnection;
-use tokio_postgres::{Client, NoTls};
+use dbsync_telemetry::pg_tls::{error_chain, sslmode_hint, PgTls};
+use tokio_postgres::Client;
 
 use crate::error::{ApplyError, Result};
 
@@ -55,15 +56,16 @@ pub async fn connect_data(target: &TargetConnection, replication_role: bool) -> 
     }
 }
 
-/// A session without the replication role (DDL, checkpoints schema).
+/// A session without the replication role (DDL, checkpoints schema). TLS follows the
+/// target's `sslmode` (disable, prefer, require, verify-ca, verify-full; root certificate from
+/// `PGSSLROOTCERT`), see [`dbsync_telemetry::pg_tls`].
 pub async fn connect_plain(target: &TargetConnection) -> Result<Client> {
     let label = target_label(target);
-    if target.sslmode == "require" {
-        return Err(ApplyError::InvalidPlan {
-            object: label,
-            detail: "sslmode=require is not supported by this applier build; use sslmode=disable or prefer".into(),
-        });
-    }
+    let (ssl_mode, tls) =
+        PgTls::from_env(&target.sslmode).map_err(|e| ApplyError::InvalidPlan {
+            object: label.clone(),
+            detail: e.to_string(),
+        })?;
     let mut cfg = tokio_postgres::Config::new();
     cfg.host(if target.host.is_empty() {
         "localhost"
@@ -78,14 +80,18 @@ pub async fn connect_plain(target: &TargetConnection) -> Result<Client> {
     .user(&target.user)
     .dbname(&target.database)
     .application_name("dbsync-apply")
-    .connect_timeout(std::time::Duration::from_secs(10));
+    .connect_timeout(std::time::Duration::from_secs(10))
+    .ssl_mode(ssl_mode);
     if !target.password.is_empty() {
         cfg.password(&target.password);
     }
-    let (client, connection) = cfg.connect(NoTls).await.map_err(|e| {
+    let (client, connection) = cfg.connect(tls).await.map_err(|e| {
         // The error text of a failed connect never contains the password (it is not echoed
         // by the server); redact it anyway in case a future driver does.
-        let detail = dbsync_core::secret::redact(&e.to_string(), &[&target.password]);
+        let mut detail = dbsync_core::secret::redact(&error_chain(&e), &[&target.password]);
+        if let Some(hint) = sslmode_hint(&target.sslmode, &detail) {
+            detail = format!("{detail}; {hint}");
+        }
         ApplyError::TargetConnection {
             target: label.clone(),
             detail,

@@ -36,27 +36,17 @@ pub fn capitalize(name: &str, policy: &str) -> String {
 
 /// The expression context of a table: its written columns under their target names.
 pub fn expr_context(t: &TableTarget, usage: ExprUsage) -> ExprContext {
-    let columns = t
-        .source
-        .columns
-        .iter()
-        .zip(&t.columns)
-        .filter(|(_, tc)| !tc.skip)
-        .map(|(c, tc)| ExprColumn {
-            source_name: c.name.clone(),
-            target_name: tc.name.clone(),
-            kind: map_column(c, &MappingOptions::default())
-                .map(|m| m.kind)
-                .unwrap_or(PgKind::Bytea),
-        })
-        .collect();
-    ExprContext {
+    ExprContext::for_columns(
         usage,
-        target: None,
-        columns,
-        capitalization: capitalization(&t.capitalization),
-        mapping: MappingOptions::default(),
-    }
+        t.source
+            .columns
+            .iter()
+            .zip(&t.columns)
+            .filter(|(_, tc)| !tc.skip)
+            .map(|(c, tc)| (c, tc.name.clone())),
+        capitalization(&t.capitalization),
+        &MappingOptions::default(),
+    )
 }
 
 #[cfg(test)]
