@@ -481,20 +481,29 @@ async fn hybrid_mode_follows_an_added_column_with_a_new_capture_instance() {
             _ => None,
         })
         .collect();
-    assert_eq!(kinds, vec!["columns", "transaction", "schema", "columns", "transaction", "columns", "transaction"]);
+    assert_eq!(
+        kinds,
+        vec!["columns", "transaction", "schema", "columns", "transaction", "columns", "transaction", "columns", "transaction"]
+    );
     let change = seen.iter().find_map(|m| match &m.kind { Some(Msg::SchemaChange(c)) => Some(c), _ => None }).unwrap();
     assert!(change.ddl_command.to_ascii_uppercase().contains("ADD"), "{}", change.ddl_command);
     let cols: Vec<_> = change.new_schema.as_ref().unwrap().columns.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(cols, vec!["id", "v", "w"]);
     let txs = fragments(&seen);
-    let gap = &txs[1].changes[0];
+    // Within the DDL's transaction: the key and the added column of every row (a row changed
+    // only in the new column before the new instance started is not in the old one).
+    let backfill = &txs[1];
+    assert_eq!(backfill.changes.len(), 2);
+    assert!(backfill.changes.iter().all(|c| c.operation == dbsync_proto::v1::Operation::UpdateAfter as i32 && c.values.len() == 2));
+    let gap = &txs[2].changes[0];
     assert_eq!((int(&gap.values[0]), gap.values.len()), (3, 3));
     assert_eq!(gap.values[2].kind, Some(Kind::Text("gap".into())), "the added column is read from the row");
     let columns: Vec<Vec<String>> =
         seen.iter().filter_map(|m| match &m.kind { Some(Msg::Columns(c)) => Some(c.columns.clone()), _ => None }).collect();
-    assert_eq!(columns[1], vec!["id", "v", "w"], "old instance's rows after the DDL carry the new column");
+    assert_eq!(columns[1], vec!["id", "w"]);
+    assert_eq!(columns[2], vec!["id", "v", "w"], "old instance's rows after the DDL carry the new column");
     let schema_at = seen.iter().find_map(|m| match &m.kind { Some(Msg::SchemaChange(c)) => Some(c.lsn.clone()), _ => None }).unwrap();
-    assert!(schema_at <= txs[1].commit_lsn && schema_at > txs[0].commit_lsn, "the change is placed at the DDL's LSN");
+    assert!(schema_at == backfill.commit_lsn && schema_at < txs[2].commit_lsn && schema_at > txs[0].commit_lsn, "the change is placed at the DDL's LSN");
     let last = txs.last().unwrap().clone();
     assert_eq!(last.changes[0].values[2].kind, Some(Kind::Text("new".into())));
     drop(s);

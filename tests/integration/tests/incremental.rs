@@ -68,3 +68,119 @@ async fn changes_during_and_after_full_sync_converge_exactly() {
     let applied: u64 = status.tables.iter().map(|t| t.changes_applied).sum();
     assert!(applied > 0, "no change reported as applied");
 }
+
+/// Counts rows of a source query's first result.
+fn source_count(env: &TestEnv, sql: &str) -> usize {
+    env.standin.engine.run("shop", sql).unwrap()[0].rows.len()
+}
+
+/// Hybrid mode: dbsync's DDL trigger, DDL history and heartbeat are installed; DDL during
+/// streaming (the workload's ADD/DROP COLUMN on the heap, an added column on a keyed table
+/// written right after the DDL) is followed without stopping the task; the heap table
+/// without any key gets its updates and deletes; removing the task removes every object.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hybrid_mode_follows_ddl_and_heap_tables_while_streaming_and_cleans_up() {
+    let env = TestEnv::start(EnvOptions {
+        sample_rows: Some(200),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let spec = env
+        .sample_task_with("hybrid", true, true, &["shop.dbo.dbsync_*"], "", "")
+        .replace("mode: cdc-polling", "mode: hybrid");
+    assert!(spec.contains("mode: hybrid"), "{spec}");
+    let task = env.run_task(&spec).await.unwrap();
+    let stop = CancellationToken::new();
+    let mut config = sample_workload(&env.standin, 21, 300, Some(150.0));
+    config.ddl_every = 15;
+    let during = spawn_workload(&env.standin, config, stop.clone());
+    env.wait_phases(
+        &task,
+        &[pb::TablePhase::Streaming],
+        Duration::from_secs(180),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        source_count(&env, "SELECT name FROM sys.triggers WHERE name = 'dbsync_ddl_trigger'"),
+        1
+    );
+    // A column added to a keyed table and written at once, before dbsync's new capture
+    // instance exists, and again later.
+    env.standin
+        .run("shop", "ALTER TABLE sales.text_samples ADD note nvarchar(40) NULL")
+        .unwrap();
+    env.standin
+        .run(
+            "shop",
+            "UPDATE sales.text_samples SET note = N'right after the DDL' WHERE id % 7 = 0",
+        )
+        .unwrap();
+    // The heap without any key: updates and deletes by all values.
+    let heap_rows = source_count(&env, "SELECT 1 FROM sales.audit_log");
+    env.standin
+        .run(
+            "shop",
+            "UPDATE sales.audit_log SET detail = N'edited' WHERE event_name LIKE '%1%'",
+        )
+        .unwrap();
+    env.standin
+        .run("shop", "DELETE FROM sales.audit_log WHERE event_name LIKE '%2%'")
+        .unwrap();
+    assert!(source_count(&env, "SELECT 1 FROM sales.audit_log") < heap_rows);
+    let during = finish_workload(during, Duration::from_secs(180)).await;
+    env.standin
+        .run(
+            "shop",
+            "UPDATE sales.text_samples SET note = N'later' WHERE id % 11 = 0",
+        )
+        .unwrap();
+    assert!(during.ddl > 0, "{during:?}");
+
+    let mappings = env.task_mappings(&task).await.unwrap();
+    let comparison = env
+        .wait_equal(&mappings, Duration::from_secs(120))
+        .await
+        .unwrap();
+    assert!(comparison.source_rows() > 1000);
+    let target = env.target().await.unwrap();
+    let notes: i64 = target
+        .query_one(
+            "SELECT count(*) FROM sales.text_samples WHERE note = 'right after the DDL'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let expected = source_count(
+        &env,
+        "SELECT id FROM sales.text_samples WHERE note = N'right after the DDL'",
+    );
+    assert!(expected > 0);
+    assert_eq!(notes as usize, expected);
+    let info = env.status(&task).await.unwrap().task.unwrap();
+    assert_ne!(info.state, pb::TaskState::Failed as i32, "{info:?}");
+
+    // Deleting the task with the source cleanup removes everything dbsync installed.
+    let mut client = env.client().await.unwrap();
+    client
+        .delete_task(pb::DeleteTaskRequest {
+            task_id: task.clone(),
+            cleanup_source: true,
+        })
+        .await
+        .unwrap();
+    assert_eq!(source_count(&env, "SELECT name FROM sys.triggers"), 0);
+    assert_eq!(
+        source_count(&env, "SELECT name FROM sys.tables WHERE name LIKE 'dbsync%'"),
+        0
+    );
+    assert_eq!(
+        source_count(&env, "SELECT capture_instance FROM cdc.change_tables"),
+        0
+    );
+    env.standin
+        .run("shop", "ALTER TABLE sales.text_samples ADD after_cleanup int NULL")
+        .unwrap();
+}

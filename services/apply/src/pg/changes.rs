@@ -36,6 +36,14 @@
 //!    idempotent anyway). After `S`, inserts are plain INSERTs, so a divergence surfaces as a
 //!    unique violation naming the table instead of being hidden. Conflict mode `ignore` makes
 //!    inserts overwrite the existing row always.
+//! 6. Tables without a primary key or a unique index on NOT NULL columns (heaps; the source
+//!    and the plan pick the key, a usable unique index when there is no primary key): a row
+//!    is named by all its comparable values, and an update or delete changes exactly one
+//!    matching row, picked by `ctid` with `LIMIT 1` (identical rows are interchangeable).
+//!    These are one-row statements in change order that scan the table (no index can serve
+//!    an all-columns match); inserts are batched, and during catch-up they are skipped when
+//!    an identical row exists (an identical duplicate inserted while the snapshot ran may
+//!    therefore collapse into one: without a key nothing tells them apart).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
@@ -66,6 +74,13 @@ pub enum StmtKind {
     /// An update of a table with a row filter ([`filtered_update_sql`]).
     UpdateFiltered,
     Delete,
+    /// Catch-up insert into a table without a key: skipped when an identical row exists.
+    InsertIfAbsent,
+    /// Delete of one row of a table without a key, found by all its comparable columns.
+    KeylessDelete,
+    /// Update of one row of a table without a key: the first `n` columns match the before
+    /// image, the rest are set.
+    KeylessUpdate(usize),
 }
 
 /// `INSERT INTO t (cols) SELECT * FROM unnest($1::type[], …)`, with `ON CONFLICT (key) DO
@@ -243,6 +258,96 @@ pub fn delete_sql(t: &ResolvedTable) -> String {
         arrays.join(", "),
         aliases.join(", "),
         conds.join(" AND ")
+    )
+}
+
+/// Can a column identify a row of a table without a key? PostgreSQL has no equality
+/// operator for these types.
+fn comparable(w: &crate::pg::catalog::WriteColumn) -> bool {
+    !matches!(
+        w.base_type.as_str(),
+        "xml" | "json" | "point" | "line" | "lseg" | "box" | "path" | "polygon" | "circle"
+    )
+}
+
+/// `m.c IS NOT DISTINCT FROM ($n::type[])[1] AND …` for one-row statements (parameters are
+/// one-element arrays, like every change parameter), numbered from `first`.
+fn match_row(t: &ResolvedTable, cols: &[usize], first: usize) -> String {
+    let conds: Vec<String> = cols
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            format!(
+                "m.{} IS NOT DISTINCT FROM (${}::{}[])[1]",
+                t.write[*c].quoted,
+                first + i,
+                t.write[*c].base_type
+            )
+        })
+        .collect();
+    if conds.is_empty() {
+        "true".into()
+    } else {
+        conds.join(" AND ")
+    }
+}
+
+/// Tables without a primary key or a usable unique index (heaps): a change names its row by
+/// all its values, and exactly one matching row is changed, picked by `ctid` with `LIMIT 1`
+/// (identical rows are interchangeable, so any one of them is right).
+pub fn keyless_delete_sql(t: &ResolvedTable, match_cols: &[usize]) -> String {
+    format!(
+        "DELETE FROM {0} WHERE ctid = (SELECT m.ctid FROM {0} AS m WHERE {1} LIMIT 1)",
+        t.target.qualified,
+        match_row(t, match_cols, 1)
+    )
+}
+
+/// See [`keyless_delete_sql`]; `$1…` match the before image, the following set the columns.
+pub fn keyless_update_sql(t: &ResolvedTable, match_cols: &[usize], set_cols: &[usize]) -> String {
+    let sets: Vec<String> = set_cols
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            format!(
+                "{} = (${}::{}[])[1]",
+                t.write[*c].quoted,
+                match_cols.len() + i + 1,
+                t.write[*c].base_type
+            )
+        })
+        .collect();
+    format!(
+        "UPDATE {0} SET {1} WHERE ctid = (SELECT m.ctid FROM {0} AS m WHERE {2} LIMIT 1)",
+        t.target.qualified,
+        sets.join(", "),
+        match_row(t, match_cols, 1)
+    )
+}
+
+/// Catch-up insert into a table without a key: rows already copied by the snapshot are not
+/// inserted twice.
+pub fn insert_if_absent_sql(t: &ResolvedTable, cols: &[usize]) -> String {
+    let names: Vec<&str> = cols.iter().map(|c| t.write[*c].quoted.as_str()).collect();
+    let arrays: Vec<String> = cols
+        .iter()
+        .enumerate()
+        .map(|(i, c)| format!("${}::{}[]", i + 1, t.write[*c].base_type))
+        .collect();
+    let aliases: Vec<String> = (1..=cols.len()).map(|i| format!("p{i}")).collect();
+    let conds: Vec<String> = cols
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| comparable(&t.write[**c]))
+        .map(|(i, c)| format!("m.{} IS NOT DISTINCT FROM u.p{}", t.write[*c].quoted, i + 1))
+        .collect();
+    format!(
+        "INSERT INTO {0} ({1}) SELECT * FROM unnest({2}) AS u({3}) WHERE NOT EXISTS (SELECT 1 FROM {0} AS m WHERE {4})",
+        t.target.qualified,
+        names.join(", "),
+        arrays.join(", "),
+        aliases.join(", "),
+        if conds.is_empty() { "true".into() } else { conds.join(" AND ") }
     )
 }
 
@@ -529,13 +634,10 @@ impl ChangeApplier {
             self.before = None;
             return Ok(());
         }
-        if op != Operation::Insert && t.table.key.is_empty() {
-            return Err(ApplyError::InvalidPlan {
-                object: target.source_name.clone(),
-                detail: "updates and deletes need a primary key or a unique index without nullable columns".into(),
-            });
-        }
         let idempotent = t.overwrite_inserts || t.snapshot_end_lsn.is_some_and(|s| commit_lsn <= s);
+        if t.table.key.is_empty() {
+            return self.apply_keyless(ti, op, change, idempotent).await;
+        }
         match op {
             Operation::UpdateBefore => {
                 let key = t
@@ -599,6 +701,109 @@ impl ChangeApplier {
             }
             Operation::Unspecified => {}
         }
+        if let Some(Some(t)) = self.tables.get_mut(ti) {
+            t.changes_applied += 1;
+        }
+        Ok(())
+    }
+
+    /// A change of a table without a key ([`keyless_delete_sql`]): updates and deletes are
+    /// one-row statements sent in change order; inserts are batched as usual.
+    async fn apply_keyless(
+        &mut self,
+        ti: usize,
+        op: Operation,
+        change: &RowChange,
+        idempotent: bool,
+    ) -> Result<()> {
+        let t = self.tables[ti].as_ref().expect("checked by caller");
+        let present = |values: &[Value], w: usize, for_match: bool| {
+            let column = &t.table.write[w];
+            matches!(t.value(values, column.source_index), Some(v) if !is_unchanged(v))
+                && (!for_match || comparable(column))
+        };
+        let n = t.table.write.len();
+        let (kind, cols, match_values) = match op {
+            Operation::UpdateBefore => {
+                self.before = Some(BeforeImage {
+                    table: ti,
+                    seqval: change.seqval.clone(),
+                    key: change.values.clone(),
+                });
+                return Ok(());
+            }
+            Operation::Insert => {
+                let cols: Vec<usize> = (0..n).filter(|w| present(&change.values, *w, false)).collect();
+                let kind = if idempotent {
+                    StmtKind::InsertIfAbsent
+                } else {
+                    StmtKind::Insert
+                };
+                self.add(ti, kind, cols, &change.values, None).await?;
+                if let Some(Some(t)) = self.tables.get_mut(ti) {
+                    t.changes_applied += 1;
+                }
+                return Ok(());
+            }
+            Operation::Delete => {
+                let cols: Vec<usize> = (0..n).filter(|w| present(&change.values, *w, true)).collect();
+                (StmtKind::KeylessDelete, cols, change.values.clone())
+            }
+            _ => {
+                let before = self
+                    .before
+                    .take()
+                    .filter(|b| b.table == ti && b.seqval == change.seqval)
+                    .ok_or_else(|| ApplyError::Protocol {
+                        detail: format!(
+                            "an update of {} (no key) came without its before image",
+                            t.table.target.source_name
+                        ),
+                    })?;
+                let mut cols: Vec<usize> = (0..n).filter(|w| present(&before.key, *w, true)).collect();
+                let matched = cols.len();
+                cols.extend((0..n).filter(|w| present(&change.values, *w, false)));
+                if cols.len() == matched {
+                    return Ok(());
+                }
+                (StmtKind::KeylessUpdate(matched), cols, before.key)
+            }
+        };
+        self.send_table_batches(ti).await?;
+        let t = self.tables[ti].as_ref().expect("checked by caller");
+        let table = Arc::clone(&t.table);
+        let matched = match kind {
+            StmtKind::KeylessUpdate(m) => m,
+            _ => cols.len(),
+        };
+        let mut params = Vec::with_capacity(cols.len());
+        let mut bytes = 0;
+        for (i, c) in cols.iter().enumerate() {
+            let w = &table.write[*c];
+            let values = if i < matched { &match_values } else { &change.values };
+            let v = t.value(values, w.source_index).unwrap_or(&NULL);
+            let mut buf = ArrayBuf {
+                has_null: v.kind.is_none(),
+                ..Default::default()
+            };
+            encode_value(v, &w.ty, &mut buf.data).map_err(|e| ApplyError::InvalidValue {
+                table: table.target.qualified.clone(),
+                column: w.quoted.clone(),
+                detail: e.to_string(),
+            })?;
+            bytes += buf.data.len();
+            params.push(buf);
+        }
+        self.send_batch(Batch {
+            table: ti,
+            kind,
+            cols,
+            params,
+            rows: 1,
+            bytes,
+            keys: HashSet::new(),
+        })
+        .await?;
         if let Some(Some(t)) = self.tables.get_mut(ti) {
             t.changes_applied += 1;
         }
@@ -673,7 +878,12 @@ impl ChangeApplier {
         };
         if pos.is_none() {
             let nparams = match kind {
-                StmtKind::Insert | StmtKind::Upsert | StmtKind::UpdateFiltered => cols.len(),
+                StmtKind::Insert
+                | StmtKind::Upsert
+                | StmtKind::UpdateFiltered
+                | StmtKind::InsertIfAbsent
+                | StmtKind::KeylessDelete
+                | StmtKind::KeylessUpdate(_) => cols.len(),
                 StmtKind::Update => table.key.len() + cols.len(),
                 StmtKind::Delete => table.key.len(),
             };
@@ -778,6 +988,11 @@ impl ChangeApplier {
                 StmtKind::Update => update_sql(&table, &batch.cols),
                 StmtKind::UpdateFiltered => filtered_update_sql(&table, &batch.cols)?,
                 StmtKind::Delete => delete_sql(&table),
+                StmtKind::InsertIfAbsent => insert_if_absent_sql(&table, &batch.cols),
+                StmtKind::KeylessDelete => keyless_delete_sql(&table, &batch.cols),
+                StmtKind::KeylessUpdate(m) => {
+                    keyless_update_sql(&table, &batch.cols[..m], &batch.cols[m..])
+                }
             };
             let stmt = self.client.prepare(&sql).await.map_err(|e| {
                 ApplyError::target(&table.target.qualified, "preparing a change statement", e)
@@ -797,9 +1012,11 @@ impl ChangeApplier {
             .collect();
         let action = match batch.kind {
             StmtKind::Insert => "inserting changed rows",
-            StmtKind::Upsert => "upserting changed rows",
-            StmtKind::Update | StmtKind::UpdateFiltered => "updating changed rows",
-            StmtKind::Delete => "deleting changed rows",
+            StmtKind::Upsert | StmtKind::InsertIfAbsent => "upserting changed rows",
+            StmtKind::Update | StmtKind::UpdateFiltered | StmtKind::KeylessUpdate(_) => {
+                "updating changed rows"
+            }
+            StmtKind::Delete | StmtKind::KeylessDelete => "deleting changed rows",
         };
         // Pipelining: the first poll sends the statement; its result is read later (before
         // COMMIT, or when too many are in flight). PostgreSQL runs them in the order sent, so
@@ -1044,6 +1261,23 @@ mod tests {
         assert_eq!(
             delete_sql(&t),
             r#"DELETE FROM dbo.customers AS t USING unnest($1::integer[]) AS u(p1) WHERE t.customerid = u.p1"#
+        );
+    }
+
+    #[test]
+    fn keyless_statements_change_exactly_one_matching_row() {
+        let t = table();
+        assert_eq!(
+            keyless_delete_sql(&t, &[0, 1]),
+            r#"DELETE FROM dbo.customers WHERE ctid = (SELECT m.ctid FROM dbo.customers AS m WHERE m.customerid IS NOT DISTINCT FROM ($1::integer[])[1] AND m.name IS NOT DISTINCT FROM ($2::character varying[])[1] LIMIT 1)"#
+        );
+        assert_eq!(
+            keyless_update_sql(&t, &[0, 1], &[1]),
+            r#"UPDATE dbo.customers SET name = ($3::character varying[])[1] WHERE ctid = (SELECT m.ctid FROM dbo.customers AS m WHERE m.customerid IS NOT DISTINCT FROM ($1::integer[])[1] AND m.name IS NOT DISTINCT FROM ($2::character varying[])[1] LIMIT 1)"#
+        );
+        assert_eq!(
+            insert_if_absent_sql(&t, &[0, 1]),
+            r#"INSERT INTO dbo.customers (customerid, name) SELECT * FROM unnest($1::integer[], $2::character varying[]) AS u(p1, p2) WHERE NOT EXISTS (SELECT 1 FROM dbo.customers AS m WHERE m.customerid IS NOT DISTINCT FROM u.p1 AND m.name IS NOT DISTINCT FROM u.p2)"#
         );
     }
 }

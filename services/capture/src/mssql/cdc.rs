@@ -633,6 +633,9 @@ impl CdcStream {
         if self.fragment.is_none() {
             // A transaction starts: schema changes committed before it go first.
             self.announce_ddl(row.commit_lsn).await?;
+            if self.fragment.as_ref().is_some_and(|f| f.commit_lsn != row.commit_lsn) {
+                self.flush_fragment(true).await;
+            }
         }
         if self
             .fragment
@@ -734,17 +737,25 @@ impl CdcStream {
     /// Hybrid mode: announces (with a [`SchemaChange`]) every schema change committed at or
     /// before `upto`, so apply alters the target before any later change.
     async fn announce_ddl(&mut self, upto: Lsn) -> Result<()> {
-        for ti in 0..self.tables.len() {
-            while let Some(event) = self.tables[ti].events.get(self.tables[ti].announced) {
-                if event.lsn > upto || self.tables[ti].stopped {
-                    break;
-                }
-                let (lsn, command) = (event.lsn, event.command.clone());
-                self.tables[ti].announced += 1;
-                self.schema_change(ti, lsn, command).await?;
+        loop {
+            // The oldest unannounced event over all tables: announcements go in LSN order.
+            let next = (0..self.tables.len())
+                .filter(|ti| !self.tables[*ti].stopped)
+                .filter_map(|ti| self.tables[ti].events.get(self.tables[ti].announced).map(|e| (e.lsn, ti)))
+                .filter(|(lsn, _)| *lsn <= upto)
+                .min();
+            let Some((lsn, ti)) = next else { return Ok(()) };
+            if self.fragment.as_ref().is_some_and(|f| f.commit_lsn < lsn) {
+                self.flush_fragment(true).await;
+            }
+            let event = &self.tables[ti].events[self.tables[ti].announced];
+            let (command, added) = (event.command.clone(), event.added.clone());
+            self.tables[ti].announced += 1;
+            self.schema_change(ti, lsn, command).await?;
+            if !added.is_empty() {
+                self.backfill(ti, lsn, &added).await?;
             }
         }
-        Ok(())
     }
 
     /// Sends the column list of the rows that follow, when it changed: the instance's
@@ -833,6 +844,80 @@ impl CdcStream {
             Some(r) => r.into_iter().map(decode::to_value).collect(),
             None => fallback,
         })
+    }
+
+    /// Hybrid mode: after a column was added, rows may change only in it before the new
+    /// capture instance starts, and the old instance does not record those changes. So every
+    /// row's key and added columns are read from the table and sent as updates within the
+    /// DDL's own transaction (commit LSN `lsn`, which holds no change of a stream table unless
+    /// the DDL shared a user transaction with them, whose rows then follow). The values are
+    /// read after the new instance started, and later changes in the stream overwrite them
+    /// in order, so the target converges. Tables without a key cannot be addressed this way;
+    /// their added columns are filled by later changes only.
+    async fn backfill(&mut self, ti: usize, lsn: Lsn, added: &[String]) -> Result<()> {
+        let state = &self.tables[ti];
+        let schema = &state.schema;
+        let key: Vec<&dbsync_proto::v1::ColumnSchema> = schema
+            .key_columns
+            .iter()
+            .filter_map(|k| schema.columns.iter().find(|c| c.name.eq_ignore_ascii_case(k)))
+            .collect();
+        let new: Vec<&dbsync_proto::v1::ColumnSchema> = schema
+            .columns
+            .iter()
+            .filter(|c| c.computed_definition.is_empty() && added.iter().any(|a| a.eq_ignore_ascii_case(&c.name)))
+            .collect();
+        if key.is_empty() || key.len() != schema.key_columns.len() || new.is_empty() {
+            return Ok(());
+        }
+        let columns: Vec<String> = key.iter().chain(new.iter()).map(|c| c.name.clone()).collect();
+        let select: Vec<String> = key.iter().chain(new.iter()).map(|c| sql::select_expression(&c.name, &c.type_name)).collect();
+        let query = format!("SELECT {} FROM {}", select.join(", "), sql::table_name(&state.table));
+        let context = format!("reading the added columns of {}", sql::display_name(&state.table));
+        let table_name = sql::display_name(&state.table);
+        self.throttle.query().await;
+        let client = self.client().await?;
+        let rows = inspect::query_rows(client, &context, &query, &[]).await;
+        let rows = self.checked(rows)?;
+        tracing::info!(table = %table_name, rows = rows.len(), columns = ?added, "schema change: sending the added columns of every row");
+        self.pending.push_back(ChangeMessage {
+            kind: Some(change_message::Kind::Columns(ChangeTableColumns {
+                table_index: u32::try_from(ti).unwrap_or(u32::MAX),
+                capture_instance: String::new(),
+                columns,
+                start_lsn: lsn.as_bytes().to_vec(),
+            })),
+        });
+        self.tables[ti].columns_sent = None;
+        self.ensure_commit_time(lsn).await?;
+        let commit_time_ticks = self.commit_times.get(&lsn).copied();
+        let position = Position { commit_lsn: lsn, seqval: Lsn::ZERO, operation: 0 };
+        for row in rows {
+            if self.fragment.as_ref().is_some_and(|f| f.changes.len() >= self.max_rows || f.bytes >= self.max_bytes) {
+                self.flush_fragment(false).await;
+            }
+            let values: Vec<Value> = row.into_iter().map(decode::to_value).collect();
+            let bytes = values.iter().map(|v| decode::value_size(v) as u64).sum::<u64>() + 40;
+            let next_index = self.fragment.as_ref().map(|f| f.index);
+            let f = self.fragment.get_or_insert_with(|| FragmentBuilder {
+                commit_lsn: lsn,
+                commit_time_ticks,
+                changes: Vec::new(),
+                bytes: 0,
+                index: next_index.unwrap_or(0),
+                last_position: position,
+            });
+            f.bytes += bytes;
+            f.changes.push(RowChange {
+                table_index: u32::try_from(ti).unwrap_or(u32::MAX),
+                operation: Operation::UpdateAfter.into(),
+                seqval: lsn.as_bytes().to_vec(),
+                command_id: 0,
+                update_mask: Vec::new(),
+                values,
+            });
+        }
+        Ok(())
     }
 
     /// Drops DDL events that no instance still read predates.
@@ -957,6 +1042,7 @@ impl CdcStream {
         self.flush_fragment(true).await;
         let Some(max) = self.window_max.take() else { return Ok(()) };
         self.announce_ddl(max).await?;
+        self.flush_fragment(true).await;
         self.cursors.clear();
         self.commit_times.clear();
         if max > self.position.commit_lsn || self.position != Position::end_of(self.position.commit_lsn) {

@@ -85,6 +85,9 @@ impl HybridObjects {
     }
 }
 
+/// Tries of a DROP TABLE that meets a lock (error 1222).
+const DROP_ATTEMPTS: u32 = 10;
+
 /// Lists the database's DDL triggers (`sys.triggers`, parent class 0 = database).
 pub const DATABASE_TRIGGERS_QUERY: &str = "SELECT name FROM sys.triggers WHERE parent_class = 0";
 
@@ -145,10 +148,24 @@ pub async fn remove(client: &mut SqlClient, database: &str, prefix: &str) -> Res
     }
     let tables = inspect::tables(client).await?;
     for t in [&o.history, &o.heartbeat] {
-        if exists(&tables, t) {
-            inspect::batch(client, &format!("dropping {}.{}", t.schema, t.name), &format!("DROP TABLE {}", table_name(t))).await?;
-            removed.push(format!("table {database}.{}.{}", t.schema, t.name));
+        if !exists(&tables, t) {
+            continue;
         }
+        // A running change stream may be updating the heartbeat at this moment: retry a lock
+        // timeout a few times.
+        let context = format!("dropping {}.{}", t.schema, t.name);
+        let statement = format!("DROP TABLE {}", table_name(t));
+        let mut attempt = 0;
+        loop {
+            match inspect::batch(client, &context, &statement).await {
+                Err(e) if e.server_code() == Some(1222) && attempt < DROP_ATTEMPTS => {
+                    attempt += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+                other => break other?,
+            }
+        }
+        removed.push(format!("table {database}.{}.{}", t.schema, t.name));
     }
     Ok(removed)
 }
