@@ -26,7 +26,7 @@ const CHECK_DATABASE: &str = "conformance";
 /// Where the tests connect: the stand-in in process, or the server of `MSSQL_TEST_URL`.
 struct Target {
     /// Kept alive for the test's duration (None against a real server).
-    _server: Option<ServerHandle>,
+    server: Option<ServerHandle>,
     engine: Option<Engine>,
     config: tiberius::Config,
 }
@@ -37,7 +37,7 @@ impl Target {
             let config = tiberius::Config::from_ado_string(&url)
                 .expect("MSSQL_TEST_URL is an ADO connection string");
             return Target {
-                _server: None,
+                server: None,
                 engine: None,
                 config,
             };
@@ -55,7 +55,7 @@ impl Target {
         let mut config = config(server.addr, &password);
         config.database(CHECK_DATABASE);
         Target {
-            _server: Some(server),
+            server: Some(server),
             engine: Some(engine),
             config,
         }
@@ -157,7 +157,11 @@ async fn binary_checksum_reproduces_published_values() {
         Some(2147483647)
     );
     assert_eq!(
-        one_i32(&mut c, "SELECT BINARY_CHECKSUM(POWER(CAST(2 AS bigint), 31) - 1)").await,
+        one_i32(
+            &mut c,
+            "SELECT BINARY_CHECKSUM(POWER(CAST(2 AS bigint), 31) - 1)"
+        )
+        .await,
         Some(2147483647)
     );
     let three = rows(
@@ -196,7 +200,11 @@ async fn binary_checksum_reproduces_published_values() {
 async fn checksum_reproduces_published_values() {
     let target = Target::start().await;
     let mut c = target.client().await;
-    for text in ["2Volvo Director 20", "3Volvo Director 30", "4Volvo Director 40"] {
+    for text in [
+        "2Volvo Director 20",
+        "3Volvo Director 30",
+        "4Volvo Director 40",
+    ] {
         assert_eq!(
             one_i32(&mut c, &format!("SELECT CHECKSUM('{text}')")).await,
             Some(-383039272),
@@ -227,7 +235,11 @@ async fn checksum_reproduces_published_values() {
     // CHECKSUM_AGG is the xor of its inputs (so 2^3^4^5 = 0), which makes these published
     // pairs collide.
     assert_eq!(
-        one_i32(&mut c, "SELECT CHECKSUM_AGG(x) FROM (VALUES (2), (3), (4), (5)) t(x)").await,
+        one_i32(
+            &mut c,
+            "SELECT CHECKSUM_AGG(x) FROM (VALUES (2), (3), (4), (5)) t(x)"
+        )
+        .await,
         Some(0)
     );
     let a = one_i32(
@@ -294,8 +306,14 @@ async fn hashbytes_digests_varchar_and_nvarchar_bytes() {
         "SELECT HASHBYTES('MD5', CAST(N'café' AS varchar(10))), HASHBYTES('MD5', N'café')",
     )
     .await[0];
-    assert_eq!(hex(r.get::<&[u8], _>(0)), "961f50f6282239d09e48f812c1ca7276");
-    assert_eq!(hex(r.get::<&[u8], _>(1)), "e6761f8efad3c44c6cc0fab0029757f9");
+    assert_eq!(
+        hex(r.get::<&[u8], _>(0)),
+        "961f50f6282239d09e48f812c1ca7276"
+    );
+    assert_eq!(
+        hex(r.get::<&[u8], _>(1)),
+        "e6761f8efad3c44c6cc0fab0029757f9"
+    );
 }
 
 fn hex(bytes: Option<&[u8]>) -> String {
@@ -356,8 +374,16 @@ async fn negative_38_digit_decimal_literals_keep_their_scale() {
 async fn views_are_stored_selects_listed_in_the_catalog() {
     let target = Target::start().await;
     let mut c = target.client().await;
-    exec(&mut c, "IF OBJECT_ID(N'dbo.big_items', N'V') IS NOT NULL DROP VIEW dbo.big_items").await;
-    exec(&mut c, "IF OBJECT_ID(N'dbo.item_names', N'V') IS NOT NULL DROP VIEW dbo.item_names").await;
+    exec(
+        &mut c,
+        "IF OBJECT_ID(N'dbo.big_items', N'V') IS NOT NULL DROP VIEW dbo.big_items",
+    )
+    .await;
+    exec(
+        &mut c,
+        "IF OBJECT_ID(N'dbo.item_names', N'V') IS NOT NULL DROP VIEW dbo.item_names",
+    )
+    .await;
     fresh_table(
         &mut c,
         "v_items",
@@ -383,9 +409,17 @@ async fn views_are_stored_selects_listed_in_the_catalog() {
     let ids: Vec<Option<i32>> = got.iter().map(|r| r.get::<i32, _>(0)).collect();
     assert_eq!(ids, vec![Some(2), Some(3)]);
     // A view is read when used: later rows appear; filters, joins and aliases work over it.
-    exec(&mut c, "INSERT INTO dbo.v_items VALUES (4, N'chair', 80.00)").await;
+    exec(
+        &mut c,
+        "INSERT INTO dbo.v_items VALUES (4, N'chair', 80.00)",
+    )
+    .await;
     assert_eq!(
-        one_i32(&mut c, "SELECT COUNT(*) FROM dbo.big_items b WHERE b.amount < 100").await,
+        one_i32(
+            &mut c,
+            "SELECT COUNT(*) FROM dbo.big_items b WHERE b.amount < 100"
+        )
+        .await,
         Some(2)
     );
     let joined = rows(
@@ -396,7 +430,11 @@ async fn views_are_stored_selects_listed_in_the_catalog() {
     assert_eq!(joined[0].get::<&str, _>(0), Some("CHAIR"));
     // The catalog lists both.
     assert_eq!(
-        one_i32(&mut c, "SELECT COUNT(*) FROM sys.views WHERE name IN (N'big_items', N'item_names')").await,
+        one_i32(
+            &mut c,
+            "SELECT COUNT(*) FROM sys.views WHERE name IN (N'big_items', N'item_names')"
+        )
+        .await,
         Some(2)
     );
     let objects = rows(
@@ -431,31 +469,58 @@ async fn views_are_stored_selects_listed_in_the_catalog() {
         2714
     );
     assert_eq!(
-        error_number(&mut c, "CREATE VIEW dbo.broken AS SELECT id FROM dbo.no_such_table").await,
+        error_number(
+            &mut c,
+            "CREATE VIEW dbo.broken AS SELECT id FROM dbo.no_such_table"
+        )
+        .await,
         208
     );
     assert_eq!(
-        error_number(&mut c, "CREATE VIEW dbo.broken AS SELECT no_such_column FROM dbo.v_items").await,
+        error_number(
+            &mut c,
+            "CREATE VIEW dbo.broken AS SELECT no_such_column FROM dbo.v_items"
+        )
+        .await,
         207
     );
     assert_eq!(
-        error_number(&mut c, "CREATE VIEW dbo.broken AS SELECT id, COUNT(*) FROM dbo.v_items GROUP BY id").await,
+        error_number(
+            &mut c,
+            "CREATE VIEW dbo.broken AS SELECT id, COUNT(*) FROM dbo.v_items GROUP BY id"
+        )
+        .await,
         4511
     );
     assert_eq!(
-        error_number(&mut c, "CREATE VIEW dbo.broken (a, b) AS SELECT id FROM dbo.v_items").await,
+        error_number(
+            &mut c,
+            "CREATE VIEW dbo.broken (a, b) AS SELECT id FROM dbo.v_items"
+        )
+        .await,
         8159
     );
     assert_eq!(
-        error_number(&mut c, "CREATE VIEW dbo.broken AS SELECT id FROM dbo.v_items ORDER BY id").await,
+        error_number(
+            &mut c,
+            "CREATE VIEW dbo.broken AS SELECT id FROM dbo.v_items ORDER BY id"
+        )
+        .await,
         1033
     );
     exec(&mut c, "DROP VIEW dbo.big_items").await;
-    assert_eq!(error_number(&mut c, "SELECT * FROM dbo.big_items").await, 208);
+    assert_eq!(
+        error_number(&mut c, "SELECT * FROM dbo.big_items").await,
+        208
+    );
     assert_eq!(error_number(&mut c, "DROP VIEW dbo.big_items").await, 3701);
     exec(&mut c, "DROP VIEW dbo.item_names").await;
     assert_eq!(
-        one_i32(&mut c, "SELECT COUNT(*) FROM sys.views WHERE name IN (N'big_items', N'item_names')").await,
+        one_i32(
+            &mut c,
+            "SELECT COUNT(*) FROM sys.views WHERE name IN (N'big_items', N'item_names')"
+        )
+        .await,
         Some(0)
     );
 }
@@ -501,16 +566,31 @@ async fn common_table_expressions() {
     assert_eq!(pairs, vec![(Some(1), Some(30)), (Some(3), Some(50))]);
     // A CTE name shadows a table of the same name only inside its statement.
     assert_eq!(
-        one_i32(&mut c, "WITH cte_items AS (SELECT 1 AS id) SELECT COUNT(*) FROM cte_items").await,
+        one_i32(
+            &mut c,
+            "WITH cte_items AS (SELECT 1 AS id) SELECT COUNT(*) FROM cte_items"
+        )
+        .await,
         Some(1)
     );
-    assert_eq!(one_i32(&mut c, "SELECT COUNT(*) FROM dbo.cte_items").await, Some(4));
     assert_eq!(
-        error_number(&mut c, "WITH t (a, b) AS (SELECT id FROM dbo.cte_items) SELECT * FROM t").await,
+        one_i32(&mut c, "SELECT COUNT(*) FROM dbo.cte_items").await,
+        Some(4)
+    );
+    assert_eq!(
+        error_number(
+            &mut c,
+            "WITH t (a, b) AS (SELECT id FROM dbo.cte_items) SELECT * FROM t"
+        )
+        .await,
         8158
     );
     assert_eq!(
-        error_number(&mut c, "WITH t AS (SELECT 1 AS a), t AS (SELECT 2 AS a) SELECT * FROM t").await,
+        error_number(
+            &mut c,
+            "WITH t AS (SELECT 1 AS a), t AS (SELECT 2 AS a) SELECT * FROM t"
+        )
+        .await,
         239
     );
     if target.is_standin() {
@@ -539,7 +619,11 @@ async fn isolation_table(c: &mut TestClient, name: &str) {
         &format!("CREATE TABLE dbo.{name} (id int NOT NULL PRIMARY KEY, v int NOT NULL)"),
     )
     .await;
-    exec(c, &format!("INSERT INTO dbo.{name} VALUES (1, 10), (2, 20), (20, 200)")).await;
+    exec(
+        c,
+        &format!("INSERT INTO dbo.{name} VALUES (1, 10), (2, 20), (20, 200)"),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -551,26 +635,55 @@ async fn repeatable_read_holds_shared_locks_until_commit() {
     exec(&mut writer, "SET LOCK_TIMEOUT 300").await;
 
     // READ COMMITTED releases its shared locks at once: the writer is not blocked.
-    exec(&mut reader, "SET TRANSACTION ISOLATION LEVEL READ COMMITTED; BEGIN TRAN").await;
-    assert_eq!(one_i32(&mut reader, "SELECT v FROM dbo.rr_items WHERE id = 1").await, Some(10));
+    exec(
+        &mut reader,
+        "SET TRANSACTION ISOLATION LEVEL READ COMMITTED; BEGIN TRAN",
+    )
+    .await;
+    assert_eq!(
+        one_i32(&mut reader, "SELECT v FROM dbo.rr_items WHERE id = 1").await,
+        Some(10)
+    );
     exec(&mut writer, "UPDATE dbo.rr_items SET v = 11 WHERE id = 1").await;
     exec(&mut reader, "COMMIT").await;
 
     // REPEATABLE READ keeps them: the update times out (1222), the read repeats.
-    exec(&mut reader, "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ; BEGIN TRAN").await;
-    assert_eq!(one_i32(&mut reader, "SELECT v FROM dbo.rr_items WHERE id = 1").await, Some(11));
+    exec(
+        &mut reader,
+        "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ; BEGIN TRAN",
+    )
+    .await;
+    assert_eq!(
+        one_i32(&mut reader, "SELECT v FROM dbo.rr_items WHERE id = 1").await,
+        Some(11)
+    );
     assert_eq!(
         error_number(&mut writer, "UPDATE dbo.rr_items SET v = 12 WHERE id = 1").await,
         1222
     );
-    assert_eq!(error_number(&mut writer, "DELETE FROM dbo.rr_items WHERE id = 1").await, 1222);
-    assert_eq!(one_i32(&mut reader, "SELECT v FROM dbo.rr_items WHERE id = 1").await, Some(11));
-    // Not a range lock: a new row can still be inserted (a phantom, allowed at this level).
+    assert_eq!(
+        error_number(&mut writer, "DELETE FROM dbo.rr_items WHERE id = 1").await,
+        1222
+    );
+    assert_eq!(
+        one_i32(&mut reader, "SELECT v FROM dbo.rr_items WHERE id = 1").await,
+        Some(11)
+    );
+    // Only the row read is locked (a key seek), and it is not a range lock: other rows can be
+    // changed and a new row inserted (a phantom, allowed at this level).
+    exec(&mut writer, "UPDATE dbo.rr_items SET v = 201 WHERE id = 20").await;
     exec(&mut writer, "INSERT INTO dbo.rr_items VALUES (5, 50)").await;
     exec(&mut reader, "COMMIT").await;
     exec(&mut writer, "UPDATE dbo.rr_items SET v = 12 WHERE id = 1").await;
-    assert_eq!(one_i32(&mut reader, "SELECT v FROM dbo.rr_items WHERE id = 1").await, Some(12));
-    exec(&mut reader, "SET TRANSACTION ISOLATION LEVEL READ COMMITTED").await;
+    assert_eq!(
+        one_i32(&mut reader, "SELECT v FROM dbo.rr_items WHERE id = 1").await,
+        Some(12)
+    );
+    exec(
+        &mut reader,
+        "SET TRANSACTION ISOLATION LEVEL READ COMMITTED",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -580,8 +693,15 @@ async fn repeatable_read_lock_conversion_deadlock_picks_a_victim() {
     let mut b = target.client().await;
     isolation_table(&mut a, "rr_deadlock").await;
     for c in [&mut a, &mut b] {
-        exec(c, "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ; BEGIN TRAN").await;
-        assert_eq!(one_i32(c, "SELECT v FROM dbo.rr_deadlock WHERE id = 2").await, Some(20));
+        exec(
+            c,
+            "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ; BEGIN TRAN",
+        )
+        .await;
+        assert_eq!(
+            one_i32(c, "SELECT v FROM dbo.rr_deadlock WHERE id = 2").await,
+            Some(20)
+        );
     }
     // Both hold S on row 2; each now wants X: one waits for the other, which then waits for
     // the first — SQL Server picks a victim (1205) and the other update goes through.
@@ -612,7 +732,10 @@ async fn repeatable_read_lock_conversion_deadlock_picks_a_victim() {
         assert_eq!(second.as_ref().err().and_then(server_code), Some(1205));
         first.expect("the other transaction's update succeeds");
         exec(&mut a, "COMMIT").await;
-        assert_eq!(one_i32(&mut a, "SELECT v FROM dbo.rr_deadlock WHERE id = 2").await, Some(21));
+        assert_eq!(
+            one_i32(&mut a, "SELECT v FROM dbo.rr_deadlock WHERE id = 2").await,
+            Some(21)
+        );
     } else {
         let (_a, first) = tokio::time::timeout(Duration::from_secs(20), first)
             .await
@@ -620,7 +743,10 @@ async fn repeatable_read_lock_conversion_deadlock_picks_a_victim() {
             .unwrap();
         assert_eq!(first.as_ref().err().and_then(server_code), Some(1205));
         exec(&mut b, "COMMIT").await;
-        assert_eq!(one_i32(&mut b, "SELECT v FROM dbo.rr_deadlock WHERE id = 2").await, Some(22));
+        assert_eq!(
+            one_i32(&mut b, "SELECT v FROM dbo.rr_deadlock WHERE id = 2").await,
+            Some(22)
+        );
     }
 }
 
@@ -632,9 +758,17 @@ async fn serializable_blocks_phantoms_until_commit() {
     isolation_table(&mut reader, "ser_items").await;
     exec(&mut writer, "SET LOCK_TIMEOUT 300").await;
 
-    exec(&mut reader, "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE; BEGIN TRAN").await;
+    exec(
+        &mut reader,
+        "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE; BEGIN TRAN",
+    )
+    .await;
     assert_eq!(
-        one_i32(&mut reader, "SELECT COUNT(*) FROM dbo.ser_items WHERE id BETWEEN 1 AND 10").await,
+        one_i32(
+            &mut reader,
+            "SELECT COUNT(*) FROM dbo.ser_items WHERE id BETWEEN 1 AND 10"
+        )
+        .await,
         Some(2)
     );
     // An insert into the range read would be a phantom: it waits (here: times out, 1222).
@@ -643,7 +777,11 @@ async fn serializable_blocks_phantoms_until_commit() {
         1222
     );
     assert_eq!(
-        error_number(&mut writer, "UPDATE dbo.ser_items SET v = v + 1 WHERE id = 2").await,
+        error_number(
+            &mut writer,
+            "UPDATE dbo.ser_items SET v = v + 1 WHERE id = 2"
+        )
+        .await,
         1222
     );
     // Without a timeout the insert waits until the reader commits; meanwhile the reader's
@@ -659,9 +797,16 @@ async fn serializable_blocks_phantoms_until_commit() {
         (writer, r)
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!insert.is_finished(), "the insert waits for the serializable reader");
+    assert!(
+        !insert.is_finished(),
+        "the insert waits for the serializable reader"
+    );
     assert_eq!(
-        one_i32(&mut reader, "SELECT COUNT(*) FROM dbo.ser_items WHERE id BETWEEN 1 AND 10").await,
+        one_i32(
+            &mut reader,
+            "SELECT COUNT(*) FROM dbo.ser_items WHERE id BETWEEN 1 AND 10"
+        )
+        .await,
         Some(2)
     );
     exec(&mut reader, "COMMIT").await;
@@ -670,9 +815,17 @@ async fn serializable_blocks_phantoms_until_commit() {
         .expect("the insert finishes after the commit")
         .unwrap();
     result.expect("insert succeeds");
-    exec(&mut reader, "SET TRANSACTION ISOLATION LEVEL READ COMMITTED").await;
+    exec(
+        &mut reader,
+        "SET TRANSACTION ISOLATION LEVEL READ COMMITTED",
+    )
+    .await;
     assert_eq!(
-        one_i32(&mut reader, "SELECT COUNT(*) FROM dbo.ser_items WHERE id BETWEEN 1 AND 10").await,
+        one_i32(
+            &mut reader,
+            "SELECT COUNT(*) FROM dbo.ser_items WHERE id BETWEEN 1 AND 10"
+        )
+        .await,
         Some(3)
     );
 }
@@ -682,7 +835,8 @@ async fn serializable_blocks_phantoms_until_commit() {
 // ---------------------------------------------------------------------------------------
 
 /// The capture service's query (services/capture/src/mssql/inspect.rs CDC_JOBS_QUERY).
-const CDC_JOBS_QUERY: &str = "SELECT job_type, maxtrans, maxscans, continuous, pollinginterval, retention, threshold \
+const CDC_JOBS_QUERY: &str =
+    "SELECT job_type, maxtrans, maxscans, continuous, pollinginterval, retention, threshold \
      FROM msdb.dbo.cdc_jobs WHERE database_id = DB_ID()";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -697,7 +851,11 @@ async fn cdc_jobs_exist_with_sql_server_defaults_and_follow_sp_cdc_change_job() 
         // server that ever had CDC jobs keeps the table, so this is checked on the stand-in.
         assert_eq!(error_number(&mut c, CDC_JOBS_QUERY).await, 208);
         assert_eq!(
-            error_number(&mut c, "EXEC sys.sp_cdc_change_job @job_type = N'cleanup', @retention = 60").await,
+            error_number(
+                &mut c,
+                "EXEC sys.sp_cdc_change_job @job_type = N'cleanup', @retention = 60"
+            )
+            .await,
             22997
         );
     }
@@ -740,7 +898,11 @@ async fn cdc_jobs_exist_with_sql_server_defaults_and_follow_sp_cdc_change_job() 
         "EXEC sys.sp_cdc_change_job @job_type = N'cleanup', @retention = 60, @threshold = 1000",
     )
     .await;
-    exec(&mut c, "EXEC sys.sp_cdc_change_job @job_type = N'capture', @pollinginterval = 2").await;
+    exec(
+        &mut c,
+        "EXEC sys.sp_cdc_change_job @job_type = N'capture', @pollinginterval = 2",
+    )
+    .await;
     let jobs = rows(&mut c, &format!("{CDC_JOBS_QUERY} ORDER BY job_type")).await;
     assert_eq!(jobs[0].get::<i64, _>(4), Some(2));
     assert_eq!(jobs[1].get::<i64, _>(5), Some(60));
@@ -761,23 +923,43 @@ async fn cdc_jobs_exist_with_sql_server_defaults_and_follow_sp_cdc_change_job() 
     assert_eq!(cleanup.try_get::<i64, _>("retention").unwrap(), Some(60));
     // A parameter of the other job type fails, out-of-range values fail (documented numbers).
     assert_eq!(
-        error_number(&mut c, "EXEC sys.sp_cdc_change_job @job_type = N'capture', @retention = 5").await,
+        error_number(
+            &mut c,
+            "EXEC sys.sp_cdc_change_job @job_type = N'capture', @retention = 5"
+        )
+        .await,
         22995
     );
     assert_eq!(
-        error_number(&mut c, "EXEC sys.sp_cdc_change_job @job_type = N'cleanup', @pollinginterval = 5").await,
+        error_number(
+            &mut c,
+            "EXEC sys.sp_cdc_change_job @job_type = N'cleanup', @pollinginterval = 5"
+        )
+        .await,
         22996
     );
     assert_eq!(
-        error_number(&mut c, "EXEC sys.sp_cdc_change_job @job_type = N'capture', @maxtrans = 0").await,
+        error_number(
+            &mut c,
+            "EXEC sys.sp_cdc_change_job @job_type = N'capture', @maxtrans = 0"
+        )
+        .await,
         22991
     );
     assert_eq!(
-        error_number(&mut c, "EXEC sys.sp_cdc_change_job @job_type = N'capture', @pollinginterval = 90000").await,
+        error_number(
+            &mut c,
+            "EXEC sys.sp_cdc_change_job @job_type = N'capture', @pollinginterval = 90000"
+        )
+        .await,
         22990
     );
     assert_eq!(
-        error_number(&mut c, "EXEC sys.sp_cdc_change_job @job_type = N'cleanup', @retention = 0").await,
+        error_number(
+            &mut c,
+            "EXEC sys.sp_cdc_change_job @job_type = N'cleanup', @retention = 0"
+        )
+        .await,
         22994
     );
     assert_eq!(
@@ -789,5 +971,37 @@ async fn cdc_jobs_exist_with_sql_server_defaults_and_follow_sp_cdc_change_job() 
         "EXEC sys.sp_cdc_change_job @job_type = N'cleanup', @retention = 4320, @threshold = 5000",
     )
     .await;
-    exec(&mut c, "EXEC sys.sp_cdc_change_job @job_type = N'capture', @pollinginterval = 5").await;
+    exec(
+        &mut c,
+        "EXEC sys.sp_cdc_change_job @job_type = N'capture', @pollinginterval = 5",
+    )
+    .await;
+}
+
+// ---------------------------------------------------------------------------------------
+// The same checks through a second TDS implementation
+// ---------------------------------------------------------------------------------------
+
+/// pymssql (FreeTDS) decodes the same values: `features` mode of
+/// tests/independent_client/pymssql_check.py.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pymssql_sees_the_same_features() {
+    if std::env::var("MSSQL_TEST_URL").is_ok() {
+        println!("SKIPPED (real server): the pymssql check runs against the stand-in only");
+        return;
+    }
+    if !pymssql_ready() {
+        return;
+    }
+    let target = Target::start().await;
+    let engine = target.engine.as_ref().expect("the stand-in");
+    let port = target.server.as_ref().expect("the stand-in").addr.port();
+    run_pymssql_check(
+        "features",
+        port,
+        USER,
+        &engine.config().sa_password,
+        CHECK_DATABASE,
+    )
+    .await;
 }

@@ -1283,7 +1283,10 @@ impl SessionCore {
             } else {
                 (8158, "more")
             };
-            return Err(err(num, format!("'{n}' has {what} columns than were specified in the column list.")));
+            return Err(err(
+                num,
+                format!("'{n}' has {what} columns than were specified in the column list."),
+            ));
         }
         if columns.is_empty() {
             if let Some(i) = plan.columns.iter().position(|c| c.name.is_empty()) {

@@ -1052,7 +1052,9 @@ fn checksum_args(f: Func, args: Vec<(BExpr, SqlType, bool)>) -> Result<Vec<BExpr
             SqlType::Null => ChecksumKind::Skip,
             SqlType::Char { .. } | SqlType::VarChar { .. } => ChecksumKind::NonUnicode,
             SqlType::NChar { .. } | SqlType::NVarChar { .. } => ChecksumKind::Unicode,
-            SqlType::Bit | SqlType::TinyInt | SqlType::SmallInt | SqlType::Int => ChecksumKind::Integer,
+            SqlType::Bit | SqlType::TinyInt | SqlType::SmallInt | SqlType::Int => {
+                ChecksumKind::Integer
+            }
             SqlType::BigInt => ChecksumKind::BigInt,
             _ => ChecksumKind::Bytes,
         };

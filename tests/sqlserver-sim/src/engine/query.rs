@@ -135,7 +135,12 @@ pub fn plan_query(b: &mut Binder, q: &ast::Query) -> Result<SelectPlan, SqlError
             }
             b.ctes.push(Cte {
                 name: cte.alias.name.value.to_lowercase(),
-                columns: cte.alias.columns.iter().map(|c| c.name.value.clone()).collect(),
+                columns: cte
+                    .alias
+                    .columns
+                    .iter()
+                    .map(|c| c.name.value.clone())
+                    .collect(),
                 query: Some(Arc::new((*cte.query).clone())),
             });
         }
@@ -159,8 +164,12 @@ pub struct Cte {
 /// Parses the stored SELECT of a view.
 pub fn parse_view_query(sql: &str) -> Result<ast::Query, SqlError> {
     let dialect = sqlparser::dialect::MsSqlDialect {};
-    let mut stmts = sqlparser::parser::Parser::parse_sql(&dialect, sql)
-        .map_err(|e| err(102, format!("Incorrect syntax in the view definition: {e}.")))?;
+    let mut stmts = sqlparser::parser::Parser::parse_sql(&dialect, sql).map_err(|e| {
+        err(
+            102,
+            format!("Incorrect syntax in the view definition: {e}."),
+        )
+    })?;
     match (stmts.pop(), stmts.is_empty()) {
         (Some(ast::Statement::Query(q)), true) => Ok(*q),
         _ => Err(err(
@@ -203,7 +212,10 @@ fn derived_cols(
         if name.is_empty() {
             return Err(err(
                 8155,
-                format!("No column name was specified for column {} of '{source_name}'.", i + 1),
+                format!(
+                    "No column name was specified for column {} of '{source_name}'.",
+                    i + 1
+                ),
             ));
         }
         cols.push(ScopeCol {
@@ -430,7 +442,10 @@ fn plan_factor(b: &mut Binder, f: &ast::TableFactor) -> Result<(Source, Vec<Scop
                     };
                     // Only the CTEs defined before this one are visible in its body.
                     let saved = b.ctes.split_off(pos);
-                    b.ctes.push(Cte { query: None, ..cte.clone() });
+                    b.ctes.push(Cte {
+                        query: None,
+                        ..cte.clone()
+                    });
                     let plan = b.bind_subquery(&q);
                     b.ctes.truncate(pos);
                     b.ctes.extend(saved);

@@ -288,7 +288,12 @@ impl LockManager {
 
     /// Takes a shared lock held to the end of the transaction (REPEATABLE READ row locks,
     /// SERIALIZABLE range locks). Returns whether it had to wait for a writer.
-    pub fn acquire_shared(&self, txn: u64, key: &LockKey, timeout_ms: i64) -> Result<bool, SqlError> {
+    pub fn acquire_shared(
+        &self,
+        txn: u64,
+        key: &LockKey,
+        timeout_ms: i64,
+    ) -> Result<bool, SqlError> {
         let waited = self.lock_key(
             txn,
             key,

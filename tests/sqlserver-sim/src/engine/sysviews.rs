@@ -320,7 +320,15 @@ fn all_objects(db: &DatabaseDef) -> Vec<Vec<Value>> {
 
 fn view_object_row(w: &super::catalog::ViewDef) -> Vec<Value> {
     object_row(
-        &w.name, w.object_id, w.schema_id, 0, "V", "VIEW", &w.created, &w.created, false,
+        &w.name,
+        w.object_id,
+        w.schema_id,
+        0,
+        "V",
+        "VIEW",
+        &w.created,
+        &w.created,
+        false,
     )
 }
 
@@ -1399,11 +1407,7 @@ fn information_schema(core: &SessionCore, db: &DatabaseDef, name: &str) -> Optio
                 ("IS_UPDATABLE", varchar(Some(2)), T),
             ]);
             for w in db.views.values() {
-                let check = if w.check_option {
-                    "CASCADE"
-                } else {
-                    "NONE"
-                };
+                let check = if w.check_option { "CASCADE" } else { "NONE" };
                 let text: String = w.definition.chars().take(4000).collect();
                 v.push(vec![
                     s(&db.name),

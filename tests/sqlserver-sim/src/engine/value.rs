@@ -2037,7 +2037,10 @@ pub fn negate(v: &Value, ty: &SqlType) -> Result<Value, SqlError> {
         Value::Float(x) => Value::Float(-*x),
         Value::Real(x) => Value::Real(-*x),
         Value::Money(x) => Value::Money(x.checked_neg().ok_or_else(|| {
-            err(8115, "Arithmetic overflow error converting expression to data type money.")
+            err(
+                8115,
+                "Arithmetic overflow error converting expression to data type money.",
+            )
         })?),
         other => {
             let zero = convert(&Value::Int(0), ty, 0).unwrap_or(Value::Int(0));

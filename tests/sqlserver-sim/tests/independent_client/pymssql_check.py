@@ -4,7 +4,7 @@ tiberius is lenient in places; FreeTDS is a second, independent TDS implementati
 tests/wire_independent_client.rs, which starts the server and passes:
 
     SQLSIM_PORT, SQLSIM_USER, SQLSIM_PASSWORD, SQLSIM_DATABASE   connection
-    argv[1]                                        "canned", "engine" or "sample"
+    argv[1]                                        "canned", "engine", "sample" or "features"
 
 Exits 0 when every check passes; prints what failed otherwise.
 """
@@ -182,10 +182,58 @@ def sample():
     conn.close()
 
 
+def features():
+    """Values checked against SQL Server's published results (see conformance_features.rs),
+    decoded by FreeTDS: checksums, HASHBYTES, a 38-digit negative decimal, a view, a CTE and a
+    REPEATABLE READ lock that makes a writer time out."""
+    import hashlib
+
+    conn = connect()
+    cur = conn.cursor()
+    cur.execute(
+        "SELECT BINARY_CHECKSUM('2Volvo Director 20'), BINARY_CHECKSUM('3Volvo Director30'), "
+        "CHECKSUM('2Volvo Director 20'), CHECKSUM(CONCAT(CHAR(2), CHAR(198))), CHECKSUM(100)"
+    )
+    got = cur.fetchall()
+    check(got == [(-1356512636, 1257395480, -383039272, 7026, 100)], f"checksums: {got}")
+    cur.execute("SELECT HASHBYTES('SHA2_256', 'abc'), HASHBYTES('SHA2_256', N'abc')")
+    (varchar, nvarchar) = cur.fetchone()
+    check(varchar == hashlib.sha256(b"abc").digest(), f"SHA2_256 over varchar: {varchar!r}")
+    check(nvarchar == hashlib.sha256("abc".encode("utf-16-le")).digest(), f"SHA2_256 over nvarchar: {nvarchar!r}")
+    cur.execute("SELECT CAST(-1234567890123456789012345678.1234567890 AS decimal(38,10))")
+    (big,) = cur.fetchone()
+    check(big == decimal.Decimal("-1234567890123456789012345678.1234567890"), f"negative decimal(38,10): {big!r}")
+
+    cur.execute("IF OBJECT_ID(N'dbo.pymssql_view', N'V') IS NOT NULL DROP VIEW dbo.pymssql_view")
+    cur.execute("IF OBJECT_ID(N'dbo.pymssql_items') IS NOT NULL DROP TABLE dbo.pymssql_items")
+    cur.execute("CREATE TABLE dbo.pymssql_items (id int NOT NULL PRIMARY KEY, v int NOT NULL)")
+    cur.execute("INSERT INTO dbo.pymssql_items VALUES (1, 10), (2, 20), (3, 30)")
+    cur.execute("CREATE VIEW dbo.pymssql_view AS SELECT id, v * 2 AS doubled FROM dbo.pymssql_items WHERE v > 10")
+    cur.execute("SELECT id, doubled FROM dbo.pymssql_view ORDER BY id")
+    check(cur.fetchall() == [(2, 40), (3, 60)], "rows through a view")
+    cur.execute("WITH s AS (SELECT SUM(v) AS total FROM dbo.pymssql_items) SELECT total FROM s")
+    check(cur.fetchall() == [(60,)], "a CTE")
+
+    reader = connect()
+    rcur = reader.cursor()
+    rcur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ; BEGIN TRAN; SELECT v FROM dbo.pymssql_items WHERE id = 1")
+    check(rcur.fetchall() == [(10,)], "repeatable read")
+    cur.execute("SET LOCK_TIMEOUT 200")
+    try:
+        cur.execute("UPDATE dbo.pymssql_items SET v = 11 WHERE id = 1")
+        raise AssertionError("the update of a row read under REPEATABLE READ did not wait")
+    except pymssql.OperationalError as e:
+        check("1222" in str(e), f"lock timeout names error 1222: {e}")
+    rcur.execute("COMMIT")
+    cur.execute("UPDATE dbo.pymssql_items SET v = 11 WHERE id = 1")
+    reader.close()
+    conn.close()
+
+
 if __name__ == "__main__":
     mode = sys.argv[1] if len(sys.argv) > 1 else "engine"
     try:
-        {"canned": canned, "engine": engine, "sample": sample}[mode]()
+        {"canned": canned, "engine": engine, "sample": sample, "features": features}[mode]()
     except Exception as e:  # report every failure the same way to the Rust test
         print(f"pymssql check ({mode}) failed: {type(e).__name__}: {e}", file=sys.stderr)
         sys.exit(1)

@@ -434,7 +434,13 @@ fn raise_watermark(
     }
     if !found {
         let name = instance.unwrap_or_default();
-        return Err(err(22920, format!("The named capture instance {name} does not exist for database {}.", s.database)));
+        return Err(err(
+            22920,
+            format!(
+                "The named capture instance {name} does not exist for database {}.",
+                s.database
+            ),
+        ));
     }
     if config.cleanup_trims_lsn_time_mapping && instance.is_none() {
         // Keep the newest row so that fn_cdc_get_max_lsn() never goes back to NULL.

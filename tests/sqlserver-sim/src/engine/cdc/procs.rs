@@ -353,7 +353,10 @@ fn enable_table(
         .get_str("role_name", 2)
         .map(|r| r.trim_end().to_string());
     if schema.eq_ignore_ascii_case("cdc") {
-        return Err(err(22974, format!("Tables contained in the cdc schema cannot be enabled for Change Data Capture.")));
+        return Err(err(
+            22974,
+            "Tables contained in the cdc schema cannot be enabled for Change Data Capture.",
+        ));
     }
     let table = engine.table(&db, &schema, &name).ok_or_else(|| {
         err(22931, format!("Source table '{schema}.{name}' does not exist in the current database. Ensure that the correct database context is set. Specify a valid schema and table name for the database."))
@@ -381,12 +384,16 @@ fn enable_table(
         .get("supports_net_changes", 4)
         .filter(|v| **v != Value::Null)
     {
-        Some(v) => as_bool(v)
-            .ok_or_else(|| err(22844, "The 'supports_net_changes' option must be either 1 or 0."))?,
+        Some(v) => as_bool(v).ok_or_else(|| {
+            err(
+                22844,
+                "The 'supports_net_changes' option must be either 1 or 0.",
+            )
+        })?,
         None => index.is_some(),
     };
     if net && index.is_none() {
-        return Err(err(22939, format!("The parameter @supports_net_changes is set to 1, but the source table does not have a primary key defined and no alternate unique index has been specified.")));
+        return Err(err(22939, "The parameter @supports_net_changes is set to 1, but the source table does not have a primary key defined and no alternate unique index has been specified."));
     }
     if let Some(fg) = args.get_str("filegroup_name", 7) {
         if !fg.eq_ignore_ascii_case("PRIMARY") {
@@ -410,7 +417,7 @@ fn enable_table(
         .unwrap_or_default();
     for (c, _) in &index_columns {
         if !columns.iter().any(|cc| cc.name.eq_ignore_ascii_case(c)) {
-            return Err(err(22943, format!("Columns used to uniquely identify a row for net change tracking must be included in the list of captured columns. Add either the primary key columns of the source table, or the columns defined for the index specified in the parameter @index_name to the list of captured columns and retry the operation.")));
+            return Err(err(22943, "Columns used to uniquely identify a row for net change tracking must be included in the list of captured columns. Add either the primary key columns of the source table, or the columns defined for the index specified in the parameter @index_name to the list of captured columns and retry the operation."));
         }
     }
     {
@@ -623,7 +630,10 @@ fn help_change_data_capture(
 fn find_instance(state: &Mutex<DbState>, name: &str) -> Result<InstanceEntry, SqlError> {
     state.lock().instance(name).cloned().ok_or_else(|| {
         let database = state.lock().database.clone();
-        err(22920, format!("The named capture instance {name} does not exist for database {database}."))
+        err(
+            22920,
+            format!("The named capture instance {name} does not exist for database {database}."),
+        )
     })
 }
 
@@ -836,10 +846,11 @@ fn change_job(
     let state = state_of(cdc, ctx)?;
     let kind = job_type(args, 0)?;
     let get = |name: &str| args.get(name, usize::MAX).filter(|v| **v != Value::Null);
-    let capture_only = ["maxtrans", "maxscans", "continuous", "pollinginterval"];
-    let cleanup_only = ["retention", "threshold"];
     if kind == "capture" {
-        if let Some(bad) = ["retention", "threshold"].into_iter().find(|&n| get(n).is_some()) {
+        if let Some(bad) = ["retention", "threshold"]
+            .into_iter()
+            .find(|&n| get(n).is_some())
+        {
             return Err(err(22995, format!("A value for the parameter @{bad} cannot be specified when the job type is 'capture'. Specify NULL for the parameter, or omit the parameter from the statement.")));
         }
     } else if ["maxtrans", "maxscans", "continuous", "pollinginterval"]
@@ -868,7 +879,10 @@ fn change_job(
         let mut jobs = s.jobs.clone();
         if let Some(v) = number("maxtrans")? {
             if v <= 0 {
-                return Err(err(22991, "The value specified for the parameter @maxtrans must be greater than 0."));
+                return Err(err(
+                    22991,
+                    "The value specified for the parameter @maxtrans must be greater than 0.",
+                ));
             }
             jobs.maxtrans = v;
         }
