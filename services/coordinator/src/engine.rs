@@ -800,15 +800,16 @@ impl Coordinator {
         for (n, members) in group_tables(planned).into_iter().enumerate() {
             let group_id = format!("g{}", first_group + n);
             let database = planned[members[0]].database.clone();
-            let own: Vec<pb::SequenceSchema> = if databases_with_sequences.insert(database.to_lowercase()) {
-                sequences
-                    .iter()
-                    .filter(|q| q.database.eq_ignore_ascii_case(&database))
-                    .cloned()
-                    .collect()
-            } else {
-                Vec::new()
-            };
+            let own: Vec<pb::SequenceSchema> =
+                if databases_with_sequences.insert(database.to_lowercase()) {
+                    sequences
+                        .iter()
+                        .filter(|q| q.database.eq_ignore_ascii_case(&database))
+                        .cloned()
+                        .collect()
+                } else {
+                    Vec::new()
+                };
             self.store.upsert_group(&GroupRow {
                 sequences: if own.is_empty() {
                     Vec::new()
@@ -1842,7 +1843,11 @@ impl Coordinator {
         let Ok((row, spec)) = self.load(task_id) else {
             return;
         };
-        let mode = if spec.sync.incremental { "incremental" } else { "full" };
+        let mode = if spec.sync.incremental {
+            "incremental"
+        } else {
+            "full"
+        };
         let request = pb::VerifyTaskRequest {
             task_id: task_id.to_string(),
             mode: mode.to_string(),
@@ -1937,7 +1942,9 @@ impl Coordinator {
             dbsync_verify::Mode::parse(&request.mode, request.sample_percent, lag).map_err(fail)?;
         verify.repair = request.repair;
         verify.throttle = spec.throttle.full_proto();
-        let report = dbsync_verify::verify(verify, progress).await.map_err(fail)?;
+        let report = dbsync_verify::verify(verify, progress)
+            .await
+            .map_err(fail)?;
         Ok(report.into())
     }
 }

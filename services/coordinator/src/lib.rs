@@ -41,8 +41,8 @@ pub use dbsync_telemetry::CancellationToken;
 
 pub use engine::{Clock, Coordinator, EngineSettings, ManualClock, SystemClock};
 pub use error::CoordinatorError;
-pub use spec::TaskSpec;
 pub use pg_store::PgStore;
+pub use spec::TaskSpec;
 pub use store::{open_store, SqliteStore, TaskStore};
 
 /// Coordinator settings: flags, each with an environment variable (and a key in the
@@ -247,7 +247,8 @@ pub async fn serve_engine_with(
             let _always = always;
             let mut interval = tokio::time::interval(tick);
             interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let mut was_leading = false;
+            // None: health not reported yet (a standby says NOT_SERVING from the start).
+            let mut was_leading: Option<bool> = None;
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
@@ -255,18 +256,28 @@ pub async fn serve_engine_with(
                     _ = interval.tick() => {}
                 }
                 let leads = *leading.borrow_and_update();
-                if leads != was_leading {
+                if Some(leads) != was_leading {
                     if leads {
+                        // A coordinator that always leads did its restart work when it was
+                        // created; one that won the election starts over from the store.
                         if options.leader.is_some() {
                             coordinator.take_over();
                         }
-                        health_reporter.set_serving::<CoordinatorServiceServer<grpc::CoordinatorGrpc>>().await;
-                        health_reporter.set_serving::<WorkerServiceServer<grpc::WorkerGrpc>>().await;
+                        health_reporter
+                            .set_serving::<CoordinatorServiceServer<grpc::CoordinatorGrpc>>()
+                            .await;
+                        health_reporter
+                            .set_serving::<WorkerServiceServer<grpc::WorkerGrpc>>()
+                            .await;
                     } else {
-                        health_reporter.set_not_serving::<CoordinatorServiceServer<grpc::CoordinatorGrpc>>().await;
-                        health_reporter.set_not_serving::<WorkerServiceServer<grpc::WorkerGrpc>>().await;
+                        health_reporter
+                            .set_not_serving::<CoordinatorServiceServer<grpc::CoordinatorGrpc>>()
+                            .await;
+                        health_reporter
+                            .set_not_serving::<WorkerServiceServer<grpc::WorkerGrpc>>()
+                            .await;
                     }
-                    was_leading = leads;
+                    was_leading = Some(leads);
                 }
                 if !leads {
                     continue;

@@ -82,10 +82,14 @@ pub fn plan_sequences(
         .filter(|q| {
             let full = format!("{}.{}.{}", q.database, q.schema, q.name);
             let same_schema = |t: &PlannedTable| {
-                t.plan.source.as_ref().and_then(|s| s.table.as_ref()).is_some_and(|r| {
-                    r.database.eq_ignore_ascii_case(&q.database)
-                        && r.schema.eq_ignore_ascii_case(&q.schema)
-                })
+                t.plan
+                    .source
+                    .as_ref()
+                    .and_then(|s| s.table.as_ref())
+                    .is_some_and(|r| {
+                        r.database.eq_ignore_ascii_case(&q.database)
+                            && r.schema.eq_ignore_ascii_case(&q.schema)
+                    })
             };
             objects
                 .databases

@@ -241,8 +241,10 @@ impl SqliteStore {
             )
             .map_err(err("read the store schema"))?;
         if !has_sequences {
-            conn.execute_batch("ALTER TABLE task_groups ADD COLUMN sequences BLOB NOT NULL DEFAULT x''")
-                .map_err(err("add task_groups.sequences"))?;
+            conn.execute_batch(
+                "ALTER TABLE task_groups ADD COLUMN sequences BLOB NOT NULL DEFAULT x''",
+            )
+            .map_err(err("add task_groups.sequences"))?;
         }
         Ok(SqliteStore {
             conn: Mutex::new(conn),
@@ -697,7 +699,10 @@ mod tests {
         assert_eq!(s.task("t1").unwrap().unwrap().name, "orders");
         let tables = s.tables("t1").unwrap();
         assert_eq!(
-            tables.iter().map(|t| t.source_key.as_str()).collect::<Vec<_>>(),
+            tables
+                .iter()
+                .map(|t| t.source_key.as_str())
+                .collect::<Vec<_>>(),
             ["db.dbo.a", "db.dbo.b"]
         );
         assert_eq!(tables[0].rows_done, 42);
@@ -712,11 +717,19 @@ mod tests {
         let g = &s.groups(None).unwrap()[0];
         assert_eq!((g.generation, g.sequences.as_slice()), (3, &[9u8, 9][..]));
         assert_eq!(s.worker("w1").unwrap().unwrap().kind, "apply");
-        let newest: Vec<String> = s.events("t1", 2).unwrap().into_iter().map(|e| e.message).collect();
+        let newest: Vec<String> = s
+            .events("t1", 2)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.message)
+            .collect();
         assert_eq!(newest, ["second", "third"]);
         s.delete_task("t1").unwrap();
         assert!(s.task("t1").unwrap().is_none());
-        assert!(s.tables("t1").unwrap().is_empty(), "tables go with their task");
+        assert!(
+            s.tables("t1").unwrap().is_empty(),
+            "tables go with their task"
+        );
         assert!(s.groups(Some("t1")).unwrap().is_empty());
         assert!(s.events("t1", 10).unwrap().is_empty());
         s.delete_worker("w1").unwrap();

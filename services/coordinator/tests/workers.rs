@@ -561,7 +561,12 @@ async fn modifying_throttles_and_alerts_keeps_generations_and_reaches_running_wo
     .unwrap();
     let a1 = register(&mut w, "apply", "a1:1").await;
     let cap = register(&mut w, "capture", &capture_url).await;
-    let task_id = c.start_task(task_ref("live")).await.unwrap().into_inner().task_id;
+    let task_id = c
+        .start_task(task_ref("live"))
+        .await
+        .unwrap()
+        .into_inner()
+        .task_id;
     let before = heartbeat(&mut w, &a1).await.assignments;
     assert_eq!(before.len(), 3);
     assert_eq!(
@@ -594,10 +599,17 @@ async fn modifying_throttles_and_alerts_keeps_generations_and_reaches_running_wo
             .map(|a| (a.group_id.clone(), a.generation))
             .collect::<Vec<_>>()
     };
-    assert_eq!(gens(&after), gens(&before), "a throttle change restarts nothing");
+    assert_eq!(
+        gens(&after),
+        gens(&before),
+        "a throttle change restarts nothing"
+    );
     for a in &after {
         let inc = a.incremental_throttle.unwrap();
-        assert_eq!((inc.rows_per_second, inc.megabytes_per_second), (2500.0, 4.0));
+        assert_eq!(
+            (inc.rows_per_second, inc.megabytes_per_second),
+            (2500.0, 4.0)
+        );
         assert_eq!(a.full_throttle.unwrap().queries_per_second, 3.0);
     }
     let throttles = heartbeat(&mut w, &cap).await.throttles;
@@ -617,7 +629,12 @@ async fn modifying_throttles_and_alerts_keeps_generations_and_reaches_running_wo
     assert_eq!(removed.len(), 2);
     for a in &removed {
         let old = before.iter().find(|b| b.group_id == a.group_id).unwrap();
-        assert!(a.generation > old.generation, "{} keeps generation {}", a.group_id, a.generation);
+        assert!(
+            a.generation > old.generation,
+            "{} keeps generation {}",
+            a.group_id,
+            a.generation
+        );
     }
     cap_shutdown.cancel();
     server.stop().await;
@@ -658,9 +675,15 @@ async fn assignments_carry_the_selected_sequences_named_for_the_target() {
     c.start_task(task_ref("seqs")).await.unwrap();
     let assignments = heartbeat(&mut w, &a1).await.assignments;
     assert_eq!(assignments.len(), 3);
-    let carrying: Vec<&pb::Assignment> =
-        assignments.iter().filter(|a| !a.sequences.is_empty()).collect();
-    assert_eq!(carrying.len(), 1, "one group of the database creates its sequences");
+    let carrying: Vec<&pb::Assignment> = assignments
+        .iter()
+        .filter(|a| !a.sequences.is_empty())
+        .collect();
+    assert_eq!(
+        carrying.len(),
+        1,
+        "one group of the database creates its sequences"
+    );
     let names: Vec<(String, String, i64)> = carrying[0]
         .sequences
         .iter()

@@ -36,7 +36,9 @@ pub enum ConfigError {
         key: String,
         known: String,
     },
-    #[error("config file {path}: setting `{key}` must be a string, number, boolean or a list of them")]
+    #[error(
+        "config file {path}: setting `{key}` must be a string, number, boolean or a list of them"
+    )]
     BadValue { path: PathBuf, key: String },
     #[error(transparent)]
     Args(#[from] clap::Error),
@@ -254,17 +256,29 @@ mod tests {
         );
         let s = parse(&["--config", toml.to_str().unwrap()]).unwrap();
         assert_eq!(
-            (s.listen.as_str(), s.lease_seconds, s.metrics_listen.as_deref(), s.verbose),
+            (
+                s.listen.as_str(),
+                s.lease_seconds,
+                s.metrics_listen.as_deref(),
+                s.verbose
+            ),
             ("127.0.0.1:9", 30, Some("127.0.0.1:10"), true)
         );
         let s = parse(&["--config", toml.to_str().unwrap(), "--lease-seconds", "5"]).unwrap();
         assert_eq!(s.lease_seconds, 5, "a flag beats the file");
 
-        let (_d, yaml) = file("c.yaml", "lease-seconds: 40\nmetrics-listen: 127.0.0.1:11\n");
+        let (_d, yaml) = file(
+            "c.yaml",
+            "lease-seconds: 40\nmetrics-listen: 127.0.0.1:11\n",
+        );
         let s = parse(&["--config", yaml.to_str().unwrap()]).unwrap();
         assert_eq!((s.lease_seconds, s.listen.as_str()), (40, "0.0.0.0:1"));
         assert_eq!(s.metrics_listen.as_deref(), Some("127.0.0.1:11"));
-        assert_eq!(parse(&[]).unwrap().lease_seconds, 15, "no file: built-in defaults");
+        assert_eq!(
+            parse(&[]).unwrap().lease_seconds,
+            15,
+            "no file: built-in defaults"
+        );
     }
 
     #[test]
@@ -281,22 +295,39 @@ mod tests {
         std::env::set_var("DBSYNC_CONFIG_TEST_LISTEN", "127.0.0.1:12");
         let s: WithEnv = try_parse_from(["svc", "--config", yaml.to_str().unwrap()]).unwrap();
         std::env::remove_var("DBSYNC_CONFIG_TEST_LISTEN");
-        assert_eq!((s.listen.as_str(), s.other.as_str()), ("127.0.0.1:12", "from-file"));
+        assert_eq!(
+            (s.listen.as_str(), s.other.as_str()),
+            ("127.0.0.1:12", "from-file")
+        );
     }
 
     #[test]
     fn unknown_keys_bad_values_and_bad_syntax_are_named() {
         let (_d, typo) = file("c.toml", "lease_secnds = 3\n");
-        let e = parse(&["--config", typo.to_str().unwrap()]).unwrap_err().to_string();
-        assert!(e.contains("unknown setting `lease-secnds`") && e.contains("lease-seconds"), "{e}");
+        let e = parse(&["--config", typo.to_str().unwrap()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("unknown setting `lease-secnds`") && e.contains("lease-seconds"),
+            "{e}"
+        );
         let (_d, nested) = file("c.yaml", "listen: [{a: 1}]\n");
-        let e = parse(&["--config", nested.to_str().unwrap()]).unwrap_err().to_string();
+        let e = parse(&["--config", nested.to_str().unwrap()])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("setting `listen`"), "{e}");
         let (_d, broken) = file("c.toml", "listen = \n");
-        let e = parse(&["--config", broken.to_str().unwrap()]).unwrap_err().to_string();
+        let e = parse(&["--config", broken.to_str().unwrap()])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("not valid TOML"), "{e}");
-        let e = parse(&["--config", "/nonexistent/c.toml"]).unwrap_err().to_string();
-        assert!(e.contains("cannot read config file /nonexistent/c.toml"), "{e}");
+        let e = parse(&["--config", "/nonexistent/c.toml"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("cannot read config file /nonexistent/c.toml"),
+            "{e}"
+        );
         let (_d, wrong) = file("c.toml", "lease_seconds = \"many\"\n");
         assert!(matches!(
             parse(&["--config", wrong.to_str().unwrap()]),

@@ -265,7 +265,12 @@ impl CaptureService for FakeCapture {
             .lock()
             .unwrap()
             .iter()
-            .filter(|q| selection.databases.iter().any(|d| d.eq_ignore_ascii_case(&q.database)))
+            .filter(|q| {
+                selection
+                    .databases
+                    .iter()
+                    .any(|d| d.eq_ignore_ascii_case(&q.database))
+            })
             .cloned()
             .collect();
         Ok(Response::new(pb::ReadSchemaResponse { tables, sequences }))
