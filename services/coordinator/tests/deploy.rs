@@ -6,7 +6,6 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
-use clap::{Args, Command};
 use serde_yaml::Value;
 
 fn deploy() -> PathBuf {
@@ -32,12 +31,40 @@ fn s<'a>(v: &'a Value, path: &[&str]) -> &'a str {
         .unwrap_or_else(|| panic!("missing string at {path:?} in {v:?}"))
 }
 
-/// The coordinator accepts exactly these flags.
-fn coordinator_flags_parse(args: &[String]) {
-    let cmd =
-        dbsync_coordinator::CoordinatorConfig::augment_args(Command::new("dbsync-coordinator"));
-    cmd.try_get_matches_from(args)
+/// The coordinator accepts exactly these flags, reading its `--config` file from `settings`
+/// (file name -> content, as mounted).
+fn coordinator_flags_parse(args: &[String], settings: &[(String, String)]) {
+    let dir = tempfile::tempdir().unwrap();
+    let args: Vec<String> = args
+        .iter()
+        .map(|a| match a.strip_prefix("--config=") {
+            Some(path) => {
+                let name = path.rsplit('/').next().unwrap();
+                let (_, content) = settings
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .unwrap_or_else(|| panic!("no settings file {name} for {path}"));
+                let local = dir.path().join(name);
+                std::fs::write(&local, content).unwrap();
+                format!("--config={}", local.display())
+            }
+            None => a.clone(),
+        })
+        .collect();
+    let parsed: dbsync_coordinator::CoordinatorArgs = dbsync_config::try_parse_from(&args)
         .unwrap_or_else(|e| panic!("coordinator flags {args:?} do not parse: {e}"));
+    assert_eq!(parsed.config.listen.port(), 50051);
+    assert_eq!(
+        parsed.config.metrics_listen.map(|a| a.port()),
+        Some(9090),
+        "metrics on"
+    );
+}
+
+/// `key = "value"` of a service settings file.
+fn setting(toml_text: &str, key: &str) -> String {
+    let v: toml::Value = toml::from_str(toml_text).unwrap();
+    v[key].as_str().unwrap_or_default().to_string()
 }
 
 #[test]
@@ -90,6 +117,23 @@ fn kubernetes_manifests_are_well_formed_and_consistent() {
     ] {
         assert!(kinds.iter().any(|x| x == k), "no {k}");
     }
+    let settings: Vec<(String, String)> = all
+        .iter()
+        .filter(|d| s(d, &["kind"]) == "ConfigMap" && s(d, &["metadata", "name"]) == "dbsync-services")
+        .flat_map(|d| d["data"].as_mapping().unwrap().iter())
+        .map(|(k, v)| (k.as_str().unwrap().to_string(), v.as_str().unwrap().to_string()))
+        .collect();
+    for service in ["capture", "apply"] {
+        let (_, text) = settings
+            .iter()
+            .find(|(n, _)| *n == format!("{service}.toml"))
+            .unwrap_or_else(|| panic!("dbsync-services has no {service}.toml"));
+        assert_eq!(
+            setting(text, "coordinator"),
+            "http://dbsync-coordinator.dbsync.svc:50051",
+            "{service} points at the coordinator's Service"
+        );
+    }
     let workloads: Vec<&Value> = all
         .iter()
         .filter(|d| matches!(s(d, &["kind"]), "Deployment" | "StatefulSet"))
@@ -116,8 +160,12 @@ fn kubernetes_manifests_are_well_formed_and_consistent() {
                     .contains(&args[0].as_str()),
                 "{name}: {args:?}"
             );
+            assert!(
+                args.iter().any(|a| a.starts_with("--config=/etc/dbsync-settings/")),
+                "{name} reads its settings file: {args:?}"
+            );
             if args[0] == "dbsync-coordinator" {
-                coordinator_flags_parse(&args);
+                coordinator_flags_parse(&args, &settings);
             }
             for env in c["env"].as_sequence().into_iter().flatten() {
                 if let Some(secret) = env["valueFrom"]["secretKeyRef"]["name"].as_str() {
@@ -195,7 +243,17 @@ fn compose_file_is_consistent() {
         .map(|a| a.as_str().unwrap().to_string())
         .collect();
     assert_eq!(command[0], "dbsync-coordinator");
-    coordinator_flags_parse(&command);
+    let config_dir = deploy().join("config");
+    let settings: Vec<(String, String)> = ["coordinator.toml", "capture.toml", "apply.toml"]
+        .iter()
+        .map(|n| {
+            (
+                n.to_string(),
+                std::fs::read_to_string(config_dir.join(n)).unwrap(),
+            )
+        })
+        .collect();
+    coordinator_flags_parse(&command, &settings);
     let declared: BTreeSet<String> = compose["secrets"]
         .as_mapping()
         .unwrap()
@@ -214,9 +272,23 @@ fn compose_file_is_consistent() {
         .contains_key("coordinator-state"));
     for name in ["capture", "apply"] {
         let cmd = compose["services"][name]["command"].as_sequence().unwrap();
+        let file = format!("{name}.toml");
         assert!(
             cmd.iter()
-                .any(|a| a.as_str() == Some("--coordinator=http://coordinator:50051")),
+                .any(|a| a.as_str() == Some(&format!("--config=/etc/dbsync/{file}"))),
+            "{name} reads its settings file"
+        );
+        let mounts = compose["services"][name]["volumes"].as_sequence().unwrap();
+        assert!(
+            mounts
+                .iter()
+                .any(|m| m.as_str() == Some(&format!("./config/{file}:/etc/dbsync/{file}:ro"))),
+            "{name} mounts deploy/config/{file}"
+        );
+        let (_, text) = settings.iter().find(|(n, _)| *n == file).unwrap();
+        assert_eq!(
+            setting(text, "coordinator"),
+            "http://coordinator:50051",
             "{name} points at the coordinator"
         );
     }
