@@ -13,9 +13,9 @@
 //! Whatever cannot be translated is left out and explained in [`TableDdl::notes`], never
 //! guessed.
 
-use dbsync_proto::v1::{IndexSchema, SequenceSchema};
+use dbsync_proto::v1::{ColumnSchema, IndexSchema, SequenceSchema};
 
-use dbsync_typemap::{identity_clause, identity_setval, pg_collation};
+use dbsync_typemap::{identity_clause, identity_setval, pg_collation, PgCollation};
 
 use crate::pg::types::{
     capitalize, expr_context, map_column, map_column_type, quote_ident, quote_literal,
@@ -88,13 +88,7 @@ pub fn table_ddl(t: &TableTarget, opts: &DdlOptions) -> Result<TableDdl, String>
         }
         let mapped = map_column(c, &MappingOptions::default()).map_err(|e| e.to_string())?;
         let mut def = format!("{} {}", quote_ident(&tc.name), mapped.ddl());
-        if let Some(collation) = pg_collation(&c.collation).filter(|_| {
-            opts.ci_collations
-                && matches!(
-                    mapped.kind,
-                    PgKind::Char { .. } | PgKind::Varchar { .. } | PgKind::Text
-                )
-        }) {
+        if let Some(collation) = column_collation(c, mapped.kind, opts) {
             def.push_str(" COLLATE ");
             def.push_str(collation.name);
             if !ddl.collations.iter().any(|s| s == collation.create_sql) {
@@ -242,6 +236,15 @@ pub fn table_ddl(t: &TableTarget, opts: &DdlOptions) -> Result<TableDdl, String>
         items.join(",\n    ")
     );
     Ok(ddl)
+}
+
+/// The ICU collation a character column gets (see [`DdlOptions::ci_collations`]).
+fn column_collation(c: &ColumnSchema, kind: PgKind, opts: &DdlOptions) -> Option<PgCollation> {
+    let character = matches!(
+        kind,
+        PgKind::Char { .. } | PgKind::Varchar { .. } | PgKind::Text
+    );
+    pg_collation(&c.collation).filter(|_| opts.ci_collations && character)
 }
 
 /// SQL Server's UNIQUE allows one NULL; PostgreSQL 15+ says so with NULLS NOT DISTINCT.
@@ -419,14 +422,23 @@ pub fn sequence_ddl(seq: &SequenceSchema, capitalization: &str) -> Vec<String> {
 
 /// ALTER TABLE statements that bring a target table from the `old` source schema to the
 /// `new` one (a schema change followed on the source): added columns (nullable, since
-/// existing rows have no value), dropped columns, changed types.
+/// existing rows have no value), dropped columns, changed types. Case-insensitive columns keep
+/// their ICU collation (a type change would otherwise reset it to the default).
 pub fn alter_table_ddl(old: &TableTarget, new: &TableTarget) -> Result<Vec<String>, String> {
     let mut out = Vec::new();
     for (c, tc) in new.source.columns.iter().zip(&new.columns) {
         if tc.skip {
             continue;
         }
-        let ty = map_column_type(c).map_err(|e| format!("column {}: {e}", c.name))?;
+        let mapped = map_column(c, &MappingOptions::default())
+            .map_err(|e| format!("column {}: {e}", c.name))?;
+        let mut ty = mapped.ddl();
+        if let Some(collation) = column_collation(c, mapped.kind, &DdlOptions::default()) {
+            if !out.iter().any(|s| s == collation.create_sql) {
+                out.insert(0, collation.create_sql.to_string());
+            }
+            ty = format!("{ty} COLLATE {}", collation.name);
+        }
         match old.source.columns.iter().find(|o| o.name == c.name) {
             None => out.push(format!(
                 "ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {ty}",
@@ -435,11 +447,12 @@ pub fn alter_table_ddl(old: &TableTarget, new: &TableTarget) -> Result<Vec<Strin
             )),
             Some(o) => {
                 let old_ty = map_column_type(o).map_err(|e| format!("column {}: {e}", o.name))?;
-                if old_ty != ty {
+                if old_ty != mapped.ddl() || o.collation != c.collation {
                     out.push(format!(
-                        "ALTER TABLE {} ALTER COLUMN {1} TYPE {ty} USING {1}::{ty}",
+                        "ALTER TABLE {} ALTER COLUMN {1} TYPE {ty} USING {1}::{2}",
                         new.qualified,
-                        quote_ident(&tc.name)
+                        quote_ident(&tc.name),
+                        mapped.ddl()
                     ));
                 }
             }
@@ -686,15 +699,49 @@ pub(crate) mod tests {
         let mut plan = customers_plan();
         let src = plan.source.as_mut().unwrap();
         src.columns[1].max_length = 400;
-        src.columns.push(col("Email", "varchar", 100, 0, 0, true));
+        let mut email = col("Email", "varchar", 100, 0, 0, true);
+        email.collation = "SQL_Latin1_General_CP1_CI_AS".into();
+        src.columns.push(email);
         let new = TableTarget::from_plan(&plan).unwrap();
         assert_eq!(
             alter_table_ddl(&old, &new).unwrap(),
             vec![
+                r#"CREATE COLLATION IF NOT EXISTS dbsync_ci_as (provider = icu, locale = 'und-u-ks-level2', deterministic = false)"#.to_string(),
                 r#"ALTER TABLE dbo.customers ALTER COLUMN name TYPE varchar(200) USING name::varchar(200)"#.to_string(),
-                r#"ALTER TABLE dbo.customers ADD COLUMN IF NOT EXISTS email varchar(100)"#.to_string(),
+                r#"ALTER TABLE dbo.customers ADD COLUMN IF NOT EXISTS email varchar(100) COLLATE dbsync_ci_as"#.to_string(),
             ]
         );
+        let mut table = plan.source.clone().unwrap();
+        table.columns.truncate(1);
+        table.columns.push(
+            plan.source
+                .as_ref()
+                .unwrap()
+                .columns
+                .last()
+                .unwrap()
+                .clone(),
+        );
+        let mut with_email = customers_plan();
+        with_email.source = Some(table);
+        let ddl = table_ddl(
+            &TableTarget::from_plan(&with_email).unwrap(),
+            &DdlOptions::default(),
+        )
+        .unwrap();
+        assert!(
+            ddl.create_table
+                .contains("email varchar(100) COLLATE dbsync_ci_as"),
+            "{}",
+            ddl.create_table
+        );
+        assert_eq!(ddl.collations.len(), 1);
+        let off = DdlOptions {
+            ci_collations: false,
+            ..DdlOptions::default()
+        };
+        let ddl = table_ddl(&TableTarget::from_plan(&with_email).unwrap(), &off).unwrap();
+        assert!(!ddl.create_table.contains("COLLATE") && ddl.collations.is_empty());
         assert_eq!(
             alter_table_ddl(&new, &old).unwrap().last().unwrap(),
             r#"ALTER TABLE dbo.customers DROP COLUMN IF EXISTS email"#
