@@ -7,8 +7,8 @@
 use std::time::Duration;
 
 use dbsync_core::secret::redact;
-use dbsync_telemetry::pg_tls::{error_chain, sslmode_hint, PgTls};
 use dbsync_proto::v1::{PrecheckItem, PrecheckStatus, TargetConnection};
+use dbsync_telemetry::pg_tls::{error_chain, sslmode_hint, PgTls};
 
 use crate::plan::PlannedTable;
 use crate::spec::ConflictMode;
