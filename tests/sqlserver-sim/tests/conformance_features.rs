@@ -891,7 +891,7 @@ async fn cdc_jobs_exist_with_sql_server_defaults_and_follow_sp_cdc_change_job() 
     )
     .await;
     assert!(all[0].get::<i32, _>(0).is_some());
-    assert!(all[0].get::<tiberius::Uuid, _>(2).is_some());
+    let capture_job_id = all[0].get::<tiberius::Uuid, _>(2).expect("a job id");
 
     exec(
         &mut c,
@@ -921,6 +921,20 @@ async fn cdc_jobs_exist_with_sql_server_defaults_and_follow_sp_cdc_change_job() 
         .find(|r| r.try_get::<&str, _>("job_type").ok().flatten() == Some("cleanup"))
         .expect("a cleanup row");
     assert_eq!(cleanup.try_get::<i64, _>("retention").unwrap(), Some(60));
+    // A job keeps its id when its settings change, and both views agree on it.
+    let capture = help
+        .iter()
+        .flatten()
+        .find(|r| r.try_get::<&str, _>("job_type").ok().flatten() == Some("capture"))
+        .expect("a capture row");
+    assert_eq!(
+        capture.try_get::<tiberius::Uuid, _>("job_id").unwrap(),
+        Some(capture_job_id)
+    );
+    assert_eq!(
+        capture.try_get::<i64, _>("pollinginterval").unwrap(),
+        Some(2)
+    );
     // A parameter of the other job type fails, out-of-range values fail (documented numbers).
     assert_eq!(
         error_number(

@@ -798,12 +798,17 @@ fn ensure_jobs_table(engine: &Engine) {
     }
 }
 
+/// Writes the job settings to msdb.dbo.cdc_jobs: the rows are created once (job ids stay the
+/// same afterwards, as SQL Server's jobs keep theirs) and updated in place.
 fn write_job_rows(engine: &Engine, database_id: i32, jobs: &JobSettings) {
     ensure_jobs_table(engine);
     let sql = format!(
-        "DELETE FROM dbo.cdc_jobs WHERE database_id = {id}; \
+        "UPDATE dbo.cdc_jobs SET maxtrans = {}, maxscans = {}, continuous = {}, pollinginterval = {} \
+           WHERE database_id = {id} AND job_type = N'capture'; \
+         UPDATE dbo.cdc_jobs SET retention = {}, threshold = {} WHERE database_id = {id} AND job_type = N'cleanup'; \
+         IF NOT EXISTS (SELECT 1 FROM dbo.cdc_jobs WHERE database_id = {id}) \
          INSERT INTO dbo.cdc_jobs (database_id, job_type, job_id, maxtrans, maxscans, continuous, pollinginterval, retention, threshold) VALUES \
-         ({id}, N'capture', NEWID(), {}, {}, {}, {}, 0, 0), ({id}, N'cleanup', NEWID(), 0, 0, 0, 0, {}, {})",
+         ({id}, N'capture', NEWID(), {0}, {1}, {2}, {3}, 0, 0), ({id}, N'cleanup', NEWID(), 0, 0, 0, 0, {4}, {5})",
         jobs.maxtrans,
         jobs.maxscans,
         u8::from(jobs.continuous),
@@ -956,37 +961,32 @@ fn help_jobs(
 ) -> Result<i32, SqlError> {
     check_params(args, "sys.sp_cdc_help_jobs", &[])?;
     let state = state_of(cdc, ctx)?;
-    let (db, j) = {
+    let (db, database_id, created) = {
         let s = state.lock();
-        (s.database.clone(), s.jobs.clone())
+        (s.database.clone(), s.database_id, s.jobs_created)
     };
-    let rows = vec![
-        vec![
-            Value::Null,
-            tables::string(&format!("cdc.{db}_capture")),
-            tables::string("capture"),
-            Value::Int(j.maxtrans as i32),
-            Value::Int(j.maxscans as i32),
-            Value::Bit(j.continuous),
-            Value::BigInt(j.pollinginterval),
-            Value::BigInt(0),
-            Value::BigInt(0),
-        ],
-        vec![
-            Value::Null,
-            tables::string(&format!("cdc.{db}_cleanup")),
-            tables::string("cleanup"),
-            Value::Int(0),
-            Value::Int(0),
-            Value::Bit(false),
-            Value::BigInt(0),
-            Value::BigInt(j.retention),
-            Value::BigInt(j.threshold),
-        ],
-    ];
+    // The rows of msdb.dbo.cdc_jobs (same job ids); none before the first table is enabled.
+    let mut rows = Vec::new();
+    if created {
+        let result = ctx.engine().run(
+            "msdb",
+            &format!(
+                "SELECT job_id, job_type, maxtrans, maxscans, continuous, pollinginterval, retention, threshold \
+                 FROM dbo.cdc_jobs WHERE database_id = {database_id} ORDER BY job_type"
+            ),
+        )?;
+        for r in result.into_iter().flat_map(|q| q.rows) {
+            let mut r = r.to_vec();
+            let job_type = match &r[1] {
+                Value::String(t) => t.to_string(),
+                _ => String::new(),
+            };
+            r.insert(2, tables::string(&format!("cdc.{db}_{job_type}")));
+            rows.push(r);
+        }
+    }
     let columns = [
         col("job_id", SqlType::UniqueIdentifier, true),
-        col("job_name", sysname(), false),
         col(
             "job_type",
             SqlType::NVarChar {
@@ -995,6 +995,7 @@ fn help_jobs(
             },
             false,
         ),
+        col("job_name", sysname(), false),
         col("maxtrans", SqlType::Int, true),
         col("maxscans", SqlType::Int, true),
         col("continuous", SqlType::Bit, true),
