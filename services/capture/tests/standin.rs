@@ -284,6 +284,10 @@ async fn change_stream_orders_transactions_by_commit_and_splits_key_updates_dele
         ]
     );
     assert!(frags.iter().all(|f| f.last_fragment));
+    // __$command_id is the statement number within the transaction: s1's INSERT was its
+    // first statement, the key-changing UPDATE (both halves) its second.
+    let commands: Vec<i32> = frags[2].changes.iter().map(|c| c.command_id).collect();
+    assert_eq!(commands, vec![1, 2, 2]);
     let commits: Vec<&Vec<u8>> = frags.iter().map(|f| &f.commit_lsn).collect();
     assert!(commits.windows(2).all(|w| w[0] < w[1]), "commit order");
     // Column lists precede the first change of each table.

@@ -14,11 +14,16 @@
 //!    continue. Nothing is ever skipped silently.
 //! 3. With two instances (a schema change), the old one is read up to the new one's
 //!    `start_lsn` (exclusive) and the new one from there: every change comes from exactly one.
-//! 4. Each (table, instance) segment is a cursor over
-//!    `cdc.fn_cdc_get_all_changes_<ci>(@from, @to, N'all update old')`, read in pages of at most
-//!    `page_rows` rows with a keyset predicate on `(__$start_lsn, __$seqval, __$operation)`,
-//!    so a huge transaction is never read whole. Cursors are merged by that key (the TVFs do
-//!    not return `__$command_id`; sqlserver-cdc.md pitfall 1), ties broken by table index.
+//! 4. Each (table, instance) segment is a cursor over the change table `cdc.<ci>_CT` with
+//!    `@from <= __$start_lsn <= @to` (`@to` never above the max LSN, so no capture scan is
+//!    seen half-done), read in pages of at most `page_rows` rows with a keyset predicate on
+//!    `(__$start_lsn, __$command_id, __$seqval, __$operation)`, so a huge transaction is never
+//!    read whole. The change table, not the TVF, because only it has `__$command_id`
+//!    (sqlserver-cdc.md §4.3: seqval alone can misorder a transaction's statements). Cursors
+//!    are merged by that key, ties broken by table index; `RowChange.command_id` carries it.
+//!    Retention: a window only starts from an instance whose `start_lsn` covers its lower
+//!    bound; if cleanup raises that `start_lsn` above a window's lower bound while the window
+//!    is read, the next poll sees it and the table gets a new snapshot.
 //!    Within an update the before image (3) precedes the after image (4); a key-changing
 //!    update arrives as delete (1) then insert (2) with the same seqval.
 //! 5. Rows are grouped by commit LSN into [`TransactionFragment`]s capped by rows and bytes;
@@ -101,6 +106,9 @@ struct TableState {
     /// Hybrid mode: columns of the current source schema that the instance being read lacks
     /// (added after it started); their values are read from the source row.
     extra: Vec<dbsync_proto::v1::ColumnSchema>,
+    /// The instance and lower bound the last window read from: if cleanup has since raised
+    /// that instance's start above it, rows may have vanished while being read.
+    last_read: Option<(String, Lsn)>,
 }
 
 /// One decoded change row of a cursor.
@@ -109,6 +117,7 @@ pub struct ChangeRow {
     pub commit_lsn: Lsn,
     pub seqval: Lsn,
     pub operation: i32,
+    pub command_id: i32,
     pub table_index: u32,
     pub instance: usize,
     pub update_mask: Vec<u8>,
@@ -117,9 +126,10 @@ pub struct ChangeRow {
 }
 
 impl ChangeRow {
-    /// The merge key: `(commit LSN, seqval, operation)`, then the table for a total order.
-    pub fn key(&self) -> (Lsn, Lsn, i32, u32) {
-        (self.commit_lsn, self.seqval, self.operation, self.table_index)
+    /// The merge key: `(commit LSN, command id, seqval, operation)`, then the table for a
+    /// total order (sqlserver-cdc.md §4.3).
+    pub fn key(&self) -> (Lsn, i32, Lsn, i32, u32) {
+        (self.commit_lsn, self.command_id, self.seqval, self.operation, self.table_index)
     }
 
     fn position(&self) -> Position {
@@ -135,9 +145,19 @@ struct Cursor {
     lower: Lsn,
     upper: Lsn,
     /// Rows at or before this key are not wanted (already delivered or already buffered).
-    after: Option<Position>,
+    after: Option<After>,
     buffer: VecDeque<ChangeRow>,
     exhausted: bool,
+}
+
+/// Where a cursor's next page starts.
+#[derive(Debug, Clone, Copy)]
+enum After {
+    /// After the last buffered row: `(commit LSN, command id, seqval, operation)`.
+    Row(Lsn, i32, Lsn, i32),
+    /// A resume position inside a transaction (it carries no command id): rows after its
+    /// `(seqval, operation)` within that transaction.
+    Resume(Position),
 }
 
 /// The transaction being assembled.
@@ -194,24 +214,42 @@ fn operation(op: i32) -> Operation {
     }
 }
 
-/// The TVF page query of one instance (`@P1` rows, `@P2`/`@P3` the LSN range, then an
-/// optional keyset bound `@P4..@P6`).
-pub fn changes_query(instance: &InstanceState, with_keyset: bool) -> String {
+/// The page query of one instance (`@P1` rows, `@P2`/`@P3` the commit LSN range, then an
+/// optional keyset bound). It reads the change table `cdc.<ci>_CT` because only it has
+/// `__$command_id` (the TVFs do not return it; sqlserver-cdc.md §4.3), bounded by the max LSN
+/// the poll read, so a reader never sees half of a capture scan. The order is the change
+/// table's clustered key `(__$start_lsn, __$command_id, __$seqval, __$operation)`.
+/// Keysets: after a row, `@P4..@P7` are its four key parts; on resume inside a transaction,
+/// `@P4..@P6` are its commit LSN, seqval and operation.
+pub fn changes_query(instance: &InstanceState, keyset: Option<KeysetKind>) -> String {
     let columns: String = instance
         .columns
         .iter()
         .map(|c| format!(", {}", sql::select_expression(&c.name, &c.type_name)))
         .collect();
-    let function = quote_ident(&format!("fn_cdc_get_all_changes_{}", instance.name));
-    let keyset = if with_keyset {
-        " WHERE ([__$start_lsn] > @P4 OR ([__$start_lsn] = @P4 AND ([__$seqval] > @P5 OR ([__$seqval] = @P5 AND [__$operation] > @P6))))"
-    } else {
-        ""
+    let table = quote_ident(&format!("{}_CT", instance.name));
+    let keyset = match keyset {
+        None => "",
+        Some(KeysetKind::Row) => {
+            " AND ([__$start_lsn] > @P4 OR ([__$start_lsn] = @P4 AND ([__$command_id] > @P5 OR ([__$command_id] = @P5 AND \
+             ([__$seqval] > @P6 OR ([__$seqval] = @P6 AND [__$operation] > @P7))))))"
+        }
+        Some(KeysetKind::Resume) => {
+            " AND ([__$start_lsn] > @P4 OR ([__$start_lsn] = @P4 AND ([__$seqval] > @P5 OR ([__$seqval] = @P5 AND [__$operation] > @P6))))"
+        }
     };
     format!(
-        "SELECT TOP (@P1) [__$start_lsn], [__$seqval], [__$operation], [__$update_mask]{columns} \
-         FROM cdc.{function}(@P2, @P3, N'all update old'){keyset} ORDER BY [__$start_lsn], [__$seqval], [__$operation]"
+        "SELECT TOP (@P1) [__$start_lsn], [__$seqval], [__$operation], [__$update_mask], [__$command_id]{columns} \
+         FROM cdc.{table} WHERE [__$start_lsn] >= @P2 AND [__$start_lsn] <= @P3{keyset} \
+         ORDER BY [__$start_lsn], [__$command_id], [__$seqval], [__$operation]"
     )
+}
+
+/// Which keyset bound a page query has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeysetKind {
+    Row,
+    Resume,
 }
 
 /// The change stream of one request.
@@ -269,6 +307,7 @@ impl CdcStream {
                 events: Vec::new(),
                 announced: 0,
                 extra: Vec::new(),
+                last_read: None,
             });
         }
         let database = tables[0].table.database.clone();
@@ -480,7 +519,8 @@ impl CdcStream {
         }
         self.refresh_instances().await?;
         self.prune_events();
-        let after = (self.position != Position::end_of(self.position.commit_lsn)).then_some(self.position);
+        self.check_cleanup_race();
+        let after = (self.position != Position::end_of(self.position.commit_lsn)).then_some(After::Resume(self.position));
         self.cursors.clear();
         for ti in 0..self.tables.len() {
             if self.tables[ti].stopped {
@@ -502,6 +542,8 @@ impl CdcStream {
                 self.resnapshot(ti, lower, min, reason);
                 continue;
             };
+            self.tables[ti].last_read = Some((instances[first].name.clone(), lower));
+            let instances = &self.tables[ti].instances;
             for ii in first..instances.len() {
                 let seg_lower = lower.max(instances[ii].start_lsn);
                 let seg_upper = match instances.get(ii + 1) {
@@ -536,19 +578,26 @@ impl CdcStream {
         let (ti, ii) = (self.cursors[ci].table, self.cursors[ci].instance);
         let instance = self.tables[ti].instances[ii].clone();
         let after = self.cursors[ci].after;
-        let from = after.map(|a| a.commit_lsn.max(self.cursors[ci].lower)).unwrap_or(self.cursors[ci].lower);
+        let (a_lsn, a_cmd, a_seq, a_op, keyset) = match after {
+            None => (Lsn::ZERO, 0, Lsn::ZERO, 0, None),
+            Some(After::Row(l, c, s, o)) => (l, c, s, o, Some(KeysetKind::Row)),
+            Some(After::Resume(p)) => (p.commit_lsn, 0, p.seqval, p.operation, Some(KeysetKind::Resume)),
+        };
+        let from = if after.is_some() { a_lsn.max(self.cursors[ci].lower) } else { self.cursors[ci].lower };
         let upper = self.cursors[ci].upper;
-        let query = changes_query(&instance, after.is_some());
+        let query = changes_query(&instance, keyset);
         let top = ColumnData::I64(Some(i64::try_from(page).unwrap_or(i64::MAX)));
         let from_p = ColumnData::Binary(Some(from.as_bytes().to_vec().into()));
         let to_p = ColumnData::Binary(Some(upper.as_bytes().to_vec().into()));
-        let a = after.unwrap_or_default();
-        let a_lsn = ColumnData::Binary(Some(a.commit_lsn.as_bytes().to_vec().into()));
-        let a_seq = ColumnData::Binary(Some(a.seqval.as_bytes().to_vec().into()));
-        let a_op = ColumnData::I32(Some(a.operation));
+        let a_lsn = ColumnData::Binary(Some(a_lsn.as_bytes().to_vec().into()));
+        let a_cmd = ColumnData::I32(Some(a_cmd));
+        let a_seq = ColumnData::Binary(Some(a_seq.as_bytes().to_vec().into()));
+        let a_op = ColumnData::I32(Some(a_op));
         let mut params: Vec<&dyn tiberius::ToSql> = vec![&top, &from_p, &to_p];
-        if after.is_some() {
-            params.extend([&a_lsn as &dyn tiberius::ToSql, &a_seq, &a_op]);
+        match keyset {
+            Some(KeysetKind::Row) => params.extend([&a_lsn as &dyn tiberius::ToSql, &a_cmd, &a_seq, &a_op]),
+            Some(KeysetKind::Resume) => params.extend([&a_lsn as &dyn tiberius::ToSql, &a_seq, &a_op]),
+            None => {}
         }
         let context = format!("reading changes of capture instance {}", instance.name);
         self.throttle.query().await;
@@ -569,7 +618,7 @@ impl CdcStream {
         .await;
         let rows = match self.checked(result) {
             Ok(rows) => rows,
-            // 208: the instance was disabled; 313: its range moved (cleanup raced this poll).
+            // 208: the instance was disabled (its change table is gone).
             Err(e) if matches!(e.server_code(), Some(208) | Some(313)) => {
                 let cursor_lower = from;
                 self.cursors[ci].exhausted = true;
@@ -583,7 +632,7 @@ impl CdcStream {
         let c = &mut self.cursors[ci];
         c.exhausted = rows.len() < page;
         if let Some(last) = rows.back() {
-            c.after = Some(last.position());
+            c.after = Some(After::Row(last.commit_lsn, last.command_id, last.seqval, last.operation));
         }
         c.buffer = rows;
         Ok(())
@@ -669,7 +718,7 @@ impl CdcStream {
             table_index: row.table_index,
             operation: operation(row.operation).into(),
             seqval: row.seqval.as_bytes().to_vec(),
-            command_id: 0,
+            command_id: row.command_id,
             update_mask: row.update_mask,
             values: row.values,
         });
@@ -920,6 +969,25 @@ impl CdcStream {
         Ok(())
     }
 
+    /// The change table is read directly (not through the TVF, which raises 313 when its range
+    /// is gone), so a cleanup that ran while the last window was read is detected here: the
+    /// instance's start LSN passed the window's lower bound.
+    fn check_cleanup_race(&mut self) {
+        for ti in 0..self.tables.len() {
+            let Some((name, lower)) = self.tables[ti].last_read.take() else { continue };
+            if self.tables[ti].stopped {
+                continue;
+            }
+            let moved = self.tables[ti].instances.iter().find(|i| i.name == name).map(|i| i.start_lsn).filter(|s| *s > lower);
+            if let Some(start) = moved {
+                let reason = format!(
+                    "retention cleanup moved capture instance {name} to {start} while changes from {lower} were being read"
+                );
+                self.resnapshot(ti, lower, start, reason);
+            }
+        }
+    }
+
     /// Drops DDL events that no instance still read predates.
     fn prune_events(&mut self) {
         for t in &mut self.tables {
@@ -1092,7 +1160,7 @@ pub fn abbreviate(lsn: Lsn) -> u64 {
     u64::try_from(lsn.to_u128() >> 16).unwrap_or(u64::MAX)
 }
 
-/// Decodes one TVF row: commit time, start LSN, seqval, operation, mask, then the columns.
+/// Decodes one change row: start LSN, seqval, operation, mask, command id, then the columns.
 fn decode_change(row: tiberius::Row, table: usize, instance_index: usize, instance: &InstanceState) -> Result<ChangeRow> {
     let mut cells = row.into_iter();
     let mut next = |what: &str| {
@@ -1116,6 +1184,14 @@ fn decode_change(row: tiberius::Row, table: usize, instance_index: usize, instan
         ColumnData::Binary(Some(b)) => b.into_owned(),
         _ => Vec::new(),
     };
+    let command_id = match next("__$command_id")? {
+        ColumnData::I32(Some(v)) => v,
+        ColumnData::I64(Some(v)) => i32::try_from(v).unwrap_or(i32::MAX),
+        ColumnData::I16(Some(v)) => i32::from(v),
+        ColumnData::U8(Some(v)) => i32::from(v),
+        // NULL before the KB 3030352 fix: seqval orders alone.
+        _ => 0,
+    };
     let mut values: Vec<Value> = cells.map(decode::to_value).collect();
     if values.len() != instance.columns.len() {
         return Err(CaptureError::Decode {
@@ -1129,6 +1205,7 @@ fn decode_change(row: tiberius::Row, table: usize, instance_index: usize, instan
         commit_lsn,
         seqval,
         operation,
+        command_id,
         table_index: u32::try_from(table).unwrap_or(u32::MAX),
         instance: instance_index,
         update_mask,
@@ -1168,7 +1245,7 @@ mod tests {
     }
 
     #[test]
-    fn change_query_pages_with_a_keyset_in_merge_order() {
+    fn change_query_pages_the_change_table_in_command_order() {
         let inst = InstanceState {
             name: "dbo_orders".into(),
             start_lsn: Lsn::ZERO,
@@ -1179,14 +1256,18 @@ mod tests {
             lob: vec![false, false],
         };
         assert_eq!(
-            changes_query(&inst, false),
-            "SELECT TOP (@P1) [__$start_lsn], [__$seqval], [__$operation], [__$update_mask], [id], \
+            changes_query(&inst, None),
+            "SELECT TOP (@P1) [__$start_lsn], [__$seqval], [__$operation], [__$update_mask], [__$command_id], [id], \
              CAST([total] AS decimal(19,4)) AS [total] \
-             FROM cdc.[fn_cdc_get_all_changes_dbo_orders](@P2, @P3, N'all update old') \
-             ORDER BY [__$start_lsn], [__$seqval], [__$operation]"
+             FROM cdc.[dbo_orders_CT] WHERE [__$start_lsn] >= @P2 AND [__$start_lsn] <= @P3 \
+             ORDER BY [__$start_lsn], [__$command_id], [__$seqval], [__$operation]"
         );
-        assert!(changes_query(&inst, true).contains(
-            "N'all update old') WHERE ([__$start_lsn] > @P4 OR ([__$start_lsn] = @P4 AND ([__$seqval] > @P5 OR ([__$seqval] = @P5 AND [__$operation] > @P6)))) ORDER BY"
+        assert!(changes_query(&inst, Some(KeysetKind::Row)).contains(
+            "[__$start_lsn] <= @P3 AND ([__$start_lsn] > @P4 OR ([__$start_lsn] = @P4 AND ([__$command_id] > @P5 OR \
+             ([__$command_id] = @P5 AND ([__$seqval] > @P6 OR ([__$seqval] = @P6 AND [__$operation] > @P7)))))) ORDER BY"
+        ));
+        assert!(changes_query(&inst, Some(KeysetKind::Resume)).contains(
+            "AND ([__$start_lsn] > @P4 OR ([__$start_lsn] = @P4 AND ([__$seqval] > @P5 OR ([__$seqval] = @P5 AND [__$operation] > @P6)))) ORDER BY"
         ));
     }
 
@@ -1195,6 +1276,7 @@ mod tests {
             commit_lsn: Lsn::from_u128(commit),
             seqval: Lsn::from_u128(seq),
             operation: op,
+            command_id: 1,
             table_index: table,
             instance: 0,
             update_mask: vec![],
@@ -1212,5 +1294,17 @@ mod tests {
         let order: Vec<(u128, u128, i32)> =
             rows.iter().map(|r| (r.commit_lsn.to_u128(), r.seqval.to_u128(), r.operation)).collect();
         assert_eq!(order, vec![(10, 2, 2), (20, 1, 3), (20, 1, 4), (20, 3, 1), (20, 3, 2)]);
+    }
+
+    #[test]
+    fn the_command_id_orders_before_the_seqval() {
+        // Statement 2's row got a lower seqval than statement 1's (the KB 3030352 case).
+        let mut first = row(20, 5, 2, 0);
+        let mut second = row(20, 4, 1, 0);
+        first.command_id = 1;
+        second.command_id = 2;
+        let mut rows = [second.clone(), first.clone()];
+        rows.sort_by_key(|r| r.key());
+        assert_eq!(rows, [first, second]);
     }
 }
