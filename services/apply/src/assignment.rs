@@ -116,7 +116,7 @@ async fn run(
     ensure_schema(&mut control).await?;
     let opts = DdlOptions {
         server_version_num: crate::pg::server_version(&control, &label).await?,
-        ..DdlOptions::default()
+        ci_collations: !assignment.default_collations,
     };
 
     if assignment.schema_sync {

@@ -1375,6 +1375,7 @@ impl Coordinator {
             group_id: group.group_id.clone(),
             defer_foreign_keys: task.defer_foreign_keys,
             poll_interval_ms: spec.incremental.poll_interval_ms,
+            default_collations: spec.objects.default_collations,
             sequences: pb::ReadSchemaResponse::decode(group.sequences.as_slice())
                 .map(|r| r.sequences)
                 .unwrap_or_default(),

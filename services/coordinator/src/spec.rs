@@ -404,6 +404,11 @@ pub struct ObjectsSpec {
     pub schemas: BTreeMap<String, String>,
     #[serde(default)]
     pub capitalization: Capitalization,
+    /// Character columns keep the target's default (case-sensitive) collation even when the
+    /// source column's collation is case-insensitive. Default false: `*_CI_*` columns get
+    /// nondeterministic ICU collations, so unique keys and `=` stay case-insensitive.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub default_collations: bool,
     /// Per-table options keyed by `db.schema.table` (`schema.table` with one database).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tables: BTreeMap<String, TableSpec>,

@@ -156,4 +156,26 @@ async fn column_expressions_and_row_filter_in_full_and_incremental_sync() {
     assert!(rows
         .iter()
         .any(|r| r.1 == "NEW ONE (--)" && r.2 == 15 && r.3 == "new.one@example.org"));
+
+    // The source's email is CI_AS with a unique constraint: the target column has the ICU
+    // collation and rejects a case-duplicate like the source would.
+    let pg = env.target().await.unwrap();
+    let collation: Option<String> = pg
+        .query_one(
+            "SELECT collation_name::text FROM information_schema.columns \
+             WHERE table_schema = 'sales' AND table_name = 'customers' AND column_name = 'email'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(collation.as_deref(), Some("dbsync_ci_as"));
+    let err = pg
+        .batch_execute(
+            "INSERT INTO sales.customers (customer_id, email, full_name, created_at, is_active, loyalty_points) \
+             VALUES (-1, 'CUSTOMER1@EXAMPLE.ORG', 'x', now(), true, 0)",
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code().map(|c| c.code()), Some("23505"), "{err:?}");
 }
