@@ -1,13 +1,17 @@
 //! Crash tests: capture, apply and the coordinator are killed (their runtimes dropped where
 //! they stand, with every connection and stream) at seeded random points, restarted on the
 //! same address, and the target must equal the source row by row with no duplicates.
-//! Set DBSYNC_CRASH_SEED to replay a run; the seed is printed. 6 + 16 crash points per run.
+//! Set DBSYNC_CRASH_SEED to replay a run; the seed is printed. 6 + 16 + 8 crash points per
+//! run (the last 8 under the sample workload's key and LOB-only updates).
 
 use std::time::Duration;
 
 use dbsync_proto::v1 as pb;
 use dbsync_testkit::bench::{bench_task, drive_bench_changes, load_source, BENCH_DB};
-use dbsync_testkit::harness::{describe_tables, wait_for, Service, TableMapping};
+use dbsync_testkit::harness::workload::{finish_workload, sample_workload, spawn_workload};
+use dbsync_testkit::harness::{
+    describe_tables, wait_for, Service, TableMapping, KEYLESS_SAMPLE_TABLES,
+};
 use dbsync_testkit::{EnvOptions, TestEnv};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -179,6 +183,75 @@ async fn kill_any_service_during_incremental_sync_loses_and_repeats_nothing() {
     let changes = changes.unwrap();
     assert!(changes > 1_000, "the driver made only {changes} changes");
     env.wait_equal(&bench_table(), Duration::from_secs(180))
+        .await
+        .unwrap();
+}
+
+/// The sample workload (primary-key updates of order lines delete + insert with one seqval,
+/// LOB-only updates of customer notes, out-of-order commits, large transactions, deletes of
+/// rows inserted in the same transaction) runs while capture, apply and the coordinator are
+/// killed at seeded points; the target must equal the source row by row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kills_during_key_and_lob_only_updates_lose_and_repeat_nothing() {
+    let mut rng = StdRng::seed_from_u64(seed());
+    let mut env = TestEnv::start(EnvOptions {
+        sample_rows: Some(200),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let task = env
+        .run_task(&env.sample_task_with(
+            "crash-sample",
+            true,
+            true,
+            KEYLESS_SAMPLE_TABLES,
+            "",
+            "",
+        ))
+        .await
+        .unwrap();
+    env.wait_phases(
+        &task,
+        &[pb::TablePhase::Streaming],
+        Duration::from_secs(180),
+    )
+    .await
+    .unwrap();
+    let stop = CancellationToken::new();
+    let workload = spawn_workload(
+        &env.standin,
+        sample_workload(&env.standin, rng.random(), 100_000, Some(120.0)),
+        stop.clone(),
+    );
+    let victims = [Victim::Capture, Victim::Apply, Victim::Coordinator];
+    for n in 0..8 {
+        let victim = victims[if n < 3 {
+            n
+        } else {
+            rng.random_range(0..victims.len())
+        }];
+        let TestEnv {
+            capture,
+            appliers,
+            coordinator,
+            ..
+        } = &mut env;
+        crash_once(
+            &mut rng,
+            victim,
+            pick(victim, capture, &mut appliers[0], coordinator),
+        )
+        .await;
+    }
+    stop.cancel();
+    let stats = finish_workload(workload, Duration::from_secs(60)).await;
+    assert!(
+        stats.key_updates > 0 && stats.lob_updates > 0,
+        "the workload did not exercise key and LOB-only updates: {stats:?}"
+    );
+    let mappings = env.task_mappings(&task).await.unwrap();
+    env.wait_equal(&mappings, Duration::from_secs(180))
         .await
         .unwrap();
 }
