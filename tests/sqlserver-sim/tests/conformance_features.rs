@@ -508,6 +508,34 @@ async fn views_are_stored_selects_listed_in_the_catalog() {
         .await,
         1033
     );
+    // ALTER VIEW replaces the SELECT and keeps the object id; CREATE OR ALTER does too.
+    let id_before = one_i32(&mut c, "SELECT OBJECT_ID(N'dbo.big_items')").await;
+    exec(
+        &mut c,
+        "ALTER VIEW dbo.big_items AS SELECT id, name, amount FROM dbo.v_items WHERE amount > 50",
+    )
+    .await;
+    assert_eq!(
+        one_i32(&mut c, "SELECT COUNT(*) FROM dbo.big_items").await,
+        Some(2)
+    );
+    assert_eq!(
+        one_i32(&mut c, "SELECT OBJECT_ID(N'dbo.big_items')").await,
+        id_before
+    );
+    exec(
+        &mut c,
+        "CREATE OR ALTER VIEW dbo.big_items AS SELECT id, name, amount FROM dbo.v_items WHERE amount > 10",
+    )
+    .await;
+    assert_eq!(
+        one_i32(&mut c, "SELECT COUNT(*) FROM dbo.big_items").await,
+        Some(3)
+    );
+    assert_eq!(
+        error_number(&mut c, "ALTER VIEW dbo.no_such_view AS SELECT 1 AS x").await,
+        208
+    );
     exec(&mut c, "DROP VIEW dbo.big_items").await;
     assert_eq!(
         error_number(&mut c, "SELECT * FROM dbo.big_items").await,

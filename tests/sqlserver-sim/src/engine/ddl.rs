@@ -397,8 +397,8 @@ impl SessionCore {
                 query,
                 definition,
                 check_option,
-                or_alter,
-            } => self.create_view(name, columns, query, definition, *check_option, *or_alter),
+                mode,
+            } => self.create_view(name, columns, query, definition, *check_option, *mode),
             Stmt::Backup { database, log } => self.backup(database, *log),
             other => Err(value::unsupported(format!(
                 "{:?}",
@@ -1248,8 +1248,9 @@ impl SessionCore {
         self.fire_ddl(DdlEventType::CreateIndex, &db, Some(def), Some(nd), None)
     }
 
-    /// CREATE [OR ALTER] VIEW: the SELECT is planned once here so that a view over missing
-    /// objects or columns fails now (208/207), as in SQL Server, then stored as text.
+    /// CREATE [OR ALTER] / ALTER VIEW: the SELECT is planned once here so that a view over
+    /// missing objects or columns fails now (208/207), as in SQL Server, then stored as text.
+    /// ALTER keeps the view's object_id and create_date.
     fn create_view(
         &mut self,
         name: &[String],
@@ -1257,7 +1258,7 @@ impl SessionCore {
         query: &str,
         definition: &str,
         check_option: bool,
-        or_alter: bool,
+        mode: parse::ViewMode,
     ) -> Result<(), SqlError> {
         let (db, schema, n) = self.db_for(name);
         if !db.eq_ignore_ascii_case(&self.database) {
@@ -1299,7 +1300,10 @@ impl SessionCore {
             let sid = d.schema(&schema).ok_or_else(|| err(2760, format!("The specified schema name \"{schema}\" either does not exist or you do not have permission to use it.")))?.schema_id;
             let key = object_key(&schema, &n);
             let existing = d.views.get(&key).cloned();
-            if (existing.is_some() && !or_alter)
+            if existing.is_none() && mode == parse::ViewMode::Alter {
+                return Err(err(208, format!("Invalid object name '{n}'.")));
+            }
+            if (existing.is_some() && mode == parse::ViewMode::Create)
                 || d.tables.contains_key(&key)
                 || d.procedures.contains_key(&key)
                 || d.sequences.contains_key(&key)

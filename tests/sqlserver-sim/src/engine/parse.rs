@@ -232,7 +232,7 @@ pub enum Stmt {
         query: String,
         definition: String,
         check_option: bool,
-        or_alter: bool,
+        mode: ViewMode,
     },
     Backup {
         database: String,
@@ -305,6 +305,14 @@ pub fn parse_batch_cached(sql: &str) -> Result<Arc<[Parsed]>, SqlError> {
     }
     cache.insert(sql.into(), parsed.clone());
     Ok(parsed)
+}
+
+/// CREATE VIEW, CREATE OR ALTER VIEW or ALTER VIEW.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ViewMode {
+    Create,
+    CreateOrAlter,
+    Alter,
 }
 
 /// Parses a batch into statements.
@@ -798,6 +806,10 @@ impl<'a> BatchParser<'a> {
             }
             "CREATE" => self.create_statement(),
             "ALTER" if w1 == "TABLE" => self.alter_table(),
+            "ALTER" if w1 == "VIEW" => {
+                self.p.next_token();
+                self.create_view(ViewMode::Alter)
+            }
             "ALTER" if w1 == "DATABASE" => {
                 self.p.next_token();
                 self.p.next_token();
@@ -1202,13 +1214,13 @@ impl<'a> BatchParser<'a> {
         if self.is_word(0, "OR") && self.is_word(1, "ALTER") && self.is_word(2, "VIEW") {
             self.p.next_token();
             self.p.next_token();
-            return self.create_view(true);
+            return self.create_view(ViewMode::CreateOrAlter);
         }
         if self.is_word(0, "OR") {
             return Err(unsupported_stmt("CREATE OR ALTER"));
         }
         if self.is_word(0, "VIEW") {
-            return self.create_view(false);
+            return self.create_view(ViewMode::Create);
         }
         let mut unique = false;
         let mut clustered = None;
@@ -1396,9 +1408,9 @@ impl<'a> BatchParser<'a> {
         }
     }
 
-    /// After CREATE [OR ALTER]: `VIEW name [(columns)] [WITH attributes] AS select`. The
-    /// SELECT is the rest of the batch (CREATE VIEW must be alone in its batch).
-    fn create_view(&mut self, or_alter: bool) -> Result<Stmt, SqlError> {
+    /// After CREATE [OR ALTER] / ALTER: `VIEW name [(columns)] [WITH attributes] AS select`.
+    /// The SELECT is the rest of the batch (CREATE VIEW must be alone in its batch).
+    fn create_view(&mut self, mode: ViewMode) -> Result<Stmt, SqlError> {
         self.expect_word("VIEW")?;
         let name = self.object_name()?;
         let mut columns = Vec::new();
@@ -1434,7 +1446,7 @@ impl<'a> BatchParser<'a> {
             definition: self.sql.trim().to_string(),
             query,
             check_option,
-            or_alter,
+            mode,
         })
     }
 
