@@ -11,10 +11,11 @@
 
 use std::time::Duration;
 
+use dbsync_telemetry::pg_tls::PgTls;
 use tokio::sync::watch;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
-use crate::pg_store::{parse_url, pg_detail};
+use crate::pg_store::{parse_url, pg_detail, store_tls};
 use crate::store::StoreResult;
 use crate::CancellationToken;
 
@@ -24,6 +25,7 @@ pub const LEADER_LOCK_KEY: i64 = 0x6462_7379_6e63_4c44;
 /// Holds (or tries to take) the leader lock on its own session.
 pub struct LeaderLease {
     config: tokio_postgres::Config,
+    tls: PgTls,
     session: Option<Client>,
     held: bool,
 }
@@ -37,6 +39,7 @@ impl LeaderLease {
         config.keepalives(true);
         config.keepalives_idle(Duration::from_secs(10));
         Ok(LeaderLease {
+            tls: store_tls(&config)?,
             config,
             session: None,
             held: false,
@@ -66,7 +69,7 @@ impl LeaderLease {
         if self.session.as_ref().is_none_or(Client::is_closed) {
             // A new session cannot hold the lock of a closed one.
             self.held = false;
-            let (client, connection) = self.config.connect(NoTls).await?;
+            let (client, connection) = self.config.connect(self.tls.clone()).await?;
             tokio::spawn(async move {
                 let _ = connection.await;
             });

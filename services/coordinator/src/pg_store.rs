@@ -16,7 +16,8 @@
 use std::str::FromStr;
 use std::sync::mpsc;
 
-use tokio_postgres::{Client, NoTls, Row};
+use dbsync_telemetry::pg_tls::PgTls;
+use tokio_postgres::{Client, Row};
 
 use crate::store::{
     EventRow, GroupRow, StoreError, StoreResult, TableRow, TaskRow, TaskStore, WorkerRow,
@@ -132,6 +133,14 @@ pub fn parse_url(url: &str) -> StoreResult<tokio_postgres::Config> {
     Ok(config)
 }
 
+/// The TLS connector for the store URL's `sslmode` (see [`dbsync_telemetry::pg_tls`]).
+pub fn store_tls(config: &tokio_postgres::Config) -> StoreResult<PgTls> {
+    PgTls::for_config(config).map_err(|e| StoreError::Postgres {
+        operation: "set up TLS for the store",
+        detail: e.to_string(),
+    })
+}
+
 /// The server's message and SQLSTATE (tokio-postgres' Display says only "db error").
 pub(crate) fn pg_detail(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
@@ -156,13 +165,17 @@ type Job = Box<dyn FnOnce(&mut Session) + Send>;
 struct Session {
     runtime: tokio::runtime::Runtime,
     config: tokio_postgres::Config,
+    /// TLS per the URL's `sslmode` (root certificate from `PGSSLROOTCERT`).
+    tls: PgTls,
     client: Option<Client>,
 }
 
 impl Session {
     fn connect(&mut self) -> Result<&mut Client, tokio_postgres::Error> {
         if self.client.as_ref().is_none_or(Client::is_closed) {
-            let (client, connection) = self.runtime.block_on(self.config.connect(NoTls))?;
+            let (client, connection) = self
+                .runtime
+                .block_on(self.config.connect(self.tls.clone()))?;
             // The connection task only runs while the thread is inside `block_on`, which is
             // exactly when the client is used.
             self.runtime.spawn(async move {
@@ -186,6 +199,7 @@ impl PgStore {
     /// creates its schema when missing.
     pub fn open(url: &str) -> StoreResult<PgStore> {
         let config = parse_url(url)?;
+        let tls = store_tls(&config)?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -200,6 +214,7 @@ impl PgStore {
                 let mut session = Session {
                     runtime,
                     config,
+                    tls,
                     client: None,
                 };
                 // Ends when the store (the only sender) is dropped.

@@ -131,13 +131,26 @@ impl PgTls {
     /// The connector for `sslmode`, with the root certificate from `PGSSLROOTCERT` if set.
     pub fn from_env(sslmode: &str) -> Result<(SslMode, PgTls), TlsError> {
         let mode = PgSslMode::parse(sslmode)?;
+        Ok((mode.negotiation(), PgTls::with_env_root(mode)?))
+    }
+
+    /// The connector for a parsed connection string (its `sslmode`: disable, prefer or
+    /// require), with the root certificate from `PGSSLROOTCERT` if set.
+    pub fn for_config(config: &tokio_postgres::Config) -> Result<PgTls, TlsError> {
+        PgTls::with_env_root(match config.get_ssl_mode() {
+            SslMode::Disable => PgSslMode::Disable,
+            SslMode::Require => PgSslMode::Require,
+            _ => PgSslMode::Prefer,
+        })
+    }
+
+    fn with_env_root(mode: PgSslMode) -> Result<PgTls, TlsError> {
         let root = read_pem_file(ROOT_CERT_VARIABLE, "root certificate")?;
-        let tls = PgTls::new(
+        PgTls::new(
             mode,
             root.as_ref()
                 .map(|(pem, origin)| (pem.as_slice(), origin.as_str())),
-        )?;
-        Ok((mode.negotiation(), tls))
+        )
     }
 }
 
