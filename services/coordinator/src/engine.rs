@@ -99,10 +99,19 @@ struct RuntimeState {
     rate_samples: HashMap<String, (i64, u64)>,
     /// tasks whose lag alert has fired and not yet recovered.
     lag_alerted: HashMap<String, bool>,
-    /// task -> (class, start of the failure episode) for task-level errors.
-    task_error_since: HashMap<String, (String, i64)>,
+    /// task -> its current task-level failure episode (appliers report it until a retry works).
+    task_error_since: HashMap<String, Episode>,
     /// tasks whose verification after full sync has started since this process started.
     verified_after_full: std::collections::HashSet<String>,
+}
+
+/// A task-level failure that appliers keep reporting while they retry.
+struct Episode {
+    class: String,
+    since_us: i64,
+    /// When it was last reported.
+    last_us: i64,
+    message: String,
 }
 
 pub struct Coordinator {
@@ -1202,8 +1211,20 @@ impl Coordinator {
             .rev()
             .take(20)
             .collect();
+        let mut task = self.task_info(&row);
+        if row.state == TaskState::Running as i32 {
+            // A failure being retried shows as the task's last error until the retry works.
+            if let Some(e) = self.runtime.lock().unwrap().task_error_since.get(&row.id) {
+                task.last_error = format!(
+                    "{} failure, retrying for {} s: {}",
+                    e.class,
+                    (e.last_us - e.since_us) / 1_000_000,
+                    e.message
+                );
+            }
+        }
         Ok(pb::TaskStatus {
-            task: Some(self.task_info(&row)),
+            task: Some(task),
             tables,
             rows_done,
             rows_total,
@@ -1622,13 +1643,22 @@ impl Coordinator {
                     let entry = rt
                         .task_error_since
                         .entry(task.id.clone())
-                        .or_insert((class.clone(), now));
-                    if entry.0 != class {
-                        *entry = (class.clone(), now);
+                        .or_insert_with(|| Episode {
+                            class: class.clone(),
+                            since_us: now,
+                            last_us: now,
+                            message: String::new(),
+                        });
+                    if entry.class != class {
+                        entry.class = class.clone();
+                        entry.since_us = now;
                     }
-                    if let Some(reason) = window_exceeded(&spec, &entry.0, entry.1, now) {
+                    entry.last_us = now;
+                    if let Some(reason) = window_exceeded(&spec, &entry.class, entry.since_us, now)
+                    {
                         to_fail = Some(format!("{reason}: {message}"));
                     }
+                    entry.message = message;
                 }
             }
         }

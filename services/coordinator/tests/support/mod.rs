@@ -36,6 +36,16 @@ impl Server {
 
     /// Serves a coordinator on `store`: a SQLite path or a PostgreSQL URL.
     pub async fn start_on(store: &str, token: Option<&str>, clock: Arc<ManualClock>) -> Server {
+        Server::start_with_lease(store, token, clock, LEASE_SECONDS).await
+    }
+
+    /// [`Server::start_on`] with worker leases of `lease_seconds`.
+    pub async fn start_with_lease(
+        store: &str,
+        token: Option<&str>,
+        clock: Arc<ManualClock>,
+        lease_seconds: u32,
+    ) -> Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let store = {
@@ -46,7 +56,7 @@ impl Server {
                 .unwrap()
         };
         let settings = EngineSettings {
-            lease_seconds: LEASE_SECONDS,
+            lease_seconds,
             capture_timeout: Duration::from_secs(20),
             capture_token: None,
         };
