@@ -794,3 +794,34 @@ async fn replaying_the_change_stream_of_a_concurrent_workload_onto_the_snapshot_
         assert!(state[ti] == source, "rows of {:?} differ after replay", t.table);
     }
 }
+
+#[tokio::test]
+async fn hybrid_heartbeats_move_the_position_of_an_idle_source() {
+    let mut env = env("shop", "CREATE TABLE dbo.t (id int NOT NULL PRIMARY KEY);").await;
+    let tables = env.schema("shop").await;
+    enable(&mut env, &tables, "hybrid", 0).await.unwrap();
+    let req = StreamChangesRequest {
+        source: Some(env.source.clone()),
+        task_id: "t".into(),
+        tables,
+        poll_interval_ms: 20,
+        heartbeat_interval_ms: 100,
+        incremental_mode: "hybrid".into(),
+        ..Default::default()
+    };
+    let mut s = env.client.stream_changes(req).await.unwrap().into_inner();
+    // No user change at all: only the heartbeat row's updates move the max LSN.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut progress = Vec::new();
+    while progress.len() < 3 {
+        let m = tokio::time::timeout_at(deadline.into(), s.message()).await.expect("progress in time").unwrap().unwrap();
+        match m.kind {
+            Some(Msg::Progress(p)) => progress.push(p.lsn),
+            Some(Msg::Transaction(f)) => panic!("no table of the stream changed: {f:?}"),
+            _ => {}
+        }
+    }
+    assert!(progress.windows(2).all(|w| w[0] < w[1]), "the position advances while idle: {progress:?}");
+    let beats = env.engine.run("shop", "SELECT beat FROM dbo.dbsync_heartbeat").unwrap();
+    assert_eq!(beats[0].rows.len(), 1);
+}

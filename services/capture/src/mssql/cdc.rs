@@ -326,6 +326,12 @@ impl CdcStream {
         };
         let pool = pools.pool(source, &database)?;
         let mut client = pool.dedicated().await?;
+        let hybrid = req.incremental_mode.eq_ignore_ascii_case("hybrid");
+        let prefix = if req.object_prefix.is_empty() { setup::DEFAULT_PREFIX.to_string() } else { req.object_prefix.clone() };
+        if from_lsn.is_none() && hybrid && inspect::max_lsn(&mut client).await?.lsn.is_none() {
+            // A fresh installation has captured nothing yet: one heartbeat gives "now" an LSN.
+            inspect::batch(&mut client, "updating the heartbeat row", &HybridObjects::new(&prefix).heartbeat_sql()).await?;
+        }
         let from_lsn = match from_lsn {
             Some(l) => l,
             // No position: start from now.
@@ -343,7 +349,6 @@ impl CdcStream {
                 .ok_or_else(|| CaptureError::InvalidRequest(format!("from_seqval has {} bytes; an LSN has 10", req.from_seqval.len())))?;
             Position { commit_lsn: from_lsn, seqval, operation: req.from_operation }
         };
-        let prefix = if req.object_prefix.is_empty() { setup::DEFAULT_PREFIX.to_string() } else { req.object_prefix.clone() };
         let ms = |v: u32, d: Duration| if v == 0 { d } else { Duration::from_millis(u64::from(v)) };
         let mut stream = CdcStream {
             pool,
@@ -366,7 +371,7 @@ impl CdcStream {
             tz_offset_minutes: 0,
             utc_now_ticks: 0,
             warned_null_max: false,
-            hybrid: req.incremental_mode.eq_ignore_ascii_case("hybrid"),
+            hybrid,
             objects: HybridObjects::new(&prefix),
             prefix,
             history: None,
