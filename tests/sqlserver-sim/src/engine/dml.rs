@@ -35,6 +35,17 @@ fn qualified(def: &TableDef) -> String {
     format!("{}.{}", def.schema, def.name)
 }
 
+/// `value::check_fits` for a column of `def`; the qualified table name is formatted only for
+/// the error (this runs for every value written).
+fn column_fits(
+    v: &Value,
+    def: &TableDef,
+    column: &super::catalog::ColumnDef,
+) -> Result<(), SqlError> {
+    value::check_fits(v, &column.ty, "", &column.name)
+        .or_else(|_| value::check_fits(v, &column.ty, &qualified(def), &column.name))
+}
+
 fn lock_timeout(core: &SessionCore) -> i64 {
     core.opts.lock_timeout
 }
@@ -803,13 +814,7 @@ impl SessionCore {
                 return Err(err(544, format!("Cannot insert explicit value for identity column in table '{}' when IDENTITY_INSERT is set to OFF.", def.name)));
             }
             let conv = value::convert(v, &c.ty, 0)?;
-            value::check_fits(v, &c.ty, &qualified(def), &c.name).or_else(|e| {
-                if v.is_null_value() {
-                    Ok(())
-                } else {
-                    Err(e)
-                }
-            })?;
+            column_fits(v, def, c).or_else(|e| if v.is_null_value() { Ok(()) } else { Err(e) })?;
             row[*i] = conv;
             given[*i] = true;
         }
@@ -1013,7 +1018,7 @@ impl SessionCore {
         Ok(n)
     }
 
-    /// Target rows of UPDATE/DELETE: (key, row) pairs matching the WHERE clause.
+    /// Target rows of UPDATE/DELETE: the keys of the rows matching the WHERE clause.
     fn target_rows(
         &mut self,
         def: &Arc<TableDef>,
@@ -1047,7 +1052,7 @@ impl SessionCore {
                 None => true,
             };
             if ok {
-                out.push((k.clone(), Arc::from(r.to_vec()) as Row));
+                out.push(k.clone());
             }
             Ok(true)
         })?;
@@ -1189,7 +1194,7 @@ impl SessionCore {
                 let mut new = cur.to_vec();
                 for (i, v) in vals {
                     let c = &def.columns[i];
-                    value::check_fits(&v, &c.ty, &qualified(&def), &c.name)?;
+                    column_fits(&v, &def, c)?;
                     new[i] = value::convert(&v, &c.ty, 0)?;
                 }
                 self.fill_computed(&def, &exprs, &mut new)?;
@@ -1259,7 +1264,7 @@ impl SessionCore {
         let (filter, targets) = self.target_rows(&def, &alias, u.selection.as_ref())?;
         let exprs = self.table_exprs(&def)?;
         let mut n = 0;
-        for (key, _) in targets {
+        for key in targets {
             self.lock(def.object_id, 0, &key)?;
             let Some(cur) = self.current_row(&def, &key, true)? else {
                 continue;
@@ -1279,7 +1284,7 @@ impl SessionCore {
                 for (i, e) in &sets {
                     let v = eval(e, &cur, &env)?;
                     let c = &def.columns[*i];
-                    value::check_fits(&v, &c.ty, &qualified(&def), &c.name)?;
+                    column_fits(&v, &def, c)?;
                     new[*i] = value::convert(&v, &c.ty, 0)?;
                 }
             }
@@ -1320,7 +1325,7 @@ impl SessionCore {
         let (def, alias) = self.dml_target(&from[0])?;
         let (filter, targets) = self.target_rows(&def, &alias, d.selection.as_ref())?;
         let mut n = 0;
-        for (key, _) in targets {
+        for key in targets {
             self.lock(def.object_id, 0, &key)?;
             let Some(cur) = self.current_row(&def, &key, true)? else {
                 continue;
@@ -1420,8 +1425,9 @@ impl SessionCore {
     }
 }
 
-/// The bound WHERE of an UPDATE/DELETE and the rows it selected.
-type Targets = (Option<BExpr>, Vec<(Key, Row)>);
+/// The bound WHERE clause of an UPDATE/DELETE and the keys of the rows it matched when
+/// scanned (each row is re-read and re-checked under its lock).
+type Targets = (Option<BExpr>, Vec<Key>);
 
 /// One overlay change of the current statement, for statement-level rollback.
 pub enum Undo {
