@@ -3,9 +3,11 @@
 //! Per table ([`table`]): row counts on both sides; the table is split into the key ranges
 //! capture plans for full sync (`PlanChunks`); each range is summarized on both sides by an
 //! order-independent [`canon::Aggregate`] of per-row MD5 digests over the canonical value
-//! forms of `dbsync-typemap` (the source rows stream from capture's `ReadChunk`, with the
-//! task's throttle, and are hashed here; PostgreSQL hashes its rows itself with
-//! `pg_canonical_sql`, so only one row of sums per range crosses the network). Ranges whose
+//! forms of `dbsync-typemap` (capture hashes the source rows next to the source with the
+//! target's column types — `ChecksumChunks` with columns, under the task's full-sync throttle —
+//! and PostgreSQL hashes its rows itself with `pg_canonical_sql`, so only sums per range cross
+//! the network on either side; [`VerifyRequest::source_checksums`] off streams the source rows
+//! through `ReadChunk` and hashes them here instead). Ranges whose
 //! sums differ are narrowed to the differing rows by key digest (missing, extra, different
 //! with the differing columns). Where the two engines order keys differently (text,
 //! uniqueidentifier, temporal keys with sub-microsecond parts) or the table has no key, the

@@ -159,8 +159,13 @@ pub(crate) async fn verify_table(
     );
 
     // 1. Sums per partition on both sides.
-    tick(Phase::Checksumming, 0, selected.len() as u64, 0, 0);
-    let (sums, scanned_rows) = table.compare_sums(&selected, &mut |done, rows| tick(Phase::Checksumming, done, selected.len() as u64, rows, 0)).await?;
+    // Progress counts source reads: one per selected range, or every chunk for buckets.
+    let reads = match &table.partitions {
+        Partitions::Ranges(_) => selected.len(),
+        Partitions::Buckets { chunks, .. } => chunks.len(),
+    } as u64;
+    tick(Phase::Checksumming, 0, reads, 0, 0);
+    let (sums, scanned_rows) = table.compare_sums(&selected, &mut |done, rows| tick(Phase::Checksumming, done, reads, rows, 0)).await?;
     report.rows_compared = sums.iter().map(|(_, source, _)| source.rows).sum();
     report.source_rows = match scanned_rows {
         Some(rows) if selected.len() as u32 == total => rows,

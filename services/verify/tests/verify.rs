@@ -251,16 +251,16 @@ fn changed(c: &str, data_type: &str, step_us: i64) -> Option<String> {
     })
 }
 
-/// Changes one column per row of `schema.table` (key `id`), each column in its own row while
-/// rows last; returns `key -> changed columns`.
-async fn change_every_column(env: &Env, schema: &str, table: &str) -> BTreeMap<String, BTreeSet<String>> {
-    let ids: Vec<i32> = env.pg.query(&format!("SELECT id FROM {schema}.{table} ORDER BY id"), &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
+/// Changes one column per row of `schema.table` (integer key column `key`), each column in its
+/// own row while rows last; returns `key -> changed columns`.
+async fn change_every_column(env: &Env, schema: &str, table: &str, key: &str) -> BTreeMap<String, BTreeSet<String>> {
+    let ids: Vec<i32> = env.pg.query(&format!("SELECT {key} FROM {schema}.{table} ORDER BY {key}"), &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
     let columns = env
         .pg
         .query(
             "SELECT column_name::text, data_type::text, COALESCE(datetime_precision, 6)::int FROM information_schema.columns
-              WHERE table_schema = $1 AND table_name = $2 AND column_name <> 'id' ORDER BY ordinal_position",
-            &[&schema, &table],
+              WHERE table_schema = $1 AND table_name = $2 AND column_name <> $3 ORDER BY ordinal_position",
+            &[&schema, &table, &key],
         )
         .await
         .unwrap();
@@ -270,8 +270,8 @@ async fn change_every_column(env: &Env, schema: &str, table: &str) -> BTreeMap<S
         let step = 10i64.pow(6 - precision.clamp(0, 6) as u32);
         let expr = changed(&format!("\"{name}\""), &data_type, step).unwrap_or_else(|| panic!("no change rule for {data_type}"));
         let id = ids[i % ids.len()];
-        env.pg(&format!("UPDATE {schema}.{table} SET \"{name}\" = {expr} WHERE id = {id}")).await;
-        expected.entry(format!("id={id}")).or_default().insert(name);
+        env.pg(&format!("UPDATE {schema}.{table} SET \"{name}\" = {expr} WHERE {key} = {id}")).await;
+        expected.entry(format!("{key}={id}")).or_default().insert(name);
     }
     expected
 }
@@ -285,13 +285,15 @@ async fn every_kind_of_corruption_is_found_exactly_and_repaired() {
     let mut put = |table: &'static str, kind: &str, key: String, columns: BTreeSet<String>| {
         expected.entry(table).or_default().insert((kind.to_string(), key), columns);
     };
-    // One changed column of each type.
-    for (schema, table, full) in [
-        ("sales", "numeric_extremes", "sales.numeric_extremes"),
-        ("sales", "temporal_extremes", "sales.temporal_extremes"),
-        ("sales", "text_samples", "sales.text_samples"),
+    // One changed column of each type, and each kind of LOB (nvarchar(max), varbinary(max),
+    // text, ntext, image, xml) in sales.customer_notes.
+    for (schema, table, key, full) in [
+        ("sales", "numeric_extremes", "id", "sales.numeric_extremes"),
+        ("sales", "temporal_extremes", "id", "sales.temporal_extremes"),
+        ("sales", "text_samples", "id", "sales.text_samples"),
+        ("sales", "customer_notes", "note_id", "sales.customer_notes"),
     ] {
-        for (key, columns) in change_every_column(&env, schema, table).await {
+        for (key, columns) in change_every_column(&env, schema, table, key).await {
             put(full, "different", key, columns);
         }
     }
@@ -306,8 +308,8 @@ async fn every_kind_of_corruption_is_found_exactly_and_repaired() {
     )
     .await;
     put("sales.customers", "extra", "customer_id=999999".into(), BTreeSet::new());
-    // A changed LOB.
-    let note: i32 = env.pg.query_one("SELECT min(note_id) FROM sales.customer_notes", &[]).await.unwrap().get(0);
+    // A large changed LOB (in a row change_every_column left alone).
+    let note: i32 = env.pg.query_one("SELECT max(note_id) FROM sales.customer_notes", &[]).await.unwrap().get(0);
     env.pg(&format!("UPDATE sales.customer_notes SET body = repeat('lob ', 50000) WHERE note_id = {note}")).await;
     put("sales.customer_notes", "different", format!("note_id={note}"), ["body".to_string()].into());
     // A row of a table without primary key but with a unique index, and one with a GUID key.
@@ -322,6 +324,16 @@ async fn every_kind_of_corruption_is_found_exactly_and_repaired() {
     ))
     .await;
     put("inventory.supplier_contacts", "different", contact, ["phone".to_string()].into());
+    // An extra row there too, and a missing row of the GUID-keyed table (key buckets).
+    env.pg(
+        "INSERT INTO inventory.supplier_contacts (supplier_code, contact_email, contact_name, phone, is_primary)
+         VALUES ('EXTRA', 'extra@example.com', 'Extra', '0', false)",
+    )
+    .await;
+    put("inventory.supplier_contacts", "extra", "supplier_code=EXTRA, contact_email=extra@example.com".into(), BTreeSet::new());
+    let gone: String = env.pg.query_one("SELECT max(payment_id::text) FROM sales.payments", &[]).await.unwrap().get(0);
+    env.pg(&format!("DELETE FROM sales.payments WHERE payment_id = '{gone}'")).await;
+    put("sales.payments", "missing", format!("payment_id={gone}"), BTreeSet::new());
     let payment: String = env.pg.query_one("SELECT min(payment_id::text) FROM sales.payments", &[]).await.unwrap().get(0);
     env.pg(&format!("UPDATE sales.payments SET amount = amount + 1 WHERE payment_id = '{payment}'")).await;
     put("sales.payments", "different", format!("payment_id={payment}"), ["amount".to_string()].into());
