@@ -812,6 +812,9 @@ async fn serializable_blocks_phantoms_until_commit() {
         .await,
         1222
     );
+    // A key range lock, not a table lock: a row beyond the range read (and beyond the next
+    // key, 20, which the scan read to find the range's end) can be inserted.
+    exec(&mut writer, "INSERT INTO dbo.ser_items VALUES (30, 300)").await;
     // Without a timeout the insert waits until the reader commits; meanwhile the reader's
     // count does not change.
     exec(&mut writer, "SET LOCK_TIMEOUT -1").await;

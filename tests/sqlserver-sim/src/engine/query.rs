@@ -19,7 +19,7 @@ use super::eval::{
 use super::hooks::RowStream;
 use super::parse::object_name_parts;
 use super::session::Isolation;
-use super::store::{range_lock_key, Key, MergedScan};
+use super::store::{Key, MergedScan};
 use super::value::{self, compare_total, err, ValueExt};
 use crate::api::{ResultColumn, SqlError};
 use crate::types::{SqlType, Value};
@@ -1197,19 +1197,16 @@ pub fn scan_table(
         .unwrap_or(u64::MAX - env.core.spid as u64);
     let timeout = env.core.opts.lock_timeout;
     // REPEATABLE READ / SERIALIZABLE inside a transaction: shared locks held to its end
-    // (ENGINE.md "Storage and transactions"). SERIALIZABLE locks the table's key range once;
-    // if it had to wait for a writer, it reads the data that writer committed.
-    let (row_locks, range_waited) = match env.core.opts.isolation {
-        _ if env.core.txn.is_none() || env.core.nolock => (false, false),
-        Isolation::RepeatableRead => (true, false),
-        Isolation::Serializable => (
-            false,
-            store
-                .locks
-                .acquire_shared(me, &range_lock_key(def.object_id), timeout)?,
-        ),
-        _ => (false, false),
-    };
+    // (ENGINE.md "Storage and transactions"). SERIALIZABLE locks the key range it reads, from
+    // the scan's start to the last key read; if it had to wait for a writer in that range,
+    // it reads the data that writer committed.
+    let in_txn = env.core.txn.is_some() && !env.core.nolock;
+    let serializable = in_txn && env.core.opts.isolation == Isolation::Serializable;
+    let row_locks = in_txn && env.core.opts.isolation == Isolation::RepeatableRead;
+    let range_waited = serializable
+        && store
+            .locks
+            .acquire_range(me, def.object_id, from.clone(), timeout)?;
     let snap = if range_waited {
         store.snapshot()
     } else {
@@ -1222,6 +1219,7 @@ pub fn scan_table(
     let wait = row_locks
         || (env.core.reads_wait_for_writers(def.database_id)
             && store.locks.table_has_locks(def.object_id));
+    let mut stopped_at: Option<Key> = None;
     for (k, row) in MergedScan::new(base, overlay, from) {
         if wait && !overlay.is_some_and(|o| o.rows.contains_key(k)) {
             let lock = (def.object_id, 0, k.clone());
@@ -1233,6 +1231,7 @@ pub fn scan_table(
             if waited {
                 if let Some(latest) = store.latest_row(def.object_id, k) {
                     if !f(k, &latest.row)? {
+                        stopped_at = Some(k.clone());
                         break;
                     }
                 }
@@ -1240,7 +1239,13 @@ pub fn scan_table(
             }
         }
         if !f(k, row)? {
+            stopped_at = Some(k.clone());
             break;
+        }
+    }
+    if serializable {
+        if let Some(last) = stopped_at {
+            store.locks.end_range(me, def.object_id, last);
         }
     }
     Ok(())

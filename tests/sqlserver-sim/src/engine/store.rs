@@ -8,6 +8,7 @@
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ops::{Bound as RangeBound, RangeBounds};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -124,16 +125,20 @@ pub struct TableWrites {
     pub truncated: bool,
 }
 
-/// Lock resource: (object_id, index_id, key). index_id 0 = storage key (row lock);
-/// [`RANGE_LOCK_INDEX`] with an empty key = the table's key range (SERIALIZABLE).
+/// Lock resource: (object_id, index_id, key). index_id 0 = storage key (row lock).
 pub type LockKey = (i32, i32, Key);
 
-/// index_id of the shared lock a SERIALIZABLE reader takes on a whole table's key range.
-pub const RANGE_LOCK_INDEX: i32 = -1;
+/// A SERIALIZABLE reader's shared lock on a range of a table's storage keys.
+struct RangeLock {
+    txn: u64,
+    lo: RangeBound<Key>,
+    hi: RangeBound<Key>,
+}
 
-/// The range lock resource of a table.
-pub fn range_lock_key(object_id: i32) -> LockKey {
-    (object_id, RANGE_LOCK_INDEX, Key(Arc::from(Vec::new())))
+impl RangeLock {
+    fn contains(&self, key: &Key) -> bool {
+        (self.lo.as_ref(), self.hi.as_ref()).contains(key)
+    }
 }
 
 #[derive(Default)]
@@ -145,6 +150,9 @@ struct LockState {
     /// Shared locks per transaction (readers hold no `&mut` of their transaction, so the
     /// manager remembers them; `release_all` drops them).
     shared_by_txn: HashMap<u64, Vec<LockKey>>,
+    /// SERIALIZABLE key-range locks per table, and the tables each transaction has them on.
+    ranges: HashMap<i32, Vec<RangeLock>>,
+    ranges_by_txn: HashMap<u64, Vec<i32>>,
     waits_for: HashMap<u64, u64>,
     /// Locks held per table (lets readers skip per-row checks on unlocked tables).
     per_table: HashMap<i32, usize>,
@@ -153,31 +161,49 @@ struct LockState {
 impl LockState {
     /// Another transaction whose lock conflicts with `txn` taking `key` in the given mode.
     fn blocker(&self, txn: u64, key: &LockKey, exclusive: bool) -> Option<u64> {
-        if key.1 == RANGE_LOCK_INDEX {
-            // S on the key range conflicts with any other transaction's X on the table.
-            if self.per_table.contains_key(&key.0) {
-                if let Some((_, &t)) = self
-                    .owners
-                    .iter()
-                    .find(|((o, _, _), t)| *o == key.0 && **t != txn)
-                {
-                    return Some(t);
-                }
-            }
-        } else if let Some(&owner) = self.owners.get(key) {
+        if let Some(&owner) = self.owners.get(key) {
             if owner != txn {
                 return Some(owner);
             }
         }
-        if exclusive && !self.shared.is_empty() {
-            let other = |k: &LockKey| {
-                self.shared
-                    .get(k)
-                    .and_then(|holders| holders.iter().copied().find(|&t| t != txn))
-            };
-            return other(key).or_else(|| other(&range_lock_key(key.0)));
+        if !exclusive {
+            return None;
+        }
+        if !self.shared.is_empty() {
+            if let Some(t) = self
+                .shared
+                .get(key)
+                .and_then(|holders| holders.iter().copied().find(|&t| t != txn))
+            {
+                return Some(t);
+            }
+        }
+        if key.1 == 0 && !self.ranges.is_empty() {
+            if let Some(r) = self
+                .ranges
+                .get(&key.0)
+                .and_then(|rs| rs.iter().find(|r| r.txn != txn && r.contains(&key.2)))
+            {
+                return Some(r.txn);
+            }
         }
         None
+    }
+
+    /// Another transaction's exclusive row lock inside `[lo, ∞)` of a table.
+    fn range_blocker(&self, txn: u64, object_id: i32, lo: &RangeBound<Key>) -> Option<u64> {
+        if !self.per_table.contains_key(&object_id) {
+            return None;
+        }
+        self.owners
+            .iter()
+            .find(|((o, ix, k), t)| {
+                *o == object_id
+                    && *ix == 0
+                    && **t != txn
+                    && (lo.as_ref(), RangeBound::Unbounded).contains(k)
+            })
+            .map(|(_, &t)| t)
     }
 
     fn deadlocked(&self, txn: u64, blocker: u64) -> bool {
@@ -229,6 +255,26 @@ impl LockManager {
         held: impl Fn(&LockState) -> bool,
         take: impl FnOnce(&mut LockState),
     ) -> Result<Option<bool>, SqlError> {
+        self.lock_when(
+            txn,
+            timeout_ms,
+            cancelled,
+            held,
+            |st| st.blocker(txn, key, exclusive),
+            take,
+        )
+    }
+
+    /// The wait loop of every lock request: `blocker` names a conflicting transaction.
+    fn lock_when(
+        &self,
+        txn: u64,
+        timeout_ms: i64,
+        cancelled: &dyn Fn() -> bool,
+        held: impl Fn(&LockState) -> bool,
+        blocker: impl Fn(&LockState) -> Option<u64>,
+        take: impl FnOnce(&mut LockState),
+    ) -> Result<Option<bool>, SqlError> {
         let mut st = self.state.lock();
         if held(&st) {
             return Ok(None);
@@ -237,7 +283,7 @@ impl LockManager {
             (timeout_ms >= 0).then(|| Instant::now() + Duration::from_millis(timeout_ms as u64));
         let mut waited = false;
         loop {
-            let Some(owner) = st.blocker(txn, key, exclusive) else {
+            let Some(owner) = blocker(&st) else {
                 if waited {
                     st.waits_for.remove(&txn);
                 }
@@ -312,10 +358,53 @@ impl LockManager {
         Ok(waited.unwrap_or(false))
     }
 
+    /// SERIALIZABLE: a shared lock on the storage keys from `lo` up, held to the end of the
+    /// transaction; waits while another transaction has written a key in it. The scan then
+    /// narrows it with [`LockManager::end_range`]. Returns whether it had to wait.
+    pub fn acquire_range(
+        &self,
+        txn: u64,
+        object_id: i32,
+        lo: RangeBound<Key>,
+        timeout_ms: i64,
+    ) -> Result<bool, SqlError> {
+        let waited = self.lock_when(
+            txn,
+            timeout_ms,
+            &|| false,
+            |_| false,
+            |st| st.range_blocker(txn, object_id, &lo),
+            |st| {
+                st.ranges.entry(object_id).or_default().push(RangeLock {
+                    txn,
+                    lo: lo.clone(),
+                    hi: RangeBound::Unbounded,
+                });
+                st.ranges_by_txn.entry(txn).or_default().push(object_id);
+            },
+        )?;
+        Ok(waited.unwrap_or(false))
+    }
+
+    /// Ends the range `txn` took last on the table at `hi` (the last key its scan read, the
+    /// "next key" SQL Server locks too), releasing writers beyond it.
+    pub fn end_range(&self, txn: u64, object_id: i32, hi: Key) {
+        let mut st = self.state.lock();
+        if let Some(r) = st
+            .ranges
+            .get_mut(&object_id)
+            .and_then(|rs| rs.iter_mut().rev().find(|r| r.txn == txn))
+        {
+            r.hi = RangeBound::Included(hi);
+        }
+        drop(st);
+        self.released.notify_all();
+    }
+
     /// Releases the exclusive locks `keys` and every shared lock of `txn`.
     pub fn release_all(&self, txn: u64, keys: &[LockKey]) {
         let mut st = self.state.lock();
-        if keys.is_empty() && st.shared_by_txn.is_empty() {
+        if keys.is_empty() && st.shared_by_txn.is_empty() && st.ranges_by_txn.is_empty() {
             return;
         }
         for k in keys {
@@ -326,6 +415,14 @@ impl LockManager {
                     if *n == 0 {
                         st.per_table.remove(&k.0);
                     }
+                }
+            }
+        }
+        for object_id in st.ranges_by_txn.remove(&txn).unwrap_or_default() {
+            if let Some(rs) = st.ranges.get_mut(&object_id) {
+                rs.retain(|r| r.txn != txn);
+                if rs.is_empty() {
+                    st.ranges.remove(&object_id);
                 }
             }
         }
@@ -369,6 +466,10 @@ impl LockManager {
                 .shared
                 .iter()
                 .any(|((o, _, _), h)| *o == object_id && h.iter().any(|&t| t != txn))
+            || st
+                .ranges
+                .get(&object_id)
+                .is_some_and(|rs| rs.iter().any(|r| r.txn != txn))
     }
 }
 
