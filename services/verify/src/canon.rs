@@ -9,7 +9,7 @@
 //! (SQL Server's uniqueidentifier and collation orders differ from PostgreSQL's), and unlike
 //! XOR a duplicated row does not cancel out.
 
-use dbsync_apply::pg::catalog::ResolvedTable;
+use dbsync_apply::pg::catalog::{ResolvedTable, WriteColumn};
 use dbsync_proto::v1::{CanonicalColumn, Value};
 pub use dbsync_typemap::digest::{bucket_of, Aggregate, Digest16};
 use dbsync_typemap::digest::{canonical_column, RowDigester};
@@ -40,9 +40,14 @@ pub struct Shape {
 
 impl Shape {
     pub fn from_resolved(table: &ResolvedTable) -> Shape {
-        let columns: Vec<Column> = table
-            .write
+        // Columns computed by ETL expressions differ from the source on purpose: they are not
+        // compared (key columns stay, rows are matched by them).
+        let computed = |w: &WriteColumn| table.target.etl.as_ref().is_some_and(|e| e.computes(w.source_index));
+        let compared: Vec<usize> =
+            (0..table.write.len()).filter(|i| table.key.contains(i) || !computed(&table.write[*i])).collect();
+        let columns: Vec<Column> = compared
             .iter()
+            .map(|&i| &table.write[i])
             .map(|w| Column {
                 source_index: w.source_index,
                 source_name: table.target.source.columns[w.source_index].name.clone(),
@@ -51,7 +56,11 @@ impl Shape {
             })
             .collect();
         let keyed = !table.key.is_empty();
-        let key = if keyed { table.key.clone() } else { (0..columns.len()).collect() };
+        let key = if keyed {
+            table.key.iter().filter_map(|k| compared.iter().position(|c| c == k)).collect()
+        } else {
+            (0..columns.len()).collect()
+        };
         Shape { columns, key, keyed, qualified: table.target.qualified.clone() }
     }
 

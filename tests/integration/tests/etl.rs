@@ -157,6 +157,24 @@ async fn column_expressions_and_row_filter_in_full_and_incremental_sync() {
         .iter()
         .any(|r| r.1 == "NEW ONE (--)" && r.2 == 15 && r.3 == "new.one@example.org"));
 
+    // Verification compares the columns without expressions (the filter applies) and agrees.
+    let mut client = env.client().await.unwrap();
+    let report = client
+        .verify_task(pb::VerifyTaskRequest {
+            task_id: task.clone(),
+            mode: "full".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let differences: Vec<_> = report
+        .tables
+        .iter()
+        .flat_map(|t| t.differences.iter().take(3))
+        .collect();
+    assert!(report.equal, "{differences:?}");
+
     // The source's email is CI_AS with a unique constraint: the target column has the ICU
     // collation and rejects a case-duplicate like the source would.
     let pg = env.target().await.unwrap();
