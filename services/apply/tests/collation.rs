@@ -5,6 +5,7 @@
 mod common;
 
 use common::*;
+use dbsync_apply::pg::catalog::unique_index_count;
 use dbsync_apply::pg::ddl::DdlOptions;
 use dbsync_apply::plan::TableTarget;
 use dbsync_apply::schema::{create_objects, post_load};
@@ -126,6 +127,24 @@ async fn ci_columns_get_icu_collations_and_reject_case_duplicates() {
         .unwrap()
         .get(0);
     assert_eq!(stored, "Ann@Example.com");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_case_insensitive_key_keeps_changes_in_order() {
+    let (_target, mut client) = fresh_db("collation_key").await;
+    let mut code = col("Code", "nvarchar", 40, 0, 0, false);
+    code.collation = "SQL_Latin1_General_CP1_CI_AS".into();
+    let ci = table_plan(
+        "CiKeyed",
+        vec![code, col("Qty", "int", 4, 10, 0, true)],
+        &["Code"],
+    );
+    let plain = table_plan("Plain", vec![col("Id", "int", 4, 10, 0, false)], &["Id"]);
+    create_tables(&mut client, &[ci, plain], "precheck").await;
+    // 'abc' deleted and 'ABC' inserted are one row under the key's collation: regrouping
+    // statements by byte-wise keys would be unsafe, so the table counts as not reorderable.
+    assert_eq!(unique_index_count(&client, "dbo.cikeyed").await.unwrap(), 2);
+    assert_eq!(unique_index_count(&client, "dbo.plain").await.unwrap(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

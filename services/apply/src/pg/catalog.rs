@@ -57,10 +57,17 @@ pub async fn table_exists(client: &Client, t: &TableTarget) -> Result<bool> {
 
 /// Number of unique and exclusion indexes of a table: with only the key's, changes of
 /// different rows can be regrouped without another constraint seeing them in a new order.
+/// A unique index over a nondeterministic (case-insensitive) collation counts twice: keys that
+/// differ in bytes ('abc', 'ABC') can name the same row there, which the applier's byte-wise
+/// row tracking cannot see, so such tables keep their changes in order.
 pub async fn unique_index_count(client: &Client, qualified: &str) -> Result<i64> {
     let row = client
         .query_one(
-            "SELECT count(*) FROM pg_index WHERE indrelid = $1::text::regclass AND (indisunique OR indisexclusion)",
+            "SELECT count(*) + count(*) FILTER (WHERE EXISTS (
+                    SELECT 1 FROM pg_attribute a JOIN pg_collation c ON c.oid = a.attcollation
+                     WHERE a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
+                       AND NOT c.collisdeterministic))
+               FROM pg_index i WHERE i.indrelid = $1::text::regclass AND (i.indisunique OR i.indisexclusion)",
             &[&qualified],
         )
         .await
