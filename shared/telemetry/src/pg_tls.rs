@@ -376,3 +376,52 @@ impl<S: AsyncRead + AsyncWrite + Unpin> tokio_postgres::tls::TlsStream for PgTls
         ChannelBinding::none()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sslmodes_parse_like_libpq() {
+        assert_eq!(PgSslMode::parse("").unwrap(), PgSslMode::Prefer);
+        assert_eq!(PgSslMode::parse("Require").unwrap(), PgSslMode::Require);
+        assert_eq!(
+            PgSslMode::parse("verify-full").unwrap(),
+            PgSslMode::VerifyFull
+        );
+        assert_eq!(PgSslMode::VerifyCa.negotiation(), SslMode::Require);
+        assert_eq!(PgSslMode::Disable.negotiation(), SslMode::Disable);
+        let err = PgSslMode::parse("allow-ish").unwrap_err().to_string();
+        assert!(
+            err.contains("allow-ish") && err.contains("verify-full"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn verification_needs_a_root_certificate() {
+        let err = PgTls::new(PgSslMode::VerifyCa, None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("verify-ca") && err.contains(ROOT_CERT_VARIABLE),
+            "{err}"
+        );
+        assert!(PgTls::new(PgSslMode::Require, None).is_ok());
+        let err = PgTls::new(PgSslMode::VerifyFull, Some((b"not pem", "test")))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("root certificate"), "{err}");
+    }
+
+    #[test]
+    fn hints_name_sslmode() {
+        let hint = sslmode_hint(
+            "require",
+            "error performing TLS handshake: server does not support TLS",
+        )
+        .unwrap();
+        assert!(hint.contains("sslmode is require"), "{hint}");
+        assert!(sslmode_hint("require", "password authentication failed").is_none());
+    }
+}
