@@ -44,14 +44,22 @@ impl Buckets {
     }
 }
 
-/// Waits until `n` cells are available, in pieces no larger than the burst.
-async fn take(limiter: &DefaultDirectRateLimiter, mut n: u64, burst: u64) {
-    while n > 0 {
-        let piece = n.min(burst.max(1));
-        let cells = NonZeroU32::new(u32::try_from(piece).unwrap_or(u32::MAX)).unwrap_or(NonZeroU32::MIN);
-        // InsufficientCapacity cannot happen: piece <= burst.
-        let _ = limiter.until_n_ready(cells).await;
-        n -= piece;
+/// Which bucket of [`Buckets`] a wait draws from.
+#[derive(Clone, Copy)]
+enum Kind {
+    Queries,
+    Rows,
+    Kib,
+}
+
+impl Buckets {
+    fn limiter(&self, kind: Kind) -> Option<(&DefaultDirectRateLimiter, u64)> {
+        let (limiter, per_second) = match kind {
+            Kind::Queries => (&self.queries, self.settings.queries_per_second),
+            Kind::Rows => (&self.rows, self.settings.rows_per_second),
+            Kind::Kib => (&self.kib, self.settings.megabytes_per_second * 1024.0),
+        };
+        limiter.as_ref().map(|l| (l, per_second.ceil() as u64))
     }
 }
 
@@ -89,20 +97,29 @@ impl TaskThrottle {
 
     /// Waits for one source query.
     pub async fn query(&self) {
-        let b = self.current();
-        if let Some(l) = &b.queries {
-            take(l, 1, b.settings.queries_per_second.ceil() as u64).await;
-        }
+        self.take(Kind::Queries, 1).await;
     }
 
     /// Waits for `rows` rows and `bytes` bytes.
     pub async fn rows_and_bytes(&self, rows: u64, bytes: u64) {
-        let b = self.current();
-        if let Some(l) = &b.rows {
-            take(l, rows, b.settings.rows_per_second.ceil() as u64).await;
-        }
-        if let Some(l) = &b.kib {
-            take(l, bytes.div_ceil(BYTES_PER_CELL), (b.settings.megabytes_per_second * 1024.0).ceil() as u64).await;
+        self.take(Kind::Rows, rows).await;
+        self.take(Kind::Kib, bytes.div_ceil(BYTES_PER_CELL)).await;
+    }
+
+    /// Waits until `n` cells are available, in pieces no larger than the burst. Each piece
+    /// reads the current limits, so a change from the coordinator applies to a large batch
+    /// that is already waiting, not only to the next one.
+    async fn take(&self, kind: Kind, mut n: u64) {
+        while n > 0 {
+            let buckets = self.current();
+            let Some((limiter, burst)) = buckets.limiter(kind) else {
+                return;
+            };
+            let piece = n.min(burst.max(1));
+            let cells = NonZeroU32::new(u32::try_from(piece).unwrap_or(u32::MAX)).unwrap_or(NonZeroU32::MIN);
+            // InsufficientCapacity cannot happen: piece <= burst.
+            let _ = limiter.until_n_ready(cells).await;
+            n -= piece;
         }
     }
 }
@@ -192,5 +209,19 @@ mod tests {
         throttles.update("t1", Phase::Incremental, new);
         let t = throttles.for_task("t1", Phase::Incremental, Some(old));
         assert_eq!(t.settings(), new);
+    }
+
+    #[tokio::test]
+    async fn a_raised_limit_speeds_up_a_batch_that_is_already_waiting() {
+        let throttles = Arc::new(Throttles::default());
+        throttles.update("t1", Phase::Incremental, Throttle { rows_per_second: 10.0, ..Default::default() });
+        let t = throttles.for_task("t1", Phase::Incremental, None);
+        let start = Instant::now();
+        // 200 rows at 10 rows/s would take about 19 s.
+        let waiting = tokio::spawn(async move { t.rows_and_bytes(200, 0).await });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        throttles.update("t1", Phase::Incremental, Throttle { rows_per_second: 100_000.0, ..Default::default() });
+        waiting.await.unwrap();
+        assert!(start.elapsed() < Duration::from_secs(5), "{:?}", start.elapsed());
     }
 }

@@ -1400,6 +1400,7 @@ impl Coordinator {
             sequences: pb::ReadSchemaResponse::decode(group.sequences.as_slice())
                 .map(|r| r.sequences)
                 .unwrap_or_default(),
+            ..Default::default()
         })
     }
 
