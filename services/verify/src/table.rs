@@ -434,16 +434,18 @@ impl Table<'_> {
     /// Sums of the given partitions on the target (partitions without rows are absent).
     async fn target_sums(&self, client: &Client, partitions: &[u32]) -> Result<HashMap<u32, Aggregate>> {
         let digest = self.shape.row_digest_sql();
+        // OFFSET 0 keeps PostgreSQL from pulling the subquery up: pulled up, each use of `h`
+        // (and `b`) would compute the row's digest again.
         let sums = "count(*)::int8, COALESCE(sum(('x' || substr(h, 1, 16))::bit(64)::int8), 0)::text, \
                     COALESCE(sum(('x' || substr(h, 17, 16))::bit(64)::int8), 0)::text";
         let (sql, ranges) = match &self.partitions {
             Partitions::Ranges(_) => (
-                format!("SELECT 0::int8, {sums} FROM (SELECT {digest} AS h FROM {} WHERE {}) s", self.shape.qualified, self.predicate(partitions)?),
+                format!("SELECT 0::int8, {sums} FROM (SELECT {digest} AS h FROM {} WHERE {} OFFSET 0) s", self.shape.qualified, self.predicate(partitions)?),
                 true,
             ),
             Partitions::Buckets { count, .. } => (
                 format!(
-                    "SELECT b, {sums} FROM (SELECT {} AS b, {digest} AS h FROM {}) s WHERE b IN ({}) GROUP BY b",
+                    "SELECT b, {sums} FROM (SELECT {} AS b, {digest} AS h FROM {} OFFSET 0) s WHERE b IN ({}) GROUP BY b",
                     self.shape.bucket_sql(*count),
                     self.shape.qualified,
                     partitions.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
