@@ -463,6 +463,51 @@ async fn views_are_stored_selects_listed_in_the_catalog() {
             .get::<&str, _>(0),
         Some("VIEW")
     );
+    // The view's columns are listed like a table's, with their types.
+    let cols = rows(
+        &mut c,
+        "SELECT c.name, TYPE_NAME(c.system_type_id), c.is_nullable FROM sys.columns c \
+         WHERE c.object_id = OBJECT_ID(N'dbo.item_names') ORDER BY c.column_id",
+    )
+    .await;
+    let got: Vec<Option<&str>> = cols.iter().map(|r| r.get::<&str, _>(0)).collect();
+    assert_eq!(got, vec![Some("item_id"), Some("item_name")]);
+    // A NOT NULL key column stays NOT NULL through the view.
+    assert_eq!(cols[0].get::<bool, _>(2), Some(false));
+    assert_eq!(cols[1].get::<&str, _>(1), Some("nvarchar"));
+    let info = rows(
+        &mut c,
+        "SELECT COLUMN_NAME, DATA_TYPE, ORDINAL_POSITION FROM INFORMATION_SCHEMA.COLUMNS \
+         WHERE TABLE_NAME = N'big_items' ORDER BY ORDINAL_POSITION",
+    )
+    .await;
+    let names: Vec<Option<&str>> = info.iter().map(|r| r.get::<&str, _>(0)).collect();
+    assert_eq!(names, vec![Some("id"), Some("name"), Some("amount")]);
+    assert_eq!(info[2].get::<&str, _>(1), Some("decimal"));
+    // A view over the catalog itself lists without recursing.
+    exec(
+        &mut c,
+        "IF OBJECT_ID(N'dbo.column_names', N'V') IS NOT NULL DROP VIEW dbo.column_names",
+    )
+    .await;
+    exec(
+        &mut c,
+        "CREATE VIEW dbo.column_names AS SELECT name FROM sys.columns",
+    )
+    .await;
+    assert!(
+        one_i32(&mut c, "SELECT COUNT(*) FROM sys.columns")
+            .await
+            .unwrap_or(0)
+            > 0
+    );
+    assert!(
+        one_i32(&mut c, "SELECT COUNT(*) FROM dbo.column_names")
+            .await
+            .unwrap_or(0)
+            > 0
+    );
+    exec(&mut c, "DROP VIEW dbo.column_names").await;
     // Errors as SQL Server raises them.
     assert_eq!(
         error_number(&mut c, "CREATE VIEW dbo.big_items AS SELECT 1 AS x").await,

@@ -318,6 +318,54 @@ fn all_objects(db: &DatabaseDef) -> Vec<Vec<Value>> {
     out
 }
 
+thread_local! {
+    /// Set while a view's columns are being derived, so that a view over the catalog views
+    /// does not recurse into itself.
+    static DERIVING_VIEW_COLUMNS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// A view's columns as its SELECT gives them now (in ColumnDef form for the column views);
+/// none when the SELECT no longer binds (a dropped table), or while deriving another view's.
+fn view_columns(
+    core: &SessionCore,
+    db: &DatabaseDef,
+    w: &super::catalog::ViewDef,
+) -> Vec<super::catalog::ColumnDef> {
+    if DERIVING_VIEW_COLUMNS.with(|d| d.replace(true)) {
+        return Vec::new();
+    }
+    let sql = format!(
+        "SELECT TOP (0) * FROM [{}].[{}]",
+        w.schema.replace(']', "]]"),
+        w.name.replace(']', "]]")
+    );
+    let result = core.engine.run(&db.name, &sql);
+    DERIVING_VIEW_COLUMNS.with(|d| d.set(false));
+    let columns = match result {
+        Ok(results) => results
+            .into_iter()
+            .next()
+            .map(|r| r.columns)
+            .unwrap_or_default(),
+        Err(_) => Vec::new(),
+    };
+    columns
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| super::catalog::ColumnDef {
+            column_id: i as i32 + 1,
+            name: c.name,
+            ty: c.ty,
+            user_type: None,
+            nullable: c.nullable,
+            identity: None,
+            default: None,
+            computed: None,
+            is_rowguidcol: false,
+        })
+        .collect()
+}
+
 fn view_object_row(w: &super::catalog::ViewDef) -> Vec<Value> {
     object_row(
         &w.name,
@@ -585,6 +633,37 @@ pub fn view(
                 _ => {}
             }
             let mut v = V::new(&cols);
+            if matches!(name, "columns" | "all_columns") {
+                for w in db.views.values() {
+                    for c in view_columns(core, &db, w) {
+                        let (sys_id, _) = value::system_type_id(&c.ty);
+                        let (len, prec, scale) = value::storage_shape(&c.ty);
+                        v.push(vec![
+                            i(w.object_id),
+                            s(&c.name),
+                            i(c.column_id),
+                            ti(sys_id),
+                            i(user_type_id(&db, &c)),
+                            si(len),
+                            ti(prec),
+                            ti(scale),
+                            collation_of(&c.ty),
+                            b(c.nullable),
+                            b(value::is_string_type(&c.ty) || value::is_binary_type(&c.ty)),
+                            b(false),
+                            b(false),
+                            b(false),
+                            b(false),
+                            b(false),
+                            b(false),
+                            b(false),
+                            i(0),
+                            i(0),
+                            ti(0),
+                        ]);
+                    }
+                }
+            }
             for t in db.tables.values() {
                 for c in &t.columns {
                     if name == "computed_columns" && c.computed.is_none()
@@ -1441,8 +1520,24 @@ fn information_schema(core: &SessionCore, db: &DatabaseDef, name: &str) -> Optio
                 ("DOMAIN_SCHEMA", n128.clone(), T),
                 ("DOMAIN_NAME", n128.clone(), T),
             ]);
-            for t in db.tables.values() {
-                for (pos, c) in t.columns.iter().enumerate() {
+            let views: Vec<(&str, &str, Vec<super::catalog::ColumnDef>)> = db
+                .views
+                .values()
+                .map(|w| {
+                    (
+                        w.schema.as_str(),
+                        w.name.as_str(),
+                        view_columns(core, db, w),
+                    )
+                })
+                .collect();
+            let relations = db
+                .tables
+                .values()
+                .map(|t| (t.schema.as_str(), t.name.as_str(), t.columns.as_slice()))
+                .chain(views.iter().map(|(sc, n, cs)| (*sc, *n, cs.as_slice())));
+            for (table_schema, table_name, columns) in relations {
+                for (pos, c) in columns.iter().enumerate() {
                     let (len, prec, scale) = value::storage_shape(&c.ty);
                     let is_char = value::is_string_type(&c.ty);
                     let is_bin = value::is_binary_type(&c.ty);
@@ -1486,8 +1581,8 @@ fn information_schema(core: &SessionCore, db: &DatabaseDef, name: &str) -> Optio
                     };
                     v.push(vec![
                         s(&db.name),
-                        s(&t.schema),
-                        s(&t.name),
+                        s(table_schema),
+                        s(table_name),
                         s(&c.name),
                         i(pos as i32 + 1),
                         so(c.default.as_ref().map(|d| d.definition.as_str())),
