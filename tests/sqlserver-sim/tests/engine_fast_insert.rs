@@ -1,6 +1,7 @@
 //! The parser's fast path for constant-only INSERT batches (`src/engine/parse/fast.rs`) must
 //! mean exactly what sqlparser's reading means. Every batch here runs twice on fresh engines:
-//! as written (fast path) and with a trailing comment, which sends it to sqlparser. Everything
+//! as written (fast path, then sqlparser from the first statement it does not read) and
+//! behind a leading comment, which sends the whole batch to sqlparser. Everything
 //! the client would see (rows, counts, errors with number and line, transaction changes) and
 //! the table contents afterwards must be the same.
 
@@ -114,10 +115,16 @@ fn constant_inserts_mean_the_same_on_both_paths() {
         ("INSERT INTO dbo.t (id, d) VALUES (123456789012345678901234567890123456789, 1)", Some(1007)),
         ("COMMIT", Some(3902)),
         ("BEGIN TRAN; INSERT INTO dbo.t (id, d) VALUES (5, 5)", None),
+        // Mixed batches: the fast path reads the leading statements, sqlparser the rest.
+        ("BEGIN TRANSACTION; INSERT INTO dbo.t (id, d) VALUES (1, 1), (2, 2);\n UPDATE dbo.t SET d = d + 1 WHERE id >= 2; COMMIT;", None),
+        ("INSERT INTO dbo.t (id, d) VALUES (1, 1);\nINSERT INTO dbo.t (id, d) VALUES (-2, 2);\nINSERT INTO dbo.t (id, d) VALUES (1, 3)", Some(2627)),
+        ("BEGIN TRAN;\nINSERT INTO dbo.t (id, d) VALUES (1, 1);\nIF @@ROWCOUNT = 1\nBEGIN\n  INSERT INTO dbo.t (id, d) VALUES (1, 1)\nEND\nCOMMIT", Some(2627)),
+        ("INSERT INTO dbo.t (id, d) VALUES (1, 1);\nSELECT id, d FROM dbo.t;\nSELEC 1", Some(102)),
+        ("INSERT INTO dbo.t (id, d) VALUES (1, 1);\nBEGIN TRY\n INSERT INTO dbo.t (id, d) VALUES (1, 1)\nEND TRY\nBEGIN CATCH\n SELECT ERROR_NUMBER(), ERROR_LINE()\nEND CATCH", None),
     ];
     for (batch, error) in batches {
         let fast = outcome(batch);
-        let general = outcome(&format!("{batch}\n-- read by sqlparser"));
+        let general = outcome(&format!("/* read by sqlparser */ {batch}"));
         assert_eq!(fast, general, "{batch}");
         let first_error = fast
             .iter()

@@ -317,9 +317,43 @@ pub enum ViewMode {
 
 /// Parses a batch into statements.
 pub fn parse_batch(sql: &str) -> Result<Vec<Parsed>, SqlError> {
-    if let Some(stmts) = fast::simple_batch(sql) {
+    let (mut stmts, rest, line) = fast::simple_prefix(sql);
+    if rest == sql.len() {
         return Ok(stmts);
     }
+    if stmts.is_empty() {
+        return parse_general(sql);
+    }
+    let mut tail = parse_general(&sql[rest..])?;
+    for p in &mut tail {
+        shift_lines(p, line - 1);
+    }
+    stmts.extend(tail);
+    Ok(stmts)
+}
+
+/// Moves a statement parsed from the rest of a batch to its line in the whole batch.
+fn shift_lines(p: &mut Parsed, by: u32) {
+    p.line += by;
+    match &mut p.stmt {
+        Stmt::Block(list) => list.iter_mut().for_each(|p| shift_lines(p, by)),
+        Stmt::TryCatch(try_, catch) => try_
+            .iter_mut()
+            .chain(catch.iter_mut())
+            .for_each(|p| shift_lines(p, by)),
+        Stmt::If { then, els, .. } => {
+            shift_lines(then, by);
+            if let Some(e) = els {
+                shift_lines(e, by);
+            }
+        }
+        Stmt::While { body, .. } => shift_lines(body, by),
+        _ => {}
+    }
+}
+
+/// Parses a batch with sqlparser and the T-SQL statement parsers here.
+fn parse_general(sql: &str) -> Result<Vec<Parsed>, SqlError> {
     let dialect = MsSqlDialect {};
     let tokens = Tokenizer::new(&dialect, sql)
         .tokenize_with_location()

@@ -1,9 +1,10 @@
 //! The fast path of `parse_batch` for the batches bulk writers send: multi-row
 //! `INSERT INTO t [(cols)] VALUES (literal, …), …` statements, optionally between
-//! `BEGIN TRAN[SACTION];` and `COMMIT [TRAN[SACTION]]`. Tokenizing and parsing such a batch
-//! with sqlparser costs far more than executing it. A batch this scanner does not fully
-//! recognize (anything else, comments, expressions, a literal it cannot convert) goes to the
-//! general parser unchanged, so the fast path never changes what a batch means.
+//! `BEGIN TRAN[SACTION];` and `COMMIT [TRAN[SACTION]]`. Tokenizing and parsing such
+//! statements with sqlparser costs far more than executing them. The scanner reads the batch's
+//! leading statements of these forms; from the first statement it does not fully recognize
+//! (anything else, comments, expressions, a literal it cannot convert) the rest of the batch
+//! goes to the general parser, so the fast path never changes what a batch means.
 
 use std::sync::Arc;
 
@@ -11,8 +12,9 @@ use super::{InsertValues, ObjName, Parsed, Stmt};
 use crate::engine::value;
 use crate::types::Value;
 
-/// The statements of `sql` when every one of them is of the simple forms above.
-pub(super) fn simple_batch(sql: &str) -> Option<Vec<Parsed>> {
+/// The leading statements of `sql` that are of the simple forms above, and the byte offset
+/// and line where the rest of the batch (for the general parser) starts.
+pub(super) fn simple_prefix(sql: &str) -> (Vec<Parsed>, usize, u32) {
     let mut s = Scanner {
         sql,
         b: sql.as_bytes(),
@@ -26,47 +28,19 @@ pub(super) fn simple_batch(sql: &str) -> Option<Vec<Parsed>> {
         while s.eat(b';') {
             s.skip_ws();
         }
-        if s.at >= s.b.len() {
-            return Some(out);
-        }
         let start = s.at;
         let line = s.line_at(start);
-        let stmt = match s.word()?.to_ascii_uppercase().as_str() {
-            "BEGIN" => {
-                s.skip_ws();
-                match s.word()?.to_ascii_uppercase().as_str() {
-                    "TRAN" | "TRANSACTION" => Stmt::BeginTran,
-                    _ => return None,
-                }
-            }
-            "COMMIT" => {
-                let save = s.at;
-                s.skip_ws();
-                if !matches!(s.peek(), Some(b';') | None) {
-                    match s.word()?.to_ascii_uppercase().as_str() {
-                        "TRAN" | "TRANSACTION" => {}
-                        _ => return None,
-                    }
-                } else {
-                    s.at = save;
-                }
-                Stmt::CommitTran
-            }
-            "INSERT" => Stmt::InsertValues(Box::new(s.insert_values()?)),
-            _ => return None,
-        };
-        let end = s.at;
-        // Only `;` or the end may follow: a name after BEGIN/COMMIT TRAN, or a statement
-        // without a separator, is left to the general parser.
-        s.skip_ws();
-        if !matches!(s.peek(), Some(b';') | None) {
-            return None;
+        if start >= s.b.len() {
+            return (out, start, line);
         }
-        out.push(Parsed {
-            stmt,
-            text: sql[start..end].to_string(),
-            line,
-        });
+        match s.statement() {
+            Some(stmt) => out.push(Parsed {
+                stmt,
+                text: sql[start..s.at].to_string(),
+                line,
+            }),
+            None => return (out, start, line),
+        }
     }
 }
 
@@ -79,6 +53,42 @@ struct Scanner<'a> {
 }
 
 impl Scanner<'_> {
+    /// One statement of the simple forms, followed by `;` or the end of the batch (a name
+    /// after BEGIN/COMMIT TRAN, or a statement without a separator, is not ours).
+    fn statement(&mut self) -> Option<Stmt> {
+        let stmt = match self.word()?.to_ascii_uppercase().as_str() {
+            "BEGIN" => {
+                self.skip_ws();
+                match self.word()?.to_ascii_uppercase().as_str() {
+                    "TRAN" | "TRANSACTION" => Stmt::BeginTran,
+                    _ => return None,
+                }
+            }
+            "COMMIT" => {
+                let save = self.at;
+                self.skip_ws();
+                if matches!(self.peek(), Some(b';') | None) {
+                    self.at = save;
+                } else {
+                    match self.word()?.to_ascii_uppercase().as_str() {
+                        "TRAN" | "TRANSACTION" => {}
+                        _ => return None,
+                    }
+                }
+                Stmt::CommitTran
+            }
+            "INSERT" => Stmt::InsertValues(Box::new(self.insert_values()?)),
+            _ => return None,
+        };
+        let end = self.at;
+        self.skip_ws();
+        if !matches!(self.peek(), Some(b';') | None) {
+            return None;
+        }
+        self.at = end;
+        Some(stmt)
+    }
+
     fn peek(&self) -> Option<u8> {
         self.b.get(self.at).copied()
     }
@@ -289,6 +299,23 @@ impl Scanner<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The statements when the fast path reads the whole batch.
+    fn simple_batch(sql: &str) -> Option<Vec<Parsed>> {
+        let (stmts, rest, _) = simple_prefix(sql);
+        (rest == sql.len()).then_some(stmts)
+    }
+
+    #[test]
+    fn hands_the_rest_of_a_batch_to_the_general_parser() {
+        let sql = "BEGIN TRAN;\n INSERT INTO t VALUES (1);\n UPDATE t SET a = 1; COMMIT";
+        let (stmts, rest, line) = simple_prefix(sql);
+        assert_eq!(stmts.len(), 2);
+        assert!(sql[rest..].starts_with("UPDATE"));
+        assert_eq!(line, 3);
+        let (stmts, rest, line) = simple_prefix("BEGIN TRAN t1; INSERT INTO t VALUES (1)");
+        assert_eq!((stmts.len(), rest, line), (0, 0, 1));
+    }
 
     #[test]
     fn recognizes_transactions_of_multi_row_inserts() {
