@@ -231,6 +231,10 @@ pub struct BenchOptions {
     pub seconds: u64,
     /// Directory of the service binaries (per-service memory); `None`: services in-process.
     pub binaries: Option<PathBuf>,
+    /// Chunks loaded at once by the full-sync benchmark.
+    pub parallel_chunks: u32,
+    /// Run (d) verify after the full-sync benchmark.
+    pub verify: bool,
 }
 
 fn rate(n: u64, d: Duration) -> f64 {
@@ -266,8 +270,9 @@ pub async fn bench_full(o: &BenchOptions) -> anyhow::Result<String> {
     pg.batch_execute("DROP SCHEMA ceiling CASCADE").await?;
 
     let spec = format!(
-        "{}sync: {{ schema: true, full: true, incremental: false }}\nobjects: {{ databases: [{BENCH_DB}] }}\nchunk_rows: 100000\nparallel_chunks: 4\n",
-        env.task_base("bench-full")
+        "{}sync: {{ schema: true, full: true, incremental: false }}\nobjects: {{ databases: [{BENCH_DB}] }}\nchunk_rows: 100000\nparallel_chunks: {}\n",
+        env.task_base("bench-full"),
+        o.parallel_chunks.max(1)
     );
     let started = Instant::now();
     let task = env.run_task(&spec).await?;
@@ -306,7 +311,7 @@ pub async fn bench_full(o: &BenchOptions) -> anyhow::Result<String> {
         100.0 * dbsync_rate / ceiling_rate
     )?;
     writeln!(out, "{}", memory_report(&env))?;
-    if o.rows > 0 {
+    if o.rows > 0 && o.verify {
         writeln!(out, "{}", bench_verify_on(&env, &task, o.rows).await?)?;
     }
     Ok(out)

@@ -20,6 +20,12 @@ struct Args {
     /// Run the services in-process instead of as processes of their binaries.
     #[arg(long, global = true)]
     in_process: bool,
+    /// Chunks the full-sync benchmark loads at once.
+    #[arg(long, global = true, default_value_t = 4)]
+    parallel_chunks: u32,
+    /// Skip (d) verify after the full-sync benchmark.
+    #[arg(long, global = true)]
+    no_verify: bool,
 }
 
 #[derive(Subcommand, Clone, Copy, PartialEq)]
@@ -53,6 +59,8 @@ async fn main() -> anyhow::Result<()> {
             rate: args.rate,
             seconds: args.seconds,
             binaries: binaries.clone(),
+            parallel_chunks: args.parallel_chunks,
+            verify: !args.no_verify,
         };
         println!("{}", bench_full(&o).await?);
     }
@@ -62,6 +70,8 @@ async fn main() -> anyhow::Result<()> {
             rate: args.rate,
             seconds: args.seconds,
             binaries: None,
+            parallel_chunks: args.parallel_chunks,
+            verify: false,
         };
         println!("{}", bench_standin(&o).await?);
     }
@@ -71,6 +81,8 @@ async fn main() -> anyhow::Result<()> {
             rate: args.rate,
             seconds: args.seconds,
             binaries,
+            parallel_chunks: args.parallel_chunks,
+            verify: false,
         };
         println!("{}", bench_incremental(&o).await?);
     }
