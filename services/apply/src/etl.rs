@@ -15,7 +15,8 @@
 //!   blanks, as SQL Server does), `AND OR NOT`, `IS [NOT] NULL`, `CASE [x] WHEN … THEN … [ELSE …]
 //!   END`, `IIF(c, a, b)`;
 //! - `UPPER LOWER LTRIM RTRIM TRIM LEN LEFT RIGHT SUBSTRING REPLACE CONCAT COALESCE ISNULL NULLIF
-//!   ABS ROUND FLOOR CEILING`.
+//!   ABS ROUND FLOOR CEILING`, and `CAST(x AS t)` / `CONVERT(t, x)` (no style) to character,
+//!   integer, decimal/numeric/money, float/real and bit types.
 //!
 //! NULL propagates (`CONCAT` treats it as empty, as in T-SQL). The result is converted to the
 //! column's own type (the type its source column maps to): numbers are rounded half away from
@@ -513,10 +514,7 @@ fn coerce(v: V, kind: PgKind) -> std::result::Result<Value, String> {
         PgKind::Numeric { scale, .. } => {
             let (u, s) = match &v {
                 V::Text(t) => parse_decimal(t).ok_or_else(|| format!("{t:?} is not a number"))?,
-                V::Float(f) => {
-                    let text = format!("{f:.*}", usize::from(scale));
-                    parse_decimal(&text).ok_or(OVERFLOW)?
-                }
+                V::Float(f) => parse_decimal(&f.to_string()).ok_or(OVERFLOW)?,
                 other => as_dec(num(other).ok_or_else(|| mismatch(other))?),
             };
             let u = round_to(u, s, u32::from(scale)).ok_or(OVERFLOW)?;
@@ -614,6 +612,8 @@ enum Expr {
     /// Searched CASE (a simple CASE is rewritten into `operand = value` conditions).
     Case(Vec<(Expr, Expr)>, Option<Box<Expr>>),
     Call(Func, Vec<Expr>),
+    /// `CAST(x AS type)` / `CONVERT(type, x)`.
+    Cast(Box<Expr>, CastTo),
 }
 
 impl Expr {
@@ -636,6 +636,7 @@ impl Expr {
                 }
             }
             Expr::Call(_, args) => args.iter().for_each(|a| a.columns(out)),
+            Expr::Cast(e, _) => e.columns(out),
         }
     }
 
@@ -721,8 +722,79 @@ impl Expr {
                 }
             }
             Expr::Call(f, args) => call(*f, args, get)?,
+            Expr::Cast(e, to) => cast(e.eval(get)?, *to)?,
         })
     }
+}
+
+/// The target of a `CAST`/`CONVERT`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CastTo {
+    Text,
+    Int,
+    /// decimal with this scale
+    Decimal(u32),
+    Float,
+    Bit,
+}
+
+fn cast(v: V, to: CastTo) -> Eval {
+    if v == V::Null {
+        return Ok(V::Null);
+    }
+    let not_number = |v: &V| format!("cannot convert {} to a number", v.type_name());
+    Ok(match to {
+        CastTo::Text => V::Text(
+            v.text()
+                .ok_or_else(|| format!("cannot convert {} to text", v.type_name()))?,
+        ),
+        CastTo::Int => match &v {
+            V::Text(t) => V::Int(
+                t.trim()
+                    .parse()
+                    .map_err(|_| format!("{t:?} is not an integer"))?,
+            ),
+            // SQL Server truncates decimals and floats converted to int.
+            V::Float(f) if f.is_finite() => V::Int(f.trunc() as i64),
+            other => match num(other).ok_or_else(|| not_number(other))? {
+                Num::Int(i) => V::Int(i),
+                Num::Dec(u, s) => {
+                    let factor = pow10(s)
+                        .and_then(|p| i128::try_from(p).ok())
+                        .ok_or(OVERFLOW)?;
+                    V::Int(i64::try_from(u / factor).map_err(|_| OVERFLOW)?)
+                }
+                Num::Float(_) => return Err(OVERFLOW.into()),
+            },
+        },
+        CastTo::Decimal(scale) => {
+            let (u, s) = match &v {
+                V::Text(t) => parse_decimal(t).ok_or_else(|| format!("{t:?} is not a number"))?,
+                V::Float(f) => parse_decimal(&f.to_string()).ok_or(OVERFLOW)?,
+                other => as_dec(num(other).ok_or_else(|| not_number(other))?),
+            };
+            V::Dec(round_to(u, s, scale).ok_or(OVERFLOW)?, scale)
+        }
+        CastTo::Float => match &v {
+            V::Text(t) => V::Float(
+                t.trim()
+                    .parse()
+                    .map_err(|_| format!("{t:?} is not a number"))?,
+            ),
+            other => V::Float(as_f64(num(other).ok_or_else(|| not_number(other))?)),
+        },
+        CastTo::Bit => match &v {
+            V::Text(t) if t.trim().eq_ignore_ascii_case("true") => V::Bool(true),
+            V::Text(t) if t.trim().eq_ignore_ascii_case("false") => V::Bool(false),
+            V::Text(t) => V::Bool(
+                t.trim()
+                    .parse::<i64>()
+                    .map_err(|_| format!("{t:?} is not a bit"))?
+                    != 0,
+            ),
+            other => V::Bool(as_f64(num(other).ok_or_else(|| not_number(other))?) != 0.0),
+        },
+    })
 }
 
 fn call<'v>(f: Func, args: &[Expr], get: &dyn Fn(usize) -> Option<&'v Value>) -> Eval {
@@ -1043,6 +1115,8 @@ impl Parser<'_> {
             Token::Quoted(name) => self.column(&name),
             Token::Word(w) if w.eq_ignore_ascii_case("NULL") => Ok(Expr::Lit(V::Null)),
             Token::Word(w) if w.eq_ignore_ascii_case("CASE") => self.case(),
+            Token::Word(w) if w.eq_ignore_ascii_case("CAST") => self.cast(),
+            Token::Word(w) if w.eq_ignore_ascii_case("CONVERT") => self.convert(),
             Token::Word(w) if matches!(self.peek(), Some(Token::Op("("))) => self.call(&w),
             Token::Word(w) => self.column(&w),
             other => Err(format!("unexpected {}", other.describe())),
@@ -1078,7 +1152,7 @@ impl Parser<'_> {
         }
         let Some((f, min, max)) = Func::by_name(name) else {
             return Err(format!(
-                "function {name} is not supported in ETL expressions (supported: UPPER, LOWER, LTRIM, RTRIM, TRIM, LEN, LEFT, RIGHT, SUBSTRING, REPLACE, CONCAT, COALESCE, ISNULL, NULLIF, IIF, ABS, ROUND, FLOOR, CEILING)"
+                "function {name} is not supported in ETL expressions (supported: UPPER, LOWER, LTRIM, RTRIM, TRIM, LEN, LEFT, RIGHT, SUBSTRING, REPLACE, CONCAT, COALESCE, ISNULL, NULLIF, IIF, ABS, ROUND, FLOOR, CEILING, CAST, CONVERT)"
             ));
         };
         if args.len() < min || args.len() > max {
@@ -1095,6 +1169,74 @@ impl Parser<'_> {
             ));
         }
         Ok(Expr::Call(f, args))
+    }
+
+    fn cast(&mut self) -> std::result::Result<Expr, String> {
+        self.expect_op("(")?;
+        let e = self.or()?;
+        self.expect_word("AS")?;
+        let to = self.cast_type()?;
+        self.expect_op(")")?;
+        Ok(Expr::Cast(Box::new(e), to))
+    }
+
+    fn convert(&mut self) -> std::result::Result<Expr, String> {
+        self.expect_op("(")?;
+        let to = self.cast_type()?;
+        self.expect_op(",")?;
+        let e = self.or()?;
+        if self.eat_op(",") {
+            return Err("CONVERT with a style is not supported in ETL expressions".into());
+        }
+        self.expect_op(")")?;
+        Ok(Expr::Cast(Box::new(e), to))
+    }
+
+    /// A type name with optional `(n)`, `(max)` or `(p, s)`.
+    fn cast_type(&mut self) -> std::result::Result<CastTo, String> {
+        let Some(Token::Word(name)) = self.peek().cloned() else {
+            return Err(format!("expected a type name, found {}", self.found()));
+        };
+        self.pos += 1;
+        let mut numbers = Vec::new();
+        if self.eat_op("(") {
+            loop {
+                match self.peek().cloned() {
+                    Some(Token::Number(n)) => numbers.push(
+                        n.parse::<u32>()
+                            .map_err(|_| format!("bad type argument {n}"))?,
+                    ),
+                    Some(Token::Word(w)) if w.eq_ignore_ascii_case("max") => {}
+                    _ => return Err(format!("expected a type argument, found {}", self.found())),
+                }
+                self.pos += 1;
+                if self.eat_op(")") {
+                    break;
+                }
+                self.expect_op(",")?;
+            }
+        }
+        Ok(match name.to_ascii_lowercase().as_str() {
+            "varchar" | "nvarchar" | "char" | "nchar" | "text" | "ntext" => CastTo::Text,
+            "tinyint" | "smallint" | "int" | "bigint" => CastTo::Int,
+            "decimal" | "numeric" | "money" | "smallmoney" => {
+                let scale = match name.to_ascii_lowercase().as_str() {
+                    "money" | "smallmoney" => 4,
+                    _ => numbers.get(1).copied().unwrap_or(0),
+                };
+                if scale > 38 {
+                    return Err(format!("scale {scale} is over 38"));
+                }
+                CastTo::Decimal(scale)
+            }
+            "float" | "real" => CastTo::Float,
+            "bit" => CastTo::Bit,
+            other => {
+                return Err(format!(
+                    "CAST to {other} is not supported in ETL expressions (text, integer, decimal, float and bit types are)"
+                ))
+            }
+        })
     }
 
     fn case(&mut self) -> std::result::Result<Expr, String> {
@@ -1281,6 +1423,34 @@ mod tests {
         assert!(eval(3, "Name * 2")
             .unwrap_err()
             .contains("arithmetic on text"));
+    }
+
+    #[test]
+    fn casts_follow_tsql() {
+        assert_eq!(
+            eval(1, "'Total: ' + CAST(Total AS varchar(20))").unwrap(),
+            text("Total: 1234.56")
+        );
+        assert_eq!(eval(3, "CAST(Total AS int)").unwrap(), int(1234));
+        assert_eq!(eval(3, "CONVERT(int, '42') + 1").unwrap(), int(43));
+        assert_eq!(
+            eval(2, "CAST(Ratio AS decimal(10, 1)) * 10").unwrap(),
+            dec(300, 2)
+        );
+        assert_eq!(
+            eval(1, "CAST(CAST(Qty AS decimal(5,2)) AS nvarchar(max))").unwrap(),
+            text("3.00")
+        );
+        assert_eq!(eval(3, "CAST(Note AS int)").unwrap(), null());
+        assert!(eval(3, "CAST('x1' AS int)")
+            .unwrap_err()
+            .contains("not an integer"));
+        assert!(eval(1, "CAST(Id AS date)")
+            .unwrap_err()
+            .contains("CAST to date is not supported"));
+        assert!(eval(1, "CONVERT(varchar, Id, 112)")
+            .unwrap_err()
+            .contains("style"));
     }
 
     #[test]
