@@ -190,3 +190,71 @@ async fn the_store_url_password_never_appears_in_errors() {
     assert!(!text.contains("Store-Pa55word!"), "{text}");
     assert!(text.contains("postgres://nobody@"), "{text}");
 }
+
+#[tokio::test]
+async fn a_leader_that_loses_its_lock_session_steps_down_and_one_coordinator_leads() {
+    let pg = tokio::task::spawn_blocking(dbsync_pgtest::PgCluster::shared)
+        .await
+        .unwrap();
+    pg.create_database("ha_lost_session").await.unwrap();
+    let store = format!(
+        "postgres://{}@{}:{}/ha_lost_session",
+        pg.superuser(),
+        pg.host(),
+        pg.port()
+    );
+    let a = coordinator(&store).await;
+    wait_health(&a.url, ServingStatus::Serving).await;
+    let b = coordinator(&store).await;
+    wait_health(&b.url, ServingStatus::NotServing).await;
+
+    // The server ends the session that holds the leader lock (as a network cut or a failover
+    // of the store would).
+    let admin = pg.connect("ha_lost_session").await.unwrap();
+    let holder = "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND database = \
+                  (SELECT oid FROM pg_database WHERE datname = current_database())";
+    let ended: i32 = admin.query_one(holder, &[]).await.unwrap().get(0);
+    admin
+        .execute("SELECT pg_terminate_backend($1)", &[&ended])
+        .await
+        .unwrap();
+
+    // Whoever wins the lock next, on a new session, leads; the other stands by. The state
+    // must hold steadily (five checks in a row), so a leader that has not yet noticed its loss
+    // does not count.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut steady = 0;
+    while steady < 5 {
+        let (sa, sb) = (health(&a.url).await, health(&b.url).await);
+        let serving = [sa, sb]
+            .iter()
+            .filter(|s| **s == Some(ServingStatus::Serving))
+            .count();
+        let standing_by = [sa, sb]
+            .iter()
+            .filter(|s| **s == Some(ServingStatus::NotServing))
+            .count();
+        let holders: Vec<i32> = admin
+            .query(holder, &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let one_new_holder = holders.len() == 1 && holders[0] != ended;
+        steady = if serving == 1 && standing_by == 1 && one_new_holder {
+            steady + 1
+        } else {
+            0
+        };
+        assert!(
+            Instant::now() < deadline,
+            "no single leader after the lock session ended: a {sa:?}, b {sb:?}, lock held by {holders:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for c in [a, b] {
+        c.shutdown.cancel();
+        c.handle.await.unwrap().unwrap();
+    }
+}
