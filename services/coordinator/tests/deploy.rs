@@ -119,9 +119,16 @@ fn kubernetes_manifests_are_well_formed_and_consistent() {
     }
     let settings: Vec<(String, String)> = all
         .iter()
-        .filter(|d| s(d, &["kind"]) == "ConfigMap" && s(d, &["metadata", "name"]) == "dbsync-services")
+        .filter(|d| {
+            s(d, &["kind"]) == "ConfigMap" && s(d, &["metadata", "name"]) == "dbsync-services"
+        })
         .flat_map(|d| d["data"].as_mapping().unwrap().iter())
-        .map(|(k, v)| (k.as_str().unwrap().to_string(), v.as_str().unwrap().to_string()))
+        .map(|(k, v)| {
+            (
+                k.as_str().unwrap().to_string(),
+                v.as_str().unwrap().to_string(),
+            )
+        })
         .collect();
     for service in ["capture", "apply"] {
         let (_, text) = settings
@@ -161,7 +168,8 @@ fn kubernetes_manifests_are_well_formed_and_consistent() {
                 "{name}: {args:?}"
             );
             assert!(
-                args.iter().any(|a| a.starts_with("--config=/etc/dbsync-settings/")),
+                args.iter()
+                    .any(|a| a.starts_with("--config=/etc/dbsync-settings/")),
                 "{name} reads its settings file: {args:?}"
             );
             if args[0] == "dbsync-coordinator" {
@@ -292,4 +300,85 @@ fn compose_file_is_consistent() {
             "{name} points at the coordinator"
         );
     }
+}
+
+#[test]
+fn highly_available_coordinator_manifest_is_consistent() {
+    let docs = docs(&deploy().join("k8s-ha/coordinator-ha.yaml"));
+    let secret = docs.iter().find(|d| s(d, &["kind"]) == "Secret").unwrap();
+    let store_url = s(secret, &["stringData", "url"]);
+    assert!(
+        dbsync_coordinator::pg_store::is_postgres_url(store_url),
+        "{store_url}"
+    );
+    let deployment = docs
+        .iter()
+        .find(|d| s(d, &["kind"]) == "Deployment")
+        .unwrap();
+    assert_eq!(s(deployment, &["metadata", "namespace"]), "dbsync");
+    assert!(deployment["spec"]["replicas"].as_u64().unwrap() >= 2);
+    assert_eq!(
+        deployment["spec"]["selector"]["matchLabels"],
+        deployment["spec"]["template"]["metadata"]["labels"]
+    );
+    // It replaces the StatefulSet behind the same Service.
+    let base = docs_of_kustomization();
+    let service = base
+        .iter()
+        .find(|d| {
+            s(d, &["kind"]) == "Service" && s(d, &["metadata", "name"]) == "dbsync-coordinator"
+        })
+        .unwrap();
+    assert_eq!(
+        service["spec"]["selector"],
+        deployment["spec"]["selector"]["matchLabels"]
+    );
+    let c = &deployment["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(
+        s(c, &["readinessProbe", "grpc", "service"]),
+        "dbsync.v1.CoordinatorService",
+        "only the leader is ready"
+    );
+    let env = c["env"].as_sequence().unwrap();
+    let store = env
+        .iter()
+        .find(|e| e["name"].as_str() == Some("DBSYNC_COORDINATOR_STORE"))
+        .expect("the store URL comes from the environment");
+    assert_eq!(
+        s(store, &["valueFrom", "secretKeyRef", "name"]),
+        "dbsync-coordinator-store"
+    );
+    // The settings file it mounts exists in the base ConfigMap and parses with the flags.
+    let settings: Vec<(String, String)> = base
+        .iter()
+        .filter(|d| {
+            s(d, &["kind"]) == "ConfigMap" && s(d, &["metadata", "name"]) == "dbsync-services"
+        })
+        .flat_map(|d| d["data"].as_mapping().unwrap().iter())
+        .map(|(k, v)| {
+            (
+                k.as_str().unwrap().to_string(),
+                v.as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let args: Vec<String> = c["args"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .collect();
+    coordinator_flags_parse(&args, &settings);
+}
+
+/// Every document of the resources deploy/k8s/kustomization.yaml names.
+fn docs_of_kustomization() -> Vec<Value> {
+    let dir = deploy().join("k8s");
+    let kustomization = docs(&dir.join("kustomization.yaml")).remove(0);
+    kustomization["resources"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .flat_map(|r| docs(&dir.join(r.as_str().unwrap())))
+        .collect()
 }

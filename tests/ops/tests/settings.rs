@@ -14,7 +14,9 @@ struct CaptureArgs {
 }
 
 fn repo_path(path: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").join(path)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(path)
 }
 
 /// (service, file name, content) of every shipped settings file.
@@ -40,7 +42,11 @@ fn shipped() -> Vec<(String, String, String)> {
             ));
         }
     }
-    assert_eq!(out.len(), 6, "three files for compose, three in the ConfigMap");
+    assert_eq!(
+        out.len(),
+        6,
+        "three files for compose, three in the ConfigMap"
+    );
     out
 }
 
@@ -84,4 +90,25 @@ fn shipped_settings_files_parse_with_each_service_s_command_line() {
             other => panic!("unexpected settings file for {other} in {origin}"),
         }
     }
+}
+
+/// deploy/k8s-ha (used instead of the base's coordinator StatefulSet) passes the same strict
+/// Kubernetes schema validation as deploy/k8s.
+#[test]
+fn highly_available_coordinator_manifest_matches_the_kubernetes_schemas() {
+    dbsync_ops_tests::require_tool("kubernetes-validate", "--version");
+    let file = repo_path("deploy/k8s-ha/coordinator-ha.yaml")
+        .display()
+        .to_string();
+    let out = std::process::Command::new("kubernetes-validate")
+        .args(["--strict", "--no-warn", &file])
+        .output()
+        .expect("run kubernetes-validate");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{file} does not validate:\n{text}");
+    assert!(text.contains(&format!("{file} passed")), "{text}");
 }
