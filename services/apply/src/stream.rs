@@ -8,13 +8,24 @@
 //!    and several small source transactions share one commit under heavy load).
 //! 3. `SchemaChange`: pending work is committed, the target table altered and re-read, then
 //!    later changes use the new columns.
-//! 4. `TableNeedsResnapshot`: reported loudly (table phase RESNAPSHOT with the reason), the
-//!    table is truncated and loaded again; its later changes are applied idempotently up to
-//!    the new snapshot end. The stream is not read during the reload (its messages wait in
-//!    capture and the gRPC window), so no change of any table is lost; the other tables of the
-//!    group wait meanwhile, which is the price of that guarantee. A repeated notice for a
-//!    position the new snapshot already covers is ignored.
+//! 4. `TableNeedsResnapshot` (retention cleanup removed changes the stream still needs): only
+//!    that table is loaded again while the other tables of the group keep streaming.
+//!    - Recorded first: at a transaction boundary the table is written to
+//!      `dbsync.resnapshots` with `S`, the source's max LSN read before the reload, and
+//!      truncated, in one transaction. From then on the main stream skips the table's changes.
+//!    - A side task reloads it (the full-sync chunk path), then follows a side stream of that
+//!      table alone from `S`, applying idempotently (inserts are upserts), with its own
+//!      checkpoint. It applies a transaction only once the main stream has committed past it,
+//!      so it never runs ahead of the main stream and holds at most one message.
+//!    - When the main stream has committed a position `P >= S` and the side stream has
+//!      delivered everything up to `P`, the side task commits and ends; in the main stream's
+//!      transaction the record goes, and the main stream is reopened from `P` with the table
+//!      (capture drops a table from a stream once it reported it).
+//!    - After a crash the record makes the group redo the rest: the reload resumes at its
+//!      first unfinished chunk, the side stream at its checkpoint. A side stream that overruns
+//!      retention again starts the table's re-snapshot over.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,9 +33,12 @@ use dbsync_core::lsn::{Lsn, Position};
 use dbsync_core::sink::{ChangeSink, CheckpointStore};
 use dbsync_proto::v1::change_message::Kind as MessageKind;
 use dbsync_proto::v1::{
-    SourceConnection, StreamChangesRequest, TablePhase, TablePlan, TargetConnection, Throttle,
+    GetMaxLsnRequest, SourceConnection, StreamChangesRequest, TablePhase, TablePlan,
+    TargetConnection, Throttle, TransactionFragment,
 };
 use futures::{FutureExt, StreamExt};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::capture::CaptureClient;
@@ -32,7 +46,10 @@ use crate::error::{ApplyError, Result};
 use crate::full::{run_full_sync, FullSyncContext, FullSyncTable};
 use crate::pg::catalog::{unique_index_count, ResolvedTable};
 use crate::pg::changes::{check_filter, ApplyLimits, ChangeApplier, TableApply};
-use crate::pg::checkpoint::{load_table_state, record_step, PgCheckpoints, TableStep};
+use crate::pg::checkpoint::{
+    begin_resnapshot, end_resnapshot, load_resnapshots, load_table_state, side_group_id,
+    PgCheckpoints,
+};
 use crate::pg::ddl::alter_table_ddl;
 use crate::plan::TableTarget;
 use crate::progress::TableTracker;
@@ -64,51 +81,16 @@ pub struct StreamContext {
 
 const REPORT_EVERY: Duration = Duration::from_millis(500);
 
-pub async fn run_stream(
+/// The change stream request of `tables`, resuming after `start`.
+fn change_request(
     ctx: &StreamContext,
-    mut tables: Vec<StreamTable>,
-    shutdown: CancellationToken,
-) -> Result<()> {
-    let client = crate::pg::connect_data(&ctx.target, ctx.replication_role).await?;
-    let stored = PgCheckpoints {
-        client: &client,
-        task_id: &ctx.task_id,
-    }
-    .load_position(&ctx.group_id)
-    .await?;
-    let start = stored.or(ctx.start_lsn.map(Position::end_of));
-    let mut applies = Vec::with_capacity(tables.len());
-    for t in &tables {
-        let state = load_table_state(&client, &ctx.task_id, &t.table.target.source_name)
-            .await?
-            .unwrap_or_default();
-        check_filter(&t.table)?;
-        let mut apply = TableApply::new(
-            Arc::clone(&t.table),
-            state.snapshot_end_lsn,
-            ctx.overwrite_inserts,
-        );
-        // Regrouping statements needs FK checks off and no unique constraint besides the key.
-        apply.reorder = ctx.replication_role
-            && unique_index_count(&client, &t.table.target.qualified).await? <= 1;
-        applies.push(Some(apply));
-    }
-    let mut applier = ChangeApplier::start(
-        client,
-        &ctx.task_id,
-        &ctx.group_id,
-        applies,
-        start,
-        ApplyLimits::default(),
-    )
-    .await?;
-    let request = StreamChangesRequest {
+    tables: Vec<dbsync_proto::v1::TableSchema>,
+    start: Option<Position>,
+) -> StreamChangesRequest {
+    StreamChangesRequest {
         source: Some(ctx.source.clone()),
         task_id: ctx.task_id.clone(),
-        tables: tables
-            .iter()
-            .map(|t| t.table.target.source.clone())
-            .collect(),
+        tables,
         from_lsn: start.map(|p| p.commit_lsn.0.to_vec()).unwrap_or_default(),
         from_seqval: start.map(|p| p.seqval.0.to_vec()).unwrap_or_default(),
         from_operation: start.map(|p| p.operation).unwrap_or_default(),
@@ -123,163 +105,350 @@ pub async fn run_stream(
         incremental_mode: ctx.incremental_mode.clone(),
         heartbeat_interval_ms: 1000,
         ..Default::default()
-    };
-    tracing::info!(task_id = %ctx.task_id, group = %ctx.group_id, from = ?start, "streaming changes");
-    let mut stream = ctx
+    }
+}
+
+async fn open_stream(
+    ctx: &StreamContext,
+    request: StreamChangesRequest,
+    what: &str,
+) -> Result<tonic::Streaming<dbsync_proto::v1::ChangeMessage>> {
+    Ok(ctx
         .capture
         .clone()
         .stream_changes(request)
         .await
         .map_err(|s| {
-            ApplyError::capture_status(
-                &ctx.capture_address,
-                &ctx.group_id,
-                "starting the change stream",
-                s,
-            )
+            ApplyError::capture_status(&ctx.capture_address, what, "starting the change stream", s)
         })?
-        .into_inner();
+        .into_inner())
+}
+
+/// The next message of a change stream; the end of the stream is an error.
+fn stream_message(
+    ctx: &StreamContext,
+    what: &str,
+    next: Option<std::result::Result<dbsync_proto::v1::ChangeMessage, tonic::Status>>,
+) -> Result<dbsync_proto::v1::ChangeMessage> {
+    match next {
+        Some(Ok(m)) => Ok(m),
+        Some(Err(status)) => Err(ApplyError::capture_status(
+            &ctx.capture_address,
+            what,
+            "streaming changes",
+            status,
+        )),
+        None => Err(ApplyError::CaptureUnavailable {
+            address: ctx.capture_address.clone(),
+            action: "streaming changes",
+            detail: "the stream ended".into(),
+        }),
+    }
+}
+
+/// The main stream asks a side task to stop at `at` (its committed position).
+struct Rejoin {
+    at: Position,
+    reply: oneshot::Sender<bool>,
+}
+
+/// A table being re-snapshotted, seen from the main stream.
+struct Side {
+    /// The side stream starts after this LSN (the main stream must have passed it).
+    from: Lsn,
+    /// Everything of the table up to this position has been applied by the side task.
+    through: watch::Receiver<Option<Position>>,
+    commands: mpsc::Sender<Rejoin>,
+    /// The side task's changes applied, once it ended.
+    handle: JoinHandle<Result<u64>>,
+    /// The main position of the previous rejoin check.
+    checked_at: Option<Position>,
+}
+
+impl Drop for Side {
+    fn drop(&mut self) {
+        self.handle.abort();
+    }
+}
+
+/// What side tasks share with the main stream.
+struct SideShared {
+    /// The main stream's committed position.
+    main: watch::Receiver<Option<Position>>,
+    /// Woken when a side task's `through` moves.
+    moved: Arc<Notify>,
+    /// A failed side task fails the group (its retry redoes the rest from the record).
+    errors: mpsc::UnboundedSender<ApplyError>,
+}
+
+pub async fn run_stream(
+    ctx: &StreamContext,
+    mut tables: Vec<StreamTable>,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    let ctx_arc = Arc::new(StreamContext {
+        task_id: ctx.task_id.clone(),
+        group_id: ctx.group_id.clone(),
+        source: ctx.source.clone(),
+        target: ctx.target.clone(),
+        capture: ctx.capture.clone(),
+        capture_address: ctx.capture_address.clone(),
+        incremental_mode: ctx.incremental_mode.clone(),
+        throttle: ctx.throttle,
+        start_lsn: ctx.start_lsn,
+        overwrite_inserts: ctx.overwrite_inserts,
+        poll_interval_ms: ctx.poll_interval_ms,
+        replication_role: ctx.replication_role,
+        full: Arc::clone(&ctx.full),
+    });
+    let client = crate::pg::connect_data(&ctx.target, ctx.replication_role).await?;
+    let stored = PgCheckpoints {
+        client: &client,
+        task_id: &ctx.task_id,
+    }
+    .load_position(&ctx.group_id)
+    .await?;
+    let start = stored.or(ctx.start_lsn.map(Position::end_of));
+    let resnapshots = load_resnapshots(&client, &ctx.task_id).await?;
+    let mut applies = Vec::with_capacity(tables.len());
+    for t in &tables {
+        let state = load_table_state(&client, &ctx.task_id, &t.table.target.source_name)
+            .await?
+            .unwrap_or_default();
+        check_filter(&t.table)?;
+        let mut apply = TableApply::new(
+            Arc::clone(&t.table),
+            state.snapshot_end_lsn,
+            ctx.overwrite_inserts,
+        );
+        // Regrouping statements needs FK checks off and no unique constraint besides the key.
+        apply.reorder = ctx.replication_role
+            && unique_index_count(&client, &t.table.target.qualified).await? <= 1;
+        apply.paused = resnapshots
+            .iter()
+            .any(|(name, _)| *name == t.table.target.source_name);
+        applies.push(Some(apply));
+    }
+    let mut applier = ChangeApplier::start(
+        client,
+        &ctx.task_id,
+        &ctx.group_id,
+        applies,
+        start,
+        ApplyLimits::default(),
+    )
+    .await?;
+    let (main_position, main_rx) = watch::channel(applier.committed());
+    let (errors, mut side_errors) = mpsc::unbounded_channel();
+    let shared = Arc::new(SideShared {
+        main: main_rx,
+        moved: Arc::new(Notify::new()),
+        errors,
+    });
+    let mut sides: HashMap<usize, Side> = HashMap::new();
+    for (name, from) in resnapshots {
+        if let Some(i) = tables
+            .iter()
+            .position(|t| t.table.target.source_name == name)
+        {
+            tracing::warn!(table = %name, from = %from, "resuming the re-snapshot of this table");
+            sides.insert(
+                i,
+                spawn_side(&ctx_arc, &shared, &tables[i], from, &shutdown),
+            );
+        }
+    }
     report(&applier, &tables);
     let mut last_report = Instant::now();
-    loop {
-        let next = match stream.next().now_or_never() {
-            Some(m) => m,
-            None => {
-                // Nothing ready: make what we have durable, then wait.
-                if applier.flush().await?.is_some() || last_report.elapsed() >= REPORT_EVERY {
-                    report(&applier, &tables);
-                    last_report = Instant::now();
-                }
-                tokio::select! {
-                    m = stream.next() => m,
-                    _ = shutdown.cancelled() => {
-                        applier.flush().await?;
+    // Each round reads one main stream; a table that rejoins ends the round (capture drops a
+    // reported table from its stream, so the stream is reopened with it).
+    'rounds: loop {
+        let from = applier.committed();
+        let request = change_request(
+            ctx,
+            tables
+                .iter()
+                .map(|t| t.table.target.source.clone())
+                .collect(),
+            from,
+        );
+        tracing::info!(task_id = %ctx.task_id, group = %ctx.group_id, from = ?from, "streaming changes");
+        let mut stream = open_stream(ctx, request, &ctx.group_id).await?;
+        loop {
+            main_position.send_if_modified(|p| {
+                let changed = *p != applier.committed();
+                *p = applier.committed();
+                changed
+            });
+            let next = match stream.next().now_or_never() {
+                Some(m) => m,
+                None => {
+                    // Nothing ready: make what we have durable, then wait.
+                    if applier.flush().await?.is_some() || last_report.elapsed() >= REPORT_EVERY {
                         report(&applier, &tables);
-                        return Err(ApplyError::Cancelled);
+                        last_report = Instant::now();
+                    }
+                    main_position.send_if_modified(|p| {
+                        let changed = *p != applier.committed();
+                        *p = applier.committed();
+                        changed
+                    });
+                    if try_rejoin(ctx, &mut applier, &tables, &mut sides).await? {
+                        continue 'rounds;
+                    }
+                    tokio::select! {
+                        m = stream.next() => m,
+                        _ = shared.moved.notified(), if !sides.is_empty() => continue,
+                        Some(e) = side_errors.recv() => {
+                            applier.flush().await?;
+                            return Err(e);
+                        }
+                        _ = shutdown.cancelled() => {
+                            applier.flush().await?;
+                            report(&applier, &tables);
+                            return Err(ApplyError::Cancelled);
+                        }
                     }
                 }
-            }
-        };
-        let message = match next {
-            Some(Ok(m)) => m,
-            Some(Err(status)) => {
-                return Err(ApplyError::capture_status(
-                    &ctx.capture_address,
-                    &ctx.group_id,
-                    "streaming changes",
-                    status,
-                ))
-            }
-            None => {
-                return Err(ApplyError::CaptureUnavailable {
-                    address: ctx.capture_address.clone(),
-                    action: "streaming changes",
-                    detail: "the stream ended".into(),
-                })
-            }
-        };
-        match message.kind {
-            Some(MessageKind::Transaction(fragment)) => {
-                let committed = applier.apply_fragment(fragment).await?.is_some();
-                if committed && last_report.elapsed() >= REPORT_EVERY {
-                    report(&applier, &tables);
-                    last_report = Instant::now();
-                }
-            }
-            Some(MessageKind::Progress(p)) => {
-                if let Some(lsn) = Lsn::from_slice(&p.lsn) {
-                    applier.advance(lsn, p.source_time_unix_micros).await?;
-                }
-            }
-            Some(MessageKind::Columns(c)) => {
-                if let Some(Some(t)) = applier.tables.get_mut(c.table_index as usize) {
-                    t.set_change_columns(&c.columns);
-                }
-            }
-            Some(MessageKind::SchemaChange(sc)) => {
-                let i = sc.table_index as usize;
-                let (Some(new_schema), Some(t)) = (sc.new_schema, tables.get_mut(i)) else {
-                    return Err(ApplyError::Protocol {
-                        detail: format!("schema change for unknown table index {i}"),
-                    });
-                };
-                applier.flush().await?;
-                let mut plan = t.plan.clone();
-                plan.source = Some(new_schema);
-                let new_target = TableTarget::from_plan(&plan)?;
-                let statements =
-                    alter_table_ddl(&t.table.target, &new_target).map_err(|detail| {
-                        ApplyError::InvalidPlan {
-                            object: new_target.source_name.clone(),
-                            detail,
+            };
+            let message = stream_message(ctx, &ctx.group_id, next)?;
+            match message.kind {
+                Some(MessageKind::Transaction(fragment)) => {
+                    let committed = applier.apply_fragment(fragment).await?.is_some();
+                    if committed {
+                        if last_report.elapsed() >= REPORT_EVERY {
+                            report(&applier, &tables);
+                            last_report = Instant::now();
                         }
-                    })?;
-                for sql in &statements {
-                    applier.client().batch_execute(sql).await.map_err(|e| {
-                        ApplyError::target(
-                            &new_target.qualified,
-                            "following a source schema change",
-                            e,
-                        )
-                    })?;
+                        main_position.send_replace(applier.committed());
+                        if try_rejoin(ctx, &mut applier, &tables, &mut sides).await? {
+                            continue 'rounds;
+                        }
+                    }
                 }
-                tracing::info!(table = %new_target.source_name, ddl = %sc.ddl_command, statements = statements.len(), "schema change applied");
-                let resolved = Arc::new(ResolvedTable::load(applier.client(), new_target).await?);
-                let old = applier.tables[i].take();
-                let mut apply = TableApply::new(
-                    Arc::clone(&resolved),
-                    old.as_ref().and_then(|o| o.snapshot_end_lsn),
-                    ctx.overwrite_inserts,
-                );
-                apply.reorder = old.as_ref().is_some_and(|o| o.reorder);
-                apply.changes_applied = old.map_or(0, |o| o.changes_applied);
-                applier.replace_table(i, apply).await?;
-                t.plan = plan;
-                t.table = resolved;
-            }
-            Some(MessageKind::NeedsResnapshot(n)) => {
-                let i = n.table_index as usize;
-                if applier.inside_transaction() {
-                    return Err(ApplyError::Protocol {
-                        detail: "re-snapshot notice inside a transaction".into(),
-                    });
+                Some(MessageKind::Progress(p)) => {
+                    if let Some(lsn) = Lsn::from_slice(&p.lsn) {
+                        applier.advance(lsn, p.source_time_unix_micros).await?;
+                    }
                 }
-                let min_lsn = Lsn::from_slice(&n.min_lsn);
-                let covered = applier
-                    .tables
-                    .get(i)
-                    .and_then(|t| t.as_ref())
-                    .and_then(|t| t.snapshot_end_lsn);
-                if let (Some(covered), Some(min)) = (covered, min_lsn) {
-                    if covered >= min {
+                Some(MessageKind::Columns(c)) => {
+                    if let Some(Some(t)) = applier.tables.get_mut(c.table_index as usize) {
+                        t.set_change_columns(&c.columns);
+                    }
+                }
+                Some(MessageKind::SchemaChange(sc)) => {
+                    let i = sc.table_index as usize;
+                    let (Some(new_schema), Some(t)) = (sc.new_schema, tables.get_mut(i)) else {
+                        return Err(ApplyError::Protocol {
+                            detail: format!("schema change for unknown table index {i}"),
+                        });
+                    };
+                    applier.flush().await?;
+                    let mut plan = t.plan.clone();
+                    plan.source = Some(new_schema);
+                    let new_target = TableTarget::from_plan(&plan)?;
+                    let statements =
+                        alter_table_ddl(&t.table.target, &new_target).map_err(|detail| {
+                            ApplyError::InvalidPlan {
+                                object: new_target.source_name.clone(),
+                                detail,
+                            }
+                        })?;
+                    for sql in &statements {
+                        applier.client().batch_execute(sql).await.map_err(|e| {
+                            ApplyError::target(
+                                &new_target.qualified,
+                                "following a source schema change",
+                                e,
+                            )
+                        })?;
+                    }
+                    tracing::info!(table = %new_target.source_name, ddl = %sc.ddl_command, statements = statements.len(), "schema change applied");
+                    let resolved =
+                        Arc::new(ResolvedTable::load(applier.client(), new_target).await?);
+                    let old = applier.tables[i].take();
+                    let mut apply = TableApply::new(
+                        Arc::clone(&resolved),
+                        old.as_ref().and_then(|o| o.snapshot_end_lsn),
+                        ctx.overwrite_inserts,
+                    );
+                    apply.reorder = old.as_ref().is_some_and(|o| o.reorder);
+                    apply.paused = old.as_ref().is_some_and(|o| o.paused);
+                    apply.changes_applied = old.map_or(0, |o| o.changes_applied);
+                    applier.replace_table(i, apply).await?;
+                    t.plan = plan;
+                    t.table = resolved;
+                }
+                Some(MessageKind::NeedsResnapshot(n)) => {
+                    let i = n.table_index as usize;
+                    if applier.inside_transaction() {
+                        return Err(ApplyError::Protocol {
+                            detail: "re-snapshot notice inside a transaction".into(),
+                        });
+                    }
+                    let Some(t) = tables.get(i) else {
+                        return Err(ApplyError::Protocol {
+                            detail: format!("re-snapshot notice for unknown table index {i}"),
+                        });
+                    };
+                    if sides.contains_key(&i) {
+                        // Already being re-snapshotted (the record survived a restart).
                         continue;
                     }
+                    applier.flush().await?;
+                    let from = start_resnapshot(ctx, applier.client(), t, &n.reason).await?;
+                    if let Some(Some(apply)) = applier.tables.get_mut(i) {
+                        apply.paused = true;
+                    }
+                    sides.insert(i, spawn_side(&ctx_arc, &shared, t, from, &shutdown));
                 }
-                let Some(t) = tables.get(i) else {
-                    return Err(ApplyError::Protocol {
-                        detail: format!("re-snapshot notice for unknown table index {i}"),
-                    });
-                };
-                applier.flush().await?;
-                let end = resnapshot(ctx, applier.client(), t, &n.reason).await?;
-                if let Some(Some(apply)) = applier.tables.get_mut(i) {
-                    apply.snapshot_end_lsn = end;
-                }
+                None => {}
             }
-            None => {}
         }
     }
 }
 
-/// Truncates and reloads one table after its change data was cleaned up on the source.
-async fn resnapshot(
+/// The source's current max LSN (a re-snapshot's side stream starts after it).
+async fn source_max_lsn(ctx: &StreamContext, t: &ResolvedTable) -> Result<Lsn> {
+    let name = &t.target.source_name;
+    let database = t
+        .target
+        .source
+        .table
+        .as_ref()
+        .map(|r| r.database.clone())
+        .unwrap_or_default();
+    let response = ctx
+        .capture
+        .clone()
+        .get_max_lsn(GetMaxLsnRequest {
+            source: Some(ctx.source.clone()),
+            database,
+            ..Default::default()
+        })
+        .await
+        .map_err(|s| {
+            ApplyError::capture_status(&ctx.capture_address, name, "reading the max LSN", s)
+        })?
+        .into_inner();
+    Lsn::from_slice(&response.lsn).ok_or_else(|| ApplyError::CaptureUnavailable {
+        address: ctx.capture_address.clone(),
+        action: "reading the max LSN",
+        detail: "the source has no max LSN yet (is the CDC capture job running?)".into(),
+    })
+}
+
+/// Records a table's re-snapshot and empties it, in one transaction on `client` (outside any
+/// other transaction). Returns the LSN its side stream starts after.
+async fn start_resnapshot(
     ctx: &StreamContext,
     client: &tokio_postgres::Client,
     t: &StreamTable,
     reason: &str,
-) -> Result<Option<Lsn>> {
+) -> Result<Lsn> {
     let name = &t.table.target.source_name;
-    tracing::error!(table = %name, reason, "change data of this table is gone from the source; re-snapshotting it (truncate + reload)");
+    let from = source_max_lsn(ctx, &t.table).await?;
+    tracing::error!(table = %name, reason, from = %from, "change data of this table is gone from the source; re-snapshotting it (truncate + reload) while the other tables keep streaming");
     t.tracker.update(|p| {
         p.phase = TablePhase::Resnapshot as i32;
         p.error = format!("re-snapshot required: {reason}");
@@ -288,38 +457,404 @@ async fn resnapshot(
         p.chunks_done = 0;
         p.bytes_done = 0;
     });
-    client
-        .batch_execute(&format!("TRUNCATE {}", t.table.target.qualified))
-        .await
-        .map_err(|e| {
-            ApplyError::target(&t.table.target.qualified, "truncating for a re-snapshot", e)
-        })?;
-    record_step(
+    let fail = |e| ApplyError::target(name, "recording its re-snapshot", e);
+    client.batch_execute("BEGIN").await.map_err(fail)?;
+    let recorded = begin_resnapshot(
         client,
         &ctx.task_id,
+        &ctx.group_id,
         name,
         &t.table.target.qualified,
-        TableStep::Reset,
+        from,
+        reason,
     )
-    .await?;
-    run_full_sync(
-        Arc::clone(&ctx.full),
-        client,
-        vec![FullSyncTable {
-            table: Arc::clone(&t.table),
-            tracker: Arc::clone(&t.tracker),
-        }],
-        CancellationToken::new(),
-    )
-    .await?;
-    let end = load_table_state(client, &ctx.task_id, name)
-        .await?
-        .and_then(|s| s.snapshot_end_lsn);
-    t.tracker.update(|p| {
-        p.phase = TablePhase::CatchingUp as i32;
-        p.error.clear();
+    .await;
+    if let Err(e) = recorded {
+        let _ = client.batch_execute("ROLLBACK").await;
+        return Err(e);
+    }
+    client.batch_execute("COMMIT").await.map_err(fail)?;
+    Ok(from)
+}
+
+fn spawn_side(
+    ctx: &Arc<StreamContext>,
+    shared: &Arc<SideShared>,
+    t: &StreamTable,
+    from: Lsn,
+    shutdown: &CancellationToken,
+) -> Side {
+    let (through_tx, through) = watch::channel(None);
+    let (commands, commands_rx) = mpsc::channel(1);
+    let (ctx, shared, shutdown) = (Arc::clone(ctx), Arc::clone(shared), shutdown.child_token());
+    let (table, tracker) = (Arc::clone(&t.table), Arc::clone(&t.tracker));
+    let handle = tokio::spawn(async move {
+        let result = run_side(
+            &ctx,
+            &shared,
+            table,
+            tracker,
+            from,
+            through_tx,
+            commands_rx,
+            shutdown,
+        )
+        .await;
+        match result {
+            // The main stream fails the group with it.
+            Err(e) => {
+                let _ = shared.errors.send(e);
+                Err(ApplyError::Cancelled)
+            }
+            ok => ok,
+        }
     });
-    Ok(end)
+    Side {
+        from,
+        through,
+        commands,
+        handle,
+        checked_at: None,
+    }
+}
+
+/// How a side stream ended.
+enum SideEnd {
+    /// Caught up; the table rejoined the main stream. Changes applied by the side.
+    Rejoined(u64),
+    /// Retention overran the side stream too: start over.
+    Overrun(String),
+}
+
+/// A table's re-snapshot: reload (unless done), then its side stream until it rejoins.
+#[allow(clippy::too_many_arguments)]
+async fn run_side(
+    ctx: &StreamContext,
+    shared: &SideShared,
+    table: Arc<ResolvedTable>,
+    tracker: Arc<TableTracker>,
+    mut from: Lsn,
+    through: watch::Sender<Option<Position>>,
+    mut commands: mpsc::Receiver<Rejoin>,
+    shutdown: CancellationToken,
+) -> Result<u64> {
+    let name = table.target.source_name.clone();
+    let side_group = side_group_id(&name);
+    loop {
+        through.send_replace(None);
+        let client = crate::pg::connect_data(&ctx.target, ctx.replication_role).await?;
+        let state = load_table_state(&client, &ctx.task_id, &name)
+            .await?
+            .unwrap_or_default();
+        if !state.snapshot_done {
+            tracker.update(|p| p.phase = TablePhase::Resnapshot as i32);
+            run_full_sync(
+                Arc::clone(&ctx.full),
+                &client,
+                vec![FullSyncTable {
+                    table: Arc::clone(&table),
+                    tracker: Arc::clone(&tracker),
+                }],
+                shutdown.clone(),
+            )
+            .await?;
+        }
+        let end = load_table_state(&client, &ctx.task_id, &name)
+            .await?
+            .and_then(|s| s.snapshot_end_lsn);
+        tracker.update(|p| {
+            p.phase = TablePhase::CatchingUp as i32;
+            p.error.clear();
+            p.error_transient = false;
+        });
+        let start = PgCheckpoints {
+            client: &client,
+            task_id: &ctx.task_id,
+        }
+        .load_position(&side_group)
+        .await?
+        .unwrap_or(Position::end_of(from));
+        // Idempotent throughout: a side stream replayed from an older checkpoint converges.
+        let mut apply = TableApply::new(Arc::clone(&table), end, true);
+        apply.reorder = ctx.replication_role
+            && unique_index_count(&client, &table.target.qualified).await? <= 1;
+        let mut applier = ChangeApplier::start(
+            client,
+            &ctx.task_id,
+            &side_group,
+            vec![Some(apply)],
+            Some(start),
+            ApplyLimits::default(),
+        )
+        .await?;
+        tracing::info!(table = %name, from = ?start, snapshot_end = ?end, "table reloaded; following its side stream");
+        through.send_replace(Some(start));
+        shared.moved.notify_one();
+        match follow_side(
+            ctx,
+            shared,
+            &mut applier,
+            &through,
+            &mut commands,
+            &shutdown,
+        )
+        .await?
+        {
+            SideEnd::Rejoined(n) => return Ok(n),
+            SideEnd::Overrun(reason) => {
+                applier.flush().await?;
+                from = source_max_lsn(ctx, &table).await?;
+                tracing::error!(table = %name, %reason, from = %from, "the side stream of a re-snapshot overran retention too; re-snapshotting the table again");
+                tracker.update(|p| {
+                    p.phase = TablePhase::Resnapshot as i32;
+                    p.error = format!("re-snapshot required: {reason}");
+                    p.error_transient = true;
+                    p.rows_done = 0;
+                    p.chunks_done = 0;
+                    p.bytes_done = 0;
+                });
+                let client = applier.client();
+                let fail = |e| ApplyError::target(&name, "recording its re-snapshot", e);
+                client.batch_execute("BEGIN").await.map_err(fail)?;
+                let recorded = begin_resnapshot(
+                    client,
+                    &ctx.task_id,
+                    &ctx.group_id,
+                    &name,
+                    &table.target.qualified,
+                    from,
+                    &reason,
+                )
+                .await;
+                if let Err(e) = recorded {
+                    let _ = client.batch_execute("ROLLBACK").await;
+                    return Err(e);
+                }
+                client.batch_execute("COMMIT").await.map_err(fail)?;
+            }
+        }
+    }
+}
+
+/// Applies the side stream, never past the main stream's committed position, until the main
+/// stream asks to take the table back at a position the side has reached.
+async fn follow_side(
+    ctx: &StreamContext,
+    shared: &SideShared,
+    applier: &mut ChangeApplier,
+    through: &watch::Sender<Option<Position>>,
+    commands: &mut mpsc::Receiver<Rejoin>,
+    shutdown: &CancellationToken,
+) -> Result<SideEnd> {
+    let table = Arc::clone(&applier.tables[0].as_ref().expect("one table").table);
+    let what = table.target.source_name.as_str();
+    let request = change_request(ctx, vec![table.target.source.clone()], applier.committed());
+    let mut stream = open_stream(ctx, request, what).await?;
+    let mut main = shared.main.clone();
+    let set_through = |p: Position| {
+        let moved = through.send_if_modified(|t| {
+            let newer = t.is_none_or(|t| p > t);
+            if newer {
+                *t = Some(p);
+            }
+            newer
+        });
+        if moved {
+            shared.moved.notify_one();
+        }
+    };
+    // The first fragment of a transaction the main stream has not committed past yet.
+    let mut held: Option<TransactionFragment> = None;
+    loop {
+        if let Some(f) = &held {
+            let lsn = Lsn::from_slice(&f.commit_lsn).unwrap_or(Lsn::MAX);
+            if main.borrow().is_some_and(|m| Position::end_of(lsn) <= m) {
+                let f = held.take().expect("checked");
+                let last = f.last_fragment;
+                applier.apply_fragment(f).await?;
+                if last {
+                    set_through(Position::end_of(lsn));
+                }
+                continue;
+            }
+            applier.flush().await?;
+            tokio::select! {
+                changed = main.changed() => {
+                    if changed.is_err() {
+                        return Err(ApplyError::Cancelled);
+                    }
+                }
+                Some(rejoin) = commands.recv() => {
+                    if let Some(n) = answer(applier, through, rejoin).await? {
+                        return Ok(SideEnd::Rejoined(n));
+                    }
+                }
+                _ = shutdown.cancelled() => return Err(ApplyError::Cancelled),
+            }
+            continue;
+        }
+        let next = match stream.next().now_or_never() {
+            Some(m) => m,
+            None => {
+                applier.flush().await?;
+                tokio::select! {
+                    m = stream.next() => m,
+                    Some(rejoin) = commands.recv() => {
+                        if let Some(n) = answer(applier, through, rejoin).await? {
+                            return Ok(SideEnd::Rejoined(n));
+                        }
+                        continue;
+                    }
+                    _ = shutdown.cancelled() => {
+                        applier.flush().await?;
+                        return Err(ApplyError::Cancelled);
+                    }
+                }
+            }
+        };
+        let message = stream_message(ctx, what, next)?;
+        match message.kind {
+            Some(MessageKind::Transaction(fragment)) => {
+                if applier.inside_transaction() {
+                    let last = fragment.last_fragment;
+                    let lsn = Lsn::from_slice(&fragment.commit_lsn);
+                    applier.apply_fragment(fragment).await?;
+                    if let (true, Some(lsn)) = (last, lsn) {
+                        set_through(Position::end_of(lsn));
+                    }
+                } else {
+                    // Everything before this transaction has been delivered.
+                    if let Some(lsn) = Lsn::from_slice(&fragment.commit_lsn) {
+                        set_through(Position::end_of(lsn.decrement()));
+                    }
+                    held = Some(fragment);
+                }
+            }
+            Some(MessageKind::Progress(p)) => {
+                if let Some(lsn) = Lsn::from_slice(&p.lsn) {
+                    applier.advance(lsn, p.source_time_unix_micros).await?;
+                    set_through(Position::end_of(lsn.decrement()));
+                }
+            }
+            Some(MessageKind::Columns(c)) => {
+                if let Some(Some(t)) = applier.tables.get_mut(0) {
+                    t.set_change_columns(&c.columns);
+                }
+            }
+            Some(MessageKind::SchemaChange(sc)) => {
+                return Err(ApplyError::Protocol {
+                    detail: format!(
+                        "{what} changed its schema ({}) while being re-snapshotted; the retry reloads it with the new schema",
+                        sc.ddl_command
+                    ),
+                });
+            }
+            Some(MessageKind::NeedsResnapshot(n)) => {
+                applier.flush().await?;
+                return Ok(SideEnd::Overrun(n.reason));
+            }
+            None => {}
+        }
+    }
+}
+
+/// Answers the main stream: the side stops (committed) when it has applied everything up to
+/// `rejoin.at` and is between transactions.
+async fn answer(
+    applier: &mut ChangeApplier,
+    through: &watch::Sender<Option<Position>>,
+    rejoin: Rejoin,
+) -> Result<Option<u64>> {
+    let ready = !applier.inside_transaction() && through.borrow().is_some_and(|t| t >= rejoin.at);
+    if ready {
+        applier.flush().await?;
+    }
+    let _ = rejoin.reply.send(ready);
+    Ok(ready.then(|| applier.tables[0].as_ref().map_or(0, |t| t.changes_applied)))
+}
+
+/// Takes back every re-snapshotted table whose side stream has reached the main stream's
+/// committed position (at or after its start). Call between transactions with nothing
+/// pending. True when a table rejoined (the main stream must be reopened).
+async fn try_rejoin(
+    ctx: &StreamContext,
+    applier: &mut ChangeApplier,
+    tables: &[StreamTable],
+    sides: &mut HashMap<usize, Side>,
+) -> Result<bool> {
+    let Some(at) = applier.committed() else {
+        return Ok(false);
+    };
+    if sides.is_empty() || applier.inside_transaction() {
+        return Ok(false);
+    }
+    let mut rejoined = false;
+    let indexes: Vec<usize> = sides.keys().copied().collect();
+    for i in indexes {
+        let side = sides.get_mut(&i).expect("listed");
+        if at < Position::end_of(side.from) {
+            continue;
+        }
+        let reached = |t: &Option<Position>| t.is_some_and(|t| t >= at);
+        if !reached(&side.through.borrow()) {
+            // A side that reached the previous check's position lags only by what was just
+            // committed: wait for it briefly, so that it can rejoin under steady load.
+            let kept_up = side
+                .checked_at
+                .is_some_and(|p| side.through.borrow().is_some_and(|t| t >= p));
+            side.checked_at = Some(at);
+            if !kept_up {
+                continue;
+            }
+            let waited =
+                tokio::time::timeout(Duration::from_secs(2), side.through.wait_for(reached)).await;
+            if !matches!(waited, Ok(Ok(_))) {
+                continue;
+            }
+        }
+        let (reply, answer) = oneshot::channel();
+        if side.commands.send(Rejoin { at, reply }).await.is_err() {
+            continue;
+        }
+        if !answer.await.unwrap_or(false) {
+            continue;
+        }
+        let mut side = sides.remove(&i).expect("listed");
+        let side_changes = match (&mut side.handle).await {
+            Ok(result) => result?,
+            Err(e) => {
+                return Err(ApplyError::Protocol {
+                    detail: format!("re-snapshot task panicked: {e}"),
+                })
+            }
+        };
+        let t = &tables[i];
+        let name = &t.table.target.source_name;
+        let client = applier.client();
+        let fail = |e| ApplyError::target(name, "ending its re-snapshot", e);
+        client.batch_execute("BEGIN").await.map_err(fail)?;
+        if let Err(e) = end_resnapshot(client, &ctx.task_id, name).await {
+            let _ = client.batch_execute("ROLLBACK").await;
+            return Err(e);
+        }
+        client.batch_execute("COMMIT").await.map_err(fail)?;
+        let end = load_table_state(applier.client(), &ctx.task_id, name)
+            .await?
+            .and_then(|s| s.snapshot_end_lsn);
+        let old = applier.tables[i].take();
+        let mut apply = TableApply::new(Arc::clone(&t.table), end, ctx.overwrite_inserts);
+        apply.reorder = old.as_ref().is_some_and(|o| o.reorder);
+        apply.changes_applied = old.map_or(0, |o| o.changes_applied) + side_changes;
+        applier.replace_table(i, apply).await?;
+        t.tracker.update(|p| {
+            p.phase = TablePhase::Streaming as i32;
+            p.error.clear();
+            p.error_transient = false;
+        });
+        tracing::warn!(table = %name, at = ?at, "re-snapshot finished; the table rejoined the change stream");
+        rejoined = true;
+    }
+    Ok(rejoined)
 }
 
 /// Publishes per-table progress: changes, applied position and source time (for lag).
@@ -329,6 +864,10 @@ fn report(applier: &ChangeApplier, tables: &[StreamTable]) {
         let Some(Some(apply)) = applier.tables.get(i) else {
             continue;
         };
+        if apply.paused {
+            // Its re-snapshot task reports it.
+            continue;
+        }
         let caught_up = match (apply.snapshot_end_lsn, committed) {
             (Some(end), Some(c)) => c.commit_lsn >= end,
             (Some(_), None) => false,

@@ -264,7 +264,10 @@ fn change(op: Operation, seq: u128, row: Row) -> RowChange {
 
 async fn stored_lsn(client: &tokio_postgres::Client) -> Option<Lsn> {
     client
-        .query_opt("SELECT commit_lsn FROM dbsync.stream_position", &[])
+        .query_opt(
+            "SELECT commit_lsn FROM dbsync.stream_position WHERE group_id = 'g1'",
+            &[],
+        )
         .await
         .unwrap()
         .and_then(|r| Lsn::from_slice(r.get(0)))
@@ -437,7 +440,8 @@ async fn schema_changes_and_resnapshots_are_followed_while_streaming() {
         .get(0);
     assert_eq!(email, "a@b.c");
 
-    // Retention cleanup passed the position: the table is loaded again from the source.
+    // Retention cleanup passed the position: the table is loaded again from the source, and
+    // followed by a side stream of its own from the max LSN read before the reload (300).
     fake.rows.lock().unwrap().insert(
         "Items".into(),
         (100..110)
@@ -449,6 +453,7 @@ async fn schema_changes_and_resnapshots_are_followed_while_streaming() {
             .collect(),
     );
     *fake.max_lsn.lock().unwrap() = 300;
+    let side = fake.script_stream();
     tx.send(msg(MessageKind::NeedsResnapshot(TableNeedsResnapshot {
         table_index: 0,
         requested_lsn: Lsn::from_u128(120).0.to_vec(),
@@ -457,19 +462,73 @@ async fn schema_changes_and_resnapshots_are_followed_while_streaming() {
     })))
     .await
     .unwrap();
-    // Inside the new snapshot window: an insert of a row the snapshot has converges.
-    let mut again = item_row(100, "again", 100);
-    again.values.push(null());
-    tx.send(msg(txn(250, vec![change(Operation::Insert, 1, again)])))
+    eventually("the side stream", || async {
+        fake.stream_requests.lock().unwrap().len() == 2
+    })
+    .await;
+    let reopened = fake.script_stream();
+    {
+        let requests = fake.stream_requests.lock().unwrap();
+        assert_eq!(requests[1].tables.len(), 1);
+        assert_eq!(requests[1].from_lsn, Lsn::from_u128(300).0.to_vec());
+    }
+    // A side change waits until the main stream has committed past it.
+    let mut side_row = item_row(200, "side", 2);
+    side_row.values.push(null());
+    side.send(msg(txn(320, vec![change(Operation::Insert, 1, side_row)])))
         .await
         .unwrap();
-    eventually("the re-snapshot and the next change", || async {
-        stored_lsn(&client).await == Some(Lsn::from_u128(250))
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!items(&client).await.iter().any(|r| r.contains("|side|")));
+    // The main stream skips the table meanwhile (capture would not send it; this checks that
+    // apply would not apply it twice).
+    let mut skipped = item_row(999, "main while re-snapshotting", 1);
+    skipped.values.push(null());
+    tx.send(msg(txn(350, vec![change(Operation::Insert, 1, skipped)])))
+        .await
+        .unwrap();
+    tx.send(msg(MessageKind::Progress(Progress {
+        lsn: Lsn::from_u128(400).0.to_vec(),
+        ..Default::default()
+    })))
+    .await
+    .unwrap();
+    side.send(msg(MessageKind::Progress(Progress {
+        lsn: Lsn::from_u128(400).0.to_vec(),
+        ..Default::default()
+    })))
+    .await
+    .unwrap();
+    // Caught up: the table rejoins and the main stream is reopened with it from 399.
+    eventually("the main stream reopened", || async {
+        fake.stream_requests.lock().unwrap().len() == 3
+    })
+    .await;
+    assert_eq!(
+        fake.stream_requests.lock().unwrap()[2].from_lsn,
+        Lsn::from_u128(399).0.to_vec()
+    );
+    let mut after = item_row(300, "after", 3);
+    after.values.push(null());
+    reopened
+        .send(msg(txn(450, vec![change(Operation::Insert, 1, after)])))
+        .await
+        .unwrap();
+    eventually("the change after the rejoin", || async {
+        stored_lsn(&client).await == Some(Lsn::from_u128(450))
     })
     .await;
     let rows = items(&client).await;
-    assert_eq!(rows.len(), 10, "{rows:?}");
-    assert!(rows.iter().all(|r| r.contains("|again|")));
+    assert_eq!(rows.len(), 12, "{rows:?}");
+    assert_eq!(rows.iter().filter(|r| r.contains("|again|")).count(), 10);
+    assert!(rows.iter().any(|r| r.contains("|side|")), "{rows:?}");
+    assert!(rows.iter().any(|r| r.contains("|after|")), "{rows:?}");
+    let records: i64 = client
+        .query_one("SELECT count(*) FROM dbsync.resnapshots", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(records, 0);
     shutdown.cancel();
     let _ = run.await.unwrap();
 }

@@ -5,7 +5,11 @@
 //! - `dbsync.chunks`: the chunk plan of each table (the proto `Chunk`, encoded once) and a
 //!   done flag set in the COPY transaction of that chunk;
 //! - `dbsync.stream_position`: per task and table group, `(commit_lsn, seqval, operation)` of
-//!   the last committed change transaction, updated in that transaction.
+//!   the last committed change transaction, updated in that transaction;
+//! - `dbsync.resnapshots`: per task and table, a re-snapshot in progress after a retention
+//!   overrun (its side stream starts after `from_lsn`); while a row exists the group's main
+//!   stream skips the table's changes. Written with the stream checkpoint, cleared in the
+//!   transaction in which the table rejoins the main stream.
 
 use dbsync_core::lsn::{Lsn, Position};
 use dbsync_core::sink::CheckpointStore;
@@ -51,6 +55,15 @@ const SCHEMA_SQL: &str = "
         changes_applied bigint NOT NULL DEFAULT 0,
         updated_at timestamptz NOT NULL DEFAULT now(),
         PRIMARY KEY (task_id, group_id)
+    );
+    CREATE TABLE IF NOT EXISTS dbsync.resnapshots (
+        task_id text NOT NULL,
+        group_id text NOT NULL,
+        source_table text NOT NULL,
+        from_lsn bytea NOT NULL,
+        reason text NOT NULL DEFAULT '',
+        started_at timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (task_id, source_table)
     );";
 
 /// Creates the checkpoint schema once; an advisory lock keeps concurrent appliers from racing
@@ -254,6 +267,88 @@ pub async fn save_position(
         )
         .await
         .map_err(|e| ApplyError::target("dbsync.stream_position", "saving the stream position", e))?;
+    Ok(())
+}
+
+/// The stream-position key of a table's side stream while it is re-snapshotted (not tied to
+/// the group, so a table moved to another group keeps its side checkpoint).
+pub fn side_group_id(table: &str) -> String {
+    format!("resnapshot:{table}")
+}
+
+/// Starts (or restarts) a table's re-snapshot: records it with the LSN its side stream starts
+/// after, empties the table and forgets its snapshot, chunk plan and side stream position.
+/// Call inside a transaction so that a crash leaves either all of it or none.
+pub async fn begin_resnapshot(
+    client: &impl GenericClient,
+    task_id: &str,
+    group_id: &str,
+    table: &str,
+    target: &str,
+    from_lsn: Lsn,
+    reason: &str,
+) -> Result<()> {
+    client
+        .execute(
+            "INSERT INTO dbsync.resnapshots (task_id, group_id, source_table, from_lsn, reason)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (task_id, source_table) DO UPDATE
+                SET group_id = EXCLUDED.group_id, from_lsn = EXCLUDED.from_lsn,
+                    reason = EXCLUDED.reason, started_at = now()",
+            &[&task_id, &group_id, &table, &&from_lsn.0[..], &reason],
+        )
+        .await
+        .map_err(|e| ApplyError::target(table, "recording its re-snapshot", e))?;
+    client
+        .execute(
+            "DELETE FROM dbsync.stream_position WHERE task_id = $1 AND group_id = $2",
+            &[&task_id, &side_group_id(table)],
+        )
+        .await
+        .map_err(|e| ApplyError::target(table, "recording its re-snapshot", e))?;
+    client
+        .batch_execute(&format!("TRUNCATE {target}"))
+        .await
+        .map_err(|e| ApplyError::target(target, "truncating for a re-snapshot", e))?;
+    record_step(client, task_id, table, target, TableStep::Reset).await
+}
+
+/// The re-snapshots in progress of a task: source table and the LSN its side stream starts
+/// after.
+pub async fn load_resnapshots(
+    client: &impl GenericClient,
+    task_id: &str,
+) -> Result<Vec<(String, Lsn)>> {
+    let rows = client
+        .query(
+            "SELECT source_table, from_lsn FROM dbsync.resnapshots WHERE task_id = $1",
+            &[&task_id],
+        )
+        .await
+        .map_err(|e| ApplyError::target("dbsync.resnapshots", "reading the re-snapshots", e))?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|r| Some((r.get::<_, String>(0), Lsn::from_slice(r.get(1))?)))
+        .collect())
+}
+
+/// The table rejoins the main stream: its re-snapshot record and side stream position go (in
+/// the main stream's transaction).
+pub async fn end_resnapshot(client: &impl GenericClient, task_id: &str, table: &str) -> Result<()> {
+    client
+        .execute(
+            "DELETE FROM dbsync.resnapshots WHERE task_id = $1 AND source_table = $2",
+            &[&task_id, &table],
+        )
+        .await
+        .map_err(|e| ApplyError::target(table, "ending its re-snapshot", e))?;
+    client
+        .execute(
+            "DELETE FROM dbsync.stream_position WHERE task_id = $1 AND group_id = $2",
+            &[&task_id, &side_group_id(table)],
+        )
+        .await
+        .map_err(|e| ApplyError::target(table, "ending its re-snapshot", e))?;
     Ok(())
 }
 
