@@ -229,6 +229,7 @@ async fn run(
         start_lsn: Lsn::from_slice(&assignment.start_lsn),
         overwrite_inserts: keeps_existing(&assignment.conflict_mode),
         poll_interval_ms: assignment.poll_interval_ms,
+        object_prefix: assignment.object_prefix.clone(),
         replication_role: !assignment.defer_foreign_keys,
         full: full_ctx,
     };

@@ -73,6 +73,8 @@ pub struct StreamContext {
     pub overwrite_inserts: bool,
     /// `StreamChangesRequest.poll_interval_ms` (0: 200 ms).
     pub poll_interval_ms: u32,
+    /// `StreamChangesRequest.object_prefix`: hybrid mode's source object prefix (empty: default).
+    pub object_prefix: String,
     /// Sessions set `session_replication_role = replica` (false when FKs are deferred).
     pub replication_role: bool,
     /// For re-snapshots after a retention overrun.
@@ -103,6 +105,7 @@ fn change_request(
         max_batch_bytes: 4 << 20,
         throttle: ctx.throttle,
         incremental_mode: ctx.incremental_mode.clone(),
+        object_prefix: ctx.object_prefix.clone(),
         heartbeat_interval_ms: 1000,
         ..Default::default()
     }
@@ -198,6 +201,7 @@ pub async fn run_stream(
         start_lsn: ctx.start_lsn,
         overwrite_inserts: ctx.overwrite_inserts,
         poll_interval_ms: ctx.poll_interval_ms,
+        object_prefix: ctx.object_prefix.clone(),
         replication_role: ctx.replication_role,
         full: Arc::clone(&ctx.full),
     });

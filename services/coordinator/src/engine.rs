@@ -724,7 +724,7 @@ impl Coordinator {
                     tables,
                     incremental_mode: spec.incremental.mode.as_str().into(),
                     max_cdc_tables: spec.incremental.max_cdc_tables,
-                    object_prefix: "dbsync_".into(),
+                    object_prefix: spec.incremental.object_prefix.clone(),
                     ..Default::default()
                 })
                 .await
@@ -1123,7 +1123,7 @@ impl Coordinator {
                     .cleanup_source(pb::CleanupSourceRequest {
                         source: Some(spec.source_connection(database)?),
                         tables: refs,
-                        object_prefix: "dbsync_".into(),
+                        object_prefix: spec.incremental.object_prefix.clone(),
                         ..Default::default()
                     })
                     .await
@@ -1396,6 +1396,7 @@ impl Coordinator {
             group_id: group.group_id.clone(),
             defer_foreign_keys: task.defer_foreign_keys,
             poll_interval_ms: spec.incremental.poll_interval_ms,
+            object_prefix: spec.incremental.object_prefix.clone(),
             default_collations: spec.objects.default_collations,
             sequences: pb::ReadSchemaResponse::decode(group.sequences.as_slice())
                 .map(|r| r.sequences)

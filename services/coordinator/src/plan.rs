@@ -131,7 +131,9 @@ pub fn build_plans(spec: &TaskSpec, tables: Vec<TableSchema>) -> Result<Vec<Plan
         let Some(t) = schema.table.clone() else {
             continue;
         };
-        if !spec.objects.selects(&t.database, &t.schema, &t.name) {
+        if !spec.objects.selects(&t.database, &t.schema, &t.name)
+            || spec.is_dbsync_table(&t.schema, &t.name)
+        {
             continue;
         }
         let key = source_key(&t);
@@ -377,6 +379,45 @@ mod tests {
         );
         // Multi-byte characters are never cut in half.
         assert!(shorten_identifier(&"é".repeat(40)).len() <= 63);
+    }
+
+    #[test]
+    fn dbsync_own_tables_are_never_planned() {
+        let tables = || {
+            vec![
+                table("shop", "dbo", "orders", &["id"], &[]),
+                table("shop", "dbo", "dbsync_ddl_history", &["id"], &[]),
+                table("shop", "DBO", "DBSYNC_Heartbeat", &["id"], &[]),
+                table("shop", "dbo", "dbsync_orders", &["id"], &[]),
+                table("shop", "sales", "dbsync_heartbeat", &["id"], &[]),
+                table("shop", "dbo", "ds_heartbeat", &["id"], &[]),
+            ]
+        };
+        let names = |plans: Vec<PlannedTable>| -> Vec<String> {
+            plans
+                .iter()
+                .map(|p| source_key(p.plan.source.as_ref().unwrap().table.as_ref().unwrap()))
+                .collect()
+        };
+        // An include that names them explicitly still does not select them.
+        let s = spec("{ databases: [shop], include: ['shop.*.*', 'shop.dbo.dbsync_heartbeat'] }");
+        assert_eq!(
+            names(build_plans(&s, tables()).unwrap()),
+            ["shop.dbo.orders", "shop.dbo.dbsync_orders", "shop.sales.dbsync_heartbeat", "shop.dbo.ds_heartbeat"]
+        );
+        // With another prefix, that prefix's tables are dbsync's and dbsync_* are user tables.
+        let mut s = spec("{ databases: [shop] }");
+        s.incremental.object_prefix = "ds_".into();
+        assert_eq!(
+            names(build_plans(&s, tables()).unwrap()),
+            [
+                "shop.dbo.orders",
+                "shop.dbo.dbsync_ddl_history",
+                "shop.DBO.DBSYNC_Heartbeat",
+                "shop.dbo.dbsync_orders",
+                "shop.sales.dbsync_heartbeat"
+            ]
+        );
     }
 
     #[test]

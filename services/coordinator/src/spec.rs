@@ -72,6 +72,19 @@ pub struct TaskSpec {
     pub parallel_chunks: u32,
 }
 
+/// Longest `incremental.object_prefix`: leaves room for the object names appended to it
+/// within SQL Server's 128-character identifiers.
+const MAX_OBJECT_PREFIX_LEN: usize = 40;
+
+/// An `incremental.object_prefix` is a plain identifier start: ASCII letters, digits and `_`,
+/// not starting with a digit, 1 to 40 characters.
+fn valid_object_prefix(prefix: &str) -> bool {
+    let mut chars = prefix.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && prefix.len() <= MAX_OBJECT_PREFIX_LEN
+}
+
 mod defaults {
     pub fn chunk_rows() -> u32 {
         100_000
@@ -93,6 +106,9 @@ mod defaults {
     }
     pub fn max_cdc_tables() -> u32 {
         1000
+    }
+    pub fn object_prefix() -> String {
+        "dbsync_".into()
     }
     pub fn connection_minutes() -> u32 {
         720
@@ -310,6 +326,10 @@ pub struct IncrementalSpec {
     /// Most tables CDC may be enabled on (1–100,000).
     #[serde(default = "defaults::max_cdc_tables")]
     pub max_cdc_tables: u32,
+    /// Name prefix of the objects dbsync installs on the source (hybrid mode: DDL trigger,
+    /// `dbo.<prefix>ddl_history`, `dbo.<prefix>heartbeat`); such tables are never synced.
+    #[serde(default = "defaults::object_prefix")]
+    pub object_prefix: String,
 }
 
 impl Default for IncrementalSpec {
@@ -321,6 +341,7 @@ impl Default for IncrementalSpec {
             start_time: None,
             poll_interval_ms: defaults::poll_interval_ms(),
             max_cdc_tables: defaults::max_cdc_tables(),
+            object_prefix: defaults::object_prefix(),
         }
     }
 }
@@ -745,6 +766,16 @@ impl TaskSpec {
             1,
             100_000,
         );
+        if !valid_object_prefix(&inc.object_prefix) {
+            push(
+                e,
+                "incremental.object_prefix",
+                format!(
+                    "{:?}: use 1 to {MAX_OBJECT_PREFIX_LEN} letters, digits or _, starting with a letter or _ (default dbsync_)",
+                    inc.object_prefix
+                ),
+            );
+        }
         match self.start_point() {
             StartPoint::L0 if !self.sync.full => push(
                 e,
@@ -1005,6 +1036,25 @@ fn strip_secret_echo(message: &str) -> String {
 }
 
 pub use dbsync_core::pattern::glob_match;
+
+/// Tables dbsync installs in schema `dbo` of each source database, named
+/// `incremental.object_prefix` + these (capture's `HybridObjects`).
+const DBSYNC_TABLES: [&str; 2] = ["ddl_history", "heartbeat"];
+
+impl TaskSpec {
+    /// Whether `schema.table` is one of dbsync's own source tables (hybrid mode's DDL history
+    /// and heartbeat). They are never synced, whatever `objects.include` says.
+    pub fn is_dbsync_table(&self, schema: &str, table: &str) -> bool {
+        let prefix = &self.incremental.object_prefix;
+        schema.eq_ignore_ascii_case("dbo")
+            && table.len() > prefix.len()
+            && table.is_char_boundary(prefix.len())
+            && table[..prefix.len()].eq_ignore_ascii_case(prefix)
+            && DBSYNC_TABLES
+                .iter()
+                .any(|t| table[prefix.len()..].eq_ignore_ascii_case(t))
+    }
+}
 
 impl ObjectsSpec {
     /// Whether `db.schema.table` is selected by the databases, include and exclude lists.

@@ -490,3 +490,22 @@ fn verify_after_full_needs_full_sync() {
     assert!(spec.sync.verify_after_full && spec.sync.full);
     assert!(!TaskSpec::parse(MINIMAL).unwrap().sync.verify_after_full);
 }
+
+#[test]
+fn object_prefix_defaults_to_dbsync_and_is_checked() {
+    assert_eq!(
+        TaskSpec::parse(MINIMAL).unwrap().incremental.object_prefix,
+        "dbsync_"
+    );
+    let custom = TaskSpec::parse(&with("incremental: { object_prefix: _Sync2_ }\n")).unwrap();
+    assert_eq!(custom.incremental.object_prefix, "_Sync2_");
+    let forty = "p".repeat(40);
+    TaskSpec::parse(&with(&format!("incremental: {{ object_prefix: {forty} }}\n"))).unwrap();
+    for bad in ["\"\"", "2sync_", "db-sync_", "\"db sync\"", "dbsync$", &"p".repeat(41)] {
+        assert_field_error(
+            &with(&format!("incremental: {{ object_prefix: {bad} }}\n")),
+            "incremental.object_prefix",
+            "letters, digits or _, starting with a letter or _",
+        );
+    }
+}
