@@ -87,7 +87,7 @@ async fn hybrid_mode_follows_ddl_and_heap_tables_while_streaming_and_cleans_up()
     .await
     .unwrap();
     let spec = env
-        .sample_task_with("hybrid", true, true, &["shop.dbo.dbsync_*"], "", "")
+        .sample_task_with("hybrid", true, true, &[], "", "")
         .replace("mode: cdc-polling", "mode: hybrid");
     assert!(spec.contains("mode: hybrid"), "{spec}");
     let task = env.run_task(&spec).await.unwrap();
@@ -106,6 +106,37 @@ async fn hybrid_mode_follows_ddl_and_heap_tables_while_streaming_and_cleans_up()
         source_count(&env, "SELECT name FROM sys.triggers WHERE name = 'dbsync_ddl_trigger'"),
         1
     );
+    // dbsync's own tables, installed now, are never selected, even when named explicitly.
+    let own_only = env.sample_task_with(
+        "own-objects",
+        false,
+        false,
+        &[],
+        "  include: [\"shop.dbo.dbsync_*\"]\n",
+        "",
+    );
+    let own_task = env.create_task(&own_only).await.unwrap().task_id;
+    let mut client = env.client().await.unwrap();
+    let report = client
+        .precheck_task(pb::PrecheckTaskRequest {
+            task_id: own_task.clone(),
+            acknowledge: vec![],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        report.items.iter().any(|i| i.id == "objects.selection"
+            && i.status == pb::PrecheckStatus::Fail as i32),
+        "{report:?}"
+    );
+    client
+        .delete_task(pb::DeleteTaskRequest {
+            task_id: own_task,
+            cleanup_source: false,
+        })
+        .await
+        .unwrap();
     // A column added to a keyed table and written at once, before dbsync's new capture
     // instance exists, and again later.
     env.standin
