@@ -33,7 +33,7 @@ use dbsync_core::lsn::{Lsn, Position};
 use dbsync_core::sink::{ChangeSink, CheckpointStore};
 use dbsync_proto::v1::change_message::Kind as MessageKind;
 use dbsync_proto::v1::{
-    GetMaxLsnRequest, SourceConnection, StreamChangesRequest, TablePhase, TablePlan,
+    GetMaxLsnRequest, SourceConnection, StreamChangesRequest, TablePhase, TablePlan, TableProgress,
     TargetConnection, Throttle, TransactionFragment,
 };
 use futures::{FutureExt, StreamExt};
@@ -52,7 +52,7 @@ use crate::pg::checkpoint::{
 };
 use crate::pg::ddl::alter_table_ddl;
 use crate::plan::TableTarget;
-use crate::progress::TableTracker;
+use crate::progress::{ProgressSink, TableTracker};
 
 pub struct StreamTable {
     pub plan: TablePlan,
@@ -522,6 +522,31 @@ fn spawn_side(
     }
 }
 
+/// Publishes a reload's progress through the table's tracker as RESNAPSHOT (the chunk path
+/// reports SNAPSHOT).
+struct ReloadProgress(Arc<TableTracker>);
+
+impl ProgressSink for ReloadProgress {
+    fn table(&self, mut progress: TableProgress) {
+        if progress.phase == TablePhase::Snapshot as i32 {
+            progress.phase = TablePhase::Resnapshot as i32;
+        }
+        self.0.update(|p| *p = progress);
+    }
+
+    fn task_error(&self, _message: String, _class: dbsync_core::ErrorClass) {}
+}
+
+fn reload_tracker(tracker: &Arc<TableTracker>) -> Arc<TableTracker> {
+    let current = tracker.current();
+    let reload = TableTracker::new(
+        current.source.clone().unwrap_or_default(),
+        Arc::new(ReloadProgress(Arc::clone(tracker))),
+    );
+    reload.update(|p| *p = current);
+    Arc::new(reload)
+}
+
 /// How a side stream ended.
 enum SideEnd {
     /// Caught up; the table rejoined the main stream. Changes applied by the side.
@@ -557,7 +582,7 @@ async fn run_side(
                 &client,
                 vec![FullSyncTable {
                     table: Arc::clone(&table),
-                    tracker: Arc::clone(&tracker),
+                    tracker: reload_tracker(&tracker),
                 }],
                 shutdown.clone(),
             )

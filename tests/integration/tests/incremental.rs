@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use dbsync_proto::v1 as pb;
 use dbsync_testkit::harness::workload::{finish_workload, sample_workload, spawn_workload};
-use dbsync_testkit::harness::KEYLESS_SAMPLE_TABLES;
+use dbsync_testkit::harness::{wait_for, KEYLESS_SAMPLE_TABLES};
 use dbsync_testkit::{EnvOptions, TestEnv};
 use tokio_util::sync::CancellationToken;
 
@@ -103,7 +103,10 @@ async fn hybrid_mode_follows_ddl_and_heap_tables_while_streaming_and_cleans_up()
     .await
     .unwrap();
     assert_eq!(
-        source_count(&env, "SELECT name FROM sys.triggers WHERE name = 'dbsync_ddl_trigger'"),
+        source_count(
+            &env,
+            "SELECT name FROM sys.triggers WHERE name = 'dbsync_ddl_trigger'"
+        ),
         1
     );
     // dbsync's own tables, installed now, are never selected, even when named explicitly.
@@ -126,8 +129,10 @@ async fn hybrid_mode_follows_ddl_and_heap_tables_while_streaming_and_cleans_up()
         .unwrap()
         .into_inner();
     assert!(
-        report.items.iter().any(|i| i.id == "objects.selection"
-            && i.status == pb::PrecheckStatus::Fail as i32),
+        report
+            .items
+            .iter()
+            .any(|i| i.id == "objects.selection" && i.status == pb::PrecheckStatus::Fail as i32),
         "{report:?}"
     );
     client
@@ -140,7 +145,10 @@ async fn hybrid_mode_follows_ddl_and_heap_tables_while_streaming_and_cleans_up()
     // A column added to a keyed table and written at once, before dbsync's new capture
     // instance exists, and again later.
     env.standin
-        .run("shop", "ALTER TABLE sales.text_samples ADD note nvarchar(40) NULL")
+        .run(
+            "shop",
+            "ALTER TABLE sales.text_samples ADD note nvarchar(40) NULL",
+        )
         .unwrap();
     env.standin
         .run(
@@ -157,7 +165,10 @@ async fn hybrid_mode_follows_ddl_and_heap_tables_while_streaming_and_cleans_up()
         )
         .unwrap();
     env.standin
-        .run("shop", "DELETE FROM sales.audit_log WHERE event_name LIKE '%2%'")
+        .run(
+            "shop",
+            "DELETE FROM sales.audit_log WHERE event_name LIKE '%2%'",
+        )
         .unwrap();
     assert!(source_count(&env, "SELECT 1 FROM sales.audit_log") < heap_rows);
     let during = finish_workload(during, Duration::from_secs(180)).await;
@@ -204,7 +215,10 @@ async fn hybrid_mode_follows_ddl_and_heap_tables_while_streaming_and_cleans_up()
         .unwrap();
     assert_eq!(source_count(&env, "SELECT name FROM sys.triggers"), 0);
     assert_eq!(
-        source_count(&env, "SELECT name FROM sys.tables WHERE name LIKE 'dbsync%'"),
+        source_count(
+            &env,
+            "SELECT name FROM sys.tables WHERE name LIKE 'dbsync%'"
+        ),
         0
     );
     assert_eq!(
@@ -212,6 +226,195 @@ async fn hybrid_mode_follows_ddl_and_heap_tables_while_streaming_and_cleans_up()
         0
     );
     env.standin
-        .run("shop", "ALTER TABLE sales.text_samples ADD after_cleanup int NULL")
+        .run(
+            "shop",
+            "ALTER TABLE sales.text_samples ADD after_cleanup int NULL",
+        )
         .unwrap();
+}
+
+/// The status of one table of the task (by source name).
+async fn table_phase(env: &TestEnv, task: &str, table: &str) -> anyhow::Result<i32> {
+    let status = env.status(task).await?;
+    Ok(status
+        .tables
+        .iter()
+        .find(|t| t.source.as_ref().is_some_and(|s| s.name == table))
+        .map_or(pb::TablePhase::Unspecified as i32, |t| t.phase))
+}
+
+/// Retention overrun: while the applier is down, cleanup removes change data of
+/// `sales.orders` that the stream still needs. On restart only that table is re-snapshotted
+/// (reported as RESNAPSHOT); `sales.customers`, in the same FK group, keeps streaming: a
+/// customer inserted during the reload is visible on the target while the reload is still
+/// running. Orders changed during the reload arrive through the table's side stream, the
+/// table rejoins the group's stream, and the end state equals the source row by row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_overrun_resnapshots_one_table_while_its_group_keeps_streaming() {
+    let mut env = TestEnv::start(EnvOptions {
+        sample_rows: Some(300),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let excluded: Vec<String> = dbsync_sqlserver_sim::sample::SAMPLE_TABLES
+        .iter()
+        .filter(|(s, t)| !(*s == "sales" && (*t == "customers" || *t == "orders")))
+        .map(|(s, t)| format!("shop.{s}.{t}"))
+        .collect();
+    let excluded: Vec<&str> = excluded.iter().map(String::as_str).collect();
+    // A slow full-sync read rate makes the reload take seconds.
+    let spec = env.sample_task_with(
+        "resnapshot",
+        true,
+        true,
+        &excluded,
+        "",
+        "throttle: { full: { rows_per_second: 400 } }\n",
+    );
+    let task = env.run_task(&spec).await.unwrap();
+    env.wait_phases(
+        &task,
+        &[pb::TablePhase::Streaming],
+        Duration::from_secs(180),
+    )
+    .await
+    .unwrap();
+    let status = env.status(&task).await.unwrap();
+    assert_eq!(status.tables.len(), 2, "{status:?}");
+
+    // The applier is down while orders change and their change data is cleaned up.
+    env.appliers[0].kill();
+    for batch in 0..6 {
+        let values: Vec<String> = (0..500)
+            .map(|i| {
+                format!(
+                    "({}, '2026-01-01', '2026-01-01T10:00:00+01:00', 'new', {}.25)",
+                    1 + (batch * 500 + i) % 100,
+                    i
+                )
+            })
+            .collect();
+        env.standin
+            .run(
+                "shop",
+                &format!(
+                    "INSERT INTO sales.orders (customer_id, order_date, ordered_at, status, total) VALUES {}",
+                    values.join(", ")
+                ),
+            )
+            .unwrap();
+    }
+    env.standin
+        .run("shop", "UPDATE sales.customers SET loyalty_points = loyalty_points + 1 WHERE customer_id % 3 = 0")
+        .unwrap();
+    env.standin.cdc.scan("shop", None).unwrap();
+    let max = env.standin.cdc.max_lsn("shop").unwrap();
+    let orders_instance = env
+        .standin
+        .cdc
+        .instances("shop")
+        .into_iter()
+        .find(|(i, _)| i.source_schema == "sales" && i.source_name == "orders")
+        .map(|(i, _)| i.name.clone())
+        .unwrap();
+    env.standin
+        .cdc
+        .cleanup_to_watermark("shop", Some(&orders_instance), max)
+        .unwrap();
+    env.appliers[0].restart().await.unwrap();
+
+    // Reported loudly, for orders only.
+    wait_for(
+        "orders to be re-snapshotted",
+        Duration::from_secs(60),
+        || async {
+            let orders = table_phase(&env, &task, "orders").await?;
+            Ok(if orders == pb::TablePhase::Resnapshot as i32 {
+                Ok(())
+            } else {
+                Err(format!("orders phase {orders}"))
+            })
+        },
+    )
+    .await
+    .unwrap();
+    assert_ne!(
+        table_phase(&env, &task, "customers").await.unwrap(),
+        pb::TablePhase::Resnapshot as i32
+    );
+
+    // During the reload: a new customer, and orders changing (the side stream's part).
+    env.standin
+        .run(
+            "shop",
+            "INSERT INTO sales.customers (email, full_name, country_code) VALUES (N'probe@resnapshot.test', N'Probe', 'DE')",
+        )
+        .unwrap();
+    env.standin
+        .run(
+            "shop",
+            "UPDATE sales.orders SET status = 'paid' WHERE order_id % 7 = 0",
+        )
+        .unwrap();
+    env.standin
+        .run(
+            "shop",
+            "INSERT INTO sales.orders (customer_id, order_date, ordered_at, status, total) VALUES (2, '2026-02-01', '2026-02-01T10:00:00+00:00', 'new', 1.5)",
+        )
+        .unwrap();
+    let source_orders = source_count(&env, "SELECT order_id FROM sales.orders");
+    let target = env.target().await.unwrap();
+    // One snapshot of the target: the customer is there while orders are still loading.
+    let loaded_orders = wait_for(
+        "the new customer on the target",
+        Duration::from_secs(60),
+        || async {
+            let row = target
+                .query_one(
+                    "SELECT (SELECT count(*) FROM sales.customers WHERE email = 'probe@resnapshot.test'),
+                            (SELECT count(*) FROM sales.orders)",
+                    &[],
+                )
+                .await?;
+            let (probe, orders): (i64, i64) = (row.get(0), row.get(1));
+            Ok(if probe == 1 {
+                Ok(orders as usize)
+            } else {
+                Err(format!("customer not there yet; {orders} orders loaded"))
+            })
+        },
+    )
+    .await
+    .unwrap();
+    assert!(
+        loaded_orders < source_orders,
+        "the customer became visible only after the reload ended ({loaded_orders} of {source_orders} orders)"
+    );
+
+    let mappings = env.task_mappings(&task).await.unwrap();
+    env.wait_equal(&mappings, Duration::from_secs(180))
+        .await
+        .unwrap();
+    env.wait_phases(&task, &[pb::TablePhase::Streaming], Duration::from_secs(60))
+        .await
+        .unwrap();
+    // The table rejoined the group's stream: later changes arrive the normal way.
+    let records: i64 = target
+        .query_one("SELECT count(*) FROM dbsync.resnapshots", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(records, 0);
+    env.standin
+        .run(
+            "shop",
+            "UPDATE sales.orders SET status = 'shipped' WHERE order_id % 11 = 0",
+        )
+        .unwrap();
+    env.wait_equal(&mappings, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let info = env.status(&task).await.unwrap().task.unwrap();
+    assert_ne!(info.state, pb::TaskState::Failed as i32, "{info:?}");
 }
