@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::error::{ApplyError, Result};
 use crate::full::{run_full_sync, FullSyncContext, FullSyncTable};
 use crate::pg::catalog::ResolvedTable;
-use crate::pg::checkpoint::{ensure_schema, load_table_state};
+use crate::pg::checkpoint::{ensure_schema, load_resnapshots, load_table_state};
 use crate::pg::ddl::DdlOptions;
 use crate::plan::{normalize_ops, TableTarget};
 use crate::progress::{class_name, ProgressSink, TableTracker};
@@ -191,9 +191,17 @@ async fn run(
     });
 
     if assignment.full_sync {
+        // A table being re-snapshotted after a retention overrun is reloaded by the stream's
+        // side task, so that the group's other tables stream meanwhile.
+        let resnapshots = load_resnapshots(&control, &task_id).await?;
         let tables = resolved
             .iter()
             .zip(trackers)
+            .filter(|(t, _)| {
+                !resnapshots
+                    .iter()
+                    .any(|(name, _)| *name == t.target.source_name)
+            })
             .map(|(t, tr)| FullSyncTable {
                 table: Arc::clone(t),
                 tracker: Arc::clone(tr),

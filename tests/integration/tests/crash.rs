@@ -1,16 +1,20 @@
 //! Crash tests: capture, apply and the coordinator are killed (their runtimes dropped where
 //! they stand, with every connection and stream) at seeded random points, restarted on the
 //! same address, and the target must equal the source row by row with no duplicates.
-//! Set DBSYNC_CRASH_SEED to replay a run; the seed is printed. 6 + 16 + 8 crash points per
-//! run (the last 8 under the sample workload's key and LOB-only updates).
+//! Set DBSYNC_CRASH_SEED to replay a run; the seed is printed. 6 + 16 + 8 + 6 crash points per
+//! run (8 under the sample workload's key and LOB-only updates, 6 during a re-snapshot after a
+//! retention overrun).
 
 use std::time::Duration;
 
 use dbsync_proto::v1 as pb;
 use dbsync_testkit::bench::{bench_task, drive_bench_changes, load_source, BENCH_DB};
+use dbsync_testkit::harness::retention::{
+    clean_up_change_data, customers_and_orders_task, insert_orders,
+};
 use dbsync_testkit::harness::workload::{finish_workload, sample_workload, spawn_workload};
 use dbsync_testkit::harness::{
-    describe_tables, wait_for, Service, TableMapping, KEYLESS_SAMPLE_TABLES,
+    describe_tables, wait_for, Service, StandIn, TableMapping, KEYLESS_SAMPLE_TABLES,
 };
 use dbsync_testkit::{EnvOptions, TestEnv};
 use rand::rngs::StdRng;
@@ -201,14 +205,7 @@ async fn kills_during_key_and_lob_only_updates_lose_and_repeat_nothing() {
     .await
     .unwrap();
     let task = env
-        .run_task(&env.sample_task_with(
-            "crash-sample",
-            true,
-            true,
-            KEYLESS_SAMPLE_TABLES,
-            "",
-            "",
-        ))
+        .run_task(&env.sample_task_with("crash-sample", true, true, KEYLESS_SAMPLE_TABLES, "", ""))
         .await
         .unwrap();
     env.wait_phases(
@@ -315,4 +312,134 @@ async fn tables_of_a_dead_applier_move_to_another() {
     env.wait_equal(&bench_table(), Duration::from_secs(120))
         .await
         .unwrap();
+}
+
+/// Changes both tables of the customers/orders group every 20 ms until stopped; returns how
+/// many statements ran.
+async fn change_customers_and_orders(
+    standin: &StandIn,
+    seed: u64,
+    stop: CancellationToken,
+) -> usize {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut n = 0;
+    while !stop.is_cancelled() {
+        let order = 1000 + rng.random_range(0..3300);
+        let customer = 1 + rng.random_range(0..100);
+        let sql = match n % 4 {
+            0 => format!(
+                "UPDATE sales.orders SET total = total + 1, status = 'paid' WHERE order_id = {order}"
+            ),
+            1 => format!(
+                "UPDATE sales.customers SET loyalty_points = loyalty_points + 1 WHERE customer_id = {customer}"
+            ),
+            2 => format!(
+                "INSERT INTO sales.orders (customer_id, order_date, ordered_at, status, total) \
+                 VALUES ({customer}, '2026-03-01', '2026-03-01T08:00:00+00:00', 'new', {n}.5)"
+            ),
+            _ => format!("DELETE FROM sales.orders WHERE order_id = {order}"),
+        };
+        standin.run("shop", &sql).unwrap();
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    n
+}
+
+/// Retention overrun under crashes: change data of `sales.orders` is cleaned up while the
+/// applier is down, so orders is re-snapshotted while customers keeps streaming; during the
+/// reload and the side stream that follows it, both tables change and apply, capture and the
+/// coordinator are killed at seeded points. Each restart resumes the re-snapshot from its
+/// record (the reload at its first unfinished chunk, the side stream at its checkpoint); the
+/// target must end equal to the source row by row and the record must be gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kills_during_a_resnapshot_lose_and_repeat_nothing() {
+    let mut rng = StdRng::seed_from_u64(seed());
+    let mut env = TestEnv::start(EnvOptions {
+        sample_rows: Some(300),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let task = env
+        .run_task(&customers_and_orders_task(&env, "crash-resnapshot", 600))
+        .await
+        .unwrap();
+    env.wait_phases(
+        &task,
+        &[pb::TablePhase::Streaming],
+        Duration::from_secs(180),
+    )
+    .await
+    .unwrap();
+    env.appliers[0].kill();
+    insert_orders(&env.standin, 3000).unwrap();
+    clean_up_change_data(&env.standin, "shop", "sales", "orders").unwrap();
+    env.appliers[0].restart().await.unwrap();
+    wait_for(
+        "orders to be re-snapshotted",
+        Duration::from_secs(60),
+        || async {
+            let status = env.status(&task).await?;
+            let resnapshot = status.tables.iter().any(|t| {
+                t.phase == pb::TablePhase::Resnapshot as i32
+                    && t.source.as_ref().is_some_and(|s| s.name == "orders")
+            });
+            Ok(if resnapshot {
+                Ok(())
+            } else {
+                Err(describe_tables(&status))
+            })
+        },
+    )
+    .await
+    .unwrap();
+
+    let stop = CancellationToken::new();
+    let schedule = [
+        Victim::Apply,
+        Victim::Apply,
+        Victim::Capture,
+        Victim::Apply,
+        Victim::Coordinator,
+        Victim::Apply,
+    ];
+    let changer_seed = rng.random();
+    let TestEnv {
+        standin,
+        capture,
+        appliers,
+        coordinator,
+        ..
+    } = &mut env;
+    let changer = change_customers_and_orders(standin, changer_seed, stop.clone());
+    let crashes = async {
+        for victim in schedule {
+            crash_once(
+                &mut rng,
+                victim,
+                pick(victim, capture, &mut appliers[0], coordinator),
+            )
+            .await;
+        }
+        stop.cancel();
+    };
+    let (changes, ()) = tokio::join!(changer, crashes);
+    assert!(changes > 50, "only {changes} changes during the crashes");
+    let mappings = env.task_mappings(&task).await.unwrap();
+    env.wait_equal(&mappings, Duration::from_secs(180))
+        .await
+        .unwrap();
+    env.wait_phases(&task, &[pb::TablePhase::Streaming], Duration::from_secs(60))
+        .await
+        .unwrap();
+    let records: i64 = env
+        .target()
+        .await
+        .unwrap()
+        .query_one("SELECT count(*) FROM dbsync.resnapshots", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(records, 0, "the re-snapshot never finished");
 }

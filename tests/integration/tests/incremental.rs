@@ -5,6 +5,9 @@
 use std::time::Duration;
 
 use dbsync_proto::v1 as pb;
+use dbsync_testkit::harness::retention::{
+    clean_up_change_data, customers_and_orders_task, insert_orders,
+};
 use dbsync_testkit::harness::workload::{finish_workload, sample_workload, spawn_workload};
 use dbsync_testkit::harness::{wait_for, KEYLESS_SAMPLE_TABLES};
 use dbsync_testkit::{EnvOptions, TestEnv};
@@ -257,21 +260,8 @@ async fn retention_overrun_resnapshots_one_table_while_its_group_keeps_streaming
     })
     .await
     .unwrap();
-    let excluded: Vec<String> = dbsync_sqlserver_sim::sample::SAMPLE_TABLES
-        .iter()
-        .filter(|(s, t)| !(*s == "sales" && (*t == "customers" || *t == "orders")))
-        .map(|(s, t)| format!("shop.{s}.{t}"))
-        .collect();
-    let excluded: Vec<&str> = excluded.iter().map(String::as_str).collect();
     // A slow full-sync read rate makes the reload take seconds.
-    let spec = env.sample_task_with(
-        "resnapshot",
-        true,
-        true,
-        &excluded,
-        "",
-        "throttle: { full: { rows_per_second: 400 } }\n",
-    );
+    let spec = customers_and_orders_task(&env, "resnapshot", 400);
     let task = env.run_task(&spec).await.unwrap();
     env.wait_phases(
         &task,
@@ -285,43 +275,14 @@ async fn retention_overrun_resnapshots_one_table_while_its_group_keeps_streaming
 
     // The applier is down while orders change and their change data is cleaned up.
     env.appliers[0].kill();
-    for batch in 0..6 {
-        let values: Vec<String> = (0..500)
-            .map(|i| {
-                format!(
-                    "({}, '2026-01-01', '2026-01-01T10:00:00+01:00', 'new', {}.25)",
-                    1 + (batch * 500 + i) % 100,
-                    i
-                )
-            })
-            .collect();
-        env.standin
-            .run(
-                "shop",
-                &format!(
-                    "INSERT INTO sales.orders (customer_id, order_date, ordered_at, status, total) VALUES {}",
-                    values.join(", ")
-                ),
-            )
-            .unwrap();
-    }
+    insert_orders(&env.standin, 3000).unwrap();
     env.standin
-        .run("shop", "UPDATE sales.customers SET loyalty_points = loyalty_points + 1 WHERE customer_id % 3 = 0")
+        .run(
+            "shop",
+            "UPDATE sales.customers SET loyalty_points = loyalty_points + 1 WHERE customer_id % 3 = 0",
+        )
         .unwrap();
-    env.standin.cdc.scan("shop", None).unwrap();
-    let max = env.standin.cdc.max_lsn("shop").unwrap();
-    let orders_instance = env
-        .standin
-        .cdc
-        .instances("shop")
-        .into_iter()
-        .find(|(i, _)| i.source_schema == "sales" && i.source_name == "orders")
-        .map(|(i, _)| i.name.clone())
-        .unwrap();
-    env.standin
-        .cdc
-        .cleanup_to_watermark("shop", Some(&orders_instance), max)
-        .unwrap();
+    clean_up_change_data(&env.standin, "shop", "sales", "orders").unwrap();
     env.appliers[0].restart().await.unwrap();
 
     // Reported loudly, for orders only.

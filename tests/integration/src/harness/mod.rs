@@ -3,6 +3,7 @@
 
 pub mod compare;
 pub mod lag;
+pub mod retention;
 pub mod service;
 pub mod standin;
 pub mod wait;
