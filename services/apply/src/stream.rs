@@ -84,6 +84,8 @@ pub struct StreamContext {
 const REPORT_EVERY: Duration = Duration::from_millis(500);
 
 /// The change stream request of `tables`, resuming after `start`.
+// `..Default::default()` stays so that fields added to the request later default to off.
+#[allow(clippy::needless_update)]
 fn change_request(
     ctx: &StreamContext,
     tables: Vec<dbsync_proto::v1::TableSchema>,
