@@ -22,8 +22,11 @@
 //!      transaction the record goes, and the main stream is reopened from `P` with the table
 //!      (capture drops a table from a stream once it reported it).
 //!    - After a crash the record makes the group redo the rest: the reload resumes at its
-//!      first unfinished chunk, the side stream at its checkpoint. A side stream that overruns
-//!      retention again starts the table's re-snapshot over.
+//!      first unfinished chunk, the side stream at its checkpoint (the assignment's full-sync
+//!      stage leaves the table to the side task, so the other tables stream meanwhile). A side
+//!      stream that overruns retention again starts the table's re-snapshot over.
+//!    - Not handled yet: a source schema change of the table while it is re-snapshotted (its
+//!      side stream fails with an error naming the table).
 
 use std::collections::HashMap;
 use std::sync::Arc;
