@@ -238,6 +238,7 @@ async fn run(
         overwrite_inserts: keeps_existing(&assignment.conflict_mode),
         poll_interval_ms: assignment.poll_interval_ms,
         object_prefix: assignment.object_prefix.clone(),
+        fail_on_retention_overrun: assignment.on_retention_overrun == "fail",
         replication_role: !assignment.defer_foreign_keys,
         full: full_ctx,
     };

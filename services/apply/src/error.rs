@@ -60,6 +60,16 @@ pub enum ApplyError {
     #[error("coordinator at {address} unavailable: {detail}")]
     Coordinator { address: String, detail: String },
 
+    /// The stream's resume position is below a capture instance's minimum LSN and the task
+    /// says `incremental.on_retention_overrun: fail` (changes are never skipped).
+    #[error("changes of {table} are gone from the source: the stream resumes from {requested} but the capture instance's minimum LSN is {min} ({reason}); set incremental.on_retention_overrun: resnapshot, or raise the CDC cleanup retention with sys.sp_cdc_change_job")]
+    RetentionOverrun {
+        table: String,
+        requested: String,
+        min: String,
+        reason: String,
+    },
+
     #[error("shut down")]
     Cancelled,
 }
@@ -193,7 +203,8 @@ impl Classify for ApplyError {
             | ApplyError::InvalidPlan { .. }
             | ApplyError::ConflictingTables { .. }
             | ApplyError::ReplicationRoleDenied { .. }
-            | ApplyError::Protocol { .. } => ErrorClass::Definite,
+            | ApplyError::Protocol { .. }
+            | ApplyError::RetentionOverrun { .. } => ErrorClass::Definite,
         }
     }
 }

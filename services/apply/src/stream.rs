@@ -78,6 +78,9 @@ pub struct StreamContext {
     pub poll_interval_ms: u32,
     /// `StreamChangesRequest.object_prefix`: hybrid mode's source object prefix (empty: default).
     pub object_prefix: String,
+    /// `incremental.on_retention_overrun: fail`: a retention overrun fails the task instead of
+    /// re-snapshotting the table.
+    pub fail_on_retention_overrun: bool,
     /// Sessions set `session_replication_role = replica` (false when FKs are deferred).
     pub replication_role: bool,
     /// For re-snapshots after a retention overrun.
@@ -207,6 +210,7 @@ pub async fn run_stream(
         overwrite_inserts: ctx.overwrite_inserts,
         poll_interval_ms: ctx.poll_interval_ms,
         object_prefix: ctx.object_prefix.clone(),
+        fail_on_retention_overrun: ctx.fail_on_retention_overrun,
         replication_role: ctx.replication_role,
         full: Arc::clone(&ctx.full),
     });
@@ -403,6 +407,25 @@ pub async fn run_stream(
                     if sides.contains_key(&i) {
                         // Already being re-snapshotted (the record survived a restart).
                         continue;
+                    }
+                    if ctx.fail_on_retention_overrun {
+                        let lsn_text = |bytes: &[u8]| {
+                            Lsn::from_slice(bytes)
+                                .map_or_else(|| "(unknown)".into(), |l| l.to_string())
+                        };
+                        let error = ApplyError::RetentionOverrun {
+                            table: t.table.target.source_name.clone(),
+                            requested: lsn_text(&n.requested_lsn),
+                            min: lsn_text(&n.min_lsn),
+                            reason: n.reason.clone(),
+                        };
+                        tracing::error!(%error, "retention overrun; failing the task (incremental.on_retention_overrun: fail)");
+                        t.tracker.update(|p| {
+                            p.phase = TablePhase::Failed as i32;
+                            p.error = error.to_string();
+                            p.error_transient = false;
+                        });
+                        return Err(error);
                     }
                     applier.flush().await?;
                     let from = start_resnapshot(ctx, applier.client(), t, &n.reason).await?;

@@ -1397,6 +1397,7 @@ impl Coordinator {
             defer_foreign_keys: task.defer_foreign_keys,
             poll_interval_ms: spec.incremental.poll_interval_ms,
             object_prefix: spec.incremental.object_prefix.clone(),
+            on_retention_overrun: spec.incremental.on_retention_overrun.as_str().into(),
             default_collations: spec.objects.default_collations,
             sequences: pb::ReadSchemaResponse::decode(group.sequences.as_slice())
                 .map(|r| r.sequences)

@@ -292,6 +292,27 @@ impl IncrementalMode {
     }
 }
 
+/// What to do when the position a stream resumes from is below a capture instance's minimum
+/// LSN (the CDC cleanup job removed changes dbsync had not read yet). Changes are never skipped.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RetentionOverrun {
+    /// Re-snapshot only the affected tables while the group's other tables keep streaming.
+    #[default]
+    Resnapshot,
+    /// Fail the task, naming the table and the positions.
+    Fail,
+}
+
+impl RetentionOverrun {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RetentionOverrun::Resnapshot => "resnapshot",
+            RetentionOverrun::Fail => "fail",
+        }
+    }
+}
+
 /// Where incremental sync starts.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -330,6 +351,9 @@ pub struct IncrementalSpec {
     /// `dbo.<prefix>ddl_history`, `dbo.<prefix>heartbeat`); such tables are never synced.
     #[serde(default = "defaults::object_prefix")]
     pub object_prefix: String,
+    /// Resume position below a capture instance's minimum LSN: `resnapshot` or `fail`.
+    #[serde(default)]
+    pub on_retention_overrun: RetentionOverrun,
 }
 
 impl Default for IncrementalSpec {
@@ -342,6 +366,7 @@ impl Default for IncrementalSpec {
             poll_interval_ms: defaults::poll_interval_ms(),
             max_cdc_tables: defaults::max_cdc_tables(),
             object_prefix: defaults::object_prefix(),
+            on_retention_overrun: RetentionOverrun::default(),
         }
     }
 }

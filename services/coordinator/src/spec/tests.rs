@@ -500,12 +500,49 @@ fn object_prefix_defaults_to_dbsync_and_is_checked() {
     let custom = TaskSpec::parse(&with("incremental: { object_prefix: _Sync2_ }\n")).unwrap();
     assert_eq!(custom.incremental.object_prefix, "_Sync2_");
     let forty = "p".repeat(40);
-    TaskSpec::parse(&with(&format!("incremental: {{ object_prefix: {forty} }}\n"))).unwrap();
-    for bad in ["\"\"", "2sync_", "db-sync_", "\"db sync\"", "dbsync$", &"p".repeat(41)] {
+    TaskSpec::parse(&with(&format!(
+        "incremental: {{ object_prefix: {forty} }}\n"
+    )))
+    .unwrap();
+    for bad in [
+        "\"\"",
+        "2sync_",
+        "db-sync_",
+        "\"db sync\"",
+        "dbsync$",
+        &"p".repeat(41),
+    ] {
         assert_field_error(
             &with(&format!("incremental: {{ object_prefix: {bad} }}\n")),
             "incremental.object_prefix",
             "letters, digits or _, starting with a letter or _",
         );
     }
+}
+
+#[test]
+fn on_retention_overrun_defaults_to_resnapshot_and_is_checked() {
+    assert_eq!(
+        TaskSpec::parse(MINIMAL)
+            .unwrap()
+            .incremental
+            .on_retention_overrun,
+        RetentionOverrun::Resnapshot
+    );
+    let fail = TaskSpec::parse(&with("incremental: { on_retention_overrun: fail }\n")).unwrap();
+    assert_eq!(
+        fail.incremental.on_retention_overrun,
+        RetentionOverrun::Fail
+    );
+    assert_eq!(fail.incremental.on_retention_overrun.as_str(), "fail");
+    assert_field_error(
+        &with("incremental: { on_retention_overrun: skip }\n"),
+        "incremental.on_retention_overrun",
+        "resnapshot",
+    );
+    assert_field_error(
+        &with("incremental: { on_retention_overrun: skip }\n"),
+        "incremental.on_retention_overrun",
+        "fail",
+    );
 }
