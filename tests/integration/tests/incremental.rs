@@ -246,6 +246,68 @@ async fn table_phase(env: &TestEnv, task: &str, table: &str) -> anyhow::Result<i
         .map_or(pb::TablePhase::Unspecified as i32, |t| t.phase))
 }
 
+/// With `incremental.on_retention_overrun: fail` the task fails naming the table, and the
+/// target keeps what it had (no truncate, no reload).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_overrun_fails_the_task_when_asked_to() {
+    let mut env = TestEnv::start(EnvOptions {
+        sample_rows: Some(300),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let spec = customers_and_orders_task(&env, "overrun-fails", 10_000).replace(
+        "poll_interval_ms: 100 }",
+        "poll_interval_ms: 100, on_retention_overrun: fail }",
+    );
+    assert!(spec.contains("on_retention_overrun: fail"), "{spec}");
+    let task = env.run_task(&spec).await.unwrap();
+    env.wait_phases(
+        &task,
+        &[pb::TablePhase::Streaming],
+        Duration::from_secs(180),
+    )
+    .await
+    .unwrap();
+    let target = env.target().await.unwrap();
+    let orders_on_target = || async {
+        let row = target
+            .query_one(
+                "SELECT count(*), coalesce(sum(total), 0)::text FROM sales.orders",
+                &[],
+            )
+            .await
+            .unwrap();
+        (row.get::<_, i64>(0), row.get::<_, String>(1))
+    };
+    let before = orders_on_target().await;
+    assert!(before.0 > 0, "{before:?}");
+
+    env.appliers[0].kill();
+    insert_orders(&env.standin, 500).unwrap();
+    clean_up_change_data(&env.standin, "shop", "sales", "orders").unwrap();
+    env.appliers[0].restart().await.unwrap();
+
+    let status = env
+        .wait_task_state(&task, pb::TaskState::Failed, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let reason = status.task.unwrap_or_default().last_error;
+    assert!(reason.contains("orders"), "{reason}");
+    assert!(reason.contains("minimum LSN"), "{reason}");
+    assert!(
+        reason.contains("on_retention_overrun: resnapshot") && reason.contains("sp_cdc_change_job"),
+        "{reason}"
+    );
+    // Nothing was truncated or reloaded, and no re-snapshot was recorded.
+    assert_eq!(orders_on_target().await, before);
+    let records: i64 = target
+        .query_one("SELECT count(*) FROM dbsync.resnapshots", &[])
+        .await
+        .map_or(0, |r| r.get(0));
+    assert_eq!(records, 0);
+}
+
 /// Retention overrun: while the applier is down, cleanup removes change data of
 /// `sales.orders` that the stream still needs. On restart only that table is re-snapshotted
 /// (reported as RESNAPSHOT); `sales.customers`, in the same FK group, keeps streaming: a
