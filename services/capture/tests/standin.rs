@@ -825,3 +825,44 @@ async fn hybrid_heartbeats_move_the_position_of_an_idle_source() {
     let beats = env.engine.run("shop", "SELECT beat FROM dbo.dbsync_heartbeat").unwrap();
     assert_eq!(beats[0].rows.len(), 1);
 }
+
+#[tokio::test]
+async fn retention_headroom_reads_the_cleanup_retention_and_shrinks_as_the_position_ages() {
+    use dbsync_capture::mssql::client::Pools;
+    use dbsync_capture::mssql::retention::{cleanup_retention, position_time, retention_headroom};
+    let mut env = env("shop", "CREATE TABLE dbo.t (id int NOT NULL PRIMARY KEY);").await;
+    let tables = env.schema("shop").await;
+    env.client
+        .enable_cdc(EnableCdcRequest {
+            source: Some(env.source.clone()),
+            tables: tables.iter().map(|t| t.table.clone().unwrap()).collect(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    env.sql("shop", "INSERT INTO dbo.t (id) VALUES (1)");
+    let position = dbsync_core::Lsn::from_slice(&max_lsn(&mut env, "shop").await).expect("a max LSN");
+    env.sql("shop", "EXEC sys.sp_cdc_change_job @job_type = N'cleanup', @retention = 2");
+    let pools = Pools::default();
+    let mut client = pools.pool(&env.source, "shop").unwrap().dedicated().await.unwrap();
+
+    let retention = cleanup_retention(&mut client).await.unwrap().expect("a cleanup job");
+    assert_eq!(retention, Duration::from_secs(120));
+    let (committed, now) = position_time(&mut client, position).await.unwrap().expect("the position has a commit time");
+    let first = retention_headroom(committed, retention, now);
+    assert!(first > 0.0 && first <= 120.0, "headroom {first}");
+    // The server clock moves on; the position stays: the headroom shrinks by the time passed.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (again, later) = position_time(&mut client, position).await.unwrap().unwrap();
+        assert_eq!(again, committed);
+        if later > now {
+            let second = retention_headroom(committed, retention, later);
+            assert!(second < first, "{second} !< {first}");
+            assert!((first - second - (later - now) as f64 / 1e7).abs() < 1e-6);
+            break;
+        }
+        assert!(Instant::now() < deadline, "the server clock did not move");
+        tokio::task::yield_now().await;
+    }
+}

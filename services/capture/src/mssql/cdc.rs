@@ -60,6 +60,7 @@ use crate::error::{CaptureError, Result};
 use crate::mssql::client::{Pools, SourcePool, SqlClient};
 use crate::mssql::hybrid::{self, DdlEvent, HybridObjects};
 use crate::mssql::inspect::{self, CaptureInstance, CapturedColumn};
+use crate::mssql::retention::RetentionHeadroom;
 use crate::mssql::decode;
 use crate::sql::{self, quote_ident};
 use crate::setup;
@@ -283,6 +284,8 @@ pub struct CdcStream {
     /// DDL events are read from here on (None: from the history instance's start).
     ddl_read_from: Option<Lsn>,
     warned_heartbeat: bool,
+    /// Gauge of the time left until the cleanup job removes the position's change data.
+    headroom: RetentionHeadroom,
 }
 
 impl CdcStream {
@@ -377,6 +380,7 @@ impl CdcStream {
             history: None,
             ddl_read_from: None,
             warned_heartbeat: false,
+            headroom: RetentionHeadroom::new(req.task_id.clone(), req.tables.iter().filter_map(|t| t.table.as_ref()).map(sql::display_name).collect()),
         };
         stream.refresh_instances().await?;
         if stream.hybrid {
@@ -511,6 +515,11 @@ impl CdcStream {
         };
         self.warned_null_max = false;
         metrics::gauge!("dbsync_capture_source_max_lsn").set(abbreviate(max) as f64);
+        if self.headroom.due(Instant::now()) && self.position.commit_lsn != Lsn::ZERO {
+            self.client().await?;
+            let client = self.client.as_mut().expect("connected above");
+            self.headroom.update(client, self.position.commit_lsn).await;
+        }
         let lower = self.lower_bound();
         // Hybrid mode reads dbsync's DDL history on every poll: each event carries the commit
         // LSN of its DDL, and the sooner the new instance exists the shorter the stretch whose

@@ -6,3 +6,4 @@ pub mod client;
 pub mod decode;
 pub mod hybrid;
 pub mod inspect;
+pub mod retention;
