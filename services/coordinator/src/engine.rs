@@ -1565,6 +1565,8 @@ impl Coordinator {
                     table: key,
                 });
             }
+            let resnapshot = p.phase == TablePhase::Resnapshot as i32;
+            let entering_resnapshot = resnapshot && t.phase != TablePhase::Resnapshot as i32;
             t.phase = p.phase;
             t.rows_done = p.rows_done;
             t.rows_total = if p.rows_total > 0 {
@@ -1588,11 +1590,29 @@ impl Coordinator {
                 t.error_class.clear();
                 t.error_since_us = 0;
             } else {
-                let class = error_class(&p.error_class, p.error_transient);
                 t.last_error = redact(
                     &p.error,
                     &secrets.iter().map(String::as_str).collect::<Vec<_>>(),
                 );
+            }
+            if resnapshot && !p.error.is_empty() {
+                // A re-snapshot after a retention overrun is reported, not retried: its note
+                // must not run the retry window out while the table reloads.
+                t.error_class.clear();
+                t.error_since_us = 0;
+                if entering_resnapshot {
+                    self.alert(
+                        &task,
+                        &spec,
+                        "table_resnapshot",
+                        &format!(
+                            "table {key}: change data is gone from the source; re-snapshotting it while the other tables keep streaming ({})",
+                            t.last_error
+                        ),
+                    );
+                }
+            } else if !p.error.is_empty() {
+                let class = error_class(&p.error_class, p.error_transient);
                 metrics::counter!(m::ERRORS, "task" => task.name.clone(), "table" => key.clone(), "class" => class.clone()).increment(1);
                 if class == "definite" {
                     t.phase = TablePhase::Failed as i32;
