@@ -866,3 +866,87 @@ async fn retention_headroom_reads_the_cleanup_retention_and_shrinks_as_the_posit
         tokio::task::yield_now().await;
     }
 }
+
+/// Last values of gauges by name and labels, as a global recorder (the stream code records
+/// through the `metrics` macros).
+#[derive(Default)]
+struct GaugeRecorder(Arc<std::sync::Mutex<std::collections::HashMap<String, f64>>>);
+
+struct GaugeCell(String, Arc<std::sync::Mutex<std::collections::HashMap<String, f64>>>);
+
+impl metrics::GaugeFn for GaugeCell {
+    fn increment(&self, value: f64) {
+        *self.1.lock().unwrap().entry(self.0.clone()).or_default() += value;
+    }
+    fn decrement(&self, value: f64) {
+        *self.1.lock().unwrap().entry(self.0.clone()).or_default() -= value;
+    }
+    fn set(&self, value: f64) {
+        self.1.lock().unwrap().insert(self.0.clone(), value);
+    }
+}
+
+impl metrics::Recorder for GaugeRecorder {
+    fn describe_counter(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
+    fn describe_gauge(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
+    fn describe_histogram(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
+    fn register_counter(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
+        metrics::Counter::noop()
+    }
+    fn register_gauge(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+        let labels: Vec<String> = key.labels().map(|l| format!("{}={}", l.key(), l.value())).collect();
+        let name = format!("{}{{{}}}", key.name(), labels.join(","));
+        metrics::Gauge::from_arc(Arc::new(GaugeCell(name, Arc::clone(&self.0))))
+    }
+    fn register_histogram(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Histogram {
+        metrics::Histogram::noop()
+    }
+}
+
+fn gauges() -> &'static Arc<std::sync::Mutex<std::collections::HashMap<String, f64>>> {
+    static GAUGES: std::sync::OnceLock<Arc<std::sync::Mutex<std::collections::HashMap<String, f64>>>> = std::sync::OnceLock::new();
+    GAUGES.get_or_init(|| {
+        let recorder = GaugeRecorder::default();
+        let values = Arc::clone(&recorder.0);
+        metrics::set_global_recorder(recorder).expect("no other recorder in this test binary");
+        values
+    })
+}
+
+#[tokio::test]
+async fn the_retention_headroom_gauge_reports_below_the_retention_and_decreases() {
+    use dbsync_capture::mssql::client::Pools;
+    use dbsync_capture::mssql::retention::RetentionHeadroom;
+    let values = gauges();
+    let mut env = env("shop", "CREATE TABLE dbo.t (id int NOT NULL PRIMARY KEY);").await;
+    let tables = env.schema("shop").await;
+    env.client
+        .enable_cdc(EnableCdcRequest {
+            source: Some(env.source.clone()),
+            tables: tables.iter().map(|t| t.table.clone().unwrap()).collect(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    env.sql("shop", "INSERT INTO dbo.t (id) VALUES (1)");
+    let position = dbsync_core::Lsn::from_slice(&max_lsn(&mut env, "shop").await).expect("a max LSN");
+    env.sql("shop", "EXEC sys.sp_cdc_change_job @job_type = N'cleanup', @retention = 1");
+    let mut client = Pools::default().pool(&env.source, "shop").unwrap().dedicated().await.unwrap();
+    let key = "dbsync_capture_retention_headroom_seconds{task=headroom-task,table=shop.dbo.t}";
+    let read = |values: &Arc<std::sync::Mutex<std::collections::HashMap<String, f64>>>| values.lock().unwrap().get(key).copied();
+
+    RetentionHeadroom::new("headroom-task".into(), vec!["shop.dbo.t".into()]).update(&mut client, position).await;
+    let first = read(values).unwrap_or_else(|| panic!("no {key} in {:?}", values.lock().unwrap()));
+    assert!(first > 0.0 && first <= 60.0, "headroom {first}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        RetentionHeadroom::new("headroom-task".into(), vec!["shop.dbo.t".into()]).update(&mut client, position).await;
+        let now = read(values).unwrap();
+        if now < first {
+            break;
+        }
+        assert_eq!(now, first, "the headroom grew");
+        assert!(Instant::now() < deadline, "the headroom did not decrease");
+        tokio::task::yield_now().await;
+    }
+}
