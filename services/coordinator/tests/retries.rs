@@ -3,6 +3,10 @@
 //! connection failure: the coordinator keeps the task running for the connection retry window
 //! (longer than the window for other failures), and the task recovers when the target comes
 //! back. A definite failure fails the task at once, with its reason.
+//!
+//! The source side likewise: the real capture service reads the SQL Server stand-in through a
+//! proxy the test cuts; capture classifies the lost or refused connection as a connection
+//! failure, the applier passes that class on, and the coordinator applies the same windows.
 
 mod support;
 
@@ -247,4 +251,344 @@ async fn a_target_back_inside_the_connection_window_recovers_and_a_definite_erro
     let _ = apply.await;
     cap_shutdown.cancel();
     server.stop().await;
+}
+
+/// Like [`until_status`], with a longer deadline: a real capture service and applier back off
+/// between retries, and a full sync runs after the source comes back.
+async fn until_status_within(
+    c: &mut dbsync_proto::v1::coordinator_service_client::CoordinatorServiceClient<
+        tonic::transport::Channel,
+    >,
+    task: &str,
+    what: &str,
+    within: Duration,
+    check: impl Fn(&pb::TaskStatus) -> bool,
+) -> pb::TaskStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        let status = c
+            .get_task_status(task_ref(task))
+            .await
+            .unwrap()
+            .into_inner();
+        if check(&status) {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Rows of the source table `src.dbo.items` (created by [`SourceRig::start`]).
+const SOURCE_ROWS: i32 = 500;
+
+/// A real source side: the SQL Server stand-in (in-process, database `src` with table
+/// `dbo.items`) reached through a [`Proxy`] the test can cut, the real capture service, a
+/// coordinator on a manual clock, and a real applier started on demand.
+struct SourceRig {
+    clock: Arc<ManualClock>,
+    server: Server,
+    standin: dbsync_sqlserver_sim::engine::Engine,
+    standin_server: dbsync_sqlserver_sim::server::ServerHandle,
+    password: String,
+    proxy: Proxy,
+    capture_url: String,
+    pg: &'static dbsync_pgtest::PgCluster,
+    target_db: String,
+    shutdown: CancellationToken,
+    _dir: tempfile::TempDir,
+}
+
+impl SourceRig {
+    async fn start(target_db: &str) -> SourceRig {
+        use dbsync_sqlserver_sim::engine::{Engine, EngineConfig};
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new());
+        // Leases far longer than the time moved below, so no group moves while the clock jumps.
+        let server = Server::start_with_lease(
+            &dir.path().join("c.db").to_string_lossy(),
+            None,
+            clock.clone(),
+            3600,
+        )
+        .await;
+
+        let config = EngineConfig::default();
+        let password = config.sa_password.clone();
+        let standin = Engine::new(config);
+        let mut session = standin.system_session("master");
+        let values: Vec<String> = (1..=SOURCE_ROWS)
+            .map(|i| format!("({i}, N'item {i}')"))
+            .collect();
+        for sql in [
+            "CREATE DATABASE [src]".to_string(),
+            "CREATE TABLE [src].[dbo].[items] (id int NOT NULL PRIMARY KEY, name nvarchar(50) NOT NULL)".into(),
+            format!("INSERT INTO [src].[dbo].[items] (id, name) VALUES {}", values.join(", ")),
+            // What a DBA does before pointing dbsync at a database (as tests/integration does).
+            "ALTER DATABASE [src] SET ALLOW_SNAPSHOT_ISOLATION ON".into(),
+            "ALTER DATABASE [src] SET READ_COMMITTED_SNAPSHOT ON".into(),
+            "BACKUP DATABASE [src] TO DISK = N'/dev/null'".into(),
+            "BACKUP LOG [src] TO DISK = N'/dev/null'".into(),
+        ] {
+            session
+                .run(&sql)
+                .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+        }
+        let standin_server = dbsync_sqlserver_sim::server::Server::start(
+            "127.0.0.1:0".parse().unwrap(),
+            Arc::new(standin.clone()),
+        )
+        .await
+        .unwrap();
+        let proxy = Proxy::start(standin_server.addr.to_string()).await;
+
+        let shutdown = CancellationToken::new();
+        let capture_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let capture_addr = capture_listener.local_addr().unwrap();
+        tokio::spawn(dbsync_capture::serve(
+            dbsync_capture::CaptureConfig {
+                listen: capture_addr,
+                ..Default::default()
+            },
+            capture_listener,
+            shutdown.clone(),
+        ));
+
+        let pg = tokio::task::spawn_blocking(dbsync_pgtest::PgCluster::shared)
+            .await
+            .unwrap();
+        pg.create_database(target_db).await.unwrap();
+        SourceRig {
+            clock,
+            server,
+            standin,
+            standin_server,
+            password,
+            proxy,
+            capture_url: format!("http://{capture_addr}"),
+            pg,
+            target_db: target_db.into(),
+            shutdown,
+            _dir: dir,
+        }
+    }
+
+    /// A full sync of `src.dbo.items`, the source reached through the proxy.
+    fn spec(&self, name: &str) -> String {
+        format!(
+            r#"
+name: {name}
+environment: test
+source: {{ host: 127.0.0.1, port: {sport}, user: sa, password: "{spass}" }}
+target: {{ host: {thost}, port: {tport}, user: {tuser}, password: unused, database: {tdb}, sslmode: disable }}
+capture_address: {capture}
+objects: {{ databases: [src] }}
+sync: {{ schema: true, full: true, incremental: false }}
+retry: {{ connection_minutes: 30, other_minutes: 1 }}
+"#,
+            sport = self.proxy.addr.port(),
+            spass = self.password,
+            thost = self.pg.host(),
+            tport = self.pg.port(),
+            tuser = self.pg.superuser(),
+            tdb = self.target_db,
+            capture = self.capture_url,
+        )
+    }
+
+    /// Creates, prechecks and starts a task while the source is up (starting reads the source's
+    /// tables through capture, whose pool keeps those connections open).
+    async fn start_task(&self, name: &str) {
+        let mut c = self.server.client().await;
+        c.create_task(pb::CreateTaskRequest {
+            spec: self.spec(name),
+        })
+        .await
+        .unwrap();
+        c.precheck_task(pb::PrecheckTaskRequest {
+            task_id: name.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        c.start_task(task_ref(name)).await.unwrap();
+    }
+
+    /// Starts the real applier; it gets the task's groups from the coordinator.
+    async fn start_apply(&self) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        tokio::spawn(dbsync_apply::serve(
+            dbsync_apply::ApplyConfig {
+                coordinator: self.server.url.clone(),
+                worker_id: Some("apply-source-retries".into()),
+                heartbeat_interval: Duration::from_millis(200),
+                ..Default::default()
+            },
+            listener,
+            self.shutdown.clone(),
+        ))
+    }
+
+    /// `(id, name)` of every source row, by id.
+    fn source_rows(&self) -> Vec<(i32, String)> {
+        use dbsync_sqlserver_sim::types::Value;
+        let results = self
+            .standin
+            .run("src", "SELECT id, name FROM dbo.items ORDER BY id")
+            .unwrap();
+        results[0]
+            .rows
+            .iter()
+            .map(|row| match (&row[0], &row[1]) {
+                (Value::Int(id), Value::String(name)) => (*id, name.to_string()),
+                other => panic!("unexpected source row {other:?}"),
+            })
+            .collect()
+    }
+
+    /// `(id, name)` of every target row, by id.
+    async fn target_rows(&self) -> Vec<(i32, String)> {
+        let target = self.pg.connect(&self.target_db).await.unwrap();
+        target
+            .query("SELECT id, name FROM dbo.items ORDER BY id", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect()
+    }
+
+    async fn stop(self, apply: tokio::task::JoinHandle<anyhow::Result<()>>) {
+        self.shutdown.cancel();
+        let _ = apply.await;
+        self.standin_server.shutdown();
+        self.server.stop().await;
+    }
+}
+
+/// The first connection failure the applier reports for the source: capture classifies a
+/// lost or refused SQL Server connection as a connection failure, the applier passes it on.
+async fn until_source_connection_failure(
+    c: &mut dbsync_proto::v1::coordinator_service_client::CoordinatorServiceClient<
+        tonic::transport::Channel,
+    >,
+    task: &str,
+) -> pb::TaskStatus {
+    let status = until_status_within(
+        c,
+        task,
+        "the applier to report a source connection failure",
+        Duration::from_secs(60),
+        |s| info(s).last_error.starts_with("connection failure"),
+    )
+    .await;
+    assert!(
+        info(&status).last_error.contains("SQL Server"),
+        "the failure names the source connection: {status:?}"
+    );
+    status
+}
+
+#[tokio::test]
+async fn a_source_back_inside_the_connection_window_recovers_and_the_target_equals_the_source() {
+    let rig = SourceRig::start("source_retries_back").await;
+    let mut c = rig.server.client().await;
+    rig.start_task("source-back").await;
+
+    // The source goes away (open connections cut, new ones refused) before the applier runs.
+    rig.proxy.down();
+    let apply = rig.start_apply().await;
+    until_source_connection_failure(&mut c, "source-back").await;
+
+    // Longer than the window for other failures (1 min), inside the connection window (30 min).
+    rig.clock.advance(Duration::from_secs(5 * 60));
+    let retrying = until_status_within(
+        &mut c,
+        "source-back",
+        "a report after the clock moved",
+        Duration::from_secs(60),
+        |s| {
+            info(s)
+                .last_error
+                .strip_prefix("connection failure, retrying for ")
+                .and_then(|rest| rest.split(' ').next())
+                .and_then(|secs| secs.parse::<i64>().ok())
+                .is_some_and(|secs| secs >= 300)
+        },
+    )
+    .await;
+    assert_eq!(
+        info(&retrying).state,
+        TaskState::Running as i32,
+        "{retrying:?}"
+    );
+    assert!(
+        info(&retrying).last_error.contains("SQL Server"),
+        "{retrying:?}"
+    );
+    assert!(
+        !info(&retrying).last_error.contains(&rig.password),
+        "no password in the status"
+    );
+
+    // The source comes back: the applier's next retry loads the table and the task completes.
+    rig.proxy.up();
+    let done = until_status_within(
+        &mut c,
+        "source-back",
+        "the task to complete",
+        Duration::from_secs(120),
+        |s| info(s).state != TaskState::Running as i32,
+    )
+    .await;
+    assert_eq!(info(&done).state, TaskState::Completed as i32, "{done:?}");
+    assert!(info(&done).last_error.is_empty(), "{done:?}");
+    let source = rig.source_rows();
+    assert_eq!(source.len(), SOURCE_ROWS as usize);
+    let target = rig.target_rows().await;
+    assert_eq!(target.len(), source.len(), "row counts");
+    assert!(target == source, "the target rows equal the source rows");
+
+    rig.stop(apply).await;
+}
+
+#[tokio::test]
+async fn a_source_away_past_the_connection_window_fails_the_task_naming_the_source() {
+    let rig = SourceRig::start("source_retries_gone").await;
+    let mut c = rig.server.client().await;
+    rig.start_task("source-gone").await;
+
+    rig.proxy.down();
+    let apply = rig.start_apply().await;
+    until_source_connection_failure(&mut c, "source-gone").await;
+
+    // Past the connection window (30 min): the next report of the same failure fails the task.
+    rig.clock.advance(Duration::from_secs(31 * 60));
+    let failed = until_status_within(
+        &mut c,
+        "source-gone",
+        "the task to fail",
+        Duration::from_secs(60),
+        |s| info(s).state != TaskState::Running as i32,
+    )
+    .await;
+    assert_eq!(info(&failed).state, TaskState::Failed as i32, "{failed:?}");
+    let reason = &info(&failed).last_error;
+    assert!(
+        reason.contains("connection failures kept recurring for more than 30 minutes"),
+        "{failed:?}"
+    );
+    assert!(
+        reason.contains(&format!(
+            "Cannot connect to SQL Server at 127.0.0.1:{}",
+            rig.proxy.addr.port()
+        )) || reason.contains("Connection to SQL Server failed"),
+        "the reason names the source connection: {failed:?}"
+    );
+    assert!(!reason.contains(&rig.password), "no password in the reason");
+
+    rig.stop(apply).await;
 }
