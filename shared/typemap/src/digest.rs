@@ -108,8 +108,9 @@ impl RowDigester {
 }
 
 /// The type a source column's values are compared in when the target column is of `kind`:
-/// the default mapping's policies (text cleaning, sql_variant as text) with the target's kind,
-/// as apply resolves a target table.
+/// the default mapping's policies (text cleaning, sql_variant as text) with the target's kind.
+/// The one rule for both sides: apply encodes and verify compares its written columns in this
+/// type, capture digests source rows in it.
 pub fn canonical_type(source: &ColumnSchema, kind: PgKind) -> PgColumnType {
     let mut ty = map_column(source, &MappingOptions::default()).unwrap_or_else(|_| PgColumnType::new(&source.name, kind));
     ty.kind = kind;

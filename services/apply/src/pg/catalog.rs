@@ -3,7 +3,8 @@
 
 use tokio_postgres::Client;
 
-use dbsync_typemap::{map_column, MappingOptions, PgColumnType, PgKind};
+use dbsync_typemap::digest::canonical_type;
+use dbsync_typemap::{PgColumnType, PgKind};
 
 use crate::error::{ApplyError, Result};
 use crate::pg::types::quote_ident;
@@ -108,10 +109,7 @@ impl ResolvedTable {
                     detail: format!("column type {type_name} is not supported as a write target"),
                 }
             })?;
-            let source = &target.source.columns[source_index];
-            let mut ty = map_column(source, &MappingOptions::default())
-                .unwrap_or_else(|_| PgColumnType::new(&source.name, kind));
-            ty.kind = kind;
+            let ty = canonical_type(&target.source.columns[source_index], kind);
             if let Some(k) = target.key.iter().position(|k| *k == source_index) {
                 key[k] = write.len();
             }
