@@ -36,8 +36,9 @@ use dbsync_core::lsn::{Lsn, Position};
 use dbsync_core::sink::{ChangeSink, CheckpointStore};
 use dbsync_proto::v1::change_message::Kind as MessageKind;
 use dbsync_proto::v1::{
-    GetMaxLsnRequest, SourceConnection, StreamChangesRequest, TablePhase, TablePlan, TableProgress,
-    TargetConnection, Throttle, TransactionFragment,
+    Assignment, GetMaxLsnRequest, ObjectSelection, ReadSchemaRequest, SourceConnection, StreamChangesRequest,
+    TablePhase, TablePlan, TableProgress, TableSchema, TargetConnection, Throttle,
+    TransactionFragment,
 };
 use futures::{FutureExt, StreamExt};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
@@ -50,8 +51,8 @@ use crate::full::{run_full_sync, FullSyncContext, FullSyncTable};
 use crate::pg::catalog::{unique_index_count, ResolvedTable};
 use crate::pg::changes::{check_filter, ApplyLimits, ChangeApplier, TableApply};
 use crate::pg::checkpoint::{
-    begin_resnapshot, end_resnapshot, load_resnapshots, load_table_state, side_group_id,
-    PgCheckpoints,
+    begin_resnapshot, end_resnapshot, ensure_schema, load_resnapshots, load_source_schemas,
+    load_table_state, save_source_schema, side_group_id, PgCheckpoints,
 };
 use crate::pg::ddl::alter_table_ddl;
 use crate::plan::TableTarget;
@@ -88,6 +89,32 @@ pub struct StreamContext {
 }
 
 const REPORT_EVERY: Duration = Duration::from_millis(500);
+
+/// Gives the assignment's tables the source schemas recorded when their source schema changes
+/// were followed (`dbsync.source_schemas`): the target tables have that shape, while the
+/// coordinator's plan may still be older (its report was lost, or it predates the change).
+pub async fn adopt_followed_schemas(assignment: &mut Assignment) -> Result<()> {
+    if !assignment.incremental_sync {
+        return Ok(());
+    }
+    let Some(target) = assignment.target.as_ref() else {
+        return Ok(());
+    };
+    let mut client = crate::pg::connect_plain(target).await?;
+    ensure_schema(&mut client).await?;
+    let followed = load_source_schemas(&client, &assignment.task_id).await?;
+    for plan in &mut assignment.tables {
+        let name = plan
+            .source
+            .as_ref()
+            .and_then(|s| s.table.as_ref())
+            .map(crate::plan::source_name);
+        if let Some(schema) = name.and_then(|n| followed.get(&n)) {
+            plan.source = Some(schema.clone());
+        }
+    }
+    Ok(())
+}
 
 /// The change stream request of `tables`, resuming after `start`.
 // `..Default::default()` stays so that fields added to the request later default to off.
@@ -170,8 +197,8 @@ struct Side {
     /// Everything of the table up to this position has been applied by the side task.
     through: watch::Receiver<Option<Position>>,
     commands: mpsc::Sender<Rejoin>,
-    /// The side task's changes applied, once it ended.
-    handle: JoinHandle<Result<u64>>,
+    /// What the side task hands back when it ended.
+    handle: JoinHandle<Result<Rejoined>>,
     /// The main position of the previous rejoin check.
     checked_at: Option<Position>,
 }
@@ -223,6 +250,15 @@ pub async fn run_stream(
     .await?;
     let start = stored.or(ctx.start_lsn.map(Position::end_of));
     let resnapshots = load_resnapshots(&client, &ctx.task_id).await?;
+    // Followed schema changes are reported until the coordinator's plan has them (its plan
+    // may predate them after a restart; the assignment was given the recorded schema).
+    let followed = load_source_schemas(&client, &ctx.task_id).await?;
+    for t in &tables {
+        if let Some(schema) = followed.get(&t.table.target.source_name) {
+            t.tracker
+                .update(|p| p.source_schema = Some(schema.clone()));
+        }
+    }
     let mut applies = Vec::with_capacity(tables.len());
     for t in &tables {
         let state = load_table_state(&client, &ctx.task_id, &t.table.target.source_name)
@@ -306,7 +342,7 @@ pub async fn run_stream(
                         *p = applier.committed();
                         changed
                     });
-                    if try_rejoin(ctx, &mut applier, &tables, &mut sides).await? {
+                    if try_rejoin(ctx, &mut applier, &mut tables, &mut sides).await? {
                         continue 'rounds;
                     }
                     tokio::select! {
@@ -334,7 +370,7 @@ pub async fn run_stream(
                             last_report = Instant::now();
                         }
                         main_position.send_replace(applier.committed());
-                        if try_rejoin(ctx, &mut applier, &tables, &mut sides).await? {
+                        if try_rejoin(ctx, &mut applier, &mut tables, &mut sides).await? {
                             continue 'rounds;
                         }
                     }
@@ -356,39 +392,28 @@ pub async fn run_stream(
                             detail: format!("schema change for unknown table index {i}"),
                         });
                     };
-                    applier.flush().await?;
-                    let mut plan = t.plan.clone();
-                    plan.source = Some(new_schema);
-                    let new_target = TableTarget::from_plan(&plan)?;
-                    let statements =
-                        alter_table_ddl(&t.table.target, &new_target).map_err(|detail| {
-                            ApplyError::InvalidPlan {
-                                object: new_target.source_name.clone(),
-                                detail,
-                            }
-                        })?;
-                    for sql in &statements {
-                        applier.client().batch_execute(sql).await.map_err(|e| {
-                            ApplyError::target(
-                                &new_target.qualified,
-                                "following a source schema change",
-                                e,
-                            )
-                        })?;
+                    if applier.tables[i].as_ref().is_some_and(|a| a.paused) {
+                        // Being re-snapshotted: its side stream follows the change (and the
+                        // table comes back in the new shape when it rejoins).
+                        continue;
                     }
-                    tracing::info!(table = %new_target.source_name, ddl = %sc.ddl_command, statements = statements.len(), "schema change applied");
-                    let resolved =
-                        Arc::new(ResolvedTable::load(applier.client(), new_target).await?);
+                    applier.flush().await?;
+                    let lsn = Lsn::from_slice(&sc.lsn).unwrap_or(Lsn::ZERO);
+                    let (plan, resolved) = follow_schema_change(
+                        &ctx.task_id,
+                        applier.client(),
+                        applier.inside_transaction(),
+                        &t.plan,
+                        &t.table,
+                        new_schema,
+                        lsn,
+                        &sc.ddl_command,
+                    )
+                    .await?;
                     let old = applier.tables[i].take();
-                    let mut apply = TableApply::new(
-                        Arc::clone(&resolved),
-                        old.as_ref().and_then(|o| o.snapshot_end_lsn),
-                        ctx.overwrite_inserts,
-                    );
-                    apply.reorder = old.as_ref().is_some_and(|o| o.reorder);
-                    apply.paused = old.as_ref().is_some_and(|o| o.paused);
-                    apply.changes_applied = old.map_or(0, |o| o.changes_applied);
+                    let apply = altered(old, Arc::clone(&resolved), ctx.overwrite_inserts);
                     applier.replace_table(i, apply).await?;
+                    t.tracker.update(|p| p.source_schema = plan.source.clone());
                     t.plan = plan;
                     t.table = resolved;
                 }
@@ -438,6 +463,134 @@ pub async fn run_stream(
             }
         }
     }
+}
+
+/// Follows a source schema change of one table: alters the target table from `current` to
+/// `new_schema` and records the new schema (`dbsync.source_schemas`) in one PostgreSQL
+/// transaction, or inside the open one when `in_transaction` (the DDL shared a source
+/// transaction with changes, which then commit with it). Replaying a change the target has
+/// already followed alters nothing. Returns the new plan and the table re-read.
+#[allow(clippy::too_many_arguments)]
+async fn follow_schema_change(
+    task_id: &str,
+    client: &tokio_postgres::Client,
+    in_transaction: bool,
+    plan: &TablePlan,
+    current: &ResolvedTable,
+    new_schema: TableSchema,
+    lsn: Lsn,
+    ddl_command: &str,
+) -> Result<(TablePlan, Arc<ResolvedTable>)> {
+    let mut plan = plan.clone();
+    plan.source = Some(new_schema);
+    let new_target = TableTarget::from_plan(&plan)?;
+    let statements =
+        alter_table_ddl(&current.target, &new_target).map_err(|detail| ApplyError::InvalidPlan {
+            object: new_target.source_name.clone(),
+            detail,
+        })?;
+    let fail = |e| {
+        ApplyError::target(
+            &new_target.qualified,
+            "following a source schema change",
+            e,
+        )
+    };
+    if !in_transaction {
+        client.batch_execute("BEGIN").await.map_err(fail)?;
+    }
+    let mut work = async {
+        for sql in &statements {
+            client.batch_execute(sql).await.map_err(fail)?;
+        }
+        save_source_schema(
+            client,
+            task_id,
+            &new_target.source_name,
+            &new_target.source,
+            lsn,
+            ddl_command,
+        )
+        .await
+    }
+    .await;
+    if !in_transaction {
+        work = match work {
+            Ok(()) => client.batch_execute("COMMIT").await.map_err(fail),
+            Err(e) => {
+                let _ = client.batch_execute("ROLLBACK").await;
+                Err(e)
+            }
+        };
+    }
+    work?;
+    tracing::info!(table = %new_target.source_name, ddl = %ddl_command, lsn = %lsn, statements = statements.len(), "schema change applied");
+    let resolved = Arc::new(ResolvedTable::load(client, new_target).await?);
+    Ok((plan, resolved))
+}
+
+/// The table's schema on the source now; `None` when it is not there.
+async fn read_source_schema(ctx: &StreamContext, t: &ResolvedTable) -> Result<Option<TableSchema>> {
+    let table = t.target.source.table.clone().unwrap_or_default();
+    let response = ctx
+        .capture
+        .clone()
+        .read_schema(ReadSchemaRequest {
+            source: Some(ctx.source.clone()),
+            selection: Some(ObjectSelection {
+                databases: vec![table.database.clone()],
+                include: vec![format!("{}.{}", table.schema, table.name)],
+                exclude: vec![],
+            }),
+        })
+        .await
+        .map_err(|s| {
+            ApplyError::capture_status(
+                &ctx.capture_address,
+                &t.target.source_name,
+                "reading its schema",
+                s,
+            )
+        })?
+        .into_inner();
+    Ok(response.tables.into_iter().find(|s| {
+        s.table.as_ref().is_some_and(|r| {
+            r.schema.eq_ignore_ascii_case(&table.schema) && r.name.eq_ignore_ascii_case(&table.name)
+        })
+    }))
+}
+
+/// True when two schemas of a table have the same columns and key (what the target's shape
+/// depends on; an identity's current value, say, does not count).
+fn same_columns(a: &TableSchema, b: &TableSchema) -> bool {
+    let shape = |c: &dbsync_proto::v1::ColumnSchema| {
+        (
+            c.name.clone(),
+            c.type_name.clone(),
+            c.max_length,
+            c.precision,
+            c.scale,
+            c.nullable,
+            c.collation.clone(),
+            c.computed_definition.clone(),
+        )
+    };
+    a.key_columns == b.key_columns
+        && a.columns.len() == b.columns.len()
+        && a.columns.iter().zip(&b.columns).all(|(x, y)| shape(x) == shape(y))
+}
+
+/// A table's apply state after its target was altered: as before, with the new columns.
+fn altered(old: Option<TableApply>, table: Arc<ResolvedTable>, overwrite_inserts: bool) -> TableApply {
+    let mut apply = TableApply::new(
+        table,
+        old.as_ref().and_then(|o| o.snapshot_end_lsn),
+        old.as_ref().map_or(overwrite_inserts, |o| o.overwrite_inserts),
+    );
+    apply.reorder = old.as_ref().is_some_and(|o| o.reorder);
+    apply.paused = old.as_ref().is_some_and(|o| o.paused);
+    apply.changes_applied = old.map_or(0, |o| o.changes_applied);
+    apply
 }
 
 /// The source's current max LSN (a re-snapshot's side stream starts after it).
@@ -519,11 +672,12 @@ fn spawn_side(
     let (through_tx, through) = watch::channel(None);
     let (commands, commands_rx) = mpsc::channel(1);
     let (ctx, shared, shutdown) = (Arc::clone(ctx), Arc::clone(shared), shutdown.child_token());
-    let (table, tracker) = (Arc::clone(&t.table), Arc::clone(&t.tracker));
+    let (plan, table, tracker) = (t.plan.clone(), Arc::clone(&t.table), Arc::clone(&t.tracker));
     let handle = tokio::spawn(async move {
         let result = run_side(
             &ctx,
             &shared,
+            plan,
             table,
             tracker,
             from,
@@ -575,6 +729,15 @@ fn reload_tracker(tracker: &Arc<TableTracker>) -> Arc<TableTracker> {
     Arc::new(reload)
 }
 
+/// A re-snapshotted table handed back to the main stream, in its current shape (source schema
+/// changes during the re-snapshot were followed by the side task).
+struct Rejoined {
+    /// Changes applied by the side stream.
+    changes: u64,
+    plan: TablePlan,
+    table: Arc<ResolvedTable>,
+}
+
 /// How a side stream ended.
 enum SideEnd {
     /// Caught up; the table rejoined the main stream. Changes applied by the side.
@@ -588,13 +751,14 @@ enum SideEnd {
 async fn run_side(
     ctx: &StreamContext,
     shared: &SideShared,
-    table: Arc<ResolvedTable>,
+    mut plan: TablePlan,
+    mut table: Arc<ResolvedTable>,
     tracker: Arc<TableTracker>,
     mut from: Lsn,
     through: watch::Sender<Option<Position>>,
     mut commands: mpsc::Receiver<Rejoin>,
     shutdown: CancellationToken,
-) -> Result<u64> {
+) -> Result<Rejoined> {
     let name = table.target.source_name.clone();
     let side_group = side_group_id(&name);
     loop {
@@ -605,6 +769,25 @@ async fn run_side(
             .unwrap_or_default();
         if !state.snapshot_done {
             tracker.update(|p| p.phase = TablePhase::Resnapshot as i32);
+            // The reload reads the table as it is now: a schema change since the stream's
+            // position (whose announcement went with the change data) is followed first.
+            if let Some(now) = read_source_schema(ctx, &table).await? {
+                if !same_columns(&now, &table.target.source) {
+                    let followed = follow_schema_change(
+                        &ctx.task_id,
+                        &client,
+                        false,
+                        &plan,
+                        &table,
+                        now,
+                        from,
+                        "",
+                    )
+                    .await?;
+                    (plan, table) = followed;
+                    tracker.update(|p| p.source_schema = plan.source.clone());
+                }
+            }
             run_full_sync(
                 Arc::clone(&ctx.full),
                 &client,
@@ -647,17 +830,26 @@ async fn run_side(
         tracing::info!(table = %name, from = ?start, snapshot_end = ?end, "table reloaded; following its side stream");
         through.send_replace(Some(start));
         shared.moved.notify_one();
-        match follow_side(
+        let end = follow_side(
             ctx,
             shared,
             &mut applier,
+            &mut plan,
+            &tracker,
             &through,
             &mut commands,
             &shutdown,
         )
-        .await?
-        {
-            SideEnd::Rejoined(n) => return Ok(n),
+        .await?;
+        table = Arc::clone(&applier.tables[0].as_ref().expect("one table").table);
+        match end {
+            SideEnd::Rejoined(changes) => {
+                return Ok(Rejoined {
+                    changes,
+                    plan,
+                    table,
+                })
+            }
             SideEnd::Overrun(reason) => {
                 applier.flush().await?;
                 from = source_max_lsn(ctx, &table).await?;
@@ -694,11 +886,15 @@ async fn run_side(
 }
 
 /// Applies the side stream, never past the main stream's committed position, until the main
-/// stream asks to take the table back at a position the side has reached.
+/// stream asks to take the table back at a position the side has reached. Source schema
+/// changes of the table are followed as the main stream follows them.
+#[allow(clippy::too_many_arguments)]
 async fn follow_side(
     ctx: &StreamContext,
     shared: &SideShared,
     applier: &mut ChangeApplier,
+    plan: &mut TablePlan,
+    tracker: &TableTracker,
     through: &watch::Sender<Option<Position>>,
     commands: &mut mpsc::Receiver<Rejoin>,
     shutdown: &CancellationToken,
@@ -799,12 +995,28 @@ async fn follow_side(
                 }
             }
             Some(MessageKind::SchemaChange(sc)) => {
-                return Err(ApplyError::Protocol {
-                    detail: format!(
-                        "{what} changed its schema ({}) while being re-snapshotted; the retry reloads it with the new schema",
-                        sc.ddl_command
-                    ),
-                });
+                let Some(new_schema) = sc.new_schema else {
+                    return Err(ApplyError::Protocol {
+                        detail: format!("schema change of {what} without its new schema"),
+                    });
+                };
+                applier.flush().await?;
+                let current = Arc::clone(&applier.tables[0].as_ref().expect("one table").table);
+                let (new_plan, resolved) = follow_schema_change(
+                    &ctx.task_id,
+                    applier.client(),
+                    applier.inside_transaction(),
+                    plan,
+                    &current,
+                    new_schema,
+                    Lsn::from_slice(&sc.lsn).unwrap_or(Lsn::ZERO),
+                    &sc.ddl_command,
+                )
+                .await?;
+                let old = applier.tables[0].take();
+                applier.replace_table(0, altered(old, resolved, true)).await?;
+                tracker.update(|p| p.source_schema = new_plan.source.clone());
+                *plan = new_plan;
             }
             Some(MessageKind::NeedsResnapshot(n)) => {
                 applier.flush().await?;
@@ -836,7 +1048,7 @@ async fn answer(
 async fn try_rejoin(
     ctx: &StreamContext,
     applier: &mut ChangeApplier,
-    tables: &[StreamTable],
+    tables: &mut [StreamTable],
     sides: &mut HashMap<usize, Side>,
 ) -> Result<bool> {
     let Some(at) = applier.committed() else {
@@ -877,7 +1089,7 @@ async fn try_rejoin(
             continue;
         }
         let mut side = sides.remove(&i).expect("listed");
-        let side_changes = match (&mut side.handle).await {
+        let side_end = match (&mut side.handle).await {
             Ok(result) => result?,
             Err(e) => {
                 return Err(ApplyError::Protocol {
@@ -885,7 +1097,10 @@ async fn try_rejoin(
                 })
             }
         };
-        let t = &tables[i];
+        let t = &mut tables[i];
+        t.plan = side_end.plan;
+        t.table = side_end.table;
+        let side_changes = side_end.changes;
         let name = &t.table.target.source_name;
         let client = applier.client();
         let fail = |e| ApplyError::target(name, "ending its re-snapshot", e);

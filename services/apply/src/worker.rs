@@ -21,6 +21,7 @@ use crate::assignment::{run_assignment, AssignmentOutcome, RunOptions};
 use crate::capture::{connect_channel, AuthInterceptor};
 use crate::error::ApplyError;
 use crate::progress::ProgressBoard;
+use crate::stream::adopt_followed_schemas;
 use crate::ApplyConfig;
 
 type WorkerClient = WorkerServiceClient<InterceptedService<Channel, AuthInterceptor>>;
@@ -220,7 +221,11 @@ async fn supervise(
     let mut backoff = Duration::from_secs(1);
     let mut failing = false;
     loop {
-        let attempt = run_assignment(assignment.clone(), &options, board.clone(), cancel.clone());
+        let attempt = async {
+            let mut assignment = assignment.clone();
+            adopt_followed_schemas(&mut assignment).await?;
+            run_assignment(assignment, &options, board.clone(), cancel.clone()).await
+        };
         let result = if failing {
             recover_or_fail(attempt, &board).await
         } else {

@@ -1162,10 +1162,14 @@ impl Coordinator {
         let (mut rows_done, mut rows_total, mut lag) = (0u64, 0u64, 0f64);
         let mut applied_lsn: Vec<u8> = Vec::new();
         for t in self.store.tables(&row.id)? {
-            let source = pb::TablePlan::decode(t.plan.as_slice())
+            let schema = pb::TablePlan::decode(t.plan.as_slice())
                 .ok()
-                .and_then(|p| p.source)
-                .and_then(|s| s.table);
+                .and_then(|p| p.source);
+            let source_columns = schema
+                .as_ref()
+                .map(|s| s.columns.iter().map(|c| c.name.clone()).collect())
+                .unwrap_or_default();
+            let source = schema.and_then(|s| s.table);
             let table_lag = table_lag_seconds(&t, now);
             lag = lag.max(table_lag);
             rows_done += t.rows_done;
@@ -1190,6 +1194,7 @@ impl Coordinator {
                     .get(&t.group_id)
                     .map(|g| g.worker_id.clone())
                     .unwrap_or_default(),
+                source_columns,
             });
         }
         let eta_seconds = {
@@ -1585,6 +1590,15 @@ impl Coordinator {
                 t.applied_source_time_us = p.applied_source_time_unix_micros;
             }
             t.updated_us = now;
+            if let Some(schema) = &p.source_schema {
+                if let Some(columns) = follow_source_schema(t, schema) {
+                    self.event(
+                        &task.id,
+                        "schema",
+                        &format!("table {key} follows a source schema change; its columns now: {columns}"),
+                    );
+                }
+            }
             let secrets = secrets_of(&spec);
             if p.error.is_empty() {
                 t.error_class.clear();
@@ -2052,6 +2066,20 @@ fn window_exceeded(spec: &TaskSpec, class: &str, since_us: i64, now_us: i64) -> 
     (since_us > 0 && elapsed > i64::from(minutes) * 60_000_000).then(|| {
         format!("{what} kept recurring for more than {minutes} minutes (the retry window)")
     })
+}
+
+/// Puts the source schema that apply followed (after a source schema change) into the
+/// table's plan, so later assignments, status and verify use the table's current columns.
+/// Returns the new column list when the plan changed.
+fn follow_source_schema(t: &mut TableRow, schema: &pb::TableSchema) -> Option<String> {
+    let mut plan = pb::TablePlan::decode(t.plan.as_slice()).ok()?;
+    if plan.source.as_ref() == Some(schema) {
+        return None;
+    }
+    plan.source = Some(schema.clone());
+    t.plan = plan.encode_to_vec();
+    let columns: Vec<&str> = schema.columns.iter().map(|c| c.name.as_str()).collect();
+    Some(columns.join(", "))
 }
 
 fn table_lag_seconds(t: &TableRow, now_us: i64) -> f64 {

@@ -9,11 +9,17 @@
 //! - `dbsync.resnapshots`: per task and table, a re-snapshot in progress after a retention
 //!   overrun (its side stream starts after `from_lsn`); while a row exists the group's main
 //!   stream skips the table's changes. Written with the stream checkpoint, cleared in the
-//!   transaction in which the table rejoins the main stream.
+//!   transaction in which the table rejoins the main stream;
+//! - `dbsync.source_schemas`: per task and source table, the source schema (the proto
+//!   `TableSchema`) after the last source schema change that apply followed, written in the
+//!   transaction that alters the target table. It outranks the assignment's (older) schema
+//!   when the group starts again.
+
+use std::collections::HashMap;
 
 use dbsync_core::lsn::{Lsn, Position};
 use dbsync_core::sink::CheckpointStore;
-use dbsync_proto::v1::Chunk;
+use dbsync_proto::v1::{Chunk, TableSchema};
 use prost::Message;
 use tokio_postgres::{Client, GenericClient};
 
@@ -63,6 +69,15 @@ const SCHEMA_SQL: &str = "
         from_lsn bytea NOT NULL,
         reason text NOT NULL DEFAULT '',
         started_at timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (task_id, source_table)
+    );
+    CREATE TABLE IF NOT EXISTS dbsync.source_schemas (
+        task_id text NOT NULL,
+        source_table text NOT NULL,
+        source_schema bytea NOT NULL,
+        lsn bytea NOT NULL,
+        ddl_command text NOT NULL DEFAULT '',
+        updated_at timestamptz NOT NULL DEFAULT now(),
         PRIMARY KEY (task_id, source_table)
     );";
 
@@ -350,6 +365,55 @@ pub async fn end_resnapshot(client: &impl GenericClient, task_id: &str, table: &
         .await
         .map_err(|e| ApplyError::target(table, "ending its re-snapshot", e))?;
     Ok(())
+}
+
+/// Records the source schema a table has after a followed schema change at `lsn`; call in the
+/// transaction that alters the target table.
+pub async fn save_source_schema(
+    client: &impl GenericClient,
+    task_id: &str,
+    table: &str,
+    schema: &TableSchema,
+    lsn: Lsn,
+    ddl_command: &str,
+) -> Result<()> {
+    client
+        .execute(
+            "INSERT INTO dbsync.source_schemas (task_id, source_table, source_schema, lsn, ddl_command)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (task_id, source_table) DO UPDATE
+                SET source_schema = EXCLUDED.source_schema, lsn = EXCLUDED.lsn,
+                    ddl_command = EXCLUDED.ddl_command, updated_at = now()",
+            &[&task_id, &table, &schema.encode_to_vec(), &&lsn.0[..], &ddl_command],
+        )
+        .await
+        .map_err(|e| ApplyError::target(table, "recording its new source schema", e))?;
+    Ok(())
+}
+
+/// The source schemas recorded for a task's tables by [`save_source_schema`], keyed by
+/// `database.schema.table`.
+pub async fn load_source_schemas(
+    client: &impl GenericClient,
+    task_id: &str,
+) -> Result<HashMap<String, TableSchema>> {
+    let rows = client
+        .query(
+            "SELECT source_table, source_schema FROM dbsync.source_schemas WHERE task_id = $1",
+            &[&task_id],
+        )
+        .await
+        .map_err(|e| ApplyError::target("dbsync.source_schemas", "reading the followed source schemas", e))?;
+    let mut out = HashMap::with_capacity(rows.len());
+    for r in rows {
+        let table: String = r.get(0);
+        let schema =
+            TableSchema::decode(r.get::<_, &[u8]>(1)).map_err(|e| ApplyError::Protocol {
+                detail: format!("stored source schema of {table} does not decode: {e}"),
+            })?;
+        out.insert(table, schema);
+    }
+    Ok(out)
 }
 
 /// The checkpoint store of one task on one connection.
