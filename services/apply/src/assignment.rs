@@ -117,6 +117,7 @@ async fn run(
     let opts = DdlOptions {
         server_version_num: crate::pg::server_version(&control, &label).await?,
         ci_collations: !assignment.default_collations,
+        defer_keys: assignment.full_sync,
     };
 
     if assignment.schema_sync {
@@ -156,11 +157,12 @@ async fn run(
     }
 
     let needs_capture = assignment.full_sync || assignment.incremental_sync;
-    // Deferred foreign keys are created after the load only when no change stream follows;
-    // otherwise they wait for cut-over.
-    let create_deferred_fks = assignment.defer_foreign_keys && !assignment.incremental_sync;
+    // FKs deferred because the role may not switch FK checks off are created after the load
+    // only when no change stream follows (otherwise they wait for cut-over); those waiting
+    // for keys built after the load are created then.
+    let create_fks = !assignment.defer_foreign_keys || !assignment.incremental_sync;
     if !needs_capture {
-        post_load(&mut control, &task_id, targets, &opts, create_deferred_fks).await?;
+        post_load(&mut control, &task_id, targets, &opts, create_fks).await?;
         trackers.iter().for_each(|t| t.phase(TablePhase::Done));
         return Ok(AssignmentOutcome::Completed);
     }
@@ -209,7 +211,7 @@ async fn run(
             .collect();
         run_full_sync(Arc::clone(&full_ctx), &control, tables, shutdown.clone()).await?;
     }
-    post_load(&mut control, &task_id, targets, &opts, create_deferred_fks).await?;
+    post_load(&mut control, &task_id, targets, &opts, create_fks).await?;
 
     if !assignment.incremental_sync {
         for (t, tr) in targets.iter().zip(trackers) {

@@ -7,7 +7,7 @@ use tokio_postgres::Client;
 use crate::error::{ApplyError, Result};
 use crate::pg::catalog::table_exists;
 use crate::pg::checkpoint::{load_table_state, record_step, TableStep};
-use crate::pg::ddl::{foreign_keys, sequence_ddl, table_ddl, DdlOptions};
+use crate::pg::ddl::{foreign_keys, sequence_ddl, table_ddl, DdlOptions, KeyDdl};
 use crate::plan::TableTarget;
 
 /// Serializes apply's DDL across table groups and appliers (see `create_objects`).
@@ -84,7 +84,11 @@ pub async fn create_objects(
     created?;
     unlocked.map_err(|e| ApplyError::target("schema", "releasing the DDL lock", e))?;
     // 4. Foreign keys NOT VALID, once every table of the group exists; when the target role
-    //    may not switch FK checks off, they wait for the end of the data phases.
+    //    may not switch FK checks off, they wait for the end of the data phases. Keys that
+    //    come after the load take the FKs (which need the referenced key) with them.
+    if opts.defer_keys {
+        return Ok(log_notes(task_id, notes));
+    }
     if defer_foreign_keys {
         notes.push(
             "foreign keys are deferred: the target role may not set session_replication_role"
@@ -103,10 +107,14 @@ pub async fn create_objects(
             }
         }
     }
+    Ok(log_notes(task_id, notes))
+}
+
+fn log_notes(task_id: &str, notes: Vec<String>) -> Vec<String> {
     for n in &notes {
         tracing::warn!(task_id, "{n}");
     }
-    Ok(notes)
+    notes
 }
 
 /// Steps 2 and 3 of [`create_objects`]; the caller holds the DDL lock.
@@ -174,9 +182,11 @@ async fn constraint_exists(client: &Client, t: &TableTarget, name: &str) -> Resu
     Ok(row.get(0))
 }
 
-/// After the full sync: secondary and partial indexes, CHECKs, identity restarts, then FK
-/// validation. Tables kept in conflict mode `ignore` are left as they are. `create_foreign_keys`:
-/// deferred FKs are created now (no change stream follows that could be blocked by them).
+/// After the full sync: keys left out for the load (of every table first: foreign keys need
+/// the referenced ones), then per table secondary and partial indexes, CHECKs, identity
+/// restarts, missing FKs and FK validation. Tables kept in conflict mode `ignore` are left as
+/// they are. `create_foreign_keys`: FKs not created yet are created now (they were deferred,
+/// or wait for the keys); false only while a change stream that they could block follows.
 pub async fn post_load(
     client: &mut Client,
     task_id: &str,
@@ -184,6 +194,7 @@ pub async fn post_load(
     opts: &DdlOptions,
     create_foreign_keys: bool,
 ) -> Result<()> {
+    let mut pending = Vec::new();
     for t in targets {
         let Some(state) = load_table_state(client, task_id, &t.source_name).await? else {
             continue;
@@ -195,6 +206,10 @@ pub async fn post_load(
             object: t.source_name.clone(),
             detail,
         })?;
+        create_keys(client, t, &ddl.keys).await?;
+        pending.push((t, ddl));
+    }
+    for (t, ddl) in pending {
         for sql in &ddl.post_load {
             if let Err(e) = client.batch_execute(sql).await {
                 // Re-run after a crash: the object is already there.
@@ -232,6 +247,35 @@ pub async fn post_load(
             TableStep::PostLoadDone,
         )
         .await?;
+    }
+    Ok(())
+}
+
+/// Builds the keys of a loaded table ([`DdlOptions::defer_keys`]); those a resumed post-load
+/// already built are skipped.
+async fn create_keys(client: &Client, t: &TableTarget, keys: &[KeyDdl]) -> Result<()> {
+    for key in keys {
+        if let Some(name) = &key.constraint {
+            if constraint_exists(client, t, name).await? {
+                continue;
+            }
+        }
+        let started = std::time::Instant::now();
+        client.batch_execute(&key.sql).await.map_err(|e| {
+            if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {
+                ApplyError::InvalidPlan {
+                    object: t.qualified.clone(),
+                    detail: format!(
+                        "rows that are distinct on the source are equal on the target, so its key cannot be built \
+                         ({e}); a case- or accent-insensitive column compares differently under the target's ICU \
+                         collation: set objects.default_collations: true in the task to use the database default"
+                    ),
+                }
+            } else {
+                ApplyError::target(&t.qualified, "building its key after the load", e)
+            }
+        })?;
+        tracing::info!(table = %t.qualified, elapsed_ms = started.elapsed().as_millis() as u64, "key built after the load");
     }
     Ok(())
 }
