@@ -60,9 +60,39 @@ async fn env(db: &str, setup: &str) -> Env {
     Env { engine, sim, source, client, shutdown }
 }
 
+/// An [`env`] over the sample database `shop` with `rows` rows per ordinary table.
+async fn sample_env(rows: usize) -> Env {
+    let mut env = env("scratch", "").await;
+    dbsync_sqlserver_sim::sample::load_sample(&env.engine, rows).expect("sample database");
+    env.source.database = "shop".into();
+    env
+}
+
 impl Env {
     fn sql(&self, db: &str, sql: &str) {
         self.engine.run(db, sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    /// A change stream of `tables` from `from_lsn` (empty: from now), polled every 20 ms.
+    fn stream_request(&self, tables: &[TableSchema], from_lsn: Vec<u8>) -> StreamChangesRequest {
+        StreamChangesRequest {
+            source: Some(self.source.clone()),
+            task_id: "t".into(),
+            tables: tables.to_vec(),
+            from_lsn,
+            poll_interval_ms: 20,
+            ..Default::default()
+        }
+    }
+
+    /// Removes what dbsync installed on the source; returns the removed objects.
+    async fn cleanup_source(&mut self) -> Vec<String> {
+        self.client
+            .cleanup_source(dbsync_proto::v1::CleanupSourceRequest { source: Some(self.source.clone()), ..Default::default() })
+            .await
+            .unwrap()
+            .into_inner()
+            .removed
     }
 
     async fn schema(&mut self, db: &str) -> Vec<TableSchema> {
@@ -230,22 +260,11 @@ async fn change_stream_orders_transactions_by_commit_and_splits_key_updates_dele
     )
     .await;
     let tables = env.schema("shop").await;
-    let refs: Vec<TableRef> = tables.iter().map(|t| t.table.clone().unwrap()).collect();
-    let enabled = env
-        .client
-        .enable_cdc(EnableCdcRequest { source: Some(env.source.clone()), tables: refs.clone(), ..Default::default() })
-        .await
-        .unwrap()
-        .into_inner();
+    let enabled = enable(&mut env, &tables, "", 0).await.unwrap();
     assert_eq!(enabled.tables.len(), 2);
     assert!(enabled.tables.iter().all(|t| t.created));
     // Idempotent: the second call reuses both instances.
-    let again = env
-        .client
-        .enable_cdc(EnableCdcRequest { source: Some(env.source.clone()), tables: refs, ..Default::default() })
-        .await
-        .unwrap()
-        .into_inner();
+    let again = enable(&mut env, &tables, "", 0).await.unwrap();
     assert!(again.tables.iter().all(|t| !t.created));
 
     let l0 = max_lsn(&mut env, "shop").await;
@@ -259,14 +278,7 @@ async fn change_stream_orders_transactions_by_commit_and_splits_key_updates_dele
     let end = max_lsn(&mut env, "shop").await;
 
     let tables = env.schema("shop").await;
-    let req = StreamChangesRequest {
-        source: Some(env.source.clone()),
-        task_id: "t".into(),
-        tables: tables.clone(),
-        from_lsn: l0.clone(),
-        poll_interval_ms: 20,
-        ..Default::default()
-    };
+    let req = env.stream_request(&tables, l0.clone());
     let messages = changes_until(&mut env, req, end).await;
     let frags = fragments(&messages);
     let table_of = |i: u32| tables[i as usize].table.as_ref().unwrap().name.clone();
@@ -306,27 +318,12 @@ async fn change_stream_orders_transactions_by_commit_and_splits_key_updates_dele
 async fn a_large_transaction_arrives_in_bounded_fragments_and_resumes_mid_transaction() {
     let mut env = env("shop", "CREATE TABLE dbo.big (id int NOT NULL PRIMARY KEY, v int NULL);").await;
     let tables = env.schema("shop").await;
-    env.client
-        .enable_cdc(EnableCdcRequest {
-            source: Some(env.source.clone()),
-            tables: tables.iter().map(|t| t.table.clone().unwrap()).collect(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    enable(&mut env, &tables, "", 0).await.unwrap();
     let l0 = max_lsn(&mut env, "shop").await;
     let values: Vec<String> = (0..2500).map(|i| format!("({i}, {i})")).collect();
     env.sql("shop", &format!("BEGIN TRAN; INSERT INTO dbo.big (id, v) VALUES {}; COMMIT", values.join(", ")));
     let end = max_lsn(&mut env, "shop").await;
-    let base = StreamChangesRequest {
-        source: Some(env.source.clone()),
-        task_id: "t".into(),
-        tables: tables.clone(),
-        from_lsn: l0,
-        poll_interval_ms: 20,
-        max_batch_rows: 1000,
-        ..Default::default()
-    };
+    let base = StreamChangesRequest { max_batch_rows: 1000, ..env.stream_request(&tables, l0) };
     let messages = changes_until(&mut env, base.clone(), end.clone()).await;
     let frags = fragments(&messages);
     assert_eq!(frags.iter().map(|f| f.changes.len()).collect::<Vec<_>>(), vec![1000, 1000, 500]);
@@ -356,16 +353,7 @@ async fn a_table_whose_changes_were_cleaned_up_needs_a_resnapshot_and_the_others
     )
     .await;
     let tables = env.schema("shop").await;
-    let enabled = env
-        .client
-        .enable_cdc(EnableCdcRequest {
-            source: Some(env.source.clone()),
-            tables: tables.iter().map(|t| t.table.clone().unwrap()).collect(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let enabled = enable(&mut env, &tables, "", 0).await.unwrap();
     let l0 = max_lsn(&mut env, "shop").await;
     env.sql("shop", "INSERT INTO dbo.lost (id) VALUES (1)");
     env.sql("shop", "INSERT INTO dbo.lost (id) VALUES (2)");
@@ -376,14 +364,7 @@ async fn a_table_whose_changes_were_cleaned_up_needs_a_resnapshot_and_the_others
         .unwrap();
     env.sql("shop", "INSERT INTO dbo.kept (id) VALUES (7)");
     let end = max_lsn(&mut env, "shop").await;
-    let req = StreamChangesRequest {
-        source: Some(env.source.clone()),
-        task_id: "t".into(),
-        tables: tables.clone(),
-        from_lsn: l0,
-        poll_interval_ms: 20,
-        ..Default::default()
-    };
+    let req = env.stream_request(&tables, l0);
     let messages = changes_until(&mut env, req, end).await;
     let lost_index = tables.iter().position(|t| t.table.as_ref().unwrap().name == "lost").unwrap() as u32;
     let resnap: Vec<_> = messages.iter().filter_map(|m| match &m.kind { Some(Msg::NeedsResnapshot(r)) => Some(r), _ => None }).collect();
@@ -447,15 +428,7 @@ async fn hybrid_mode_follows_an_added_column_with_a_new_capture_instance() {
     // Written after the DDL but before dbsync's new instance exists: the old instance has it
     // without w; it must still arrive in the new shape.
     env.sql("shop", "INSERT INTO dbo.t (id, v, w) VALUES (3, 30, N'gap')");
-    let req = StreamChangesRequest {
-        source: Some(env.source.clone()),
-        task_id: "t".into(),
-        tables: tables.clone(),
-        from_lsn: l0,
-        poll_interval_ms: 20,
-        incremental_mode: "hybrid".into(),
-        ..Default::default()
-    };
+    let req = StreamChangesRequest { incremental_mode: "hybrid".into(), ..env.stream_request(&tables, l0) };
     let mut s = env.client.stream_changes(req).await.unwrap().into_inner();
     // The stream sees the DDL and creates the second instance; a later insert comes from it.
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -508,20 +481,12 @@ async fn hybrid_mode_follows_an_added_column_with_a_new_capture_instance() {
     assert_eq!(columns[2], vec!["id", "v", "w"], "old instance's rows after the DDL carry the new column");
     let schema_at = seen.iter().find_map(|m| match &m.kind { Some(Msg::SchemaChange(c)) => Some(c.lsn.clone()), _ => None }).unwrap();
     assert!(schema_at == backfill.commit_lsn && schema_at < txs[2].commit_lsn && schema_at > txs[0].commit_lsn, "the change is placed at the DDL's LSN");
-    let last = txs.last().unwrap().clone();
+    let last = *txs.last().unwrap();
     assert_eq!(last.changes[0].values[2].kind, Some(Kind::Text("new".into())));
     drop(s);
 
     // A stream resumed past the switch retires the old instance dbsync created.
-    let resumed = StreamChangesRequest {
-        source: Some(env.source.clone()),
-        task_id: "t".into(),
-        tables: tables.clone(),
-        from_lsn: last.commit_lsn.clone(),
-        poll_interval_ms: 20,
-        incremental_mode: "hybrid".into(),
-        ..Default::default()
-    };
+    let resumed = StreamChangesRequest { incremental_mode: "hybrid".into(), ..env.stream_request(&tables, last.commit_lsn.clone()) };
     let mut s = env.client.stream_changes(resumed).await.unwrap().into_inner();
     let _ = s.message().await.unwrap().unwrap();
     let left = env.engine.run("shop", "SELECT capture_instance FROM cdc.change_tables").unwrap();
@@ -531,13 +496,7 @@ async fn hybrid_mode_follows_an_added_column_with_a_new_capture_instance() {
     drop(s);
 
     // Removing dbsync removes everything it installed; later DDL still works.
-    let removed = env
-        .client
-        .cleanup_source(dbsync_proto::v1::CleanupSourceRequest { source: Some(env.source.clone()), ..Default::default() })
-        .await
-        .unwrap()
-        .into_inner()
-        .removed;
+    let removed = env.cleanup_source().await;
     assert!(removed.iter().any(|r| r.contains("trigger dbsync_ddl_trigger")), "{removed:?}");
     assert!(removed.iter().any(|r| r.contains("dbsync_ddl_history")) && removed.iter().any(|r| r.contains("dbsync_heartbeat")), "{removed:?}");
     let left = env.engine.run("shop", "SELECT name FROM sys.triggers UNION ALL SELECT capture_instance FROM cdc.change_tables").unwrap();
@@ -564,13 +523,7 @@ async fn enable_cdc_respects_the_table_limit_and_cleanup_removes_only_dbsync_ins
     let theirs = ok.tables.iter().find(|t| t.table.as_ref().unwrap().name == "theirs").unwrap();
     assert!(!theirs.created, "the existing instance covering all columns is reused");
     assert_eq!(theirs.capture_instance, "dbo_theirs");
-    let removed = env
-        .client
-        .cleanup_source(dbsync_proto::v1::CleanupSourceRequest { source: Some(env.source.clone()), ..Default::default() })
-        .await
-        .unwrap()
-        .into_inner()
-        .removed;
+    let removed = env.cleanup_source().await;
     assert_eq!(removed.len(), 1, "{removed:?}");
     assert!(removed[0].contains("dbsync_dbo_mine"));
     let left = env.engine.run("shop", "SELECT capture_instance FROM cdc.change_tables").unwrap();
@@ -616,15 +569,7 @@ async fn an_idle_source_keeps_progress_moving_and_agent_captured_changes_arrive(
     let cdc = Cdc::of(&env.engine).unwrap();
     cdc.set_config(CdcConfig { mode: CaptureMode::Agent, agent_poll_override: Some(Duration::from_millis(50)), ..cdc.config() });
     let l0 = max_lsn(&mut env, "shop").await;
-    let req = StreamChangesRequest {
-        source: Some(env.source.clone()),
-        task_id: "t".into(),
-        tables,
-        from_lsn: l0,
-        poll_interval_ms: 20,
-        heartbeat_interval_ms: 100,
-        ..Default::default()
-    };
+    let req = StreamChangesRequest { heartbeat_interval_ms: 100, ..env.stream_request(&tables, l0) };
     let mut s = env.client.stream_changes(req).await.unwrap().into_inner();
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut progress: Vec<Vec<u8>> = Vec::new();
@@ -655,10 +600,7 @@ async fn an_idle_source_keeps_progress_moving_and_agent_captured_changes_arrive(
 
 #[tokio::test]
 async fn every_sample_table_is_read_completely_with_every_type() {
-    let env0 = env("scratch", "").await;
-    dbsync_sqlserver_sim::sample::load_sample(&env0.engine, 40).expect("sample database");
-    let mut env = env0;
-    env.source.database = "shop".into();
+    let mut env = sample_env(40).await;
     let tables = env.schema("shop").await;
     assert!(tables.len() >= 10, "{} tables", tables.len());
     let mut checked = 0;
@@ -710,10 +652,7 @@ async fn snapshot_images(env: &mut Env, table: &TableSchema) -> std::collections
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replaying_the_change_stream_of_a_concurrent_workload_onto_the_snapshot_gives_the_source() {
     use dbsync_sqlserver_sim::workload::{run_workload, WorkloadConfig};
-    let env0 = env("scratch", "").await;
-    dbsync_sqlserver_sim::sample::load_sample(&env0.engine, 60).expect("sample database");
-    let mut env = env0;
-    env.source.database = "shop".into();
+    let mut env = sample_env(60).await;
     let tables: Vec<TableSchema> = env.schema("shop").await.into_iter().filter(|t| !t.key_columns.is_empty()).collect();
     enable(&mut env, &tables, "cdc-polling", 0).await.unwrap();
     let l0 = max_lsn(&mut env, "shop").await;
@@ -736,15 +675,7 @@ async fn replaying_the_change_stream_of_a_concurrent_workload_onto_the_snapshot_
     .unwrap();
     assert!(stats.key_updates > 0 && stats.lob_updates > 0 && stats.out_of_order_commits > 0, "{stats:?}");
     let end = max_lsn(&mut env, "shop").await;
-    let req = StreamChangesRequest {
-        source: Some(env.source.clone()),
-        task_id: "t".into(),
-        tables: tables.clone(),
-        from_lsn: l0,
-        poll_interval_ms: 20,
-        max_batch_rows: 128,
-        ..Default::default()
-    };
+    let req = StreamChangesRequest { max_batch_rows: 128, ..env.stream_request(&tables, l0) };
     let messages = changes_until(&mut env, req, end).await;
     let mut columns: Vec<Vec<String>> = vec![Vec::new(); tables.len()];
     let mut applied = 0;
@@ -801,13 +732,9 @@ async fn hybrid_heartbeats_move_the_position_of_an_idle_source() {
     let tables = env.schema("shop").await;
     enable(&mut env, &tables, "hybrid", 0).await.unwrap();
     let req = StreamChangesRequest {
-        source: Some(env.source.clone()),
-        task_id: "t".into(),
-        tables,
-        poll_interval_ms: 20,
         heartbeat_interval_ms: 100,
         incremental_mode: "hybrid".into(),
-        ..Default::default()
+        ..env.stream_request(&tables, Vec::new())
     };
     let mut s = env.client.stream_changes(req).await.unwrap().into_inner();
     // No user change at all: only the heartbeat row's updates move the max LSN.
@@ -826,25 +753,24 @@ async fn hybrid_heartbeats_move_the_position_of_an_idle_source() {
     assert_eq!(beats[0].rows.len(), 1);
 }
 
-#[tokio::test]
-async fn retention_headroom_reads_the_cleanup_retention_and_shrinks_as_the_position_ages() {
+/// The position of one committed insert into `dbo.t` (CDC on) under a cleanup retention of
+/// `minutes`, with a dedicated connection to the source.
+async fn committed_position_under_retention(minutes: u32) -> (Env, dbsync_core::Lsn, dbsync_capture::mssql::client::SqlClient) {
     use dbsync_capture::mssql::client::Pools;
-    use dbsync_capture::mssql::retention::{cleanup_retention, position_time, retention_headroom};
     let mut env = env("shop", "CREATE TABLE dbo.t (id int NOT NULL PRIMARY KEY);").await;
     let tables = env.schema("shop").await;
-    env.client
-        .enable_cdc(EnableCdcRequest {
-            source: Some(env.source.clone()),
-            tables: tables.iter().map(|t| t.table.clone().unwrap()).collect(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    enable(&mut env, &tables, "", 0).await.unwrap();
     env.sql("shop", "INSERT INTO dbo.t (id) VALUES (1)");
     let position = dbsync_core::Lsn::from_slice(&max_lsn(&mut env, "shop").await).expect("a max LSN");
-    env.sql("shop", "EXEC sys.sp_cdc_change_job @job_type = N'cleanup', @retention = 2");
-    let pools = Pools::default();
-    let mut client = pools.pool(&env.source, "shop").unwrap().dedicated().await.unwrap();
+    env.sql("shop", &format!("EXEC sys.sp_cdc_change_job @job_type = N'cleanup', @retention = {minutes}"));
+    let client = Pools::default().pool(&env.source, "shop").unwrap().dedicated().await.unwrap();
+    (env, position, client)
+}
+
+#[tokio::test]
+async fn retention_headroom_reads_the_cleanup_retention_and_shrinks_as_the_position_ages() {
+    use dbsync_capture::mssql::retention::{cleanup_retention, position_time, retention_headroom};
+    let (_env, position, mut client) = committed_position_under_retention(2).await;
 
     let retention = cleanup_retention(&mut client).await.unwrap().expect("a cleanup job");
     assert_eq!(retention, Duration::from_secs(120));
@@ -915,23 +841,9 @@ fn gauges() -> &'static Arc<std::sync::Mutex<std::collections::HashMap<String, f
 
 #[tokio::test]
 async fn the_retention_headroom_gauge_reports_below_the_retention_and_decreases() {
-    use dbsync_capture::mssql::client::Pools;
     use dbsync_capture::mssql::retention::RetentionHeadroom;
     let values = gauges();
-    let mut env = env("shop", "CREATE TABLE dbo.t (id int NOT NULL PRIMARY KEY);").await;
-    let tables = env.schema("shop").await;
-    env.client
-        .enable_cdc(EnableCdcRequest {
-            source: Some(env.source.clone()),
-            tables: tables.iter().map(|t| t.table.clone().unwrap()).collect(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    env.sql("shop", "INSERT INTO dbo.t (id) VALUES (1)");
-    let position = dbsync_core::Lsn::from_slice(&max_lsn(&mut env, "shop").await).expect("a max LSN");
-    env.sql("shop", "EXEC sys.sp_cdc_change_job @job_type = N'cleanup', @retention = 1");
-    let mut client = Pools::default().pool(&env.source, "shop").unwrap().dedicated().await.unwrap();
+    let (_env, position, mut client) = committed_position_under_retention(1).await;
     let key = "dbsync_capture_retention_headroom_seconds{task=headroom-task,table=shop.dbo.t}";
     let read = |values: &Arc<std::sync::Mutex<std::collections::HashMap<String, f64>>>| values.lock().unwrap().get(key).copied();
 
