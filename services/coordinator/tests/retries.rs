@@ -17,8 +17,13 @@ use std::time::{Duration, Instant};
 
 use dbsync_coordinator::{CancellationToken, ManualClock};
 use dbsync_proto::v1 as pb;
+use pb::coordinator_service_client::CoordinatorServiceClient;
 use pb::TaskState;
 use support::*;
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+
+type Client = CoordinatorServiceClient<Channel>;
 
 /// Forwards TCP connections to `upstream` while up; going down cuts every open connection and
 /// refuses new ones (accepted, then closed at once).
@@ -71,14 +76,24 @@ impl Proxy {
 
 /// Polls the task's status until `check` accepts it (30 s at most: the applier backs off).
 async fn until_status(
-    c: &mut dbsync_proto::v1::coordinator_service_client::CoordinatorServiceClient<
-        tonic::transport::Channel,
-    >,
+    c: &mut Client,
     task: &str,
     what: &str,
     check: impl Fn(&pb::TaskStatus) -> bool,
 ) -> pb::TaskStatus {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    until_status_within(c, task, what, Duration::from_secs(30), check).await
+}
+
+/// Like [`until_status`], with a deadline of `within`: a real capture service and applier back
+/// off between retries, and a full sync runs after the source comes back.
+async fn until_status_within(
+    c: &mut Client,
+    task: &str,
+    what: &str,
+    within: Duration,
+    check: impl Fn(&pb::TaskStatus) -> bool,
+) -> pb::TaskStatus {
+    let deadline = Instant::now() + within;
     loop {
         let status = c
             .get_task_status(task_ref(task))
@@ -100,18 +115,62 @@ fn info(s: &pb::TaskStatus) -> &pb::TaskInfo {
     s.task.as_ref().unwrap()
 }
 
+/// True once the applier reports a connection failure retried for at least `seconds`.
+fn retrying_for_at_least(s: &pb::TaskStatus, seconds: i64) -> bool {
+    info(s)
+        .last_error
+        .strip_prefix("connection failure, retrying for ")
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|secs| secs.parse::<i64>().ok())
+        .is_some_and(|secs| secs >= seconds)
+}
+
+/// A coordinator on a manual clock (`server.clock`) with its store in `dir`. Leases are far
+/// longer than the time the tests move the clock, so no group moves while the clock jumps.
+async fn coordinator_on_manual_clock(dir: &std::path::Path) -> Server {
+    Server::start_with_lease(
+        &dir.join("c.db").to_string_lossy(),
+        None,
+        Arc::new(ManualClock::new()),
+        3600,
+    )
+    .await
+}
+
+/// Serves a real applier registered as `worker_id`; it gets its groups from the coordinator.
+async fn spawn_apply(
+    coordinator: &str,
+    worker_id: &str,
+    shutdown: CancellationToken,
+) -> JoinHandle<anyhow::Result<()>> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    tokio::spawn(dbsync_apply::serve(
+        dbsync_apply::ApplyConfig {
+            coordinator: coordinator.into(),
+            worker_id: Some(worker_id.into()),
+            heartbeat_interval: Duration::from_millis(200),
+            ..Default::default()
+        },
+        listener,
+        shutdown,
+    ))
+}
+
+/// Creates a task from `spec` and prechecks it.
+async fn create_and_precheck(c: &mut Client, name: &str, spec: String) {
+    c.create_task(pb::CreateTaskRequest { spec }).await.unwrap();
+    c.precheck_task(pb::PrecheckTaskRequest {
+        task_id: name.into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+}
+
 #[tokio::test]
 async fn a_target_back_inside_the_connection_window_recovers_and_a_definite_error_fails() {
     let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new());
-    // Leases far longer than the time moved below, so no group moves while the clock jumps.
-    let server = Server::start_with_lease(
-        &dir.path().join("c.db").to_string_lossy(),
-        None,
-        clock.clone(),
-        3600,
-    )
-    .await;
+    let server = coordinator_on_manual_clock(dir.path()).await;
     let capture = FakeCapture::new();
     // nvarchar(100): a column the applier can create.
     for t in capture.tables.lock().unwrap().iter_mut() {
@@ -130,17 +189,7 @@ async fn a_target_back_inside_the_connection_window_recovers_and_a_definite_erro
     let proxy = Proxy::start(format!("{}:{}", pg.host(), pg.port())).await;
 
     let shutdown = CancellationToken::new();
-    let apply_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let apply = tokio::spawn(dbsync_apply::serve(
-        dbsync_apply::ApplyConfig {
-            coordinator: server.url.clone(),
-            worker_id: Some("apply-retries".into()),
-            heartbeat_interval: Duration::from_millis(200),
-            ..Default::default()
-        },
-        apply_listener,
-        shutdown.clone(),
-    ));
+    let apply = spawn_apply(&server.url, "apply-retries", shutdown.clone()).await;
 
     let mut c = server.client().await;
     let spec = |name: &str, include: &str| {
@@ -160,17 +209,7 @@ async fn a_target_back_inside_the_connection_window_recovers_and_a_definite_erro
             &format!("objects: {{ databases: [shop], include: ['{include}'] }}"),
         )
     };
-    c.create_task(pb::CreateTaskRequest {
-        spec: spec("comeback", "shop.dbo.customers"),
-    })
-    .await
-    .unwrap();
-    c.precheck_task(pb::PrecheckTaskRequest {
-        task_id: "comeback".into(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    create_and_precheck(&mut c, "comeback", spec("comeback", "shop.dbo.customers")).await;
 
     // The target goes away before the applier gets to it.
     proxy.down();
@@ -183,14 +222,9 @@ async fn a_target_back_inside_the_connection_window_recovers_and_a_definite_erro
     )
     .await;
     // Longer than the window for other failures (1 min), inside the connection window (30 min).
-    clock.advance(Duration::from_secs(5 * 60));
+    server.clock.advance(Duration::from_secs(5 * 60));
     let retrying = until_status(&mut c, "comeback", "a report after the clock moved", |s| {
-        info(s)
-            .last_error
-            .strip_prefix("connection failure, retrying for ")
-            .and_then(|rest| rest.split(' ').next())
-            .and_then(|secs| secs.parse::<i64>().ok())
-            .is_some_and(|secs| secs >= 300)
+        retrying_for_at_least(s, 300)
     })
     .await;
     assert_eq!(
@@ -253,35 +287,6 @@ async fn a_target_back_inside_the_connection_window_recovers_and_a_definite_erro
     server.stop().await;
 }
 
-/// Like [`until_status`], with a longer deadline: a real capture service and applier back off
-/// between retries, and a full sync runs after the source comes back.
-async fn until_status_within(
-    c: &mut dbsync_proto::v1::coordinator_service_client::CoordinatorServiceClient<
-        tonic::transport::Channel,
-    >,
-    task: &str,
-    what: &str,
-    within: Duration,
-    check: impl Fn(&pb::TaskStatus) -> bool,
-) -> pb::TaskStatus {
-    let deadline = Instant::now() + within;
-    loop {
-        let status = c
-            .get_task_status(task_ref(task))
-            .await
-            .unwrap()
-            .into_inner();
-        if check(&status) {
-            return status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}: {status:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// Rows of the source table `src.dbo.items` (created by [`SourceRig::start`]).
 const SOURCE_ROWS: i32 = 500;
 
@@ -289,7 +294,6 @@ const SOURCE_ROWS: i32 = 500;
 /// `dbo.items`) reached through a [`Proxy`] the test can cut, the real capture service, a
 /// coordinator on a manual clock, and a real applier started on demand.
 struct SourceRig {
-    clock: Arc<ManualClock>,
     server: Server,
     standin: dbsync_sqlserver_sim::engine::Engine,
     standin_server: dbsync_sqlserver_sim::server::ServerHandle,
@@ -306,15 +310,7 @@ impl SourceRig {
     async fn start(target_db: &str) -> SourceRig {
         use dbsync_sqlserver_sim::engine::{Engine, EngineConfig};
         let dir = tempfile::tempdir().unwrap();
-        let clock = Arc::new(ManualClock::new());
-        // Leases far longer than the time moved below, so no group moves while the clock jumps.
-        let server = Server::start_with_lease(
-            &dir.path().join("c.db").to_string_lossy(),
-            None,
-            clock.clone(),
-            3600,
-        )
-        .await;
+        let server = coordinator_on_manual_clock(dir.path()).await;
 
         let config = EngineConfig::default();
         let password = config.sa_password.clone();
@@ -362,7 +358,6 @@ impl SourceRig {
             .unwrap();
         pg.create_database(target_db).await.unwrap();
         SourceRig {
-            clock,
             server,
             standin,
             standin_server,
@@ -403,33 +398,18 @@ retry: {{ connection_minutes: 30, other_minutes: 1 }}
     /// tables through capture, whose pool keeps those connections open).
     async fn start_task(&self, name: &str) {
         let mut c = self.server.client().await;
-        c.create_task(pb::CreateTaskRequest {
-            spec: self.spec(name),
-        })
-        .await
-        .unwrap();
-        c.precheck_task(pb::PrecheckTaskRequest {
-            task_id: name.into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+        create_and_precheck(&mut c, name, self.spec(name)).await;
         c.start_task(task_ref(name)).await.unwrap();
     }
 
     /// Starts the real applier; it gets the task's groups from the coordinator.
-    async fn start_apply(&self) -> tokio::task::JoinHandle<anyhow::Result<()>> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        tokio::spawn(dbsync_apply::serve(
-            dbsync_apply::ApplyConfig {
-                coordinator: self.server.url.clone(),
-                worker_id: Some("apply-source-retries".into()),
-                heartbeat_interval: Duration::from_millis(200),
-                ..Default::default()
-            },
-            listener,
+    async fn start_apply(&self) -> JoinHandle<anyhow::Result<()>> {
+        spawn_apply(
+            &self.server.url,
+            "apply-source-retries",
             self.shutdown.clone(),
-        ))
+        )
+        .await
     }
 
     /// `(id, name)` of every source row, by id.
@@ -461,7 +441,7 @@ retry: {{ connection_minutes: 30, other_minutes: 1 }}
             .collect()
     }
 
-    async fn stop(self, apply: tokio::task::JoinHandle<anyhow::Result<()>>) {
+    async fn stop(self, apply: JoinHandle<anyhow::Result<()>>) {
         self.shutdown.cancel();
         let _ = apply.await;
         self.standin_server.shutdown();
@@ -471,12 +451,7 @@ retry: {{ connection_minutes: 30, other_minutes: 1 }}
 
 /// The first connection failure the applier reports for the source: capture classifies a
 /// lost or refused SQL Server connection as a connection failure, the applier passes it on.
-async fn until_source_connection_failure(
-    c: &mut dbsync_proto::v1::coordinator_service_client::CoordinatorServiceClient<
-        tonic::transport::Channel,
-    >,
-    task: &str,
-) -> pb::TaskStatus {
+async fn until_source_connection_failure(c: &mut Client, task: &str) -> pb::TaskStatus {
     let status = until_status_within(
         c,
         task,
@@ -504,20 +479,13 @@ async fn a_source_back_inside_the_connection_window_recovers_and_the_target_equa
     until_source_connection_failure(&mut c, "source-back").await;
 
     // Longer than the window for other failures (1 min), inside the connection window (30 min).
-    rig.clock.advance(Duration::from_secs(5 * 60));
+    rig.server.clock.advance(Duration::from_secs(5 * 60));
     let retrying = until_status_within(
         &mut c,
         "source-back",
         "a report after the clock moved",
         Duration::from_secs(60),
-        |s| {
-            info(s)
-                .last_error
-                .strip_prefix("connection failure, retrying for ")
-                .and_then(|rest| rest.split(' ').next())
-                .and_then(|secs| secs.parse::<i64>().ok())
-                .is_some_and(|secs| secs >= 300)
-        },
+        |s| retrying_for_at_least(s, 300),
     )
     .await;
     assert_eq!(
@@ -566,7 +534,7 @@ async fn a_source_away_past_the_connection_window_fails_the_task_naming_the_sour
     until_source_connection_failure(&mut c, "source-gone").await;
 
     // Past the connection window (30 min): the next report of the same failure fails the task.
-    rig.clock.advance(Duration::from_secs(31 * 60));
+    rig.server.clock.advance(Duration::from_secs(31 * 60));
     let failed = until_status_within(
         &mut c,
         "source-gone",
