@@ -441,6 +441,21 @@ retry: {{ connection_minutes: 30, other_minutes: 1 }}
             .collect()
     }
 
+    /// Starts task `name` while the source is up, then takes the source away (open connections
+    /// cut, new ones refused) and starts the applier; returns once the applier reported the
+    /// source connection failure, with a coordinator client and the applier.
+    async fn start_task_then_lose_the_source(
+        &self,
+        name: &str,
+    ) -> (Client, JoinHandle<anyhow::Result<()>>) {
+        let mut c = self.server.client().await;
+        self.start_task(name).await;
+        self.proxy.down();
+        let apply = self.start_apply().await;
+        until_source_connection_failure(&mut c, name).await;
+        (c, apply)
+    }
+
     async fn stop(self, apply: JoinHandle<anyhow::Result<()>>) {
         self.shutdown.cancel();
         let _ = apply.await;
@@ -470,13 +485,8 @@ async fn until_source_connection_failure(c: &mut Client, task: &str) -> pb::Task
 #[tokio::test]
 async fn a_source_back_inside_the_connection_window_recovers_and_the_target_equals_the_source() {
     let rig = SourceRig::start("source_retries_back").await;
-    let mut c = rig.server.client().await;
-    rig.start_task("source-back").await;
-
-    // The source goes away (open connections cut, new ones refused) before the applier runs.
-    rig.proxy.down();
-    let apply = rig.start_apply().await;
-    until_source_connection_failure(&mut c, "source-back").await;
+    // The source goes away before the applier runs.
+    let (mut c, apply) = rig.start_task_then_lose_the_source("source-back").await;
 
     // Longer than the window for other failures (1 min), inside the connection window (30 min).
     rig.server.clock.advance(Duration::from_secs(5 * 60));
@@ -526,12 +536,7 @@ async fn a_source_back_inside_the_connection_window_recovers_and_the_target_equa
 #[tokio::test]
 async fn a_source_away_past_the_connection_window_fails_the_task_naming_the_source() {
     let rig = SourceRig::start("source_retries_gone").await;
-    let mut c = rig.server.client().await;
-    rig.start_task("source-gone").await;
-
-    rig.proxy.down();
-    let apply = rig.start_apply().await;
-    until_source_connection_failure(&mut c, "source-gone").await;
+    let (mut c, apply) = rig.start_task_then_lose_the_source("source-gone").await;
 
     // Past the connection window (30 min): the next report of the same failure fails the task.
     rig.server.clock.advance(Duration::from_secs(31 * 60));
