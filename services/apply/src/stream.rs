@@ -6,8 +6,13 @@
 //! 2. Messages are applied as they arrive; whenever the stream has nothing ready, the open
 //!    PostgreSQL transaction is committed with the position (so lag stays low under light load
 //!    and several small source transactions share one commit under heavy load).
-//! 3. `SchemaChange`: pending work is committed, the target table altered and re-read, then
-//!    later changes use the new columns.
+//! 3. `SchemaChange`: pending work is committed, then the target table is altered and the new
+//!    source schema recorded in `dbsync.source_schemas` in one transaction
+//!    ([`follow_schema_change`]); the table is re-read and later changes use the new columns.
+//!    The recorded schema outranks the assignment's when the group starts again
+//!    ([`adopt_followed_schemas`], the target has that shape) and is reported
+//!    (`TableProgress.source_schema`) so that the coordinator plans with it. A replayed schema
+//!    change alters nothing.
 //! 4. `TableNeedsResnapshot` (retention cleanup removed changes the stream still needs): only
 //!    that table is loaded again while the other tables of the group keep streaming.
 //!    - Recorded first: at a transaction boundary the table is written to
@@ -25,8 +30,11 @@
 //!      first unfinished chunk, the side stream at its checkpoint (the assignment's full-sync
 //!      stage leaves the table to the side task, so the other tables stream meanwhile). A side
 //!      stream that overruns retention again starts the table's re-snapshot over.
-//!    - Not handled yet: a source schema change of the table while it is re-snapshotted (its
-//!      side stream fails with an error naming the table).
+//!    - Source schema changes: before (re)loading, the table's schema is read from the source
+//!      and followed if it changed (the announcement of a change below `S` went with the lost
+//!      change data); the side stream follows later ones like the main stream, and the table
+//!      rejoins in its new shape. The main stream leaves a paused table's schema changes to
+//!      the side.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -36,9 +44,9 @@ use dbsync_core::lsn::{Lsn, Position};
 use dbsync_core::sink::{ChangeSink, CheckpointStore};
 use dbsync_proto::v1::change_message::Kind as MessageKind;
 use dbsync_proto::v1::{
-    Assignment, GetMaxLsnRequest, ObjectSelection, ReadSchemaRequest, SourceConnection, StreamChangesRequest,
-    TablePhase, TablePlan, TableProgress, TableSchema, TargetConnection, Throttle,
-    TransactionFragment,
+    Assignment, GetMaxLsnRequest, ObjectSelection, ReadSchemaRequest, SourceConnection,
+    StreamChangesRequest, TablePhase, TablePlan, TableProgress, TableSchema, TargetConnection,
+    Throttle, TransactionFragment,
 };
 use futures::{FutureExt, StreamExt};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
@@ -55,6 +63,7 @@ use crate::pg::checkpoint::{
     load_table_state, save_source_schema, side_group_id, PgCheckpoints,
 };
 use crate::pg::ddl::alter_table_ddl;
+use crate::pg::types::quote_ident;
 use crate::plan::TableTarget;
 use crate::progress::{ProgressSink, TableTracker};
 
@@ -255,8 +264,7 @@ pub async fn run_stream(
     let followed = load_source_schemas(&client, &ctx.task_id).await?;
     for t in &tables {
         if let Some(schema) = followed.get(&t.table.target.source_name) {
-            t.tracker
-                .update(|p| p.source_schema = Some(schema.clone()));
+            t.tracker.update(|p| p.source_schema = Some(schema.clone()));
         }
     }
     let mut applies = Vec::with_capacity(tables.len());
@@ -484,18 +492,14 @@ async fn follow_schema_change(
     let mut plan = plan.clone();
     plan.source = Some(new_schema);
     let new_target = TableTarget::from_plan(&plan)?;
-    let statements =
-        alter_table_ddl(&current.target, &new_target).map_err(|detail| ApplyError::InvalidPlan {
+    let (mut statements, renamed) = rename_columns(&current.target, &new_target);
+    statements.extend(alter_table_ddl(&renamed, &new_target).map_err(|detail| {
+        ApplyError::InvalidPlan {
             object: new_target.source_name.clone(),
             detail,
-        })?;
-    let fail = |e| {
-        ApplyError::target(
-            &new_target.qualified,
-            "following a source schema change",
-            e,
-        )
-    };
+        }
+    })?);
+    let fail = |e| ApplyError::target(&new_target.qualified, "following a source schema change", e);
     if !in_transaction {
         client.batch_execute("BEGIN").await.map_err(fail)?;
     }
@@ -577,15 +581,60 @@ fn same_columns(a: &TableSchema, b: &TableSchema) -> bool {
     };
     a.key_columns == b.key_columns
         && a.columns.len() == b.columns.len()
-        && a.columns.iter().zip(&b.columns).all(|(x, y)| shape(x) == shape(y))
+        && a.columns
+            .iter()
+            .zip(&b.columns)
+            .all(|(x, y)| shape(x) == shape(y))
+}
+
+/// Renamed source columns (`sp_rename`: the same column id and type under a name the old
+/// shape does not have, while the old name is gone) are renamed on the target, keeping their
+/// values; [`alter_table_ddl`] would drop and re-add them. Returns the `RENAME COLUMN`
+/// statements and `old` as it is after them.
+fn rename_columns(old: &TableTarget, new: &TableTarget) -> (Vec<String>, TableTarget) {
+    let mut renamed = old.clone();
+    let mut statements = Vec::new();
+    let has = |s: &TableSchema, name: &str| s.columns.iter().any(|c| c.name == name);
+    for (i, o) in old.source.columns.iter().enumerate() {
+        let Some(j) = new.source.columns.iter().position(|n| {
+            n.column_id == o.column_id
+                && n.column_id != 0
+                && n.name != o.name
+                && n.type_name == o.type_name
+                && !has(&old.source, &n.name)
+                && !has(&new.source, &o.name)
+        }) else {
+            continue;
+        };
+        let (from, to) = (&old.columns[i], &new.columns[j]);
+        if from.skip || to.skip {
+            continue;
+        }
+        if from.name != to.name {
+            statements.push(format!(
+                "ALTER TABLE {} RENAME COLUMN {} TO {}",
+                old.qualified,
+                quote_ident(&from.name),
+                quote_ident(&to.name)
+            ));
+        }
+        renamed.source.columns[i].name = new.source.columns[j].name.clone();
+        renamed.columns[i] = to.clone();
+    }
+    (statements, renamed)
 }
 
 /// A table's apply state after its target was altered: as before, with the new columns.
-fn altered(old: Option<TableApply>, table: Arc<ResolvedTable>, overwrite_inserts: bool) -> TableApply {
+fn altered(
+    old: Option<TableApply>,
+    table: Arc<ResolvedTable>,
+    overwrite_inserts: bool,
+) -> TableApply {
     let mut apply = TableApply::new(
         table,
         old.as_ref().and_then(|o| o.snapshot_end_lsn),
-        old.as_ref().map_or(overwrite_inserts, |o| o.overwrite_inserts),
+        old.as_ref()
+            .map_or(overwrite_inserts, |o| o.overwrite_inserts),
     );
     apply.reorder = old.as_ref().is_some_and(|o| o.reorder);
     apply.paused = old.as_ref().is_some_and(|o| o.paused);
@@ -1014,7 +1063,9 @@ async fn follow_side(
                 )
                 .await?;
                 let old = applier.tables[0].take();
-                applier.replace_table(0, altered(old, resolved, true)).await?;
+                applier
+                    .replace_table(0, altered(old, resolved, true))
+                    .await?;
                 tracker.update(|p| p.source_schema = new_plan.source.clone());
                 *plan = new_plan;
             }
@@ -1159,5 +1210,82 @@ fn report(applier: &ChangeApplier, tables: &[StreamTable]) {
             }
             p.applied_source_time_unix_micros = applier.last_source_time();
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dbsync_proto::v1::ColumnSchema;
+
+    /// `customers_plan` with column ids, plus `extra` columns.
+    fn plan(names: &[(&str, &str, i32)]) -> TablePlan {
+        let mut plan = crate::pg::ddl::tests::customers_plan();
+        let source = plan.source.as_mut().unwrap();
+        for (i, c) in source.columns.iter_mut().enumerate() {
+            c.column_id = i as i32 + 1;
+        }
+        for (name, type_name, id) in names {
+            source.columns.push(ColumnSchema {
+                name: (*name).into(),
+                type_name: (*type_name).into(),
+                max_length: 80,
+                nullable: true,
+                column_id: *id,
+                ..Default::default()
+            });
+        }
+        plan
+    }
+
+    fn target(plan: &TablePlan) -> TableTarget {
+        TableTarget::from_plan(plan).unwrap()
+    }
+
+    #[test]
+    fn a_renamed_column_is_renamed_on_the_target_and_nothing_else_changes() {
+        let old = target(&plan(&[("Note", "nvarchar", 3)]));
+        let new = target(&plan(&[("Remark", "nvarchar", 3)]));
+        let (statements, renamed) = rename_columns(&old, &new);
+        assert_eq!(
+            statements,
+            ["ALTER TABLE dbo.customers RENAME COLUMN note TO remark"]
+        );
+        assert!(alter_table_ddl(&renamed, &new).unwrap().is_empty());
+        // Following the same change again (a replay after a restart) renames nothing.
+        let (again, _) = rename_columns(&new, &new);
+        assert!(again.is_empty());
+    }
+
+    #[test]
+    fn drops_adds_and_shifted_column_ids_are_not_renames() {
+        // A dropped column whose id a later column takes over (ids move on the stand-in).
+        let old = target(&plan(&[("Note", "nvarchar", 3), ("Code", "nvarchar", 4)]));
+        let new = target(&plan(&[("Code", "nvarchar", 3)]));
+        let (statements, renamed) = rename_columns(&old, &new);
+        assert!(statements.is_empty(), "{statements:?}");
+        let ddl = alter_table_ddl(&renamed, &new).unwrap();
+        assert_eq!(
+            ddl,
+            ["ALTER TABLE dbo.customers DROP COLUMN IF EXISTS note"]
+        );
+        // Another type under the same id is a drop and an add.
+        let old = target(&plan(&[("Note", "nvarchar", 3)]));
+        let new = target(&plan(&[("Flag", "int", 3)]));
+        assert!(rename_columns(&old, &new).0.is_empty());
+    }
+
+    #[test]
+    fn identity_values_do_not_make_another_shape() {
+        let a = plan(&[]).source.unwrap();
+        let mut b = a.clone();
+        b.columns[0].identity = Some(dbsync_proto::v1::Identity {
+            seed: 1,
+            increment: 1,
+            last_value: Some(99),
+        });
+        assert!(same_columns(&a, &b));
+        b.columns[1].max_length = 400;
+        assert!(!same_columns(&a, &b));
     }
 }

@@ -403,7 +403,13 @@ pub async fn load_source_schemas(
             &[&task_id],
         )
         .await
-        .map_err(|e| ApplyError::target("dbsync.source_schemas", "reading the followed source schemas", e))?;
+        .map_err(|e| {
+            ApplyError::target(
+                "dbsync.source_schemas",
+                "reading the followed source schemas",
+                e,
+            )
+        })?;
     let mut out = HashMap::with_capacity(rows.len());
     for r in rows {
         let table: String = r.get(0);
