@@ -18,7 +18,7 @@ use tracing::Instrument;
 
 use crate::error::{CaptureError, Result};
 use crate::mssql::cdc::CdcStream;
-use crate::mssql::{decode, inspect};
+use crate::mssql::{decode, hybrid, inspect};
 use crate::throttle::Phase;
 use crate::{digests, precheck, setup, snapshot, CaptureState};
 
@@ -145,8 +145,11 @@ impl CaptureService for CaptureGrpc {
             let mut conn = pool.get().await?;
             let name = pool.database().to_string();
             let (tables, sequences) = inspect::read_schema(conn.client(), &name, &selection).await?;
+            let own = hybrid::installed_prefixes(conn.client()).await?;
             conn.mark_clean();
-            out.tables.extend(tables);
+            out.tables.extend(tables.into_iter().filter(|t| {
+                t.table.as_ref().is_none_or(|r| !hybrid::is_own_table(&own, &r.schema, &r.name))
+            }));
             out.sequences.extend(sequences);
         }
         Ok(Response::new(out))

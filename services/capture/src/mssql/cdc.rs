@@ -42,6 +42,20 @@
 //! Unchanged LOB columns of an update (NULL with their `__$update_mask` bit clear) become
 //! `Value { unchanged: true }` so apply never overwrites them (sqlserver-cdc.md §7).
 //!
+//! Hybrid mode follows DDL through dbsync's history table ([`hybrid`]):
+//! - At open each table's current schema is read from the source: after a restart the
+//!   request's (the applier's plan) may predate changes announced before, and an old
+//!   instance's rows need the columns added since. The request's schema is the fallback.
+//! - A column change gets a new capture instance ([`CdcStream::open`], every poll). With two
+//!   already (SQL Server's limit), the older one is retired as soon as the stream has passed
+//!   the newer one's start, and the new one is created then, without a restart.
+//! - Rows an instance records after a column change it predates get the added columns from
+//!   the source row by key; a table without a key is re-snapshotted instead (the notice
+//!   follows the current transaction), never filled with NULLs.
+//! - ADD COLUMN sends every row's added columns at the DDL's LSN, paged by key.
+//!
+//! The retention-headroom gauge is refreshed by a timer task ([`retention::spawn_timer`]).
+//!
 //! Docs: <https://learn.microsoft.com/sql/relational-databases/system-functions/cdc-fn-cdc-get-all-changes-capture-instance-transact-sql>
 
 use std::collections::{BTreeMap, VecDeque};
@@ -60,7 +74,7 @@ use crate::error::{CaptureError, Result};
 use crate::mssql::client::{Pools, SourcePool, SqlClient};
 use crate::mssql::hybrid::{self, DdlEvent, HybridObjects};
 use crate::mssql::inspect::{self, CaptureInstance, CapturedColumn};
-use crate::mssql::retention::RetentionHeadroom;
+use crate::mssql::retention::{self, RetentionHeadroom};
 use crate::mssql::decode;
 use crate::sql::{self, quote_ident};
 use crate::setup;
@@ -110,6 +124,8 @@ struct TableState {
     /// The instance and lower bound the last window read from: if cleanup has since raised
     /// that instance's start above it, rows may have vanished while being read.
     last_read: Option<(String, Lsn)>,
+    /// Hybrid mode: a column change waits for a capture instance slot (warned once).
+    waiting_for_slot: bool,
 }
 
 /// One decoded change row of a cursor.
@@ -159,6 +175,20 @@ enum After {
     /// A resume position inside a transaction (it carries no command id): rows after its
     /// `(seqval, operation)` within that transaction.
     Resume(Position),
+}
+
+/// An ADD COLUMN backfill in progress ([`CdcStream::start_backfill`]).
+struct Backfill {
+    table: usize,
+    /// The DDL's commit LSN: the backfill's rows belong to its transaction.
+    lsn: Lsn,
+    /// The key columns, then the added ones (the rows' values in this order).
+    columns: Vec<dbsync_proto::v1::ColumnSchema>,
+    key_len: usize,
+    /// The key of the last row sent: the next page starts after it.
+    after: Option<Vec<Value>>,
+    commit_time_ticks: Option<i64>,
+    rows: u64,
 }
 
 /// The transaction being assembled.
@@ -284,8 +314,16 @@ pub struct CdcStream {
     /// DDL events are read from here on (None: from the history instance's start).
     ddl_read_from: Option<Lsn>,
     warned_heartbeat: bool,
-    /// Gauge of the time left until the cleanup job removes the position's change data.
-    headroom: RetentionHeadroom,
+    /// Re-snapshot notices of tables that left the stream inside a transaction; sent once
+    /// it is complete (apply takes them only between transactions).
+    due_resnapshots: Vec<(usize, Lsn, Lsn, String)>,
+    /// The ADD COLUMN backfill being sent, a page at a time.
+    backfill: Option<Backfill>,
+    /// The change that waits for the backfill before it (its transaction follows the DDL).
+    held: Option<ChangeRow>,
+    /// The position for the retention-headroom timer ([`retention::spawn_timer`]); it ends
+    /// when this sender is dropped with the stream.
+    published: tokio::sync::watch::Sender<Lsn>,
 }
 
 impl CdcStream {
@@ -311,6 +349,7 @@ impl CdcStream {
                 announced: 0,
                 extra: Vec::new(),
                 last_read: None,
+                waiting_for_slot: false,
             });
         }
         let database = tables[0].table.database.clone();
@@ -380,8 +419,16 @@ impl CdcStream {
             history: None,
             ddl_read_from: None,
             warned_heartbeat: false,
-            headroom: RetentionHeadroom::new(req.task_id.clone(), req.tables.iter().filter_map(|t| t.table.as_ref()).map(sql::display_name).collect()),
+            due_resnapshots: Vec::new(),
+            backfill: None,
+            held: None,
+            published: tokio::sync::watch::Sender::new(position.commit_lsn),
         };
+        let headroom = RetentionHeadroom::new(req.task_id.clone(), req.tables.iter().filter_map(|t| t.table.as_ref()).map(sql::display_name).collect());
+        retention::spawn_timer(Arc::clone(&stream.pool), headroom, stream.published.subscribe());
+        if stream.hybrid {
+            stream.read_current_schemas().await;
+        }
         stream.refresh_instances().await?;
         if stream.hybrid {
             stream.retire_old_instances().await?;
@@ -407,6 +454,13 @@ impl CdcStream {
         self.position
     }
 
+    fn set_position(&mut self, position: Position) {
+        self.position = position;
+        if *self.published.borrow() != position.commit_lsn {
+            self.published.send_replace(position.commit_lsn);
+        }
+    }
+
     async fn client(&mut self) -> Result<&mut SqlClient> {
         if self.client.is_none() {
             self.client = Some(self.pool.dedicated().await?);
@@ -421,6 +475,38 @@ impl CdcStream {
             self.client = None;
         }
         r
+    }
+
+    /// Hybrid mode, at open: the request carries the applier's plan, which after a restart
+    /// may predate schema changes the stream announced before; the columns an old instance
+    /// lacks (extras, refetch, backfill) are those of the current source schema, so read it.
+    /// The request's schema stays where the source cannot be read.
+    async fn read_current_schemas(&mut self) {
+        let selection = dbsync_proto::v1::ObjectSelection {
+            databases: vec![],
+            include: self.tables.iter().map(|t| format!("{}.{}", t.table.schema, t.table.name)).collect(),
+            exclude: vec![],
+        };
+        let database = self.tables[0].table.database.clone();
+        let read = match self.client().await {
+            Ok(client) => inspect::read_schema(client, &database, &selection).await,
+            Err(e) => Err(e),
+        };
+        let schemas = match self.checked(read) {
+            Ok((schemas, _)) => schemas,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the current schema of the stream's tables; using the request's");
+                return;
+            }
+        };
+        for t in &mut self.tables {
+            let current = schemas.iter().find(|s| {
+                s.table.as_ref().is_some_and(|r| r.schema.eq_ignore_ascii_case(&t.table.schema) && r.name.eq_ignore_ascii_case(&t.table.name))
+            });
+            if let Some(current) = current {
+                t.schema = current.clone();
+            }
+        }
     }
 
     /// Re-reads `cdc.change_tables` (and the columns of instances not seen before).
@@ -497,6 +583,17 @@ impl CdcStream {
         });
     }
 
+    /// Like [`Self::resnapshot`], but inside a transaction the table leaves the stream at once
+    /// and its notice follows the transaction's last fragment.
+    fn resnapshot_at_boundary(&mut self, table: usize, requested: Lsn, min: Lsn, reason: String) {
+        if self.fragment.is_none() {
+            self.resnapshot(table, requested, min, reason);
+        } else {
+            self.tables[table].stopped = true;
+            self.due_resnapshots.push((table, requested, min, reason));
+        }
+    }
+
     /// Poll step 1-4: read the max LSN and the instances, and open the cursors of the window.
     async fn start_window(&mut self) -> Result<()> {
         self.throttle.query().await;
@@ -515,11 +612,6 @@ impl CdcStream {
         };
         self.warned_null_max = false;
         metrics::gauge!("dbsync_capture_source_max_lsn").set(abbreviate(max) as f64);
-        if self.headroom.due(Instant::now()) && self.position.commit_lsn != Lsn::ZERO {
-            self.client().await?;
-            let client = self.client.as_mut().expect("connected above");
-            self.headroom.update(client, self.position.commit_lsn).await;
-        }
         let lower = self.lower_bound();
         // Hybrid mode reads dbsync's DDL history on every poll: each event carries the commit
         // LSN of its DDL, and the sooner the new instance exists the shorter the stretch whose
@@ -654,6 +746,15 @@ impl CdcStream {
 
     /// Poll steps 4-6: merge the cursors until one message is ready or the window ends.
     async fn advance_window(&mut self) -> Result<()> {
+        if self.backfill.is_some() {
+            return self.backfill_page().await;
+        }
+        if let Some(row) = self.held.take() {
+            self.add_change(row).await?;
+            if !self.pending.is_empty() || self.backfill.is_some() {
+                return Ok(());
+            }
+        }
         // First pages of cursors opened by start_window; cursors with nothing left are dropped
         // so the merge only looks at tables that have changes in the window.
         for ci in 0..self.cursors.len() {
@@ -662,7 +763,7 @@ impl CdcStream {
             }
         }
         self.drop_finished_cursors();
-        while self.pending.is_empty() {
+        while self.pending.is_empty() && self.backfill.is_none() {
             let best = self
                 .cursors
                 .iter()
@@ -690,12 +791,20 @@ impl CdcStream {
     }
 
     async fn add_change(&mut self, mut row: ChangeRow) -> Result<()> {
+        let ti = row.table_index as usize;
+        if self.tables[ti].stopped {
+            return Ok(());
+        }
         if self.fragment.as_ref().is_some_and(|f| f.commit_lsn != row.commit_lsn) {
             self.flush_fragment(true).await;
         }
         if self.fragment.is_none() {
             // A transaction starts: schema changes committed before it go first.
             self.announce_ddl(row.commit_lsn).await?;
+            if self.backfill.is_some() {
+                self.held = Some(row);
+                return Ok(());
+            }
             if self.fragment.as_ref().is_some_and(|f| f.commit_lsn != row.commit_lsn) {
                 self.flush_fragment(true).await;
             }
@@ -707,9 +816,28 @@ impl CdcStream {
         {
             self.flush_fragment(false).await;
         }
-        let ti = row.table_index as usize;
+        if self.tables[ti].stopped {
+            return Ok(());
+        }
         self.send_columns(ti, row.instance, row.commit_lsn).await?;
         if !self.tables[ti].extra.is_empty() {
+            if !self.refetchable(ti, row.instance) {
+                // Values of the added columns exist only in the table, and without a key its
+                // rows cannot be read back: load the table again rather than lose them.
+                let state = &self.tables[ti];
+                let instance = &state.instances[row.instance];
+                let added: Vec<&str> = state.extra.iter().map(|c| c.name.as_str()).collect();
+                let reason = format!(
+                    "columns {} were added to {} after its capture instance {} started, and the table has no key \
+                     to read their values by, so the table is loaded again",
+                    added.join(", "),
+                    sql::display_name(&state.table),
+                    instance.name
+                );
+                let min = instance.start_lsn;
+                self.resnapshot_at_boundary(ti, row.commit_lsn, min, reason);
+                return Ok(());
+            }
             let extra = self.refetch(ti, &row).await?;
             row.values.extend(extra);
         }
@@ -739,62 +867,89 @@ impl CdcStream {
         Ok(())
     }
 
-    /// Hybrid mode: reads dbsync's DDL history up to `max`. A column change of a stream
-    /// table gets a second capture instance with the new column set (named after the DDL's
-    /// LSN, so a restart sees it was created); the stream switches to it at its start LSN.
-    /// Events at or after `lower` are announced in stream order; earlier ones were announced
-    /// before a restart. Returns whether an instance was created.
+    /// Hybrid mode: reads dbsync's DDL history up to `max` and gives tables whose columns
+    /// changed a new capture instance ([`Self::cover_events`]); the stream switches to it at
+    /// its start LSN. Events at or after `lower` are announced in stream order; earlier ones
+    /// were announced before a restart. Returns whether the instances changed.
     async fn follow_ddl(&mut self, lower: Lsn, max: Lsn) -> Result<bool> {
         let Some((history, history_start)) = self.history.clone() else { return Ok(false) };
         let from = self.ddl_read_from.unwrap_or(history_start).max(history_start);
-        if from > max {
-            return Ok(false);
+        if from <= max {
+            let client = self.client().await?;
+            let events = hybrid::read_events(client, &history, from, max).await;
+            let events = self.checked(events)?;
+            self.ddl_read_from = Some(max.increment());
+            for event in events {
+                if !event.changes_columns() {
+                    continue;
+                }
+                let Some(ti) = self.tables.iter().position(|t| {
+                    !t.stopped && t.table.schema.eq_ignore_ascii_case(&event.schema) && t.table.name.eq_ignore_ascii_case(&event.table)
+                }) else {
+                    continue;
+                };
+                let state = &mut self.tables[ti];
+                if state.events.iter().any(|e| e.lsn == event.lsn) {
+                    continue;
+                }
+                if event.lsn < lower {
+                    state.announced += 1;
+                }
+                state.events.push(event);
+            }
         }
-        let client = self.client().await?;
-        let events = hybrid::read_events(client, &history, from, max).await;
-        let events = self.checked(events)?;
-        self.ddl_read_from = Some(max.increment());
-        let mut created = false;
-        for event in events {
-            if !event.changes_columns() {
-                continue;
-            }
-            let Some(ti) = self.tables.iter().position(|t| {
-                !t.stopped && t.table.schema.eq_ignore_ascii_case(&event.schema) && t.table.name.eq_ignore_ascii_case(&event.table)
-            }) else {
-                continue;
-            };
-            if self.tables[ti].events.iter().any(|e| e.lsn == event.lsn) {
-                continue;
-            }
-            let t = &self.tables[ti].table;
-            let name = setup::capture_instance_name(&self.prefix, &t.schema, &format!("{}_{}", t.name, &event.lsn.to_hex()[12..]));
+        self.cover_events().await
+    }
+
+    /// The capture instance dbsync creates for a column change at `lsn` (named after the LSN,
+    /// so a restart sees it was created).
+    fn instance_for(&self, ti: usize, lsn: Lsn) -> String {
+        let t = &self.tables[ti].table;
+        setup::capture_instance_name(&self.prefix, &t.schema, &format!("{}_{}", t.name, &lsn.to_hex()[12..]))
+    }
+
+    /// Hybrid mode: a table whose newest column change no instance covers (none started after
+    /// it, none created for it) gets one; it covers the earlier changes too. A table has at
+    /// most two: when both exist, the older (dbsync's) is retired as soon as the stream has
+    /// passed the newer one's start ([`Self::retire_passed`]) and the new one is created then,
+    /// without a restart. Meanwhile rows get the added columns by key ([`Self::refetch`]); a
+    /// table without a key is loaded again instead ([`Self::add_change`]).
+    async fn cover_events(&mut self) -> Result<bool> {
+        let mut changed = false;
+        for ti in 0..self.tables.len() {
+            let state = &self.tables[ti];
+            let Some(newest) = state.events.last().filter(|_| !state.stopped) else { continue };
+            let (lsn, command) = (newest.lsn, newest.command.clone());
+            let name = self.instance_for(ti, lsn);
             let state = &self.tables[ti];
             let covered = state.listed_names.iter().any(|n| n.eq_ignore_ascii_case(&name))
-                || state.instances.iter().any(|i| i.start_lsn > event.lsn);
-            let table_name = sql::display_name(t);
-            if !covered && state.listed_instances >= 2 {
-                tracing::warn!(table = %table_name, command = %event.command,
-                    "schema change on a table that already has two capture instances: a new one can be created once \
-                     the stream has passed the newer one (restart the stream); until then the new columns are read from the table");
-            } else if !covered {
-                let statement = setup::enable_table_statement(t, &name);
-                tracing::info!(table = %table_name, command = %event.command, lsn = %event.lsn, capture_instance = %name,
-                    "schema change: creating a new capture instance");
-                let client = self.client().await?;
-                let r = inspect::batch(client, &format!("creating capture instance {name} for {table_name}"), &statement).await;
-                self.checked(r)?;
-                self.tables[ti].listed_instances += 1;
-                self.tables[ti].listed_names.push(name);
-                created = true;
+                || state.instances.iter().any(|i| i.start_lsn > lsn);
+            if covered {
+                continue;
             }
+            let table_name = sql::display_name(&state.table);
+            if state.listed_instances >= 2 && !self.retire_passed(ti).await? {
+                if !self.tables[ti].waiting_for_slot {
+                    tracing::warn!(table = %table_name, command = %command,
+                        "schema change on a table that has two capture instances: the new one is created once the stream \
+                         has passed the newer one; until then the new columns are read from the table by key");
+                    self.tables[ti].waiting_for_slot = true;
+                }
+                continue;
+            }
+            let statement = setup::enable_table_statement(&self.tables[ti].table, &name);
+            tracing::info!(table = %table_name, command = %command, lsn = %lsn, capture_instance = %name,
+                "schema change: creating a new capture instance");
+            let client = self.client().await?;
+            let r = inspect::batch(client, &format!("creating capture instance {name} for {table_name}"), &statement).await;
+            self.checked(r)?;
             let state = &mut self.tables[ti];
-            if event.lsn < lower {
-                state.announced += 1;
-            }
-            state.events.push(event);
+            state.listed_instances += 1;
+            state.listed_names.push(name);
+            state.waiting_for_slot = false;
+            changed = true;
         }
-        Ok(created)
+        Ok(changed)
     }
 
     /// Hybrid mode: announces (with a [`SchemaChange`]) every schema change committed at or
@@ -816,7 +971,11 @@ impl CdcStream {
             self.tables[ti].announced += 1;
             self.schema_change(ti, lsn, command).await?;
             if !added.is_empty() {
-                self.backfill(ti, lsn, &added).await?;
+                self.start_backfill(ti, lsn, &added).await?;
+                if self.backfill.is_some() {
+                    // Its pages go first; the caller comes back here afterwards.
+                    return Ok(());
+                }
             }
         }
     }
@@ -909,58 +1068,93 @@ impl CdcStream {
         })
     }
 
+    /// Can rows of the table read from `instance` be found in the table by key (the key
+    /// columns are known and captured)?
+    fn refetchable(&self, ti: usize, instance: usize) -> bool {
+        let state = &self.tables[ti];
+        let captured = &state.instances[instance].columns;
+        !state.schema.key_columns.is_empty()
+            && state.schema.key_columns.iter().all(|k| {
+                captured.iter().any(|c| c.name.eq_ignore_ascii_case(k)) && state.schema.columns.iter().any(|c| c.name.eq_ignore_ascii_case(k))
+            })
+    }
+
     /// Hybrid mode: after a column was added, rows may change only in it before the new
     /// capture instance starts, and the old instance does not record those changes. So every
     /// row's key and added columns are read from the table and sent as updates within the
     /// DDL's own transaction (commit LSN `lsn`, which holds no change of a stream table unless
     /// the DDL shared a user transaction with them, whose rows then follow). The values are
     /// read after the new instance started, and later changes in the stream overwrite them
-    /// in order, so the target converges. Tables without a key cannot be addressed this way;
-    /// their added columns are filled by later changes only.
-    async fn backfill(&mut self, ti: usize, lsn: Lsn, added: &[String]) -> Result<()> {
-        let state = &self.tables[ti];
-        let schema = &state.schema;
-        let key: Vec<&dbsync_proto::v1::ColumnSchema> = schema
+    /// in order, so the target converges. The rows are read in key order a page at a time
+    /// (keyset, at most `max_rows` per page, [`Self::backfill_page`]) and each page is sent
+    /// before the next is read, so memory stays bounded whatever the table's size. Tables
+    /// without a key cannot be addressed this way: a change that needs an added column's
+    /// value loads them again ([`Self::add_change`]).
+    async fn start_backfill(&mut self, ti: usize, lsn: Lsn, added: &[String]) -> Result<()> {
+        let schema = &self.tables[ti].schema;
+        let key: Vec<dbsync_proto::v1::ColumnSchema> = schema
             .key_columns
             .iter()
-            .filter_map(|k| schema.columns.iter().find(|c| c.name.eq_ignore_ascii_case(k)))
+            .filter_map(|k| schema.columns.iter().find(|c| c.name.eq_ignore_ascii_case(k)).cloned())
             .collect();
-        let new: Vec<&dbsync_proto::v1::ColumnSchema> = schema
+        let new: Vec<dbsync_proto::v1::ColumnSchema> = schema
             .columns
             .iter()
             .filter(|c| c.computed_definition.is_empty() && added.iter().any(|a| a.eq_ignore_ascii_case(&c.name)))
+            .cloned()
             .collect();
         if key.is_empty() || key.len() != schema.key_columns.len() || new.is_empty() {
             return Ok(());
         }
-        let columns: Vec<String> = key.iter().chain(new.iter()).map(|c| c.name.clone()).collect();
-        let select: Vec<String> = key.iter().chain(new.iter()).map(|c| sql::select_expression(&c.name, &c.type_name)).collect();
-        let query = format!("SELECT {} FROM {}", select.join(", "), sql::table_name(&state.table));
-        let context = format!("reading the added columns of {}", sql::display_name(&state.table));
-        let table_name = sql::display_name(&state.table);
-        self.throttle.query().await;
-        let client = self.client().await?;
-        let rows = inspect::query_rows(client, &context, &query, &[]).await;
-        let rows = self.checked(rows)?;
-        tracing::info!(table = %table_name, rows = rows.len(), columns = ?added, "schema change: sending the added columns of every row");
+        let key_len = key.len();
+        let columns: Vec<dbsync_proto::v1::ColumnSchema> = key.into_iter().chain(new).collect();
+        tracing::info!(table = %sql::display_name(&self.tables[ti].table), columns = ?added, "schema change: sending the added columns of every row");
         self.pending.push_back(ChangeMessage {
             kind: Some(change_message::Kind::Columns(ChangeTableColumns {
                 table_index: u32::try_from(ti).unwrap_or(u32::MAX),
                 capture_instance: String::new(),
-                columns,
+                columns: columns.iter().map(|c| c.name.clone()).collect(),
                 start_lsn: lsn.as_bytes().to_vec(),
             })),
         });
         self.tables[ti].columns_sent = None;
         self.ensure_commit_time(lsn).await?;
         let commit_time_ticks = self.commit_times.get(&lsn).copied();
+        self.backfill = Some(Backfill { table: ti, lsn, columns, key_len, after: None, commit_time_ticks, rows: 0 });
+        Ok(())
+    }
+
+    /// Reads and sends the backfill's next page (the rows after the last key sent).
+    async fn backfill_page(&mut self) -> Result<()> {
+        let Some(b) = self.backfill.as_mut() else { return Ok(()) };
+        let (ti, lsn, commit_time_ticks) = (b.table, b.lsn, b.commit_time_ticks);
+        let page = self.max_rows.max(1);
+        let table = self.tables[ti].table.clone();
+        let mut params = sql::Params::default();
+        let top = params.raw(ColumnData::I64(Some(i64::try_from(page).unwrap_or(i64::MAX))));
+        let keys: Vec<&dbsync_proto::v1::ColumnSchema> = b.columns[..b.key_len].iter().collect();
+        let after = match &b.after {
+            Some(last) => format!(" WHERE {}", sql::key_predicate(&keys, last, sql::Side::After, &mut params)?),
+            None => String::new(),
+        };
+        let select: Vec<String> = b.columns.iter().map(|c| sql::select_expression(&c.name, &c.type_name)).collect();
+        let query = format!("SELECT TOP ({top}) {} FROM {}{after}{}", select.join(", "), sql::table_name(&table), sql::order_by(&keys));
+        let key_len = b.key_len;
+        let context = format!("reading the added columns of {}", sql::display_name(&table));
+        self.throttle.query().await;
+        let client = self.client().await?;
+        let rows = inspect::query_rows(client, &context, &query, &params.values()).await;
+        let rows = self.checked(rows)?;
+        let read = rows.len();
         let position = Position { commit_lsn: lsn, seqval: Lsn::ZERO, operation: 0 };
+        let mut last_key = None;
         for row in rows {
             if self.fragment.as_ref().is_some_and(|f| f.changes.len() >= self.max_rows || f.bytes >= self.max_bytes) {
                 self.flush_fragment(false).await;
             }
             let values: Vec<Value> = row.into_iter().map(decode::to_value).collect();
             let bytes = values.iter().map(|v| decode::value_size(v) as u64).sum::<u64>() + 40;
+            last_key = Some(values[..key_len].to_vec());
             let next_index = self.fragment.as_ref().map(|f| f.index);
             let f = self.fragment.get_or_insert_with(|| FragmentBuilder {
                 commit_lsn: lsn,
@@ -979,6 +1173,17 @@ impl CdcStream {
                 update_mask: Vec::new(),
                 values,
             });
+        }
+        if read == page && self.fragment.as_ref().is_some_and(|f| f.changes.len() >= self.max_rows || f.bytes >= self.max_bytes) {
+            // A full page is on its way before the next one is read.
+            self.flush_fragment(false).await;
+        }
+        let b = self.backfill.as_mut().expect("checked above");
+        b.rows += read as u64;
+        b.after = last_key.or(b.after.take());
+        if read < page {
+            tracing::info!(table = %sql::display_name(&table), rows = b.rows, "schema change: added columns sent");
+            self.backfill = None;
         }
         Ok(())
     }
@@ -1016,31 +1221,46 @@ impl CdcStream {
     /// older instance that dbsync created and that ends below it is no longer needed. Dropping
     /// it frees the second slot for the next schema change (a table has at most two).
     async fn retire_old_instances(&mut self) -> Result<()> {
-        let prefix = self.prefix.to_ascii_lowercase();
         let mut retired = false;
         for ti in 0..self.tables.len() {
-            let instances = self.tables[ti].instances.clone();
-            let Some(newest) = instances.last() else { continue };
-            if instances.len() < 2 || self.position.commit_lsn < newest.start_lsn {
-                continue;
-            }
-            for old in &instances[..instances.len() - 1] {
-                if !old.name.to_ascii_lowercase().starts_with(&prefix) {
-                    continue;
-                }
-                let t = self.tables[ti].table.clone();
-                let statement = setup::disable_table_statement(&t.schema, &t.name, &old.name);
-                tracing::info!(table = %sql::display_name(&t), capture_instance = %old.name, "retiring a capture instance the stream has passed");
-                let client = self.client().await?;
-                let r = inspect::batch(client, &format!("disabling capture instance {}", old.name), &statement).await;
-                self.checked(r)?;
-                retired = true;
-            }
+            retired |= self.retire_passed(ti).await?;
         }
         if retired {
             self.refresh_instances().await?;
         }
         Ok(())
+    }
+
+    /// Drops the table's older instances (dbsync's only) once the position has passed the
+    /// newest one's start: the stream never reads them again. Mid-stream (only when a column
+    /// change needs the slot) the applier may not have committed that far yet; if it restarts
+    /// from below, the table finds no instance covering its position and is loaded again,
+    /// loudly, never skipped. Returns whether one was dropped.
+    async fn retire_passed(&mut self, ti: usize) -> Result<bool> {
+        let prefix = self.prefix.to_ascii_lowercase();
+        let instances = self.tables[ti].instances.clone();
+        let Some(newest) = instances.last() else { return Ok(false) };
+        if instances.len() < 2 || self.position.commit_lsn < newest.start_lsn {
+            return Ok(false);
+        }
+        let mut retired = false;
+        for old in &instances[..instances.len() - 1] {
+            if !old.name.to_ascii_lowercase().starts_with(&prefix) {
+                continue;
+            }
+            let t = self.tables[ti].table.clone();
+            let statement = setup::disable_table_statement(&t.schema, &t.name, &old.name);
+            tracing::info!(table = %sql::display_name(&t), capture_instance = %old.name, "retiring a capture instance the stream has passed");
+            let client = self.client().await?;
+            let r = inspect::batch(client, &format!("disabling capture instance {}", old.name), &statement).await;
+            self.checked(r)?;
+            let state = &mut self.tables[ti];
+            state.instances.retain(|i| i.name != old.name);
+            state.listed_names.retain(|n| *n != old.name);
+            state.listed_instances = state.listed_instances.saturating_sub(1);
+            retired = true;
+        }
+        Ok(retired)
     }
 
     /// Announces a schema change of a table (or its switch to a newer capture instance) with
@@ -1097,7 +1317,7 @@ impl CdcStream {
             .commit_time_ticks
             .map(|t| decode::ticks_to_unix_micros(t - self.tz_offset_minutes * 600_000_000))
             .unwrap_or(0);
-        self.position = if last { Position::end_of(f.commit_lsn) } else { f.last_position };
+        self.set_position(if last { Position::end_of(f.commit_lsn) } else { f.last_position });
         if !last {
             self.fragment = Some(FragmentBuilder {
                 commit_lsn: f.commit_lsn,
@@ -1117,18 +1337,28 @@ impl CdcStream {
                 fragment_index: f.index,
             })),
         });
+        if last {
+            for (table, requested, min, reason) in std::mem::take(&mut self.due_resnapshots) {
+                self.resnapshot(table, requested, min, reason);
+            }
+        }
     }
 
     /// Poll step 6: the window is delivered; report progress.
     async fn finish_window(&mut self) -> Result<()> {
         self.flush_fragment(true).await;
-        let Some(max) = self.window_max.take() else { return Ok(()) };
+        let Some(max) = self.window_max else { return Ok(()) };
         self.announce_ddl(max).await?;
+        if self.backfill.is_some() {
+            // advance_window sends its pages, then comes back here.
+            return Ok(());
+        }
+        self.window_max = None;
         self.flush_fragment(true).await;
         self.cursors.clear();
         self.commit_times.clear();
         if max > self.position.commit_lsn || self.position != Position::end_of(self.position.commit_lsn) {
-            self.position = Position::end_of(max.max(self.position.commit_lsn));
+            self.set_position(Position::end_of(max.max(self.position.commit_lsn)));
         }
         let now = Instant::now();
         let due = match self.last_progress {

@@ -96,6 +96,25 @@ async fn database_triggers(client: &mut SqlClient) -> Result<Vec<String>> {
     rows.iter().map(|r| inspect::get_text(r, "name")).collect()
 }
 
+/// The prefixes of dbsync's installations in the database: the default one, and the prefix of
+/// every `<prefix>ddl_trigger` DDL trigger, so a task's own tables are known whatever prefix
+/// it chose (ReadSchema never lists them).
+pub async fn installed_prefixes(client: &mut SqlClient) -> Result<Vec<String>> {
+    const TRIGGER: &str = "ddl_trigger";
+    let mut prefixes = vec![crate::setup::DEFAULT_PREFIX.to_string()];
+    for name in database_triggers(client).await? {
+        if name.to_ascii_lowercase().ends_with(TRIGGER) {
+            prefixes.push(name[..name.len() - TRIGGER.len()].to_string());
+        }
+    }
+    Ok(prefixes)
+}
+
+/// Is `schema.table` one of dbsync's own tables under any of `prefixes`?
+pub fn is_own_table(prefixes: &[String], schema: &str, table: &str) -> bool {
+    prefixes.iter().any(|p| HybridObjects::new(p).owns(schema, table))
+}
+
 fn exists(tables: &[TableRow], t: &TableRef) -> bool {
     tables.iter().any(|r| r.schema.eq_ignore_ascii_case(&t.schema) && r.name.eq_ignore_ascii_case(&t.name))
 }

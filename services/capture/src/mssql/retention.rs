@@ -2,18 +2,21 @@
 //! still needs. Gauge `dbsync_capture_retention_headroom_seconds{task,table}` = commit time of
 //! the stream's position + the cleanup job's retention − now; a warning when it falls below
 //! a tenth of the retention, before the stream overruns it (and a table needs a re-snapshot).
+//! A timer task per stream ([`spawn_timer`]) refreshes it on its own pooled connection, so it
+//! stays current while the stream is busy (a long window, a throttle wait, a slow applier).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dbsync_core::Lsn;
 use tiberius::ColumnData;
 
 use crate::error::Result;
-use crate::mssql::client::SqlClient;
+use crate::mssql::client::{SourcePool, SqlClient};
 use crate::mssql::inspect::{self, get_ticks, query_rows};
 
-/// The gauge is refreshed at most this often per stream.
-const UPDATE_EVERY: Duration = Duration::from_secs(10);
+/// The gauge is refreshed this often per stream (two cheap queries).
+pub const UPDATE_EVERY: Duration = Duration::from_secs(5);
 /// `msdb.dbo.cdc_jobs` is read at most this often per stream.
 const RETENTION_EVERY: Duration = Duration::from_secs(60);
 /// Ticks (100 ns) per second.
@@ -72,7 +75,6 @@ pub struct RetentionHeadroom {
     tables: Vec<String>,
     retention: Option<Duration>,
     retention_read: Option<Instant>,
-    updated: Option<Instant>,
     warned: bool,
 }
 
@@ -83,22 +85,14 @@ impl RetentionHeadroom {
             tables,
             retention: None,
             retention_read: None,
-            updated: None,
             warned: false,
         }
     }
 
-    /// Whether an update is due (at most every ~10 s).
-    pub fn due(&self, now: Instant) -> bool {
-        self.updated
-            .is_none_or(|at| now.duration_since(at) >= UPDATE_EVERY)
-    }
-
     /// Refreshes the gauge for the stream at `lsn`. Errors only cost the metric: they are
-    /// logged at debug level and the stream goes on.
-    pub async fn update(&mut self, client: &mut SqlClient, lsn: Lsn) {
+    /// logged at debug level and the stream goes on. Returns false after an error.
+    pub async fn update(&mut self, client: &mut SqlClient, lsn: Lsn) -> bool {
         let now = Instant::now();
-        self.updated = Some(now);
         if self
             .retention_read
             .is_none_or(|at| now.duration_since(at) >= RETENTION_EVERY)
@@ -110,19 +104,19 @@ impl RetentionHeadroom {
                 }
                 Err(e) => {
                     tracing::debug!(task = %self.task, error = %e, "reading the CDC cleanup retention");
-                    return;
+                    return false;
                 }
             }
         }
         let Some(retention) = self.retention else {
-            return;
+            return true;
         };
         let (at, server_now) = match position_time(client, lsn).await {
             Ok(Some(t)) => t,
-            Ok(None) => return,
+            Ok(None) => return true,
             Err(e) => {
                 tracing::debug!(task = %self.task, error = %e, "mapping the stream position to a time");
-                return;
+                return false;
             }
         };
         let headroom = retention_headroom(at, retention, server_now);
@@ -138,7 +132,35 @@ impl RetentionHeadroom {
                  let the stream catch up or raise the retention with sys.sp_cdc_change_job");
         }
         self.warned = low;
+        true
     }
+}
+
+/// Refreshes the gauge every [`UPDATE_EVERY`] for the position the stream publishes (zero:
+/// none yet), on a pooled connection of its own. Ends when the stream drops its sender.
+pub fn spawn_timer(pool: Arc<SourcePool>, mut headroom: RetentionHeadroom, position: tokio::sync::watch::Receiver<Lsn>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(UPDATE_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if position.has_changed().is_err() {
+                return;
+            }
+            let lsn = *position.borrow();
+            if lsn == Lsn::ZERO {
+                continue;
+            }
+            match pool.get().await {
+                Ok(mut conn) => {
+                    if headroom.update(conn.client(), lsn).await {
+                        conn.mark_clean();
+                    }
+                }
+                Err(e) => tracing::debug!(task = %headroom.task, error = %e, "connecting for the retention headroom"),
+            }
+        }
+    });
 }
 
 #[cfg(test)]
