@@ -9,9 +9,7 @@ use std::time::Duration;
 
 use dbsync_proto::v1 as pb;
 use dbsync_testkit::bench::{bench_task, drive_bench_changes, load_source, BENCH_DB};
-use dbsync_testkit::harness::retention::{
-    clean_up_change_data, customers_and_orders_task, insert_orders,
-};
+use dbsync_testkit::harness::retention::{customers_and_orders_task, overrun_orders_retention};
 use dbsync_testkit::harness::workload::{finish_workload, sample_workload, spawn_workload};
 use dbsync_testkit::harness::{
     describe_tables, wait_for, Service, StandIn, TableMapping, KEYLESS_SAMPLE_TABLES,
@@ -52,16 +50,59 @@ async fn crash_once(rng: &mut StdRng, victim: Victim, service: &mut Service) {
     service.restart().await.unwrap();
 }
 
-fn pick<'a>(
-    victim: Victim,
+/// `n` victims: each service once, then seeded random picks.
+fn schedule(rng: &mut StdRng, n: usize) -> Vec<Victim> {
+    const ALL: [Victim; 3] = [Victim::Capture, Victim::Apply, Victim::Coordinator];
+    (0..n)
+        .map(|i| match ALL.get(i) {
+            Some(first) => *first,
+            None => ALL[rng.random_range(0..ALL.len())],
+        })
+        .collect()
+}
+
+/// The services a crash can hit (the first applier), borrowed apart from the stand-in so that
+/// changes can run against it meanwhile.
+struct Victims<'a> {
     capture: &'a mut Service,
     apply: &'a mut Service,
     coordinator: &'a mut Service,
-) -> &'a mut Service {
-    match victim {
-        Victim::Capture => capture,
-        Victim::Apply => apply,
-        Victim::Coordinator => coordinator,
+}
+
+impl<'a> Victims<'a> {
+    fn of(env: &'a mut TestEnv) -> (&'a StandIn, Victims<'a>) {
+        let TestEnv {
+            standin,
+            capture,
+            appliers,
+            coordinator,
+            ..
+        } = env;
+        let apply = &mut appliers[0];
+        (
+            standin,
+            Victims {
+                capture,
+                apply,
+                coordinator,
+            },
+        )
+    }
+
+    async fn crash(&mut self, rng: &mut StdRng, victim: Victim) {
+        let service = match victim {
+            Victim::Capture => &mut *self.capture,
+            Victim::Apply => &mut *self.apply,
+            Victim::Coordinator => &mut *self.coordinator,
+        };
+        crash_once(rng, victim, service).await;
+    }
+
+    /// Crashes the victims of `schedule` one after the other.
+    async fn crash_in_turn(&mut self, rng: &mut StdRng, schedule: &[Victim]) {
+        for victim in schedule {
+            self.crash(rng, *victim).await;
+        }
     }
 }
 
@@ -69,16 +110,24 @@ fn bench_table() -> Vec<TableMapping> {
     vec![TableMapping::lower(BENCH_DB, "dbo", "bench7")]
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_and_resume_during_full_sync_gives_the_exact_result() {
-    let mut rng = StdRng::seed_from_u64(seed());
-    let mut env = TestEnv::start(EnvOptions {
+/// An environment without the sample database; the source holds the bench table with `rows`
+/// rows.
+async fn bench_env(rows: u64, appliers: usize) -> TestEnv {
+    let env = TestEnv::start(EnvOptions {
         sample_rows: None,
+        appliers,
         ..Default::default()
     })
     .await
     .unwrap();
-    load_source(&env.standin, 200_000).await.unwrap();
+    load_source(&env.standin, rows).await.unwrap();
+    env
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_and_resume_during_full_sync_gives_the_exact_result() {
+    let mut rng = StdRng::seed_from_u64(seed());
+    let mut env = bench_env(200_000, 1).await;
     let task = env
         .run_task(&bench_task(&env, "crash-full", true, false, 5_000))
         .await
@@ -99,18 +148,7 @@ async fn kill_and_resume_during_full_sync_gives_the_exact_result() {
         }) {
             break;
         }
-        let TestEnv {
-            capture,
-            appliers,
-            coordinator,
-            ..
-        } = &mut env;
-        crash_once(
-            &mut rng,
-            victim,
-            pick(victim, capture, &mut appliers[0], coordinator),
-        )
-        .await;
+        Victims::of(&mut env).1.crash(&mut rng, victim).await;
         points += 1;
     }
     eprintln!("{points} crash points during full sync");
@@ -128,42 +166,16 @@ async fn kill_and_resume_during_full_sync_gives_the_exact_result() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_any_service_during_incremental_sync_loses_and_repeats_nothing() {
     let mut rng = StdRng::seed_from_u64(seed());
-    let mut env = TestEnv::start(EnvOptions {
-        sample_rows: None,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    load_source(&env.standin, 5_000).await.unwrap();
-    let task = env
-        .run_task(&bench_task(&env, "crash-incremental", true, true, 1_000))
-        .await
-        .unwrap();
-    env.wait_phases(
-        &task,
-        &[pb::TablePhase::Streaming],
+    let mut env = bench_env(5_000, 1).await;
+    env.run_until_streaming(
+        &bench_task(&env, "crash-incremental", true, true, 1_000),
         Duration::from_secs(120),
     )
     .await
     .unwrap();
     let stop = CancellationToken::new();
-    let victims = [Victim::Capture, Victim::Apply, Victim::Coordinator];
-    let schedule: Vec<Victim> = (0..16)
-        .map(|n| {
-            victims[if n < 3 {
-                n
-            } else {
-                rng.random_range(0..victims.len())
-            }]
-        })
-        .collect();
-    let TestEnv {
-        standin,
-        capture,
-        appliers,
-        coordinator,
-        ..
-    } = &mut env;
+    let schedule = schedule(&mut rng, 16);
+    let (standin, mut victims) = Victims::of(&mut env);
     let driver = drive_bench_changes(
         standin,
         5_000,
@@ -173,14 +185,7 @@ async fn kill_any_service_during_incremental_sync_loses_and_repeats_nothing() {
         stop.clone(),
     );
     let crashes = async {
-        for victim in schedule {
-            crash_once(
-                &mut rng,
-                victim,
-                pick(victim, capture, &mut appliers[0], coordinator),
-            )
-            .await;
-        }
+        victims.crash_in_turn(&mut rng, &schedule).await;
         stop.cancel();
     };
     let (changes, ()) = tokio::join!(driver, crashes);
@@ -198,49 +203,25 @@ async fn kill_any_service_during_incremental_sync_loses_and_repeats_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kills_during_key_and_lob_only_updates_lose_and_repeat_nothing() {
     let mut rng = StdRng::seed_from_u64(seed());
-    let mut env = TestEnv::start(EnvOptions {
-        sample_rows: Some(200),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let mut env = TestEnv::start_with_sample(Some(200)).await.unwrap();
     let task = env
-        .run_task(&env.sample_task_with("crash-sample", true, true, KEYLESS_SAMPLE_TABLES, "", ""))
+        .run_until_streaming(
+            &env.sample_task_with("crash-sample", true, true, KEYLESS_SAMPLE_TABLES, "", ""),
+            Duration::from_secs(180),
+        )
         .await
         .unwrap();
-    env.wait_phases(
-        &task,
-        &[pb::TablePhase::Streaming],
-        Duration::from_secs(180),
-    )
-    .await
-    .unwrap();
     let stop = CancellationToken::new();
     let workload = spawn_workload(
         &env.standin,
         sample_workload(&env.standin, rng.random(), 100_000, Some(120.0)),
         stop.clone(),
     );
-    let victims = [Victim::Capture, Victim::Apply, Victim::Coordinator];
-    for n in 0..8 {
-        let victim = victims[if n < 3 {
-            n
-        } else {
-            rng.random_range(0..victims.len())
-        }];
-        let TestEnv {
-            capture,
-            appliers,
-            coordinator,
-            ..
-        } = &mut env;
-        crash_once(
-            &mut rng,
-            victim,
-            pick(victim, capture, &mut appliers[0], coordinator),
-        )
+    let schedule = schedule(&mut rng, 8);
+    Victims::of(&mut env)
+        .1
+        .crash_in_turn(&mut rng, &schedule)
         .await;
-    }
     stop.cancel();
     let stats = finish_workload(workload, Duration::from_secs(60)).await;
     assert!(
@@ -255,24 +236,13 @@ async fn kills_during_key_and_lob_only_updates_lose_and_repeat_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tables_of_a_dead_applier_move_to_another() {
-    let mut env = TestEnv::start(EnvOptions {
-        sample_rows: None,
-        appliers: 2,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    load_source(&env.standin, 5_000).await.unwrap();
+    let mut env = bench_env(5_000, 2).await;
     let task = env
         .run_task(&bench_task(&env, "failover", true, true, 1_000))
         .await
         .unwrap();
     let status = env
-        .wait_phases(
-            &task,
-            &[pb::TablePhase::Streaming],
-            Duration::from_secs(120),
-        )
+        .wait_streaming(&task, Duration::from_secs(120))
         .await
         .unwrap();
     let owner = status.tables[0].worker_id.clone();
@@ -355,42 +325,20 @@ async fn change_customers_and_orders(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kills_during_a_resnapshot_lose_and_repeat_nothing() {
     let mut rng = StdRng::seed_from_u64(seed());
-    let mut env = TestEnv::start(EnvOptions {
-        sample_rows: Some(300),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let mut env = TestEnv::start_with_sample(Some(300)).await.unwrap();
     let task = env
-        .run_task(&customers_and_orders_task(&env, "crash-resnapshot", 600))
+        .run_until_streaming(
+            &customers_and_orders_task(&env, "crash-resnapshot", 600),
+            Duration::from_secs(180),
+        )
         .await
         .unwrap();
-    env.wait_phases(
+    overrun_orders_retention(&mut env, 3000, &[]).await.unwrap();
+    env.wait_table_phase(
         &task,
-        &[pb::TablePhase::Streaming],
-        Duration::from_secs(180),
-    )
-    .await
-    .unwrap();
-    env.appliers[0].kill();
-    insert_orders(&env.standin, 3000).unwrap();
-    clean_up_change_data(&env.standin, "shop", "sales", "orders").unwrap();
-    env.appliers[0].restart().await.unwrap();
-    wait_for(
-        "orders to be re-snapshotted",
+        "orders",
+        pb::TablePhase::Resnapshot,
         Duration::from_secs(60),
-        || async {
-            let status = env.status(&task).await?;
-            let resnapshot = status.tables.iter().any(|t| {
-                t.phase == pb::TablePhase::Resnapshot as i32
-                    && t.source.as_ref().is_some_and(|s| s.name == "orders")
-            });
-            Ok(if resnapshot {
-                Ok(())
-            } else {
-                Err(describe_tables(&status))
-            })
-        },
     )
     .await
     .unwrap();
@@ -405,23 +353,10 @@ async fn kills_during_a_resnapshot_lose_and_repeat_nothing() {
         Victim::Apply,
     ];
     let changer_seed = rng.random();
-    let TestEnv {
-        standin,
-        capture,
-        appliers,
-        coordinator,
-        ..
-    } = &mut env;
+    let (standin, mut victims) = Victims::of(&mut env);
     let changer = change_customers_and_orders(standin, changer_seed, stop.clone());
     let crashes = async {
-        for victim in schedule {
-            crash_once(
-                &mut rng,
-                victim,
-                pick(victim, capture, &mut appliers[0], coordinator),
-            )
-            .await;
-        }
+        victims.crash_in_turn(&mut rng, &schedule).await;
         stop.cancel();
     };
     let (changes, ()) = tokio::join!(changer, crashes);
@@ -430,16 +365,9 @@ async fn kills_during_a_resnapshot_lose_and_repeat_nothing() {
     env.wait_equal(&mappings, Duration::from_secs(180))
         .await
         .unwrap();
-    env.wait_phases(&task, &[pb::TablePhase::Streaming], Duration::from_secs(60))
+    env.wait_streaming(&task, Duration::from_secs(60))
         .await
         .unwrap();
-    let records: i64 = env
-        .target()
-        .await
-        .unwrap()
-        .query_one("SELECT count(*) FROM dbsync.resnapshots", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let records = env.resnapshot_records().await.unwrap();
     assert_eq!(records, 0, "the re-snapshot never finished");
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use dbsync_proto::v1 as pb;
 use dbsync_testkit::harness::{wait_for, TableMapping};
-use dbsync_testkit::{EnvOptions, TestEnv};
+use dbsync_testkit::TestEnv;
 use futures_util::TryStreamExt;
 
 const FILTER: &str = "is_active = 1";
@@ -80,12 +80,7 @@ async fn wait_converged(env: &TestEnv, what: &str) -> Vec<Row> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn column_expressions_and_row_filter_in_full_and_incremental_sync() {
-    let env = TestEnv::start(EnvOptions {
-        sample_rows: Some(200),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let env = TestEnv::start_with_sample(Some(200)).await.unwrap();
     let objects = format!(
         "  include: [\"shop.sales.customers\"]\n\
          \x20 tables:\n\
@@ -97,16 +92,12 @@ async fn column_expressions_and_row_filter_in_full_and_incremental_sync() {
          \x20       email: {{ expression: \"{EMAIL_EXPR}\" }}\n"
     );
     let task = env
-        .run_task(&env.sample_task_with("etl", true, true, &[], &objects, ""))
+        .run_until_streaming(
+            &env.sample_task_with("etl", true, true, &[], &objects, ""),
+            Duration::from_secs(180),
+        )
         .await
         .unwrap();
-    env.wait_phases(
-        &task,
-        &[pb::TablePhase::Streaming],
-        Duration::from_secs(180),
-    )
-    .await
-    .unwrap();
 
     // Full sync: every active customer, transformed; inactive ones (every tenth) left out.
     let rows = wait_converged(&env, "the full sync to match the stand-in's evaluation").await;

@@ -5,22 +5,15 @@
 use std::time::Duration;
 
 use dbsync_proto::v1 as pb;
-use dbsync_testkit::harness::retention::{
-    clean_up_change_data, customers_and_orders_task, insert_orders,
-};
+use dbsync_testkit::harness::retention::{customers_and_orders_task, overrun_orders_retention};
 use dbsync_testkit::harness::workload::{finish_workload, sample_workload, spawn_workload};
 use dbsync_testkit::harness::{wait_for, KEYLESS_SAMPLE_TABLES};
-use dbsync_testkit::{EnvOptions, TestEnv};
+use dbsync_testkit::TestEnv;
 use tokio_util::sync::CancellationToken;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changes_during_and_after_full_sync_converge_exactly() {
-    let env = TestEnv::start(EnvOptions {
-        sample_rows: Some(400),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let env = TestEnv::start_with_sample(Some(400)).await.unwrap();
     let task = env
         .run_task(&env.sample_task_with("incremental", true, true, KEYLESS_SAMPLE_TABLES, "", ""))
         .await
@@ -32,13 +25,9 @@ async fn changes_during_and_after_full_sync_converge_exactly() {
         sample_workload(&env.standin, 11, 300, Some(150.0)),
         stop.clone(),
     );
-    env.wait_phases(
-        &task,
-        &[pb::TablePhase::Streaming],
-        Duration::from_secs(180),
-    )
-    .await
-    .unwrap();
+    env.wait_streaming(&task, Duration::from_secs(180))
+        .await
+        .unwrap();
     let during = finish_workload(during, Duration::from_secs(120)).await;
     // After it, as fast as the workload goes.
     let after = finish_workload(
@@ -83,12 +72,7 @@ fn source_count(env: &TestEnv, sql: &str) -> usize {
 /// without any key gets its updates and deletes; removing the task removes every object.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hybrid_mode_follows_ddl_and_heap_tables_while_streaming_and_cleans_up() {
-    let env = TestEnv::start(EnvOptions {
-        sample_rows: Some(200),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let env = TestEnv::start_with_sample(Some(200)).await.unwrap();
     let spec = env
         .sample_task_with("hybrid", true, true, &[], "", "")
         .replace("mode: cdc-polling", "mode: hybrid");
@@ -98,13 +82,9 @@ async fn hybrid_mode_follows_ddl_and_heap_tables_while_streaming_and_cleans_up()
     let mut config = sample_workload(&env.standin, 21, 300, Some(150.0));
     config.ddl_every = 15;
     let during = spawn_workload(&env.standin, config, stop.clone());
-    env.wait_phases(
-        &task,
-        &[pb::TablePhase::Streaming],
-        Duration::from_secs(180),
-    )
-    .await
-    .unwrap();
+    env.wait_streaming(&task, Duration::from_secs(180))
+        .await
+        .unwrap();
     assert_eq!(
         source_count(
             &env,
@@ -236,39 +216,20 @@ async fn hybrid_mode_follows_ddl_and_heap_tables_while_streaming_and_cleans_up()
         .unwrap();
 }
 
-/// The status of one table of the task (by source name).
-async fn table_phase(env: &TestEnv, task: &str, table: &str) -> anyhow::Result<i32> {
-    let status = env.status(task).await?;
-    Ok(status
-        .tables
-        .iter()
-        .find(|t| t.source.as_ref().is_some_and(|s| s.name == table))
-        .map_or(pb::TablePhase::Unspecified as i32, |t| t.phase))
-}
-
 /// With `incremental.on_retention_overrun: fail` the task fails naming the table, and the
 /// target keeps what it had (no truncate, no reload).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_overrun_fails_the_task_when_asked_to() {
-    let mut env = TestEnv::start(EnvOptions {
-        sample_rows: Some(300),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let mut env = TestEnv::start_with_sample(Some(300)).await.unwrap();
     let spec = customers_and_orders_task(&env, "overrun-fails", 10_000).replace(
         "poll_interval_ms: 100 }",
         "poll_interval_ms: 100, on_retention_overrun: fail }",
     );
     assert!(spec.contains("on_retention_overrun: fail"), "{spec}");
-    let task = env.run_task(&spec).await.unwrap();
-    env.wait_phases(
-        &task,
-        &[pb::TablePhase::Streaming],
-        Duration::from_secs(180),
-    )
-    .await
-    .unwrap();
+    let task = env
+        .run_until_streaming(&spec, Duration::from_secs(180))
+        .await
+        .unwrap();
     let target = env.target().await.unwrap();
     let orders_on_target = || async {
         let row = target
@@ -283,10 +244,7 @@ async fn retention_overrun_fails_the_task_when_asked_to() {
     let before = orders_on_target().await;
     assert!(before.0 > 0, "{before:?}");
 
-    env.appliers[0].kill();
-    insert_orders(&env.standin, 500).unwrap();
-    clean_up_change_data(&env.standin, "shop", "sales", "orders").unwrap();
-    env.appliers[0].restart().await.unwrap();
+    overrun_orders_retention(&mut env, 500, &[]).await.unwrap();
 
     let status = env
         .wait_task_state(&task, pb::TaskState::Failed, Duration::from_secs(60))
@@ -301,10 +259,7 @@ async fn retention_overrun_fails_the_task_when_asked_to() {
     );
     // Nothing was truncated or reloaded, and no re-snapshot was recorded.
     assert_eq!(orders_on_target().await, before);
-    let records: i64 = target
-        .query_one("SELECT count(*) FROM dbsync.resnapshots", &[])
-        .await
-        .map_or(0, |r| r.get(0));
+    let records = env.resnapshot_records().await.unwrap_or(0);
     assert_eq!(records, 0);
 }
 
@@ -316,54 +271,36 @@ async fn retention_overrun_fails_the_task_when_asked_to() {
 /// table rejoins the group's stream, and the end state equals the source row by row.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_overrun_resnapshots_one_table_while_its_group_keeps_streaming() {
-    let mut env = TestEnv::start(EnvOptions {
-        sample_rows: Some(300),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let mut env = TestEnv::start_with_sample(Some(300)).await.unwrap();
     // A slow full-sync read rate makes the reload take seconds.
     let spec = customers_and_orders_task(&env, "resnapshot", 400);
-    let task = env.run_task(&spec).await.unwrap();
-    env.wait_phases(
-        &task,
-        &[pb::TablePhase::Streaming],
-        Duration::from_secs(180),
-    )
-    .await
-    .unwrap();
+    let task = env
+        .run_until_streaming(&spec, Duration::from_secs(180))
+        .await
+        .unwrap();
     let status = env.status(&task).await.unwrap();
     assert_eq!(status.tables.len(), 2, "{status:?}");
 
     // The applier is down while orders change and their change data is cleaned up.
-    env.appliers[0].kill();
-    insert_orders(&env.standin, 3000).unwrap();
-    env.standin
-        .run(
-            "shop",
-            "UPDATE sales.customers SET loyalty_points = loyalty_points + 1 WHERE customer_id % 3 = 0",
-        )
-        .unwrap();
-    clean_up_change_data(&env.standin, "shop", "sales", "orders").unwrap();
-    env.appliers[0].restart().await.unwrap();
+    overrun_orders_retention(
+        &mut env,
+        3000,
+        &["UPDATE sales.customers SET loyalty_points = loyalty_points + 1 WHERE customer_id % 3 = 0"],
+    )
+    .await
+    .unwrap();
 
     // Reported loudly, for orders only.
-    wait_for(
-        "orders to be re-snapshotted",
+    env.wait_table_phase(
+        &task,
+        "orders",
+        pb::TablePhase::Resnapshot,
         Duration::from_secs(60),
-        || async {
-            let orders = table_phase(&env, &task, "orders").await?;
-            Ok(if orders == pb::TablePhase::Resnapshot as i32 {
-                Ok(())
-            } else {
-                Err(format!("orders phase {orders}"))
-            })
-        },
     )
     .await
     .unwrap();
     assert_ne!(
-        table_phase(&env, &task, "customers").await.unwrap(),
+        env.table_phase(&task, "customers").await.unwrap(),
         pb::TablePhase::Resnapshot as i32
     );
 
@@ -419,16 +356,11 @@ async fn retention_overrun_resnapshots_one_table_while_its_group_keeps_streaming
     env.wait_equal(&mappings, Duration::from_secs(180))
         .await
         .unwrap();
-    env.wait_phases(&task, &[pb::TablePhase::Streaming], Duration::from_secs(60))
+    env.wait_streaming(&task, Duration::from_secs(60))
         .await
         .unwrap();
     // The table rejoined the group's stream: later changes arrive the normal way.
-    let records: i64 = target
-        .query_one("SELECT count(*) FROM dbsync.resnapshots", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(records, 0);
+    assert_eq!(env.resnapshot_records().await.unwrap(), 0);
     env.standin
         .run(
             "shop",

@@ -58,6 +58,23 @@ pub fn clean_up_change_data(
         .map_err(|e| anyhow::anyhow!("cleanup of {instance}: {e:?}"))
 }
 
+/// Overruns the retention of `sales.orders` while the first applier is down: kills it, inserts
+/// `orders` orders, runs `also` (statements on `shop`), removes the orders' change data and
+/// restarts the applier, which finds its stream position of orders cleaned up.
+pub async fn overrun_orders_retention(
+    env: &mut TestEnv,
+    orders: usize,
+    also: &[&str],
+) -> anyhow::Result<()> {
+    env.appliers[0].kill();
+    insert_orders(&env.standin, orders)?;
+    for sql in also {
+        env.standin.run("shop", sql)?;
+    }
+    clean_up_change_data(&env.standin, "shop", "sales", "orders")?;
+    env.appliers[0].restart().await
+}
+
 /// A full + incremental task over `sales.customers` and `sales.orders` only (one FK group),
 /// with the full-sync read rate capped so that loading orders takes seconds.
 pub fn customers_and_orders_task(env: &TestEnv, name: &str, full_rows_per_second: u32) -> String {
