@@ -40,7 +40,10 @@ impl Aggregate {
 
     /// The sums as 16-byte big-endian two's complement (the wire form).
     pub fn sums_bytes(&self) -> (Vec<u8>, Vec<u8>) {
-        (self.high.to_be_bytes().to_vec(), self.low.to_be_bytes().to_vec())
+        (
+            self.high.to_be_bytes().to_vec(),
+            self.low.to_be_bytes().to_vec(),
+        )
     }
 
     /// From the wire form; None when a sum is not 16 bytes.
@@ -80,7 +83,12 @@ pub struct RowDigester {
 impl RowDigester {
     pub fn new(columns: Vec<(usize, PgColumnType)>, key: Vec<usize>) -> RowDigester {
         let starts = Vec::with_capacity(columns.len() + 1);
-        RowDigester { columns, key, buf: Vec::with_capacity(512), starts }
+        RowDigester {
+            columns,
+            key,
+            buf: Vec::with_capacity(512),
+            starts,
+        }
     }
 
     /// `(key digest, row digest)` of a source row (values in source column order).
@@ -112,7 +120,8 @@ impl RowDigester {
 /// The one rule for both sides: apply encodes and verify compares its written columns in this
 /// type, capture digests source rows in it.
 pub fn canonical_type(source: &ColumnSchema, kind: PgKind) -> PgColumnType {
-    let mut ty = map_column(source, &MappingOptions::default()).unwrap_or_else(|_| PgColumnType::new(&source.name, kind));
+    let mut ty = map_column(source, &MappingOptions::default())
+        .unwrap_or_else(|_| PgColumnType::new(&source.name, kind));
     ty.kind = kind;
     ty
 }
@@ -120,12 +129,18 @@ pub fn canonical_type(source: &ColumnSchema, kind: PgKind) -> PgColumnType {
 /// The wire form of a written column for [`kind_from_column`].
 pub fn canonical_column(source_index: usize, kind: PgKind) -> CanonicalColumn {
     let (precision, scale, length) = match kind {
-        PgKind::Numeric { precision, scale } => (precision.map_or(-1, i32::from), u32::from(scale), -1),
-        PgKind::Time { precision } | PgKind::Timestamp { precision } | PgKind::Timestamptz { precision } => {
-            (i32::from(precision), 0, -1)
+        PgKind::Numeric { precision, scale } => {
+            (precision.map_or(-1, i32::from), u32::from(scale), -1)
         }
+        PgKind::Time { precision }
+        | PgKind::Timestamp { precision }
+        | PgKind::Timestamptz { precision } => (i32::from(precision), 0, -1),
         PgKind::Char { length } => (-1, 0, i32::try_from(length).unwrap_or(i32::MAX)),
-        PgKind::Varchar { length } => (-1, 0, length.map_or(-1, |l| i32::try_from(l).unwrap_or(i32::MAX))),
+        PgKind::Varchar { length } => (
+            -1,
+            0,
+            length.map_or(-1, |l| i32::try_from(l).unwrap_or(i32::MAX)),
+        ),
         _ => (-1, 0, -1),
     };
     CanonicalColumn {
@@ -158,7 +173,9 @@ pub fn kind_from_column(c: &CanonicalColumn) -> Option<PgKind> {
         "timestamptz" => PgKind::Timestamptz { precision: digits },
         "uuid" => PgKind::Uuid,
         "bytea" => PgKind::Bytea,
-        "bpchar" => PgKind::Char { length: length.unwrap_or(1) },
+        "bpchar" => PgKind::Char {
+            length: length.unwrap_or(1),
+        },
         "varchar" => PgKind::Varchar { length },
         "text" => PgKind::Text,
         "xml" => PgKind::Xml,
@@ -212,8 +229,14 @@ mod tests {
             PgKind::BigInt,
             PgKind::Real,
             PgKind::Double,
-            PgKind::Numeric { precision: Some(19), scale: 4 },
-            PgKind::Numeric { precision: None, scale: 0 },
+            PgKind::Numeric {
+                precision: Some(19),
+                scale: 4,
+            },
+            PgKind::Numeric {
+                precision: None,
+                scale: 0,
+            },
             PgKind::Date,
             PgKind::Time { precision: 3 },
             PgKind::Timestamp { precision: 6 },
@@ -234,7 +257,10 @@ mod tests {
             assert_eq!(wire.source_index as usize, i);
             assert_eq!(kind_from_column(&wire), Some(kind), "{wire:?}");
         }
-        let unknown = CanonicalColumn { pg_type: "money".into(), ..Default::default() };
+        let unknown = CanonicalColumn {
+            pg_type: "money".into(),
+            ..Default::default()
+        };
         assert_eq!(kind_from_column(&unknown), None);
     }
 
@@ -242,8 +268,14 @@ mod tests {
     fn a_keyless_row_is_its_own_key() {
         let ty = |k| PgColumnType::new("c", k);
         let values = [Value::default(), Value::default()];
-        let mut keyed = RowDigester::new(vec![(0, ty(PgKind::Integer)), (1, ty(PgKind::Text))], vec![0]);
-        let mut keyless = RowDigester::new(vec![(0, ty(PgKind::Integer)), (1, ty(PgKind::Text))], vec![]);
+        let mut keyed = RowDigester::new(
+            vec![(0, ty(PgKind::Integer)), (1, ty(PgKind::Text))],
+            vec![0],
+        );
+        let mut keyless = RowDigester::new(
+            vec![(0, ty(PgKind::Integer)), (1, ty(PgKind::Text))],
+            vec![],
+        );
         let (k1, r1) = keyed.digests(&values);
         let (k2, r2) = keyless.digests(&values);
         assert_eq!(r1, r2);
