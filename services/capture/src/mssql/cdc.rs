@@ -787,7 +787,7 @@ impl CdcStream {
     /// stream.
     fn drop_finished_cursors(&mut self) {
         let tables = &self.tables;
-        self.cursors.retain(|c| !tables[c.table].stopped && !(c.exhausted && c.buffer.is_empty()));
+        self.cursors.retain(|c| !(tables[c.table].stopped || (c.exhausted && c.buffer.is_empty())));
     }
 
     async fn add_change(&mut self, mut row: ChangeRow) -> Result<()> {
