@@ -251,9 +251,20 @@ pub async fn post_load(
     Ok(())
 }
 
+/// Sort memory for building keys after the load, unless the session already has more:
+/// PostgreSQL's 64 MB default spills the sort of a few million keys to disk.
+const KEY_BUILD_MEMORY: &str = "SELECT set_config('maintenance_work_mem', '256MB', false)
+     WHERE pg_size_bytes(current_setting('maintenance_work_mem')) < pg_size_bytes('256MB')";
+
 /// Builds the keys of a loaded table ([`DdlOptions::defer_keys`]); those a resumed post-load
 /// already built are skipped.
 async fn create_keys(client: &Client, t: &TableTarget, keys: &[KeyDdl]) -> Result<()> {
+    if !keys.is_empty() {
+        client
+            .batch_execute(KEY_BUILD_MEMORY)
+            .await
+            .map_err(|e| ApplyError::target(&t.qualified, "raising maintenance_work_mem", e))?;
+    }
     for key in keys {
         if let Some(name) = &key.constraint {
             if constraint_exists(client, t, name).await? {

@@ -274,12 +274,14 @@ pub async fn bench_full(o: &BenchOptions) -> anyhow::Result<String> {
         env.task_base("bench-full"),
         o.parallel_chunks.max(1)
     );
+    let cpu_before = CpuSample::take(&env);
     let started = Instant::now();
     let task = env.run_task(&spec).await?;
     let status = env
         .wait_task_state(&task, pb::TaskState::Completed, Duration::from_secs(3600))
         .await?;
     let elapsed = started.elapsed();
+    let cpu = CpuSample::take(&env).since(&cpu_before);
     let copied: i64 = pg
         .query_one("SELECT count(*) FROM dbo.bench7", &[])
         .await?
@@ -310,11 +312,46 @@ pub async fn bench_full(o: &BenchOptions) -> anyhow::Result<String> {
         "    ratio {:.0}% of ceiling (target ≥ 60%)",
         100.0 * dbsync_rate / ceiling_rate
     )?;
+    writeln!(out, "{}", cpu.report(elapsed))?;
     writeln!(out, "{}", memory_report(&env))?;
     if o.rows > 0 && o.verify {
         writeln!(out, "{}", bench_verify_on(&env, &task, o.rows).await?)?;
     }
     Ok(out)
+}
+
+/// CPU seconds per component of a run: where the time goes, nearly independent of what else
+/// the machine does (wall-clock rates are not).
+struct CpuSample(Vec<(&'static str, f64)>);
+
+impl CpuSample {
+    fn take(env: &TestEnv) -> CpuSample {
+        use crate::harness::cpu;
+        let service = |s: &crate::harness::service::Service| s.pid().map_or(0.0, cpu::tree_seconds);
+        CpuSample(vec![
+            // The stand-in runs inside this process.
+            ("stand-in", cpu::process_seconds(std::process::id()).unwrap_or(0.0)),
+            ("capture", service(&env.capture)),
+            ("apply", env.appliers.iter().map(service).sum()),
+            ("PostgreSQL", env.pg.postmaster_pid().map_or(0.0, cpu::tree_seconds)),
+            ("coordinator", service(&env.coordinator)),
+        ])
+    }
+
+    fn since(&self, before: &CpuSample) -> CpuSample {
+        CpuSample(self.0.iter().zip(&before.0).map(|((name, now), (_, then))| (*name, now - then)).collect())
+    }
+
+    fn report(&self, wall: Duration) -> String {
+        let total: f64 = self.0.iter().map(|(_, s)| s).sum();
+        let parts: Vec<String> = self.0.iter().map(|(name, s)| format!("{name} {s:.1}")).collect();
+        format!(
+            "    CPU seconds: {}; total {total:.1} in {:.1} s wall ({:.1} cores busy)",
+            parts.join(", "),
+            wall.as_secs_f64(),
+            total / wall.as_secs_f64().max(1e-9)
+        )
+    }
 }
 
 fn memory_report(env: &TestEnv) -> String {

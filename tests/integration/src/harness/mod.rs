@@ -2,6 +2,7 @@
 //! on 127.0.0.1 over its real protocol, and the helpers tests use to drive and check a task.
 
 pub mod compare;
+pub mod cpu;
 pub mod lag;
 pub mod retention;
 pub mod service;

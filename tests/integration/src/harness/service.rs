@@ -91,10 +91,15 @@ impl Service {
 
     /// Peak resident memory of a service running as a process (VmHWM), in bytes.
     pub fn peak_rss_bytes(&self) -> Option<u64> {
+        peak_rss_of(&format!("/proc/{}/status", self.pid()?))
+    }
+
+    /// Process id of a service running as a process.
+    pub fn pid(&self) -> Option<u32> {
         let Some(Running::Process(child)) = &self.running else {
             return None;
         };
-        peak_rss_of(&format!("/proc/{}/status", child.id()))
+        Some(child.id())
     }
 
     pub fn addr(&self) -> SocketAddr {

@@ -36,6 +36,15 @@ where
                 return Err(Error::Protocol("nvarchar: invalid plp length".into()));
             }
 
+            // ASCII fast path (dbsync): text that is all ASCII, as most is, becomes a String
+            // byte for byte, without decoding a char at a time.
+            if buf.chunks_exact(2).all(|c| c[1] == 0 && c[0] < 0x80) {
+                let ascii: Vec<u8> = buf.iter().step_by(2).copied().collect();
+                let s = String::from_utf8(ascii)
+                    .map_err(|_| Error::Protocol("nvarchar: invalid UTF-16 sequence".into()))?;
+                return Ok(Some(s.into()));
+            }
+
             // Decode UTF-16LE straight from the byte pairs, without first
             // collecting an intermediate `Vec<u16>` (one fewer full-buffer
             // allocation + copy per value).
