@@ -36,12 +36,9 @@ where
                 return Err(Error::Protocol("nvarchar: invalid plp length".into()));
             }
 
-            // ASCII fast path (dbsync): text that is all ASCII, as most is, becomes a String
-            // byte for byte, without decoding a char at a time.
-            if buf.chunks_exact(2).all(|c| c[1] == 0 && c[0] < 0x80) {
-                let ascii: Vec<u8> = buf.iter().step_by(2).copied().collect();
-                let s = String::from_utf8(ascii)
-                    .map_err(|_| Error::Protocol("nvarchar: invalid UTF-16 sequence".into()))?;
+            // Fast path (dbsync): text without surrogate pairs, as nearly all is, is transcoded
+            // to UTF-8 in one loop instead of a char at a time through `char::decode_utf16`.
+            if let Some(s) = bmp_utf16le_to_string(&buf) {
                 return Ok(Some(s.into()));
             }
 
@@ -72,6 +69,26 @@ where
         }
         _ => Ok(None),
     }
+}
+
+/// UTF-16LE without surrogates (the Basic Multilingual Plane) as a `String`; `None` when a
+/// surrogate appears, for the caller's full decoder (pairs, and unpaired-surrogate policy).
+fn bmp_utf16le_to_string(buf: &[u8]) -> Option<String> {
+    let mut out = Vec::with_capacity(buf.len() / 2 * 3);
+    for pair in buf.chunks_exact(2) {
+        let u = u16::from_le_bytes([pair[0], pair[1]]);
+        match u {
+            0..=0x7f => out.push(u as u8),
+            0x80..=0x7ff => out.extend_from_slice(&[0xc0 | (u >> 6) as u8, 0x80 | (u & 0x3f) as u8]),
+            0xd800..=0xdfff => return None,
+            _ => out.extend_from_slice(&[
+                0xe0 | (u >> 12) as u8,
+                0x80 | ((u >> 6) & 0x3f) as u8,
+                0x80 | (u & 0x3f) as u8,
+            ]),
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 #[cfg(test)]
