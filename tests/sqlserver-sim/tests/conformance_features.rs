@@ -11,93 +11,10 @@
 
 mod wire_support;
 
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use dbsync_sqlserver_sim::engine::{Engine, EngineConfig};
-use dbsync_sqlserver_sim::server::{Server, ServerHandle};
 use tiberius::numeric::Numeric;
-use tiberius::Row;
 use wire_support::*;
-
-const CHECK_DATABASE: &str = "conformance";
-
-/// Where the tests connect: the stand-in in process, or the server of `MSSQL_TEST_URL`.
-struct Target {
-    /// Kept alive for the test's duration (None against a real server).
-    server: Option<ServerHandle>,
-    engine: Option<Engine>,
-    config: tiberius::Config,
-}
-
-impl Target {
-    async fn start() -> Target {
-        if let Ok(url) = std::env::var("MSSQL_TEST_URL") {
-            let config = tiberius::Config::from_ado_string(&url)
-                .expect("MSSQL_TEST_URL is an ADO connection string");
-            return Target {
-                server: None,
-                engine: None,
-                config,
-            };
-        }
-        let engine_config = EngineConfig::default();
-        let password = engine_config.sa_password.clone();
-        let engine = Engine::new(engine_config);
-        engine
-            .run("master", &format!("CREATE DATABASE {CHECK_DATABASE}"))
-            .expect("database created");
-        let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
-        let server = Server::start(addr, Arc::new(engine.clone()))
-            .await
-            .expect("server starts");
-        let mut config = config(server.addr, &password);
-        config.database(CHECK_DATABASE);
-        Target {
-            server: Some(server),
-            engine: Some(engine),
-            config,
-        }
-    }
-
-    fn is_standin(&self) -> bool {
-        self.engine.is_some()
-    }
-
-    async fn client(&self) -> TestClient {
-        let tcp = tokio::net::TcpStream::connect(self.config.get_addr())
-            .await
-            .expect("server is reachable");
-        tcp.set_nodelay(true).unwrap();
-        tiberius::Client::connect(
-            self.config.clone(),
-            tokio_util::compat::TokioAsyncWriteCompatExt::compat_write(tcp),
-        )
-        .await
-        .expect("login succeeds")
-    }
-}
-
-async fn exec(client: &mut TestClient, sql: &str) {
-    client
-        .simple_query(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-        .into_results()
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-}
-
-async fn rows(client: &mut TestClient, sql: &str) -> Vec<Row> {
-    client
-        .simple_query(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-        .into_first_result()
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-}
 
 async fn one_i32(client: &mut TestClient, sql: &str) -> Option<i32> {
     rows(client, sql).await[0].get::<i32, _>(0)
@@ -120,15 +37,6 @@ fn server_code(e: &tiberius::error::Error) -> Option<u32> {
         tiberius::error::Error::Server(e) => Some(e.code()),
         _ => None,
     }
-}
-
-async fn fresh_table(client: &mut TestClient, name: &str, ddl: &str) {
-    exec(
-        client,
-        &format!("IF OBJECT_ID(N'dbo.{name}') IS NOT NULL DROP TABLE dbo.{name}"),
-    )
-    .await;
-    exec(client, ddl).await;
 }
 
 // ---------------------------------------------------------------------------------------

@@ -58,11 +58,13 @@ pub struct FromItem {
     pub width: usize,
 }
 
-/// Bounds on the first storage-key column of the first table, from WHERE.
+/// Bounds on the leading storage-key columns of the first table, from WHERE: each bound is a
+/// key tuple prefix (one expression per column, evaluated once before the scan) and whether
+/// it is inclusive. Bounds from `key_range_of` are on the first column only.
 #[derive(Clone, Default)]
 pub struct KeyRange {
-    pub lower: Option<(BExpr, bool)>,
-    pub upper: Option<(BExpr, bool)>,
+    pub lower: Option<(Vec<BExpr>, bool)>,
+    pub upper: Option<(Vec<BExpr>, bool)>,
 }
 
 #[derive(Clone)]
@@ -616,7 +618,7 @@ fn plan_select(
         return Err(value::unsupported("SELECT … INTO"));
     }
     let (from, width) = plan_from(b, &sel.from)?;
-    let filter = match &sel.selection {
+    let mut filter = match &sel.selection {
         Some(e) => Some(b.bind_cond(e)?),
         None => None,
     };
@@ -848,8 +850,11 @@ fn plan_select(
                             !desc && matches!(e, BExpr::Col(c) if c == k) && !key_is_desc(def, *k)
                         });
             }
-            if let Some(f) = &filter {
-                range = key_range(f, def.storage_key[0]);
+            if let Some(f) = filter.take() {
+                // Conjuncts the range states exactly are not evaluated per row again.
+                let (r, residual) = plan_key_range(f, def, &|e| param_type(e, b));
+                range = r;
+                filter = residual;
             }
         } else if !order.is_empty() {
             order_is_storage = false;
@@ -995,12 +1000,51 @@ fn strip_subqueries(s: &str) -> String {
     out
 }
 
-/// Bounds on storage-key column `k` implied by a bound condition.
+/// Bounds on storage-key column `k` implied by a bound condition (a superset of its rows: the
+/// condition is still evaluated per row).
 pub fn key_range_of(f: &BExpr, k: usize) -> KeyRange {
-    key_range(f, k)
+    let mut conj = Vec::new();
+    flatten_and(f, &mut conj);
+    let mut r = KeyRange::default();
+    add_superset_bounds(&mut r, &conj, k);
+    r
 }
 
-/// Scans a table within a key range (first key column), passing (key, row).
+/// Evaluates a bound tuple. A NULL makes the rest of the tuple unknown: `(k0, k1) > (p0,
+/// NULL)` holds exactly where `k0 > p0`, so the bound becomes the exclusive prefix before the
+/// NULL. `None`: no row can satisfy the bound (NULL in the first position).
+fn eval_bound(
+    bound: &(Vec<BExpr>, bool),
+    env: &Env,
+) -> Result<Option<(Vec<Value>, bool)>, SqlError> {
+    let (exprs, mut inclusive) = (&bound.0, bound.1);
+    let mut values = Vec::with_capacity(exprs.len());
+    for e in exprs {
+        let v = eval(e, &[], env)?;
+        if v.is_null_value() {
+            inclusive = false;
+            break;
+        }
+        values.push(v);
+    }
+    Ok((!values.is_empty()).then_some((values, inclusive)))
+}
+
+/// Compares the leading columns of a key with a bound tuple.
+fn cmp_prefix(key: &Key, bound: &[Value]) -> Ordering {
+    for (a, b) in key.0.iter().zip(bound) {
+        let o = compare_total(a, b);
+        if o != Ordering::Equal {
+            return o;
+        }
+    }
+    Ordering::Equal
+}
+
+/// Scans a table within a key range, passing (key, row). The scan returns exactly the rows
+/// whose key satisfies the bounds as SQL comparisons (so a conjunct the range states need not
+/// be evaluated again): an exclusive lower bound skips the keys equal to it, and a bounded
+/// range never returns a NULL first key column (NULLs sort first).
 pub fn scan_range(
     env: &Env,
     def: &TableDef,
@@ -1008,28 +1052,40 @@ pub fn scan_range(
     f: &mut KeyRowFn,
 ) -> Result<(), SqlError> {
     let lower = match &range.lower {
-        Some((e, _)) => {
-            let v = eval(e, &[], env)?;
-            if v.is_null_value() {
-                return Ok(());
-            }
-            RangeBound::Included(Key::new(vec![v]))
-        }
-        None => RangeBound::Unbounded,
-    };
-    let upper = match &range.upper {
-        Some((e, inclusive)) => {
-            let v = eval(e, &[], env)?;
-            if v.is_null_value() {
-                return Ok(());
-            }
-            Some((v, *inclusive))
-        }
+        Some(b) => match eval_bound(b, env)? {
+            Some(v) => Some(v),
+            None => return Ok(()),
+        },
         None => None,
     };
-    scan_table(env, def, lower, &mut |k, row| {
-        if let Some((u, inclusive)) = &upper {
-            match compare_total(&k.0[0], u) {
+    let upper = match &range.upper {
+        Some(b) => match eval_bound(b, env)? {
+            Some(v) => Some(v),
+            None => return Ok(()),
+        },
+        None => None,
+    };
+    let start = match &lower {
+        Some((values, _)) => RangeBound::Included(Key::new(values.clone())),
+        None => RangeBound::Unbounded,
+    };
+    // Keys equal to an exclusive lower bound (all at the start of the scan) are skipped.
+    let mut skip_equal = lower.as_ref().is_some_and(|(_, inclusive)| !inclusive);
+    let skip_null = lower.is_none() && upper.is_some();
+    scan_table(env, def, start, &mut |k, row| {
+        if skip_equal {
+            if let Some((values, _)) = &lower {
+                if cmp_prefix(k, values) == Ordering::Equal {
+                    return Ok(true);
+                }
+            }
+            skip_equal = false;
+        }
+        if skip_null && k.0[0].is_null_value() {
+            return Ok(true);
+        }
+        if let Some((values, inclusive)) = &upper {
+            match cmp_prefix(k, values) {
                 Ordering::Greater => return Ok(false),
                 Ordering::Equal if !inclusive => return Ok(false),
                 _ => {}
@@ -1039,22 +1095,249 @@ pub fn scan_range(
     })
 }
 
-/// Finds bounds on column `k` implied by the condition (conjuncts and OR-of-implying).
-fn key_range(f: &BExpr, k: usize) -> KeyRange {
-    let mut r = KeyRange::default();
-    let mut conj = Vec::new();
-    flatten_and(f, &mut conj);
+/// Fills the free sides of `r` with first-column bounds implied by `conj`.
+fn add_superset_bounds(r: &mut KeyRange, conj: &[&BExpr], k: usize) {
     for c in conj {
         if let Some((lo, hi)) = bounds_of(c, k) {
             if r.lower.is_none() {
-                r.lower = lo;
+                r.lower = lo.map(|(e, inclusive)| (vec![e], inclusive));
             }
             if r.upper.is_none() {
-                r.upper = hi;
+                r.upper = hi.map(|(e, inclusive)| (vec![e], inclusive));
             }
         }
     }
-    r
+}
+
+/// The key range of a single-table WHERE and what of the WHERE is left to evaluate per row:
+/// the conjuncts that `exact_bound` recognises are stated exactly by the range (see
+/// `scan_range`) and dropped; the others stay, and may still narrow the range as supersets.
+fn plan_key_range(
+    filter: BExpr,
+    def: &TableDef,
+    param_type: &dyn Fn(&BExpr) -> Option<SqlType>,
+) -> (KeyRange, Option<BExpr>) {
+    let mut conj = Vec::new();
+    flatten_and(&filter, &mut conj);
+    let mut r = KeyRange::default();
+    let mut consumed = vec![false; conj.len()];
+    for (i, c) in conj.iter().enumerate() {
+        let Some(bounds) = exact_bound(c, def, param_type) else {
+            continue;
+        };
+        // An equality sets both sides: only when both are still free.
+        let free = bounds.iter().all(|b| match b.side {
+            Side::Lower => r.lower.is_none(),
+            Side::Upper => r.upper.is_none(),
+        });
+        if !free {
+            continue;
+        }
+        for b in bounds {
+            let slot = match b.side {
+                Side::Lower => &mut r.lower,
+                Side::Upper => &mut r.upper,
+            };
+            *slot = Some((b.values, b.inclusive));
+        }
+        consumed[i] = true;
+    }
+    add_superset_bounds(&mut r, &conj, def.storage_key[0]);
+    if !consumed.contains(&true) {
+        return (r, Some(filter));
+    }
+    let residual = conj
+        .iter()
+        .zip(&consumed)
+        .filter(|(_, used)| !**used)
+        .map(|(c, _)| (*c).clone())
+        .reduce(|a, b| BExpr::And(Box::new(a), Box::new(b)));
+    (r, residual)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Side {
+    Lower,
+    Upper,
+}
+
+/// One side of a key range that a conjunct states exactly.
+struct ExactBound {
+    side: Side,
+    values: Vec<BExpr>,
+    inclusive: bool,
+}
+
+/// `col op param` with the column on the left (the operator flipped if needed).
+fn simple_cmp(e: &BExpr) -> Option<(usize, CmpOp, &BExpr)> {
+    match e {
+        BExpr::Cmp(op, a, b) => match (a.as_ref(), b.as_ref()) {
+            (BExpr::Col(c), v) if is_param(v) => Some((*c, *op, v)),
+            (v, BExpr::Col(c)) if is_param(v) => Some((*c, flip(*op), v)),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn flatten_or<'a>(e: &'a BExpr, out: &mut Vec<&'a BExpr>) {
+    if let BExpr::Or(a, b) = e {
+        flatten_or(a, out);
+        flatten_or(b, out);
+    } else {
+        out.push(e);
+    }
+}
+
+/// The range bounds a conjunct states exactly, if it is one of
+/// - `k0 op p` (op one of = < <= > >=) on the first storage-key column;
+/// - the tuple comparison `(k0, …, kn) > (p0, …, pn)` written as capture writes it
+///   (`k0 > p0 OR (k0 = p0 AND k1 > p1) OR …`, the last operator `>` or `>=`), or `<` / `<=`
+///   likewise, over leading storage-key columns of which all but the first are NOT NULL;
+///
+/// and every column is compared with a parameter whose comparison cannot differ from the
+/// key order (`exact_key_comparison`). A NULL first key column never satisfies these
+/// conjuncts: `scan_range` skips such rows.
+fn exact_bound(
+    c: &BExpr,
+    def: &TableDef,
+    param_type: &dyn Fn(&BExpr) -> Option<SqlType>,
+) -> Option<Vec<ExactBound>> {
+    let exact = |col: usize, p: &BExpr| {
+        param_type(p).is_some_and(|t| exact_key_comparison(&def.columns[col].ty, &t))
+    };
+    let mut branches = Vec::new();
+    flatten_or(c, &mut branches);
+    if branches.len() > def.storage_key.len() {
+        return None;
+    }
+    if let [single] = branches.as_slice() {
+        let (col, op, p) = simple_cmp(single)?;
+        if col != def.storage_key[0] || !exact(col, p) {
+            return None;
+        }
+        let bound = |side, inclusive| ExactBound {
+            side,
+            values: vec![p.clone()],
+            inclusive,
+        };
+        return Some(match op {
+            CmpOp::Eq => vec![bound(Side::Lower, true), bound(Side::Upper, true)],
+            CmpOp::Gt => vec![bound(Side::Lower, false)],
+            CmpOp::Ge => vec![bound(Side::Lower, true)],
+            CmpOp::Lt => vec![bound(Side::Upper, false)],
+            CmpOp::Le => vec![bound(Side::Upper, true)],
+            CmpOp::Ne => return None,
+        });
+    }
+    // Tuple comparison: branch i is `k0 = p0 AND … AND k(i-1) = p(i-1) AND ki op pi`.
+    let n = branches.len();
+    let keys = &def.storage_key[..n];
+    if keys[1..].iter().any(|&k| def.columns[k].nullable) {
+        return None;
+    }
+    let mut params: Vec<&BExpr> = Vec::with_capacity(n);
+    let mut side = None;
+    let mut inclusive = false;
+    for (i, branch) in branches.iter().enumerate() {
+        let mut terms = Vec::new();
+        flatten_and(branch, &mut terms);
+        if terms.len() != i + 1 {
+            return None;
+        }
+        let (col, op, p) = simple_cmp(terms[i])?;
+        if col != keys[i] || !exact(col, p) {
+            return None;
+        }
+        let last = i + 1 == n;
+        let this_side = match (op, last) {
+            (CmpOp::Gt, _) => Side::Lower,
+            (CmpOp::Lt, _) => Side::Upper,
+            (CmpOp::Ge, true) => Side::Lower,
+            (CmpOp::Le, true) => Side::Upper,
+            _ => return None,
+        };
+        if *side.get_or_insert(this_side) != this_side {
+            return None;
+        }
+        inclusive = matches!(op, CmpOp::Ge | CmpOp::Le);
+        for (j, t) in terms[..i].iter().enumerate() {
+            match simple_cmp(t) {
+                Some((c, CmpOp::Eq, q)) if c == keys[j] && same_param(q, params[j]) => {}
+                _ => return None,
+            }
+        }
+        params.push(p);
+    }
+    Some(vec![ExactBound {
+        side: side?,
+        values: params.into_iter().cloned().collect(),
+        inclusive,
+    }])
+}
+
+/// The static type of a range parameter (`is_param`), when known exactly. String literals
+/// carry no varchar/nvarchar distinction once bound, so they have none.
+fn param_type(e: &BExpr, b: &Binder) -> Option<SqlType> {
+    match e {
+        BExpr::Cast { ty, .. } => Some(ty.clone()),
+        BExpr::Var(name) => b.core.var(name).map(|(t, _)| t.clone()),
+        BExpr::Const(Value::Null | Value::String(_)) => None,
+        BExpr::Const(v) => Some(value::natural_type(v)),
+        _ => None,
+    }
+}
+
+/// Whether comparing a key column of type `key` with a value of type `param` orders exactly
+/// as the key itself: the same type, or integers of any width (SQL Server widens them
+/// exactly), or strings of the same kind (both non-Unicode or both Unicode) and collation,
+/// or the same date/time type at any scale. Anything that needs a conversion that could
+/// round or change the collation (decimal of another precision or scale, float against
+/// exact numbers, varchar against nvarchar) is not: those keep their per-row check.
+fn exact_key_comparison(key: &SqlType, param: &SqlType) -> bool {
+    use SqlType::*;
+    let integer = |t: &SqlType| matches!(t, TinyInt | SmallInt | Int | BigInt);
+    match (key, param) {
+        (a, b) if integer(a) && integer(b) => true,
+        (
+            Char { collation: a, .. } | VarChar { collation: a, .. },
+            Char { collation: b, .. } | VarChar { collation: b, .. },
+        )
+        | (
+            NChar { collation: a, .. } | NVarChar { collation: a, .. },
+            NChar { collation: b, .. } | NVarChar { collation: b, .. },
+        ) => a == b,
+        (DateTime2 { .. }, DateTime2 { .. })
+        | (Time { .. }, Time { .. })
+        | (DateTimeOffset { .. }, DateTimeOffset { .. }) => true,
+        (
+            Decimal {
+                precision: p1,
+                scale: s1,
+                ..
+            },
+            Decimal {
+                precision: p2,
+                scale: s2,
+                ..
+            },
+        ) => p1 == p2 && s1 == s2,
+        (
+            Bit
+            | Real
+            | Float
+            | Money
+            | SmallMoney
+            | Date
+            | DateTime
+            | SmallDateTime
+            | UniqueIdentifier
+            | Binary { .. }
+            | VarBinary { .. },
+            _,
+        ) => key == param,
+        _ => false,
+    }
 }
 
 fn flatten_and<'a>(e: &'a BExpr, out: &mut Vec<&'a BExpr>) {

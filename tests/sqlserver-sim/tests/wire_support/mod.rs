@@ -10,10 +10,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dbsync_sqlserver_sim::api::*;
+use dbsync_sqlserver_sim::engine::{Engine, EngineConfig};
 use dbsync_sqlserver_sim::server::{Server, ServerHandle};
 use dbsync_sqlserver_sim::types::{Collation, SqlType, Value};
 use parking_lot::Mutex;
-use tiberius::{AuthMethod, Client, Config, EncryptionLevel};
+use tiberius::{AuthMethod, Client, Config, EncryptionLevel, Row};
 use tokio::net::TcpStream;
 use tokio_util::compat::{Compat, TokioAsyncWriteCompatExt};
 
@@ -354,4 +355,96 @@ pub async fn run_pymssql_check(mode: &str, port: u16, user: &str, password: &str
         "pymssql check failed\nstdout: {stdout}\nstderr: {stderr}"
     );
     println!("{stdout}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Conformance targets: the stand-in in process, or a real SQL Server (MSSQL_TEST_URL)
+// ---------------------------------------------------------------------------------------
+
+/// The database the conformance tests run in.
+pub const CHECK_DATABASE: &str = "conformance";
+
+/// Where the tests connect: the stand-in in process, or the server of `MSSQL_TEST_URL`.
+pub struct Target {
+    /// Kept alive for the test's duration (None against a real server).
+    pub server: Option<ServerHandle>,
+    pub engine: Option<Engine>,
+    pub config: tiberius::Config,
+}
+
+impl Target {
+    pub async fn start() -> Target {
+        if let Ok(url) = std::env::var("MSSQL_TEST_URL") {
+            let config = tiberius::Config::from_ado_string(&url)
+                .expect("MSSQL_TEST_URL is an ADO connection string");
+            return Target {
+                server: None,
+                engine: None,
+                config,
+            };
+        }
+        let engine_config = EngineConfig::default();
+        let password = engine_config.sa_password.clone();
+        let engine = Engine::new(engine_config);
+        engine
+            .run("master", &format!("CREATE DATABASE {CHECK_DATABASE}"))
+            .expect("database created");
+        let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let server = Server::start(addr, Arc::new(engine.clone()))
+            .await
+            .expect("server starts");
+        let mut config = config(server.addr, &password);
+        config.database(CHECK_DATABASE);
+        Target {
+            server: Some(server),
+            engine: Some(engine),
+            config,
+        }
+    }
+
+    pub fn is_standin(&self) -> bool {
+        self.engine.is_some()
+    }
+
+    pub async fn client(&self) -> TestClient {
+        let tcp = tokio::net::TcpStream::connect(self.config.get_addr())
+            .await
+            .expect("server is reachable");
+        tcp.set_nodelay(true).unwrap();
+        tiberius::Client::connect(
+            self.config.clone(),
+            tokio_util::compat::TokioAsyncWriteCompatExt::compat_write(tcp),
+        )
+        .await
+        .expect("login succeeds")
+    }
+}
+
+pub async fn exec(client: &mut TestClient, sql: &str) {
+    client
+        .simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .into_results()
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
+pub async fn rows(client: &mut TestClient, sql: &str) -> Vec<Row> {
+    client
+        .simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .into_first_result()
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+pub async fn fresh_table(client: &mut TestClient, name: &str, ddl: &str) {
+    exec(
+        client,
+        &format!("IF OBJECT_ID(N'dbo.{name}') IS NOT NULL DROP TABLE dbo.{name}"),
+    )
+    .await;
+    exec(client, ddl).await;
 }
