@@ -265,15 +265,11 @@ async fn schema_changes_during_a_resnapshot_are_followed() {
     )
     .await
     .unwrap();
-    // While the table reloads or follows its side stream: more DDL and changes.
-    for sql in [
-        "ALTER TABLE sales.orders ADD priority int NULL",
-        "UPDATE sales.orders SET priority = 1, channel = 'shop' WHERE order_id % 5 = 0",
-        "INSERT INTO sales.orders (customer_id, order_date, ordered_at, status, total, channel, priority) VALUES (2, '2026-02-01', '2026-02-01T10:00:00+00:00', 'new', 1.5, 'phone', 9)",
-    ] {
-        env.standin.run("shop", sql).unwrap();
-    }
-
+    // While the table reloads or follows its side stream: another column, and once the
+    // target has it, changes to both new columns.
+    env.standin
+        .run("shop", "ALTER TABLE sales.orders ADD priority int NULL")
+        .unwrap();
     let target = env.target().await.unwrap();
     wait_for(
         "the target to follow the DDL",
@@ -292,6 +288,12 @@ async fn schema_changes_during_a_resnapshot_are_followed() {
     )
     .await
     .unwrap();
+    for sql in [
+        "UPDATE sales.orders SET priority = 1, channel = 'shop' WHERE order_id % 5 = 0",
+        "INSERT INTO sales.orders (customer_id, order_date, ordered_at, status, total, channel, priority) VALUES (2, '2026-02-01', '2026-02-01T10:00:00+00:00', 'new', 1.5, 'phone', 9)",
+    ] {
+        env.standin.run("shop", sql).unwrap();
+    }
     let mappings = env.task_mappings(&task).await.unwrap();
     env.wait_equal(&mappings, Duration::from_secs(180))
         .await
