@@ -45,7 +45,11 @@ async fn status_columns(
     c: &mut pb::coordinator_service_client::CoordinatorServiceClient<tonic::transport::Channel>,
     task: &str,
 ) -> Vec<String> {
-    let status = c.get_task_status(task_ref(task)).await.unwrap().into_inner();
+    let status = c
+        .get_task_status(task_ref(task))
+        .await
+        .unwrap()
+        .into_inner();
     status
         .tables
         .iter()
