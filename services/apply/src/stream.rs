@@ -13,7 +13,8 @@
 //!    ([`adopt_followed_schemas`], the target has that shape) and is reported
 //!    (`TableProgress.source_schema`) so that the coordinator plans with it. A replayed schema
 //!    change alters nothing.
-//! 4. `TableNeedsResnapshot` (retention cleanup removed changes the stream still needs): only
+//! 4. `TableNeedsResnapshot` (retention cleanup removed changes the stream still needs, or
+//!    columns were added to a keyless table that no capture instance recorded): only
 //!    that table is loaded again while the other tables of the group keep streaming.
 //!    - Recorded first: at a transaction boundary the table is written to
 //!      `dbsync.resnapshots` with `S`, the source's max LSN read before the reload, and
@@ -45,8 +46,8 @@ use dbsync_core::sink::{ChangeSink, CheckpointStore};
 use dbsync_proto::v1::change_message::Kind as MessageKind;
 use dbsync_proto::v1::{
     Assignment, GetMaxLsnRequest, ObjectSelection, ReadSchemaRequest, SourceConnection,
-    StreamChangesRequest, TablePhase, TablePlan, TableProgress, TableSchema, TargetConnection,
-    Throttle, TransactionFragment,
+    ResnapshotCause, StreamChangesRequest, TablePhase, TablePlan, TableProgress, TableSchema,
+    TargetConnection, Throttle, TransactionFragment,
 };
 use futures::{FutureExt, StreamExt};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
@@ -441,7 +442,7 @@ pub async fn run_stream(
                         // Already being re-snapshotted (the record survived a restart).
                         continue;
                     }
-                    if ctx.fail_on_retention_overrun {
+                    if ctx.fail_on_retention_overrun && n.cause() == ResnapshotCause::Retention {
                         let lsn_text = |bytes: &[u8]| {
                             Lsn::from_slice(bytes)
                                 .map_or_else(|| "(unknown)".into(), |l| l.to_string())

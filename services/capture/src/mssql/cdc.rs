@@ -64,7 +64,7 @@ use std::time::{Duration, Instant};
 
 use dbsync_core::{Lsn, Position};
 use dbsync_proto::v1::{
-    change_message, value::Kind, ChangeMessage, ChangeTableColumns, Operation, Progress, RowChange, SchemaChange,
+    change_message, value::Kind, ChangeMessage, ChangeTableColumns, Operation, Progress, ResnapshotCause, RowChange, SchemaChange,
     StreamChangesRequest, TableNeedsResnapshot, TableRef, TableSchema, TransactionFragment, Value,
 };
 use futures_util::TryStreamExt;
@@ -315,7 +315,7 @@ pub struct CdcStream {
     ddl_read_from: Option<Lsn>,
     warned_heartbeat: bool,
     /// Re-snapshot notices of tables that left the stream inside a transaction; sent once
-    /// it is complete (apply takes them only between transactions).
+    /// it is complete (apply takes them only between transactions); cause: added columns.
     due_resnapshots: Vec<(usize, Lsn, Lsn, String)>,
     /// The ADD COLUMN backfill being sent, a page at a time.
     backfill: Option<Backfill>,
@@ -526,7 +526,9 @@ impl CdcStream {
                 .iter()
                 .filter(|i| i.schema.eq_ignore_ascii_case(&t.table.schema) && i.table.eq_ignore_ascii_case(&t.table.name))
                 .collect();
-            mine.sort_by_key(|i| (i.start_lsn, i.create_ticks));
+            // Creation order, not start LSN: a cleanup run on one instance alone can raise an
+            // older instance's start above a newer one's.
+            mine.sort_by_key(|i| (i.create_ticks, i.start_lsn, i.object_id));
             t.listed_instances = mine.len();
             t.listed_names = mine.iter().map(|i| i.name.clone()).collect();
             t.instances = mine
@@ -568,6 +570,10 @@ impl CdcStream {
     }
 
     fn resnapshot(&mut self, table: usize, requested: Lsn, min: Lsn, reason: String) {
+        self.resnapshot_for(table, requested, min, reason, ResnapshotCause::Retention);
+    }
+
+    fn resnapshot_for(&mut self, table: usize, requested: Lsn, min: Lsn, reason: String, cause: ResnapshotCause) {
         let t = &mut self.tables[table];
         t.stopped = true;
         tracing::error!(table = %sql::display_name(&t.table), requested = %requested, min = %min, %reason,
@@ -579,15 +585,16 @@ impl CdcStream {
                 requested_lsn: requested.as_bytes().to_vec(),
                 min_lsn: min.as_bytes().to_vec(),
                 reason,
+                cause: cause.into(),
             })),
         });
     }
 
-    /// Like [`Self::resnapshot`], but inside a transaction the table leaves the stream at once
-    /// and its notice follows the transaction's last fragment.
+    /// A re-snapshot for columns added to a table without a key: inside a transaction the table
+    /// leaves the stream at once and its notice follows the transaction's last fragment.
     fn resnapshot_at_boundary(&mut self, table: usize, requested: Lsn, min: Lsn, reason: String) {
         if self.fragment.is_none() {
-            self.resnapshot(table, requested, min, reason);
+            self.resnapshot_for(table, requested, min, reason, ResnapshotCause::SchemaChange);
         } else {
             self.tables[table].stopped = true;
             self.due_resnapshots.push((table, requested, min, reason));
@@ -1339,7 +1346,7 @@ impl CdcStream {
         });
         if last {
             for (table, requested, min, reason) in std::mem::take(&mut self.due_resnapshots) {
-                self.resnapshot(table, requested, min, reason);
+                self.resnapshot_for(table, requested, min, reason, ResnapshotCause::SchemaChange);
             }
         }
     }
