@@ -23,6 +23,9 @@ use dbsync_sqlserver_sim::engine::{Engine, EngineConfig};
 use dbsync_sqlserver_sim::server::{Server, ServerHandle};
 use tonic::transport::Channel;
 
+mod common;
+use common::gauges;
+
 struct Env {
     engine: Engine,
     _sim: ServerHandle,
@@ -428,49 +431,3 @@ async fn a_second_column_change_gets_its_instance_once_the_older_one_is_retired_
     assert_ne!(inside, Some(false), "the notice comes between transactions");
 }
 
-/// Last values of gauges by name and labels, as a global recorder.
-#[derive(Default)]
-struct GaugeRecorder(Arc<std::sync::Mutex<std::collections::HashMap<String, f64>>>);
-
-struct GaugeCell(String, Arc<std::sync::Mutex<std::collections::HashMap<String, f64>>>);
-
-impl metrics::GaugeFn for GaugeCell {
-    fn increment(&self, value: f64) {
-        *self.1.lock().unwrap().entry(self.0.clone()).or_default() += value;
-    }
-    fn decrement(&self, value: f64) {
-        *self.1.lock().unwrap().entry(self.0.clone()).or_default() -= value;
-    }
-    fn set(&self, value: f64) {
-        self.1.lock().unwrap().insert(self.0.clone(), value);
-    }
-}
-
-impl metrics::Recorder for GaugeRecorder {
-    fn describe_counter(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
-    fn describe_gauge(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
-    fn describe_histogram(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
-    fn register_counter(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
-        metrics::Counter::noop()
-    }
-    fn register_gauge(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
-        let labels: Vec<String> = key.labels().map(|l| format!("{}={}", l.key(), l.value())).collect();
-        let name = format!("{}{{{}}}", key.name(), labels.join(","));
-        metrics::Gauge::from_arc(Arc::new(GaugeCell(name, Arc::clone(&self.0))))
-    }
-    fn register_histogram(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Histogram {
-        metrics::Histogram::noop()
-    }
-}
-
-type Gauges = Arc<std::sync::Mutex<std::collections::HashMap<String, f64>>>;
-
-fn gauges() -> &'static Gauges {
-    static GAUGES: std::sync::OnceLock<Gauges> = std::sync::OnceLock::new();
-    GAUGES.get_or_init(|| {
-        let recorder = GaugeRecorder::default();
-        let values = Arc::clone(&recorder.0);
-        metrics::set_global_recorder(recorder).expect("no other recorder in this test binary");
-        values
-    })
-}
