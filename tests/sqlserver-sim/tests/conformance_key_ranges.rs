@@ -670,3 +670,52 @@ async fn key_ranges_see_the_transactions_own_writes() {
     }
     exec(&mut c, "ROLLBACK").await;
 }
+
+/// A clustered primary key declared DESC: the same rows for the same ranges, in the order
+/// asked for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn descending_clustered_key_ranges() {
+    let target = Target::start().await;
+    let mut c = target.client().await;
+    fresh_table(
+        &mut c,
+        "kr_desc",
+        "CREATE TABLE dbo.kr_desc (id int NOT NULL, CONSTRAINT kr_desc_pk PRIMARY KEY CLUSTERED (id DESC))",
+    )
+    .await;
+    let ids: Vec<i64> = (0..60).map(|i| i * 4).collect();
+    insert(
+        &mut c,
+        "kr_desc",
+        &ids.iter().map(|id| format!("({id})")).collect::<Vec<_>>(),
+    )
+    .await;
+    for (lo, hi) in [
+        (-1i64, 3i64),
+        (0, 4),
+        (3, 101),
+        (100, 236),
+        (236, 300),
+        (50, 10),
+    ] {
+        for order in ["ASC", "DESC"] {
+            let sql = format!(
+                "SELECT [id] FROM [dbo].[kr_desc] WHERE [id] > CAST(@P1 AS int) AND [id] <= CAST(@P2 AS int) ORDER BY [id] {order}"
+            );
+            let got: Vec<i64> = query(&mut c, &sql, &[&lo, &hi])
+                .await
+                .iter()
+                .map(|r| r.get::<i32, _>(0).unwrap() as i64)
+                .collect();
+            let mut want: Vec<i64> = ids
+                .iter()
+                .copied()
+                .filter(|id| *id > lo && *id <= hi)
+                .collect();
+            if order == "DESC" {
+                want.reverse();
+            }
+            assert_eq!(got, want, "{sql} with ({lo}, {hi}]");
+        }
+    }
+}
