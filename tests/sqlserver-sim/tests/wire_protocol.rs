@@ -978,10 +978,7 @@ async fn many_concurrent_connections_are_served_independently() {
                     sum += row.get::<i32, _>(0).unwrap() as i64;
                 }
             }
-            client
-                .execute("UPDATE x SET a = @P1", &[&(c as i32)])
-                .await
-                .unwrap();
+            client.execute("UPDATE x SET a = @P1", &[&c]).await.unwrap();
             client.commit_transaction().await.unwrap();
             sum
         });

@@ -1166,12 +1166,12 @@ impl SessionCore {
                     }
                 }
                 let key = Key::from_row(&row[offset..offset + w], &def.storage_key);
-                if !targets.contains_key(&key) {
+                if let std::collections::btree_map::Entry::Vacant(slot) = targets.entry(key) {
                     let vals = set_exprs
                         .iter()
                         .map(|(i, e)| eval(e, row, &env).map(|v| (*i, v)))
                         .collect::<Result<Vec<_>, _>>()?;
-                    targets.insert(key, vals);
+                    slot.insert(vals);
                 }
                 Ok(true)
             })?;

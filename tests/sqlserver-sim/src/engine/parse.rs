@@ -285,9 +285,11 @@ fn perr(e: ParserError, sql: &str) -> SqlError {
 const CACHED_TEXT_MAX: usize = 16 * 1024;
 const CACHE_ENTRIES_MAX: usize = 512;
 
+/// Batch text → its parsed statements.
+type ParsedByText = HashMap<Box<str>, Arc<[Parsed]>>;
+
 /// Recently parsed batch texts (parsing depends on the text alone).
-static PARSED_CACHE: LazyLock<Mutex<HashMap<Box<str>, Arc<[Parsed]>>>> =
-    LazyLock::new(Default::default);
+static PARSED_CACHE: LazyLock<Mutex<ParsedByText>> = LazyLock::new(Default::default);
 
 /// Parses a batch, reusing the statements of a recent identical text: clients send the same
 /// sp_executesql text with new parameter values, and the same batches over and over.
