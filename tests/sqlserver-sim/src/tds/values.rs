@@ -697,6 +697,16 @@ pub fn guid_swap(g: &[u8; 16]) -> [u8; 16] {
 
 /// UTF-16LE; returns the number of code units written.
 fn put_utf16(buf: &mut BytesMut, s: &str) -> usize {
+    if s.is_ascii() {
+        // Every byte is one UTF-16 unit with a zero high byte: widen in place (no per-unit
+        // capacity checks; the loop vectorises).
+        let start = buf.len();
+        buf.resize(start + s.len() * 2, 0);
+        for (unit, byte) in buf[start..].chunks_exact_mut(2).zip(s.bytes()) {
+            unit[0] = byte;
+        }
+        return s.len();
+    }
     buf.reserve(s.len() * 2);
     let mut units = 0;
     for unit in s.encode_utf16() {
@@ -1335,6 +1345,25 @@ mod tests {
     use super::*;
 
     const LATIN1: Collation = Collation::SQL_LATIN1_GENERAL_CP1_CI_AS;
+
+    #[test]
+    fn utf16_of_ascii_and_other_text_matches_encode_utf16() {
+        for text in [
+            "",
+            "a",
+            "customer name 12",
+            "mixed ä ñ 😀 text",
+            "\u{7f}\u{80}",
+            "x".repeat(5000).as_str(),
+        ] {
+            let mut buf = BytesMut::from(&b"prefix"[..]);
+            let units = put_utf16(&mut buf, text);
+            let want: Vec<u8> = text.encode_utf16().flat_map(|u| u.to_le_bytes()).collect();
+            assert_eq!(units, text.encode_utf16().count(), "{text:?}");
+            assert_eq!(&buf[..6], b"prefix");
+            assert_eq!(&buf[6..], &want[..], "{text:?}");
+        }
+    }
 
     /// Encode TYPE_INFO + value as the server sends them, decode them as the server reads
     /// client data: the decoder must give back the type and the value (types tiberius never
