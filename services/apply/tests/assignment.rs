@@ -460,6 +460,7 @@ async fn schema_changes_and_resnapshots_are_followed_while_streaming() {
         requested_lsn: Lsn::from_u128(120).0.to_vec(),
         min_lsn: Lsn::from_u128(200).0.to_vec(),
         reason: "change data below 0x..C8 was cleaned up".into(),
+        cause: ResnapshotCause::Retention.into(),
     })))
     .await
     .unwrap();
