@@ -4,8 +4,13 @@ use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
-    let files = ["change.proto", "precheck.proto", "capture.proto", "coordinator.proto"]
-        .map(|f| root.join("dbsync/v1").join(f));
+    let files = [
+        "change.proto",
+        "precheck.proto",
+        "capture.proto",
+        "coordinator.proto",
+    ]
+    .map(|f| root.join("dbsync/v1").join(f));
     for f in &files {
         println!("cargo:rerun-if-changed={}", f.display());
     }

@@ -45,8 +45,8 @@ use dbsync_core::lsn::{Lsn, Position};
 use dbsync_core::sink::{ChangeSink, CheckpointStore};
 use dbsync_proto::v1::change_message::Kind as MessageKind;
 use dbsync_proto::v1::{
-    Assignment, GetMaxLsnRequest, ObjectSelection, ReadSchemaRequest, SourceConnection,
-    ResnapshotCause, StreamChangesRequest, TablePhase, TablePlan, TableProgress, TableSchema,
+    Assignment, GetMaxLsnRequest, ObjectSelection, ReadSchemaRequest, ResnapshotCause,
+    SourceConnection, StreamChangesRequest, TablePhase, TablePlan, TableProgress, TableSchema,
     TargetConnection, Throttle, TransactionFragment,
 };
 use futures::{FutureExt, StreamExt};

@@ -8,11 +8,21 @@ use dbsync_core::error::{Classify, ErrorClass};
 pub enum CaptureError {
     /// Could not reach or log in to SQL Server.
     #[error("Cannot connect to SQL Server at {host}:{port} as user '{user}': {detail}")]
-    Connect { host: String, port: u16, user: String, detail: String, class: ErrorClass },
+    Connect {
+        host: String,
+        port: u16,
+        user: String,
+        detail: String,
+        class: ErrorClass,
+    },
 
     /// A statement failed on the server.
     #[error("SQL Server error {code} while {context}: {message}")]
-    Server { context: String, code: u32, message: String },
+    Server {
+        context: String,
+        code: u32,
+        message: String,
+    },
 
     /// The connection broke or the driver failed while running a statement.
     #[error("Connection to SQL Server failed while {context}: {detail}")]
@@ -39,10 +49,15 @@ impl CaptureError {
     pub fn from_tiberius(context: impl Into<String>, error: tiberius::error::Error) -> Self {
         let context = context.into();
         match error {
-            tiberius::error::Error::Server(token) => {
-                CaptureError::Server { context, code: token.code(), message: token.message().to_string() }
-            }
-            other => CaptureError::Io { context, detail: other.to_string() },
+            tiberius::error::Error::Server(token) => CaptureError::Server {
+                context,
+                code: token.code(),
+                message: token.message().to_string(),
+            },
+            other => CaptureError::Io {
+                context,
+                detail: other.to_string(),
+            },
         }
     }
 
@@ -74,9 +89,9 @@ impl Classify for CaptureError {
             CaptureError::Connect { class, .. } => *class,
             CaptureError::Server { code, .. } => server_error_class(*code),
             CaptureError::Io { .. } => ErrorClass::Connection,
-            CaptureError::Decode { .. } | CaptureError::InvalidRequest(_) | CaptureError::Precondition(_) => {
-                ErrorClass::Definite
-            }
+            CaptureError::Decode { .. }
+            | CaptureError::InvalidRequest(_)
+            | CaptureError::Precondition(_) => ErrorClass::Definite,
         }
     }
 }
@@ -89,7 +104,9 @@ impl From<CaptureError> for tonic::Status {
             (CaptureError::InvalidRequest(_), _) => tonic::Status::invalid_argument(message),
             (CaptureError::Server { code: 208, .. }, _) => tonic::Status::not_found(message),
             (_, ErrorClass::Definite) => tonic::Status::failed_precondition(message),
-            (_, ErrorClass::Connection | ErrorClass::Transient) => tonic::Status::unavailable(message),
+            (_, ErrorClass::Connection | ErrorClass::Transient) => {
+                tonic::Status::unavailable(message)
+            }
         }
     }
 }
@@ -100,13 +117,24 @@ mod tests {
 
     #[test]
     fn deadlocks_retry_and_missing_objects_do_not() {
-        let e = |code| CaptureError::Server { context: "x".into(), code, message: String::new() };
+        let e = |code| CaptureError::Server {
+            context: "x".into(),
+            code,
+            message: String::new(),
+        };
         assert_eq!(e(1205).class(), ErrorClass::Transient);
         assert_eq!(e(1222).class(), ErrorClass::Transient);
         assert_eq!(e(18456).class(), ErrorClass::Definite);
         assert_eq!(e(208).class(), ErrorClass::Definite);
         assert_eq!(e(313).class(), ErrorClass::Definite);
         assert_eq!(e(229).class(), ErrorClass::Definite);
-        assert_eq!(CaptureError::Io { context: "x".into(), detail: "reset".into() }.class(), ErrorClass::Connection);
+        assert_eq!(
+            CaptureError::Io {
+                context: "x".into(),
+                detail: "reset".into()
+            }
+            .class(),
+            ErrorClass::Connection
+        );
     }
 }

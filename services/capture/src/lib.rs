@@ -31,9 +31,9 @@ pub mod throttle;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-pub use dbsync_telemetry::CancellationToken;
 use dbsync_core::Secret;
 use dbsync_proto::v1::capture_service_server::CaptureServiceServer;
+pub use dbsync_telemetry::CancellationToken;
 use serde::{Deserialize, Deserializer, Serialize};
 
 pub use error::CaptureError;
@@ -44,7 +44,11 @@ pub use grpc::CaptureGrpc;
 #[serde(deny_unknown_fields)]
 pub struct CaptureConfig {
     /// Address the gRPC server listens on.
-    #[arg(long = "listen", env = "DBSYNC_CAPTURE_LISTEN", default_value = "0.0.0.0:50061")]
+    #[arg(
+        long = "listen",
+        env = "DBSYNC_CAPTURE_LISTEN",
+        default_value = "0.0.0.0:50061"
+    )]
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
     /// Coordinator URL (e.g. http://127.0.0.1:50051). When set, the service registers with it
@@ -77,7 +81,9 @@ fn parse_secret(s: &str) -> Result<Secret, String> {
 }
 
 fn deserialize_secret<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Secret>, D::Error> {
-    Ok(Option::<String>::deserialize(d)?.filter(|s| !s.is_empty()).map(Secret::new))
+    Ok(Option::<String>::deserialize(d)?
+        .filter(|s| !s.is_empty())
+        .map(Secret::new))
 }
 
 impl Default for CaptureConfig {
@@ -116,12 +122,20 @@ fn check_token(
     token: Option<Secret>,
 ) -> impl Fn(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Clone {
     move |req: tonic::Request<()>| {
-        let Some(expected) = &token else { return Ok(req) };
-        let given = req.metadata().get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("");
+        let Some(expected) = &token else {
+            return Ok(req);
+        };
+        let given = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
         if given.strip_prefix("Bearer ").map(str::trim) == Some(expected.expose()) {
             Ok(req)
         } else {
-            Err(tonic::Status::unauthenticated("Missing or wrong authorization token: send 'authorization: Bearer <token>'"))
+            Err(tonic::Status::unauthenticated(
+                "Missing or wrong authorization token: send 'authorization: Bearer <token>'",
+            ))
         }
     }
 }
@@ -139,11 +153,17 @@ pub async fn serve(
     let local = listener.local_addr()?;
     let state = Arc::new(CaptureState::default());
     let (health_reporter, health) = dbsync_telemetry::health_service();
-    health_reporter.set_serving::<CaptureServiceServer<CaptureGrpc>>().await;
-    let (reflection, reflection_v1alpha) = dbsync_telemetry::reflection_services(&["dbsync.v1.CaptureService"])?;
+    health_reporter
+        .set_serving::<CaptureServiceServer<CaptureGrpc>>()
+        .await;
+    let (reflection, reflection_v1alpha) =
+        dbsync_telemetry::reflection_services(&["dbsync.v1.CaptureService"])?;
 
     if let Some(coordinator) = config.coordinator.clone() {
-        let advertise = config.advertise_address.clone().unwrap_or_else(|| registration::default_advertise(local));
+        let advertise = config
+            .advertise_address
+            .clone()
+            .unwrap_or_else(|| registration::default_advertise(local));
         tokio::spawn(registration::run(
             coordinator,
             advertise,
@@ -164,7 +184,10 @@ pub async fn serve(
         .add_service(reflection)
         .add_service(reflection_v1alpha)
         .add_service(service)
-        .serve_with_incoming_shutdown(dbsync_telemetry::incoming_tls(listener, dbsync_telemetry::server_tls_from_env()?), shutdown.cancelled_owned())
+        .serve_with_incoming_shutdown(
+            dbsync_telemetry::incoming_tls(listener, dbsync_telemetry::server_tls_from_env()?),
+            shutdown.cancelled_owned(),
+        )
         .await?;
     tracing::info!("capture service stopped");
     Ok(())
@@ -178,12 +201,16 @@ mod tests {
     fn config_deserializes_and_never_prints_the_token() {
         let c: CaptureConfig = from_json(r#"{"listen":"127.0.0.1:7000","auth_token":"tok3n"}"#);
         assert_eq!(c.listen.port(), 7000);
-        assert_eq!(c.auth_token.as_ref().map(|t| t.expose().to_string()), Some("tok3n".into()));
+        assert_eq!(
+            c.auth_token.as_ref().map(|t| t.expose().to_string()),
+            Some("tok3n".into())
+        );
         assert!(!format!("{c:?}").contains("tok3n"));
         let check = check_token(c.auth_token.clone());
         assert!(check(tonic::Request::new(())).is_err());
         let mut ok = tonic::Request::new(());
-        ok.metadata_mut().insert("authorization", "Bearer tok3n".parse().unwrap());
+        ok.metadata_mut()
+            .insert("authorization", "Bearer tok3n".parse().unwrap());
         assert!(check(ok).is_ok());
     }
 

@@ -4,7 +4,10 @@
 use dbsync_capture::CaptureConfig;
 
 #[derive(clap::Parser)]
-#[command(name = "dbsync-capture", about = "dbsync capture service: SQL Server catalog, snapshots and CDC over gRPC")]
+#[command(
+    name = "dbsync-capture",
+    about = "dbsync capture service: SQL Server catalog, snapshots and CDC over gRPC"
+)]
 struct Cli {
     #[command(flatten)]
     config: CaptureConfig,

@@ -4,7 +4,10 @@
 
 use std::collections::BTreeMap;
 
-use dbsync_proto::v1::{ObjectSelection, PrecheckItem, PrecheckReport, PrecheckStatus, SourcePrecheckRequest, TableSchema};
+use dbsync_proto::v1::{
+    ObjectSelection, PrecheckItem, PrecheckReport, PrecheckStatus, SourcePrecheckRequest,
+    TableSchema,
+};
 
 use crate::error::{CaptureError, Result};
 use crate::mssql::client::{Pools, SqlClient};
@@ -12,7 +15,14 @@ use crate::mssql::inspect;
 use crate::setup::DEFAULT_MAX_CDC_TABLES;
 use crate::sql;
 
-fn item(id: &str, title: &str, status: PrecheckStatus, object: &str, detail: String, fix: &str) -> PrecheckItem {
+fn item(
+    id: &str,
+    title: &str,
+    status: PrecheckStatus,
+    object: &str,
+    detail: String,
+    fix: &str,
+) -> PrecheckItem {
     PrecheckItem {
         id: id.into(),
         title: title.into(),
@@ -68,7 +78,11 @@ pub fn table_items(tables: &[TableSchema], req: &SourcePrecheckRequest) -> Vec<P
                 "Table has a primary key or unique key",
                 Pass,
                 &name,
-                format!("Rows are identified by ({}) from {}", t.key_columns.join(", "), t.key_source),
+                format!(
+                    "Rows are identified by ({}) from {}",
+                    t.key_columns.join(", "),
+                    t.key_source
+                ),
                 "",
             ));
         }
@@ -79,7 +93,15 @@ pub fn table_items(tables: &[TableSchema], req: &SourcePrecheckRequest) -> Vec<P
                     "Column type has no PostgreSQL equivalent",
                     Warn,
                     &format!("{name}.{}", c.name),
-                    format!("Column {} is {}: {note}", c.name, if c.user_type_name.is_empty() { &c.type_name } else { &c.user_type_name }),
+                    format!(
+                        "Column {} is {}: {note}",
+                        c.name,
+                        if c.user_type_name.is_empty() {
+                            &c.type_name
+                        } else {
+                            &c.user_type_name
+                        }
+                    ),
                     "Accept the conversion, exclude the column, or add an ETL expression for it",
                 ));
             }
@@ -98,7 +120,12 @@ pub fn table_items(tables: &[TableSchema], req: &SourcePrecheckRequest) -> Vec<P
     items
 }
 
-async fn database_items(client: &mut SqlClient, database: &str, req: &SourcePrecheckRequest, out: &mut Vec<PrecheckItem>) -> Result<Vec<TableSchema>> {
+async fn database_items(
+    client: &mut SqlClient,
+    database: &str,
+    req: &SourcePrecheckRequest,
+    out: &mut Vec<PrecheckItem>,
+) -> Result<Vec<TableSchema>> {
     let db = inspect::current_database(client).await?;
     let (is_sysadmin, is_db_owner) = inspect::permissions(client).await?;
     let needs_cdc = req.incremental;
@@ -131,10 +158,23 @@ async fn database_items(client: &mut SqlClient, database: &str, req: &SourcePrec
             Err(e) => out.push(item("source.log_backup", "A log backup exists", Warn, database, format!("Could not read msdb.dbo.backupset: {e}"), "Grant SELECT on msdb.dbo.backupset to check this")),
         }
         out.push(match &db.owner {
-            Some(owner) => item("source.db_owner", "Database owner exists", Pass, database, format!("Owner: {owner}"), ""),
-            None => item("source.db_owner", "Database owner exists", Fail, database,
-                "The database owner login no longer resolves: CDC jobs fail to impersonate dbo".into(),
-                "ALTER AUTHORIZATION ON DATABASE::<db> TO [sa]"),
+            Some(owner) => item(
+                "source.db_owner",
+                "Database owner exists",
+                Pass,
+                database,
+                format!("Owner: {owner}"),
+                "",
+            ),
+            None => item(
+                "source.db_owner",
+                "Database owner exists",
+                Fail,
+                database,
+                "The database owner login no longer resolves: CDC jobs fail to impersonate dbo"
+                    .into(),
+                "ALTER AUTHORIZATION ON DATABASE::<db> TO [sa]",
+            ),
         });
         let jobs = inspect::cdc_jobs(client).await;
         match (db.is_cdc_enabled, jobs) {
@@ -168,28 +208,70 @@ async fn database_items(client: &mut SqlClient, database: &str, req: &SourcePrec
         });
     }
     // The selected tables.
-    let wanted: Vec<_> = req.tables.iter().filter(|t| t.database.is_empty() || t.database.eq_ignore_ascii_case(database)).collect();
+    let wanted: Vec<_> = req
+        .tables
+        .iter()
+        .filter(|t| t.database.is_empty() || t.database.eq_ignore_ascii_case(database))
+        .collect();
     let selection = ObjectSelection {
         databases: vec![database.to_string()],
-        include: wanted.iter().map(|t| format!("{}.{}", t.schema, t.name)).collect(),
+        include: wanted
+            .iter()
+            .map(|t| format!("{}.{}", t.schema, t.name))
+            .collect(),
         exclude: vec![],
     };
-    let (tables, _) = if wanted.is_empty() { (Vec::new(), Vec::new()) } else { inspect::read_schema(client, database, &selection).await? };
+    let (tables, _) = if wanted.is_empty() {
+        (Vec::new(), Vec::new())
+    } else {
+        inspect::read_schema(client, database, &selection).await?
+    };
     for w in &wanted {
-        let found = tables.iter().filter_map(|t| t.table.as_ref()).any(|t| t.schema.eq_ignore_ascii_case(&w.schema) && t.name.eq_ignore_ascii_case(&w.name));
+        let found = tables.iter().filter_map(|t| t.table.as_ref()).any(|t| {
+            t.schema.eq_ignore_ascii_case(&w.schema) && t.name.eq_ignore_ascii_case(&w.name)
+        });
         if !found {
-            out.push(item("source.table_exists", "Table exists", Fail, &format!("{database}.{}.{}", w.schema, w.name),
-                "The table does not exist on the source (or the login cannot see it)".into(), "Check the object selection and the login's permissions"));
+            out.push(item(
+                "source.table_exists",
+                "Table exists",
+                Fail,
+                &format!("{database}.{}.{}", w.schema, w.name),
+                "The table does not exist on the source (or the login cannot see it)".into(),
+                "Check the object selection and the login's permissions",
+            ));
         }
     }
     if needs_cdc {
-        let limit = if req.max_cdc_tables == 0 { DEFAULT_MAX_CDC_TABLES } else { req.max_cdc_tables } as usize;
-        let tracked_now = if db.is_cdc_enabled { inspect::capture_instances(client).await?.iter().map(|i| i.source_object_id).collect::<std::collections::HashSet<_>>() } else { Default::default() };
-        let new = tables.iter().filter(|t| !tracked_now.contains(&i64::from(t.object_id))).count();
+        let limit = if req.max_cdc_tables == 0 {
+            DEFAULT_MAX_CDC_TABLES
+        } else {
+            req.max_cdc_tables
+        } as usize;
+        let tracked_now = if db.is_cdc_enabled {
+            inspect::capture_instances(client)
+                .await?
+                .iter()
+                .map(|i| i.source_object_id)
+                .collect::<std::collections::HashSet<_>>()
+        } else {
+            Default::default()
+        };
+        let new = tables
+            .iter()
+            .filter(|t| !tracked_now.contains(&i64::from(t.object_id)))
+            .count();
         let total = tracked_now.len() + new;
-        out.push(item("source.cdc_table_limit", "CDC table count within the limit", if total > limit { Fail } else { Pass }, database,
-            format!("{total} tables would be CDC-tracked (limit {limit})"), "Select fewer tables or raise max_cdc_tables"));
-        let has_lob = tables.iter().flat_map(|t| &t.columns).any(|c| c.max_length == -1 || matches!(c.type_name.as_str(), "text" | "ntext" | "image" | "xml"));
+        out.push(item(
+            "source.cdc_table_limit",
+            "CDC table count within the limit",
+            if total > limit { Fail } else { Pass },
+            database,
+            format!("{total} tables would be CDC-tracked (limit {limit})"),
+            "Select fewer tables or raise max_cdc_tables",
+        ));
+        let has_lob = tables.iter().flat_map(|t| &t.columns).any(|c| {
+            c.max_length == -1 || matches!(c.type_name.as_str(), "text" | "ntext" | "image" | "xml")
+        });
         if has_lob {
             if let Ok(Some(size)) = inspect::max_text_repl_size(client).await {
                 if size != -1 {
@@ -205,16 +287,29 @@ async fn database_items(client: &mut SqlClient, database: &str, req: &SourcePrec
 
 /// Runs every source precheck of the request.
 pub async fn run(pools: &Pools, req: &SourcePrecheckRequest) -> Result<PrecheckReport> {
-    let source = req.source.as_ref().ok_or_else(|| CaptureError::InvalidRequest("The request has no source connection".into()))?;
+    let source = req.source.as_ref().ok_or_else(|| {
+        CaptureError::InvalidRequest("The request has no source connection".into())
+    })?;
     let mut items = Vec::new();
     let mut databases: BTreeMap<String, ()> = BTreeMap::new();
     for t in &req.tables {
-        databases.insert(if t.database.is_empty() { source.database.clone() } else { t.database.clone() }, ());
+        databases.insert(
+            if t.database.is_empty() {
+                source.database.clone()
+            } else {
+                t.database.clone()
+            },
+            (),
+        );
     }
     if databases.is_empty() {
         databases.insert(source.database.clone(), ());
     }
-    let server = format!("{}:{}", source.host, if source.port == 0 { 1433 } else { source.port });
+    let server = format!(
+        "{}:{}",
+        source.host,
+        if source.port == 0 { 1433 } else { source.port }
+    );
     let pool = pools.pool(source, "")?;
     let mut conn = match pool.get().await {
         Ok(c) => c,
@@ -224,7 +319,14 @@ pub async fn run(pools: &Pools, req: &SourcePrecheckRequest) -> Result<PrecheckR
             return Ok(PrecheckReport { items });
         }
     };
-    items.push(item("source.connectivity", "Source is reachable and the login works", Pass, &server, "Connected and logged in".into(), ""));
+    items.push(item(
+        "source.connectivity",
+        "Source is reachable and the login works",
+        Pass,
+        &server,
+        "Connected and logged in".into(),
+        "",
+    ));
     let info = inspect::server_info(conn.client()).await?;
     let major = info.major_version();
     let (status, detail) = match major {
@@ -233,12 +335,28 @@ pub async fn run(pools: &Pools, req: &SourcePrecheckRequest) -> Result<PrecheckR
         11 | 12 => (Warn, format!("SQL Server {}: CDC works, but __$command_id needs a cumulative update (KB 3030352)", info.product_version)),
         _ => (Fail, format!("SQL Server {} is older than 2012", info.product_version)),
     };
-    items.push(item("source.version", "SQL Server version supports CDC", status, &server, detail, "Use SQL Server 2016 SP1 or later"));
+    items.push(item(
+        "source.version",
+        "SQL Server version supports CDC",
+        status,
+        &server,
+        detail,
+        "Use SQL Server 2016 SP1 or later",
+    ));
     if req.incremental {
         let (status, detail) = match info.engine_edition {
             2 | 3 | 5 | 8 => (Pass, format!("Edition {} supports CDC", info.edition)),
-            4 => (Fail, "Express edition has no SQL Server Agent, so CDC never captures changes".into()),
-            _ => (Warn, format!("Edition {} (engine edition {}): CDC support unknown", info.edition, info.engine_edition)),
+            4 => (
+                Fail,
+                "Express edition has no SQL Server Agent, so CDC never captures changes".into(),
+            ),
+            _ => (
+                Warn,
+                format!(
+                    "Edition {} (engine edition {}): CDC support unknown",
+                    info.edition, info.engine_edition
+                ),
+            ),
         };
         items.push(item("source.edition", "Edition supports CDC", status, &server, detail, "Use Standard, Enterprise or Developer edition, Azure SQL Managed Instance or Azure SQL Database"));
         match inspect::local_server_name(conn.client()).await {
@@ -267,7 +385,14 @@ pub async fn run(pools: &Pools, req: &SourcePrecheckRequest) -> Result<PrecheckR
         let mut conn = match pool.get().await {
             Ok(c) => c,
             Err(e) => {
-                items.push(item("source.database", "Database can be opened", Fail, database, e.to_string(), "Check that the database exists and the login may open it"));
+                items.push(item(
+                    "source.database",
+                    "Database can be opened",
+                    Fail,
+                    database,
+                    e.to_string(),
+                    "Check that the database exists and the login may open it",
+                ));
                 continue;
             }
         };
@@ -285,8 +410,20 @@ mod tests {
 
     fn table(keys: &[&str], types: &[&str]) -> TableSchema {
         TableSchema {
-            table: Some(TableRef { database: "shop".into(), schema: "dbo".into(), name: "t".into() }),
-            columns: types.iter().enumerate().map(|(i, t)| ColumnSchema { name: format!("c{i}"), type_name: t.to_string(), ..Default::default() }).collect(),
+            table: Some(TableRef {
+                database: "shop".into(),
+                schema: "dbo".into(),
+                name: "t".into(),
+            }),
+            columns: types
+                .iter()
+                .enumerate()
+                .map(|(i, t)| ColumnSchema {
+                    name: format!("c{i}"),
+                    type_name: t.to_string(),
+                    ..Default::default()
+                })
+                .collect(),
             key_columns: keys.iter().map(|k| k.to_string()).collect(),
             key_source: "primary_key".into(),
             ..Default::default()
@@ -294,27 +431,74 @@ mod tests {
     }
 
     fn status_of(items: &[PrecheckItem], id: &str) -> Vec<i32> {
-        items.iter().filter(|i| i.id == id).map(|i| i.status).collect()
+        items
+            .iter()
+            .filter(|i| i.id == id)
+            .map(|i| i.status)
+            .collect()
     }
 
     #[test]
     fn heaps_fail_cdc_polling_but_only_warn_in_hybrid_and_full_sync() {
         let heap = table(&[], &["int"]);
-        let req = |inc: bool, mode: &str| SourcePrecheckRequest { incremental: inc, incremental_mode: mode.into(), ..Default::default() };
-        assert_eq!(status_of(&table_items(std::slice::from_ref(&heap), &req(true, "cdc-polling")), "source.table_key"), vec![Fail as i32]);
-        assert_eq!(status_of(&table_items(std::slice::from_ref(&heap), &req(true, "hybrid")), "source.table_key"), vec![Warn as i32]);
-        assert_eq!(status_of(&table_items(&[heap], &req(false, "")), "source.table_key"), vec![Warn as i32]);
+        let req = |inc: bool, mode: &str| SourcePrecheckRequest {
+            incremental: inc,
+            incremental_mode: mode.into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            status_of(
+                &table_items(std::slice::from_ref(&heap), &req(true, "cdc-polling")),
+                "source.table_key"
+            ),
+            vec![Fail as i32]
+        );
+        assert_eq!(
+            status_of(
+                &table_items(std::slice::from_ref(&heap), &req(true, "hybrid")),
+                "source.table_key"
+            ),
+            vec![Warn as i32]
+        );
+        assert_eq!(
+            status_of(&table_items(&[heap], &req(false, "")), "source.table_key"),
+            vec![Warn as i32]
+        );
         let keyed = table(&["c0"], &["int"]);
-        assert_eq!(status_of(&table_items(&[keyed], &req(true, "cdc-polling")), "source.table_key"), vec![Pass as i32]);
+        assert_eq!(
+            status_of(
+                &table_items(&[keyed], &req(true, "cdc-polling")),
+                "source.table_key"
+            ),
+            vec![Pass as i32]
+        );
     }
 
     #[test]
     fn each_unsupported_type_is_reported_with_what_dbsync_does() {
-        let t = table(&["c0"], &["int", "hierarchyid", "geography", "sql_variant", "timestamp", "clr_udt", "nvarchar"]);
+        let t = table(
+            &["c0"],
+            &[
+                "int",
+                "hierarchyid",
+                "geography",
+                "sql_variant",
+                "timestamp",
+                "clr_udt",
+                "nvarchar",
+            ],
+        );
         let items = table_items(&[t], &SourcePrecheckRequest::default());
-        let unsupported: Vec<_> = items.iter().filter(|i| i.id == "source.unsupported_type").collect();
+        let unsupported: Vec<_> = items
+            .iter()
+            .filter(|i| i.id == "source.unsupported_type")
+            .collect();
         assert_eq!(unsupported.len(), 5);
-        assert!(unsupported.iter().all(|i| i.status == Warn as i32 && !i.detail.is_empty() && !i.fix.is_empty()));
-        assert!(unsupported.iter().any(|i| i.object == "shop.dbo.t.c1" && i.detail.contains("ToString")));
+        assert!(unsupported
+            .iter()
+            .all(|i| i.status == Warn as i32 && !i.detail.is_empty() && !i.fix.is_empty()));
+        assert!(unsupported
+            .iter()
+            .any(|i| i.object == "shop.dbo.t.c1" && i.detail.contains("ToString")));
     }
 }

@@ -20,7 +20,11 @@ pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(3);
 
 /// The address to advertise when none is configured.
 pub fn default_advertise(local: SocketAddr) -> String {
-    let host = if local.ip().is_unspecified() { "127.0.0.1".to_string() } else { local.ip().to_string() };
+    let host = if local.ip().is_unspecified() {
+        "127.0.0.1".to_string()
+    } else {
+        local.ip().to_string()
+    };
     format!("http://{host}:{}", local.port())
 }
 
@@ -34,10 +38,18 @@ fn request<T>(message: T, token: &Option<Secret>) -> tonic::Request<T> {
     req
 }
 
-async fn register(client: &mut WorkerServiceClient<Channel>, address: &str, token: &Option<Secret>) -> Result<String, tonic::Status> {
+async fn register(
+    client: &mut WorkerServiceClient<Channel>,
+    address: &str,
+    token: &Option<Secret>,
+) -> Result<String, tonic::Status> {
     let resp = client
         .register(request(
-            RegisterRequest { kind: "capture".into(), address: address.to_string(), worker_id: String::new() },
+            RegisterRequest {
+                kind: "capture".into(),
+                address: address.to_string(),
+                worker_id: String::new(),
+            },
             token,
         ))
         .await?
@@ -70,7 +82,10 @@ pub async fn run(
                 None => register(&mut client, &address, &token).await?,
             };
             worker_id = Some(id.clone());
-            let resp = client.heartbeat(request(HeartbeatRequest { worker_id: id }, &token)).await?.into_inner();
+            let resp = client
+                .heartbeat(request(HeartbeatRequest { worker_id: id }, &token))
+                .await?
+                .into_inner();
             if resp.reregister {
                 tracing::info!("coordinator asked to register again");
                 worker_id = None;

@@ -16,17 +16,29 @@ pub fn pattern_matches(pattern: &str, database: &str, schema: &str, table: &str)
         return false;
     }
     let offset = 3 - parts.len();
-    parts.iter().enumerate().all(|(i, p)| wildcard_match(p.trim(), names[offset + i]))
+    parts
+        .iter()
+        .enumerate()
+        .all(|(i, p)| wildcard_match(p.trim(), names[offset + i]))
 }
 
 /// Is the table selected: in a listed database (if any are listed), matched by an include
 /// pattern (if any), and by no exclude pattern?
 pub fn is_selected(selection: &ObjectSelection, database: &str, schema: &str, table: &str) -> bool {
     let db_ok = selection.databases.is_empty()
-        || selection.databases.iter().any(|d| wildcard_match(d, database));
-    let included =
-        selection.include.is_empty() || selection.include.iter().any(|p| pattern_matches(p, database, schema, table));
-    let excluded = selection.exclude.iter().any(|p| pattern_matches(p, database, schema, table));
+        || selection
+            .databases
+            .iter()
+            .any(|d| wildcard_match(d, database));
+    let included = selection.include.is_empty()
+        || selection
+            .include
+            .iter()
+            .any(|p| pattern_matches(p, database, schema, table));
+    let excluded = selection
+        .exclude
+        .iter()
+        .any(|p| pattern_matches(p, database, schema, table));
     db_ok && included && !excluded
 }
 

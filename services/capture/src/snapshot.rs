@@ -13,11 +13,11 @@
 //!    before the first chunk and is applied idempotently until every table has caught up.
 
 use dbsync_proto::v1::{
-    Chunk, ChunkChecksum, KeyBound, PlanChunksRequest, ReadChunkRequest, ReadRowsRequest, Row as PbRow, RowBatch,
-    SourceConnection, TableSchema, Value,
+    Chunk, ChunkChecksum, KeyBound, PlanChunksRequest, ReadChunkRequest, ReadRowsRequest,
+    Row as PbRow, RowBatch, SourceConnection, TableSchema, Value,
 };
-use futures_util::TryStreamExt;
 use dbsync_typemap::{MappingOptions, PackedWriter, PgColumnType};
+use futures_util::TryStreamExt;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
@@ -35,26 +35,44 @@ pub const DEFAULT_CHUNK_ROWS: u64 = 100_000;
 const KEYS_PER_QUERY: usize = 200;
 
 fn table_of(schema: &Option<TableSchema>) -> Result<&TableSchema> {
-    let t = schema.as_ref().ok_or_else(|| CaptureError::InvalidRequest("The request has no table".into()))?;
+    let t = schema
+        .as_ref()
+        .ok_or_else(|| CaptureError::InvalidRequest("The request has no table".into()))?;
     if t.table.is_none() {
-        return Err(CaptureError::InvalidRequest("The table schema has no table name".into()));
+        return Err(CaptureError::InvalidRequest(
+            "The table schema has no table name".into(),
+        ));
     }
     Ok(t)
 }
 
 fn database_of(table: &TableSchema) -> String {
-    table.table.as_ref().map(|t| t.database.clone()).unwrap_or_default()
+    table
+        .table
+        .as_ref()
+        .map(|t| t.database.clone())
+        .unwrap_or_default()
 }
 
-async fn connection(pools: &Pools, source: &Option<SourceConnection>, table: &TableSchema) -> Result<PooledClient> {
-    let source = source.as_ref().ok_or_else(|| CaptureError::InvalidRequest("The request has no source connection".into()))?;
+async fn connection(
+    pools: &Pools,
+    source: &Option<SourceConnection>,
+    table: &TableSchema,
+) -> Result<PooledClient> {
+    let source = source.as_ref().ok_or_else(|| {
+        CaptureError::InvalidRequest("The request has no source connection".into())
+    })?;
     pools.pool(source, &database_of(table))?.get().await
 }
 
 /// Splits a table into chunks of about `target_rows` rows by key.
 pub async fn plan_chunks(pools: &Pools, req: &PlanChunksRequest) -> Result<Vec<Chunk>> {
     let table = table_of(&req.table)?;
-    let target = if req.target_rows == 0 { DEFAULT_CHUNK_ROWS } else { req.target_rows };
+    let target = if req.target_rows == 0 {
+        DEFAULT_CHUNK_ROWS
+    } else {
+        req.target_rows
+    };
     if table.key_columns.is_empty() {
         return Ok(vec![Chunk {
             index: 0,
@@ -65,7 +83,14 @@ pub async fn plan_chunks(pools: &Pools, req: &PlanChunksRequest) -> Result<Vec<C
     }
     let mut conn = connection(pools, &Some(req.source.clone().unwrap_or_default()), table).await?;
     let query = sql::plan_keys_query(table, &req.where_filter)?;
-    let context = format!("planning chunks of {}", table.table.as_ref().map(sql::display_name).unwrap_or_default());
+    let context = format!(
+        "planning chunks of {}",
+        table
+            .table
+            .as_ref()
+            .map(sql::display_name)
+            .unwrap_or_default()
+    );
     let mut bounds: Vec<Vec<Value>> = Vec::new();
     let mut seen: u64 = 0;
     {
@@ -75,7 +100,11 @@ pub async fn plan_chunks(pools: &Pools, req: &PlanChunksRequest) -> Result<Vec<C
             .await
             .map_err(|e| CaptureError::from_tiberius(&context, e))?
             .into_row_stream();
-        while let Some(row) = rows.try_next().await.map_err(|e| CaptureError::from_tiberius(&context, e))? {
+        while let Some(row) = rows
+            .try_next()
+            .await
+            .map_err(|e| CaptureError::from_tiberius(&context, e))?
+        {
             seen += 1;
             if seen.is_multiple_of(target) {
                 bounds.push(row.into_iter().map(decode::to_value).collect());
@@ -130,8 +159,16 @@ impl Batcher {
             batch: RowBatch::default(),
             rows: 0,
             bytes: 0,
-            max_rows: if max_rows == 0 { DEFAULT_BATCH_ROWS } else { max_rows as usize },
-            max_bytes: if max_bytes == 0 { DEFAULT_BATCH_BYTES } else { max_bytes },
+            max_rows: if max_rows == 0 {
+                DEFAULT_BATCH_ROWS
+            } else {
+                max_rows as usize
+            },
+            max_bytes: if max_bytes == 0 {
+                DEFAULT_BATCH_BYTES
+            } else {
+                max_bytes
+            },
             packed,
         }
     }
@@ -148,7 +185,10 @@ impl Batcher {
             self.bytes += (self.batch.packed_rows.len() - start) as u64;
         } else {
             let values: Vec<Value> = row.into_iter().map(decode::to_value).collect();
-            self.bytes += values.iter().map(|v| decode::value_size(v) as u64).sum::<u64>();
+            self.bytes += values
+                .iter()
+                .map(|v| decode::value_size(v) as u64)
+                .sum::<u64>();
             self.batch.rows.push(PbRow { values });
         }
         self.rows += 1;
@@ -157,7 +197,10 @@ impl Batcher {
 
     fn take(&mut self) -> RowBatch {
         // The next batch will be about as large: reserve that once instead of growing.
-        let next = RowBatch { packed_rows: Vec::with_capacity(self.batch.packed_rows.len()), ..Default::default() };
+        let next = RowBatch {
+            packed_rows: Vec::with_capacity(self.batch.packed_rows.len()),
+            ..Default::default()
+        };
         let mut b = std::mem::replace(&mut self.batch, next);
         if self.packed {
             b.packed_row_count = u32::try_from(self.rows).unwrap_or(u32::MAX);
@@ -202,8 +245,16 @@ async fn stream_rows(
     let mut sent = 0u64;
     let client = conn.client();
     let values = params.values();
-    let mut rows = client.query(query, &values).await.map_err(|e| CaptureError::from_tiberius(context, e))?.into_row_stream();
-    while let Some(row) = rows.try_next().await.map_err(|e| CaptureError::from_tiberius(context, e))? {
+    let mut rows = client
+        .query(query, &values)
+        .await
+        .map_err(|e| CaptureError::from_tiberius(context, e))?
+        .into_row_stream();
+    while let Some(row) = rows
+        .try_next()
+        .await
+        .map_err(|e| CaptureError::from_tiberius(context, e))?
+    {
         if let Some(batch) = batcher.push(row) {
             sent += row_count(&batch);
             if !send(tx, throttle, batch).await {
@@ -216,24 +267,47 @@ async fn stream_rows(
 
 /// Reads one chunk and streams it as row batches. The connection returns to the pool only
 /// when the read completed.
-pub async fn read_chunk(pools: &Pools, req: &ReadChunkRequest, throttle: &TaskThrottle, tx: &BatchSender) -> Result<()> {
+pub async fn read_chunk(
+    pools: &Pools,
+    req: &ReadChunkRequest,
+    throttle: &TaskThrottle,
+    tx: &BatchSender,
+) -> Result<()> {
     let table = table_of(&req.table)?;
     let chunk = req.chunk.clone().unwrap_or_default();
     let lower = chunk.lower.as_ref().map(|b| b.values.as_slice());
     let upper = chunk.upper.as_ref().map(|b| b.values.as_slice());
     let mut params = Params::default();
     let query = sql::chunk_query(table, &req.where_filter, lower, upper, &mut params)?;
-    let name = table.table.as_ref().map(sql::display_name).unwrap_or_default();
+    let name = table
+        .table
+        .as_ref()
+        .map(sql::display_name)
+        .unwrap_or_default();
     let context = format!("reading chunk {} of {name}", chunk.index);
 
     let mut conn = connection(pools, &req.source, table).await?;
     let db = inspect::current_database(conn.client()).await?;
     throttle.query().await;
     if db.snapshot_isolation_on {
-        inspect::batch(conn.client(), &context, "SET TRANSACTION ISOLATION LEVEL SNAPSHOT").await?;
+        inspect::batch(
+            conn.client(),
+            &context,
+            "SET TRANSACTION ISOLATION LEVEL SNAPSHOT",
+        )
+        .await?;
     }
     let mut batcher = Batcher::new(req.max_batch_rows, req.max_batch_bytes, req.packed_rows);
-    let done = stream_rows(&mut conn, &context, &query, &params, &mut batcher, tx, throttle).await?;
+    let done = stream_rows(
+        &mut conn,
+        &context,
+        &query,
+        &params,
+        &mut batcher,
+        tx,
+        throttle,
+    )
+    .await?;
     if done.is_none() {
         return Ok(());
     }
@@ -241,16 +315,30 @@ pub async fn read_chunk(pools: &Pools, req: &ReadChunkRequest, throttle: &TaskTh
         return Ok(());
     }
     if db.snapshot_isolation_on {
-        inspect::batch(conn.client(), &context, "SET TRANSACTION ISOLATION LEVEL READ COMMITTED").await?;
+        inspect::batch(
+            conn.client(),
+            &context,
+            "SET TRANSACTION ISOLATION LEVEL READ COMMITTED",
+        )
+        .await?;
     }
     conn.mark_clean();
     Ok(())
 }
 
 /// Reads the rows with the given keys (repair, verification), in key order.
-pub async fn read_rows(pools: &Pools, req: &ReadRowsRequest, throttle: &TaskThrottle, tx: &BatchSender) -> Result<()> {
+pub async fn read_rows(
+    pools: &Pools,
+    req: &ReadRowsRequest,
+    throttle: &TaskThrottle,
+    tx: &BatchSender,
+) -> Result<()> {
     let table = table_of(&req.table)?;
-    let name = table.table.as_ref().map(sql::display_name).unwrap_or_default();
+    let name = table
+        .table
+        .as_ref()
+        .map(sql::display_name)
+        .unwrap_or_default();
     let context = format!("reading rows by key from {name}");
     let mut conn = connection(pools, &req.source, table).await?;
     let mut batcher = Batcher::new(0, 0, false);
@@ -259,7 +347,18 @@ pub async fn read_rows(pools: &Pools, req: &ReadRowsRequest, throttle: &TaskThro
         let mut params = Params::default();
         let query = sql::rows_by_keys_query(table, &tuples, &mut params)?;
         throttle.query().await;
-        if stream_rows(&mut conn, &context, &query, &params, &mut batcher, tx, throttle).await?.is_none() {
+        if stream_rows(
+            &mut conn,
+            &context,
+            &query,
+            &params,
+            &mut batcher,
+            tx,
+            throttle,
+        )
+        .await?
+        .is_none()
+        {
             return Ok(());
         }
     }
@@ -274,14 +373,23 @@ pub async fn read_rows(pools: &Pools, req: &ReadRowsRequest, throttle: &TaskThro
 /// forms; None for a column without a mapping (it is left out of checksums).
 pub fn canonical_types(table: &TableSchema) -> Vec<Option<PgColumnType>> {
     let options = MappingOptions::default();
-    table.columns.iter().map(|c| dbsync_typemap::map_column(c, &options).ok()).collect()
+    table
+        .columns
+        .iter()
+        .map(|c| dbsync_typemap::map_column(c, &options).ok())
+        .collect()
 }
 
 /// Adds one row to a checksum: each mapped value's framed canonical form
 /// (`dbsync_typemap::canonical_bytes`, `<length>:<text>;` or `N;`), concatenated in column
 /// order. PostgreSQL computes the same bytes with `pg_canonical_sql`, so a chunk's hashes
 /// match exactly when the target holds what the mapping says it should.
-pub fn hash_row(hasher: &mut Sha256, values: &[Value], types: &[Option<PgColumnType>], buf: &mut Vec<u8>) {
+pub fn hash_row(
+    hasher: &mut Sha256,
+    values: &[Value],
+    types: &[Option<PgColumnType>],
+    buf: &mut Vec<u8>,
+) {
     buf.clear();
     for (v, ty) in values.iter().zip(types) {
         if let Some(ty) = ty {
@@ -302,7 +410,11 @@ pub async fn checksum_chunks(
 ) -> Result<Vec<ChunkChecksum>> {
     let types = canonical_types(table);
     let mut buf = Vec::with_capacity(256);
-    let name = table.table.as_ref().map(sql::display_name).unwrap_or_default();
+    let name = table
+        .table
+        .as_ref()
+        .map(sql::display_name)
+        .unwrap_or_default();
     let mut conn = connection(pools, source, table).await?;
     let mut out = Vec::with_capacity(chunks.len());
     for chunk in chunks {
@@ -322,20 +434,37 @@ pub async fn checksum_chunks(
         {
             let client = conn.client();
             let values = params.values();
-            let mut stream =
-                client.query(query.as_str(), &values).await.map_err(|e| CaptureError::from_tiberius(&context, e))?.into_row_stream();
-            while let Some(row) = stream.try_next().await.map_err(|e| CaptureError::from_tiberius(&context, e))? {
+            let mut stream = client
+                .query(query.as_str(), &values)
+                .await
+                .map_err(|e| CaptureError::from_tiberius(&context, e))?
+                .into_row_stream();
+            while let Some(row) = stream
+                .try_next()
+                .await
+                .map_err(|e| CaptureError::from_tiberius(&context, e))?
+            {
                 let values: Vec<Value> = row.into_iter().map(decode::to_value).collect();
-                bytes += values.iter().map(|v| decode::value_size(v) as u64).sum::<u64>();
+                bytes += values
+                    .iter()
+                    .map(|v| decode::value_size(v) as u64)
+                    .sum::<u64>();
                 hash_row(&mut hasher, &values, &types, &mut buf);
                 rows += 1;
                 if rows.is_multiple_of(1000) {
-                    throttle.rows_and_bytes(1000, std::mem::take(&mut bytes)).await;
+                    throttle
+                        .rows_and_bytes(1000, std::mem::take(&mut bytes))
+                        .await;
                 }
             }
         }
         throttle.rows_and_bytes(rows % 1000, bytes).await;
-        out.push(ChunkChecksum { index: chunk.index, rows, checksum: hasher.finalize().to_vec(), ..Default::default() });
+        out.push(ChunkChecksum {
+            index: chunk.index,
+            rows,
+            checksum: hasher.finalize().to_vec(),
+            ..Default::default()
+        });
     }
     conn.mark_clean();
     Ok(out)
@@ -356,7 +485,10 @@ mod tests {
         assert_eq!(chunks[2].lower.as_ref().unwrap().values, vec![int(20)]);
         assert!(chunks[2].upper.is_none());
         assert_eq!(chunks.iter().map(|c| c.estimated_rows).sum::<u64>(), 25);
-        assert_eq!(chunks.iter().map(|c| c.index).collect::<Vec<_>>(), vec![0, 1, 2]);
+        assert_eq!(
+            chunks.iter().map(|c| c.index).collect::<Vec<_>>(),
+            vec![0, 1, 2]
+        );
         let empty = chunks_from_bounds(vec![], 0, 10);
         assert_eq!(empty.len(), 1);
         assert!(empty[0].lower.is_none() && empty[0].upper.is_none());
@@ -368,8 +500,18 @@ mod tests {
         let table = TableSchema {
             table: Some(TableRef::default()),
             columns: vec![
-                ColumnSchema { name: "id".into(), type_name: "int".into(), max_length: 4, ..Default::default() },
-                ColumnSchema { name: "t".into(), type_name: "nvarchar".into(), max_length: 20, ..Default::default() },
+                ColumnSchema {
+                    name: "id".into(),
+                    type_name: "int".into(),
+                    max_length: 4,
+                    ..Default::default()
+                },
+                ColumnSchema {
+                    name: "t".into(),
+                    type_name: "nvarchar".into(),
+                    max_length: 20,
+                    ..Default::default()
+                },
             ],
             ..Default::default()
         };
@@ -385,7 +527,10 @@ mod tests {
         };
         let a = h(&[vec![int(1), decode::text("ab")]]);
         assert_eq!(a, h(&[vec![int(1), decode::text("ab")]]));
-        assert_ne!(a, h(&[vec![int(1), decode::text("a")], vec![decode::text("b")]]));
+        assert_ne!(
+            a,
+            h(&[vec![int(1), decode::text("a")], vec![decode::text("b")]])
+        );
         assert_ne!(a, h(&[vec![int(2), decode::text("ab")]]));
         // exactly the framed canonical text: "1:1;2:ab;"
         assert_eq!(a, Sha256::digest(b"1:1;2:ab;").to_vec());

@@ -23,7 +23,11 @@ pub fn quote_string(text: &str) -> String {
 
 /// `[schema].[table]` (the connection is already in the table's database).
 pub fn table_name(table: &TableRef) -> String {
-    format!("{}.{}", quote_ident(&table.schema), quote_ident(&table.name))
+    format!(
+        "{}.{}",
+        quote_ident(&table.schema),
+        quote_ident(&table.name)
+    )
 }
 
 /// `db.schema.table`, for messages.
@@ -70,7 +74,11 @@ pub fn select_expression(name: &str, type_name: &str) -> String {
 
 /// The select list of a table, in column order.
 pub fn select_list(columns: &[ColumnSchema]) -> String {
-    columns.iter().map(|c| select_expression(&c.name, &c.type_name)).collect::<Vec<_>>().join(", ")
+    columns
+        .iter()
+        .map(|c| select_expression(&c.name, &c.type_name))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Parameters of one statement, each cast to its column's exact type in the SQL text so that
@@ -85,7 +93,11 @@ impl Params {
     /// Adds a value for `column` and returns its placeholder expression.
     pub fn typed(&mut self, value: &Value, column: &ColumnSchema) -> Result<String> {
         self.values.push(decode::to_param(value)?);
-        Ok(format!("CAST(@P{} AS {})", self.values.len(), column_type_text(column)))
+        Ok(format!(
+            "CAST(@P{} AS {})",
+            self.values.len(),
+            column_type_text(column)
+        ))
     }
 
     /// Adds a raw parameter and returns `@Pn`.
@@ -95,7 +107,10 @@ impl Params {
     }
 
     pub fn values(&self) -> Vec<&dyn tiberius::ToSql> {
-        self.values.iter().map(|v| v as &dyn tiberius::ToSql).collect()
+        self.values
+            .iter()
+            .map(|v| v as &dyn tiberius::ToSql)
+            .collect()
     }
 
     pub fn len(&self) -> usize {
@@ -133,7 +148,12 @@ pub enum Side {
 }
 
 /// The tuple comparison `key (>|<=) bound` as OR-ed prefix equalities.
-pub fn key_predicate(keys: &[&ColumnSchema], bound: &[Value], side: Side, params: &mut Params) -> Result<String> {
+pub fn key_predicate(
+    keys: &[&ColumnSchema],
+    bound: &[Value],
+    side: Side,
+    params: &mut Params,
+) -> Result<String> {
     if bound.len() != keys.len() {
         return Err(CaptureError::InvalidRequest(format!(
             "A key bound has {} values but the key has {} columns",
@@ -141,22 +161,38 @@ pub fn key_predicate(keys: &[&ColumnSchema], bound: &[Value], side: Side, params
             keys.len()
         )));
     }
-    let placeholders: Vec<String> =
-        keys.iter().zip(bound).map(|(k, v)| params.typed(v, k)).collect::<Result<_>>()?;
+    let placeholders: Vec<String> = keys
+        .iter()
+        .zip(bound)
+        .map(|(k, v)| params.typed(v, k))
+        .collect::<Result<_>>()?;
     let mut branches = Vec::with_capacity(keys.len());
     for i in 0..keys.len() {
-        let mut terms: Vec<String> =
-            (0..i).map(|j| format!("{} = {}", quote_ident(&keys[j].name), placeholders[j])).collect();
+        let mut terms: Vec<String> = (0..i)
+            .map(|j| format!("{} = {}", quote_ident(&keys[j].name), placeholders[j]))
+            .collect();
         let last = i + 1 == keys.len();
         let op = match (side, last) {
             (Side::After, _) => ">",
             (Side::AtMost, false) => "<",
             (Side::AtMost, true) => "<=",
         };
-        terms.push(format!("{} {op} {}", quote_ident(&keys[i].name), placeholders[i]));
-        branches.push(if terms.len() == 1 { terms.pop().unwrap_or_default() } else { format!("({})", terms.join(" AND ")) });
+        terms.push(format!(
+            "{} {op} {}",
+            quote_ident(&keys[i].name),
+            placeholders[i]
+        ));
+        branches.push(if terms.len() == 1 {
+            terms.pop().unwrap_or_default()
+        } else {
+            format!("({})", terms.join(" AND "))
+        });
     }
-    Ok(if branches.len() == 1 { branches.pop().unwrap_or_default() } else { format!("({})", branches.join(" OR ")) })
+    Ok(if branches.len() == 1 {
+        branches.pop().unwrap_or_default()
+    } else {
+        format!("({})", branches.join(" OR "))
+    })
 }
 
 /// `ORDER BY [k1], [k2]`, empty without key.
@@ -164,7 +200,13 @@ pub fn order_by(keys: &[&ColumnSchema]) -> String {
     if keys.is_empty() {
         return String::new();
     }
-    format!(" ORDER BY {}", keys.iter().map(|k| quote_ident(&k.name)).collect::<Vec<_>>().join(", "))
+    format!(
+        " ORDER BY {}",
+        keys.iter()
+            .map(|k| quote_ident(&k.name))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
 }
 
 fn where_clause(conditions: &[String]) -> String {
@@ -183,10 +225,22 @@ fn filter_condition(where_filter: &str) -> Option<String> {
 /// The key columns of every (filtered) row in key order: PlanChunks picks every Nth.
 pub fn plan_keys_query(table: &TableSchema, where_filter: &str) -> Result<String> {
     let keys = key_columns(table)?;
-    let t = table.table.as_ref().ok_or_else(|| CaptureError::InvalidRequest("Table without name".into()))?;
-    let list = keys.iter().map(|k| select_expression(&k.name, &k.type_name)).collect::<Vec<_>>().join(", ");
+    let t = table
+        .table
+        .as_ref()
+        .ok_or_else(|| CaptureError::InvalidRequest("Table without name".into()))?;
+    let list = keys
+        .iter()
+        .map(|k| select_expression(&k.name, &k.type_name))
+        .collect::<Vec<_>>()
+        .join(", ");
     let conditions: Vec<String> = filter_condition(where_filter).into_iter().collect();
-    Ok(format!("SELECT {list} FROM {}{}{}", table_name(t), where_clause(&conditions), order_by(&keys)))
+    Ok(format!(
+        "SELECT {list} FROM {}{}{}",
+        table_name(t),
+        where_clause(&conditions),
+        order_by(&keys)
+    ))
 }
 
 /// The rows of one chunk `(lower, upper]`, in key order.
@@ -198,7 +252,10 @@ pub fn chunk_query(
     params: &mut Params,
 ) -> Result<String> {
     let keys = key_columns(table)?;
-    let t = table.table.as_ref().ok_or_else(|| CaptureError::InvalidRequest("Table without name".into()))?;
+    let t = table
+        .table
+        .as_ref()
+        .ok_or_else(|| CaptureError::InvalidRequest("Table without name".into()))?;
     let mut conditions = Vec::new();
     if let Some(lower) = lower.filter(|l| !l.is_empty()) {
         conditions.push(key_predicate(&keys, lower, Side::After, params)?);
@@ -217,7 +274,11 @@ pub fn chunk_query(
 }
 
 /// Rows whose key equals one of `keys` (each a full key tuple).
-pub fn rows_by_keys_query(table: &TableSchema, keys_values: &[&[Value]], params: &mut Params) -> Result<String> {
+pub fn rows_by_keys_query(
+    table: &TableSchema,
+    keys_values: &[&[Value]],
+    params: &mut Params,
+) -> Result<String> {
     let keys = key_columns(table)?;
     if keys.is_empty() {
         return Err(CaptureError::InvalidRequest(format!(
@@ -225,10 +286,19 @@ pub fn rows_by_keys_query(table: &TableSchema, keys_values: &[&[Value]], params:
             table.table.as_ref().map(display_name).unwrap_or_default()
         )));
     }
-    let t = table.table.as_ref().ok_or_else(|| CaptureError::InvalidRequest("Table without name".into()))?;
-    if let ([key], true) = (keys.as_slice(), keys_values.iter().all(|tuple| tuple.len() == 1)) {
+    let t = table
+        .table
+        .as_ref()
+        .ok_or_else(|| CaptureError::InvalidRequest("Table without name".into()))?;
+    if let ([key], true) = (
+        keys.as_slice(),
+        keys_values.iter().all(|tuple| tuple.len() == 1),
+    ) {
         // One key column: a flat IN list (a chain of ORs nests as deep as it has keys).
-        let list = keys_values.iter().map(|tuple| params.typed(&tuple[0], key)).collect::<Result<Vec<_>>>()?;
+        let list = keys_values
+            .iter()
+            .map(|tuple| params.typed(&tuple[0], key))
+            .collect::<Result<Vec<_>>>()?;
         return Ok(format!(
             "SELECT {} FROM {} WHERE {} IN ({}){}",
             select_list(&table.columns),
@@ -250,7 +320,13 @@ pub fn rows_by_keys_query(table: &TableSchema, keys_values: &[&[Value]], params:
         let terms = keys
             .iter()
             .zip(tuple.iter())
-            .map(|(k, v)| Ok(format!("{} = {}", quote_ident(&k.name), params.typed(v, k)?)))
+            .map(|(k, v)| {
+                Ok(format!(
+                    "{} = {}",
+                    quote_ident(&k.name),
+                    params.typed(v, k)?
+                ))
+            })
             .collect::<Result<Vec<_>>>()?;
         branches.push(format!("({})", terms.join(" AND ")));
     }
@@ -269,13 +345,27 @@ mod tests {
     use crate::mssql::decode::{int, text};
 
     fn col(name: &str, type_name: &str, max_length: i32) -> ColumnSchema {
-        ColumnSchema { name: name.into(), type_name: type_name.into(), max_length, ..Default::default() }
+        ColumnSchema {
+            name: name.into(),
+            type_name: type_name.into(),
+            max_length,
+            ..Default::default()
+        }
     }
 
     fn table(keys: &[&str]) -> TableSchema {
         TableSchema {
-            table: Some(TableRef { database: "shop".into(), schema: "dbo".into(), name: "order lines".into() }),
-            columns: vec![col("a", "int", 4), col("b", "varchar", 20), col("c", "nvarchar", -1), col("m", "money", 8)],
+            table: Some(TableRef {
+                database: "shop".into(),
+                schema: "dbo".into(),
+                name: "order lines".into(),
+            }),
+            columns: vec![
+                col("a", "int", 4),
+                col("b", "varchar", 20),
+                col("c", "nvarchar", -1),
+                col("m", "money", 8),
+            ],
             key_columns: keys.iter().map(|k| k.to_string()).collect(),
             ..Default::default()
         }
@@ -290,10 +380,22 @@ mod tests {
     #[test]
     fn types_render_with_their_lengths() {
         assert_eq!(column_type_text(&col("x", "nvarchar", 100)), "nvarchar(50)");
-        assert_eq!(column_type_text(&col("x", "varbinary", -1)), "varbinary(max)");
-        let d = ColumnSchema { type_name: "decimal".into(), precision: 38, scale: 38, ..Default::default() };
+        assert_eq!(
+            column_type_text(&col("x", "varbinary", -1)),
+            "varbinary(max)"
+        );
+        let d = ColumnSchema {
+            type_name: "decimal".into(),
+            precision: 38,
+            scale: 38,
+            ..Default::default()
+        };
         assert_eq!(column_type_text(&d), "decimal(38,38)");
-        let t = ColumnSchema { type_name: "datetime2".into(), scale: 3, ..Default::default() };
+        let t = ColumnSchema {
+            type_name: "datetime2".into(),
+            scale: 3,
+            ..Default::default()
+        };
         assert_eq!(column_type_text(&t), "datetime2(3)");
     }
 
@@ -328,10 +430,16 @@ mod tests {
         );
         let mut p = Params::default();
         let first = chunk_query(&t, "", None, Some(&[int(20)]), &mut p).unwrap();
-        assert!(first.ends_with("WHERE [a] <= CAST(@P1 AS int) ORDER BY [a]"), "{first}");
+        assert!(
+            first.ends_with("WHERE [a] <= CAST(@P1 AS int) ORDER BY [a]"),
+            "{first}"
+        );
         let heap = table(&[]);
         let all = chunk_query(&heap, "", None, None, &mut Params::default()).unwrap();
-        assert_eq!(all, "SELECT [a], [b], [c], CAST([m] AS decimal(19,4)) AS [m] FROM [dbo].[order lines]");
+        assert_eq!(
+            all,
+            "SELECT [a], [b], [c], CAST([m] AS decimal(19,4)) AS [m] FROM [dbo].[order lines]"
+        );
     }
 
     #[test]
@@ -358,7 +466,11 @@ mod tests {
         ), "{q}");
         assert!(rows_by_keys_query(&table(&[]), &[&k1], &mut Params::default()).is_err());
         let single = table(&["a"]);
-        let q = rows_by_keys_query(&single, &[&[int(1)], &[int(2)]], &mut Params::default()).unwrap();
-        assert!(q.ends_with("WHERE [a] IN (CAST(@P1 AS int), CAST(@P2 AS int)) ORDER BY [a]"), "{q}");
+        let q =
+            rows_by_keys_query(&single, &[&[int(1)], &[int(2)]], &mut Params::default()).unwrap();
+        assert!(
+            q.ends_with("WHERE [a] IN (CAST(@P1 AS int), CAST(@P2 AS int)) ORDER BY [a]"),
+            "{q}"
+        );
     }
 }

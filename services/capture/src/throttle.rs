@@ -71,7 +71,9 @@ pub struct TaskThrottle {
 
 impl TaskThrottle {
     pub fn new(settings: Throttle) -> TaskThrottle {
-        TaskThrottle { buckets: Arc::new(RwLock::new(Arc::new(Buckets::new(settings)))) }
+        TaskThrottle {
+            buckets: Arc::new(RwLock::new(Arc::new(Buckets::new(settings)))),
+        }
     }
 
     /// An unlimited throttle.
@@ -116,7 +118,8 @@ impl TaskThrottle {
                 return;
             };
             let piece = n.min(burst.max(1));
-            let cells = NonZeroU32::new(u32::try_from(piece).unwrap_or(u32::MAX)).unwrap_or(NonZeroU32::MIN);
+            let cells = NonZeroU32::new(u32::try_from(piece).unwrap_or(u32::MAX))
+                .unwrap_or(NonZeroU32::MIN);
             // InsufficientCapacity cannot happen: piece <= burst.
             let _ = limiter.until_n_ready(cells).await;
             n -= piece;
@@ -143,7 +146,12 @@ impl Throttles {
     /// unless the coordinator has set this task's limits: its heartbeats are the authority,
     /// since an applier's request may carry limits from before a ModifyTask (a request with
     /// no limits keeps the current ones too).
-    pub fn for_task(&self, task_id: &str, phase: Phase, settings: Option<Throttle>) -> TaskThrottle {
+    pub fn for_task(
+        &self,
+        task_id: &str,
+        phase: Phase,
+        settings: Option<Throttle>,
+    ) -> TaskThrottle {
         let mut tasks = self.tasks.lock();
         let (t, from_coordinator) = tasks
             .entry((task_id.to_string(), phase))
@@ -173,7 +181,10 @@ mod tests {
 
     #[tokio::test]
     async fn rows_per_second_limits_a_stream() {
-        let t = TaskThrottle::new(Throttle { rows_per_second: 1000.0, ..Default::default() });
+        let t = TaskThrottle::new(Throttle {
+            rows_per_second: 1000.0,
+            ..Default::default()
+        });
         let start = Instant::now();
         // burst of 1000, then 1000 more need about one second
         for _ in 0..20 {
@@ -192,7 +203,14 @@ mod tests {
         t.rows_and_bytes(10_000_000, 10_000_000_000).await;
         t.query().await;
         assert!(start.elapsed() < Duration::from_millis(100));
-        throttles.update("t1", Phase::Full, Throttle { queries_per_second: 5.0, ..Default::default() });
+        throttles.update(
+            "t1",
+            Phase::Full,
+            Throttle {
+                queries_per_second: 5.0,
+                ..Default::default()
+            },
+        );
         assert_eq!(t.settings().queries_per_second, 5.0);
         let same = throttles.for_task("t1", Phase::Full, None);
         assert_eq!(same.settings().queries_per_second, 5.0);
@@ -201,11 +219,22 @@ mod tests {
     #[tokio::test]
     async fn the_coordinator_s_limits_beat_older_limits_in_requests() {
         let throttles = Throttles::default();
-        let old = Throttle { rows_per_second: 10.0, ..Default::default() };
+        let old = Throttle {
+            rows_per_second: 10.0,
+            ..Default::default()
+        };
         // Before any heartbeat, a request's limits apply.
-        assert_eq!(throttles.for_task("t1", Phase::Incremental, Some(old)).settings(), old);
+        assert_eq!(
+            throttles
+                .for_task("t1", Phase::Incremental, Some(old))
+                .settings(),
+            old
+        );
         // A ModifyTask raised the limit; the applier's next request still carries the old one.
-        let new = Throttle { rows_per_second: 5000.0, ..Default::default() };
+        let new = Throttle {
+            rows_per_second: 5000.0,
+            ..Default::default()
+        };
         throttles.update("t1", Phase::Incremental, new);
         let t = throttles.for_task("t1", Phase::Incremental, Some(old));
         assert_eq!(t.settings(), new);
@@ -214,14 +243,32 @@ mod tests {
     #[tokio::test]
     async fn a_raised_limit_speeds_up_a_batch_that_is_already_waiting() {
         let throttles = Arc::new(Throttles::default());
-        throttles.update("t1", Phase::Incremental, Throttle { rows_per_second: 10.0, ..Default::default() });
+        throttles.update(
+            "t1",
+            Phase::Incremental,
+            Throttle {
+                rows_per_second: 10.0,
+                ..Default::default()
+            },
+        );
         let t = throttles.for_task("t1", Phase::Incremental, None);
         let start = Instant::now();
         // 200 rows at 10 rows/s would take about 19 s.
         let waiting = tokio::spawn(async move { t.rows_and_bytes(200, 0).await });
         tokio::time::sleep(Duration::from_millis(300)).await;
-        throttles.update("t1", Phase::Incremental, Throttle { rows_per_second: 100_000.0, ..Default::default() });
+        throttles.update(
+            "t1",
+            Phase::Incremental,
+            Throttle {
+                rows_per_second: 100_000.0,
+                ..Default::default()
+            },
+        );
         waiting.await.unwrap();
-        assert!(start.elapsed() < Duration::from_secs(5), "{:?}", start.elapsed());
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            start.elapsed()
+        );
     }
 }

@@ -15,8 +15,9 @@ use dbsync_capture::throttle::TaskThrottle;
 use dbsync_capture::CancellationToken;
 use dbsync_proto::v1::capture_service_client::CaptureServiceClient;
 use dbsync_proto::v1::{
-    change_message::Kind as Msg, value::Kind, ChangeMessage, EnableCdcRequest, GetMaxLsnRequest, ObjectSelection, Operation,
-    ReadSchemaRequest, SourceConnection, StreamChangesRequest, TableSchema, TransactionFragment,
+    change_message::Kind as Msg, value::Kind, ChangeMessage, EnableCdcRequest, GetMaxLsnRequest,
+    ObjectSelection, Operation, ReadSchemaRequest, SourceConnection, StreamChangesRequest,
+    TableSchema, TransactionFragment,
 };
 use dbsync_sqlserver_sim::engine::cdc::{Cdc, CdcConfig};
 use dbsync_sqlserver_sim::engine::{Engine, EngineConfig};
@@ -43,9 +44,13 @@ impl Drop for Env {
 async fn env(setup: &str) -> Env {
     let engine = Engine::new(EngineConfig::default());
     Cdc::install(&engine, CdcConfig::default());
-    engine.run("master", "CREATE DATABASE shop").expect("create database");
+    engine
+        .run("master", "CREATE DATABASE shop")
+        .expect("create database");
     engine.run("shop", setup).expect("setup sql");
-    let sim = Server::start("127.0.0.1:0".parse().unwrap(), Arc::new(engine.clone())).await.unwrap();
+    let sim = Server::start("127.0.0.1:0".parse().unwrap(), Arc::new(engine.clone()))
+        .await
+        .unwrap();
     let source = SourceConnection {
         host: "127.0.0.1".into(),
         port: u32::from(sim.addr.port()),
@@ -57,30 +62,60 @@ async fn env(setup: &str) -> Env {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr: SocketAddr = listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();
-    tokio::spawn(dbsync_capture::serve(Default::default(), listener, shutdown.clone()));
+    tokio::spawn(dbsync_capture::serve(
+        Default::default(),
+        listener,
+        shutdown.clone(),
+    ));
     let client = loop {
         match CaptureServiceClient::connect(format!("http://{addr}")).await {
             Ok(c) => break c.max_decoding_message_size(64 << 20),
             Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
         }
     };
-    Env { engine, _sim: sim, source, client, shutdown }
+    Env {
+        engine,
+        _sim: sim,
+        source,
+        client,
+        shutdown,
+    }
 }
 
 impl Env {
     fn sql(&self, sql: &str) {
-        self.engine.run("shop", sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+        self.engine
+            .run("shop", sql)
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
 
     fn rows(&self, sql: &str) -> Vec<Vec<String>> {
-        let results = self.engine.run("shop", sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
-        results[0].rows.iter().map(|r| r.iter().map(|v| format!("{v:?}")).collect()).collect()
+        let results = self
+            .engine
+            .run("shop", sql)
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        results[0]
+            .rows
+            .iter()
+            .map(|r| r.iter().map(|v| format!("{v:?}")).collect())
+            .collect()
     }
 
     async fn schema(&mut self) -> Vec<TableSchema> {
-        let selection = ObjectSelection { databases: vec!["shop".into()], ..Default::default() };
-        let req = ReadSchemaRequest { source: Some(self.source.clone()), selection: Some(selection) };
-        self.client.read_schema(req).await.unwrap().into_inner().tables
+        let selection = ObjectSelection {
+            databases: vec!["shop".into()],
+            ..Default::default()
+        };
+        let req = ReadSchemaRequest {
+            source: Some(self.source.clone()),
+            selection: Some(selection),
+        };
+        self.client
+            .read_schema(req)
+            .await
+            .unwrap()
+            .into_inner()
+            .tables
     }
 
     async fn enable_hybrid(&mut self, tables: &[TableSchema], prefix: &str) {
@@ -97,7 +132,11 @@ impl Env {
     }
 
     async fn max_lsn(&mut self) -> Vec<u8> {
-        let req = GetMaxLsnRequest { source: Some(self.source.clone()), database: "shop".into(), ..Default::default() };
+        let req = GetMaxLsnRequest {
+            source: Some(self.source.clone()),
+            database: "shop".into(),
+            ..Default::default()
+        };
         self.client.get_max_lsn(req).await.unwrap().into_inner().lsn
     }
 
@@ -126,7 +165,9 @@ impl Env {
 }
 
 async fn open(pools: &Pools, req: StreamChangesRequest) -> CdcStream {
-    CdcStream::open(pools, req, TaskThrottle::unlimited()).await.expect("stream opens")
+    CdcStream::open(pools, req, TaskThrottle::unlimited())
+        .await
+        .expect("stream opens")
 }
 
 /// Messages until a Progress beyond `until` (a max LSN read after the writes).
@@ -134,7 +175,10 @@ async fn read_until(stream: &mut CdcStream, until: &[u8]) -> Vec<ChangeMessage> 
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut out = Vec::new();
     loop {
-        let m = tokio::time::timeout_at(deadline.into(), stream.next_message()).await.expect("messages in time").unwrap();
+        let m = tokio::time::timeout_at(deadline.into(), stream.next_message())
+            .await
+            .expect("messages in time")
+            .unwrap();
         let done = matches!(&m.kind, Some(Msg::Progress(p)) if p.lsn.as_slice() > until);
         out.push(m);
         if done {
@@ -162,7 +206,9 @@ impl Replica {
     fn apply(&mut self, messages: &[ChangeMessage], table_index: u32) {
         for m in messages {
             match &m.kind {
-                Some(Msg::Columns(c)) if c.table_index == table_index => self.columns = c.columns.clone(),
+                Some(Msg::Columns(c)) if c.table_index == table_index => {
+                    self.columns = c.columns.clone()
+                }
                 Some(Msg::Transaction(f)) => self.apply_fragment(f, table_index),
                 _ => {}
             }
@@ -174,7 +220,9 @@ impl Replica {
             let id = int(&c.values[0]);
             if c.operation == Operation::Delete as i32 {
                 self.rows.remove(&id);
-            } else if c.operation == Operation::Insert as i32 || c.operation == Operation::UpdateAfter as i32 {
+            } else if c.operation == Operation::Insert as i32
+                || c.operation == Operation::UpdateAfter as i32
+            {
                 let row = self.rows.entry(id).or_default();
                 for (name, v) in self.columns.iter().zip(&c.values) {
                     if v.kind != Some(Kind::Unchanged(true)) {
@@ -186,7 +234,10 @@ impl Replica {
     }
 
     fn value(&self, id: i64, column: &str) -> Option<Kind> {
-        self.rows.get(&id).and_then(|r| r.get(column).cloned()).flatten()
+        self.rows
+            .get(&id)
+            .and_then(|r| r.get(column).cloned())
+            .flatten()
     }
 }
 
@@ -197,8 +248,17 @@ async fn read_schema_never_lists_dbsyncs_own_tables_whatever_their_prefix() {
     env.enable_hybrid(&tables[..1], "").await;
     env.enable_hybrid(&tables[1..], "acme_").await;
     let installed = env.rows("SELECT name FROM sys.tables WHERE name IN ('dbsync_heartbeat', 'dbsync_ddl_history', 'acme_heartbeat', 'acme_ddl_history')");
-    assert_eq!(installed.len(), 4, "both installations exist: {installed:?}");
-    let mut names: Vec<String> = env.schema().await.iter().map(|t| t.table.as_ref().unwrap().name.clone()).collect();
+    assert_eq!(
+        installed.len(),
+        4,
+        "both installations exist: {installed:?}"
+    );
+    let mut names: Vec<String> = env
+        .schema()
+        .await
+        .iter()
+        .map(|t| t.table.as_ref().unwrap().name.clone())
+        .collect();
     names.sort();
     assert_eq!(names, vec!["t", "u"]);
 }
@@ -213,7 +273,10 @@ async fn the_retention_headroom_gauge_is_refreshed_on_a_timer_while_the_stream_i
     env.sql("EXEC sys.sp_cdc_change_job @job_type = N'cleanup', @retention = 1");
     let from = env.max_lsn().await;
     let pools = Pools::default();
-    let req = StreamChangesRequest { task_id: "timer-task".into(), ..env.request(&tables, from) };
+    let req = StreamChangesRequest {
+        task_id: "timer-task".into(),
+        ..env.request(&tables, from)
+    };
     // Opened and never read: as when the applier does not take messages, or a long window is
     // being read. Only the timer can move the gauge.
     let stream = open(&pools, req).await;
@@ -233,7 +296,10 @@ async fn the_retention_headroom_gauge_is_refreshed_on_a_timer_while_the_stream_i
         if now < first {
             break;
         }
-        assert!(Instant::now() < deadline, "the gauge was not refreshed while the stream was idle");
+        assert!(
+            Instant::now() < deadline,
+            "the gauge was not refreshed while the stream was idle"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     drop(stream);
@@ -246,21 +312,37 @@ async fn an_added_column_backfill_reads_the_table_in_key_pages_as_it_sends_them(
     env.enable_hybrid(&tables, "").await;
     let values: Vec<String> = (1..=3000).map(|i| format!("({i}, {i})")).collect();
     for chunk in values.chunks(500) {
-        env.sql(&format!("INSERT INTO dbo.big (id, v) VALUES {}", chunk.join(", ")));
+        env.sql(&format!(
+            "INSERT INTO dbo.big (id, v) VALUES {}",
+            chunk.join(", ")
+        ));
     }
     let from = env.max_lsn().await;
     env.sql("ALTER TABLE dbo.big ADD w int NOT NULL DEFAULT 7");
     let pools = Pools::default();
-    let mut stream = open(&pools, StreamChangesRequest { max_batch_rows: 500, ..env.request(&tables, from) }).await;
+    let mut stream = open(
+        &pools,
+        StreamChangesRequest {
+            max_batch_rows: 500,
+            ..env.request(&tables, from)
+        },
+    )
+    .await;
     // Up to the first fragment of the backfill: only its first page has been read so far.
     let mut seen = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     let ddl_lsn = loop {
-        let m = tokio::time::timeout_at(deadline.into(), stream.next_message()).await.expect("the backfill in time").unwrap();
-        let at = match (&m.kind, seen.iter().find_map(|m: &ChangeMessage| match &m.kind {
-            Some(Msg::SchemaChange(c)) => Some(c.lsn.clone()),
-            _ => None,
-        })) {
+        let m = tokio::time::timeout_at(deadline.into(), stream.next_message())
+            .await
+            .expect("the backfill in time")
+            .unwrap();
+        let at = match (
+            &m.kind,
+            seen.iter().find_map(|m: &ChangeMessage| match &m.kind {
+                Some(Msg::SchemaChange(c)) => Some(c.lsn.clone()),
+                _ => None,
+            }),
+        ) {
             (Some(Msg::Transaction(f)), Some(ddl)) if f.commit_lsn == ddl => Some(ddl),
             _ => None,
         };
@@ -282,18 +364,40 @@ async fn an_added_column_backfill_reads_the_table_in_key_pages_as_it_sends_them(
             _ => None,
         })
         .collect();
-    assert!(backfill.iter().all(|f| f.changes.len() <= 500), "fragments stay within max_batch_rows");
+    assert!(
+        backfill.iter().all(|f| f.changes.len() <= 500),
+        "fragments stay within max_batch_rows"
+    );
     assert_eq!(backfill.iter().filter(|f| f.last_fragment).count(), 1);
-    let ids: Vec<i64> = backfill.iter().flat_map(|f| f.changes.iter().map(|c| int(&c.values[0]))).collect();
+    let ids: Vec<i64> = backfill
+        .iter()
+        .flat_map(|f| f.changes.iter().map(|c| int(&c.values[0])))
+        .collect();
     // Every row once, in key order; the rows deleted after the first page never came: each
     // page was read when the one before had been taken.
-    assert!(ids.windows(2).all(|w| w[0] + 1 == w[1]), "rows skipped or repeated");
-    assert_eq!((ids.first(), ids.last()), (Some(&1), Some(&2000)), "{} backfill rows", ids.len());
-    assert!(backfill.iter().flat_map(|f| &f.changes).all(|c| c.values.len() == 2 && int(&c.values[1]) == 7));
+    assert!(
+        ids.windows(2).all(|w| w[0] + 1 == w[1]),
+        "rows skipped or repeated"
+    );
+    assert_eq!(
+        (ids.first(), ids.last()),
+        (Some(&1), Some(&2000)),
+        "{} backfill rows",
+        ids.len()
+    );
+    assert!(backfill
+        .iter()
+        .flat_map(|f| &f.changes)
+        .all(|c| c.values.len() == 2 && int(&c.values[1]) == 7));
     let deletes = seen
         .iter()
         .filter_map(|m| match &m.kind {
-            Some(Msg::Transaction(f)) => Some(f.changes.iter().filter(|c| c.operation == Operation::Delete as i32).count()),
+            Some(Msg::Transaction(f)) => Some(
+                f.changes
+                    .iter()
+                    .filter(|c| c.operation == Operation::Delete as i32)
+                    .count(),
+            ),
             _ => None,
         })
         .sum::<usize>();
@@ -316,15 +420,26 @@ async fn a_reopened_stream_gives_old_instance_rows_the_columns_added_before_its_
     // Up to the transaction of row 3, then the stream goes away (a restart).
     let deadline = Instant::now() + Duration::from_secs(30);
     let resume = loop {
-        let m = tokio::time::timeout_at(deadline.into(), first.next_message()).await.expect("row 3 in time").unwrap();
+        let m = tokio::time::timeout_at(deadline.into(), first.next_message())
+            .await
+            .expect("row 3 in time")
+            .unwrap();
         if let Some(Msg::Transaction(f)) = &m.kind {
-            if f.last_fragment && f.changes.iter().any(|c| c.operation == Operation::Insert as i32 && int(&c.values[0]) == 3) {
+            if f.last_fragment
+                && f.changes
+                    .iter()
+                    .any(|c| c.operation == Operation::Insert as i32 && int(&c.values[0]) == 3)
+            {
                 break f.commit_lsn.clone();
             }
         }
     };
     drop(first);
-    assert_eq!(env.instances("t").len(), 2, "the old instance is still needed");
+    assert_eq!(
+        env.instances("t").len(),
+        2,
+        "the old instance is still needed"
+    );
 
     // The applier's plan still has the shape from before the DDL.
     let until = env.max_lsn().await;
@@ -333,12 +448,20 @@ async fn a_reopened_stream_gives_old_instance_rows_the_columns_added_before_its_
     let mut replica = Replica::default();
     replica.apply(&seen, 0);
     assert_eq!(replica.columns, vec!["id", "v", "w"], "{seen:?}");
-    assert_eq!(replica.value(4, "w"), Some(Kind::Text("gap two".into())), "{seen:?}");
-    assert!(!replica.rows.contains_key(&3), "row 3 was delivered before the restart: {seen:?}");
+    assert_eq!(
+        replica.value(4, "w"),
+        Some(Kind::Text("gap two".into())),
+        "{seen:?}"
+    );
+    assert!(
+        !replica.rows.contains_key(&3),
+        "row 3 was delivered before the restart: {seen:?}"
+    );
 }
 
 #[tokio::test]
-async fn a_second_column_change_gets_its_instance_once_the_older_one_is_retired_without_a_restart() {
+async fn a_second_column_change_gets_its_instance_once_the_older_one_is_retired_without_a_restart()
+{
     let mut env = env(
         "CREATE TABLE dbo.k (id int NOT NULL PRIMARY KEY, v int NULL);
          CREATE TABLE dbo.h (id int NOT NULL, v int NULL);",
@@ -346,7 +469,12 @@ async fn a_second_column_change_gets_its_instance_once_the_older_one_is_retired_
     .await;
     let tables = env.schema().await;
     let (ki, hi) = {
-        let index = |name: &str| tables.iter().position(|t| t.table.as_ref().unwrap().name == name).unwrap() as u32;
+        let index = |name: &str| {
+            tables
+                .iter()
+                .position(|t| t.table.as_ref().unwrap().name == name)
+                .unwrap() as u32
+        };
         (index("k"), index("h"))
     };
     env.enable_hybrid(&tables, "").await;
@@ -374,10 +502,18 @@ async fn a_second_column_change_gets_its_instance_once_the_older_one_is_retired_
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut seen = Vec::new();
     loop {
-        let m = tokio::time::timeout_at(deadline.into(), stream.next_message()).await.expect("the new instance in time").unwrap();
+        let m = tokio::time::timeout_at(deadline.into(), stream.next_message())
+            .await
+            .expect("the new instance in time")
+            .unwrap();
         seen.push(m);
         let k = env.instances("k");
-        if k.len() == 2 && !k.iter().any(|n| n.contains("\"dbsync_dbo_k\"")) && seen.iter().any(|m| matches!(m.kind, Some(Msg::Progress(_)))) {
+        if k.len() == 2
+            && !k.iter().any(|n| n.contains("\"dbsync_dbo_k\""))
+            && seen
+                .iter()
+                .any(|m| matches!(m.kind, Some(Msg::Progress(_))))
+        {
             break;
         }
     }
@@ -417,8 +553,15 @@ async fn a_second_column_change_gets_its_instance_once_the_older_one_is_retired_
             _ => None,
         })
         .unwrap_or_else(|| panic!("no re-snapshot of dbo.h in {seen:?}"));
-    assert!(notice.reason.contains("no key") && notice.reason.contains("c2"), "{}", notice.reason);
-    let notice_at = seen.iter().position(|m| matches!(&m.kind, Some(Msg::NeedsResnapshot(n)) if n.table_index == hi)).unwrap();
+    assert!(
+        notice.reason.contains("no key") && notice.reason.contains("c2"),
+        "{}",
+        notice.reason
+    );
+    let notice_at = seen
+        .iter()
+        .position(|m| matches!(&m.kind, Some(Msg::NeedsResnapshot(n)) if n.table_index == hi))
+        .unwrap();
     let schema_at = seen
         .iter()
         .position(|m| matches!(&m.kind, Some(Msg::SchemaChange(c)) if c.table_index == hi && c.ddl_command.contains("c2")))
@@ -430,4 +573,3 @@ async fn a_second_column_change_gets_its_instance_once_the_older_one_is_retired_
     });
     assert_ne!(inside, Some(false), "the notice comes between transactions");
 }
-

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use dbsync_capture::CancellationToken;
 use dbsync_proto::v1::capture_service_client::CaptureServiceClient;
 use dbsync_proto::v1::{
-    change_message::Kind as Msg, value::Kind, EnableCdcRequest, GetMaxLsnRequest, ObjectSelection, PlanChunksRequest,
-    ReadChunkRequest, ReadSchemaRequest, SourceConnection, StreamChangesRequest,
+    change_message::Kind as Msg, value::Kind, EnableCdcRequest, GetMaxLsnRequest, ObjectSelection,
+    PlanChunksRequest, ReadChunkRequest, ReadSchemaRequest, SourceConnection, StreamChangesRequest,
 };
 use dbsync_sqlserver_sim::engine::{Engine, EngineConfig};
 use dbsync_sqlserver_sim::server::Server;
@@ -35,14 +35,19 @@ async fn snapshot_and_change_stream_throughput() {
                 SimValue::Int((i % 1000) as i32),
                 SimValue::String(format!("item number {i}").into()),
                 SimValue::Decimal(i128::from(i) * 101, 2),
-                SimValue::DateTime2 { days: 738_000 + (i % 365) as i32, ticks: (i as u64) * 1_234_567 % 864_000_000_000 },
+                SimValue::DateTime2 {
+                    days: 738_000 + (i % 365) as i32,
+                    ticks: (i as u64) * 1_234_567 % 864_000_000_000,
+                },
                 SimValue::Bit(i % 2 == 0),
                 SimValue::String(format!("a note about item {i} that is a little longer").into()),
             ]
         })
         .collect();
     engine.insert_rows("bench", "dbo", "items", rows).unwrap();
-    let sim = Server::start("127.0.0.1:0".parse().unwrap(), Arc::new(engine.clone())).await.unwrap();
+    let sim = Server::start("127.0.0.1:0".parse().unwrap(), Arc::new(engine.clone()))
+        .await
+        .unwrap();
     let source = SourceConnection {
         host: "127.0.0.1".into(),
         port: u32::from(sim.addr.port()),
@@ -54,7 +59,11 @@ async fn snapshot_and_change_stream_throughput() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();
-    tokio::spawn(dbsync_capture::serve(Default::default(), listener, shutdown.clone()));
+    tokio::spawn(dbsync_capture::serve(
+        Default::default(),
+        listener,
+        shutdown.clone(),
+    ));
     let mut client = loop {
         match CaptureServiceClient::connect(format!("http://{addr}")).await {
             Ok(c) => break c.max_decoding_message_size(64 << 20),
@@ -64,7 +73,10 @@ async fn snapshot_and_change_stream_throughput() {
     let table = client
         .read_schema(ReadSchemaRequest {
             source: Some(source.clone()),
-            selection: Some(ObjectSelection { databases: vec!["bench".into()], ..Default::default() }),
+            selection: Some(ObjectSelection {
+                databases: vec!["bench".into()],
+                ..Default::default()
+            }),
         })
         .await
         .unwrap()
@@ -75,7 +87,12 @@ async fn snapshot_and_change_stream_throughput() {
     // Full sync path: plan + read every chunk, two chunks at a time.
     let start = Instant::now();
     let chunks = client
-        .plan_chunks(PlanChunksRequest { source: Some(source.clone()), table: Some(table.clone()), target_rows: 25_000, where_filter: String::new() })
+        .plan_chunks(PlanChunksRequest {
+            source: Some(source.clone()),
+            table: Some(table.clone()),
+            target_rows: 25_000,
+            where_filter: String::new(),
+        })
         .await
         .unwrap()
         .into_inner()
@@ -83,7 +100,8 @@ async fn snapshot_and_change_stream_throughput() {
     let planned = start.elapsed();
     let mut handles = Vec::new();
     for pair in chunks.chunks(chunks.len().div_ceil(2)) {
-        let (mut client, source, table, pair) = (client.clone(), source.clone(), table.clone(), pair.to_vec());
+        let (mut client, source, table, pair) =
+            (client.clone(), source.clone(), table.clone(), pair.to_vec());
         handles.push(tokio::spawn(async move {
             let mut n = 0u64;
             let mut bytes = 0u64;
@@ -103,7 +121,9 @@ async fn snapshot_and_change_stream_throughput() {
                 while let Some(b) = s.message().await.unwrap() {
                     bytes += b.bytes;
                     for r in &b.rows {
-                        let Some(Kind::Int(id)) = r.values[0].kind else { panic!("id") };
+                        let Some(Kind::Int(id)) = r.values[0].kind else {
+                            panic!("id")
+                        };
                         assert!(id > last, "key order");
                         last = id;
                     }
@@ -130,11 +150,19 @@ async fn snapshot_and_change_stream_throughput() {
 
     // Change path: 10 000 single-row update transactions, streamed from before them.
     client
-        .enable_cdc(EnableCdcRequest { source: Some(source.clone()), tables: vec![table.table.clone().unwrap()], ..Default::default() })
+        .enable_cdc(EnableCdcRequest {
+            source: Some(source.clone()),
+            tables: vec![table.table.clone().unwrap()],
+            ..Default::default()
+        })
         .await
         .unwrap();
     let l0 = client
-        .get_max_lsn(GetMaxLsnRequest { source: Some(source.clone()), database: "bench".into(), ..Default::default() })
+        .get_max_lsn(GetMaxLsnRequest {
+            source: Some(source.clone()),
+            database: "bench".into(),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner()
@@ -142,7 +170,11 @@ async fn snapshot_and_change_stream_throughput() {
     const UPDATES: i64 = 10_000;
     let mut session = engine.session("bench").unwrap();
     for i in 0..UPDATES {
-        session.run(&format!("UPDATE dbo.items SET qty = qty + 1 WHERE id = {i}")).unwrap();
+        session
+            .run(&format!(
+                "UPDATE dbo.items SET qty = qty + 1 WHERE id = {i}"
+            ))
+            .unwrap();
     }
     let start = Instant::now();
     let mut s = client
@@ -160,18 +192,22 @@ async fn snapshot_and_change_stream_throughput() {
     let mut transactions = 0;
     let mut changes = 0;
     while transactions < UPDATES {
-        match s.message().await.unwrap().unwrap().kind {
-            Some(Msg::Transaction(t)) => {
-                changes += t.changes.len();
-                if t.last_fragment {
-                    transactions += 1;
-                }
+        if let Some(Msg::Transaction(t)) = s.message().await.unwrap().unwrap().kind {
+            changes += t.changes.len();
+            if t.last_fragment {
+                transactions += 1;
             }
-            _ => {}
         }
     }
     let took = start.elapsed();
-    assert_eq!(changes as i64, 2 * UPDATES, "before and after image of each update");
-    println!("changes: {UPDATES} transactions ({changes} rows) in {took:?}: {:.0} transactions/s", UPDATES as f64 / took.as_secs_f64());
+    assert_eq!(
+        changes as i64,
+        2 * UPDATES,
+        "before and after image of each update"
+    );
+    println!(
+        "changes: {UPDATES} transactions ({changes} rows) in {took:?}: {:.0} transactions/s",
+        UPDATES as f64 / took.as_secs_f64()
+    );
     shutdown.cancel();
 }

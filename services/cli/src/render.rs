@@ -256,9 +256,11 @@ impl VerifyBars {
     pub fn new() -> VerifyBars {
         VerifyBars {
             multi: MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(4)),
-            style: ProgressStyle::with_template("{prefix:<40} [{bar:30}] {pos:>10}/{len:<10} {msg}")
-                .expect("valid template")
-                .progress_chars("=> "),
+            style: ProgressStyle::with_template(
+                "{prefix:<40} [{bar:30}] {pos:>10}/{len:<10} {msg}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
             bars: Default::default(),
         }
     }
@@ -267,7 +269,12 @@ impl VerifyBars {
         let bar = self.bars.entry(p.table_index).or_insert_with(|| {
             let b = self.multi.add(ProgressBar::new(p.rows_total.max(1)));
             b.set_style(self.style.clone());
-            b.set_prefix(format!("{} ({}/{})", p.table, p.table_index + 1, p.tables_total));
+            b.set_prefix(format!(
+                "{} ({}/{})",
+                p.table,
+                p.table_index + 1,
+                p.tables_total
+            ));
             b
         });
         bar.set_length(p.rows_total.max(p.rows_verified).max(1));

@@ -403,7 +403,12 @@ mod tests {
         let s = spec("{ databases: [shop], include: ['shop.*.*', 'shop.dbo.dbsync_heartbeat'] }");
         assert_eq!(
             names(build_plans(&s, tables()).unwrap()),
-            ["shop.dbo.orders", "shop.dbo.dbsync_orders", "shop.sales.dbsync_heartbeat", "shop.dbo.ds_heartbeat"]
+            [
+                "shop.dbo.orders",
+                "shop.dbo.dbsync_orders",
+                "shop.sales.dbsync_heartbeat",
+                "shop.dbo.ds_heartbeat"
+            ]
         );
         // With another prefix, that prefix's tables are dbsync's and dbsync_* are user tables.
         let mut s = spec("{ databases: [shop] }");

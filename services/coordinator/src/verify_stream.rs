@@ -16,7 +16,10 @@ pub type VerifyEventStream = Pin<Box<dyn Stream<Item = Result<pb::VerifyEvent, S
 
 /// Runs the verification in a task; progress events are sent as they come (a few per chunk, so
 /// the unbounded channel stays small) and the report or the error is the last item.
-pub fn verify_events(coordinator: Arc<Coordinator>, request: pb::VerifyTaskRequest) -> VerifyEventStream {
+pub fn verify_events(
+    coordinator: Arc<Coordinator>,
+    request: pb::VerifyTaskRequest,
+) -> VerifyEventStream {
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         let events = tx.clone();
@@ -29,7 +32,9 @@ pub fn verify_events(coordinator: Arc<Coordinator>, request: pb::VerifyTaskReque
             _ = tx.closed() => return,
         };
         let last = last
-            .map(|report| pb::VerifyEvent { event: Some(pb::verify_event::Event::Report(report)) })
+            .map(|report| pb::VerifyEvent {
+                event: Some(pb::verify_event::Event::Report(report)),
+            })
             .map_err(Status::from);
         let _ = tx.send(last);
     });

@@ -46,16 +46,27 @@ impl std::fmt::Display for BenchResult {
 
 /// Verifies the request's first table, then times a count plus a full scan of each side.
 pub async fn measure(request: VerifyRequest) -> Result<BenchResult> {
-    let plan = request.tables.first().cloned().ok_or_else(|| VerifyError::InvalidRequest {
-        object: "benchmark".into(),
-        detail: "the request names no table".into(),
-    })?;
+    let plan = request
+        .tables
+        .first()
+        .cloned()
+        .ok_or_else(|| VerifyError::InvalidRequest {
+            object: "benchmark".into(),
+            detail: "the request names no table".into(),
+        })?;
     let started = Instant::now();
     let report = verify(request.clone(), |_| {}).await?;
     let verify_seconds = started.elapsed().as_secs_f64();
     let rows = report.tables.first().map(|t| t.rows_compared).unwrap_or(0);
     let started = Instant::now();
-    let over_grpc = verify(VerifyRequest { source_checksums: false, ..request.clone() }, |_| {}).await?;
+    let over_grpc = verify(
+        VerifyRequest {
+            source_checksums: false,
+            ..request.clone()
+        },
+        |_| {},
+    )
+    .await?;
     let verify_rows_over_grpc_seconds = started.elapsed().as_secs_f64();
     if over_grpc.equal != report.equal {
         return Err(VerifyError::InvalidRequest {
@@ -69,13 +80,24 @@ pub async fn measure(request: VerifyRequest) -> Result<BenchResult> {
     let qualified = resolved.qualified.clone();
     let started = Instant::now();
     let err = |e| VerifyError::target(&qualified, "scanning for the benchmark", e);
-    target.query_one(&format!("SELECT count(*) FROM {qualified}"), &[]).await.map_err(err)?;
-    let stream = target.query_raw(&format!("SELECT * FROM {qualified}") as &str, Vec::<String>::new()).await.map_err(err)?;
+    target
+        .query_one(&format!("SELECT count(*) FROM {qualified}"), &[])
+        .await
+        .map_err(err)?;
+    let stream = target
+        .query_raw(
+            &format!("SELECT * FROM {qualified}") as &str,
+            Vec::<String>::new(),
+        )
+        .await
+        .map_err(err)?;
     futures::pin_mut!(stream);
     while stream.try_next().await.map_err(err)?.is_some() {}
     let target_scan_seconds = started.elapsed().as_secs_f64();
 
-    let mut capture = dbsync_apply::capture::connect(&request.capture_address, request.capture_token.as_ref()).await?;
+    let mut capture =
+        dbsync_apply::capture::connect(&request.capture_address, request.capture_token.as_ref())
+            .await?;
     let schema = plan.source.clone().unwrap_or_default();
     let name = resolved.source_name.clone();
     let started = Instant::now();
@@ -103,13 +125,22 @@ pub async fn measure(request: VerifyRequest) -> Result<BenchResult> {
             .await
             .map_err(|s| VerifyError::capture(&name, "reading a chunk", s))?
             .into_inner();
-        while stream.message().await.map_err(|s| VerifyError::capture(&name, "reading a chunk", s))?.is_some() {}
+        while stream
+            .message()
+            .await
+            .map_err(|s| VerifyError::capture(&name, "reading a chunk", s))?
+            .is_some()
+        {}
     }
     let source_scan_seconds = started.elapsed().as_secs_f64();
     Ok(BenchResult {
         rows,
         verify_seconds,
-        verify_rows_per_second: if verify_seconds > 0.0 { rows as f64 / verify_seconds } else { 0.0 },
+        verify_rows_per_second: if verify_seconds > 0.0 {
+            rows as f64 / verify_seconds
+        } else {
+            0.0
+        },
         verify_rows_over_grpc_seconds,
         target_scan_seconds,
         source_scan_seconds,

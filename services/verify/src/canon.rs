@@ -13,7 +13,10 @@ use dbsync_apply::pg::catalog::{ResolvedTable, WriteColumn};
 use dbsync_proto::v1::{CanonicalColumn, Value};
 pub use dbsync_typemap::digest::{bucket_of, Aggregate, Digest16};
 use dbsync_typemap::digest::{canonical_column, RowDigester};
-use dbsync_typemap::{canonical_bytes, canonical_text, pg_canonical_sql, pg_canonical_text_sql, quote_literal, PgColumnType};
+use dbsync_typemap::{
+    canonical_bytes, canonical_text, pg_canonical_sql, pg_canonical_text_sql, quote_literal,
+    PgColumnType,
+};
 
 /// A written column as verification sees it.
 #[derive(Clone, Debug)]
@@ -42,9 +45,16 @@ impl Shape {
     pub fn from_resolved(table: &ResolvedTable) -> Shape {
         // Columns computed by ETL expressions differ from the source on purpose: they are not
         // compared (key columns stay, rows are matched by them).
-        let computed = |w: &WriteColumn| table.target.etl.as_ref().is_some_and(|e| e.computes(w.source_index));
-        let compared: Vec<usize> =
-            (0..table.write.len()).filter(|i| table.key.contains(i) || !computed(&table.write[*i])).collect();
+        let computed = |w: &WriteColumn| {
+            table
+                .target
+                .etl
+                .as_ref()
+                .is_some_and(|e| e.computes(w.source_index))
+        };
+        let compared: Vec<usize> = (0..table.write.len())
+            .filter(|i| table.key.contains(i) || !computed(&table.write[*i]))
+            .collect();
         let columns: Vec<Column> = compared
             .iter()
             .map(|&i| &table.write[i])
@@ -57,30 +67,62 @@ impl Shape {
             .collect();
         let keyed = !table.key.is_empty();
         let key = if keyed {
-            table.key.iter().filter_map(|k| compared.iter().position(|c| c == k)).collect()
+            table
+                .key
+                .iter()
+                .filter_map(|k| compared.iter().position(|c| c == k))
+                .collect()
         } else {
             (0..columns.len()).collect()
         };
-        Shape { columns, key, keyed, qualified: table.target.qualified.clone() }
+        Shape {
+            columns,
+            key,
+            keyed,
+            qualified: table.target.qualified.clone(),
+        }
     }
 
     /// Computes the source side's digests as [`Shape::row_digest_sql`] and
     /// [`Shape::key_digest_sql`] do on the target.
     pub fn digester(&self) -> RowDigester {
-        let columns = self.columns.iter().map(|c| (c.source_index, c.ty.clone())).collect();
-        RowDigester::new(columns, if self.keyed { self.key.clone() } else { Vec::new() })
+        let columns = self
+            .columns
+            .iter()
+            .map(|c| (c.source_index, c.ty.clone()))
+            .collect();
+        RowDigester::new(
+            columns,
+            if self.keyed {
+                self.key.clone()
+            } else {
+                Vec::new()
+            },
+        )
     }
 
     /// The written columns and key for capture's `ChecksumChunks` (digests next to the source).
     pub fn wire(&self) -> (Vec<CanonicalColumn>, Vec<u32>) {
-        let columns = self.columns.iter().map(|c| canonical_column(c.source_index, c.ty.kind)).collect();
-        let key = if self.keyed { self.key.iter().map(|k| *k as u32).collect() } else { Vec::new() };
+        let columns = self
+            .columns
+            .iter()
+            .map(|c| canonical_column(c.source_index, c.ty.kind))
+            .collect();
+        let key = if self.keyed {
+            self.key.iter().map(|k| *k as u32).collect()
+        } else {
+            Vec::new()
+        };
         (columns, key)
     }
 
     /// `md5(<framed canonical text of every written column>)`.
     pub fn row_digest_sql(&self) -> String {
-        digest_sql(self.columns.iter().map(|c| pg_canonical_sql(&c.quoted, &c.ty)))
+        digest_sql(
+            self.columns
+                .iter()
+                .map(|c| pg_canonical_sql(&c.quoted, &c.ty)),
+        )
     }
 
     /// `md5(<framed canonical text of the key columns>)`.
@@ -93,7 +135,11 @@ impl Shape {
 
     /// The bucket of a row's key among `buckets`, as [`bucket_of`] computes it.
     pub fn bucket_sql(&self, buckets: u32) -> String {
-        format!("((('x' || substr({}, 1, 8))::bit(32)::int8) % {})", self.key_digest_sql(), buckets.max(1))
+        format!(
+            "((('x' || substr({}, 1, 8))::bit(32)::int8) % {})",
+            self.key_digest_sql(),
+            buckets.max(1)
+        )
     }
 
     /// The key rendered as `name=text, …` (canonical texts), equal to [`Shape::render_key`].
@@ -103,7 +149,11 @@ impl Shape {
             .iter()
             .map(|k| {
                 let c = &self.columns[*k];
-                format!("{} || COALESCE({}, 'NULL')", quote_literal(&format!("{}=", c.source_name)), pg_canonical_text_sql(&c.quoted, &c.ty))
+                format!(
+                    "{} || COALESCE({}, 'NULL')",
+                    quote_literal(&format!("{}=", c.source_name)),
+                    pg_canonical_text_sql(&c.quoted, &c.ty)
+                )
             })
             .collect();
         format!("({})", parts.join(" || ', ' || "))
@@ -133,7 +183,14 @@ impl Shape {
 
 fn digest_sql(parts: impl Iterator<Item = String>) -> String {
     let parts: Vec<String> = parts.collect();
-    format!("md5({})", if parts.is_empty() { "''".to_string() } else { parts.join(" || ") })
+    format!(
+        "md5({})",
+        if parts.is_empty() {
+            "''".to_string()
+        } else {
+            parts.join(" || ")
+        }
+    )
 }
 
 /// Digests of source rows, reusing one buffer (no allocation per row).
@@ -144,7 +201,10 @@ pub struct RowHasher<'a> {
 
 impl<'a> RowHasher<'a> {
     pub fn new(shape: &'a Shape) -> RowHasher<'a> {
-        RowHasher { shape, digester: shape.digester() }
+        RowHasher {
+            shape,
+            digester: shape.digester(),
+        }
     }
 
     /// `(key digest, row digest)` of a source row (values in source column order).
@@ -170,7 +230,16 @@ impl<'a> RowHasher<'a> {
 
     /// The key values of a source row, in key order.
     pub fn key_values(&self, values: &[Value]) -> Vec<Value> {
-        self.shape.key.iter().map(|k| values.get(self.shape.columns[*k].source_index).cloned().unwrap_or_default()).collect()
+        self.shape
+            .key
+            .iter()
+            .map(|k| {
+                values
+                    .get(self.shape.columns[*k].source_index)
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .collect()
     }
 }
 

@@ -11,7 +11,12 @@ pub enum VerifyError {
 
     /// The capture service failed a call; `code` tells whether retrying can help.
     #[error("capture service failed while {action} for {table}: {message}")]
-    Capture { table: String, action: &'static str, code: tonic::Code, message: String },
+    Capture {
+        table: String,
+        action: &'static str,
+        code: tonic::Code,
+        message: String,
+    },
 
     /// A query on the target failed.
     #[error("PostgreSQL error on {object} while {action}: {}", pg_detail(source))]
@@ -35,12 +40,25 @@ fn pg_detail(e: &tokio_postgres::Error) -> String {
 }
 
 impl VerifyError {
-    pub(crate) fn target(object: &str, action: &'static str, source: tokio_postgres::Error) -> Self {
-        VerifyError::Target { object: object.to_string(), action, source }
+    pub(crate) fn target(
+        object: &str,
+        action: &'static str,
+        source: tokio_postgres::Error,
+    ) -> Self {
+        VerifyError::Target {
+            object: object.to_string(),
+            action,
+            source,
+        }
     }
 
     pub(crate) fn capture(table: &str, action: &'static str, status: tonic::Status) -> Self {
-        VerifyError::Capture { table: table.to_string(), action, code: status.code(), message: status.message().to_string() }
+        VerifyError::Capture {
+            table: table.to_string(),
+            action,
+            code: status.code(),
+            message: status.message().to_string(),
+        }
     }
 }
 
@@ -50,9 +68,10 @@ impl Classify for VerifyError {
             VerifyError::InvalidRequest { .. } => ErrorClass::Definite,
             VerifyError::Capture { code, .. } => match code {
                 tonic::Code::Unavailable | tonic::Code::Cancelled => ErrorClass::Connection,
-                tonic::Code::DeadlineExceeded | tonic::Code::ResourceExhausted | tonic::Code::Aborted | tonic::Code::Internal => {
-                    ErrorClass::Transient
-                }
+                tonic::Code::DeadlineExceeded
+                | tonic::Code::ResourceExhausted
+                | tonic::Code::Aborted
+                | tonic::Code::Internal => ErrorClass::Transient,
                 _ => ErrorClass::Definite,
             },
             VerifyError::Target { source, .. } => {

@@ -48,7 +48,11 @@ pub enum Mode {
     Sampled { percent: f64, seed: u64 },
     /// Every row; a row that differs is re-checked up to `attempts` times, each after
     /// `recheck_delay + lag`, and reported only if it still differs (changes in flight).
-    Incremental { recheck_delay: Duration, attempts: u32, lag: Duration },
+    Incremental {
+        recheck_delay: Duration,
+        attempts: u32,
+        lag: Duration,
+    },
 }
 
 impl Mode {
@@ -63,9 +67,16 @@ impl Mode {
                         detail: format!("{sample_percent} is outside (0, 100]; give the share of chunks to compare, e.g. 10"),
                     });
                 }
-                Ok(Mode::Sampled { percent: sample_percent, seed: 0x5eed })
+                Ok(Mode::Sampled {
+                    percent: sample_percent,
+                    seed: 0x5eed,
+                })
             }
-            "incremental" => Ok(Mode::Incremental { recheck_delay: Duration::from_secs(2), attempts: 3, lag }),
+            "incremental" => Ok(Mode::Incremental {
+                recheck_delay: Duration::from_secs(2),
+                attempts: 3,
+                lag,
+            }),
             other => Err(VerifyError::InvalidRequest {
                 object: format!("mode {other:?}"),
                 detail: "use full, sampled or incremental".into(),
@@ -113,7 +124,13 @@ pub struct VerifyRequest {
 
 impl VerifyRequest {
     /// A full, non-repairing verification with default sizes.
-    pub fn new(task_id: &str, source: SourceConnection, target: TargetConnection, capture_address: &str, tables: Vec<TablePlan>) -> Self {
+    pub fn new(
+        task_id: &str,
+        source: SourceConnection,
+        target: TargetConnection,
+        capture_address: &str,
+        tables: Vec<TablePlan>,
+    ) -> Self {
         VerifyRequest {
             task_id: task_id.to_string(),
             source,
@@ -188,15 +205,29 @@ impl Phase {
 }
 
 /// Verifies (and with `repair`, repairs) every table of the request, in order.
-pub async fn verify(request: VerifyRequest, mut progress: impl FnMut(VerifyProgress)) -> Result<VerifyReport> {
+pub async fn verify(
+    request: VerifyRequest,
+    mut progress: impl FnMut(VerifyProgress),
+) -> Result<VerifyReport> {
     let started = Instant::now();
-    let capture = dbsync_apply::capture::connect(&request.capture_address, request.capture_token.as_ref()).await?;
+    let capture =
+        dbsync_apply::capture::connect(&request.capture_address, request.capture_token.as_ref())
+            .await?;
     let mut pg = Vec::new();
     for _ in 0..request.parallel.max(1) {
         pg.push(dbsync_apply::pg::connect_plain(&request.target).await?);
     }
-    let ctx = table::Context { request: &request, capture, pg };
-    let mut report = VerifyReport { mode: request.mode.name().to_string(), repair: request.repair, equal: true, ..Default::default() };
+    let ctx = table::Context {
+        request: &request,
+        capture,
+        pg,
+    };
+    let mut report = VerifyReport {
+        mode: request.mode.name().to_string(),
+        repair: request.repair,
+        equal: true,
+        ..Default::default()
+    };
     for (index, plan) in request.tables.iter().enumerate() {
         // Boxed: the per-table future is large, and callers' stacks are not.
         let t = Box::pin(table::verify_table(&ctx, plan, index, &mut progress)).await?;
@@ -221,10 +252,20 @@ mod tests {
     #[test]
     fn modes_parse_with_clear_errors() {
         assert_eq!(Mode::parse("", 0.0, Duration::ZERO).unwrap(), Mode::Full);
-        assert!(matches!(Mode::parse("sampled", 10.0, Duration::ZERO).unwrap(), Mode::Sampled { percent, .. } if percent == 10.0));
+        assert!(
+            matches!(Mode::parse("sampled", 10.0, Duration::ZERO).unwrap(), Mode::Sampled { percent, .. } if percent == 10.0)
+        );
         let lag = Duration::from_secs(3);
-        assert!(matches!(Mode::parse("incremental", 0.0, lag).unwrap(), Mode::Incremental { lag: l, .. } if l == lag));
-        assert!(Mode::parse("sampled", 0.0, lag).unwrap_err().to_string().contains("sample_percent"));
-        assert!(Mode::parse("quick", 0.0, lag).unwrap_err().to_string().contains("full, sampled or incremental"));
+        assert!(
+            matches!(Mode::parse("incremental", 0.0, lag).unwrap(), Mode::Incremental { lag: l, .. } if l == lag)
+        );
+        assert!(Mode::parse("sampled", 0.0, lag)
+            .unwrap_err()
+            .to_string()
+            .contains("sample_percent"));
+        assert!(Mode::parse("quick", 0.0, lag)
+            .unwrap_err()
+            .to_string()
+            .contains("full, sampled or incremental"));
     }
 }

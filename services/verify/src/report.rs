@@ -80,23 +80,46 @@ impl VerifyReport {
     /// A human-readable report: one line per table, then its differences and notes.
     pub fn to_text(&self) -> String {
         let mut out = String::new();
-        let width = self.tables.iter().map(|t| t.source.len()).max().unwrap_or(5).max(5);
-        let _ = writeln!(out, "{:<width$}  {:>12}  {:>12}  {:>12}  {:>9}  {:>8}  result", "table", "source rows", "target rows", "compared", "diffs", "repaired");
+        let width = self
+            .tables
+            .iter()
+            .map(|t| t.source.len())
+            .max()
+            .unwrap_or(5)
+            .max(5);
+        let _ = writeln!(
+            out,
+            "{:<width$}  {:>12}  {:>12}  {:>12}  {:>9}  {:>8}  result",
+            "table", "source rows", "target rows", "compared", "diffs", "repaired"
+        );
         for t in &self.tables {
             let result = if t.equal { "equal" } else { "MISMATCH" };
             let _ = writeln!(
                 out,
                 "{:<width$}  {:>12}  {:>12}  {:>12}  {:>9}  {:>8}  {result}",
-                t.source, t.source_rows, t.target_rows, t.rows_compared, t.differences_total, t.repaired
+                t.source,
+                t.source_rows,
+                t.target_rows,
+                t.rows_compared,
+                t.differences_total,
+                t.repaired
             );
             for d in &t.differences {
                 if d.columns.is_empty() {
                     let _ = writeln!(out, "    {:<9} {}", d.kind.as_str(), d.key);
                 } else {
-                    let _ = writeln!(out, "    {:<9} {}  columns: {}", d.kind.as_str(), d.key, d.columns.join(", "));
+                    let _ = writeln!(
+                        out,
+                        "    {:<9} {}  columns: {}",
+                        d.kind.as_str(),
+                        d.key,
+                        d.columns.join(", ")
+                    );
                 }
             }
-            let hidden = t.differences_total.saturating_sub(t.differences.len() as u64);
+            let hidden = t
+                .differences_total
+                .saturating_sub(t.differences.len() as u64);
             if hidden > 0 {
                 let _ = writeln!(out, "    … and {hidden} more");
             }
@@ -104,7 +127,11 @@ impl VerifyReport {
                 let _ = writeln!(out, "    note: {n}");
             }
         }
-        let verdict = if self.equal { "source and target are equal" } else { "source and target DIFFER" };
+        let verdict = if self.equal {
+            "source and target are equal"
+        } else {
+            "source and target DIFFER"
+        };
         let _ = writeln!(
             out,
             "{} verification{}: {verdict} ({} tables, {:.1} s)",
@@ -128,7 +155,11 @@ impl From<&TableReport> for pb::TableVerification {
             differences: t
                 .differences
                 .iter()
-                .map(|d| pb::RowDifference { kind: d.kind.as_str().to_string(), key: d.key.clone(), columns: d.columns.clone() })
+                .map(|d| pb::RowDifference {
+                    kind: d.kind.as_str().to_string(),
+                    key: d.key.clone(),
+                    columns: d.columns.clone(),
+                })
                 .collect(),
             repaired: t.repaired,
             equal: t.equal,
@@ -138,7 +169,11 @@ impl From<&TableReport> for pb::TableVerification {
 
 impl From<&VerifyReport> for pb::VerifyReport {
     fn from(r: &VerifyReport) -> Self {
-        pb::VerifyReport { tables: r.tables.iter().map(Into::into).collect(), equal: r.equal, seconds: r.seconds }
+        pb::VerifyReport {
+            tables: r.tables.iter().map(Into::into).collect(),
+            equal: r.equal,
+            seconds: r.seconds,
+        }
     }
 }
 
@@ -166,8 +201,16 @@ mod tests {
                 target_rows: 2,
                 differences_total: 2,
                 differences: vec![
-                    Difference { kind: DiffKind::Missing, key: "order_id=7".into(), columns: vec![] },
-                    Difference { kind: DiffKind::Different, key: "order_id=9".into(), columns: vec!["status".into()] },
+                    Difference {
+                        kind: DiffKind::Missing,
+                        key: "order_id=7".into(),
+                        columns: vec![],
+                    },
+                    Difference {
+                        kind: DiffKind::Different,
+                        key: "order_id=9".into(),
+                        columns: vec!["status".into()],
+                    },
                 ],
                 ..Default::default()
             }],

@@ -11,8 +11,8 @@ use dbsync_pgtest::PgCluster;
 use dbsync_proto::v1::capture_service_client::CaptureServiceClient;
 use dbsync_proto::v1::value::Kind;
 use dbsync_proto::v1::{
-    Assignment, EnableCdcRequest, GetMaxLsnRequest, KeyBound, ObjectSelection, ReadRowsRequest, ReadSchemaRequest, SourceConnection,
-    TablePhase, TablePlan, TargetConnection, Throttle, Value,
+    Assignment, EnableCdcRequest, GetMaxLsnRequest, KeyBound, ObjectSelection, ReadRowsRequest,
+    ReadSchemaRequest, SourceConnection, TablePhase, TablePlan, TargetConnection, Throttle, Value,
 };
 use dbsync_sqlserver_sim::engine::cdc::{Cdc, CdcConfig};
 use dbsync_sqlserver_sim::engine::{Engine, EngineConfig};
@@ -48,7 +48,12 @@ async fn env(rows: usize) -> Env {
 /// [`env`]; with `incremental`, CDC is enabled first and apply keeps streaming changes in the
 /// background (until the Env is dropped) once every table streams.
 async fn env_with(rows: usize, incremental: bool) -> Env {
-    env_for(SAMPLE_DATABASE, |engine| load_sample(engine, rows).expect("load the sample"), incremental).await
+    env_for(
+        SAMPLE_DATABASE,
+        |engine| load_sample(engine, rows).expect("load the sample"),
+        incremental,
+    )
+    .await
 }
 
 /// The tables of `database`, created on the stand-in by `setup`, synced to a fresh target.
@@ -56,7 +61,9 @@ async fn env_for(database: &str, setup: impl FnOnce(&Engine), incremental: bool)
     let engine = Engine::new(EngineConfig::default());
     Cdc::install(&engine, CdcConfig::default());
     setup(&engine);
-    let sim = Server::start("127.0.0.1:0".parse().unwrap(), Arc::new(engine.clone())).await.unwrap();
+    let sim = Server::start("127.0.0.1:0".parse().unwrap(), Arc::new(engine.clone()))
+        .await
+        .unwrap();
     let source = SourceConnection {
         host: "127.0.0.1".into(),
         port: u32::from(sim.addr.port()),
@@ -68,7 +75,11 @@ async fn env_for(database: &str, setup: impl FnOnce(&Engine), incremental: bool)
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr: SocketAddr = listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();
-    tokio::spawn(dbsync_capture::serve(Default::default(), listener, shutdown.clone()));
+    tokio::spawn(dbsync_capture::serve(
+        Default::default(),
+        listener,
+        shutdown.clone(),
+    ));
     let capture_address = format!("http://{addr}");
     let mut client = loop {
         match CaptureServiceClient::connect(capture_address.clone()).await {
@@ -79,7 +90,10 @@ async fn env_for(database: &str, setup: impl FnOnce(&Engine), incremental: bool)
     let tables = client
         .read_schema(ReadSchemaRequest {
             source: Some(source.clone()),
-            selection: Some(ObjectSelection { databases: vec![database.into()], ..Default::default() }),
+            selection: Some(ObjectSelection {
+                databases: vec![database.into()],
+                ..Default::default()
+            }),
         })
         .await
         .unwrap()
@@ -90,7 +104,9 @@ async fn env_for(database: &str, setup: impl FnOnce(&Engine), incremental: bool)
         .filter(|t| {
             let r = t.table.clone().unwrap_or_default();
             // cdc-polling cannot apply a keyless table's updates: incremental runs leave it out.
-            let unsupported = UNSUPPORTED_TYPE_TABLES.iter().any(|(s, n)| *s == r.schema && *n == r.name);
+            let unsupported = UNSUPPORTED_TYPE_TABLES
+                .iter()
+                .any(|(s, n)| *s == r.schema && *n == r.name);
             !(unsupported || incremental && t.key_columns.is_empty())
         })
         .map(|mut t| {
@@ -102,10 +118,18 @@ async fn env_for(database: &str, setup: impl FnOnce(&Engine), incremental: bool)
             }
             t
         })
-        .map(|t| TablePlan { source: Some(t), sync_inserts: true, sync_updates: true, sync_deletes: true, ..Default::default() })
+        .map(|t| TablePlan {
+            source: Some(t),
+            sync_inserts: true,
+            sync_updates: true,
+            sync_deletes: true,
+            ..Default::default()
+        })
         .collect();
 
-    let cluster = tokio::task::spawn_blocking(PgCluster::shared).await.unwrap();
+    let cluster = tokio::task::spawn_blocking(PgCluster::shared)
+        .await
+        .unwrap();
     let db = cluster.fresh_database("verify").await.unwrap();
     let target = TargetConnection {
         host: cluster.host().to_string(),
@@ -117,13 +141,25 @@ async fn env_for(database: &str, setup: impl FnOnce(&Engine), incremental: bool)
     };
     let mut start_lsn = Vec::new();
     if incremental {
-        let tables = plans.iter().filter_map(|p| p.source.as_ref().and_then(|s| s.table.clone())).collect();
+        let tables = plans
+            .iter()
+            .filter_map(|p| p.source.as_ref().and_then(|s| s.table.clone()))
+            .collect();
         client
-            .enable_cdc(EnableCdcRequest { source: Some(source.clone()), tables, incremental_mode: "cdc-polling".into(), ..Default::default() })
+            .enable_cdc(EnableCdcRequest {
+                source: Some(source.clone()),
+                tables,
+                incremental_mode: "cdc-polling".into(),
+                ..Default::default()
+            })
             .await
             .unwrap();
         start_lsn = client
-            .get_max_lsn(GetMaxLsnRequest { source: Some(source.clone()), database: database.into(), ..Default::default() })
+            .get_max_lsn(GetMaxLsnRequest {
+                source: Some(source.clone()),
+                database: database.into(),
+                ..Default::default()
+            })
             .await
             .unwrap()
             .into_inner()
@@ -144,27 +180,58 @@ async fn env_for(database: &str, setup: impl FnOnce(&Engine), incremental: bool)
         tables: plans.clone(),
         conflict_mode: "precheck".into(),
         parallel_chunks: 2,
-        chunk_rows: if database == SAMPLE_DATABASE { 50 } else { 50_000 },
+        chunk_rows: if database == SAMPLE_DATABASE {
+            50
+        } else {
+            50_000
+        },
         group_id: "all".into(),
         ..Default::default()
     };
     let board = Arc::new(ProgressBoard::default());
     if incremental {
         let (board, stop) = (board.clone(), shutdown.clone());
-        tokio::spawn(async move { run_assignment(assignment, &RunOptions::default(), board, stop).await });
+        tokio::spawn(async move {
+            run_assignment(assignment, &RunOptions::default(), board, stop).await
+        });
     } else {
-        run_assignment(assignment, &RunOptions::default(), board.clone(), CancellationToken::new())
-            .await
-            .expect("full sync of the sample");
+        run_assignment(
+            assignment,
+            &RunOptions::default(),
+            board.clone(),
+            CancellationToken::new(),
+        )
+        .await
+        .expect("full sync of the sample");
     }
     let deadline = Instant::now() + Duration::from_secs(120);
     while incremental && !all_streaming(&board, plans.len()) {
-        assert!(board.snapshot().iter().all(|t| t.phase != TablePhase::Failed as i32), "a table failed: {:?}", board.snapshot());
-        assert!(Instant::now() < deadline, "tables did not reach streaming: {:?}", board.snapshot());
+        assert!(
+            board
+                .snapshot()
+                .iter()
+                .all(|t| t.phase != TablePhase::Failed as i32),
+            "a table failed: {:?}",
+            board.snapshot()
+        );
+        assert!(
+            Instant::now() < deadline,
+            "tables did not reach streaming: {:?}",
+            board.snapshot()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let pg = cluster.connect(&db).await.unwrap();
-    Env { engine, _sim: sim, source, target, capture_address, plans, pg, shutdown }
+    Env {
+        engine,
+        _sim: sim,
+        source,
+        target,
+        capture_address,
+        plans,
+        pg,
+        shutdown,
+    }
 }
 
 fn all_streaming(board: &ProgressBoard, tables: usize) -> bool {
@@ -174,7 +241,13 @@ fn all_streaming(board: &ProgressBoard, tables: usize) -> bool {
 
 impl Env {
     fn request(&self) -> VerifyRequest {
-        let mut r = VerifyRequest::new("verify-test", self.source.clone(), self.target.clone(), &self.capture_address, self.plans.clone());
+        let mut r = VerifyRequest::new(
+            "verify-test",
+            self.source.clone(),
+            self.target.clone(),
+            &self.capture_address,
+            self.plans.clone(),
+        );
         // Small ranges so that the sample tables have several partitions each.
         r.chunk_rows = 40;
         r
@@ -182,25 +255,45 @@ impl Env {
 
     async fn run(&self, request: VerifyRequest) -> VerifyReport {
         let mut phases = Vec::new();
-        let report = verify(request, |p| phases.push(p.phase)).await.expect("verify");
-        assert!(phases.contains(&Phase::Checksumming) && phases.last() == Some(&Phase::Done), "{phases:?}");
+        let report = verify(request, |p| phases.push(p.phase))
+            .await
+            .expect("verify");
+        assert!(
+            phases.contains(&Phase::Checksumming) && phases.last() == Some(&Phase::Done),
+            "{phases:?}"
+        );
         report
     }
 
     async fn pg(&self, sql: &str) {
-        self.pg.batch_execute(sql).await.unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+        self.pg
+            .batch_execute(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
     }
 }
 
 fn table<'a>(report: &'a VerifyReport, name: &str) -> &'a dbsync_verify::TableReport {
-    report.tables.iter().find(|t| t.source == format!("{SAMPLE_DATABASE}.{name}")).unwrap_or_else(|| panic!("{name} not in the report"))
+    report
+        .tables
+        .iter()
+        .find(|t| t.source == format!("{SAMPLE_DATABASE}.{name}"))
+        .unwrap_or_else(|| panic!("{name} not in the report"))
 }
 
 /// `(kind, key) -> differing columns` of one table.
 fn diffs(report: &VerifyReport, name: &str) -> BTreeMap<(String, String), BTreeSet<String>> {
     let t = table(report, name);
     assert_eq!(t.differences_total as usize, t.differences.len());
-    t.differences.iter().map(|d| ((d.kind.as_str().to_string(), d.key.clone()), d.columns.iter().cloned().collect())).collect()
+    t.differences
+        .iter()
+        .map(|d| {
+            (
+                (d.kind.as_str().to_string(), d.key.clone()),
+                d.columns.iter().cloned().collect(),
+            )
+        })
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -214,15 +307,26 @@ async fn a_faithful_copy_of_every_type_and_extreme_value_verifies_equal() {
         assert_eq!(t.source_rows, t.target_rows, "{}", t.source);
         assert_eq!(t.rows_compared, t.source_rows, "{}", t.source);
     }
-    for name in ["sales.numeric_extremes", "sales.temporal_extremes", "sales.text_samples", "sales.customer_notes"] {
+    for name in [
+        "sales.numeric_extremes",
+        "sales.temporal_extremes",
+        "sales.text_samples",
+        "sales.customer_notes",
+    ] {
         assert!(table(&report, name).rows_compared > 0, "{name} has rows");
     }
     // Several ranges for integer keys; buckets where the engines order keys differently.
     assert_eq!(table(&report, "sales.orders").partitioning, "key ranges");
     assert!(table(&report, "sales.orders").partitions_total > 1);
     assert_eq!(table(&report, "sales.payments").partitioning, "key buckets");
-    assert_eq!(table(&report, "inventory.supplier_contacts").partitioning, "key buckets");
-    assert_eq!(table(&report, "sales.audit_log").partitioning, "row buckets");
+    assert_eq!(
+        table(&report, "inventory.supplier_contacts").partitioning,
+        "key buckets"
+    );
+    assert_eq!(
+        table(&report, "sales.audit_log").partitioning,
+        "row buckets"
+    );
     let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
     assert_eq!(json["equal"], true);
 }
@@ -253,8 +357,23 @@ fn changed(c: &str, data_type: &str, step_us: i64) -> Option<String> {
 
 /// Changes one column per row of `schema.table` (integer key column `key`), each column in its
 /// own row while rows last; returns `key -> changed columns`.
-async fn change_every_column(env: &Env, schema: &str, table: &str, key: &str) -> BTreeMap<String, BTreeSet<String>> {
-    let ids: Vec<i32> = env.pg.query(&format!("SELECT {key} FROM {schema}.{table} ORDER BY {key}"), &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
+async fn change_every_column(
+    env: &Env,
+    schema: &str,
+    table: &str,
+    key: &str,
+) -> BTreeMap<String, BTreeSet<String>> {
+    let ids: Vec<i32> = env
+        .pg
+        .query(
+            &format!("SELECT {key} FROM {schema}.{table} ORDER BY {key}"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
     let columns = env
         .pg
         .query(
@@ -266,12 +385,20 @@ async fn change_every_column(env: &Env, schema: &str, table: &str, key: &str) ->
         .unwrap();
     let mut expected: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for (i, row) in columns.iter().enumerate() {
-        let (name, data_type, precision): (String, String, i32) = (row.get(0), row.get(1), row.get(2));
+        let (name, data_type, precision): (String, String, i32) =
+            (row.get(0), row.get(1), row.get(2));
         let step = 10i64.pow(6 - precision.clamp(0, 6) as u32);
-        let expr = changed(&format!("\"{name}\""), &data_type, step).unwrap_or_else(|| panic!("no change rule for {data_type}"));
+        let expr = changed(&format!("\"{name}\""), &data_type, step)
+            .unwrap_or_else(|| panic!("no change rule for {data_type}"));
         let id = ids[i % ids.len()];
-        env.pg(&format!("UPDATE {schema}.{table} SET \"{name}\" = {expr} WHERE {key} = {id}")).await;
-        expected.entry(format!("{key}={id}")).or_default().insert(name);
+        env.pg(&format!(
+            "UPDATE {schema}.{table} SET \"{name}\" = {expr} WHERE {key} = {id}"
+        ))
+        .await;
+        expected
+            .entry(format!("{key}={id}"))
+            .or_default()
+            .insert(name);
     }
     expected
 }
@@ -281,15 +408,24 @@ async fn every_kind_of_corruption_is_found_exactly_and_repaired() {
     let env = env(60).await;
     // Corrupt without firing FK actions or triggers.
     env.pg("SET session_replication_role = replica").await;
-    let mut expected: BTreeMap<&str, BTreeMap<(String, String), BTreeSet<String>>> = BTreeMap::new();
+    let mut expected: BTreeMap<&str, BTreeMap<(String, String), BTreeSet<String>>> =
+        BTreeMap::new();
     let mut put = |table: &'static str, kind: &str, key: String, columns: BTreeSet<String>| {
-        expected.entry(table).or_default().insert((kind.to_string(), key), columns);
+        expected
+            .entry(table)
+            .or_default()
+            .insert((kind.to_string(), key), columns);
     };
     // One changed column of each type, and each kind of LOB (nvarchar(max), varbinary(max),
     // text, ntext, image, xml) in sales.customer_notes.
     for (schema, table, key, full) in [
         ("sales", "numeric_extremes", "id", "sales.numeric_extremes"),
-        ("sales", "temporal_extremes", "id", "sales.temporal_extremes"),
+        (
+            "sales",
+            "temporal_extremes",
+            "id",
+            "sales.temporal_extremes",
+        ),
         ("sales", "text_samples", "id", "sales.text_samples"),
         ("sales", "customer_notes", "note_id", "sales.customer_notes"),
     ] {
@@ -298,20 +434,51 @@ async fn every_kind_of_corruption_is_found_exactly_and_repaired() {
         }
     }
     // A missing row, an extra row.
-    let order: i64 = env.pg.query_one("SELECT min(order_id) FROM sales.orders", &[]).await.unwrap().get(0);
-    env.pg(&format!("DELETE FROM sales.orders WHERE order_id = {order}")).await;
-    put("sales.orders", "missing", format!("order_id={order}"), BTreeSet::new());
+    let order: i64 = env
+        .pg
+        .query_one("SELECT min(order_id) FROM sales.orders", &[])
+        .await
+        .unwrap()
+        .get(0);
+    env.pg(&format!(
+        "DELETE FROM sales.orders WHERE order_id = {order}"
+    ))
+    .await;
+    put(
+        "sales.orders",
+        "missing",
+        format!("order_id={order}"),
+        BTreeSet::new(),
+    );
     env.pg(
         "CREATE TEMP TABLE extra AS SELECT * FROM sales.customers ORDER BY customer_id LIMIT 1;
          UPDATE extra SET customer_id = 999999, email = 'extra@example.com';
          INSERT INTO sales.customers OVERRIDING SYSTEM VALUE SELECT * FROM extra;",
     )
     .await;
-    put("sales.customers", "extra", "customer_id=999999".into(), BTreeSet::new());
+    put(
+        "sales.customers",
+        "extra",
+        "customer_id=999999".into(),
+        BTreeSet::new(),
+    );
     // A large changed LOB (in a row change_every_column left alone).
-    let note: i32 = env.pg.query_one("SELECT max(note_id) FROM sales.customer_notes", &[]).await.unwrap().get(0);
-    env.pg(&format!("UPDATE sales.customer_notes SET body = repeat('lob ', 50000) WHERE note_id = {note}")).await;
-    put("sales.customer_notes", "different", format!("note_id={note}"), ["body".to_string()].into());
+    let note: i32 = env
+        .pg
+        .query_one("SELECT max(note_id) FROM sales.customer_notes", &[])
+        .await
+        .unwrap()
+        .get(0);
+    env.pg(&format!(
+        "UPDATE sales.customer_notes SET body = repeat('lob ', 50000) WHERE note_id = {note}"
+    ))
+    .await;
+    put(
+        "sales.customer_notes",
+        "different",
+        format!("note_id={note}"),
+        ["body".to_string()].into(),
+    );
     // A row of a table without primary key but with a unique index, and one with a GUID key.
     let contact = env
         .pg
@@ -323,20 +490,56 @@ async fn every_kind_of_corruption_is_found_exactly_and_repaired() {
         "UPDATE inventory.supplier_contacts SET phone = 'changed' WHERE 'supplier_code=' || supplier_code || ', contact_email=' || contact_email = '{contact}'"
     ))
     .await;
-    put("inventory.supplier_contacts", "different", contact, ["phone".to_string()].into());
+    put(
+        "inventory.supplier_contacts",
+        "different",
+        contact,
+        ["phone".to_string()].into(),
+    );
     // An extra row there too, and a missing row of the GUID-keyed table (key buckets).
     env.pg(
         "INSERT INTO inventory.supplier_contacts (supplier_code, contact_email, contact_name, phone, is_primary)
          VALUES ('EXTRA', 'extra@example.com', 'Extra', '0', false)",
     )
     .await;
-    put("inventory.supplier_contacts", "extra", "supplier_code=EXTRA, contact_email=extra@example.com".into(), BTreeSet::new());
-    let gone: String = env.pg.query_one("SELECT max(payment_id::text) FROM sales.payments", &[]).await.unwrap().get(0);
-    env.pg(&format!("DELETE FROM sales.payments WHERE payment_id = '{gone}'")).await;
-    put("sales.payments", "missing", format!("payment_id={gone}"), BTreeSet::new());
-    let payment: String = env.pg.query_one("SELECT min(payment_id::text) FROM sales.payments", &[]).await.unwrap().get(0);
-    env.pg(&format!("UPDATE sales.payments SET amount = amount + 1 WHERE payment_id = '{payment}'")).await;
-    put("sales.payments", "different", format!("payment_id={payment}"), ["amount".to_string()].into());
+    put(
+        "inventory.supplier_contacts",
+        "extra",
+        "supplier_code=EXTRA, contact_email=extra@example.com".into(),
+        BTreeSet::new(),
+    );
+    let gone: String = env
+        .pg
+        .query_one("SELECT max(payment_id::text) FROM sales.payments", &[])
+        .await
+        .unwrap()
+        .get(0);
+    env.pg(&format!(
+        "DELETE FROM sales.payments WHERE payment_id = '{gone}'"
+    ))
+    .await;
+    put(
+        "sales.payments",
+        "missing",
+        format!("payment_id={gone}"),
+        BTreeSet::new(),
+    );
+    let payment: String = env
+        .pg
+        .query_one("SELECT min(payment_id::text) FROM sales.payments", &[])
+        .await
+        .unwrap()
+        .get(0);
+    env.pg(&format!(
+        "UPDATE sales.payments SET amount = amount + 1 WHERE payment_id = '{payment}'"
+    ))
+    .await;
+    put(
+        "sales.payments",
+        "different",
+        format!("payment_id={payment}"),
+        ["amount".to_string()].into(),
+    );
 
     let report = env.run(env.request()).await;
     eprintln!("{}", report.to_text());
@@ -347,7 +550,10 @@ async fn every_kind_of_corruption_is_found_exactly_and_repaired() {
         assert_eq!(diffs(&report, name), want, "{name}:\n{}", report.to_text());
         assert_eq!(t.equal, want.is_empty(), "{name}");
     }
-    assert_eq!(table(&report, "sales.orders").target_rows + 1, table(&report, "sales.orders").source_rows);
+    assert_eq!(
+        table(&report, "sales.orders").target_rows + 1,
+        table(&report, "sales.orders").source_rows
+    );
 
     let mut repair = env.request();
     repair.repair = true;
@@ -364,14 +570,29 @@ async fn a_table_without_any_key_reports_a_changed_row_as_missing_and_extra() {
     let env = env(40).await;
     env.pg("UPDATE sales.audit_log SET detail = 'changed' WHERE ctid = (SELECT min(ctid) FROM sales.audit_log)").await;
     let mut request = env.request();
-    request.tables.retain(|p| p.source.as_ref().and_then(|s| s.table.as_ref()).is_some_and(|t| t.name == "audit_log"));
+    request.tables.retain(|p| {
+        p.source
+            .as_ref()
+            .and_then(|s| s.table.as_ref())
+            .is_some_and(|t| t.name == "audit_log")
+    });
     request.repair = true;
     let report = env.run(request).await;
     let t = table(&report, "sales.audit_log");
     let kinds: Vec<DiffKind> = t.differences.iter().map(|d| d.kind).collect();
     assert_eq!(kinds.len(), 2, "{}", report.to_text());
-    assert!(kinds.contains(&DiffKind::Missing) && kinds.contains(&DiffKind::Extra), "{}", report.to_text());
-    assert!(t.differences.iter().any(|d| d.kind == DiffKind::Extra && d.key.contains("detail=changed")), "{}", report.to_text());
+    assert!(
+        kinds.contains(&DiffKind::Missing) && kinds.contains(&DiffKind::Extra),
+        "{}",
+        report.to_text()
+    );
+    assert!(
+        t.differences
+            .iter()
+            .any(|d| d.kind == DiffKind::Extra && d.key.contains("detail=changed")),
+        "{}",
+        report.to_text()
+    );
     assert_eq!(t.repaired, 0);
     assert!(!t.equal);
 }
@@ -380,44 +601,95 @@ async fn a_table_without_any_key_reports_a_changed_row_as_missing_and_extra() {
 async fn sampling_compares_a_seeded_share_of_the_ranges() {
     let env = env(200).await;
     let mut request = env.request();
-    request.tables.retain(|p| p.source.as_ref().and_then(|s| s.table.as_ref()).is_some_and(|t| t.name == "orders"));
-    request.mode = Mode::Sampled { percent: 40.0, seed: 7 };
+    request.tables.retain(|p| {
+        p.source
+            .as_ref()
+            .and_then(|s| s.table.as_ref())
+            .is_some_and(|t| t.name == "orders")
+    });
+    request.mode = Mode::Sampled {
+        percent: 40.0,
+        seed: 7,
+    };
     let first = env.run(request.clone()).await;
     let again = env.run(request.clone()).await;
     let (a, b) = (table(&first, "sales.orders"), table(&again, "sales.orders"));
     assert!(a.equal);
     assert!(a.partitions_total >= 5, "{}", a.partitions_total);
-    assert_eq!(a.partitions_compared, (a.partitions_total * 40).div_ceil(100));
+    assert_eq!(
+        a.partitions_compared,
+        (a.partitions_total * 40).div_ceil(100)
+    );
     assert!(a.rows_compared < a.source_rows);
-    assert_eq!((a.partitions_compared, a.rows_compared), (b.partitions_compared, b.rows_compared), "same seed, same ranges");
+    assert_eq!(
+        (a.partitions_compared, a.rows_compared),
+        (b.partitions_compared, b.rows_compared),
+        "same seed, same ranges"
+    );
     // A row deleted from every range: every sampled range sees its own.
-    env.pg("SET session_replication_role = replica; DELETE FROM sales.orders WHERE order_id % 40 = 0").await;
+    env.pg(
+        "SET session_replication_role = replica; DELETE FROM sales.orders WHERE order_id % 40 = 0",
+    )
+    .await;
     let sampled = env.run(request).await;
     let s = table(&sampled, "sales.orders");
     assert!(!s.equal);
     assert!(s.differences_total > 0 && s.differences.iter().all(|d| d.kind == DiffKind::Missing));
-    assert!(s.differences_total < 200 / 40, "only the sampled ranges: {}", sampled.to_text());
+    assert!(
+        s.differences_total < 200 / 40,
+        "only the sampled ranges: {}",
+        sampled.to_text()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn incremental_mode_rechecks_rows_in_flight_before_reporting_them() {
     let env = env(60).await;
     let mut request = env.request();
-    request.tables.retain(|p| p.source.as_ref().and_then(|s| s.table.as_ref()).is_some_and(|t| t.name == "customers"));
-    request.mode = Mode::Incremental { recheck_delay: Duration::from_millis(300), attempts: 4, lag: Duration::from_millis(200) };
+    request.tables.retain(|p| {
+        p.source
+            .as_ref()
+            .and_then(|s| s.table.as_ref())
+            .is_some_and(|t| t.name == "customers")
+    });
+    request.mode = Mode::Incremental {
+        recheck_delay: Duration::from_millis(300),
+        attempts: 4,
+        lag: Duration::from_millis(200),
+    };
     // Source changes that the target has not applied yet: one will be applied while verify
     // waits (in flight), one never (a real difference).
-    env.engine.run(SAMPLE_DATABASE, "UPDATE sales.customers SET full_name = N'in flight' WHERE customer_id = 1").unwrap();
-    env.engine.run(SAMPLE_DATABASE, "UPDATE sales.customers SET full_name = N'lost' WHERE customer_id = 2").unwrap();
+    env.engine
+        .run(
+            SAMPLE_DATABASE,
+            "UPDATE sales.customers SET full_name = N'in flight' WHERE customer_id = 1",
+        )
+        .unwrap();
+    env.engine
+        .run(
+            SAMPLE_DATABASE,
+            "UPDATE sales.customers SET full_name = N'lost' WHERE customer_id = 2",
+        )
+        .unwrap();
     let full = env.run(env.request()).await;
-    assert_eq!(table(&full, "sales.customers").differences_total, 2, "{}", full.to_text());
+    assert_eq!(
+        table(&full, "sales.customers").differences_total,
+        2,
+        "{}",
+        full.to_text()
+    );
 
     let db = env.target.database.clone();
     let applied = tokio::spawn(async move {
         let started = Instant::now();
         tokio::time::sleep(Duration::from_millis(200)).await;
         let client = PgCluster::shared().connect(&db).await.unwrap();
-        client.batch_execute("UPDATE sales.customers SET full_name = 'in flight' WHERE customer_id = 1").await.unwrap();
+        client
+            .batch_execute(
+                "UPDATE sales.customers SET full_name = 'in flight' WHERE customer_id = 1",
+            )
+            .await
+            .unwrap();
         started.elapsed()
     });
     // A row the source changes all the time (and the target never gets): never settled,
@@ -429,7 +701,14 @@ async fn incremental_mode_rechecks_rows_in_flight_before_reporting_them() {
             let mut n = 0;
             while !hot.is_cancelled() {
                 n += 1;
-                engine.run(SAMPLE_DATABASE, &format!("UPDATE sales.customers SET loyalty_points = {n} WHERE customer_id = 3")).unwrap();
+                engine
+                    .run(
+                        SAMPLE_DATABASE,
+                        &format!(
+                            "UPDATE sales.customers SET loyalty_points = {n} WHERE customer_id = 3"
+                        ),
+                    )
+                    .unwrap();
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         })
@@ -439,9 +718,26 @@ async fn incremental_mode_rechecks_rows_in_flight_before_reporting_them() {
     churn.await.unwrap();
     applied.await.unwrap();
     let t = table(&report, "sales.customers");
-    assert!(t.notes.iter().any(|n| n.starts_with("1 row(s) changed on the source at every re-check")), "{:?}", t.notes);
-    assert_eq!(diffs(&report, "sales.customers"), [(("different".to_string(), "customer_id=2".to_string()), ["full_name".to_string()].into())].into());
-    assert!(t.notes.iter().any(|n| n.contains("re-check")), "{:?}", t.notes);
+    assert!(
+        t.notes
+            .iter()
+            .any(|n| n.starts_with("1 row(s) changed on the source at every re-check")),
+        "{:?}",
+        t.notes
+    );
+    assert_eq!(
+        diffs(&report, "sales.customers"),
+        [(
+            ("different".to_string(), "customer_id=2".to_string()),
+            ["full_name".to_string()].into()
+        )]
+        .into()
+    );
+    assert!(
+        t.notes.iter().any(|n| n.contains("re-check")),
+        "{:?}",
+        t.notes
+    );
 }
 
 /// Every source read of a verification takes the task's full-sync throttle: the sums computed
@@ -454,24 +750,52 @@ async fn source_reads_follow_the_rows_per_second_throttle() {
     let at_least = |rows: u64| Duration::from_secs_f64((rows as f64 - RATE).max(0.0) / RATE);
     let env = env(300).await;
     let mut request = env.request();
-    request.tables.retain(|p| p.source.as_ref().and_then(|s| s.table.as_ref()).is_some_and(|t| t.name == "orders"));
+    request.tables.retain(|p| {
+        p.source
+            .as_ref()
+            .and_then(|s| s.table.as_ref())
+            .is_some_and(|t| t.name == "orders")
+    });
 
     // Rows by key (ReadRows), straight from capture, on the task's budget.
     let orders = request.tables[0].source.clone().unwrap();
-    let ids: Vec<i64> = env.pg.query("SELECT order_id FROM sales.orders", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
+    let ids: Vec<i64> = env
+        .pg
+        .query("SELECT order_id FROM sales.orders", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
     assert!(ids.len() >= 250, "{}", ids.len());
-    let keys: Vec<KeyBound> = ids.iter().map(|id| KeyBound { values: vec![Value { kind: Some(Kind::Int(*id)) }] }).collect();
-    let mut capture = CaptureServiceClient::connect(env.capture_address.clone()).await.unwrap();
+    let keys: Vec<KeyBound> = ids
+        .iter()
+        .map(|id| KeyBound {
+            values: vec![Value {
+                kind: Some(Kind::Int(*id)),
+            }],
+        })
+        .collect();
+    let mut capture = CaptureServiceClient::connect(env.capture_address.clone())
+        .await
+        .unwrap();
     let read_rows = |task: &str, rows_per_second: f64| ReadRowsRequest {
         source: Some(env.source.clone()),
         table: Some(orders.clone()),
         keys: keys.clone(),
         task_id: task.into(),
-        throttle: Some(Throttle { rows_per_second, ..Default::default() }),
+        throttle: Some(Throttle {
+            rows_per_second,
+            ..Default::default()
+        }),
     };
     for (task, rate) in [("read-rows-free", 0.0), ("read-rows-throttled", RATE)] {
         let started = Instant::now();
-        let mut stream = capture.read_rows(read_rows(task, rate)).await.unwrap().into_inner();
+        let mut stream = capture
+            .read_rows(read_rows(task, rate))
+            .await
+            .unwrap()
+            .into_inner();
         let mut rows = 0;
         while let Some(batch) = stream.message().await.unwrap() {
             rows += batch.rows.len();
@@ -479,7 +803,10 @@ async fn source_reads_follow_the_rows_per_second_throttle() {
         let elapsed = started.elapsed();
         assert_eq!(rows, ids.len());
         if rate > 0.0 {
-            assert!(elapsed >= at_least(rows as u64), "{rows} rows by key at {rate} rows/s in {elapsed:?}");
+            assert!(
+                elapsed >= at_least(rows as u64),
+                "{rows} rows by key at {rate} rows/s in {elapsed:?}"
+            );
         } else {
             assert!(elapsed < at_least(rows as u64), "unthrottled: {elapsed:?}");
         }
@@ -494,10 +821,18 @@ async fn source_reads_follow_the_rows_per_second_throttle() {
     let report = env.run(request).await;
     let elapsed = started.elapsed();
     let t = table(&report, "sales.orders");
-    assert_eq!((t.differences_total, t.repaired), (2, 2), "{}", report.to_text());
+    assert_eq!(
+        (t.differences_total, t.repaired),
+        (2, 2),
+        "{}",
+        report.to_text()
+    );
     // At least: every source row summed, the two narrowed ranges' rows, the two repaired rows.
     let read = t.source_rows + 2 * 2;
-    assert!(elapsed >= at_least(read), "{read}+ rows at {RATE} rows/s in {elapsed:?}");
+    assert!(
+        elapsed >= at_least(read),
+        "{read}+ rows at {RATE} rows/s in {elapsed:?}"
+    );
     assert!(env.run(env.request()).await.equal, "repaired");
 }
 
@@ -505,13 +840,22 @@ async fn source_reads_follow_the_rows_per_second_throttle() {
 async fn the_benchmark_hook_times_verify_next_to_plain_scans() {
     let env = env(300).await;
     let mut request = env.request();
-    request.tables.retain(|p| p.source.as_ref().and_then(|s| s.table.as_ref()).is_some_and(|t| t.name == "orders"));
+    request.tables.retain(|p| {
+        p.source
+            .as_ref()
+            .and_then(|s| s.table.as_ref())
+            .is_some_and(|t| t.name == "orders")
+    });
     request.chunk_rows = 0;
     let result = dbsync_verify::bench::measure(request).await.unwrap();
     eprintln!("{result}");
     assert!(result.equal);
     assert_eq!(result.rows, 300);
-    assert!(result.verify_rows_per_second > 0.0 && result.target_scan_seconds > 0.0 && result.source_scan_seconds > 0.0);
+    assert!(
+        result.verify_rows_per_second > 0.0
+            && result.target_scan_seconds > 0.0
+            && result.source_scan_seconds > 0.0
+    );
 }
 
 /// Worker threads get 16 MiB stacks: in debug builds a spawned task of the sync path
@@ -549,11 +893,18 @@ async fn under_load() {
     let addr: SocketAddr = format!("127.0.0.1:{}", env.source.port).parse().unwrap();
     let workload = tokio::spawn(run_workload(addr, config, stop.clone()));
     let mut request = env.request();
-    request.mode = Mode::Incremental { recheck_delay: Duration::from_millis(1500), attempts: 3, lag: Duration::from_millis(500) };
+    request.mode = Mode::Incremental {
+        recheck_delay: Duration::from_millis(1500),
+        attempts: 3,
+        lag: Duration::from_millis(500),
+    };
     let during = env.run(request).await;
     stop.cancel();
     let stats = workload.await.unwrap().unwrap();
-    assert!(stats.committed > 20, "the workload ran during verification: {stats:?}");
+    assert!(
+        stats.committed > 20,
+        "the workload ran during verification: {stats:?}"
+    );
     eprintln!("during the load:\n{}", during.to_text());
 
     // Once the load stops and apply catches up, full verification settles on what really
@@ -562,7 +913,11 @@ async fn under_load() {
     let all = |r: &VerifyReport| -> BTreeSet<(String, String, String)> {
         r.tables
             .iter()
-            .flat_map(|t| t.differences.iter().map(|d| (t.source.clone(), d.kind.as_str().to_string(), d.key.clone())))
+            .flat_map(|t| {
+                t.differences
+                    .iter()
+                    .map(|d| (t.source.clone(), d.kind.as_str().to_string(), d.key.clone()))
+            })
             .collect()
     };
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -574,15 +929,30 @@ async fn under_load() {
         if now == previous {
             break report;
         }
-        assert!(Instant::now() < deadline, "the target never settled:\n{}", report.to_text());
+        assert!(
+            Instant::now() < deadline,
+            "the target never settled:\n{}",
+            report.to_text()
+        );
         previous = now;
     };
     let false_mismatches: Vec<_> = all(&during).difference(&all(&settled)).cloned().collect();
-    assert!(false_mismatches.is_empty(), "reported under load but equal after catch-up: {false_mismatches:?}\nsettled:\n{}", settled.to_text());
+    assert!(
+        false_mismatches.is_empty(),
+        "reported under load but equal after catch-up: {false_mismatches:?}\nsettled:\n{}",
+        settled.to_text()
+    );
     let equal_tables = settled.tables.iter().filter(|t| t.equal).count();
-    assert!(equal_tables + 1 >= settled.tables.len(), "settled:\n{}", settled.to_text());
+    assert!(
+        equal_tables + 1 >= settled.tables.len(),
+        "settled:\n{}",
+        settled.to_text()
+    );
     if !settled.equal {
-        eprintln!("real divergence left by incremental sync (not verify's):\n{}", settled.to_text());
+        eprintln!(
+            "real divergence left by incremental sync (not verify's):\n{}",
+            settled.to_text()
+        );
     }
 }
 
@@ -593,8 +963,16 @@ async fn under_load() {
 #[ignore]
 fn throughput() {
     use dbsync_sqlserver_sim::types::Value as SimValue;
-    let rows: i64 = std::env::var("VERIFY_BENCH_ROWS").ok().and_then(|v| v.parse().ok()).unwrap_or(200_000);
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).thread_stack_size(16 << 20).enable_all().build().unwrap();
+    let rows: i64 = std::env::var("VERIFY_BENCH_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_stack_size(16 << 20)
+        .enable_all()
+        .build()
+        .unwrap();
     runtime.block_on(async {
         let setup = |engine: &Engine| {
             engine.run("master", "CREATE DATABASE bench").unwrap();

@@ -20,7 +20,9 @@ impl Lsn {
     }
 
     pub fn to_u128(self) -> u128 {
-        self.0.iter().fold(0u128, |acc, b| (acc << 8) | u128::from(*b))
+        self.0
+            .iter()
+            .fold(0u128, |acc, b| (acc << 8) | u128::from(*b))
     }
 
     pub fn from_u128(v: u128) -> Lsn {
@@ -48,7 +50,10 @@ impl Lsn {
     /// Parses `0x0000002A000001F80003` or the same without `0x`.
     pub fn parse_hex(s: &str) -> Option<Lsn> {
         let s = s.trim();
-        let s = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")).unwrap_or(s);
+        let s = s
+            .strip_prefix("0x")
+            .or_else(|| s.strip_prefix("0X"))
+            .unwrap_or(s);
         if s.len() != 20 {
             return None;
         }
@@ -84,7 +89,11 @@ pub struct Position {
 impl Position {
     /// The position after a whole transaction with this commit LSN.
     pub fn end_of(commit_lsn: Lsn) -> Position {
-        Position { commit_lsn, seqval: Lsn::MAX, operation: i32::MAX }
+        Position {
+            commit_lsn,
+            seqval: Lsn::MAX,
+            operation: i32::MAX,
+        }
     }
 }
 
@@ -108,7 +117,11 @@ mod tests {
     fn position_orders_by_lsn_then_seqval_then_operation() {
         let l1 = Lsn::from_u128(5);
         let l2 = Lsn::from_u128(6);
-        let p = |c, s, o| Position { commit_lsn: c, seqval: s, operation: o };
+        let p = |c, s, o| Position {
+            commit_lsn: c,
+            seqval: s,
+            operation: o,
+        };
         assert!(p(l1, l2, 4) < p(l2, l1, 1));
         assert!(p(l1, l1, 1) < p(l1, l1, 2));
         assert!(p(l2, l2, 4) < Position::end_of(l2));

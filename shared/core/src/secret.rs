@@ -49,6 +49,9 @@ mod tests {
         let s = Secret::new("hunter2");
         assert_eq!(format!("{s:?} {s}"), "*** ***");
         assert_eq!(s.expose(), "hunter2");
-        assert_eq!(redact("password=hunter2;x", &["hunter2", ""]), "password=***;x");
+        assert_eq!(
+            redact("password=hunter2;x", &["hunter2", ""]),
+            "password=***;x"
+        );
     }
 }

@@ -564,7 +564,11 @@ impl Parser<'_> {
             }
             // Before PostgreSQL 18, LIKE raises an error on a nondeterministic collation (the
             // ICU collations of case-insensitive columns): match under the default collation.
-            let collate = if left.ty == Ty::Text { " COLLATE \"default\"" } else { "" };
+            let collate = if left.ty == Ty::Text {
+                " COLLATE \"default\""
+            } else {
+                ""
+            };
             return Ok(Out::compound(
                 format!("{}{collate} {not}LIKE {}", left.operand(), pattern.sql),
                 Ty::Bool,

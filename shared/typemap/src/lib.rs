@@ -36,11 +36,11 @@ pub use error::{EncodeError, MappingError, TypemapError, Untranslatable};
 pub use expr::{translate_expression, ExprColumn, ExprContext, ExprUsage};
 pub use ident::{pg_identifier, quote_ident, shorten_identifier, Capitalization};
 pub use literal::{quote_literal, render_literal};
-pub use packed::{PackedReader, PackedWriter};
 pub use mapping::{
     map_column, BitAs, ColumnCheck, DatetimePrecision, HierarchyidAs, MappingOptions, PgColumnType,
     PgKind, RowversionAs, SpatialAs, XmlAs,
 };
+pub use packed::{PackedReader, PackedWriter};
 pub use schema::{identity_clause, identity_setval, pg_collation, PgCollation};
 pub use sqlvalue::{
     date_from_sql, datetime2_from_sql, datetime_from_sql, datetimeoffset_from_sql,

@@ -162,9 +162,19 @@ mod tests {
     /// Reads a binary numeric body back as decimal text (the test's independent decoder).
     fn numeric_text(b: &[u8]) -> String {
         let word = |i: usize| u16::from_be_bytes([b[2 * i], b[2 * i + 1]]);
-        let (ndigits, weight, sign, dscale) = (word(0) as usize, word(1) as i16 as i32, word(2), word(3) as usize);
+        let (ndigits, weight, sign, dscale) = (
+            word(0) as usize,
+            word(1) as i16 as i32,
+            word(2),
+            word(3) as usize,
+        );
         let digits: Vec<u16> = (0..ndigits).map(|i| word(4 + i)).collect();
-        let group = |w: i32| -> u16 { usize::try_from(weight - w).ok().and_then(|i| digits.get(i).copied()).unwrap_or(0) };
+        let group = |w: i32| -> u16 {
+            usize::try_from(weight - w)
+                .ok()
+                .and_then(|i| digits.get(i).copied())
+                .unwrap_or(0)
+        };
         let mut int = String::new();
         for w in (0..=weight.max(0)).rev() {
             int.push_str(&format!("{:04}", group(w)));
@@ -177,17 +187,36 @@ mod tests {
         frac.truncate(dscale);
         let sign = if sign == 0x4000 { "-" } else { "" };
         let int = if int.is_empty() { "0" } else { int };
-        if dscale == 0 { format!("{sign}{int}") } else { format!("{sign}{int}.{frac}") }
+        if dscale == 0 {
+            format!("{sign}{int}")
+        } else {
+            format!("{sign}{int}.{frac}")
+        }
     }
 
     #[test]
     fn numeric_body_matches_decimal_text_across_the_64_bit_boundary() {
         let edge = i128::from(u64::MAX);
-        for unscaled in [1, 9_999, 10_000, 123_456_789_012, edge - 1, edge, edge + 1, -edge - 1, i128::MAX, -(10_i128.pow(38) - 1)] {
+        for unscaled in [
+            1,
+            9_999,
+            10_000,
+            123_456_789_012,
+            edge - 1,
+            edge,
+            edge + 1,
+            -edge - 1,
+            i128::MAX,
+            -(10_i128.pow(38) - 1),
+        ] {
             for scale in [0, 1, 2, 3, 4, 5, 7, 18, 38] {
                 let mut text = String::new();
                 write_decimal_text(&mut text, unscaled, scale).unwrap();
-                assert_eq!(numeric_text(&encode(unscaled, scale)), text, "{unscaled} scale {scale}");
+                assert_eq!(
+                    numeric_text(&encode(unscaled, scale)),
+                    text,
+                    "{unscaled} scale {scale}"
+                );
             }
         }
     }

@@ -219,7 +219,10 @@ impl<'a> PackedReader<'a> {
 
     #[inline]
     fn byte(&mut self) -> Result<u8, TypemapError> {
-        let (&b, rest) = self.rest.split_first().ok_or_else(|| malformed("ends inside a value"))?;
+        let (&b, rest) = self
+            .rest
+            .split_first()
+            .ok_or_else(|| malformed("ends inside a value"))?;
         self.rest = rest;
         Ok(b)
     }
@@ -288,7 +291,8 @@ impl<'a> PackedReader<'a> {
             FLOAT32 => Some(Kind::Float32(f32::from_le_bytes(self.fixed()?))),
             FLOAT64 => Some(Kind::Float64(f64::from_le_bytes(self.fixed()?))),
             DECIMAL => {
-                let scale = u32::try_from(self.varint()?).map_err(|_| malformed("decimal scale overflows"))?;
+                let scale = u32::try_from(self.varint()?)
+                    .map_err(|_| malformed("decimal scale overflows"))?;
                 let unscaled = self.sized()?;
                 if let Some(Kind::Decimal(d)) = &mut slot.kind {
                     d.unscaled.clear();
@@ -296,11 +300,15 @@ impl<'a> PackedReader<'a> {
                     d.scale = scale;
                     return Ok(());
                 }
-                Some(Kind::Decimal(Decimal { unscaled: unscaled.to_vec(), scale }))
+                Some(Kind::Decimal(Decimal {
+                    unscaled: unscaled.to_vec(),
+                    scale,
+                }))
             }
             TEXT => {
                 let bytes = self.sized()?;
-                let text = std::str::from_utf8(bytes).map_err(|e| malformed(format!("text is not UTF-8: {e}")))?;
+                let text = std::str::from_utf8(bytes)
+                    .map_err(|e| malformed(format!("text is not UTF-8: {e}")))?;
                 if let Some(Kind::Text(s)) = &mut slot.kind {
                     s.clear();
                     s.push_str(text);
@@ -322,7 +330,9 @@ impl<'a> PackedReader<'a> {
             }
             DATE => {
                 let days = self.zigzag()?;
-                Some(Kind::Date(i32::try_from(days).map_err(|_| malformed("date out of range"))?))
+                Some(Kind::Date(
+                    i32::try_from(days).map_err(|_| malformed("date out of range"))?,
+                ))
             }
             TIME => Some(Kind::Time(self.zigzag()?)),
             DATETIME => Some(Kind::Datetime(self.zigzag()?)),
@@ -331,7 +341,8 @@ impl<'a> PackedReader<'a> {
                 let offset = self.zigzag()?;
                 Some(Kind::Datetimeoffset(DateTimeOffset {
                     utc_ticks,
-                    offset_minutes: i32::try_from(offset).map_err(|_| malformed("offset out of range"))?,
+                    offset_minutes: i32::try_from(offset)
+                        .map_err(|_| malformed("offset out of range"))?,
                 }))
             }
             UNCHANGED => Some(Kind::Unchanged(self.byte()? != 0)),
@@ -378,14 +389,22 @@ mod tests {
             v(Kind::Time(863_999_999_999)),
             v(Kind::Datetime(0)),
             v(Kind::Datetime(3_652_059 * 864_000_000_000 - 1)),
-            v(Kind::Datetimeoffset(DateTimeOffset { utc_ticks: 5, offset_minutes: -840 })),
+            v(Kind::Datetimeoffset(DateTimeOffset {
+                utc_ticks: 5,
+                offset_minutes: -840,
+            })),
             v(Kind::Unchanged(true)),
         ]
     }
 
     #[test]
     fn rows_round_trip_exactly_into_reused_slots() {
-        let rows = [every_kind(), every_kind().into_iter().rev().collect(), vec![], vec![Value { kind: None }]];
+        let rows = [
+            every_kind(),
+            every_kind().into_iter().rev().collect(),
+            vec![],
+            vec![Value { kind: None }],
+        ];
         let mut buf = Vec::new();
         for r in &rows {
             PackedWriter(&mut buf).row(r);
@@ -401,7 +420,15 @@ mod tests {
 
     #[test]
     fn decimals_from_parts_pack_like_the_wire_form() {
-        for (unscaled, scale) in [(0i128, 0u32), (127, 2), (128, 2), (-128, 3), (-129, 3), (i128::MAX, 38), (i128::MIN, 38)] {
+        for (unscaled, scale) in [
+            (0i128, 0u32),
+            (127, 2),
+            (128, 2),
+            (-128, 3),
+            (-129, 3),
+            (i128::MAX, 38),
+            (i128::MIN, 38),
+        ] {
             let mut a = Vec::new();
             PackedWriter(&mut a).decimal(unscaled, scale);
             let mut b = Vec::new();
@@ -416,9 +443,14 @@ mod tests {
         PackedWriter(&mut buf).row(&every_kind());
         let mut slot = Vec::new();
         for cut in 0..buf.len() {
-            assert!(PackedReader::new(&buf[..cut]).next_row(&mut slot).is_err(), "cut at {cut}");
+            assert!(
+                PackedReader::new(&buf[..cut]).next_row(&mut slot).is_err(),
+                "cut at {cut}"
+            );
         }
         assert!(PackedReader::new(&[1, 99]).next_row(&mut slot).is_err());
-        assert!(PackedReader::new(&[1, TEXT, 2, 0xff, 0xfe]).next_row(&mut slot).is_err());
+        assert!(PackedReader::new(&[1, TEXT, 2, 0xff, 0xfe])
+            .next_row(&mut slot)
+            .is_err());
     }
 }

@@ -330,21 +330,37 @@ impl CpuSample {
         let service = |s: &crate::harness::service::Service| s.pid().map_or(0.0, cpu::tree_seconds);
         CpuSample(vec![
             // The stand-in runs inside this process.
-            ("stand-in", cpu::process_seconds(std::process::id()).unwrap_or(0.0)),
+            (
+                "stand-in",
+                cpu::process_seconds(std::process::id()).unwrap_or(0.0),
+            ),
             ("capture", service(&env.capture)),
             ("apply", env.appliers.iter().map(service).sum()),
-            ("PostgreSQL", env.pg.postmaster_pid().map_or(0.0, cpu::tree_seconds)),
+            (
+                "PostgreSQL",
+                env.pg.postmaster_pid().map_or(0.0, cpu::tree_seconds),
+            ),
             ("coordinator", service(&env.coordinator)),
         ])
     }
 
     fn since(&self, before: &CpuSample) -> CpuSample {
-        CpuSample(self.0.iter().zip(&before.0).map(|((name, now), (_, then))| (*name, now - then)).collect())
+        CpuSample(
+            self.0
+                .iter()
+                .zip(&before.0)
+                .map(|((name, now), (_, then))| (*name, now - then))
+                .collect(),
+        )
     }
 
     fn report(&self, wall: Duration) -> String {
         let total: f64 = self.0.iter().map(|(_, s)| s).sum();
-        let parts: Vec<String> = self.0.iter().map(|(name, s)| format!("{name} {s:.1}")).collect();
+        let parts: Vec<String> = self
+            .0
+            .iter()
+            .map(|(name, s)| format!("{name} {s:.1}"))
+            .collect();
         format!(
             "    CPU seconds: {}; total {total:.1} in {:.1} s wall ({:.1} cores busy)",
             parts.join(", "),

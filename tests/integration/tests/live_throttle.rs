@@ -112,7 +112,10 @@ async fn raising_the_throttle_speeds_up_the_running_stream_without_restarting_it
     // capture service with its next heartbeat, every 3 s).
     loop {
         let now = applied(&env, &task).await;
-        assert!(now >= last, "the applied count went back: the stream restarted");
+        assert!(
+            now >= last,
+            "the applied count went back: the stream restarted"
+        );
         last = now;
         if now - base >= CHANGES {
             break;

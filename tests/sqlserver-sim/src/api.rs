@@ -19,13 +19,24 @@ pub struct SqlError {
 
 impl SqlError {
     pub fn new(number: i32, class: u8, state: u8, message: impl Into<String>) -> Self {
-        SqlError { number, state, class, message: message.into(), procedure: String::new(), line: 1 }
+        SqlError {
+            number,
+            state,
+            class,
+            message: message.into(),
+            procedure: String::new(),
+            line: 1,
+        }
     }
 }
 
 impl std::fmt::Display for SqlError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Msg {}, Level {}, State {}: {}", self.number, self.class, self.state, self.message)
+        write!(
+            f,
+            "Msg {}, Level {}, State {}: {}",
+            self.number, self.class, self.state, self.message
+        )
     }
 }
 
@@ -47,7 +58,15 @@ pub struct ResultColumn {
 
 impl ResultColumn {
     pub fn expr(name: impl Into<String>, ty: SqlType, nullable: bool) -> Self {
-        ResultColumn { name: name.into(), ty, nullable, updateable: false, identity: false, computed: false, table_name: None }
+        ResultColumn {
+            name: name.into(),
+            ty,
+            nullable,
+            updateable: false,
+            identity: false,
+            computed: false,
+            table_name: None,
+        }
     }
 }
 
@@ -64,11 +83,20 @@ pub enum StatementKind {
 /// Environment changes the client must be told about (ENVCHANGE tokens).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EnvChange {
-    Database { new: String, old: String },
+    Database {
+        new: String,
+        old: String,
+    },
     /// A transaction began; `descriptor` is echoed back by the client in ALL_HEADERS.
-    BeginTransaction { descriptor: u64 },
-    CommitTransaction { descriptor: u64 },
-    RollbackTransaction { descriptor: u64 },
+    BeginTransaction {
+        descriptor: u64,
+    },
+    CommitTransaction {
+        descriptor: u64,
+    },
+    RollbackTransaction {
+        descriptor: u64,
+    },
 }
 
 /// Receives what a request produces, in order. Implemented by the server (which writes TDS
@@ -82,7 +110,12 @@ pub trait ResultSink: Send {
     fn row(&mut self, row: &[Value]) -> Result<(), Cancelled>;
     /// End of one statement. `count` is Some for DML and SELECT (unless SET NOCOUNT ON).
     /// `in_proc` is true for statements inside a procedure or sp_executesql (DONEINPROC).
-    fn done(&mut self, kind: StatementKind, count: Option<u64>, in_proc: bool) -> Result<(), Cancelled>;
+    fn done(
+        &mut self,
+        kind: StatementKind,
+        count: Option<u64>,
+        in_proc: bool,
+    ) -> Result<(), Cancelled>;
     fn error(&mut self, error: &SqlError) -> Result<(), Cancelled>;
     /// PRINT and informational messages (INFO token).
     fn info(&mut self, number: i32, message: &str) -> Result<(), Cancelled>;
@@ -90,7 +123,13 @@ pub trait ResultSink: Send {
     /// RETURNSTATUS of a procedure call.
     fn return_status(&mut self, status: i32) -> Result<(), Cancelled>;
     /// OUTPUT parameter value of an RPC (RETURNVALUE token).
-    fn return_value(&mut self, ordinal: u16, name: &str, ty: &SqlType, value: &Value) -> Result<(), Cancelled>;
+    fn return_value(
+        &mut self,
+        ordinal: u16,
+        name: &str,
+        ty: &SqlType,
+        value: &Value,
+    ) -> Result<(), Cancelled>;
 }
 
 /// The client cancelled (attention) or disconnected.
@@ -159,7 +198,12 @@ pub trait Session: Send {
     /// Transaction-manager request (packet 0x0E).
     fn transaction(&mut self, request: &TransactionRequest, sink: &mut dyn ResultSink);
     /// Bulk load: `INSERT BULK` was accepted by `execute_batch` earlier; these are its rows.
-    fn bulk_rows(&mut self, columns: &[ResultColumn], rows: Vec<Vec<Value>>, sink: &mut dyn ResultSink);
+    fn bulk_rows(
+        &mut self,
+        columns: &[ResultColumn],
+        rows: Vec<Vec<Value>>,
+        sink: &mut dyn ResultSink,
+    );
     /// The transaction descriptor of the open transaction, 0 when none.
     fn transaction_descriptor(&self) -> u64;
     /// Called by the server before each batch, RPC and TM request with the transaction

@@ -5,8 +5,8 @@
 
 pub mod api;
 pub mod engine;
-pub mod types;
 pub mod sample;
 pub mod server;
 pub mod tds;
+pub mod types;
 pub mod workload;

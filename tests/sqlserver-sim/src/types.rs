@@ -16,7 +16,12 @@ pub struct Collation {
 
 impl Collation {
     /// SQL_Latin1_General_CP1_CI_AS: `09 04 D0 00 34`.
-    pub const SQL_LATIN1_GENERAL_CP1_CI_AS: Collation = Collation { lcid: 0x0409, flags: 0x0D, version: 0, sort_id: 0x34 };
+    pub const SQL_LATIN1_GENERAL_CP1_CI_AS: Collation = Collation {
+        lcid: 0x0409,
+        flags: 0x0D,
+        version: 0,
+        sort_id: 0x34,
+    };
 }
 
 /// A SQL Server data type with its length/precision/scale.
@@ -30,25 +35,55 @@ pub enum SqlType {
     Real,
     Float,
     /// decimal and numeric (they are the same type; `numeric` only changes the name shown).
-    Decimal { precision: u8, scale: u8, numeric: bool },
+    Decimal {
+        precision: u8,
+        scale: u8,
+        numeric: bool,
+    },
     Money,
     SmallMoney,
     Date,
-    Time { scale: u8 },
+    Time {
+        scale: u8,
+    },
     DateTime,
     SmallDateTime,
-    DateTime2 { scale: u8 },
-    DateTimeOffset { scale: u8 },
+    DateTime2 {
+        scale: u8,
+    },
+    DateTimeOffset {
+        scale: u8,
+    },
     /// Byte length; `None` = (max).
-    Char { len: u16, collation: Collation },
-    VarChar { len: Option<u16>, collation: Collation },
+    Char {
+        len: u16,
+        collation: Collation,
+    },
+    VarChar {
+        len: Option<u16>,
+        collation: Collation,
+    },
     /// Character length (UTF-16 code units).
-    NChar { len: u16, collation: Collation },
-    NVarChar { len: Option<u16>, collation: Collation },
-    Binary { len: u16 },
-    VarBinary { len: Option<u16> },
-    Text { collation: Collation },
-    NText { collation: Collation },
+    NChar {
+        len: u16,
+        collation: Collation,
+    },
+    NVarChar {
+        len: Option<u16>,
+        collation: Collation,
+    },
+    Binary {
+        len: u16,
+    },
+    VarBinary {
+        len: Option<u16>,
+    },
+    Text {
+        collation: Collation,
+    },
+    NText {
+        collation: Collation,
+    },
     Image,
     UniqueIdentifier,
     Xml,
@@ -84,13 +119,26 @@ pub enum Value {
     /// 100 ns ticks since midnight.
     Time(u64),
     /// Days since 1900-01-01 (may be negative down to 1753) and 1/300 s ticks since midnight.
-    DateTime { days: i32, ticks: u32 },
+    DateTime {
+        days: i32,
+        ticks: u32,
+    },
     /// Days since 1900-01-01 and minutes since midnight.
-    SmallDateTime { days: u16, minutes: u16 },
+    SmallDateTime {
+        days: u16,
+        minutes: u16,
+    },
     /// Days since 0001-01-01 and 100 ns ticks since midnight.
-    DateTime2 { days: i32, ticks: u64 },
+    DateTime2 {
+        days: i32,
+        ticks: u64,
+    },
     /// UTC date and time (as datetime2) plus the offset in minutes.
-    DateTimeOffset { days: i32, ticks: u64, offset_minutes: i16 },
+    DateTimeOffset {
+        days: i32,
+        ticks: u64,
+        offset_minutes: i16,
+    },
     /// Character data (char, varchar, nchar, nvarchar, text, ntext, xml). Shared so that
     /// streaming a stored row does not copy its strings.
     String(Arc<str>),

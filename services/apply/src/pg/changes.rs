@@ -733,7 +733,9 @@ impl ChangeApplier {
                 return Ok(());
             }
             Operation::Insert => {
-                let cols: Vec<usize> = (0..n).filter(|w| present(&change.values, *w, false)).collect();
+                let cols: Vec<usize> = (0..n)
+                    .filter(|w| present(&change.values, *w, false))
+                    .collect();
                 let kind = if idempotent {
                     StmtKind::InsertIfAbsent
                 } else {
@@ -746,7 +748,9 @@ impl ChangeApplier {
                 return Ok(());
             }
             Operation::Delete => {
-                let cols: Vec<usize> = (0..n).filter(|w| present(&change.values, *w, true)).collect();
+                let cols: Vec<usize> = (0..n)
+                    .filter(|w| present(&change.values, *w, true))
+                    .collect();
                 (StmtKind::KeylessDelete, cols, change.values.clone())
             }
             _ => {
@@ -760,7 +764,8 @@ impl ChangeApplier {
                             t.table.target.source_name
                         ),
                     })?;
-                let mut cols: Vec<usize> = (0..n).filter(|w| present(&before.key, *w, true)).collect();
+                let mut cols: Vec<usize> =
+                    (0..n).filter(|w| present(&before.key, *w, true)).collect();
                 let matched = cols.len();
                 cols.extend((0..n).filter(|w| present(&change.values, *w, false)));
                 if cols.len() == matched {
@@ -780,7 +785,11 @@ impl ChangeApplier {
         let mut bytes = 0;
         for (i, c) in cols.iter().enumerate() {
             let w = &table.write[*c];
-            let values = if i < matched { &match_values } else { &change.values };
+            let values = if i < matched {
+                &match_values
+            } else {
+                &change.values
+            };
             let v = t.value(values, w.source_index).unwrap_or(&NULL);
             let mut buf = ArrayBuf {
                 has_null: v.kind.is_none(),

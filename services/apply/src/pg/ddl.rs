@@ -229,7 +229,10 @@ pub fn table_ddl(t: &TableTarget, opts: &DdlOptions) -> Result<TableDdl, String>
                 }
                 if key_index_name == Some(ix.name.as_str()) {
                     if opts.defer_keys {
-                        ddl.keys.push(KeyDdl { constraint: None, sql });
+                        ddl.keys.push(KeyDdl {
+                            constraint: None,
+                            sql,
+                        });
                     } else {
                         ddl.key_index = Some(sql);
                     }

@@ -64,20 +64,21 @@ use std::time::{Duration, Instant};
 
 use dbsync_core::{Lsn, Position};
 use dbsync_proto::v1::{
-    change_message, value::Kind, ChangeMessage, ChangeTableColumns, Operation, Progress, ResnapshotCause, RowChange, SchemaChange,
-    StreamChangesRequest, TableNeedsResnapshot, TableRef, TableSchema, TransactionFragment, Value,
+    change_message, value::Kind, ChangeMessage, ChangeTableColumns, Operation, Progress,
+    ResnapshotCause, RowChange, SchemaChange, StreamChangesRequest, TableNeedsResnapshot, TableRef,
+    TableSchema, TransactionFragment, Value,
 };
 use futures_util::TryStreamExt;
 use tiberius::ColumnData;
 
 use crate::error::{CaptureError, Result};
 use crate::mssql::client::{Pools, SourcePool, SqlClient};
+use crate::mssql::decode;
 use crate::mssql::hybrid::{self, DdlEvent, HybridObjects};
 use crate::mssql::inspect::{self, CaptureInstance, CapturedColumn};
 use crate::mssql::retention::{self, RetentionHeadroom};
-use crate::mssql::decode;
-use crate::sql::{self, quote_ident};
 use crate::setup;
+use crate::sql::{self, quote_ident};
 use crate::throttle::TaskThrottle;
 
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(200);
@@ -146,11 +147,21 @@ impl ChangeRow {
     /// The merge key: `(commit LSN, command id, seqval, operation)`, then the table for a
     /// total order (sqlserver-cdc.md §4.3).
     pub fn key(&self) -> (Lsn, i32, Lsn, i32, u32) {
-        (self.commit_lsn, self.command_id, self.seqval, self.operation, self.table_index)
+        (
+            self.commit_lsn,
+            self.command_id,
+            self.seqval,
+            self.operation,
+            self.table_index,
+        )
     }
 
     fn position(&self) -> Position {
-        Position { commit_lsn: self.commit_lsn, seqval: self.seqval, operation: self.operation }
+        Position {
+            commit_lsn: self.commit_lsn,
+            seqval: self.seqval,
+            operation: self.operation,
+        }
     }
 }
 
@@ -232,7 +243,10 @@ fn is_lob(column: &CapturedColumn, schema: &TableSchema) -> bool {
         return true;
     }
     matches!(t.as_str(), "varchar" | "nvarchar" | "varbinary")
-        && schema.columns.iter().any(|c| c.name.eq_ignore_ascii_case(&column.name) && c.max_length == -1)
+        && schema
+            .columns
+            .iter()
+            .any(|c| c.name.eq_ignore_ascii_case(&column.name) && c.max_length == -1)
 }
 
 fn operation(op: i32) -> Operation {
@@ -329,14 +343,24 @@ pub struct CdcStream {
 impl CdcStream {
     /// Validates the request, connects and reads the capture instances. Fails when a table
     /// has no capture instance (run EnableCdc first) or the tables span several databases.
-    pub async fn open(pools: &Pools, req: StreamChangesRequest, throttle: TaskThrottle) -> Result<CdcStream> {
-        let source = req.source.as_ref().ok_or_else(|| CaptureError::InvalidRequest("The request has no source connection".into()))?;
+    pub async fn open(
+        pools: &Pools,
+        req: StreamChangesRequest,
+        throttle: TaskThrottle,
+    ) -> Result<CdcStream> {
+        let source = req.source.as_ref().ok_or_else(|| {
+            CaptureError::InvalidRequest("The request has no source connection".into())
+        })?;
         if req.tables.is_empty() {
-            return Err(CaptureError::InvalidRequest("StreamChanges needs at least one table".into()));
+            return Err(CaptureError::InvalidRequest(
+                "StreamChanges needs at least one table".into(),
+            ));
         }
         let mut tables = Vec::with_capacity(req.tables.len());
         for schema in &req.tables {
-            let table = schema.table.clone().ok_or_else(|| CaptureError::InvalidRequest("A table schema has no table name".into()))?;
+            let table = schema.table.clone().ok_or_else(|| {
+                CaptureError::InvalidRequest("A table schema has no table name".into())
+            })?;
             tables.push(TableState {
                 table,
                 schema: schema.clone(),
@@ -353,7 +377,10 @@ impl CdcStream {
             });
         }
         let database = tables[0].table.database.clone();
-        if let Some(other) = tables.iter().find(|t| !t.table.database.eq_ignore_ascii_case(&database)) {
+        if let Some(other) = tables
+            .iter()
+            .find(|t| !t.table.database.eq_ignore_ascii_case(&database))
+        {
             return Err(CaptureError::InvalidRequest(format!(
                 "One change stream covers one database (LSNs are per database): {} is not in {database}; open one stream per database",
                 sql::display_name(&other.table)
@@ -363,16 +390,28 @@ impl CdcStream {
             None
         } else {
             Some(Lsn::from_slice(&req.from_lsn).ok_or_else(|| {
-                CaptureError::InvalidRequest(format!("from_lsn has {} bytes; an LSN has 10", req.from_lsn.len()))
+                CaptureError::InvalidRequest(format!(
+                    "from_lsn has {} bytes; an LSN has 10",
+                    req.from_lsn.len()
+                ))
             })?)
         };
         let pool = pools.pool(source, &database)?;
         let mut client = pool.dedicated().await?;
         let hybrid = req.incremental_mode.eq_ignore_ascii_case("hybrid");
-        let prefix = if req.object_prefix.is_empty() { setup::DEFAULT_PREFIX.to_string() } else { req.object_prefix.clone() };
+        let prefix = if req.object_prefix.is_empty() {
+            setup::DEFAULT_PREFIX.to_string()
+        } else {
+            req.object_prefix.clone()
+        };
         if from_lsn.is_none() && hybrid && inspect::max_lsn(&mut client).await?.lsn.is_none() {
             // A fresh installation has captured nothing yet: one heartbeat gives "now" an LSN.
-            inspect::batch(&mut client, "updating the heartbeat row", &HybridObjects::new(&prefix).heartbeat_sql()).await?;
+            inspect::batch(
+                &mut client,
+                "updating the heartbeat row",
+                &HybridObjects::new(&prefix).heartbeat_sql(),
+            )
+            .await?;
         }
         let from_lsn = match from_lsn {
             Some(l) => l,
@@ -387,11 +426,25 @@ impl CdcStream {
         let position = if req.from_seqval.is_empty() {
             Position::end_of(from_lsn)
         } else {
-            let seqval = Lsn::from_slice(&req.from_seqval)
-                .ok_or_else(|| CaptureError::InvalidRequest(format!("from_seqval has {} bytes; an LSN has 10", req.from_seqval.len())))?;
-            Position { commit_lsn: from_lsn, seqval, operation: req.from_operation }
+            let seqval = Lsn::from_slice(&req.from_seqval).ok_or_else(|| {
+                CaptureError::InvalidRequest(format!(
+                    "from_seqval has {} bytes; an LSN has 10",
+                    req.from_seqval.len()
+                ))
+            })?;
+            Position {
+                commit_lsn: from_lsn,
+                seqval,
+                operation: req.from_operation,
+            }
         };
-        let ms = |v: u32, d: Duration| if v == 0 { d } else { Duration::from_millis(u64::from(v)) };
+        let ms = |v: u32, d: Duration| {
+            if v == 0 {
+                d
+            } else {
+                Duration::from_millis(u64::from(v))
+            }
+        };
         let mut stream = CdcStream {
             pool,
             client: Some(client),
@@ -406,8 +459,16 @@ impl CdcStream {
             throttle,
             poll_interval: ms(req.poll_interval_ms, DEFAULT_POLL_INTERVAL),
             heartbeat_interval: ms(req.heartbeat_interval_ms, DEFAULT_HEARTBEAT_INTERVAL),
-            max_rows: if req.max_batch_rows == 0 { DEFAULT_FRAGMENT_ROWS } else { req.max_batch_rows as usize },
-            max_bytes: if req.max_batch_bytes == 0 { DEFAULT_FRAGMENT_BYTES } else { req.max_batch_bytes },
+            max_rows: if req.max_batch_rows == 0 {
+                DEFAULT_FRAGMENT_ROWS
+            } else {
+                req.max_batch_rows as usize
+            },
+            max_bytes: if req.max_batch_bytes == 0 {
+                DEFAULT_FRAGMENT_BYTES
+            } else {
+                req.max_batch_bytes
+            },
             next_poll: Instant::now(),
             last_progress: None,
             tz_offset_minutes: 0,
@@ -424,8 +485,19 @@ impl CdcStream {
             held: None,
             published: tokio::sync::watch::Sender::new(position.commit_lsn),
         };
-        let headroom = RetentionHeadroom::new(req.task_id.clone(), req.tables.iter().filter_map(|t| t.table.as_ref()).map(sql::display_name).collect());
-        retention::spawn_timer(Arc::clone(&stream.pool), headroom, stream.published.subscribe());
+        let headroom = RetentionHeadroom::new(
+            req.task_id.clone(),
+            req.tables
+                .iter()
+                .filter_map(|t| t.table.as_ref())
+                .map(sql::display_name)
+                .collect(),
+        );
+        retention::spawn_timer(
+            Arc::clone(&stream.pool),
+            headroom,
+            stream.published.subscribe(),
+        );
         if stream.hybrid {
             stream.read_current_schemas().await;
         }
@@ -484,7 +556,11 @@ impl CdcStream {
     async fn read_current_schemas(&mut self) {
         let selection = dbsync_proto::v1::ObjectSelection {
             databases: vec![],
-            include: self.tables.iter().map(|t| format!("{}.{}", t.table.schema, t.table.name)).collect(),
+            include: self
+                .tables
+                .iter()
+                .map(|t| format!("{}.{}", t.table.schema, t.table.name))
+                .collect(),
             exclude: vec![],
         };
         let database = self.tables[0].table.database.clone();
@@ -501,7 +577,10 @@ impl CdcStream {
         };
         for t in &mut self.tables {
             let current = schemas.iter().find(|s| {
-                s.table.as_ref().is_some_and(|r| r.schema.eq_ignore_ascii_case(&t.table.schema) && r.name.eq_ignore_ascii_case(&t.table.name))
+                s.table.as_ref().is_some_and(|r| {
+                    r.schema.eq_ignore_ascii_case(&t.table.schema)
+                        && r.name.eq_ignore_ascii_case(&t.table.name)
+                })
             });
             if let Some(current) = current {
                 t.schema = current.clone();
@@ -520,11 +599,17 @@ impl CdcStream {
             self.captured = self.checked(cols)?;
         }
         let history_name = self.objects.history_instance(&self.prefix);
-        self.history = listed.iter().find(|i| i.name.eq_ignore_ascii_case(&history_name)).and_then(|i| Some((i.name.clone(), i.start_lsn?)));
+        self.history = listed
+            .iter()
+            .find(|i| i.name.eq_ignore_ascii_case(&history_name))
+            .and_then(|i| Some((i.name.clone(), i.start_lsn?)));
         for t in &mut self.tables {
             let mut mine: Vec<&CaptureInstance> = listed
                 .iter()
-                .filter(|i| i.schema.eq_ignore_ascii_case(&t.table.schema) && i.table.eq_ignore_ascii_case(&t.table.name))
+                .filter(|i| {
+                    i.schema.eq_ignore_ascii_case(&t.table.schema)
+                        && i.table.eq_ignore_ascii_case(&t.table.name)
+                })
                 .collect();
             // Creation order, not start LSN: a cleanup run on one instance alone can raise an
             // older instance's start above a newer one's.
@@ -538,7 +623,12 @@ impl CdcStream {
                     let start_lsn = i.start_lsn?;
                     let columns = self.captured.get(&i.name).cloned().unwrap_or_default();
                     let lob = columns.iter().map(|c| is_lob(c, &t.schema)).collect();
-                    Some(InstanceState { name: i.name.clone(), start_lsn, columns, lob })
+                    Some(InstanceState {
+                        name: i.name.clone(),
+                        start_lsn,
+                        columns,
+                        lob,
+                    })
                 })
                 .collect();
         }
@@ -573,20 +663,29 @@ impl CdcStream {
         self.resnapshot_for(table, requested, min, reason, ResnapshotCause::Retention);
     }
 
-    fn resnapshot_for(&mut self, table: usize, requested: Lsn, min: Lsn, reason: String, cause: ResnapshotCause) {
+    fn resnapshot_for(
+        &mut self,
+        table: usize,
+        requested: Lsn,
+        min: Lsn,
+        reason: String,
+        cause: ResnapshotCause,
+    ) {
         let t = &mut self.tables[table];
         t.stopped = true;
         tracing::error!(table = %sql::display_name(&t.table), requested = %requested, min = %min, %reason,
             "changes are no longer available: the table needs a new snapshot");
         metrics::counter!("dbsync_capture_tables_resnapshot_total").increment(1);
         self.pending.push_back(ChangeMessage {
-            kind: Some(change_message::Kind::NeedsResnapshot(TableNeedsResnapshot {
-                table_index: u32::try_from(table).unwrap_or(u32::MAX),
-                requested_lsn: requested.as_bytes().to_vec(),
-                min_lsn: min.as_bytes().to_vec(),
-                reason,
-                cause: cause.into(),
-            })),
+            kind: Some(change_message::Kind::NeedsResnapshot(
+                TableNeedsResnapshot {
+                    table_index: u32::try_from(table).unwrap_or(u32::MAX),
+                    requested_lsn: requested.as_bytes().to_vec(),
+                    min_lsn: min.as_bytes().to_vec(),
+                    reason,
+                    cause: cause.into(),
+                },
+            )),
         });
     }
 
@@ -633,7 +732,8 @@ impl CdcStream {
         self.refresh_instances().await?;
         self.prune_events();
         self.check_cleanup_race();
-        let after = (self.position != Position::end_of(self.position.commit_lsn)).then_some(After::Resume(self.position));
+        let after = (self.position != Position::end_of(self.position.commit_lsn))
+            .then_some(After::Resume(self.position));
         self.cursors.clear();
         for ti in 0..self.tables.len() {
             if self.tables[ti].stopped {
@@ -694,9 +794,19 @@ impl CdcStream {
         let (a_lsn, a_cmd, a_seq, a_op, keyset) = match after {
             None => (Lsn::ZERO, 0, Lsn::ZERO, 0, None),
             Some(After::Row(l, c, s, o)) => (l, c, s, o, Some(KeysetKind::Row)),
-            Some(After::Resume(p)) => (p.commit_lsn, 0, p.seqval, p.operation, Some(KeysetKind::Resume)),
+            Some(After::Resume(p)) => (
+                p.commit_lsn,
+                0,
+                p.seqval,
+                p.operation,
+                Some(KeysetKind::Resume),
+            ),
         };
-        let from = if after.is_some() { a_lsn.max(self.cursors[ci].lower) } else { self.cursors[ci].lower };
+        let from = if after.is_some() {
+            a_lsn.max(self.cursors[ci].lower)
+        } else {
+            self.cursors[ci].lower
+        };
         let upper = self.cursors[ci].upper;
         let query = changes_query(&instance, keyset);
         let top = ColumnData::I64(Some(i64::try_from(page).unwrap_or(i64::MAX)));
@@ -708,22 +818,33 @@ impl CdcStream {
         let a_op = ColumnData::I32(Some(a_op));
         let mut params: Vec<&dyn tiberius::ToSql> = vec![&top, &from_p, &to_p];
         match keyset {
-            Some(KeysetKind::Row) => params.extend([&a_lsn as &dyn tiberius::ToSql, &a_cmd, &a_seq, &a_op]),
-            Some(KeysetKind::Resume) => params.extend([&a_lsn as &dyn tiberius::ToSql, &a_seq, &a_op]),
+            Some(KeysetKind::Row) => {
+                params.extend([&a_lsn as &dyn tiberius::ToSql, &a_cmd, &a_seq, &a_op])
+            }
+            Some(KeysetKind::Resume) => {
+                params.extend([&a_lsn as &dyn tiberius::ToSql, &a_seq, &a_op])
+            }
             None => {}
         }
         let context = format!("reading changes of capture instance {}", instance.name);
         self.throttle.query().await;
         self.client().await?;
         let result = async {
-            let client = self.client.as_mut().ok_or_else(|| CaptureError::Io { context: context.clone(), detail: "not connected".into() })?;
+            let client = self.client.as_mut().ok_or_else(|| CaptureError::Io {
+                context: context.clone(),
+                detail: "not connected".into(),
+            })?;
             let mut rows = client
                 .query(query.as_str(), &params)
                 .await
                 .map_err(|e| CaptureError::from_tiberius(&context, e))?
                 .into_row_stream();
             let mut out = VecDeque::with_capacity(page.min(1024));
-            while let Some(row) = rows.try_next().await.map_err(|e| CaptureError::from_tiberius(&context, e))? {
+            while let Some(row) = rows
+                .try_next()
+                .await
+                .map_err(|e| CaptureError::from_tiberius(&context, e))?
+            {
                 out.push_back(decode_change(row, ti, ii, &instance)?);
             }
             Ok::<_, CaptureError>(out)
@@ -745,7 +866,12 @@ impl CdcStream {
         let c = &mut self.cursors[ci];
         c.exhausted = rows.len() < page;
         if let Some(last) = rows.back() {
-            c.after = Some(After::Row(last.commit_lsn, last.command_id, last.seqval, last.operation));
+            c.after = Some(After::Row(
+                last.commit_lsn,
+                last.command_id,
+                last.seqval,
+                last.operation,
+            ));
         }
         c.buffer = rows;
         Ok(())
@@ -780,7 +906,10 @@ impl CdcStream {
             let Some((_, ci)) = best else {
                 return self.finish_window().await;
             };
-            let row = self.cursors[ci].buffer.pop_front().expect("head checked above");
+            let row = self.cursors[ci]
+                .buffer
+                .pop_front()
+                .expect("head checked above");
             self.add_change(row).await?;
             if self.cursors[ci].buffer.is_empty() && !self.cursors[ci].exhausted {
                 self.fetch_page(ci).await?;
@@ -794,7 +923,8 @@ impl CdcStream {
     /// stream.
     fn drop_finished_cursors(&mut self) {
         let tables = &self.tables;
-        self.cursors.retain(|c| !(tables[c.table].stopped || (c.exhausted && c.buffer.is_empty())));
+        self.cursors
+            .retain(|c| !(tables[c.table].stopped || (c.exhausted && c.buffer.is_empty())));
     }
 
     async fn add_change(&mut self, mut row: ChangeRow) -> Result<()> {
@@ -802,7 +932,11 @@ impl CdcStream {
         if self.tables[ti].stopped {
             return Ok(());
         }
-        if self.fragment.as_ref().is_some_and(|f| f.commit_lsn != row.commit_lsn) {
+        if self
+            .fragment
+            .as_ref()
+            .is_some_and(|f| f.commit_lsn != row.commit_lsn)
+        {
             self.flush_fragment(true).await;
         }
         if self.fragment.is_none() {
@@ -812,7 +946,11 @@ impl CdcStream {
                 self.held = Some(row);
                 return Ok(());
             }
-            if self.fragment.as_ref().is_some_and(|f| f.commit_lsn != row.commit_lsn) {
+            if self
+                .fragment
+                .as_ref()
+                .is_some_and(|f| f.commit_lsn != row.commit_lsn)
+            {
                 self.flush_fragment(true).await;
             }
         }
@@ -879,8 +1017,13 @@ impl CdcStream {
     /// its start LSN. Events at or after `lower` are announced in stream order; earlier ones
     /// were announced before a restart. Returns whether the instances changed.
     async fn follow_ddl(&mut self, lower: Lsn, max: Lsn) -> Result<bool> {
-        let Some((history, history_start)) = self.history.clone() else { return Ok(false) };
-        let from = self.ddl_read_from.unwrap_or(history_start).max(history_start);
+        let Some((history, history_start)) = self.history.clone() else {
+            return Ok(false);
+        };
+        let from = self
+            .ddl_read_from
+            .unwrap_or(history_start)
+            .max(history_start);
         if from <= max {
             let client = self.client().await?;
             let events = hybrid::read_events(client, &history, from, max).await;
@@ -891,7 +1034,9 @@ impl CdcStream {
                     continue;
                 }
                 let Some(ti) = self.tables.iter().position(|t| {
-                    !t.stopped && t.table.schema.eq_ignore_ascii_case(&event.schema) && t.table.name.eq_ignore_ascii_case(&event.table)
+                    !t.stopped
+                        && t.table.schema.eq_ignore_ascii_case(&event.schema)
+                        && t.table.name.eq_ignore_ascii_case(&event.table)
                 }) else {
                     continue;
                 };
@@ -912,7 +1057,11 @@ impl CdcStream {
     /// so a restart sees it was created).
     fn instance_for(&self, ti: usize, lsn: Lsn) -> String {
         let t = &self.tables[ti].table;
-        setup::capture_instance_name(&self.prefix, &t.schema, &format!("{}_{}", t.name, &lsn.to_hex()[12..]))
+        setup::capture_instance_name(
+            &self.prefix,
+            &t.schema,
+            &format!("{}_{}", t.name, &lsn.to_hex()[12..]),
+        )
     }
 
     /// Hybrid mode: a table whose newest column change no instance covers (none started after
@@ -925,11 +1074,16 @@ impl CdcStream {
         let mut changed = false;
         for ti in 0..self.tables.len() {
             let state = &self.tables[ti];
-            let Some(newest) = state.events.last().filter(|_| !state.stopped) else { continue };
+            let Some(newest) = state.events.last().filter(|_| !state.stopped) else {
+                continue;
+            };
             let (lsn, command) = (newest.lsn, newest.command.clone());
             let name = self.instance_for(ti, lsn);
             let state = &self.tables[ti];
-            let covered = state.listed_names.iter().any(|n| n.eq_ignore_ascii_case(&name))
+            let covered = state
+                .listed_names
+                .iter()
+                .any(|n| n.eq_ignore_ascii_case(&name))
                 || state.instances.iter().any(|i| i.start_lsn > lsn);
             if covered {
                 continue;
@@ -948,7 +1102,12 @@ impl CdcStream {
             tracing::info!(table = %table_name, command = %command, lsn = %lsn, capture_instance = %name,
                 "schema change: creating a new capture instance");
             let client = self.client().await?;
-            let r = inspect::batch(client, &format!("creating capture instance {name} for {table_name}"), &statement).await;
+            let r = inspect::batch(
+                client,
+                &format!("creating capture instance {name} for {table_name}"),
+                &statement,
+            )
+            .await;
             self.checked(r)?;
             let state = &mut self.tables[ti];
             state.listed_instances += 1;
@@ -966,7 +1125,12 @@ impl CdcStream {
             // The oldest unannounced event over all tables: announcements go in LSN order.
             let next = (0..self.tables.len())
                 .filter(|ti| !self.tables[*ti].stopped)
-                .filter_map(|ti| self.tables[ti].events.get(self.tables[ti].announced).map(|e| (e.lsn, ti)))
+                .filter_map(|ti| {
+                    self.tables[ti]
+                        .events
+                        .get(self.tables[ti].announced)
+                        .map(|e| (e.lsn, ti))
+                })
                 .filter(|(lsn, _)| *lsn <= upto)
                 .min();
             let Some((lsn, ti)) = next else { return Ok(()) };
@@ -993,19 +1157,34 @@ impl CdcStream {
     /// instance written after a DDL thus arrive in the new shape.
     async fn send_columns(&mut self, ti: usize, instance: usize, commit_lsn: Lsn) -> Result<()> {
         let inst = &self.tables[ti].instances[instance];
-        let after_ddl: Vec<&DdlEvent> =
-            self.tables[ti].events.iter().filter(|e| e.lsn >= inst.start_lsn && e.lsn <= commit_lsn).collect();
+        let after_ddl: Vec<&DdlEvent> = self.tables[ti]
+            .events
+            .iter()
+            .filter(|e| e.lsn >= inst.start_lsn && e.lsn <= commit_lsn)
+            .collect();
         let shape = (inst.name.clone(), after_ddl.len());
-        let renames: Vec<(String, String)> = after_ddl.iter().filter_map(|e| e.renamed_column.clone()).collect();
+        let renames: Vec<(String, String)> = after_ddl
+            .iter()
+            .filter_map(|e| e.renamed_column.clone())
+            .collect();
         if self.tables[ti].columns_sent.as_ref() == Some(&shape) {
             return Ok(());
         }
         let mut columns: Vec<String> = inst.columns.iter().map(|c| c.name.clone()).collect();
         for (old, new) in &renames {
-            columns.iter_mut().filter(|c| c.eq_ignore_ascii_case(old)).for_each(|c| *c = new.clone());
+            columns
+                .iter_mut()
+                .filter(|c| c.eq_ignore_ascii_case(old))
+                .for_each(|c| *c = new.clone());
         }
-        let switching = self.tables[ti].columns_sent.as_ref().is_some_and(|(name, _)| *name != shape.0);
-        let announced_by_ddl = self.tables[ti].events.iter().any(|e| e.lsn <= inst.start_lsn);
+        let switching = self.tables[ti]
+            .columns_sent
+            .as_ref()
+            .is_some_and(|(name, _)| *name != shape.0);
+        let announced_by_ddl = self.tables[ti]
+            .events
+            .iter()
+            .any(|e| e.lsn <= inst.start_lsn);
         let (name, start_lsn) = (inst.name.clone(), inst.start_lsn);
         if switching && !announced_by_ddl {
             // A new instance without a DDL event (created by someone else, or cdc-polling).
@@ -1018,7 +1197,10 @@ impl CdcStream {
                 .schema
                 .columns
                 .iter()
-                .filter(|c| c.computed_definition.is_empty() && !columns.iter().any(|n| n.eq_ignore_ascii_case(&c.name)))
+                .filter(|c| {
+                    c.computed_definition.is_empty()
+                        && !columns.iter().any(|n| n.eq_ignore_ascii_case(&c.name))
+                })
                 .cloned()
                 .collect()
         };
@@ -1050,20 +1232,43 @@ impl CdcStream {
         if row.operation != 2 && row.operation != 4 {
             return Ok(vec![Value::default(); state.extra.len()]);
         }
-        let names: Vec<&str> = state.instances[row.instance].columns.iter().map(|c| c.name.as_str()).collect();
+        let names: Vec<&str> = state.instances[row.instance]
+            .columns
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
         let mut params = sql::Params::default();
         let mut conditions = Vec::new();
         for key in &state.schema.key_columns {
-            let column = state.schema.columns.iter().find(|c| c.name.eq_ignore_ascii_case(key));
+            let column = state
+                .schema
+                .columns
+                .iter()
+                .find(|c| c.name.eq_ignore_ascii_case(key));
             let position = names.iter().position(|n| n.eq_ignore_ascii_case(key));
-            let (Some(column), Some(position)) = (column, position) else { return Ok(unknown(row.operation)) };
-            conditions.push(format!("{} = {}", quote_ident(key), params.typed(&row.values[position], column)?));
+            let (Some(column), Some(position)) = (column, position) else {
+                return Ok(unknown(row.operation));
+            };
+            conditions.push(format!(
+                "{} = {}",
+                quote_ident(key),
+                params.typed(&row.values[position], column)?
+            ));
         }
         if conditions.is_empty() {
             return Ok(unknown(row.operation));
         }
-        let select: Vec<String> = state.extra.iter().map(|c| sql::select_expression(&c.name, &c.type_name)).collect();
-        let query = format!("SELECT {} FROM {} WHERE {}", select.join(", "), sql::table_name(&state.table), conditions.join(" AND "));
+        let select: Vec<String> = state
+            .extra
+            .iter()
+            .map(|c| sql::select_expression(&c.name, &c.type_name))
+            .collect();
+        let query = format!(
+            "SELECT {} FROM {} WHERE {}",
+            select.join(", "),
+            sql::table_name(&state.table),
+            conditions.join(" AND ")
+        );
         let context = format!("reading new columns of {}", sql::display_name(&state.table));
         let fallback = unknown(row.operation);
         let client = self.client().await?;
@@ -1082,7 +1287,12 @@ impl CdcStream {
         let captured = &state.instances[instance].columns;
         !state.schema.key_columns.is_empty()
             && state.schema.key_columns.iter().all(|k| {
-                captured.iter().any(|c| c.name.eq_ignore_ascii_case(k)) && state.schema.columns.iter().any(|c| c.name.eq_ignore_ascii_case(k))
+                captured.iter().any(|c| c.name.eq_ignore_ascii_case(k))
+                    && state
+                        .schema
+                        .columns
+                        .iter()
+                        .any(|c| c.name.eq_ignore_ascii_case(k))
             })
     }
 
@@ -1102,12 +1312,21 @@ impl CdcStream {
         let key: Vec<dbsync_proto::v1::ColumnSchema> = schema
             .key_columns
             .iter()
-            .filter_map(|k| schema.columns.iter().find(|c| c.name.eq_ignore_ascii_case(k)).cloned())
+            .filter_map(|k| {
+                schema
+                    .columns
+                    .iter()
+                    .find(|c| c.name.eq_ignore_ascii_case(k))
+                    .cloned()
+            })
             .collect();
         let new: Vec<dbsync_proto::v1::ColumnSchema> = schema
             .columns
             .iter()
-            .filter(|c| c.computed_definition.is_empty() && added.iter().any(|a| a.eq_ignore_ascii_case(&c.name)))
+            .filter(|c| {
+                c.computed_definition.is_empty()
+                    && added.iter().any(|a| a.eq_ignore_ascii_case(&c.name))
+            })
             .cloned()
             .collect();
         if key.is_empty() || key.len() != schema.key_columns.len() || new.is_empty() {
@@ -1127,25 +1346,49 @@ impl CdcStream {
         self.tables[ti].columns_sent = None;
         self.ensure_commit_time(lsn).await?;
         let commit_time_ticks = self.commit_times.get(&lsn).copied();
-        self.backfill = Some(Backfill { table: ti, lsn, columns, key_len, after: None, commit_time_ticks, rows: 0 });
+        self.backfill = Some(Backfill {
+            table: ti,
+            lsn,
+            columns,
+            key_len,
+            after: None,
+            commit_time_ticks,
+            rows: 0,
+        });
         Ok(())
     }
 
     /// Reads and sends the backfill's next page (the rows after the last key sent).
     async fn backfill_page(&mut self) -> Result<()> {
-        let Some(b) = self.backfill.as_mut() else { return Ok(()) };
+        let Some(b) = self.backfill.as_mut() else {
+            return Ok(());
+        };
         let (ti, lsn, commit_time_ticks) = (b.table, b.lsn, b.commit_time_ticks);
         let page = self.max_rows.max(1);
         let table = self.tables[ti].table.clone();
         let mut params = sql::Params::default();
-        let top = params.raw(ColumnData::I64(Some(i64::try_from(page).unwrap_or(i64::MAX))));
+        let top = params.raw(ColumnData::I64(Some(
+            i64::try_from(page).unwrap_or(i64::MAX),
+        )));
         let keys: Vec<&dbsync_proto::v1::ColumnSchema> = b.columns[..b.key_len].iter().collect();
         let after = match &b.after {
-            Some(last) => format!(" WHERE {}", sql::key_predicate(&keys, last, sql::Side::After, &mut params)?),
+            Some(last) => format!(
+                " WHERE {}",
+                sql::key_predicate(&keys, last, sql::Side::After, &mut params)?
+            ),
             None => String::new(),
         };
-        let select: Vec<String> = b.columns.iter().map(|c| sql::select_expression(&c.name, &c.type_name)).collect();
-        let query = format!("SELECT TOP ({top}) {} FROM {}{after}{}", select.join(", "), sql::table_name(&table), sql::order_by(&keys));
+        let select: Vec<String> = b
+            .columns
+            .iter()
+            .map(|c| sql::select_expression(&c.name, &c.type_name))
+            .collect();
+        let query = format!(
+            "SELECT TOP ({top}) {} FROM {}{after}{}",
+            select.join(", "),
+            sql::table_name(&table),
+            sql::order_by(&keys)
+        );
         let key_len = b.key_len;
         let context = format!("reading the added columns of {}", sql::display_name(&table));
         self.throttle.query().await;
@@ -1153,14 +1396,26 @@ impl CdcStream {
         let rows = inspect::query_rows(client, &context, &query, &params.values()).await;
         let rows = self.checked(rows)?;
         let read = rows.len();
-        let position = Position { commit_lsn: lsn, seqval: Lsn::ZERO, operation: 0 };
+        let position = Position {
+            commit_lsn: lsn,
+            seqval: Lsn::ZERO,
+            operation: 0,
+        };
         let mut last_key = None;
         for row in rows {
-            if self.fragment.as_ref().is_some_and(|f| f.changes.len() >= self.max_rows || f.bytes >= self.max_bytes) {
+            if self
+                .fragment
+                .as_ref()
+                .is_some_and(|f| f.changes.len() >= self.max_rows || f.bytes >= self.max_bytes)
+            {
                 self.flush_fragment(false).await;
             }
             let values: Vec<Value> = row.into_iter().map(decode::to_value).collect();
-            let bytes = values.iter().map(|v| decode::value_size(v) as u64).sum::<u64>() + 40;
+            let bytes = values
+                .iter()
+                .map(|v| decode::value_size(v) as u64)
+                .sum::<u64>()
+                + 40;
             last_key = Some(values[..key_len].to_vec());
             let next_index = self.fragment.as_ref().map(|f| f.index);
             let f = self.fragment.get_or_insert_with(|| FragmentBuilder {
@@ -1181,7 +1436,12 @@ impl CdcStream {
                 values,
             });
         }
-        if read == page && self.fragment.as_ref().is_some_and(|f| f.changes.len() >= self.max_rows || f.bytes >= self.max_bytes) {
+        if read == page
+            && self
+                .fragment
+                .as_ref()
+                .is_some_and(|f| f.changes.len() >= self.max_rows || f.bytes >= self.max_bytes)
+        {
             // A full page is on its way before the next one is read.
             self.flush_fragment(false).await;
         }
@@ -1200,11 +1460,18 @@ impl CdcStream {
     /// instance's start LSN passed the window's lower bound.
     fn check_cleanup_race(&mut self) {
         for ti in 0..self.tables.len() {
-            let Some((name, lower)) = self.tables[ti].last_read.take() else { continue };
+            let Some((name, lower)) = self.tables[ti].last_read.take() else {
+                continue;
+            };
             if self.tables[ti].stopped {
                 continue;
             }
-            let moved = self.tables[ti].instances.iter().find(|i| i.name == name).map(|i| i.start_lsn).filter(|s| *s > lower);
+            let moved = self.tables[ti]
+                .instances
+                .iter()
+                .find(|i| i.name == name)
+                .map(|i| i.start_lsn)
+                .filter(|s| *s > lower);
             if let Some(start) = moved {
                 let reason = format!(
                     "retention cleanup moved capture instance {name} to {start} while changes from {lower} were being read"
@@ -1217,8 +1484,15 @@ impl CdcStream {
     /// Drops DDL events that no instance still read predates.
     fn prune_events(&mut self) {
         for t in &mut self.tables {
-            let Some(oldest) = t.instances.first().map(|i| i.start_lsn) else { continue };
-            let gone = t.events.iter().take(t.announced).take_while(|e| e.lsn < oldest).count();
+            let Some(oldest) = t.instances.first().map(|i| i.start_lsn) else {
+                continue;
+            };
+            let gone = t
+                .events
+                .iter()
+                .take(t.announced)
+                .take_while(|e| e.lsn < oldest)
+                .count();
             t.events.drain(..gone);
             t.announced -= gone;
         }
@@ -1246,7 +1520,9 @@ impl CdcStream {
     async fn retire_passed(&mut self, ti: usize) -> Result<bool> {
         let prefix = self.prefix.to_ascii_lowercase();
         let instances = self.tables[ti].instances.clone();
-        let Some(newest) = instances.last() else { return Ok(false) };
+        let Some(newest) = instances.last() else {
+            return Ok(false);
+        };
         if instances.len() < 2 || self.position.commit_lsn < newest.start_lsn {
             return Ok(false);
         }
@@ -1259,7 +1535,12 @@ impl CdcStream {
             let statement = setup::disable_table_statement(&t.schema, &t.name, &old.name);
             tracing::info!(table = %sql::display_name(&t), capture_instance = %old.name, "retiring a capture instance the stream has passed");
             let client = self.client().await?;
-            let r = inspect::batch(client, &format!("disabling capture instance {}", old.name), &statement).await;
+            let r = inspect::batch(
+                client,
+                &format!("disabling capture instance {}", old.name),
+                &statement,
+            )
+            .await;
             self.checked(r)?;
             let state = &mut self.tables[ti];
             state.instances.retain(|i| i.name != old.name);
@@ -1317,14 +1598,22 @@ impl CdcStream {
     /// Sends the transaction being assembled; a non-final fragment leaves a builder for the
     /// rest of the same transaction.
     async fn flush_fragment(&mut self, last: bool) {
-        let Some(f) = self.fragment.take() else { return };
-        self.throttle.rows_and_bytes(f.changes.len() as u64, f.bytes).await;
+        let Some(f) = self.fragment.take() else {
+            return;
+        };
+        self.throttle
+            .rows_and_bytes(f.changes.len() as u64, f.bytes)
+            .await;
         metrics::counter!("dbsync_capture_changes_read_total").increment(f.changes.len() as u64);
         let commit_time_unix_micros = f
             .commit_time_ticks
             .map(|t| decode::ticks_to_unix_micros(t - self.tz_offset_minutes * 600_000_000))
             .unwrap_or(0);
-        self.set_position(if last { Position::end_of(f.commit_lsn) } else { f.last_position });
+        self.set_position(if last {
+            Position::end_of(f.commit_lsn)
+        } else {
+            f.last_position
+        });
         if !last {
             self.fragment = Some(FragmentBuilder {
                 commit_lsn: f.commit_lsn,
@@ -1354,7 +1643,9 @@ impl CdcStream {
     /// Poll step 6: the window is delivered; report progress.
     async fn finish_window(&mut self) -> Result<()> {
         self.flush_fragment(true).await;
-        let Some(max) = self.window_max else { return Ok(()) };
+        let Some(max) = self.window_max else {
+            return Ok(());
+        };
         self.announce_ddl(max).await?;
         if self.backfill.is_some() {
             // advance_window sends its pages, then comes back here.
@@ -1364,13 +1655,17 @@ impl CdcStream {
         self.flush_fragment(true).await;
         self.cursors.clear();
         self.commit_times.clear();
-        if max > self.position.commit_lsn || self.position != Position::end_of(self.position.commit_lsn) {
+        if max > self.position.commit_lsn
+            || self.position != Position::end_of(self.position.commit_lsn)
+        {
             self.set_position(Position::end_of(max.max(self.position.commit_lsn)));
         }
         let now = Instant::now();
         let due = match self.last_progress {
             None => true,
-            Some((lsn, at)) => lsn < self.position.commit_lsn || now.duration_since(at) >= self.heartbeat_interval,
+            Some((lsn, at)) => {
+                lsn < self.position.commit_lsn || now.duration_since(at) >= self.heartbeat_interval
+            }
         };
         if due && self.hybrid {
             self.heartbeat().await;
@@ -1380,7 +1675,11 @@ impl CdcStream {
             self.pending.push_back(ChangeMessage {
                 kind: Some(change_message::Kind::Progress(Progress {
                     lsn: self.position.commit_lsn.increment().as_bytes().to_vec(),
-                    source_time_unix_micros: if self.utc_now_ticks == 0 { 0 } else { decode::ticks_to_unix_micros(self.utc_now_ticks) },
+                    source_time_unix_micros: if self.utc_now_ticks == 0 {
+                        0
+                    } else {
+                        decode::ticks_to_unix_micros(self.utc_now_ticks)
+                    },
                 })),
             });
         }
@@ -1412,15 +1711,28 @@ pub fn abbreviate(lsn: Lsn) -> u64 {
 }
 
 /// Decodes one change row: start LSN, seqval, operation, mask, command id, then the columns.
-fn decode_change(row: tiberius::Row, table: usize, instance_index: usize, instance: &InstanceState) -> Result<ChangeRow> {
+fn decode_change(
+    row: tiberius::Row,
+    table: usize,
+    instance_index: usize,
+    instance: &InstanceState,
+) -> Result<ChangeRow> {
     let mut cells = row.into_iter();
     let mut next = |what: &str| {
-        cells.next().ok_or_else(|| CaptureError::Decode { column: what.to_string(), detail: "missing in the change row".into() })
+        cells.next().ok_or_else(|| CaptureError::Decode {
+            column: what.to_string(),
+            detail: "missing in the change row".into(),
+        })
     };
     let lsn = |c: ColumnData<'static>, what: &str| match c {
-        ColumnData::Binary(Some(b)) => Lsn::from_slice(&b)
-            .ok_or_else(|| CaptureError::Decode { column: what.to_string(), detail: format!("{} bytes, expected 10", b.len()) }),
-        other => Err(CaptureError::Decode { column: what.to_string(), detail: format!("expected binary(10), got {other:?}") }),
+        ColumnData::Binary(Some(b)) => Lsn::from_slice(&b).ok_or_else(|| CaptureError::Decode {
+            column: what.to_string(),
+            detail: format!("{} bytes, expected 10", b.len()),
+        }),
+        other => Err(CaptureError::Decode {
+            column: what.to_string(),
+            detail: format!("expected binary(10), got {other:?}"),
+        }),
     };
     let commit_lsn = lsn(next("__$start_lsn")?, "__$start_lsn")?;
     let seqval = lsn(next("__$seqval")?, "__$seqval")?;
@@ -1429,7 +1741,12 @@ fn decode_change(row: tiberius::Row, table: usize, instance_index: usize, instan
         ColumnData::I64(Some(v)) => i32::try_from(v).unwrap_or(0),
         ColumnData::I16(Some(v)) => i32::from(v),
         ColumnData::U8(Some(v)) => i32::from(v),
-        other => return Err(CaptureError::Decode { column: "__$operation".into(), detail: format!("got {other:?}") }),
+        other => {
+            return Err(CaptureError::Decode {
+                column: "__$operation".into(),
+                detail: format!("got {other:?}"),
+            })
+        }
     };
     let update_mask = match next("__$update_mask")? {
         ColumnData::Binary(Some(b)) => b.into_owned(),
@@ -1447,11 +1764,19 @@ fn decode_change(row: tiberius::Row, table: usize, instance_index: usize, instan
     if values.len() != instance.columns.len() {
         return Err(CaptureError::Decode {
             column: instance.name.clone(),
-            detail: format!("{} captured columns expected, {} returned", instance.columns.len(), values.len()),
+            detail: format!(
+                "{} captured columns expected, {} returned",
+                instance.columns.len(),
+                values.len()
+            ),
         });
     }
     mark_unchanged_lobs(operation, &update_mask, &instance.lob, &mut values);
-    let bytes = values.iter().map(|v| decode::value_size(v) as u64).sum::<u64>() + 40;
+    let bytes = values
+        .iter()
+        .map(|v| decode::value_size(v) as u64)
+        .sum::<u64>()
+        + 40;
     Ok(ChangeRow {
         commit_lsn,
         seqval,
@@ -1492,7 +1817,9 @@ mod tests {
         assert_eq!(vals[2].kind, None);
         let mut del = vec![decode::int(1), Value::default(), Value::default()];
         mark_unchanged_lobs(1, &[0], &lob, &mut del);
-        assert!(del.iter().all(|v| !matches!(v.kind, Some(Kind::Unchanged(_)))));
+        assert!(del
+            .iter()
+            .all(|v| !matches!(v.kind, Some(Kind::Unchanged(_)))));
     }
 
     #[test]
@@ -1501,8 +1828,18 @@ mod tests {
             name: "dbo_orders".into(),
             start_lsn: Lsn::ZERO,
             columns: vec![
-                CapturedColumn { name: "id".into(), ordinal: 1, type_name: "int".into(), is_computed: false },
-                CapturedColumn { name: "total".into(), ordinal: 2, type_name: "money".into(), is_computed: false },
+                CapturedColumn {
+                    name: "id".into(),
+                    ordinal: 1,
+                    type_name: "int".into(),
+                    is_computed: false,
+                },
+                CapturedColumn {
+                    name: "total".into(),
+                    ordinal: 2,
+                    type_name: "money".into(),
+                    is_computed: false,
+                },
             ],
             lob: vec![false, false],
         };
@@ -1540,11 +1877,22 @@ mod tests {
     fn merge_key_orders_interleaved_transactions_by_commit_then_seqval_then_operation() {
         // T1 began first (seqvals 1, 3) but committed at 20; T2 (seqval 2) committed at 10.
         // A key-changing update in T1: delete (1) and insert (2) share seqval 3.
-        let mut rows = [row(20, 3, 2, 0), row(20, 1, 4, 1), row(10, 2, 2, 0), row(20, 3, 1, 0), row(20, 1, 3, 1)];
+        let mut rows = [
+            row(20, 3, 2, 0),
+            row(20, 1, 4, 1),
+            row(10, 2, 2, 0),
+            row(20, 3, 1, 0),
+            row(20, 1, 3, 1),
+        ];
         rows.sort_by_key(|r| r.key());
-        let order: Vec<(u128, u128, i32)> =
-            rows.iter().map(|r| (r.commit_lsn.to_u128(), r.seqval.to_u128(), r.operation)).collect();
-        assert_eq!(order, vec![(10, 2, 2), (20, 1, 3), (20, 1, 4), (20, 3, 1), (20, 3, 2)]);
+        let order: Vec<(u128, u128, i32)> = rows
+            .iter()
+            .map(|r| (r.commit_lsn.to_u128(), r.seqval.to_u128(), r.operation))
+            .collect();
+        assert_eq!(
+            order,
+            vec![(10, 2, 2), (20, 1, 3), (20, 1, 4), (20, 3, 1), (20, 3, 2)]
+        );
     }
 
     #[test]

@@ -46,12 +46,19 @@ struct PoolKey {
 impl PoolKey {
     fn new(source: &SourceConnection, database: &str) -> Result<PoolKey> {
         if source.host.trim().is_empty() {
-            return Err(CaptureError::InvalidRequest("The source connection has no host: set source.host".into()));
+            return Err(CaptureError::InvalidRequest(
+                "The source connection has no host: set source.host".into(),
+            ));
         }
         let port = if source.port == 0 { 1433 } else { source.port };
-        let port = u16::try_from(port)
-            .map_err(|_| CaptureError::InvalidRequest(format!("Source port {port} is out of range (1-65535)")))?;
-        let database = if database.is_empty() { source.database.clone() } else { database.to_string() };
+        let port = u16::try_from(port).map_err(|_| {
+            CaptureError::InvalidRequest(format!("Source port {port} is out of range (1-65535)"))
+        })?;
+        let database = if database.is_empty() {
+            source.database.clone()
+        } else {
+            database.to_string()
+        };
         Ok(PoolKey {
             host: source.host.clone(),
             port,
@@ -104,32 +111,39 @@ impl PoolKey {
                 .await
                 .map_err(|e| self.connect_error(e.to_string(), ErrorClass::Connection))?;
             let _ = tcp.set_nodelay(true);
-            Client::connect(self.config(), tcp.compat_write()).await.map_err(|e| {
-                let class = match &e {
-                    // 18456: login failed (wrong user or password); 4060: cannot open database
-                    tiberius::error::Error::Server(t) if t.code() == 18456 || t.code() == 4060 => {
-                        ErrorClass::Definite
-                    }
-                    tiberius::error::Error::Server(_) => ErrorClass::Definite,
-                    tiberius::error::Error::Tls(_) => ErrorClass::Definite,
-                    _ => ErrorClass::Connection,
-                };
-                let hint = match &e {
-                    tiberius::error::Error::Server(t) if t.code() == 18456 => {
-                        " (check the user name and password of the source connection)"
-                    }
-                    tiberius::error::Error::Server(t) if t.code() == 4060 => {
-                        " (check that the database exists and the user may open it)"
-                    }
-                    _ => "",
-                };
-                self.connect_error(format!("{e}{hint}"), class)
-            })
+            Client::connect(self.config(), tcp.compat_write())
+                .await
+                .map_err(|e| {
+                    let class = match &e {
+                        // 18456: login failed (wrong user or password); 4060: cannot open database
+                        tiberius::error::Error::Server(t)
+                            if t.code() == 18456 || t.code() == 4060 =>
+                        {
+                            ErrorClass::Definite
+                        }
+                        tiberius::error::Error::Server(_) => ErrorClass::Definite,
+                        tiberius::error::Error::Tls(_) => ErrorClass::Definite,
+                        _ => ErrorClass::Connection,
+                    };
+                    let hint = match &e {
+                        tiberius::error::Error::Server(t) if t.code() == 18456 => {
+                            " (check the user name and password of the source connection)"
+                        }
+                        tiberius::error::Error::Server(t) if t.code() == 4060 => {
+                            " (check that the database exists and the user may open it)"
+                        }
+                        _ => "",
+                    };
+                    self.connect_error(format!("{e}{hint}"), class)
+                })
         };
         match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
             Ok(result) => result,
             Err(_) => Err(self.connect_error(
-                format!("no answer within {} s (is the host reachable and SQL Server listening?)", CONNECT_TIMEOUT.as_secs()),
+                format!(
+                    "no answer within {} s (is the host reachable and SQL Server listening?)",
+                    CONNECT_TIMEOUT.as_secs()
+                ),
                 ErrorClass::Connection,
             )),
         }
@@ -160,7 +174,11 @@ impl SourcePool {
             Some(c) => c,
             None => self.key.connect().await?,
         };
-        Ok(PooledClient { client: Some(client), pool: Arc::clone(self), clean: false })
+        Ok(PooledClient {
+            client: Some(client),
+            pool: Arc::clone(self),
+            clean: false,
+        })
     }
 
     /// A connection that is not shared with the pool (long-running streams).
@@ -221,9 +239,12 @@ impl Pools {
     pub fn pool(&self, source: &SourceConnection, database: &str) -> Result<Arc<SourcePool>> {
         let key = PoolKey::new(source, database)?;
         let mut pools = self.pools.lock();
-        Ok(Arc::clone(
-            pools.entry(key.clone()).or_insert_with(|| Arc::new(SourcePool { key, idle: Mutex::new(Vec::new()) })),
-        ))
+        Ok(Arc::clone(pools.entry(key.clone()).or_insert_with(|| {
+            Arc::new(SourcePool {
+                key,
+                idle: Mutex::new(Vec::new()),
+            })
+        })))
     }
 }
 

@@ -47,13 +47,22 @@ pub fn to_value(data: ColumnData<'static>) -> Value {
         ColumnData::String(v) => v.map(|s| Kind::Text(s.into_owned())),
         ColumnData::Guid(v) => v.map(|g| Kind::Uuid(g.as_bytes().to_vec())),
         ColumnData::Binary(v) => v.map(|b| Kind::Binary(b.into_owned())),
-        ColumnData::Numeric(v) => v.map(|n| Kind::Decimal(typemap::decimal_from_parts(n.value(), u32::from(n.scale())))),
-        ColumnData::Xml(v) => v.map(|x| Kind::Text(x.into_owned().into_string())),
-        ColumnData::DateTime(v) => v.map(|d| Kind::Datetime(typemap::datetime_from_sql(d.days(), d.seconds_fragments()))),
-        ColumnData::SmallDateTime(v) => {
-            v.map(|d| Kind::Datetime(typemap::smalldatetime_from_sql(d.days(), d.seconds_fragments())))
+        ColumnData::Numeric(v) => {
+            v.map(|n| Kind::Decimal(typemap::decimal_from_parts(n.value(), u32::from(n.scale()))))
         }
-        ColumnData::Time(v) => v.map(|t| Kind::Time(typemap::time_from_sql(t.increments(), t.scale()))),
+        ColumnData::Xml(v) => v.map(|x| Kind::Text(x.into_owned().into_string())),
+        ColumnData::DateTime(v) => {
+            v.map(|d| Kind::Datetime(typemap::datetime_from_sql(d.days(), d.seconds_fragments())))
+        }
+        ColumnData::SmallDateTime(v) => v.map(|d| {
+            Kind::Datetime(typemap::smalldatetime_from_sql(
+                d.days(),
+                d.seconds_fragments(),
+            ))
+        }),
+        ColumnData::Time(v) => {
+            v.map(|t| Kind::Time(typemap::time_from_sql(t.increments(), t.scale())))
+        }
         ColumnData::Date(v) => v.map(|d| Kind::Date(typemap::date_from_sql(d.days()))),
         ColumnData::DateTime2(v) => v.map(|d| Kind::Datetime(datetime2_ticks(d))),
         ColumnData::DateTimeOffset(v) => v.map(|d| {
@@ -97,7 +106,9 @@ fn datetime2_ticks(d: DateTime2) -> i64 {
 
 fn split_ticks(ticks: i64, what: &str) -> Result<(Date, Time)> {
     if ticks < 0 {
-        return Err(CaptureError::InvalidRequest(format!("{what} before 0001-01-01")));
+        return Err(CaptureError::InvalidRequest(format!(
+            "{what} before 0001-01-01"
+        )));
     }
     let days = u32::try_from(ticks / TICKS_PER_DAY)
         .map_err(|_| CaptureError::InvalidRequest(format!("{what} out of range")))?;
@@ -119,24 +130,29 @@ pub fn to_param(value: &Value) -> Result<ColumnData<'static>> {
             let scale = u8::try_from(d.scale)
                 .ok()
                 .filter(|s| *s <= 38)
-                .ok_or_else(|| CaptureError::InvalidRequest(format!("Decimal scale {} is above 38", d.scale)))?;
-            let (unscaled, _) = typemap::decimal_parts(d).map_err(|e| CaptureError::InvalidRequest(e.to_string()))?;
+                .ok_or_else(|| {
+                    CaptureError::InvalidRequest(format!("Decimal scale {} is above 38", d.scale))
+                })?;
+            let (unscaled, _) = typemap::decimal_parts(d)
+                .map_err(|e| CaptureError::InvalidRequest(e.to_string()))?;
             ColumnData::Numeric(Some(Numeric::new_with_scale(unscaled, scale)))
         }
         Some(Kind::Text(s)) => ColumnData::String(Some(Cow::Owned(s.clone()))),
         Some(Kind::Binary(b)) => ColumnData::Binary(Some(Cow::Owned(b.clone()))),
         Some(Kind::Uuid(u)) => {
-            let bytes: [u8; 16] = u
-                .as_slice()
-                .try_into()
-                .map_err(|_| CaptureError::InvalidRequest(format!("A uuid value has {} bytes, not 16", u.len())))?;
+            let bytes: [u8; 16] = u.as_slice().try_into().map_err(|_| {
+                CaptureError::InvalidRequest(format!("A uuid value has {} bytes, not 16", u.len()))
+            })?;
             ColumnData::Guid(Some(uuid_from_bytes(bytes)))
         }
-        Some(Kind::Date(d)) => ColumnData::Date(Some(Date::new(
-            u32::try_from(*d).map_err(|_| CaptureError::InvalidRequest("Date before 0001-01-01".into()))?,
-        ))),
+        Some(Kind::Date(d)) => {
+            ColumnData::Date(Some(Date::new(u32::try_from(*d).map_err(|_| {
+                CaptureError::InvalidRequest("Date before 0001-01-01".into())
+            })?)))
+        }
         Some(Kind::Time(t)) => ColumnData::Time(Some(Time::new(
-            u64::try_from(*t).map_err(|_| CaptureError::InvalidRequest("Negative time of day".into()))?,
+            u64::try_from(*t)
+                .map_err(|_| CaptureError::InvalidRequest("Negative time of day".into()))?,
             7,
         ))),
         Some(Kind::Datetime(t)) => {
@@ -147,10 +163,15 @@ pub fn to_param(value: &Value) -> Result<ColumnData<'static>> {
             let (date, time) = split_ticks(d.utc_ticks, "Datetimeoffset")?;
             let offset = i16::try_from(d.offset_minutes)
                 .map_err(|_| CaptureError::InvalidRequest("Offset out of range".into()))?;
-            ColumnData::DateTimeOffset(Some(DateTimeOffset::new(DateTime2::new(date, time), offset)))
+            ColumnData::DateTimeOffset(Some(DateTimeOffset::new(
+                DateTime2::new(date, time),
+                offset,
+            )))
         }
         Some(Kind::Unchanged(_)) => {
-            return Err(CaptureError::InvalidRequest("An 'unchanged' marker cannot be a key value".into()))
+            return Err(CaptureError::InvalidRequest(
+                "An 'unchanged' marker cannot be a key value".into(),
+            ))
         }
     })
 }
@@ -199,20 +220,40 @@ mod tests {
     #[test]
     fn temporal_cells_become_ticks_through_the_shared_rules() {
         let dt = ColumnData::DateTime(Some(DateTime::new(0, 1)));
-        assert_eq!(to_value(dt).kind, Some(Kind::Datetime(DAYS_0001_TO_1900 * TICKS_PER_DAY + 33_333)));
+        assert_eq!(
+            to_value(dt).kind,
+            Some(Kind::Datetime(DAYS_0001_TO_1900 * TICKS_PER_DAY + 33_333))
+        );
         let sdt = ColumnData::SmallDateTime(Some(SmallDateTime::new(1, 61)));
-        assert_eq!(to_value(sdt).kind, Some(Kind::Datetime((DAYS_0001_TO_1900 + 1) * TICKS_PER_DAY + 61 * 600_000_000)));
+        assert_eq!(
+            to_value(sdt).kind,
+            Some(Kind::Datetime(
+                (DAYS_0001_TO_1900 + 1) * TICKS_PER_DAY + 61 * 600_000_000
+            ))
+        );
         let d2 = ColumnData::DateTime2(Some(DateTime2::new(Date::new(3), Time::new(5, 7))));
-        assert_eq!(to_value(d2).kind, Some(Kind::Datetime(3 * TICKS_PER_DAY + 5)));
+        assert_eq!(
+            to_value(d2).kind,
+            Some(Kind::Datetime(3 * TICKS_PER_DAY + 5))
+        );
         let t = ColumnData::Time(Some(Time::new(1234, 3)));
         assert_eq!(to_value(t).kind, Some(Kind::Time(12_340_000)));
-        assert_eq!(ticks_to_unix_micros(DAYS_0001_TO_1970 * TICKS_PER_DAY + 15), 1);
-        assert_eq!(unix_micros_to_ticks(1), DAYS_0001_TO_1970 * TICKS_PER_DAY + 10);
+        assert_eq!(
+            ticks_to_unix_micros(DAYS_0001_TO_1970 * TICKS_PER_DAY + 15),
+            1
+        );
+        assert_eq!(
+            unix_micros_to_ticks(1),
+            DAYS_0001_TO_1970 * TICKS_PER_DAY + 10
+        );
     }
 
     #[test]
     fn datetimeoffset_keeps_the_utc_instant_and_the_offset() {
-        let v = ColumnData::DateTimeOffset(Some(DateTimeOffset::new(DateTime2::new(Date::new(10), Time::new(7, 7)), -300)));
+        let v = ColumnData::DateTimeOffset(Some(DateTimeOffset::new(
+            DateTime2::new(Date::new(10), Time::new(7, 7)),
+            -300,
+        )));
         match to_value(v).kind {
             Some(Kind::Datetimeoffset(d)) => {
                 assert_eq!(d.utc_ticks, 10 * TICKS_PER_DAY + 7);
@@ -240,10 +281,16 @@ mod tests {
                 ColumnData::Guid(Some(uuid_from_bytes([7; 16]))),
                 ColumnData::Numeric(Some(Numeric::new_with_scale(-1_234_567, 2))),
                 ColumnData::Numeric(Some(Numeric::new_with_scale(10_i128.pow(38) - 1, 38))),
-                ColumnData::DateTime2(Some(DateTime2::new(Date::new(738_885), Time::new(123_456_789, 7)))),
+                ColumnData::DateTime2(Some(DateTime2::new(
+                    Date::new(738_885),
+                    Time::new(123_456_789, 7),
+                ))),
                 ColumnData::DateTime(Some(DateTime::new(5, 7))),
                 ColumnData::Date(Some(Date::new(9))),
-                ColumnData::DateTimeOffset(Some(DateTimeOffset::new(DateTime2::new(Date::new(10), Time::new(7, 3)), 60))),
+                ColumnData::DateTimeOffset(Some(DateTimeOffset::new(
+                    DateTime2::new(Date::new(10), Time::new(7, 3)),
+                    60,
+                ))),
             ]
         };
         let mut buf = Vec::new();
@@ -260,15 +307,29 @@ mod tests {
 
     #[test]
     fn parameters_carry_values_exactly() {
-        let v = Value { kind: Some(Kind::Datetime(3 * TICKS_PER_DAY + 7)) };
+        let v = Value {
+            kind: Some(Kind::Datetime(3 * TICKS_PER_DAY + 7)),
+        };
         let p = to_param(&v).unwrap();
         assert_eq!(to_value(p), v);
-        let d = Value { kind: Some(Kind::Decimal(typemap::decimal_from_parts(-12345, 2))) };
+        let d = Value {
+            kind: Some(Kind::Decimal(typemap::decimal_from_parts(-12345, 2))),
+        };
         assert_eq!(to_value(to_param(&d).unwrap()), d);
-        let big = Value { kind: Some(Kind::Decimal(typemap::decimal_from_parts(10_i128.pow(38) - 1, 38))) };
+        let big = Value {
+            kind: Some(Kind::Decimal(typemap::decimal_from_parts(
+                10_i128.pow(38) - 1,
+                38,
+            ))),
+        };
         assert_eq!(to_value(to_param(&big).unwrap()), big);
-        let u = Value { kind: Some(Kind::Uuid((0u8..16).collect())) };
+        let u = Value {
+            kind: Some(Kind::Uuid((0u8..16).collect())),
+        };
         assert_eq!(to_value(to_param(&u).unwrap()), u);
-        assert!(to_param(&Value { kind: Some(Kind::Unchanged(true)) }).is_err());
+        assert!(to_param(&Value {
+            kind: Some(Kind::Unchanged(true))
+        })
+        .is_err());
     }
 }

@@ -38,8 +38,16 @@ pub struct HybridObjects {
 
 impl HybridObjects {
     pub fn new(prefix: &str) -> HybridObjects {
-        let table = |name: &str| TableRef { database: String::new(), schema: "dbo".into(), name: format!("{prefix}{name}") };
-        HybridObjects { trigger: format!("{prefix}ddl_trigger"), history: table("ddl_history"), heartbeat: table("heartbeat") }
+        let table = |name: &str| TableRef {
+            database: String::new(),
+            schema: "dbo".into(),
+            name: format!("{prefix}{name}"),
+        };
+        HybridObjects {
+            trigger: format!("{prefix}ddl_trigger"),
+            history: table("ddl_history"),
+            heartbeat: table("heartbeat"),
+        }
     }
 
     /// The capture instance of the history table.
@@ -53,7 +61,9 @@ impl HybridObjects {
 
     /// Is this table one of dbsync's own?
     pub fn owns(&self, schema: &str, table: &str) -> bool {
-        [&self.history, &self.heartbeat].iter().any(|t| t.schema.eq_ignore_ascii_case(schema) && t.name.eq_ignore_ascii_case(table))
+        [&self.history, &self.heartbeat]
+            .iter()
+            .any(|t| t.schema.eq_ignore_ascii_case(schema) && t.name.eq_ignore_ascii_case(table))
     }
 
     pub fn create_history_sql(&self) -> String {
@@ -67,7 +77,11 @@ impl HybridObjects {
     /// The trigger; `CREATE TRIGGER` must be the only statement of its batch.
     pub fn create_trigger_sql(&self) -> String {
         let history = table_name(&self.history);
-        let object = quote_string(&format!("{}.{}", quote_ident(&self.history.schema), quote_ident(&self.history.name)));
+        let object = quote_string(&format!(
+            "{}.{}",
+            quote_ident(&self.history.schema),
+            quote_ident(&self.history.name)
+        ));
         format!(
             "CREATE TRIGGER {} ON DATABASE FOR DDL_TABLE_EVENTS, RENAME AS \
              IF OBJECT_ID({object}) IS NOT NULL \
@@ -81,7 +95,10 @@ impl HybridObjects {
     }
 
     pub fn heartbeat_sql(&self) -> String {
-        format!("UPDATE {} SET beat = SYSUTCDATETIME() WHERE id = 1", table_name(&self.heartbeat))
+        format!(
+            "UPDATE {} SET beat = SYSUTCDATETIME() WHERE id = 1",
+            table_name(&self.heartbeat)
+        )
     }
 }
 
@@ -92,7 +109,13 @@ const DROP_ATTEMPTS: u32 = 10;
 pub const DATABASE_TRIGGERS_QUERY: &str = "SELECT name FROM sys.triggers WHERE parent_class = 0";
 
 async fn database_triggers(client: &mut SqlClient) -> Result<Vec<String>> {
-    let rows = inspect::query_rows(client, "listing database DDL triggers", DATABASE_TRIGGERS_QUERY, &[]).await?;
+    let rows = inspect::query_rows(
+        client,
+        "listing database DDL triggers",
+        DATABASE_TRIGGERS_QUERY,
+        &[],
+    )
+    .await?;
     rows.iter().map(|r| inspect::get_text(r, "name")).collect()
 }
 
@@ -112,42 +135,88 @@ pub async fn installed_prefixes(client: &mut SqlClient) -> Result<Vec<String>> {
 
 /// Is `schema.table` one of dbsync's own tables under any of `prefixes`?
 pub fn is_own_table(prefixes: &[String], schema: &str, table: &str) -> bool {
-    prefixes.iter().any(|p| HybridObjects::new(p).owns(schema, table))
+    prefixes
+        .iter()
+        .any(|p| HybridObjects::new(p).owns(schema, table))
 }
 
 fn exists(tables: &[TableRow], t: &TableRef) -> bool {
-    tables.iter().any(|r| r.schema.eq_ignore_ascii_case(&t.schema) && r.name.eq_ignore_ascii_case(&t.name))
+    tables
+        .iter()
+        .any(|r| r.schema.eq_ignore_ascii_case(&t.schema) && r.name.eq_ignore_ascii_case(&t.name))
 }
 
 /// Creates whatever of the three objects is missing (history table and heartbeat with CDC
 /// enabled, then the trigger). Returns notes for the operator.
-pub async fn install(client: &mut SqlClient, database: &str, prefix: &str, existing: &[TableRow]) -> Result<Vec<String>> {
+pub async fn install(
+    client: &mut SqlClient,
+    database: &str,
+    prefix: &str,
+    existing: &[TableRow],
+) -> Result<Vec<String>> {
     let o = HybridObjects::new(prefix);
     let mut notes = Vec::new();
     if !exists(existing, &o.heartbeat) {
         let name = table_name(&o.heartbeat);
-        let context = format!("creating {database}.{}.{}", o.heartbeat.schema, o.heartbeat.name);
-        inspect::batch(client, &context, &format!("CREATE TABLE {name} (id int NOT NULL PRIMARY KEY, beat datetime2(7) NOT NULL)")).await?;
-        inspect::batch(client, &context, &format!("INSERT INTO {name} (id, beat) VALUES (1, SYSUTCDATETIME())")).await?;
+        let context = format!(
+            "creating {database}.{}.{}",
+            o.heartbeat.schema, o.heartbeat.name
+        );
+        inspect::batch(
+            client,
+            &context,
+            &format!(
+                "CREATE TABLE {name} (id int NOT NULL PRIMARY KEY, beat datetime2(7) NOT NULL)"
+            ),
+        )
+        .await?;
+        inspect::batch(
+            client,
+            &context,
+            &format!("INSERT INTO {name} (id, beat) VALUES (1, SYSUTCDATETIME())"),
+        )
+        .await?;
         let instance = o.heartbeat_instance(prefix);
-        inspect::batch(client, &context, &enable_table_statement(&o.heartbeat, &instance)).await?;
+        inspect::batch(
+            client,
+            &context,
+            &enable_table_statement(&o.heartbeat, &instance),
+        )
+        .await?;
         notes.push(format!(
             "Created the heartbeat table {database}.{}.{} (CDC instance {instance}); dbsync updates its row while the source is idle",
             o.heartbeat.schema, o.heartbeat.name
         ));
     }
     if !exists(existing, &o.history) {
-        let context = format!("creating {database}.{}.{}", o.history.schema, o.history.name);
+        let context = format!(
+            "creating {database}.{}.{}",
+            o.history.schema, o.history.name
+        );
         inspect::batch(client, &context, &o.create_history_sql()).await?;
         let instance = o.history_instance(prefix);
-        inspect::batch(client, &context, &enable_table_statement(&o.history, &instance)).await?;
+        inspect::batch(
+            client,
+            &context,
+            &enable_table_statement(&o.history, &instance),
+        )
+        .await?;
         notes.push(format!(
             "Created the DDL history table {database}.{}.{} (CDC instance {instance})",
             o.history.schema, o.history.name
         ));
     }
-    if !database_triggers(client).await?.iter().any(|t| t.eq_ignore_ascii_case(&o.trigger)) {
-        inspect::batch(client, &format!("creating the DDL trigger {} in {database}", o.trigger), &o.create_trigger_sql()).await?;
+    if !database_triggers(client)
+        .await?
+        .iter()
+        .any(|t| t.eq_ignore_ascii_case(&o.trigger))
+    {
+        inspect::batch(
+            client,
+            &format!("creating the DDL trigger {} in {database}", o.trigger),
+            &o.create_trigger_sql(),
+        )
+        .await?;
         notes.push(format!(
             "Created the database DDL trigger {} in {database}: it records every table DDL statement in {}.{}",
             o.trigger, o.history.schema, o.history.name
@@ -161,8 +230,17 @@ pub async fn install(client: &mut SqlClient, database: &str, prefix: &str, exist
 pub async fn remove(client: &mut SqlClient, database: &str, prefix: &str) -> Result<Vec<String>> {
     let o = HybridObjects::new(prefix);
     let mut removed = Vec::new();
-    if database_triggers(client).await?.iter().any(|t| t.eq_ignore_ascii_case(&o.trigger)) {
-        inspect::batch(client, &format!("dropping the DDL trigger {}", o.trigger), &o.drop_trigger_sql()).await?;
+    if database_triggers(client)
+        .await?
+        .iter()
+        .any(|t| t.eq_ignore_ascii_case(&o.trigger))
+    {
+        inspect::batch(
+            client,
+            &format!("dropping the DDL trigger {}", o.trigger),
+            &o.drop_trigger_sql(),
+        )
+        .await?;
         removed.push(format!("database DDL trigger {} on {database}", o.trigger));
     }
     let tables = inspect::tables(client).await?;
@@ -209,7 +287,10 @@ pub struct DdlEvent {
 impl DdlEvent {
     /// Does the event change the table's columns (so a new capture instance is needed)?
     pub fn changes_columns(&self) -> bool {
-        !self.added.is_empty() || !self.dropped.is_empty() || !self.altered.is_empty() || self.renamed_column.is_some()
+        !self.added.is_empty()
+            || !self.dropped.is_empty()
+            || !self.altered.is_empty()
+            || self.renamed_column.is_some()
     }
 }
 
@@ -233,7 +314,9 @@ fn unescape(s: &str) -> String {
             "amp" => Some('&'),
             "quot" => Some('"'),
             "apos" => Some('\''),
-            e if e.starts_with("#x") || e.starts_with("#X") => u32::from_str_radix(&e[2..], 16).ok().and_then(char::from_u32),
+            e if e.starts_with("#x") || e.starts_with("#X") => u32::from_str_radix(&e[2..], 16)
+                .ok()
+                .and_then(char::from_u32),
             e if e.starts_with('#') => e[1..].parse().ok().and_then(char::from_u32),
             _ => None,
         };
@@ -257,13 +340,19 @@ fn element<'a>(xml: &'a str, tag: &str) -> Option<&'a str> {
 
 /// Every `<Name>` inside `<{action}><Columns>…</Columns></{action}>` of the action list.
 fn action_columns(xml: &str, action: &str) -> Vec<String> {
-    let Some(list) = element(xml, "AlterTableActionList") else { return Vec::new() };
-    let Some(block) = element(list, action).and_then(|b| element(b, "Columns")) else { return Vec::new() };
+    let Some(list) = element(xml, "AlterTableActionList") else {
+        return Vec::new();
+    };
+    let Some(block) = element(list, action).and_then(|b| element(b, "Columns")) else {
+        return Vec::new();
+    };
     let mut names = Vec::new();
     let mut rest = block;
     while let Some(name) = element(rest, "Name") {
         names.push(unescape(name));
-        let consumed = rest.find("</Name>").map_or(rest.len(), |i| i + "</Name>".len());
+        let consumed = rest
+            .find("</Name>")
+            .map_or(rest.len(), |i| i + "</Name>".len());
         rest = &rest[consumed..];
     }
     names
@@ -295,7 +384,12 @@ pub fn parse_event(lsn: Lsn, xml: &str) -> DdlEvent {
 
 /// The DDL events committed in `[from, to]` (both within the history instance's validity
 /// range), read through the history table's change function, in commit order.
-pub async fn read_events(client: &mut SqlClient, history_instance: &str, from: Lsn, to: Lsn) -> Result<Vec<DdlEvent>> {
+pub async fn read_events(
+    client: &mut SqlClient,
+    history_instance: &str,
+    from: Lsn,
+    to: Lsn,
+) -> Result<Vec<DdlEvent>> {
     let function = quote_ident(&format!("fn_cdc_get_all_changes_{history_instance}"));
     let query = format!(
         "SELECT [__$start_lsn], [event_data] FROM cdc.{function}(@P1, @P2, N'all') \
@@ -303,7 +397,8 @@ pub async fn read_events(client: &mut SqlClient, history_instance: &str, from: L
     );
     let f = ColumnData::Binary(Some(from.as_bytes().to_vec().into()));
     let t = ColumnData::Binary(Some(to.as_bytes().to_vec().into()));
-    let rows = inspect::query_rows(client, "reading dbsync's DDL history", &query, &[&f, &t]).await?;
+    let rows =
+        inspect::query_rows(client, "reading dbsync's DDL history", &query, &[&f, &t]).await?;
     let mut out = Vec::with_capacity(rows.len());
     for r in &rows {
         if let Some(lsn) = inspect::get_lsn(r, "__$start_lsn")? {
@@ -331,7 +426,10 @@ mod tests {
              IF OBJECT_ID(N'[dbo].[acme_ddl_history]') IS NOT NULL \
              INSERT INTO [dbo].[acme_ddl_history] (event_time, event_data) VALUES (SYSUTCDATETIME(), CAST(EVENTDATA() AS nvarchar(max)))"
         );
-        assert_eq!(o.drop_trigger_sql(), "DROP TRIGGER [acme_ddl_trigger] ON DATABASE");
+        assert_eq!(
+            o.drop_trigger_sql(),
+            "DROP TRIGGER [acme_ddl_trigger] ON DATABASE"
+        );
     }
 
     #[test]
@@ -344,11 +442,16 @@ mod tests {
             <TSQLCommand><SetOptions ANSI_NULLS=\"ON\"/><CommandText>ALTER TABLE sales.orders ADD note int, [a&amp;b] int; \
             ALTER TABLE x DROP COLUMN old</CommandText></TSQLCommand></EVENT_INSTANCE>";
         let e = parse_event(lsn, alter);
-        assert_eq!((e.schema.as_str(), e.table.as_str(), e.event_type.as_str()), ("sales", "orders", "ALTER_TABLE"));
+        assert_eq!(
+            (e.schema.as_str(), e.table.as_str(), e.event_type.as_str()),
+            ("sales", "orders", "ALTER_TABLE")
+        );
         assert_eq!(e.added, vec!["note".to_string(), "a&b".to_string()]);
         assert_eq!(e.dropped, vec!["old".to_string()]);
         assert!(e.altered.is_empty() && e.changes_columns() && e.lsn == lsn);
-        assert!(e.command.starts_with("ALTER TABLE sales.orders ADD note int, [a&b] int;"));
+        assert!(e
+            .command
+            .starts_with("ALTER TABLE sales.orders ADD note int, [a&b] int;"));
 
         let rename = "<EVENT_INSTANCE><EventType>RENAME</EventType><SchemaName>dbo</SchemaName><ObjectName>note</ObjectName>\
             <ObjectType>COLUMN</ObjectType><NewObjectName>remark</NewObjectName><TargetObjectName>x</TargetObjectName>\

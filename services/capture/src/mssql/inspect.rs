@@ -18,8 +18,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use dbsync_core::Lsn;
 use dbsync_proto::v1::{
-    CheckSchema, ColumnSchema, ForeignKeySchema, Identity, IndexColumn, IndexSchema, ObjectSelection, SequenceSchema,
-    TableRef, TableSchema,
+    CheckSchema, ColumnSchema, ForeignKeySchema, Identity, IndexColumn, IndexSchema,
+    ObjectSelection, SequenceSchema, TableRef, TableSchema,
 };
 use tiberius::{ColumnData, Row, ToSql};
 
@@ -32,8 +32,10 @@ use crate::selection;
 // Row helpers
 
 fn cell<'a>(row: &'a Row, name: &str) -> Result<&'a ColumnData<'static>> {
-    row.get_column_data(name)
-        .map_err(|e| CaptureError::Decode { column: name.to_string(), detail: e.to_string() })
+    row.get_column_data(name).map_err(|e| CaptureError::Decode {
+        column: name.to_string(),
+        detail: e.to_string(),
+    })
 }
 
 /// Any integer, bit or scale-0 numeric column as i64.
@@ -45,15 +47,20 @@ pub fn get_i64(row: &Row, name: &str) -> Result<Option<i64>> {
         ColumnData::I64(v) => *v,
         ColumnData::Bit(v) => v.map(i64::from),
         ColumnData::Numeric(v) => match v {
-            Some(n) => Some(i64::try_from(n.int_part()).map_err(|_| CaptureError::Decode {
-                column: name.to_string(),
-                detail: "value does not fit in bigint".into(),
-            })?),
+            Some(n) => Some(
+                i64::try_from(n.int_part()).map_err(|_| CaptureError::Decode {
+                    column: name.to_string(),
+                    detail: "value does not fit in bigint".into(),
+                })?,
+            ),
             None => None,
         },
         ColumnData::String(None) => None,
         other => {
-            return Err(CaptureError::Decode { column: name.to_string(), detail: format!("expected an integer, got {other:?}") })
+            return Err(CaptureError::Decode {
+                column: name.to_string(),
+                detail: format!("expected an integer, got {other:?}"),
+            })
         }
     })
 }
@@ -70,7 +77,10 @@ pub fn get_string(row: &Row, name: &str) -> Result<Option<String>> {
         ColumnData::Xml(v) => v.as_ref().map(|x| x.as_ref().clone().into_string()),
         other if is_null(other) => None,
         other => {
-            return Err(CaptureError::Decode { column: name.to_string(), detail: format!("expected text, got {other:?}") })
+            return Err(CaptureError::Decode {
+                column: name.to_string(),
+                detail: format!("expected text, got {other:?}"),
+            })
         }
     })
 }
@@ -86,7 +96,10 @@ pub fn get_bytes(row: &Row, name: &str) -> Result<Option<Vec<u8>>> {
         ColumnData::Binary(v) => v.as_ref().map(|b| b.to_vec()),
         other if is_null(other) => None,
         other => {
-            return Err(CaptureError::Decode { column: name.to_string(), detail: format!("expected binary, got {other:?}") })
+            return Err(CaptureError::Decode {
+                column: name.to_string(),
+                detail: format!("expected binary, got {other:?}"),
+            })
         }
     })
 }
@@ -95,10 +108,12 @@ pub fn get_bytes(row: &Row, name: &str) -> Result<Option<Vec<u8>>> {
 pub fn get_lsn(row: &Row, name: &str) -> Result<Option<Lsn>> {
     match get_bytes(row, name)? {
         None => Ok(None),
-        Some(b) => Lsn::from_slice(&b).map(Some).ok_or_else(|| CaptureError::Decode {
-            column: name.to_string(),
-            detail: format!("an LSN has 10 bytes, got {}", b.len()),
-        }),
+        Some(b) => Lsn::from_slice(&b)
+            .map(Some)
+            .ok_or_else(|| CaptureError::Decode {
+                column: name.to_string(),
+                detail: format!("an LSN has 10 bytes, got {}", b.len()),
+            }),
     }
 }
 
@@ -110,7 +125,10 @@ pub fn get_ticks(row: &Row, name: &str) -> Result<Option<i64>> {
     }
     decode::datetime_column_ticks(c)
         .map(Some)
-        .ok_or_else(|| CaptureError::Decode { column: name.to_string(), detail: format!("expected a datetime, got {c:?}") })
+        .ok_or_else(|| CaptureError::Decode {
+            column: name.to_string(),
+            detail: format!("expected a datetime, got {c:?}"),
+        })
 }
 
 fn is_null(c: &ColumnData<'static>) -> bool {
@@ -118,21 +136,46 @@ fn is_null(c: &ColumnData<'static>) -> bool {
 }
 
 /// Runs a query and collects its first result set (catalog queries only: small results).
-pub async fn query_rows(client: &mut SqlClient, context: &str, sql: &str, params: &[&dyn ToSql]) -> Result<Vec<Row>> {
-    let stream = client.query(sql, params).await.map_err(|e| CaptureError::from_tiberius(context, e))?;
-    stream.into_first_result().await.map_err(|e| CaptureError::from_tiberius(context, e))
+pub async fn query_rows(
+    client: &mut SqlClient,
+    context: &str,
+    sql: &str,
+    params: &[&dyn ToSql],
+) -> Result<Vec<Row>> {
+    let stream = client
+        .query(sql, params)
+        .await
+        .map_err(|e| CaptureError::from_tiberius(context, e))?;
+    stream
+        .into_first_result()
+        .await
+        .map_err(|e| CaptureError::from_tiberius(context, e))
 }
 
 /// Runs a statement (procedure call, SET) and returns the affected row counts.
-pub async fn execute(client: &mut SqlClient, context: &str, sql: &str, params: &[&dyn ToSql]) -> Result<u64> {
-    let result = client.execute(sql, params).await.map_err(|e| CaptureError::from_tiberius(context, e))?;
+pub async fn execute(
+    client: &mut SqlClient,
+    context: &str,
+    sql: &str,
+    params: &[&dyn ToSql],
+) -> Result<u64> {
+    let result = client
+        .execute(sql, params)
+        .await
+        .map_err(|e| CaptureError::from_tiberius(context, e))?;
     Ok(result.total())
 }
 
 /// Runs a batch without parameters (SET options that must outlive sp_executesql's scope).
 pub async fn batch(client: &mut SqlClient, context: &str, sql: &str) -> Result<()> {
-    let stream = client.simple_query(sql).await.map_err(|e| CaptureError::from_tiberius(context, e))?;
-    stream.into_results().await.map_err(|e| CaptureError::from_tiberius(context, e))?;
+    let stream = client
+        .simple_query(sql)
+        .await
+        .map_err(|e| CaptureError::from_tiberius(context, e))?;
+    stream
+        .into_results()
+        .await
+        .map_err(|e| CaptureError::from_tiberius(context, e))?;
     Ok(())
 }
 
@@ -164,13 +207,19 @@ pub struct ServerInfo {
 impl ServerInfo {
     /// The major version (16 = SQL Server 2022), 0 when unknown.
     pub fn major_version(&self) -> u32 {
-        self.product_version.split('.').next().and_then(|m| m.parse().ok()).unwrap_or(0)
+        self.product_version
+            .split('.')
+            .next()
+            .and_then(|m| m.parse().ok())
+            .unwrap_or(0)
     }
 }
 
 pub async fn server_info(client: &mut SqlClient) -> Result<ServerInfo> {
     let rows = query_rows(client, "reading server properties", SERVER_INFO_QUERY, &[]).await?;
-    let row = rows.first().ok_or_else(|| CaptureError::Precondition("Server properties query returned no row".into()))?;
+    let row = rows.first().ok_or_else(|| {
+        CaptureError::Precondition("Server properties query returned no row".into())
+    })?;
     Ok(ServerInfo {
         version: get_text(row, "version")?,
         product_version: get_text(row, "product_version")?,
@@ -231,10 +280,18 @@ pub async fn databases(client: &mut SqlClient) -> Result<Vec<DatabaseInfo>> {
 }
 
 pub async fn current_database(client: &mut SqlClient) -> Result<DatabaseInfo> {
-    let rows = query_rows(client, "reading database properties", CURRENT_DATABASE_QUERY, &[]).await?;
-    rows.first()
-        .map(database_info)
-        .unwrap_or_else(|| Err(CaptureError::Precondition("The current database is not in sys.databases".into())))
+    let rows = query_rows(
+        client,
+        "reading database properties",
+        CURRENT_DATABASE_QUERY,
+        &[],
+    )
+    .await?;
+    rows.first().map(database_info).unwrap_or_else(|| {
+        Err(CaptureError::Precondition(
+            "The current database is not in sys.databases".into(),
+        ))
+    })
 }
 
 /// Role membership of the login: sysadmin on the server, db_owner in the current database.
@@ -244,19 +301,28 @@ pub const PERMISSIONS_QUERY: &str =
 
 pub async fn permissions(client: &mut SqlClient) -> Result<(bool, bool)> {
     let rows = query_rows(client, "reading role membership", PERMISSIONS_QUERY, &[]).await?;
-    let row = rows.first().ok_or_else(|| CaptureError::Precondition("Role membership query returned no row".into()))?;
+    let row = rows.first().ok_or_else(|| {
+        CaptureError::Precondition("Role membership query returned no row".into())
+    })?;
     Ok((get_bool(row, "is_sysadmin")?, get_bool(row, "is_db_owner")?))
 }
 
 /// The newest log backup of the current database (CDC itself needs none; FULL recovery
 /// without log backups grows the log without bound).
 /// <https://learn.microsoft.com/sql/relational-databases/system-tables/backupset-transact-sql>
-pub const LAST_LOG_BACKUP_QUERY: &str = "SELECT TOP (1) backup_finish_date FROM msdb.dbo.backupset \
+pub const LAST_LOG_BACKUP_QUERY: &str =
+    "SELECT TOP (1) backup_finish_date FROM msdb.dbo.backupset \
      WHERE database_name = DB_NAME() AND type = 'L' ORDER BY backup_finish_date DESC";
 
 /// Ticks of the last log backup's finish time, None when there was none.
 pub async fn last_log_backup(client: &mut SqlClient) -> Result<Option<i64>> {
-    let rows = query_rows(client, "reading msdb.dbo.backupset", LAST_LOG_BACKUP_QUERY, &[]).await?;
+    let rows = query_rows(
+        client,
+        "reading msdb.dbo.backupset",
+        LAST_LOG_BACKUP_QUERY,
+        &[],
+    )
+    .await?;
     match rows.first() {
         Some(r) => get_ticks(r, "backup_finish_date"),
         None => Ok(None),
@@ -270,7 +336,13 @@ pub const AGENT_STATUS_QUERY: &str =
 
 /// `Some("Running")` etc.; None when the service row is absent (e.g. Azure SQL Database).
 pub async fn agent_status(client: &mut SqlClient) -> Result<Option<String>> {
-    let rows = query_rows(client, "reading SQL Server Agent status", AGENT_STATUS_QUERY, &[]).await?;
+    let rows = query_rows(
+        client,
+        "reading SQL Server Agent status",
+        AGENT_STATUS_QUERY,
+        &[],
+    )
+    .await?;
     match rows.first() {
         Some(r) => get_string(r, "status_desc"),
         None => Ok(None),
@@ -279,7 +351,8 @@ pub async fn agent_status(client: &mut SqlClient) -> Result<Option<String>> {
 
 /// The CDC capture and cleanup job settings of the current database.
 /// <https://learn.microsoft.com/sql/relational-databases/system-tables/dbo-cdc-jobs-transact-sql>
-pub const CDC_JOBS_QUERY: &str = "SELECT job_type, maxtrans, maxscans, continuous, pollinginterval, retention, threshold \
+pub const CDC_JOBS_QUERY: &str =
+    "SELECT job_type, maxtrans, maxscans, continuous, pollinginterval, retention, threshold \
      FROM msdb.dbo.cdc_jobs WHERE database_id = DB_ID()";
 
 #[derive(Debug, Clone, Default)]
@@ -313,7 +386,13 @@ pub const MAX_TEXT_REPL_SIZE_QUERY: &str =
     "SELECT CAST(value_in_use AS int) AS value_in_use FROM sys.configurations WHERE name = N'max text repl size (B)'";
 
 pub async fn max_text_repl_size(client: &mut SqlClient) -> Result<Option<i64>> {
-    let rows = query_rows(client, "reading max text repl size", MAX_TEXT_REPL_SIZE_QUERY, &[]).await?;
+    let rows = query_rows(
+        client,
+        "reading max text repl size",
+        MAX_TEXT_REPL_SIZE_QUERY,
+        &[],
+    )
+    .await?;
     match rows.first() {
         Some(r) => get_i64(r, "value_in_use"),
         None => Ok(None),
@@ -325,7 +404,8 @@ pub async fn max_text_repl_size(client: &mut SqlClient) -> Result<Option<i64>> {
 
 /// User tables of the current database (not the `cdc` schema, not system-shipped).
 /// <https://learn.microsoft.com/sql/relational-databases/system-catalog-views/sys-tables-transact-sql>
-pub const TABLES_QUERY: &str = "SELECT t.object_id, s.name AS schema_name, t.name AS table_name, t.is_tracked_by_cdc \
+pub const TABLES_QUERY: &str =
+    "SELECT t.object_id, s.name AS schema_name, t.name AS table_name, t.is_tracked_by_cdc \
      FROM sys.tables AS t JOIN sys.schemas AS s ON s.schema_id = t.schema_id \
      WHERE t.is_ms_shipped = 0 AND s.name <> N'cdc' ORDER BY s.name, t.name";
 
@@ -376,7 +456,8 @@ pub const IDENTITY_COLUMNS_QUERY: &str = "SELECT object_id, column_id, CAST(seed
 pub const DEFAULTS_QUERY: &str = "SELECT object_id, name, definition FROM sys.default_constraints";
 
 /// Computed column definitions. <https://learn.microsoft.com/sql/relational-databases/system-catalog-views/sys-computed-columns-transact-sql>
-pub const COMPUTED_COLUMNS_QUERY: &str = "SELECT object_id, column_id, definition, is_persisted FROM sys.computed_columns";
+pub const COMPUTED_COLUMNS_QUERY: &str =
+    "SELECT object_id, column_id, definition, is_persisted FROM sys.computed_columns";
 
 /// What [`column_schema`] needs besides the column row.
 #[derive(Default)]
@@ -409,14 +490,29 @@ fn column_schema(r: &Row, details: &ColumnDetails) -> Result<ColumnSchema> {
         (user_type.clone(), String::new())
     };
     let identity = if get_bool(r, "is_identity")? {
-        Some(details.identity.get(&(object_id, column_id)).cloned().unwrap_or(Identity { seed: 1, increment: 1, last_value: None }))
+        Some(
+            details
+                .identity
+                .get(&(object_id, column_id))
+                .cloned()
+                .unwrap_or(Identity {
+                    seed: 1,
+                    increment: 1,
+                    last_value: None,
+                }),
+        )
     } else {
         None
     };
-    let (default_name, default_definition) =
-        get_i64(r, "default_object_id")?.and_then(|id| details.defaults.get(&id).cloned()).unwrap_or_default();
+    let (default_name, default_definition) = get_i64(r, "default_object_id")?
+        .and_then(|id| details.defaults.get(&id).cloned())
+        .unwrap_or_default();
     let (computed_definition, computed_persisted) = if get_bool(r, "is_computed")? {
-        details.computed.get(&(object_id, column_id)).cloned().unwrap_or_default()
+        details
+            .computed
+            .get(&(object_id, column_id))
+            .cloned()
+            .unwrap_or_default()
     } else {
         (String::new(), false)
     };
@@ -443,11 +539,24 @@ fn column_schema(r: &Row, details: &ColumnDetails) -> Result<ColumnSchema> {
 async fn column_details(client: &mut SqlClient) -> Result<ColumnDetails> {
     let mut d = ColumnDetails::default();
     for r in &query_rows(client, "reading sys.types", TYPES_QUERY, &[]).await? {
-        d.type_names.insert(get_i64(r, "user_type_id")?.unwrap_or(0), get_text(r, "name")?);
+        d.type_names.insert(
+            get_i64(r, "user_type_id")?.unwrap_or(0),
+            get_text(r, "name")?,
+        );
     }
-    for r in &query_rows(client, "reading sys.identity_columns", IDENTITY_COLUMNS_QUERY, &[]).await? {
+    for r in &query_rows(
+        client,
+        "reading sys.identity_columns",
+        IDENTITY_COLUMNS_QUERY,
+        &[],
+    )
+    .await?
+    {
         d.identity.insert(
-            (get_i64(r, "object_id")?.unwrap_or(0), get_i64(r, "column_id")?.unwrap_or(0)),
+            (
+                get_i64(r, "object_id")?.unwrap_or(0),
+                get_i64(r, "column_id")?.unwrap_or(0),
+            ),
             Identity {
                 seed: get_i64(r, "seed_value")?.unwrap_or(1),
                 increment: get_i64(r, "increment_value")?.unwrap_or(1),
@@ -455,12 +564,32 @@ async fn column_details(client: &mut SqlClient) -> Result<ColumnDetails> {
             },
         );
     }
-    for r in &query_rows(client, "reading sys.default_constraints", DEFAULTS_QUERY, &[]).await? {
-        d.defaults.insert(get_i64(r, "object_id")?.unwrap_or(0), (get_text(r, "name")?, get_text(r, "definition")?));
+    for r in &query_rows(
+        client,
+        "reading sys.default_constraints",
+        DEFAULTS_QUERY,
+        &[],
+    )
+    .await?
+    {
+        d.defaults.insert(
+            get_i64(r, "object_id")?.unwrap_or(0),
+            (get_text(r, "name")?, get_text(r, "definition")?),
+        );
     }
-    for r in &query_rows(client, "reading sys.computed_columns", COMPUTED_COLUMNS_QUERY, &[]).await? {
+    for r in &query_rows(
+        client,
+        "reading sys.computed_columns",
+        COMPUTED_COLUMNS_QUERY,
+        &[],
+    )
+    .await?
+    {
         d.computed.insert(
-            (get_i64(r, "object_id")?.unwrap_or(0), get_i64(r, "column_id")?.unwrap_or(0)),
+            (
+                get_i64(r, "object_id")?.unwrap_or(0),
+                get_i64(r, "column_id")?.unwrap_or(0),
+            ),
             (get_text(r, "definition")?, get_bool(r, "is_persisted")?),
         );
     }
@@ -473,14 +602,17 @@ pub async fn columns(client: &mut SqlClient) -> Result<HashMap<i64, Vec<ColumnSc
     let rows = query_rows(client, "reading columns", COLUMNS_QUERY, &[]).await?;
     let mut out: HashMap<i64, Vec<ColumnSchema>> = HashMap::new();
     for r in &rows {
-        out.entry(get_i64(r, "object_id")?.unwrap_or(0)).or_default().push(column_schema(r, &details)?);
+        out.entry(get_i64(r, "object_id")?.unwrap_or(0))
+            .or_default()
+            .push(column_schema(r, &details)?);
     }
     Ok(out)
 }
 
 /// Indexes (not heaps, not hypothetical). type 1 = clustered, 5 = clustered columnstore.
 /// <https://learn.microsoft.com/sql/relational-databases/system-catalog-views/sys-indexes-transact-sql>
-pub const INDEXES_QUERY: &str = "SELECT i.object_id, i.index_id, i.name, i.type, i.is_primary_key, i.is_unique, \
+pub const INDEXES_QUERY: &str =
+    "SELECT i.object_id, i.index_id, i.name, i.type, i.is_primary_key, i.is_unique, \
      i.is_unique_constraint, i.is_disabled, i.has_filter, i.filter_definition \
      FROM sys.indexes AS i JOIN sys.tables AS t ON t.object_id = i.object_id \
      WHERE i.type > 0 AND i.is_hypothetical = 0 AND t.is_ms_shipped = 0 \
@@ -499,7 +631,10 @@ pub async fn indexes(client: &mut SqlClient) -> Result<HashMap<i64, Vec<IndexSch
     let col_rows = query_rows(client, "reading index columns", INDEX_COLUMNS_QUERY, &[]).await?;
     let mut cols: HashMap<(i64, i64), Vec<IndexColumn>> = HashMap::new();
     for r in &col_rows {
-        let key = (get_i64(r, "object_id")?.unwrap_or(0), get_i64(r, "index_id")?.unwrap_or(0));
+        let key = (
+            get_i64(r, "object_id")?.unwrap_or(0),
+            get_i64(r, "index_id")?.unwrap_or(0),
+        );
         let included = get_bool(r, "is_included_column")?;
         // Nonclustered indexes list the clustering key with key_ordinal 0 and not included:
         // those are not columns of the index definition.
@@ -524,7 +659,11 @@ pub async fn indexes(client: &mut SqlClient) -> Result<HashMap<i64, Vec<IndexSch
             is_unique_constraint: get_bool(r, "is_unique_constraint")?,
             clustered: kind == 1 || kind == 5,
             columns: cols.remove(&(object_id, index_id)).unwrap_or_default(),
-            filter_definition: if get_bool(r, "has_filter")? { get_text(r, "filter_definition")? } else { String::new() },
+            filter_definition: if get_bool(r, "has_filter")? {
+                get_text(r, "filter_definition")?
+            } else {
+                String::new()
+            },
             disabled: get_bool(r, "is_disabled")?,
         });
     }
@@ -548,32 +687,47 @@ pub const FOREIGN_KEY_COLUMNS_QUERY: &str = "SELECT fkc.constraint_object_id, fk
      ORDER BY fkc.constraint_object_id, fkc.constraint_column_id";
 
 /// Foreign keys by the referencing table's object_id.
-pub async fn foreign_keys(client: &mut SqlClient, database: &str) -> Result<HashMap<i64, Vec<ForeignKeySchema>>> {
+pub async fn foreign_keys(
+    client: &mut SqlClient,
+    database: &str,
+) -> Result<HashMap<i64, Vec<ForeignKeySchema>>> {
     let rows = query_rows(client, "reading foreign keys", FOREIGN_KEYS_QUERY, &[]).await?;
-    let col_rows = query_rows(client, "reading foreign key columns", FOREIGN_KEY_COLUMNS_QUERY, &[]).await?;
+    let col_rows = query_rows(
+        client,
+        "reading foreign key columns",
+        FOREIGN_KEY_COLUMNS_QUERY,
+        &[],
+    )
+    .await?;
     let mut cols: HashMap<i64, (Vec<String>, Vec<String>)> = HashMap::new();
     for r in &col_rows {
-        let e = cols.entry(get_i64(r, "constraint_object_id")?.unwrap_or(0)).or_default();
+        let e = cols
+            .entry(get_i64(r, "constraint_object_id")?.unwrap_or(0))
+            .or_default();
         e.0.push(get_text(r, "column_name")?);
         e.1.push(get_text(r, "referenced_column_name")?);
     }
     let mut out: HashMap<i64, Vec<ForeignKeySchema>> = HashMap::new();
     for r in &rows {
-        let (columns, referenced_columns) = cols.remove(&get_i64(r, "object_id")?.unwrap_or(0)).unwrap_or_default();
-        out.entry(get_i64(r, "parent_object_id")?.unwrap_or(0)).or_default().push(ForeignKeySchema {
-            name: get_text(r, "name")?,
-            columns,
-            referenced_table: Some(TableRef {
-                database: database.to_string(),
-                schema: get_text(r, "referenced_schema")?,
-                name: get_text(r, "referenced_table")?,
-            }),
-            referenced_columns,
-            on_delete: get_text(r, "delete_referential_action_desc")?,
-            on_update: get_text(r, "update_referential_action_desc")?,
-            disabled: get_bool(r, "is_disabled")?,
-            not_trusted: get_bool(r, "is_not_trusted")?,
-        });
+        let (columns, referenced_columns) = cols
+            .remove(&get_i64(r, "object_id")?.unwrap_or(0))
+            .unwrap_or_default();
+        out.entry(get_i64(r, "parent_object_id")?.unwrap_or(0))
+            .or_default()
+            .push(ForeignKeySchema {
+                name: get_text(r, "name")?,
+                columns,
+                referenced_table: Some(TableRef {
+                    database: database.to_string(),
+                    schema: get_text(r, "referenced_schema")?,
+                    name: get_text(r, "referenced_table")?,
+                }),
+                referenced_columns,
+                on_delete: get_text(r, "delete_referential_action_desc")?,
+                on_update: get_text(r, "update_referential_action_desc")?,
+                disabled: get_bool(r, "is_disabled")?,
+                not_trusted: get_bool(r, "is_not_trusted")?,
+            });
     }
     Ok(out)
 }
@@ -586,11 +740,13 @@ pub async fn checks(client: &mut SqlClient) -> Result<HashMap<i64, Vec<CheckSche
     let rows = query_rows(client, "reading check constraints", CHECKS_QUERY, &[]).await?;
     let mut out: HashMap<i64, Vec<CheckSchema>> = HashMap::new();
     for r in &rows {
-        out.entry(get_i64(r, "parent_object_id")?.unwrap_or(0)).or_default().push(CheckSchema {
-            name: get_text(r, "name")?,
-            definition: get_text(r, "definition")?,
-            disabled: get_bool(r, "is_disabled")?,
-        });
+        out.entry(get_i64(r, "parent_object_id")?.unwrap_or(0))
+            .or_default()
+            .push(CheckSchema {
+                name: get_text(r, "name")?,
+                definition: get_text(r, "definition")?,
+                disabled: get_bool(r, "is_disabled")?,
+            });
     }
     Ok(out)
 }
@@ -606,7 +762,10 @@ pub async fn partitions(client: &mut SqlClient) -> Result<HashMap<i64, (i64, Str
     for r in &rows {
         out.insert(
             get_i64(r, "object_id")?.unwrap_or(0),
-            (get_i64(r, "row_count")?.unwrap_or(0), get_text(r, "data_compression")?),
+            (
+                get_i64(r, "row_count")?.unwrap_or(0),
+                get_text(r, "data_compression")?,
+            ),
         );
     }
     Ok(out)
@@ -643,12 +802,21 @@ pub async fn sequences(client: &mut SqlClient, database: &str) -> Result<Vec<Seq
 /// The columns that identify a row: the primary key, else the first enabled, unfiltered unique
 /// index whose key columns are all NOT NULL. Returns `(columns, key_source)`.
 pub fn choose_key(columns: &[ColumnSchema], indexes: &[IndexSchema]) -> (Vec<String>, String) {
-    let key_of = |i: &IndexSchema| i.columns.iter().filter(|c| !c.included).map(|c| c.name.clone()).collect::<Vec<_>>();
+    let key_of = |i: &IndexSchema| {
+        i.columns
+            .iter()
+            .filter(|c| !c.included)
+            .map(|c| c.name.clone())
+            .collect::<Vec<_>>()
+    };
     if let Some(pk) = indexes.iter().find(|i| i.is_primary_key && !i.disabled) {
         return (key_of(pk), "primary_key".to_string());
     }
     let not_null = |name: &str| columns.iter().any(|c| c.name == name && !c.nullable);
-    for index in indexes.iter().filter(|i| i.is_unique && !i.disabled && i.filter_definition.is_empty()) {
+    for index in indexes
+        .iter()
+        .filter(|i| i.is_unique && !i.disabled && i.filter_definition.is_empty())
+    {
         let key = key_of(index);
         if !key.is_empty() && key.iter().all(|k| not_null(k)) {
             return (key, format!("unique_index:{}", index.name));
@@ -681,7 +849,11 @@ pub async fn read_schema(
         let (key_columns, key_source) = choose_key(&cols, &idx);
         let (rows, compression) = partitions.get(&t.object_id).cloned().unwrap_or_default();
         out.push(TableSchema {
-            table: Some(TableRef { database: database.to_string(), schema: t.schema, name: t.name }),
+            table: Some(TableRef {
+                database: database.to_string(),
+                schema: t.schema,
+                name: t.name,
+            }),
             columns: cols,
             indexes: idx,
             foreign_keys: fks.remove(&t.object_id).unwrap_or_default(),
@@ -690,7 +862,11 @@ pub async fn read_schema(
             key_source,
             approximate_rows: rows,
             is_tracked_by_cdc: t.is_tracked_by_cdc,
-            data_compression: if compression.is_empty() { "NONE".into() } else { compression },
+            data_compression: if compression.is_empty() {
+                "NONE".into()
+            } else {
+                compression
+            },
             object_id: i32::try_from(t.object_id).unwrap_or(0),
         });
     }
@@ -704,7 +880,8 @@ pub async fn read_schema(
 /// capture job has harvested it; NULL when the capture job never ran. Also the server's UTC
 /// time and its current offset (for commit-time conversion of `tran_end_time`, which is local
 /// time). <https://learn.microsoft.com/sql/relational-databases/system-functions/sys-fn-cdc-get-max-lsn-transact-sql>
-pub const MAX_LSN_QUERY: &str = "SELECT sys.fn_cdc_get_max_lsn() AS max_lsn, SYSUTCDATETIME() AS utc_now, \
+pub const MAX_LSN_QUERY: &str =
+    "SELECT sys.fn_cdc_get_max_lsn() AS max_lsn, SYSUTCDATETIME() AS utc_now, \
      DATEPART(TZOFFSET, SYSDATETIMEOFFSET()) AS tz_offset_minutes";
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -717,8 +894,16 @@ pub struct MaxLsn {
 }
 
 pub async fn max_lsn(client: &mut SqlClient) -> Result<MaxLsn> {
-    let rows = query_rows(client, "reading sys.fn_cdc_get_max_lsn()", MAX_LSN_QUERY, &[]).await?;
-    let r = rows.first().ok_or_else(|| CaptureError::Precondition("fn_cdc_get_max_lsn returned no row".into()))?;
+    let rows = query_rows(
+        client,
+        "reading sys.fn_cdc_get_max_lsn()",
+        MAX_LSN_QUERY,
+        &[],
+    )
+    .await?;
+    let r = rows
+        .first()
+        .ok_or_else(|| CaptureError::Precondition("fn_cdc_get_max_lsn returned no row".into()))?;
     Ok(MaxLsn {
         lsn: get_lsn(r, "max_lsn")?,
         utc_now_ticks: get_ticks(r, "utc_now")?.unwrap_or(0),
@@ -733,7 +918,9 @@ pub const TIME_TO_LSN_QUERY: &str =
 
 /// `local_ticks` is server local time in ticks since 0001-01-01.
 pub async fn lsn_at_time(client: &mut SqlClient, local_ticks: i64) -> Result<Option<Lsn>> {
-    let t = decode::to_param(&dbsync_proto::v1::Value { kind: Some(dbsync_proto::v1::value::Kind::Datetime(local_ticks)) })?;
+    let t = decode::to_param(&dbsync_proto::v1::Value {
+        kind: Some(dbsync_proto::v1::value::Kind::Datetime(local_ticks)),
+    })?;
     let rows = query_rows(client, "mapping a time to an LSN", TIME_TO_LSN_QUERY, &[&t]).await?;
     match rows.first() {
         Some(r) => get_lsn(r, "lsn"),
@@ -761,7 +948,13 @@ pub fn lsn_from_decimal(text: &str) -> Option<Lsn> {
 }
 
 pub async fn log_end_lsn(client: &mut SqlClient) -> Result<Option<Lsn>> {
-    let rows = query_rows(client, "reading sys.dm_db_log_stats", LOG_END_LSN_QUERY, &[]).await?;
+    let rows = query_rows(
+        client,
+        "reading sys.dm_db_log_stats",
+        LOG_END_LSN_QUERY,
+        &[],
+    )
+    .await?;
     match rows.first() {
         Some(r) => Ok(get_string(r, "log_end_lsn")?.and_then(|s| lsn_from_decimal(&s))),
         None => Ok(None),
@@ -791,7 +984,13 @@ pub struct CaptureInstance {
 }
 
 pub async fn capture_instances(client: &mut SqlClient) -> Result<Vec<CaptureInstance>> {
-    let rows = query_rows(client, "reading cdc.change_tables", CAPTURE_INSTANCES_QUERY, &[]).await?;
+    let rows = query_rows(
+        client,
+        "reading cdc.change_tables",
+        CAPTURE_INSTANCES_QUERY,
+        &[],
+    )
+    .await?;
     rows.iter()
         .map(|r| {
             Ok(CaptureInstance {
@@ -823,16 +1022,26 @@ pub struct CapturedColumn {
     pub is_computed: bool,
 }
 
-pub async fn captured_columns(client: &mut SqlClient) -> Result<BTreeMap<String, Vec<CapturedColumn>>> {
-    let rows = query_rows(client, "reading cdc.captured_columns", CAPTURED_COLUMNS_QUERY, &[]).await?;
+pub async fn captured_columns(
+    client: &mut SqlClient,
+) -> Result<BTreeMap<String, Vec<CapturedColumn>>> {
+    let rows = query_rows(
+        client,
+        "reading cdc.captured_columns",
+        CAPTURED_COLUMNS_QUERY,
+        &[],
+    )
+    .await?;
     let mut out: BTreeMap<String, Vec<CapturedColumn>> = BTreeMap::new();
     for r in &rows {
-        out.entry(get_text(r, "capture_instance")?).or_default().push(CapturedColumn {
-            name: get_text(r, "column_name")?,
-            ordinal: get_i64(r, "column_ordinal")?.unwrap_or(0),
-            type_name: get_text(r, "column_type")?,
-            is_computed: get_bool(r, "is_computed")?,
-        });
+        out.entry(get_text(r, "capture_instance")?)
+            .or_default()
+            .push(CapturedColumn {
+                name: get_text(r, "column_name")?,
+                ordinal: get_i64(r, "column_ordinal")?.unwrap_or(0),
+                type_name: get_text(r, "column_type")?,
+                is_computed: get_bool(r, "is_computed")?,
+            });
     }
     Ok(out)
 }
@@ -844,14 +1053,28 @@ pub const DDL_HISTORY_QUERY: &str = "SELECT ct.capture_instance, dh.ddl_command,
      WHERE dh.ddl_lsn >= @P1 AND dh.ddl_lsn <= @P2 ORDER BY dh.ddl_lsn";
 
 /// A DDL statement on a tracked table: `(capture instance, command, LSN)`.
-pub async fn ddl_history(client: &mut SqlClient, from: Lsn, to: Lsn) -> Result<Vec<(String, String, Lsn)>> {
+pub async fn ddl_history(
+    client: &mut SqlClient,
+    from: Lsn,
+    to: Lsn,
+) -> Result<Vec<(String, String, Lsn)>> {
     let f = ColumnData::Binary(Some(from.as_bytes().to_vec().into()));
     let t = ColumnData::Binary(Some(to.as_bytes().to_vec().into()));
-    let rows = query_rows(client, "reading cdc.ddl_history", DDL_HISTORY_QUERY, &[&f, &t]).await?;
+    let rows = query_rows(
+        client,
+        "reading cdc.ddl_history",
+        DDL_HISTORY_QUERY,
+        &[&f, &t],
+    )
+    .await?;
     let mut out = Vec::with_capacity(rows.len());
     for r in &rows {
         if let Some(lsn) = get_lsn(r, "ddl_lsn")? {
-            out.push((get_text(r, "capture_instance")?, get_text(r, "ddl_command")?, lsn));
+            out.push((
+                get_text(r, "capture_instance")?,
+                get_text(r, "ddl_command")?,
+                lsn,
+            ));
         }
     }
     Ok(out)
@@ -860,18 +1083,31 @@ pub async fn ddl_history(client: &mut SqlClient, from: Lsn, to: Lsn) -> Result<V
 /// Commit times of the transactions with commit LSN in `[@P2, @P3]`, at most `@P1` of them.
 /// `tran_end_time` is server local time (`datetime`).
 /// <https://learn.microsoft.com/sql/relational-databases/system-tables/cdc-lsn-time-mapping-transact-sql>
-pub const COMMIT_TIMES_QUERY: &str = "SELECT TOP (@P1) start_lsn, tran_end_time FROM cdc.lsn_time_mapping \
+pub const COMMIT_TIMES_QUERY: &str =
+    "SELECT TOP (@P1) start_lsn, tran_end_time FROM cdc.lsn_time_mapping \
      WHERE start_lsn >= @P2 AND start_lsn <= @P3 ORDER BY start_lsn";
 
 /// `(commit LSN, local tran_end_time ticks)` from `from` on, up to `limit` transactions.
-pub async fn commit_times(client: &mut SqlClient, from: Lsn, to: Lsn, limit: i64) -> Result<Vec<(Lsn, i64)>> {
+pub async fn commit_times(
+    client: &mut SqlClient,
+    from: Lsn,
+    to: Lsn,
+    limit: i64,
+) -> Result<Vec<(Lsn, i64)>> {
     let top = ColumnData::I64(Some(limit));
     let f = ColumnData::Binary(Some(from.as_bytes().to_vec().into()));
     let t = ColumnData::Binary(Some(to.as_bytes().to_vec().into()));
-    let rows = query_rows(client, "reading cdc.lsn_time_mapping", COMMIT_TIMES_QUERY, &[&top, &f, &t]).await?;
+    let rows = query_rows(
+        client,
+        "reading cdc.lsn_time_mapping",
+        COMMIT_TIMES_QUERY,
+        &[&top, &f, &t],
+    )
+    .await?;
     let mut out = Vec::with_capacity(rows.len());
     for r in &rows {
-        if let (Some(lsn), Some(ticks)) = (get_lsn(r, "start_lsn")?, get_ticks(r, "tran_end_time")?) {
+        if let (Some(lsn), Some(ticks)) = (get_lsn(r, "start_lsn")?, get_ticks(r, "tran_end_time")?)
+        {
             out.push((lsn, ticks));
         }
     }
@@ -885,7 +1121,13 @@ pub const MIN_LSN_QUERY: &str = "SELECT sys.fn_cdc_get_min_lsn(@P1) AS min_lsn";
 
 pub async fn min_lsn(client: &mut SqlClient, capture_instance: &str) -> Result<Option<Lsn>> {
     let name = capture_instance.to_string();
-    let rows = query_rows(client, "reading sys.fn_cdc_get_min_lsn", MIN_LSN_QUERY, &[&name]).await?;
+    let rows = query_rows(
+        client,
+        "reading sys.fn_cdc_get_min_lsn",
+        MIN_LSN_QUERY,
+        &[&name],
+    )
+    .await?;
     match rows.first() {
         Some(r) => Ok(get_lsn(r, "min_lsn")?.filter(|l| *l != Lsn::ZERO)),
         None => Ok(None),
@@ -897,7 +1139,11 @@ mod tests {
     use super::*;
 
     fn col(name: &str, nullable: bool) -> ColumnSchema {
-        ColumnSchema { name: name.into(), nullable, ..Default::default() }
+        ColumnSchema {
+            name: name.into(),
+            nullable,
+            ..Default::default()
+        }
     }
 
     fn index(name: &str, pk: bool, unique: bool, cols: &[&str]) -> IndexSchema {
@@ -905,7 +1151,13 @@ mod tests {
             name: name.into(),
             is_primary_key: pk,
             is_unique: unique || pk,
-            columns: cols.iter().map(|c| IndexColumn { name: c.to_string(), ..Default::default() }).collect(),
+            columns: cols
+                .iter()
+                .map(|c| IndexColumn {
+                    name: c.to_string(),
+                    ..Default::default()
+                })
+                .collect(),
             ..Default::default()
         }
     }
@@ -913,10 +1165,22 @@ mod tests {
     #[test]
     fn primary_key_wins_then_first_not_null_unique_index() {
         let cols = vec![col("id", false), col("email", true), col("code", false)];
-        let with_pk = vec![index("ux_code", false, true, &["code"]), index("pk", true, true, &["id"])];
-        assert_eq!(choose_key(&cols, &with_pk), (vec!["id".to_string()], "primary_key".to_string()));
-        let no_pk = vec![index("ux_email", false, true, &["email"]), index("ux_code", false, true, &["code"])];
-        assert_eq!(choose_key(&cols, &no_pk), (vec!["code".to_string()], "unique_index:ux_code".to_string()));
+        let with_pk = vec![
+            index("ux_code", false, true, &["code"]),
+            index("pk", true, true, &["id"]),
+        ];
+        assert_eq!(
+            choose_key(&cols, &with_pk),
+            (vec!["id".to_string()], "primary_key".to_string())
+        );
+        let no_pk = vec![
+            index("ux_email", false, true, &["email"]),
+            index("ux_code", false, true, &["code"]),
+        ];
+        assert_eq!(
+            choose_key(&cols, &no_pk),
+            (vec!["code".to_string()], "unique_index:ux_code".to_string())
+        );
         let mut filtered = index("ux_f", false, true, &["code"]);
         filtered.filter_definition = "([code]>(0))".into();
         assert_eq!(choose_key(&cols, &[filtered]), (vec![], String::new()));

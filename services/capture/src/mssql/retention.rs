@@ -138,7 +138,11 @@ impl RetentionHeadroom {
 
 /// Refreshes the gauge every [`UPDATE_EVERY`] for the position the stream publishes (zero:
 /// none yet), on a pooled connection of its own. Ends when the stream drops its sender.
-pub fn spawn_timer(pool: Arc<SourcePool>, mut headroom: RetentionHeadroom, position: tokio::sync::watch::Receiver<Lsn>) {
+pub fn spawn_timer(
+    pool: Arc<SourcePool>,
+    mut headroom: RetentionHeadroom,
+    position: tokio::sync::watch::Receiver<Lsn>,
+) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(UPDATE_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -157,7 +161,9 @@ pub fn spawn_timer(pool: Arc<SourcePool>, mut headroom: RetentionHeadroom, posit
                         conn.mark_clean();
                     }
                 }
-                Err(e) => tracing::debug!(task = %headroom.task, error = %e, "connecting for the retention headroom"),
+                Err(e) => {
+                    tracing::debug!(task = %headroom.task, error = %e, "connecting for the retention headroom")
+                }
             }
         }
     });

@@ -7,7 +7,10 @@ use std::sync::Arc;
 #[derive(Default)]
 pub struct GaugeRecorder(Arc<std::sync::Mutex<std::collections::HashMap<String, f64>>>);
 
-struct GaugeCell(String, Arc<std::sync::Mutex<std::collections::HashMap<String, f64>>>);
+struct GaugeCell(
+    String,
+    Arc<std::sync::Mutex<std::collections::HashMap<String, f64>>>,
+);
 
 impl metrics::GaugeFn for GaugeCell {
     fn increment(&self, value: f64) {
@@ -22,18 +25,43 @@ impl metrics::GaugeFn for GaugeCell {
 }
 
 impl metrics::Recorder for GaugeRecorder {
-    fn describe_counter(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
-    fn describe_gauge(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
-    fn describe_histogram(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
+    fn describe_counter(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn describe_gauge(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn describe_histogram(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
     fn register_counter(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
         metrics::Counter::noop()
     }
     fn register_gauge(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
-        let labels: Vec<String> = key.labels().map(|l| format!("{}={}", l.key(), l.value())).collect();
+        let labels: Vec<String> = key
+            .labels()
+            .map(|l| format!("{}={}", l.key(), l.value()))
+            .collect();
         let name = format!("{}{{{}}}", key.name(), labels.join(","));
         metrics::Gauge::from_arc(Arc::new(GaugeCell(name, Arc::clone(&self.0))))
     }
-    fn register_histogram(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Histogram {
+    fn register_histogram(
+        &self,
+        _: &metrics::Key,
+        _: &metrics::Metadata<'_>,
+    ) -> metrics::Histogram {
         metrics::Histogram::noop()
     }
 }

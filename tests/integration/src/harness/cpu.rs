@@ -11,7 +11,11 @@ pub fn process_seconds(pid: u32) -> Option<f64> {
     // Fields after the command name, which may contain spaces: state is field 3, utime 14.
     let rest = &stat[stat.rfind(')')? + 2..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = fields.get(11..15)?.iter().filter_map(|f| f.parse::<u64>().ok()).sum();
+    let ticks: u64 = fields
+        .get(11..15)?
+        .iter()
+        .filter_map(|f| f.parse::<u64>().ok())
+        .sum();
     Some(ticks as f64 / TICKS_PER_SECOND)
 }
 
@@ -52,7 +56,10 @@ mod tests {
         let mut x = 0u64;
         // Spin until the counter shows 0.2 s more (a wrong field would never move).
         while tree_seconds(pid) - before < 0.2 {
-            assert!(std::time::Instant::now() < deadline, "CPU time did not move from {before}");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "CPU time did not move from {before}"
+            );
             for _ in 0..1_000_000 {
                 x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
             }
