@@ -63,8 +63,7 @@ use crate::pg::checkpoint::{
     begin_resnapshot, end_resnapshot, ensure_schema, load_resnapshots, load_source_schemas,
     load_table_state, save_source_schema, side_group_id, PgCheckpoints,
 };
-use crate::pg::ddl::alter_table_ddl;
-use crate::pg::types::quote_ident;
+use crate::pg::ddl::{alter_table_ddl, rename_columns};
 use crate::plan::TableTarget;
 use crate::progress::{ProgressSink, TableTracker};
 
@@ -586,43 +585,6 @@ fn same_columns(a: &TableSchema, b: &TableSchema) -> bool {
             .iter()
             .zip(&b.columns)
             .all(|(x, y)| shape(x) == shape(y))
-}
-
-/// Renamed source columns (`sp_rename`: the same column id and type under a name the old
-/// shape does not have, while the old name is gone) are renamed on the target, keeping their
-/// values; [`alter_table_ddl`] would drop and re-add them. Returns the `RENAME COLUMN`
-/// statements and `old` as it is after them.
-fn rename_columns(old: &TableTarget, new: &TableTarget) -> (Vec<String>, TableTarget) {
-    let mut renamed = old.clone();
-    let mut statements = Vec::new();
-    let has = |s: &TableSchema, name: &str| s.columns.iter().any(|c| c.name == name);
-    for (i, o) in old.source.columns.iter().enumerate() {
-        let Some(j) = new.source.columns.iter().position(|n| {
-            n.column_id == o.column_id
-                && n.column_id != 0
-                && n.name != o.name
-                && n.type_name == o.type_name
-                && !has(&old.source, &n.name)
-                && !has(&new.source, &o.name)
-        }) else {
-            continue;
-        };
-        let (from, to) = (&old.columns[i], &new.columns[j]);
-        if from.skip || to.skip {
-            continue;
-        }
-        if from.name != to.name {
-            statements.push(format!(
-                "ALTER TABLE {} RENAME COLUMN {} TO {}",
-                old.qualified,
-                quote_ident(&from.name),
-                quote_ident(&to.name)
-            ));
-        }
-        renamed.source.columns[i].name = new.source.columns[j].name.clone();
-        renamed.columns[i] = to.clone();
-    }
-    (statements, renamed)
 }
 
 /// A table's apply state after its target was altered: as before, with the new columns.
@@ -1217,68 +1179,10 @@ fn report(applier: &ChangeApplier, tables: &[StreamTable]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dbsync_proto::v1::ColumnSchema;
-
-    /// `customers_plan` with column ids, plus `extra` columns.
-    fn plan(names: &[(&str, &str, i32)]) -> TablePlan {
-        let mut plan = crate::pg::ddl::tests::customers_plan();
-        let source = plan.source.as_mut().unwrap();
-        for (i, c) in source.columns.iter_mut().enumerate() {
-            c.column_id = i as i32 + 1;
-        }
-        for (name, type_name, id) in names {
-            source.columns.push(ColumnSchema {
-                name: (*name).into(),
-                type_name: (*type_name).into(),
-                max_length: 80,
-                nullable: true,
-                column_id: *id,
-                ..Default::default()
-            });
-        }
-        plan
-    }
-
-    fn target(plan: &TablePlan) -> TableTarget {
-        TableTarget::from_plan(plan).unwrap()
-    }
-
-    #[test]
-    fn a_renamed_column_is_renamed_on_the_target_and_nothing_else_changes() {
-        let old = target(&plan(&[("Note", "nvarchar", 3)]));
-        let new = target(&plan(&[("Remark", "nvarchar", 3)]));
-        let (statements, renamed) = rename_columns(&old, &new);
-        assert_eq!(
-            statements,
-            ["ALTER TABLE dbo.customers RENAME COLUMN note TO remark"]
-        );
-        assert!(alter_table_ddl(&renamed, &new).unwrap().is_empty());
-        // Following the same change again (a replay after a restart) renames nothing.
-        let (again, _) = rename_columns(&new, &new);
-        assert!(again.is_empty());
-    }
-
-    #[test]
-    fn drops_adds_and_shifted_column_ids_are_not_renames() {
-        // A dropped column whose id a later column takes over (ids move on the stand-in).
-        let old = target(&plan(&[("Note", "nvarchar", 3), ("Code", "nvarchar", 4)]));
-        let new = target(&plan(&[("Code", "nvarchar", 3)]));
-        let (statements, renamed) = rename_columns(&old, &new);
-        assert!(statements.is_empty(), "{statements:?}");
-        let ddl = alter_table_ddl(&renamed, &new).unwrap();
-        assert_eq!(
-            ddl,
-            ["ALTER TABLE dbo.customers DROP COLUMN IF EXISTS note"]
-        );
-        // Another type under the same id is a drop and an add.
-        let old = target(&plan(&[("Note", "nvarchar", 3)]));
-        let new = target(&plan(&[("Flag", "int", 3)]));
-        assert!(rename_columns(&old, &new).0.is_empty());
-    }
 
     #[test]
     fn identity_values_do_not_make_another_shape() {
-        let a = plan(&[]).source.unwrap();
+        let a = crate::pg::ddl::tests::plan_with_ids(&[]).source.unwrap();
         let mut b = a.clone();
         b.columns[0].identity = Some(dbsync_proto::v1::Identity {
             seed: 1,

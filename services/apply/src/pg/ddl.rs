@@ -16,7 +16,7 @@
 //! Whatever cannot be translated is left out and explained in [`TableDdl::notes`], never
 //! guessed.
 
-use dbsync_proto::v1::{ColumnSchema, IndexSchema, SequenceSchema};
+use dbsync_proto::v1::{ColumnSchema, IndexSchema, SequenceSchema, TableSchema};
 
 use dbsync_typemap::{identity_clause, identity_setval, pg_collation, PgCollation};
 
@@ -455,6 +455,43 @@ pub fn sequence_ddl(seq: &SequenceSchema, capitalization: &str) -> Vec<String> {
     ]
 }
 
+/// Renamed source columns (`sp_rename`: the same column id and type under a name the old
+/// shape does not have, while the old name is gone) are renamed on the target, keeping their
+/// values; [`alter_table_ddl`] would drop and re-add them. Returns the `RENAME COLUMN`
+/// statements and `old` as it is after them.
+pub fn rename_columns(old: &TableTarget, new: &TableTarget) -> (Vec<String>, TableTarget) {
+    let mut renamed = old.clone();
+    let mut statements = Vec::new();
+    let has = |s: &TableSchema, name: &str| s.columns.iter().any(|c| c.name == name);
+    for (i, o) in old.source.columns.iter().enumerate() {
+        let Some(j) = new.source.columns.iter().position(|n| {
+            n.column_id == o.column_id
+                && n.column_id != 0
+                && n.name != o.name
+                && n.type_name == o.type_name
+                && !has(&old.source, &n.name)
+                && !has(&new.source, &o.name)
+        }) else {
+            continue;
+        };
+        let (from, to) = (&old.columns[i], &new.columns[j]);
+        if from.skip || to.skip {
+            continue;
+        }
+        if from.name != to.name {
+            statements.push(format!(
+                "ALTER TABLE {} RENAME COLUMN {} TO {}",
+                old.qualified,
+                quote_ident(&from.name),
+                quote_ident(&to.name)
+            ));
+        }
+        renamed.source.columns[i].name = new.source.columns[j].name.clone();
+        renamed.columns[i] = to.clone();
+    }
+    (statements, renamed)
+}
+
 /// ALTER TABLE statements that bring a target table from the `old` source schema to the
 /// `new` one (a schema change followed on the source): added columns (nullable, since
 /// existing rows have no value), dropped columns, changed types. Case-insensitive columns keep
@@ -640,6 +677,66 @@ pub(crate) mod tests {
             capitalization: "lower".into(),
             ..Default::default()
         }
+    }
+
+    /// `customers_plan` with column ids, plus `extra` columns.
+    pub(crate) fn plan_with_ids(names: &[(&str, &str, i32)]) -> TablePlan {
+        let mut plan = customers_plan();
+        let source = plan.source.as_mut().unwrap();
+        for (i, c) in source.columns.iter_mut().enumerate() {
+            c.column_id = i as i32 + 1;
+        }
+        for (name, type_name, id) in names {
+            source.columns.push(ColumnSchema {
+                name: (*name).into(),
+                type_name: (*type_name).into(),
+                max_length: 80,
+                nullable: true,
+                column_id: *id,
+                ..Default::default()
+            });
+        }
+        plan
+    }
+
+    fn target(plan: &TablePlan) -> TableTarget {
+        TableTarget::from_plan(plan).unwrap()
+    }
+
+    #[test]
+    fn a_renamed_column_is_renamed_on_the_target_and_nothing_else_changes() {
+        let old = target(&plan_with_ids(&[("Note", "nvarchar", 3)]));
+        let new = target(&plan_with_ids(&[("Remark", "nvarchar", 3)]));
+        let (statements, renamed) = rename_columns(&old, &new);
+        assert_eq!(
+            statements,
+            ["ALTER TABLE dbo.customers RENAME COLUMN note TO remark"]
+        );
+        assert!(alter_table_ddl(&renamed, &new).unwrap().is_empty());
+        // Following the same change again (a replay after a restart) renames nothing.
+        let (again, _) = rename_columns(&new, &new);
+        assert!(again.is_empty());
+    }
+
+    #[test]
+    fn drops_adds_and_shifted_column_ids_are_not_renames() {
+        // A dropped column whose id a later column takes over (ids move on the stand-in).
+        let old = target(&plan_with_ids(&[
+            ("Note", "nvarchar", 3),
+            ("Code", "nvarchar", 4),
+        ]));
+        let new = target(&plan_with_ids(&[("Code", "nvarchar", 3)]));
+        let (statements, renamed) = rename_columns(&old, &new);
+        assert!(statements.is_empty(), "{statements:?}");
+        let ddl = alter_table_ddl(&renamed, &new).unwrap();
+        assert_eq!(
+            ddl,
+            ["ALTER TABLE dbo.customers DROP COLUMN IF EXISTS note"]
+        );
+        // Another type under the same id is a drop and an add.
+        let old = target(&plan_with_ids(&[("Note", "nvarchar", 3)]));
+        let new = target(&plan_with_ids(&[("Flag", "int", 3)]));
+        assert!(rename_columns(&old, &new).0.is_empty());
     }
 
     pub(crate) fn customers_plan() -> TablePlan {
