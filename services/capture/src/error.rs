@@ -39,6 +39,10 @@ pub enum CaptureError {
     /// The source is not in a state that allows the operation (e.g. CDC not enabled).
     #[error("{0}")]
     Precondition(String),
+    /// A column the read named is gone (a DDL ran since the caller read the table's schema):
+    /// reading again with the table's current columns works, so it is worth a retry.
+    #[error("The columns of {table} changed while it was being read ({detail}); the read is retried")]
+    ColumnsChanged { table: String, detail: String },
 }
 
 /// Shorthand used across the crate.
@@ -58,6 +62,20 @@ impl CaptureError {
                 context,
                 detail: other.to_string(),
             },
+        }
+    }
+
+    /// Error 207 (invalid column name) while reading `table`: its columns changed under the
+    /// read ([`CaptureError::ColumnsChanged`]); other errors unchanged.
+    pub fn columns_changed(self, table: &str) -> Self {
+        match self {
+            CaptureError::Server {
+                code: 207, message, ..
+            } => CaptureError::ColumnsChanged {
+                table: table.to_string(),
+                detail: format!("SQL Server error 207: {message}"),
+            },
+            other => other,
         }
     }
 
@@ -89,6 +107,7 @@ impl Classify for CaptureError {
             CaptureError::Connect { class, .. } => *class,
             CaptureError::Server { code, .. } => server_error_class(*code),
             CaptureError::Io { .. } => ErrorClass::Connection,
+            CaptureError::ColumnsChanged { .. } => ErrorClass::Transient,
             CaptureError::Decode { .. }
             | CaptureError::InvalidRequest(_)
             | CaptureError::Precondition(_) => ErrorClass::Definite,
@@ -103,6 +122,7 @@ impl From<CaptureError> for tonic::Status {
         match (&error, error.class()) {
             (CaptureError::InvalidRequest(_), _) => tonic::Status::invalid_argument(message),
             (CaptureError::Server { code: 208, .. }, _) => tonic::Status::not_found(message),
+            (CaptureError::ColumnsChanged { .. }, _) => tonic::Status::aborted(message),
             (_, ErrorClass::Definite) => tonic::Status::failed_precondition(message),
             (_, ErrorClass::Connection | ErrorClass::Transient) => {
                 tonic::Status::unavailable(message)
@@ -136,5 +156,26 @@ mod tests {
             .class(),
             ErrorClass::Connection
         );
+    }
+
+    #[test]
+    fn a_column_gone_under_a_chunk_read_is_retried_with_the_table_named() {
+        let gone = CaptureError::Server {
+            context: "reading chunk 0 of shop.sales.audit_log".into(),
+            code: 207,
+            message: "Invalid column name 'c2'.".into(),
+        }
+        .columns_changed("shop.sales.audit_log");
+        assert_eq!(gone.class(), ErrorClass::Transient);
+        assert!(
+            gone.to_string().contains("shop.sales.audit_log") && gone.to_string().contains("c2")
+        );
+        assert_eq!(tonic::Status::from(gone).code(), tonic::Code::Aborted);
+        let other = CaptureError::Server {
+            context: "x".into(),
+            code: 208,
+            message: String::new(),
+        };
+        assert_eq!(other.columns_changed("t").class(), ErrorClass::Definite);
     }
 }

@@ -307,7 +307,8 @@ pub async fn read_chunk(
         tx,
         throttle,
     )
-    .await?;
+    .await
+    .map_err(|e| e.columns_changed(&name))?;
     if done.is_none() {
         return Ok(());
     }
