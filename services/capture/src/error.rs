@@ -41,7 +41,9 @@ pub enum CaptureError {
     Precondition(String),
     /// A column the read named is gone (a DDL ran since the caller read the table's schema):
     /// reading again with the table's current columns works, so it is worth a retry.
-    #[error("The columns of {table} changed while it was being read ({detail}); the read is retried")]
+    #[error(
+        "The columns of {table} changed while it was being read ({detail}); the read is retried"
+    )]
     ColumnsChanged { table: String, detail: String },
 }
 
