@@ -17,7 +17,9 @@ use crate::pg::ddl::DdlOptions;
 use crate::plan::{normalize_ops, TableTarget};
 use crate::progress::{class_name, ProgressSink, TableTracker};
 use crate::schema::{create_objects, keeps_existing, post_load};
-use crate::stream::{run_stream, StreamContext, StreamTable};
+use crate::stream::{
+    follow_schema_change, read_source_schema, run_stream, same_columns, StreamContext, StreamTable,
+};
 
 /// Settings of the applier that are not part of an assignment.
 #[derive(Clone, Debug)]
@@ -92,7 +94,7 @@ pub async fn run_assignment(
 
 async fn run(
     assignment: Assignment,
-    plans: Vec<dbsync_proto::v1::TablePlan>,
+    mut plans: Vec<dbsync_proto::v1::TablePlan>,
     targets: &[TableTarget],
     trackers: &[Arc<TableTracker>],
     options: &RunOptions,
@@ -191,6 +193,42 @@ async fn run(
         record_end_lsn: assignment.incremental_sync,
         replication_role: !assignment.defer_foreign_keys,
     });
+
+    let mut targets = targets.to_vec();
+    if assignment.full_sync && assignment.incremental_mode.eq_ignore_ascii_case("hybrid") {
+        // A column dropped or renamed on the source since the plan was made fails every read
+        // of the table (error 207, retried): tables still loading follow the source's
+        // current schema first, as the change stream would (it replays the DDL as a no-op).
+        for i in 0..resolved.len() {
+            let state = load_table_state(&control, &task_id, &targets[i].source_name).await?;
+            if state.is_some_and(|s| s.snapshot_done) {
+                continue;
+            }
+            let now =
+                read_source_schema(&capture, &source, &assignment.capture_address, &resolved[i])
+                    .await?;
+            let Some(now) = now.filter(|now| !same_columns(now, &resolved[i].target.source)) else {
+                continue;
+            };
+            let start = Lsn::from_slice(&assignment.start_lsn).unwrap_or(Lsn::ZERO);
+            let (plan, table) = follow_schema_change(
+                &task_id,
+                &control,
+                false,
+                &plans[i],
+                &resolved[i],
+                now,
+                start,
+                "",
+            )
+            .await?;
+            trackers[i].update(|p| p.source_schema = plan.source.clone());
+            targets[i] = table.target.clone();
+            plans[i] = plan;
+            resolved[i] = table;
+        }
+    }
+    let targets = targets.as_slice();
 
     if assignment.full_sync {
         // A table being re-snapshotted after a retention overrun is reloaded by the stream's

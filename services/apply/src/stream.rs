@@ -479,7 +479,7 @@ pub async fn run_stream(
 /// transaction with changes, which then commit with it). Replaying a change the target has
 /// already followed alters nothing. Returns the new plan and the table re-read.
 #[allow(clippy::too_many_arguments)]
-async fn follow_schema_change(
+pub(crate) async fn follow_schema_change(
     task_id: &str,
     client: &tokio_postgres::Client,
     in_transaction: bool,
@@ -534,13 +534,17 @@ async fn follow_schema_change(
 }
 
 /// The table's schema on the source now; `None` when it is not there.
-async fn read_source_schema(ctx: &StreamContext, t: &ResolvedTable) -> Result<Option<TableSchema>> {
+pub(crate) async fn read_source_schema(
+    capture: &CaptureClient,
+    source: &SourceConnection,
+    capture_address: &str,
+    t: &ResolvedTable,
+) -> Result<Option<TableSchema>> {
     let table = t.target.source.table.clone().unwrap_or_default();
-    let response = ctx
-        .capture
+    let response = capture
         .clone()
         .read_schema(ReadSchemaRequest {
-            source: Some(ctx.source.clone()),
+            source: Some(source.clone()),
             selection: Some(ObjectSelection {
                 databases: vec![table.database.clone()],
                 include: vec![format!("{}.{}", table.schema, table.name)],
@@ -550,7 +554,7 @@ async fn read_source_schema(ctx: &StreamContext, t: &ResolvedTable) -> Result<Op
         .await
         .map_err(|s| {
             ApplyError::capture_status(
-                &ctx.capture_address,
+                capture_address,
                 &t.target.source_name,
                 "reading its schema",
                 s,
@@ -566,7 +570,7 @@ async fn read_source_schema(ctx: &StreamContext, t: &ResolvedTable) -> Result<Op
 
 /// True when two schemas of a table have the same columns and key (what the target's shape
 /// depends on; an identity's current value, say, does not count).
-fn same_columns(a: &TableSchema, b: &TableSchema) -> bool {
+pub(crate) fn same_columns(a: &TableSchema, b: &TableSchema) -> bool {
     let shape = |c: &dbsync_proto::v1::ColumnSchema| {
         (
             c.name.clone(),
@@ -783,7 +787,9 @@ async fn run_side(
             tracker.update(|p| p.phase = TablePhase::Resnapshot as i32);
             // The reload reads the table as it is now: a schema change since the stream's
             // position (whose announcement went with the change data) is followed first.
-            if let Some(now) = read_source_schema(ctx, &table).await? {
+            let now =
+                read_source_schema(&ctx.capture, &ctx.source, &ctx.capture_address, &table).await?;
+            if let Some(now) = now {
                 if !same_columns(&now, &table.target.source) {
                     let followed = follow_schema_change(
                         &ctx.task_id,
