@@ -18,7 +18,7 @@ use crate::plan::{normalize_ops, TableTarget};
 use crate::progress::{class_name, ProgressSink, TableTracker};
 use crate::schema::{create_objects, keeps_existing, post_load};
 use crate::stream::{
-    follow_schema_change, read_source_schema, run_stream, same_columns, StreamContext, StreamTable,
+    follow_schema_change, read_source_schemas, run_stream, same_columns, StreamContext, StreamTable,
 };
 
 /// Settings of the applier that are not part of an assignment.
@@ -199,18 +199,21 @@ async fn run(
         // A column dropped or renamed on the source since the plan was made fails every read
         // of the table (error 207, retried): tables still loading follow the source's
         // current schema first, as the change stream would (it replays the DDL as a no-op).
-        for i in 0..resolved.len() {
-            let state = load_table_state(&control, &task_id, &targets[i].source_name).await?;
-            if state.is_some_and(|s| s.snapshot_done) {
-                continue;
+        let mut loading = Vec::new();
+        for (i, t) in targets.iter().enumerate() {
+            let state = load_table_state(&control, &task_id, &t.source_name).await?;
+            if !state.is_some_and(|s| s.snapshot_done) {
+                loading.push(i);
             }
-            let now =
-                read_source_schema(&capture, &source, &assignment.capture_address, &resolved[i])
-                    .await?;
+        }
+        let tables: Vec<&ResolvedTable> = loading.iter().map(|i| resolved[*i].as_ref()).collect();
+        let current =
+            read_source_schemas(&capture, &source, &assignment.capture_address, &tables).await?;
+        let start = Lsn::from_slice(&assignment.start_lsn).unwrap_or(Lsn::ZERO);
+        for (i, now) in loading.into_iter().zip(current) {
             let Some(now) = now.filter(|now| !same_columns(now, &resolved[i].target.source)) else {
                 continue;
             };
-            let start = Lsn::from_slice(&assignment.start_lsn).unwrap_or(Lsn::ZERO);
             let (plan, table) = follow_schema_change(
                 &task_id,
                 &control,

@@ -46,8 +46,8 @@ use dbsync_core::sink::{ChangeSink, CheckpointStore};
 use dbsync_proto::v1::change_message::Kind as MessageKind;
 use dbsync_proto::v1::{
     Assignment, GetMaxLsnRequest, ObjectSelection, ReadSchemaRequest, ResnapshotCause,
-    SourceConnection, StreamChangesRequest, TablePhase, TablePlan, TableProgress, TableSchema,
-    TargetConnection, Throttle, TransactionFragment,
+    SourceConnection, StreamChangesRequest, TablePhase, TablePlan, TableProgress, TableRef,
+    TableSchema, TargetConnection, Throttle, TransactionFragment,
 };
 use futures::{FutureExt, StreamExt};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
@@ -540,14 +540,38 @@ pub(crate) async fn read_source_schema(
     capture_address: &str,
     t: &ResolvedTable,
 ) -> Result<Option<TableSchema>> {
-    let table = t.target.source.table.clone().unwrap_or_default();
+    let mut one = read_source_schemas(capture, source, capture_address, &[t]).await?;
+    Ok(one.pop().flatten())
+}
+
+/// The schemas of `tables` on the source now, in their order (one ReadSchema call); `None`
+/// for a table that is not there.
+pub(crate) async fn read_source_schemas(
+    capture: &CaptureClient,
+    source: &SourceConnection,
+    capture_address: &str,
+    tables: &[&ResolvedTable],
+) -> Result<Vec<Option<TableSchema>>> {
+    let Some(first) = tables.first() else {
+        return Ok(Vec::new());
+    };
+    let refs: Vec<TableRef> = tables
+        .iter()
+        .map(|t| t.target.source.table.clone().unwrap_or_default())
+        .collect();
+    let mut databases: Vec<String> = refs.iter().map(|r| r.database.clone()).collect();
+    databases.sort();
+    databases.dedup();
     let response = capture
         .clone()
         .read_schema(ReadSchemaRequest {
             source: Some(source.clone()),
             selection: Some(ObjectSelection {
-                databases: vec![table.database.clone()],
-                include: vec![format!("{}.{}", table.schema, table.name)],
+                databases,
+                include: refs
+                    .iter()
+                    .map(|r| format!("{}.{}", r.schema, r.name))
+                    .collect(),
                 exclude: vec![],
             }),
         })
@@ -555,17 +579,29 @@ pub(crate) async fn read_source_schema(
         .map_err(|s| {
             ApplyError::capture_status(
                 capture_address,
-                &t.target.source_name,
+                &first.target.source_name,
                 "reading its schema",
                 s,
             )
         })?
         .into_inner();
-    Ok(response.tables.into_iter().find(|s| {
-        s.table.as_ref().is_some_and(|r| {
-            r.schema.eq_ignore_ascii_case(&table.schema) && r.name.eq_ignore_ascii_case(&table.name)
+    let same = |a: &TableRef, b: &TableRef| {
+        (a.database.is_empty()
+            || b.database.is_empty()
+            || a.database.eq_ignore_ascii_case(&b.database))
+            && a.schema.eq_ignore_ascii_case(&b.schema)
+            && a.name.eq_ignore_ascii_case(&b.name)
+    };
+    Ok(refs
+        .iter()
+        .map(|r| {
+            response
+                .tables
+                .iter()
+                .find(|s| s.table.as_ref().is_some_and(|t| same(t, r)))
+                .cloned()
         })
-    }))
+        .collect())
 }
 
 /// True when two schemas of a table have the same columns and key (what the target's shape
