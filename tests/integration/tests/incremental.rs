@@ -126,17 +126,19 @@ async fn hybrid_mode_follows_ddl_and_heap_tables_while_streaming_and_cleans_up()
         .await
         .unwrap();
     // A column added to a keyed table and written at once, before dbsync's new capture
-    // instance exists, and again later.
+    // instance exists, and again later (sample rows 1, 3 and 5 are never deleted by the
+    // workload, so the update always has rows).
     env.standin
-        .run(
+        .run_ddl(
             "shop",
             "ALTER TABLE sales.text_samples ADD note nvarchar(40) NULL",
         )
+        .await
         .unwrap();
     env.standin
         .run(
             "shop",
-            "UPDATE sales.text_samples SET note = N'right after the DDL' WHERE id % 7 = 0",
+            "UPDATE sales.text_samples SET note = N'right after the DDL' WHERE id % 7 = 0 OR id IN (1, 3, 5)",
         )
         .unwrap();
     // The heap without any key: updates and deletes by all values.

@@ -75,6 +75,25 @@ impl StandIn {
         Ok(())
     }
 
+    /// Runs a DDL statement while other sessions write. The stand-in answers a DDL that meets
+    /// another transaction's locks on its table with error 1222 at once, where SQL Server
+    /// would wait for its schema-modification lock, so it is tried again until those
+    /// transactions have ended (a minute at most).
+    pub async fn run_ddl(&self, database: &str, sql: &str) -> anyhow::Result<()> {
+        super::wait_for(
+            &format!("DDL `{sql}` to get its lock"),
+            Duration::from_secs(60),
+            || async {
+                match self.engine.run(database, sql) {
+                    Ok(_) => Ok(Ok(())),
+                    Err(e) if e.number == 1222 => Ok(Err(e.message)),
+                    Err(e) => Err(anyhow::anyhow!("stand-in: {e:?}")),
+                }
+            },
+        )
+        .await
+    }
+
     /// A tiberius connection to `database` as `sa`.
     pub async fn connect(&self, database: &str) -> anyhow::Result<SqlClient> {
         workload::connect(self.addr, database, &self.user, &self.password)
