@@ -252,32 +252,46 @@ async fn load_chunk(
     Ok(())
 }
 
+/// The source's current max LSN in the table's database; `None` while the source has none
+/// (the CDC capture job has not run yet).
+pub(crate) async fn read_max_lsn(
+    capture: &CaptureClient,
+    source: &SourceConnection,
+    capture_address: &str,
+    t: &ResolvedTable,
+) -> Result<Option<Lsn>> {
+    let database = t
+        .target
+        .source
+        .table
+        .as_ref()
+        .map(|r| r.database.clone())
+        .unwrap_or_default();
+    let response = capture
+        .clone()
+        .get_max_lsn(GetMaxLsnRequest {
+            source: Some(source.clone()),
+            database,
+            ..Default::default()
+        })
+        .await
+        .map_err(|s| {
+            ApplyError::capture_status(
+                capture_address,
+                &t.target.source_name,
+                "reading the max LSN",
+                s,
+            )
+        })?
+        .into_inner();
+    Ok(Lsn::from_slice(&response.lsn))
+}
+
 /// A table's snapshot is complete: store its end LSN.
 async fn finish_table(ctx: &FullSyncContext, client: &Client, t: &FullSyncTable) -> Result<()> {
     let name = &t.table.target.source_name;
     let end_lsn = if ctx.record_end_lsn {
-        let database = t
-            .table
-            .target
-            .source
-            .table
-            .as_ref()
-            .map(|r| r.database.clone())
-            .unwrap_or_default();
-        let response = ctx
-            .capture
-            .clone()
-            .get_max_lsn(GetMaxLsnRequest {
-                source: Some(ctx.source.clone()),
-                database,
-                ..Default::default()
-            })
-            .await
-            .map_err(|s| {
-                ApplyError::capture_status(&ctx.capture_address, name, "reading the max LSN", s)
-            })?
-            .into_inner();
-        Lsn::from_slice(&response.lsn)
+        read_max_lsn(&ctx.capture, &ctx.source, &ctx.capture_address, &t.table).await?
     } else {
         None
     };

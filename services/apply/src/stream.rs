@@ -45,9 +45,9 @@ use dbsync_core::lsn::{Lsn, Position};
 use dbsync_core::sink::{ChangeSink, CheckpointStore};
 use dbsync_proto::v1::change_message::Kind as MessageKind;
 use dbsync_proto::v1::{
-    Assignment, GetMaxLsnRequest, ObjectSelection, ReadSchemaRequest, ResnapshotCause,
-    SourceConnection, StreamChangesRequest, TablePhase, TablePlan, TableProgress, TableRef,
-    TableSchema, TargetConnection, Throttle, TransactionFragment,
+    Assignment, ObjectSelection, ReadSchemaRequest, ResnapshotCause, SourceConnection,
+    StreamChangesRequest, TablePhase, TablePlan, TableProgress, TableRef, TableSchema,
+    TargetConnection, Throttle, TransactionFragment,
 };
 use futures::{FutureExt, StreamExt};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
@@ -56,7 +56,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::capture::CaptureClient;
 use crate::error::{ApplyError, Result};
-use crate::full::{run_full_sync, FullSyncContext, FullSyncTable};
+use crate::full::{read_max_lsn, run_full_sync, FullSyncContext, FullSyncTable};
 use crate::pg::catalog::{unique_index_count, ResolvedTable};
 use crate::pg::changes::{check_filter, ApplyLimits, ChangeApplier, TableApply};
 use crate::pg::checkpoint::{
@@ -647,32 +647,13 @@ fn altered(
 
 /// The source's current max LSN (a re-snapshot's side stream starts after it).
 async fn source_max_lsn(ctx: &StreamContext, t: &ResolvedTable) -> Result<Lsn> {
-    let name = &t.target.source_name;
-    let database = t
-        .target
-        .source
-        .table
-        .as_ref()
-        .map(|r| r.database.clone())
-        .unwrap_or_default();
-    let response = ctx
-        .capture
-        .clone()
-        .get_max_lsn(GetMaxLsnRequest {
-            source: Some(ctx.source.clone()),
-            database,
-            ..Default::default()
+    read_max_lsn(&ctx.capture, &ctx.source, &ctx.capture_address, t)
+        .await?
+        .ok_or_else(|| ApplyError::CaptureUnavailable {
+            address: ctx.capture_address.clone(),
+            action: "reading the max LSN",
+            detail: "the source has no max LSN yet (is the CDC capture job running?)".into(),
         })
-        .await
-        .map_err(|s| {
-            ApplyError::capture_status(&ctx.capture_address, name, "reading the max LSN", s)
-        })?
-        .into_inner();
-    Lsn::from_slice(&response.lsn).ok_or_else(|| ApplyError::CaptureUnavailable {
-        address: ctx.capture_address.clone(),
-        action: "reading the max LSN",
-        detail: "the source has no max LSN yet (is the CDC capture job running?)".into(),
-    })
 }
 
 /// Records a table's re-snapshot and empties it, in one transaction on `client` (outside any
