@@ -5,82 +5,19 @@
 //! it reads; setup goes through the gRPC service.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dbsync_capture::mssql::cdc::CdcStream;
 use dbsync_capture::mssql::client::Pools;
 use dbsync_capture::throttle::TaskThrottle;
-use dbsync_capture::CancellationToken;
-use dbsync_proto::v1::capture_service_client::CaptureServiceClient;
 use dbsync_proto::v1::{
     change_message::Kind as Msg, value::Kind, ChangeMessage, EnableCdcRequest, GetMaxLsnRequest,
-    ObjectSelection, Operation, ReadSchemaRequest, SourceConnection, StreamChangesRequest,
-    TableSchema, TransactionFragment,
+    ObjectSelection, Operation, ReadSchemaRequest, StreamChangesRequest, TableSchema,
+    TransactionFragment,
 };
-use dbsync_sqlserver_sim::engine::cdc::{Cdc, CdcConfig};
-use dbsync_sqlserver_sim::engine::{Engine, EngineConfig};
-use dbsync_sqlserver_sim::server::{Server, ServerHandle};
-use tonic::transport::Channel;
 
 mod common;
-use common::gauges;
-
-struct Env {
-    engine: Engine,
-    _sim: ServerHandle,
-    source: SourceConnection,
-    client: CaptureServiceClient<Channel>,
-    shutdown: CancellationToken,
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
-
-async fn env(setup: &str) -> Env {
-    let engine = Engine::new(EngineConfig::default());
-    Cdc::install(&engine, CdcConfig::default());
-    engine
-        .run("master", "CREATE DATABASE shop")
-        .expect("create database");
-    engine.run("shop", setup).expect("setup sql");
-    let sim = Server::start("127.0.0.1:0".parse().unwrap(), Arc::new(engine.clone()))
-        .await
-        .unwrap();
-    let source = SourceConnection {
-        host: "127.0.0.1".into(),
-        port: u32::from(sim.addr.port()),
-        user: "sa".into(),
-        password: engine.config().sa_password.clone(),
-        database: "shop".into(),
-        ..Default::default()
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr: SocketAddr = listener.local_addr().unwrap();
-    let shutdown = CancellationToken::new();
-    tokio::spawn(dbsync_capture::serve(
-        Default::default(),
-        listener,
-        shutdown.clone(),
-    ));
-    let client = loop {
-        match CaptureServiceClient::connect(format!("http://{addr}")).await {
-            Ok(c) => break c.max_decoding_message_size(64 << 20),
-            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-        }
-    };
-    Env {
-        engine,
-        _sim: sim,
-        source,
-        client,
-        shutdown,
-    }
-}
+use common::{env, gauges, Env};
 
 impl Env {
     fn sql(&self, sql: &str) {
@@ -243,7 +180,7 @@ impl Replica {
 
 #[tokio::test]
 async fn read_schema_never_lists_dbsyncs_own_tables_whatever_their_prefix() {
-    let mut env = env("CREATE TABLE dbo.t (id int NOT NULL PRIMARY KEY); CREATE TABLE dbo.u (id int NOT NULL PRIMARY KEY);").await;
+    let mut env = env("shop", "CREATE TABLE dbo.t (id int NOT NULL PRIMARY KEY); CREATE TABLE dbo.u (id int NOT NULL PRIMARY KEY);").await;
     let tables = env.schema().await;
     env.enable_hybrid(&tables[..1], "").await;
     env.enable_hybrid(&tables[1..], "acme_").await;
@@ -266,7 +203,7 @@ async fn read_schema_never_lists_dbsyncs_own_tables_whatever_their_prefix() {
 #[tokio::test]
 async fn the_retention_headroom_gauge_is_refreshed_on_a_timer_while_the_stream_is_not_read() {
     let values = gauges();
-    let mut env = env("CREATE TABLE dbo.t (id int NOT NULL PRIMARY KEY);").await;
+    let mut env = env("shop", "CREATE TABLE dbo.t (id int NOT NULL PRIMARY KEY);").await;
     let tables = env.schema().await;
     env.enable_hybrid(&tables, "").await;
     env.sql("INSERT INTO dbo.t (id) VALUES (1)");
@@ -307,7 +244,11 @@ async fn the_retention_headroom_gauge_is_refreshed_on_a_timer_while_the_stream_i
 
 #[tokio::test]
 async fn an_added_column_backfill_reads_the_table_in_key_pages_as_it_sends_them() {
-    let mut env = env("CREATE TABLE dbo.big (id int NOT NULL PRIMARY KEY, v int NULL);").await;
+    let mut env = env(
+        "shop",
+        "CREATE TABLE dbo.big (id int NOT NULL PRIMARY KEY, v int NULL);",
+    )
+    .await;
     let tables = env.schema().await;
     env.enable_hybrid(&tables, "").await;
     let values: Vec<String> = (1..=3000).map(|i| format!("({i}, {i})")).collect();
@@ -406,7 +347,11 @@ async fn an_added_column_backfill_reads_the_table_in_key_pages_as_it_sends_them(
 
 #[tokio::test]
 async fn a_reopened_stream_gives_old_instance_rows_the_columns_added_before_its_position() {
-    let mut env = env("CREATE TABLE dbo.t (id int NOT NULL PRIMARY KEY, v int NULL);").await;
+    let mut env = env(
+        "shop",
+        "CREATE TABLE dbo.t (id int NOT NULL PRIMARY KEY, v int NULL);",
+    )
+    .await;
     let before_ddl = env.schema().await;
     env.enable_hybrid(&before_ddl, "").await;
     let l0 = env.max_lsn().await;
@@ -463,6 +408,7 @@ async fn a_reopened_stream_gives_old_instance_rows_the_columns_added_before_its_
 async fn a_second_column_change_gets_its_instance_once_the_older_one_is_retired_without_a_restart()
 {
     let mut env = env(
+        "shop",
         "CREATE TABLE dbo.k (id int NOT NULL PRIMARY KEY, v int NULL);
          CREATE TABLE dbo.h (id int NOT NULL, v int NULL);",
     )

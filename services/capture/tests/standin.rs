@@ -1,82 +1,19 @@
 //! The capture service against the SQL Server stand-in over real TDS (tiberius), through its
 //! gRPC API: catalog, chunked snapshot reads, CDC setup and the change stream.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dbsync_capture::CancellationToken;
-use dbsync_proto::v1::capture_service_client::CaptureServiceClient;
 use dbsync_proto::v1::{
     change_message::Kind as Msg, value::Kind, ChangeMessage, EnableCdcRequest, GetMaxLsnRequest,
     KeyBound, ObjectSelection, Operation, PlanChunksRequest, ReadChunkRequest, ReadRowsRequest,
-    ReadSchemaRequest, SourceConnection, SourcePrecheckRequest, StreamChangesRequest, TableRef,
-    TableSchema, Value,
+    ReadSchemaRequest, SourcePrecheckRequest, StreamChangesRequest, TableRef, TableSchema, Value,
 };
 use dbsync_sqlserver_sim::engine::cdc::{Cdc, CdcConfig};
-use dbsync_sqlserver_sim::engine::{Engine, EngineConfig};
-use dbsync_sqlserver_sim::server::{Server, ServerHandle};
-use tonic::transport::Channel;
 
 mod common;
-use common::gauges;
-
-struct Env {
-    engine: Engine,
-    sim: ServerHandle,
-    source: SourceConnection,
-    client: CaptureServiceClient<Channel>,
-    shutdown: CancellationToken,
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
-
-async fn env(db: &str, setup: &str) -> Env {
-    let engine = Engine::new(EngineConfig::default());
-    Cdc::install(&engine, CdcConfig::default());
-    engine
-        .run("master", &format!("CREATE DATABASE {db}"))
-        .expect("create database");
-    if !setup.is_empty() {
-        engine.run(db, setup).expect("setup sql");
-    }
-    let sim = Server::start("127.0.0.1:0".parse().unwrap(), Arc::new(engine.clone()))
-        .await
-        .unwrap();
-    let source = SourceConnection {
-        host: "127.0.0.1".into(),
-        port: u32::from(sim.addr.port()),
-        user: "sa".into(),
-        password: engine.config().sa_password.clone(),
-        database: db.into(),
-        ..Default::default()
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr: SocketAddr = listener.local_addr().unwrap();
-    let shutdown = CancellationToken::new();
-    tokio::spawn(dbsync_capture::serve(
-        Default::default(),
-        listener,
-        shutdown.clone(),
-    ));
-    let client = loop {
-        match CaptureServiceClient::connect(format!("http://{addr}")).await {
-            Ok(c) => break c.max_decoding_message_size(64 << 20),
-            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-        }
-    };
-    Env {
-        engine,
-        sim,
-        source,
-        client,
-        shutdown,
-    }
-}
+use common::{env, gauges, Env};
 
 /// An [`env`] over the sample database `shop` with `rows` rows per ordinary table.
 async fn sample_env(rows: usize) -> Env {
